@@ -1,0 +1,26 @@
+# The two commands in the README are `make demo` and `make test`; everything else is here too.
+.PHONY: setup demo test lint typecheck contracts bench clean
+
+VENV := .venv/bin
+
+setup:
+	@scripts/bootstrap
+
+demo: setup
+	$(VENV)/idmz demo
+
+test: setup lint
+	$(VENV)/python -m pytest -q
+	$(VENV)/idmz demo --check
+
+lint: setup
+	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
+	$(VENV)/mypy
+	$(VENV)/lint-imports
+
+bench: setup
+	@for b in bench/*.py; do echo "== $$b"; $(VENV)/python $$b || exit 1; done
+
+clean:
+	rm -rf idmz-data .pytest_cache .mypy_cache .ruff_cache

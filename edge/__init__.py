@@ -1,0 +1,1 @@
+"""edge: the OT gateway: OPC UA / Modbus readers, featurizer, inference, outbox, uplink."""

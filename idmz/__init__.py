@@ -1,0 +1,1 @@
+"""idmz: composition root: the CLI, settings, wiring, process supervision and the demo."""

@@ -1,0 +1,5 @@
+import sys
+
+from idmz.cli import main
+
+sys.exit(main())

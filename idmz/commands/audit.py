@@ -1,0 +1,10 @@
+"""`idmz audit`: not wired yet (in progress)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
+    """Add the `audit` command group to the top-level parser."""

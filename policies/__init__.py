@@ -1,0 +1,1 @@
+"""policies: may it? Zones, conduits, topic rules, limits; pure decisions and broker config."""

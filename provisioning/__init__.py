@@ -1,0 +1,1 @@
+"""provisioning: enrollment service, registry, tokens, EST, renewal, expiry alerts, client."""
