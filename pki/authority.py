@@ -1,0 +1,145 @@
+"""The interface every CA backend implements (local files, Vault), and what it returns.
+
+Features call `CertificateAuthority` and never know which backend is behind it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from pki.profiles import ProfileName, Subject
+
+
+class RevocationReason(StrEnum):
+    """RFC 5280 section 5.3.1 reason codes an operator may give."""
+
+    UNSPECIFIED = "unspecified"
+    KEY_COMPROMISE = "key-compromise"
+    CA_COMPROMISE = "ca-compromise"
+    AFFILIATION_CHANGED = "affiliation-changed"
+    SUPERSEDED = "superseded"
+    CESSATION_OF_OPERATION = "cessation-of-operation"
+    CERTIFICATE_HOLD = "certificate-hold"
+    PRIVILEGE_WITHDRAWN = "privilege-withdrawn"
+
+    @property
+    def x509_flag(self) -> x509.ReasonFlags:
+        return x509.ReasonFlags[self.name.lower()]
+
+
+def fingerprint_sha256(cert: x509.Certificate) -> str:
+    """Lower-case hex SHA-256 of the DER certificate (what gateways pin)."""
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def format_serial(serial: int) -> str:
+    """Serials are shown as lower-case hex, as openssl and Vault show them (without colons)."""
+    return format(serial, "x")
+
+
+def parse_serial(text: str) -> int:
+    """Accept ``"1a2b..."``, ``"0x1a2b"`` or Vault's ``"1a:2b:..."`` forms."""
+    cleaned = text.strip().lower().removeprefix("0x").replace(":", "").replace("-", "")
+    try:
+        value = int(cleaned, 16)
+    except ValueError as exc:
+        raise ValueError(f"expected a hex serial number; found {text!r}") from exc
+    if value <= 0:
+        raise ValueError(f"serial numbers are positive; found {text!r}")
+    return value
+
+
+def pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCertificate:
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...]  # issuing CA first, root last
+    profile: ProfileName
+    subject: Subject
+
+    @property
+    def serial(self) -> int:
+        return self.certificate.serial_number
+
+    @property
+    def serial_hex(self) -> str:
+        return format_serial(self.certificate.serial_number)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint_sha256(self.certificate)
+
+    @property
+    def not_after(self) -> datetime:
+        return self.certificate.not_valid_after_utc
+
+    def leaf_pem(self) -> bytes:
+        return pem(self.certificate)
+
+    def chain_pem(self) -> bytes:
+        """Intermediates only (issuing CA first), without the root."""
+        return b"".join(pem(c) for c in self.chain[:-1])
+
+    def root_pem(self) -> bytes:
+        return pem(self.chain[-1])
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationRecord:
+    serial: int
+    reason: RevocationReason
+    revoked_at: datetime
+    already_revoked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CRLBundle:
+    crl: x509.CertificateRevocationList
+    pem: bytes
+    der: bytes
+
+    @property
+    def next_update(self) -> datetime:
+        value = self.crl.next_update_utc
+        if value is None:  # we always set it; a CRL without one is not ours
+            raise ValueError("CRL has no nextUpdate")
+        return value
+
+
+class CertificateAuthority(Protocol):
+    """Issue, revoke, publish CRLs. Implementations: `pki.local.LocalCA`, `pki.vault.VaultCA`."""
+
+    def issue(
+        self,
+        unverified_csr: bytes,
+        subject: Subject,
+        *,
+        profile: ProfileName,
+        now: datetime,
+        validity: timedelta | None = None,
+    ) -> IssuedCertificate:
+        """Check the CSR (`pki.csr.verify_csr`) and issue under ``profile``; raise
+        `CSRError` / `IssuanceRefusedError` / `KeyStoreError`."""
+        ...
+
+    def revoke(self, serial: int, reason: RevocationReason, *, now: datetime) -> RevocationRecord:
+        """Revoke ``serial`` and regenerate the CRL before returning."""
+        ...
+
+    def current_crl(self, *, now: datetime) -> CRLBundle:
+        """The current CRL; regenerated first if it is due (``now`` past the refresh point)."""
+        ...
+
+    def ca_chain(self) -> tuple[x509.Certificate, ...]:
+        """Issuing CA first, root last."""
+        ...

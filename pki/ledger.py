@@ -1,0 +1,168 @@
+"""The local CA's ledger: every certificate it issued and every revocation, in SQLite.
+
+Issuance rows are written with ``synchronous=NORMAL`` (WAL): the durable record of an issuance is
+the audit log entry that the caller writes before handing the certificate out. Revocations are
+written with ``synchronous=FULL`` because the CRL is generated from them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pki.authority import RevocationReason, format_serial
+from pki.errors import KeyStoreError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS certificates (
+    serial TEXT PRIMARY KEY,          -- lower-case hex
+    subject TEXT NOT NULL,            -- identity path / server names
+    profile TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    not_after TEXT NOT NULL,          -- ISO 8601 UTC
+    issued_at TEXT NOT NULL,
+    revoked_at TEXT,
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS certificates_subject ON certificates(subject);
+CREATE INDEX IF NOT EXISTS certificates_revoked ON certificates(revoked_at) WHERE revoked_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    serial: int
+    subject: str
+    profile: str
+    fingerprint: str
+    not_after: datetime
+    issued_at: datetime
+    revoked_at: datetime | None
+    reason: RevocationReason | None
+
+
+def _ts(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+def _dt(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+class Ledger:
+    def __init__(self, path: Path) -> None:
+        try:
+            self._db = sqlite3.connect(
+                path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise KeyStoreError(f"cannot open CA ledger {path}: {exc}") from exc
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def record_issued(
+        self,
+        *,
+        serial: int,
+        subject: str,
+        profile: str,
+        fingerprint: str,
+        not_after: datetime,
+        now: datetime,
+    ) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO certificates(serial, subject, profile, fingerprint, not_after, issued_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (format_serial(serial), subject, profile, fingerprint, _ts(not_after), _ts(now)),
+            )
+
+    def get(self, serial: int) -> LedgerEntry | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT serial, subject, profile, fingerprint, not_after, issued_at, revoked_at, reason"
+                " FROM certificates WHERE serial = ?",
+                (format_serial(serial),),
+            ).fetchone()
+        return _entry(row) if row else None
+
+    def by_subject(self, subject: str) -> list[LedgerEntry]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT serial, subject, profile, fingerprint, not_after, issued_at, revoked_at, reason"
+                " FROM certificates WHERE subject = ? ORDER BY issued_at",
+                (subject,),
+            ).fetchall()
+        return [_entry(r) for r in rows]
+
+    def mark_revoked(self, serial: int, reason: RevocationReason, now: datetime) -> bool:
+        """Mark ``serial`` revoked; return False if it already was (the first reason stands)."""
+        with self._lock:
+            self._db.execute("PRAGMA synchronous=FULL")
+            try:
+                cur = self._db.execute(
+                    "UPDATE certificates SET revoked_at = ?, reason = ?"
+                    " WHERE serial = ? AND revoked_at IS NULL",
+                    (_ts(now), reason.value, format_serial(serial)),
+                )
+            finally:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            return cur.rowcount == 1
+
+    def revoked(self) -> Iterator[tuple[int, datetime, RevocationReason]]:
+        """Every revoked serial with its time and reason (for the CRL)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT serial, revoked_at, reason FROM certificates WHERE revoked_at IS NOT NULL"
+            ).fetchall()
+        for serial, revoked_at, reason in rows:
+            yield int(serial, 16), _dt(revoked_at), RevocationReason(reason)
+
+    def next_crl_number(self) -> int:
+        """A monotonically increasing CRL number (RFC 5280 section 5.2.3)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'crl_number'").fetchone()
+            number = int(row[0]) + 1 if row else 1
+            self._db.execute(
+                "INSERT INTO meta(key, value) VALUES ('crl_number', ?)"
+                " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (str(number),),
+            )
+            self._db.execute("COMMIT")
+        return number
+
+    def bulk_revoke_for_test(self, rows: list[tuple[int, str, datetime]]) -> None:
+        """Insert many already-revoked certificates at once (benchmarks and CRL scale tests)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT INTO certificates(serial, subject, profile, fingerprint, not_after, issued_at,"
+                " revoked_at, reason) VALUES (?, ?, 'device', '', ?, ?, ?, 'superseded')",
+                [(format_serial(s), subj, _ts(t), _ts(t), _ts(t)) for s, subj, t in rows],
+            )
+            self._db.execute("COMMIT")
+
+
+def _entry(row: tuple[str, str, str, str, str, str, str | None, str | None]) -> LedgerEntry:
+    serial, subject, profile, fingerprint, not_after, issued_at, revoked_at, reason = row
+    return LedgerEntry(
+        serial=int(serial, 16),
+        subject=subject,
+        profile=profile,
+        fingerprint=fingerprint,
+        not_after=_dt(not_after),
+        issued_at=_dt(issued_at),
+        revoked_at=_dt(revoked_at) if revoked_at else None,
+        reason=RevocationReason(reason) if reason else None,
+    )

@@ -1,0 +1,384 @@
+"""The embedded CA: a root and an issuing CA as files under ``<home>/ca/``.
+
+>>> from datetime import UTC, datetime
+>>> import tempfile, pathlib
+>>> d = pathlib.Path(tempfile.mkdtemp()) / "ca"
+>>> _ = init_local_ca(d, passphrase=b"correct horse", organization="acme", now=datetime.now(UTC))
+>>> ca = LocalCA.open(d, passphrase=b"correct horse")
+>>> len(ca.ca_chain())
+2
+
+Files (docs/contracts.md section 5): ``root.pem``, ``root.key.pem`` (absent when the root is kept
+offline), ``issuing.pem``, ``issuing.key.pem``, ``chain.pem`` (issuing then root), ``crl.pem``,
+``crl.der``, ``ledger.sqlite``. Private keys are PKCS#8 encrypted with the CA passphrase, 0600.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from pki.authority import (
+    CRLBundle,
+    IssuedCertificate,
+    RevocationReason,
+    RevocationRecord,
+    fingerprint_sha256,
+    format_serial,
+    pem,
+)
+from pki.builder import (
+    CLOCK_SKEW,
+    build_intermediate,
+    build_intermediate_request,
+    build_leaf,
+    build_root,
+    ca_name,
+)
+from pki.crl import build_crl
+from pki.csr import verify_csr
+from pki.errors import ConfigError, IssuanceRefusedError, KeyStoreError
+from pki.keys import (
+    KeyPolicy,
+    PrivateKey,
+    check_public_key,
+    generate_private_key,
+    load_private_key,
+    write_private_key,
+)
+from pki.ledger import Ledger, LedgerEntry
+from pki.profiles import PROFILES, ProfileName, Subject, check_subject_matches
+
+
+@dataclass(frozen=True, slots=True)
+class CAPaths:
+    root: Path
+
+    @property
+    def root_cert(self) -> Path:
+        return self.root / "root.pem"
+
+    @property
+    def root_key(self) -> Path:
+        return self.root / "root.key.pem"
+
+    @property
+    def issuing_cert(self) -> Path:
+        return self.root / "issuing.pem"
+
+    @property
+    def issuing_key(self) -> Path:
+        return self.root / "issuing.key.pem"
+
+    @property
+    def chain(self) -> Path:
+        return self.root / "chain.pem"
+
+    @property
+    def crl_pem(self) -> Path:
+        return self.root / "crl.pem"
+
+    @property
+    def crl_der(self) -> Path:
+        return self.root / "crl.der"
+
+    @property
+    def ledger(self) -> Path:
+        return self.root / "ledger.sqlite"
+
+    @property
+    def intermediate_request(self) -> Path:
+        return self.root / "issuing.csr.pem"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalCAConfig:
+    key_policy: KeyPolicy = field(default_factory=KeyPolicy)
+    crl_lifetime: timedelta = timedelta(days=1)
+    # Regenerate the CRL on the next call once less than this remains before nextUpdate.
+    crl_refresh_margin: timedelta = timedelta(hours=12)
+    max_validity: dict[ProfileName, timedelta] = field(
+        default_factory=lambda: {name: p.max_validity for name, p in PROFILES.items()}
+    )
+
+
+def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _load_cert(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"CA certificate {path} is missing; run `idmz ca init` first") from exc
+    except ValueError as exc:
+        raise ConfigError(f"CA certificate {path} is not a PEM certificate") from exc
+
+
+def init_local_ca(
+    ca_dir: Path,
+    *,
+    passphrase: bytes,
+    organization: str,
+    now: datetime,
+    key_type: str = "ec-p256",
+    root_validity: timedelta = timedelta(days=3650),
+    issuing_validity: timedelta = timedelta(days=1825),
+    root_only: bool = False,
+) -> CAPaths:
+    """Create a root CA and (unless ``root_only``) an issuing CA signed by it.
+
+    Refuses to overwrite an existing CA: re-keying is a deliberate, separate act.
+    """
+    paths = CAPaths(ca_dir)
+    if paths.root_cert.exists() or paths.issuing_cert.exists():
+        raise ConfigError(f"a CA already exists in {ca_dir}; refusing to overwrite it")
+    ca_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    root_key = generate_private_key(key_type)
+    root = build_root(
+        key=root_key,
+        name=ca_name(f"{organization} idmz root CA", organization),
+        now=now,
+        validity=root_validity,
+    )
+    write_private_key(paths.root_key, root_key, passphrase)
+    _write_atomic(paths.root_cert, pem(root))
+    if not root_only:
+        issuing_key = generate_private_key(key_type)
+        issuing = build_intermediate(
+            public_key=issuing_key.public_key(),
+            name=ca_name(f"{organization} idmz issuing CA", organization),
+            root=root,
+            root_key=root_key,
+            now=now,
+            validity=issuing_validity,
+        )
+        write_private_key(paths.issuing_key, issuing_key, passphrase)
+        _write_atomic(paths.issuing_cert, pem(issuing))
+        _write_atomic(paths.chain, pem(issuing) + pem(root))
+        ca = LocalCA.open(ca_dir, passphrase=passphrase)
+        ca.publish_crl(now=now)
+        ca.close()
+    return paths
+
+
+def create_intermediate_request(
+    ca_dir: Path, *, passphrase: bytes, organization: str, key_type: str = "ec-p256"
+) -> bytes:
+    """On the online host: make the issuing key and a CSR for the offline root to sign."""
+    paths = CAPaths(ca_dir)
+    if paths.issuing_key.exists():
+        raise ConfigError(f"an issuing key already exists in {ca_dir}")
+    ca_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = generate_private_key(key_type)
+    write_private_key(paths.issuing_key, key, passphrase)
+    csr = build_intermediate_request(key, ca_name(f"{organization} idmz issuing CA", organization))
+    data = csr.public_bytes(serialization.Encoding.PEM)
+    _write_atomic(paths.intermediate_request, data)
+    return data
+
+
+def sign_intermediate(
+    root_dir: Path, *, passphrase: bytes, unverified_csr: bytes, now: datetime, validity: timedelta
+) -> bytes:
+    """On the offline root host: sign an issuing CA's CSR (proof of possession checked)."""
+    paths = CAPaths(root_dir)
+    root = _load_cert(paths.root_cert)
+    root_key = load_private_key(paths.root_key, passphrase)
+    try:
+        csr = x509.load_pem_x509_csr(unverified_csr)
+    except ValueError as exc:
+        raise IssuanceRefusedError("expected a PEM certificate request for the issuing CA") from exc
+    if not csr.is_signature_valid:
+        raise IssuanceRefusedError("the issuing CA's request failed proof of possession")
+    key = check_public_key(csr.public_key(), KeyPolicy())
+    cert = build_intermediate(
+        public_key=key, name=csr.subject, root=root, root_key=root_key, now=now, validity=validity
+    )
+    return pem(cert)
+
+
+def install_intermediate(
+    ca_dir: Path, *, passphrase: bytes, cert_pem: bytes, root_pem: bytes, now: datetime
+) -> None:
+    """On the online host: install the signed issuing certificate and the root, then a first CRL."""
+    paths = CAPaths(ca_dir)
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    root = x509.load_pem_x509_certificate(root_pem)
+    key = load_private_key(paths.issuing_key, passphrase)
+    if cert.public_key() != key.public_key():
+        raise ConfigError("the signed issuing certificate does not match this host's issuing key")
+    try:
+        cert.verify_directly_issued_by(root)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError("the issuing certificate was not signed by the given root") from exc
+    _write_atomic(paths.root_cert, pem(root))
+    _write_atomic(paths.issuing_cert, pem(cert))
+    _write_atomic(paths.chain, pem(cert) + pem(root))
+    ca = LocalCA.open(ca_dir, passphrase=passphrase)
+    ca.publish_crl(now=now)
+    ca.close()
+
+
+class LocalCA:
+    """Issues from the issuing CA's key held in memory; thread-safe; many processes may share
+    one CA directory (the ledger is SQLite, CRL files are replaced atomically)."""
+
+    def __init__(
+        self,
+        paths: CAPaths,
+        *,
+        issuing: x509.Certificate,
+        issuing_key: PrivateKey,
+        root: x509.Certificate,
+        config: LocalCAConfig,
+    ) -> None:
+        self.paths = paths
+        self._issuing = issuing
+        self._key = issuing_key
+        self._root = root
+        self._config = config
+        self._ledger = Ledger(paths.ledger)
+        self._crl_lock = threading.Lock()
+        self._crl: CRLBundle | None = None
+
+    @classmethod
+    def open(
+        cls, ca_dir: Path, *, passphrase: bytes, config: LocalCAConfig | None = None
+    ) -> LocalCA:
+        paths = CAPaths(ca_dir)
+        issuing = _load_cert(paths.issuing_cert)
+        root = _load_cert(paths.root_cert)
+        key = load_private_key(paths.issuing_key, passphrase)
+        if key.public_key() != issuing.public_key():
+            raise KeyStoreError(f"{paths.issuing_key} does not belong to {paths.issuing_cert}")
+        return cls(
+            paths, issuing=issuing, issuing_key=key, root=root, config=config or LocalCAConfig()
+        )
+
+    def close(self) -> None:
+        self._ledger.close()
+
+    # -- CertificateAuthority -------------------------------------------------------------
+
+    def issue(
+        self,
+        unverified_csr: bytes,
+        subject: Subject,
+        *,
+        profile: ProfileName,
+        now: datetime,
+        validity: timedelta | None = None,
+    ) -> IssuedCertificate:
+        check_subject_matches(profile, subject)
+        verified = verify_csr(unverified_csr, subject, self._config.key_policy)
+        lifetime = validity if validity is not None else PROFILES[profile].default_validity
+        limit = self._config.max_validity[profile]
+        if lifetime <= timedelta(0) or lifetime > limit:
+            raise IssuanceRefusedError(
+                f"{profile} certificates for {subject} may be valid for up to {limit.days} days; "
+                f"{lifetime.days} days were requested"
+            )
+        not_after = now + lifetime
+        if not_after > self._issuing.not_valid_after_utc:
+            raise IssuanceRefusedError(
+                f"a certificate for {subject} valid until {not_after:%Y-%m-%d} would outlive the issuing "
+                f"CA (valid until {self._issuing.not_valid_after_utc:%Y-%m-%d}); renew the issuing CA "
+                f"or request a shorter validity"
+            )
+        cert = build_leaf(
+            public_key=verified.public_key,
+            subject=subject,
+            profile=profile,
+            issuer=self._issuing,
+            issuer_key=self._key,
+            serial=x509.random_serial_number(),
+            not_before=now - CLOCK_SKEW,
+            not_after=not_after,
+        )
+        self._ledger.record_issued(
+            serial=cert.serial_number,
+            subject=subject.path,
+            profile=profile.value,
+            fingerprint=fingerprint_sha256(cert),
+            not_after=not_after,
+            now=now,
+        )
+        return IssuedCertificate(
+            certificate=cert, chain=self.ca_chain(), profile=profile, subject=subject
+        )
+
+    def revoke(self, serial: int, reason: RevocationReason, *, now: datetime) -> RevocationRecord:
+        entry = self._ledger.get(serial)
+        if entry is None:
+            raise IssuanceRefusedError(
+                f"no certificate with serial {format_serial(serial)} was issued by this CA"
+            )
+        if not self._ledger.mark_revoked(serial, reason, now):
+            # Revoking twice is harmless and keeps the first time and reason (RFC 5280 5.3.2).
+            current = self._ledger.get(serial)
+            if current is None or current.revoked_at is None or current.reason is None:
+                raise KeyStoreError(f"ledger lost serial {format_serial(serial)} while revoking it")
+            return RevocationRecord(
+                serial, current.reason, current.revoked_at, already_revoked=True
+            )
+        self.publish_crl(now=now)
+        return RevocationRecord(serial, reason, now)
+
+    def current_crl(self, *, now: datetime) -> CRLBundle:
+        with self._crl_lock:
+            crl = self._crl
+        if crl is None or crl.next_update - now < self._config.crl_refresh_margin:
+            crl = self.publish_crl(now=now)
+        return crl
+
+    def publish_crl(self, *, now: datetime) -> CRLBundle:
+        """Generate a new CRL from the ledger and replace ``crl.pem``/``crl.der`` atomically."""
+        with self._crl_lock:
+            bundle = build_crl(
+                issuer=self._issuing,
+                issuer_key=self._key,
+                revoked=self._ledger.revoked(),
+                crl_number=self._ledger.next_crl_number(),
+                now=now,
+                lifetime=self._config.crl_lifetime,
+            )
+            _write_atomic(self.paths.crl_der, bundle.der)
+            _write_atomic(self.paths.crl_pem, bundle.pem)
+            self._crl = bundle
+        return bundle
+
+    def ca_chain(self) -> tuple[x509.Certificate, ...]:
+        return (self._issuing, self._root)
+
+    # -- operator queries -------------------------------------------------------------------
+
+    @property
+    def root_fingerprint(self) -> str:
+        return fingerprint_sha256(self._root)
+
+    @property
+    def issuing_certificate(self) -> x509.Certificate:
+        return self._issuing
+
+    def lookup(self, serial: int) -> LedgerEntry | None:
+        return self._ledger.get(serial)
+
+    def certificates_for(self, subject: Subject | str) -> list[LedgerEntry]:
+        return self._ledger.by_subject(subject if isinstance(subject, str) else subject.path)
+
+    @property
+    def ledger(self) -> Ledger:
+        return self._ledger
