@@ -9,6 +9,7 @@
 ``CheckpointError``        a checkpoint or signed note is malformed or its signature is wrong.
 ``WitnessRefusedError``    a witness refused a checkpoint (rollback, fork, bad signature).
 ``AuditConfigError``       the log or witness was configured wrongly: fix the call/config.
+``InvalidEventError``      the event itself can never be recorded (too big, no reason).
 """
 
 from __future__ import annotations
@@ -52,3 +53,8 @@ class WitnessRefusedError(AuditError):
         super().__init__(message)
         self.status = status
         self.witness_size = witness_size
+
+
+class InvalidEventError(AuditConfigError):
+    """The event cannot be recorded as given (too large, missing reason, not JSON-safe).
+    Fix the caller; nothing was written."""
