@@ -1,0 +1,35 @@
+"""Errors of the edge gateway. Names say what the caller does next.
+
+* `ConfigError`: fix the gateway configuration or the tag map, then start again (exit code 2).
+* `UpstreamError` / `PeerUnavailableError`: a PLC, OPC UA server or broker failed; the gateway
+  retries by itself, a one-shot command exits with code 3.
+* `ModelVerificationError`: a model was refused (signature, certificate, format); nothing was
+  loaded and the gateway keeps the model it already runs, or runs without one.
+* `OutboxFullError`: the outbox is at its byte cap and its policy is ``refuse-new``.
+"""
+
+from __future__ import annotations
+
+
+class EdgeError(Exception):
+    """Base of every error the edge package raises."""
+
+
+class ConfigError(EdgeError):
+    """The gateway configuration, tag map or a command argument is invalid."""
+
+
+class UpstreamError(EdgeError):
+    """A peer (PLC, OPC UA server, Modbus device, MQTT broker) failed or answered wrongly."""
+
+
+class PeerUnavailableError(UpstreamError):
+    """A peer could not be reached (refused, timed out, went away)."""
+
+
+class ModelVerificationError(EdgeError):
+    """A model or its signature bundle did not verify; the model must not be run."""
+
+
+class OutboxFullError(EdgeError):
+    """The outbox is full and its overflow policy refuses new messages."""

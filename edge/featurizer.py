@@ -1,0 +1,224 @@
+"""Vibration and temperature features over fixed windows (numpy only).
+
+A window of acceleration samples becomes a small, named feature vector:
+
+* time domain: RMS, peak, crest factor, kurtosis (Pearson; 3.0 for Gaussian noise);
+* velocity RMS over 10-1000 Hz, the quantity ISO 10816-3 / ISO 20816-3 zones are defined on,
+  obtained by integrating acceleration in the frequency domain (V(f) = A(f) / (j 2 pi f));
+* envelope analysis (Randall & Antoni 2011): band-pass around the structural resonance band,
+  analytic signal by a one-sided spectrum (Hilbert transform), then band energies of the
+  envelope spectrum around the bearing defect frequencies BPFO, BPFI, 2 x BSF and FTF
+  (harmonics 1-3), relative to the median envelope-spectrum level;
+* the share of energy in the resonance band (impacts excite it first);
+* temperature slope by least squares (degrees per minute).
+
+`Featurizer.features(x, shaft_hz)` returns a dict in the fixed order of `FEATURE_NAMES`.
+
+>>> import numpy as np
+>>> fz = Featurizer(FeaturizerSettings(sample_rate_hz=12000.0))
+>>> f = fz.features(np.random.default_rng(0).normal(0, 0.07, 12000), shaft_hz=29.95)
+>>> 2.5 < f["kurtosis"] < 3.5
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.bearing import SKF_6205, BearingGeometry
+from edge.errors import ConfigError
+
+FloatArray = npt.NDArray[np.float64]
+
+G_M_S2 = 9.80665  # standard gravity, for accelerometers that report in g
+
+# The model's inputs, in order. Level-like features are logs (their spread is multiplicative).
+FEATURE_NAMES: tuple[str, ...] = (
+    "log_rms",
+    "log_peak",
+    "crest_factor",
+    "log_kurtosis",
+    "log_velocity_rms",
+    "resonance_share",
+    "env_bpfo",
+    "env_bpfi",
+    "env_bsf2",
+    "env_ftf",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IsoZones:
+    """ISO 10816-3 / 20816-3 zone boundaries in mm/s RMS (10-1000 Hz). Defaults: group 2
+    (medium machines, 15-300 kW), rigid foundation: A/B 1.4, B/C 2.8, C/D 4.5."""
+
+    ab_mm_s: float = 1.4
+    bc_mm_s: float = 2.8
+    cd_mm_s: float = 4.5
+
+    def zone(self, velocity_rms_mm_s: float) -> str:
+        if velocity_rms_mm_s < self.ab_mm_s:
+            return "A"
+        if velocity_rms_mm_s < self.bc_mm_s:
+            return "B"
+        if velocity_rms_mm_s < self.cd_mm_s:
+            return "C"
+        return "D"
+
+
+@dataclass(frozen=True, slots=True)
+class FeaturizerSettings:
+    sample_rate_hz: float
+    bearing: BearingGeometry = SKF_6205
+    acceleration_unit: str = "g"  # "g" or "m/s2"
+    velocity_band_hz: tuple[float, float] = (10.0, 1000.0)
+    # Resonance band for envelope analysis; 2-5 kHz suits small motors like the CWRU rig.
+    envelope_band_hz: tuple[float, float] = (2000.0, 5000.0)
+    envelope_harmonics: int = 3
+    line_tolerance: float = 0.02  # +-2 % around each defect harmonic (slip, speed error)
+    zones: IsoZones = IsoZones()
+
+    def __post_init__(self) -> None:
+        nyquist = self.sample_rate_hz / 2
+        if self.sample_rate_hz <= 0:
+            raise ConfigError(f"sample_rate_hz must be > 0; found {self.sample_rate_hz}")
+        lo, hi = self.envelope_band_hz
+        if not 0 < lo < hi <= nyquist:
+            raise ConfigError(
+                f"envelope_band_hz must lie in (0, {nyquist}] Hz; found {self.envelope_band_hz}"
+            )
+        if self.acceleration_unit not in ("g", "m/s2"):
+            raise ConfigError(
+                f"acceleration_unit must be 'g' or 'm/s2'; found {self.acceleration_unit!r}"
+            )
+
+
+class Featurizer:
+    """Computes features for windows of one length; caches the frequency grids per length."""
+
+    def __init__(self, settings: FeaturizerSettings) -> None:
+        self.settings = settings
+        self._grids: dict[int, _Grid] = {}
+
+    def _grid(self, n: int) -> _Grid:
+        grid = self._grids.get(n)
+        if grid is None:
+            grid = _Grid.build(n, self.settings)
+            self._grids[n] = grid
+        return grid
+
+    def features(self, window: npt.ArrayLike, shaft_hz: float) -> dict[str, float]:
+        """Named features of one window of acceleration samples (in the configured unit)."""
+        x = np.asarray(window, dtype=np.float64)
+        if x.ndim != 1 or x.size < 256:
+            raise ConfigError(f"a window needs >= 256 samples in one dimension; found {x.shape}")
+        if not np.all(np.isfinite(x)):
+            raise ConfigError("window contains NaN or infinite samples")
+        s = self.settings
+        g = self._grid(x.size)
+        x = x - x.mean()
+        power = float(np.dot(x, x)) / x.size
+        rms = float(np.sqrt(power))
+        peak = float(np.max(np.abs(x)))
+        tiny = 1e-12
+        kurt = float(np.mean(x**4)) / (power * power) if power > tiny else 0.0
+        spec = np.fft.rfft(x)
+        mag2 = spec.real**2 + spec.imag**2
+
+        # Velocity RMS by Parseval over one-sided bins: sum(2 |X_k|^2) / N^2 = mean square.
+        to_m_s2 = G_M_S2 if s.acceleration_unit == "g" else 1.0
+        vel2 = mag2[g.vel_bins] * g.inv_omega2
+        velocity_rms_mm_s = float(np.sqrt(2.0 * vel2.sum()) / x.size) * to_m_s2 * 1000.0
+
+        total = float(mag2[1:].sum())
+        resonance_share = float(mag2[g.env_bins].sum()) / total if total > tiny else 0.0
+
+        # Envelope: keep the resonance band, double positive frequencies (analytic signal).
+        analytic_spec = np.zeros(x.size, dtype=np.complex128)
+        analytic_spec[g.env_bins] = 2.0 * spec[g.env_bins]
+        envelope = np.abs(np.fft.ifft(analytic_spec))
+        envelope -= envelope.mean()
+        env_spec = np.abs(np.fft.rfft(envelope))
+        lines = self._envelope_lines(env_spec, g, shaft_hz)
+
+        return {
+            "log_rms": float(np.log(rms + tiny)),
+            "log_peak": float(np.log(peak + tiny)),
+            "crest_factor": peak / rms if rms > tiny else 0.0,
+            "log_kurtosis": float(np.log(kurt + tiny)),
+            "log_velocity_rms": float(np.log(velocity_rms_mm_s + 1e-6)),
+            "resonance_share": resonance_share,
+            "env_bpfo": lines["bpfo"],
+            "env_bpfi": lines["bpfi"],
+            "env_bsf2": lines["bsf2"],
+            "env_ftf": lines["ftf"],
+            # Not model inputs; reported with every window.
+            "rms": rms,
+            "peak": peak,
+            "kurtosis": kurt,
+            "velocity_rms_mm_s": velocity_rms_mm_s,
+        }
+
+    def _envelope_lines(self, env_spec: FloatArray, g: _Grid, shaft_hz: float) -> dict[str, float]:
+        """log(peak band level / median level) around 1..H harmonics of each defect frequency."""
+        s = self.settings
+        d = s.bearing.defect_frequencies(shaft_hz)
+        targets = {"bpfo": d.bpfo_hz, "bpfi": d.bpfi_hz, "bsf2": 2 * d.bsf_hz, "ftf": d.ftf_hz}
+        ref_band = env_spec[g.env_ref_bins]
+        floor = float(np.median(ref_band)) + 1e-12 if ref_band.size else 1e-12
+        out: dict[str, float] = {}
+        for name, f0 in targets.items():
+            levels = []
+            for h in range(1, s.envelope_harmonics + 1):
+                fh = f0 * h
+                lo = int(np.floor(fh * (1 - s.line_tolerance) / g.df)) - 1
+                hi = int(np.ceil(fh * (1 + s.line_tolerance) / g.df)) + 1
+                lo, hi = max(lo, 1), min(hi, env_spec.size - 1)
+                if hi > lo:
+                    levels.append(float(env_spec[lo : hi + 1].max()))
+            out[name] = float(np.log(np.mean(levels) / floor)) if levels else 0.0
+        return out
+
+    def feature_vector(self, features: dict[str, float], names: Sequence[str]) -> FloatArray:
+        try:
+            return np.array([features[n] for n in names], dtype=np.float64)
+        except KeyError as exc:
+            raise ConfigError(f"the model wants feature {exc.args[0]!r}, not computed") from exc
+
+    def iso_zone(self, velocity_rms_mm_s: float) -> str:
+        return self.settings.zones.zone(velocity_rms_mm_s)
+
+
+@dataclass(frozen=True, slots=True)
+class _Grid:
+    df: float
+    vel_bins: npt.NDArray[np.intp]
+    inv_omega2: FloatArray
+    env_bins: npt.NDArray[np.intp]
+    env_ref_bins: npt.NDArray[np.intp]
+
+    @classmethod
+    def build(cls, n: int, s: FeaturizerSettings) -> _Grid:
+        freqs = np.fft.rfftfreq(n, d=1.0 / s.sample_rate_hz)
+        vlo, vhi = s.velocity_band_hz
+        vel_bins = np.nonzero((freqs >= vlo) & (freqs <= vhi))[0]
+        omega = 2 * np.pi * freqs[vel_bins]
+        elo, ehi = s.envelope_band_hz
+        env_bins = np.nonzero((freqs >= elo) & (freqs <= ehi))[0]
+        env_ref_bins = np.nonzero((freqs >= 10.0) & (freqs <= 500.0))[0]
+        inv_omega2 = np.asarray(1.0 / omega**2, dtype=np.float64)
+        return cls(float(freqs[1]), vel_bins, inv_omega2, env_bins, env_ref_bins)
+
+
+def temperature_slope_per_min(times_s: npt.ArrayLike, values: npt.ArrayLike) -> float:
+    """Least-squares slope of temperature against time, in units per minute (0 if < 2 points)."""
+    t = np.asarray(times_s, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    if t.size < 2 or np.ptp(t) <= 0:
+        return 0.0
+    tc = t - t.mean()
+    return float(np.dot(tc, v - v.mean()) / np.dot(tc, tc)) * 60.0
