@@ -46,6 +46,13 @@ class LedgerEntry:
     reason: RevocationReason | None
 
 
+@dataclass(frozen=True, slots=True)
+class LedgerCounts:
+    issued: int
+    revoked: int
+    active: int  # neither revoked nor expired
+
+
 def _ts(value: datetime) -> str:
     return value.astimezone(UTC).isoformat()
 
@@ -142,8 +149,49 @@ class Ledger:
             self._db.execute("COMMIT")
         return number
 
-    def bulk_revoke_for_test(self, rows: list[tuple[int, str, datetime]]) -> None:
-        """Insert many already-revoked certificates at once (benchmarks and CRL scale tests)."""
+    def entries(
+        self, *, subject: str | None = None, revoked_only: bool = False, limit: int | None = None
+    ) -> list[LedgerEntry]:
+        """Ledger rows, oldest first, for ``idmz ca list`` and audits (an export auditors can
+        read, which step-ca and Vault CE lack)."""
+        query = (
+            "SELECT serial, subject, profile, fingerprint, not_after, issued_at, revoked_at, reason"
+            " FROM certificates WHERE 1 = 1"
+        )
+        params: list[object] = []
+        if subject is not None:
+            query += " AND subject = ?"
+            params.append(subject)
+        if revoked_only:
+            query += " AND revoked_at IS NOT NULL"
+        query += " ORDER BY issued_at, serial"
+        if limit is not None:
+            query += " LIMIT ?"
+            params.append(int(limit))
+        with self._lock:
+            rows = self._db.execute(query, params).fetchall()
+        return [_entry(r) for r in rows]
+
+    def counts(self, now: datetime) -> LedgerCounts:
+        """How many certificates were issued, are revoked, and are still valid at ``now``."""
+        with self._lock:
+            issued, revoked, active = self._db.execute(
+                "SELECT COUNT(*), COUNT(revoked_at),"
+                " SUM(CASE WHEN revoked_at IS NULL AND not_after > ? THEN 1 ELSE 0 END)"
+                " FROM certificates",
+                (_ts(now),),
+            ).fetchone()
+        return LedgerCounts(issued=issued, revoked=revoked, active=active or 0)
+
+    def crl_number(self) -> int:
+        """The number of the last CRL published (0 before the first)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'crl_number'").fetchone()
+        return int(row[0]) if row else 0
+
+    def bulk_record_revoked(self, rows: list[tuple[int, str, datetime]]) -> None:
+        """Insert many already-revoked certificates in one transaction: ``(serial, subject,
+        revoked_at)``. For CRL scale tests, the benchmark and importing another CA's history."""
         with self._lock:
             self._db.execute("BEGIN")
             self._db.executemany(
@@ -152,6 +200,8 @@ class Ledger:
                 [(format_serial(s), subj, _ts(t), _ts(t), _ts(t)) for s, subj, t in rows],
             )
             self._db.execute("COMMIT")
+
+    bulk_revoke_for_test = bulk_record_revoked  # the original name; kept for callers
 
 
 def _entry(row: tuple[str, str, str, str, str, str, str | None, str | None]) -> LedgerEntry:

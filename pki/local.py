@@ -15,7 +15,6 @@ offline), ``issuing.pem``, ``issuing.key.pem``, ``chain.pem`` (issuing then root
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -43,7 +42,11 @@ from pki.builder import (
 )
 from pki.crl import build_crl
 from pki.csr import verify_csr
-from pki.errors import ConfigError, IssuanceRefusedError, KeyStoreError
+from pki.errors import ConfigError, CSRError, IssuanceRefusedError, KeyStoreError
+from pki.files import CAPaths
+from pki.files import load_ca_certificate as _load_cert
+from pki.files import require_aware as _require_aware
+from pki.files import write_atomic as _write_atomic
 from pki.keys import (
     KeyPolicy,
     PrivateKey,
@@ -57,47 +60,6 @@ from pki.profiles import PROFILES, ProfileName, Subject, check_subject_matches
 
 
 @dataclass(frozen=True, slots=True)
-class CAPaths:
-    root: Path
-
-    @property
-    def root_cert(self) -> Path:
-        return self.root / "root.pem"
-
-    @property
-    def root_key(self) -> Path:
-        return self.root / "root.key.pem"
-
-    @property
-    def issuing_cert(self) -> Path:
-        return self.root / "issuing.pem"
-
-    @property
-    def issuing_key(self) -> Path:
-        return self.root / "issuing.key.pem"
-
-    @property
-    def chain(self) -> Path:
-        return self.root / "chain.pem"
-
-    @property
-    def crl_pem(self) -> Path:
-        return self.root / "crl.pem"
-
-    @property
-    def crl_der(self) -> Path:
-        return self.root / "crl.der"
-
-    @property
-    def ledger(self) -> Path:
-        return self.root / "ledger.sqlite"
-
-    @property
-    def intermediate_request(self) -> Path:
-        return self.root / "issuing.csr.pem"
-
-
-@dataclass(frozen=True, slots=True)
 class LocalCAConfig:
     key_policy: KeyPolicy = field(default_factory=KeyPolicy)
     crl_lifetime: timedelta = timedelta(days=1)
@@ -106,25 +68,6 @@ class LocalCAConfig:
     max_validity: dict[ProfileName, timedelta] = field(
         default_factory=lambda: {name: p.max_validity for name, p in PROFILES.items()}
     )
-
-
-def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _load_cert(path: Path) -> x509.Certificate:
-    try:
-        return x509.load_pem_x509_certificate(path.read_bytes())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"CA certificate {path} is missing; run `idmz ca init` first") from exc
-    except ValueError as exc:
-        raise ConfigError(f"CA certificate {path} is not a PEM certificate") from exc
 
 
 def init_local_ca(
@@ -142,6 +85,7 @@ def init_local_ca(
 
     Refuses to overwrite an existing CA: re-keying is a deliberate, separate act.
     """
+    _require_aware(now)
     paths = CAPaths(ca_dir)
     if paths.root_cert.exists() or paths.issuing_cert.exists():
         raise ConfigError(f"a CA already exists in {ca_dir}; refusing to overwrite it")
@@ -194,16 +138,30 @@ def sign_intermediate(
     root_dir: Path, *, passphrase: bytes, unverified_csr: bytes, now: datetime, validity: timedelta
 ) -> bytes:
     """On the offline root host: sign an issuing CA's CSR (proof of possession checked)."""
+    _require_aware(now)
     paths = CAPaths(root_dir)
     root = _load_cert(paths.root_cert)
-    root_key = load_private_key(paths.root_key, passphrase)
+    if not paths.root_key.exists():
+        raise ConfigError(f"no root key in {root_dir}; sign intermediates on the offline root host")
     try:
         csr = x509.load_pem_x509_csr(unverified_csr)
     except ValueError as exc:
         raise IssuanceRefusedError("expected a PEM certificate request for the issuing CA") from exc
     if not csr.is_signature_valid:
         raise IssuanceRefusedError("the issuing CA's request failed proof of possession")
-    key = check_public_key(csr.public_key(), KeyPolicy())
+    try:
+        key = check_public_key(csr.public_key(), KeyPolicy())
+    except CSRError as exc:
+        raise IssuanceRefusedError(f"issuing CA request refused: {exc}") from exc
+    if validity <= timedelta(0):
+        raise IssuanceRefusedError(f"issuing CA validity must be positive; found {validity}")
+    if now + validity > root.not_valid_after_utc:
+        # Refuse rather than silently truncate (Vault's silent TTL cut is a known complaint).
+        raise IssuanceRefusedError(
+            f"an issuing CA valid until {now + validity:%Y-%m-%d} would outlive the root "
+            f"(valid until {root.not_valid_after_utc:%Y-%m-%d}); request a shorter validity"
+        )
+    root_key = load_private_key(paths.root_key, passphrase)
     cert = build_intermediate(
         public_key=key, name=csr.subject, root=root, root_key=root_key, now=now, validity=validity
     )
@@ -214,9 +172,21 @@ def install_intermediate(
     ca_dir: Path, *, passphrase: bytes, cert_pem: bytes, root_pem: bytes, now: datetime
 ) -> None:
     """On the online host: install the signed issuing certificate and the root, then a first CRL."""
+    _require_aware(now)
     paths = CAPaths(ca_dir)
-    cert = x509.load_pem_x509_certificate(cert_pem)
-    root = x509.load_pem_x509_certificate(root_pem)
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        root = x509.load_pem_x509_certificate(root_pem)
+    except ValueError as exc:
+        raise ConfigError("expected the signed issuing certificate and the root as PEM") from exc
+    try:
+        root.verify_directly_issued_by(root)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError("the given root certificate is not self-signed") from exc
+    if not paths.issuing_key.exists():
+        raise ConfigError(
+            f"no issuing key in {ca_dir}; run `idmz ca intermediate-request` on this host first"
+        )
     key = load_private_key(paths.issuing_key, passphrase)
     if cert.public_key() != key.public_key():
         raise ConfigError("the signed issuing certificate does not match this host's issuing key")
@@ -282,6 +252,7 @@ class LocalCA:
         now: datetime,
         validity: timedelta | None = None,
     ) -> IssuedCertificate:
+        _require_aware(now)
         check_subject_matches(profile, subject)
         verified = verify_csr(unverified_csr, subject, self._config.key_policy)
         lifetime = validity if validity is not None else PROFILES[profile].default_validity
@@ -321,6 +292,7 @@ class LocalCA:
         )
 
     def revoke(self, serial: int, reason: RevocationReason, *, now: datetime) -> RevocationRecord:
+        _require_aware(now)
         entry = self._ledger.get(serial)
         if entry is None:
             raise IssuanceRefusedError(
@@ -338,14 +310,32 @@ class LocalCA:
         return RevocationRecord(serial, reason, now)
 
     def current_crl(self, *, now: datetime) -> CRLBundle:
+        _require_aware(now)
         with self._crl_lock:
+            if self._crl is None:
+                self._crl = self._load_published_crl()
             crl = self._crl
         if crl is None or crl.next_update - now < self._config.crl_refresh_margin:
             crl = self.publish_crl(now=now)
         return crl
 
+    def _load_published_crl(self) -> CRLBundle | None:
+        """The CRL another process (or an earlier run) published, if it is ours: a fresh process
+        reuses it instead of bumping the CRL number on every start."""
+        try:
+            der = self.paths.crl_der.read_bytes()
+            crl = x509.load_der_x509_crl(der)
+        except (OSError, ValueError):
+            return None
+        if crl.issuer != self._issuing.subject or crl.next_update_utc is None:
+            return None
+        if not crl.is_signature_valid(self._key.public_key()):
+            return None
+        return CRLBundle(crl=crl, pem=crl.public_bytes(serialization.Encoding.PEM), der=der)
+
     def publish_crl(self, *, now: datetime) -> CRLBundle:
         """Generate a new CRL from the ledger and replace ``crl.pem``/``crl.der`` atomically."""
+        _require_aware(now)
         with self._crl_lock:
             bundle = build_crl(
                 issuer=self._issuing,
@@ -372,6 +362,10 @@ class LocalCA:
     @property
     def issuing_certificate(self) -> x509.Certificate:
         return self._issuing
+
+    @property
+    def root_certificate(self) -> x509.Certificate:
+        return self._root
 
     def lookup(self, serial: int) -> LedgerEntry | None:
         return self._ledger.get(serial)

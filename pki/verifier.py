@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from cryptography import x509
@@ -41,6 +41,8 @@ _I = TypeVar("_I", DeviceIdentity, ConsumerIdentity, SignerName)
 
 # root -> issuing -> leaf. A longer chain is not one this CA makes.
 MAX_CHAIN_DEPTH = 2
+# A CRL published a moment ago by a CA whose clock runs slightly ahead is still usable.
+CRL_CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +164,7 @@ class ChainVerifier:
         self, leaf: x509.Certificate, intermediates: Sequence[x509.Certificate], *, now: datetime
     ) -> VerifiedSigner:
         chain = self._verify_chain(leaf, intermediates, now=now, code_signing=True)
-        uri = self._single_uri(leaf)
+        uri = _single_uri(leaf)
         if not uri.startswith("spiffe://"):
             raise CertificateError(
                 f"{_describe(leaf)}: expected a spiffe:// URI SAN; found {uri!r}"
@@ -228,6 +230,11 @@ class ChainVerifier:
                 raise CertificateError(
                     f"the CRL for {issuer.subject.rfc4514_string()} has an invalid signature"
                 )
+            if crl.last_update_utc > now + CRL_CLOCK_SKEW:
+                raise CertificateError(
+                    f"the CRL for {issuer.subject.rfc4514_string()} is not valid until "
+                    f"{crl.last_update_utc}; the clock at {now} is behind it"
+                )
             next_update = crl.next_update_utc
             if next_update is None or next_update < now:
                 raise CertificateError(
@@ -238,21 +245,6 @@ class ChainVerifier:
         raise CertificateError(
             f"no CRL from {issuer.subject.rfc4514_string()} is loaded; cannot check revocation"
         )
-
-    @staticmethod
-    def _single_uri(leaf: x509.Certificate) -> str:
-        try:
-            san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        except x509.ExtensionNotFound as exc:
-            raise CertificateError(
-                f"{_describe(leaf)}: expected one URI SAN; found no SAN"
-            ) from exc
-        uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-        if len(uris) != 1:
-            raise CertificateError(
-                f"{_describe(leaf)}: expected exactly one URI SAN; found {len(uris)}"
-            )
-        return uris[0]
 
     @staticmethod
     def _check_common_name(leaf: x509.Certificate, path: str) -> None:

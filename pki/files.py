@@ -1,0 +1,85 @@
+"""Where a local CA keeps its files (docs/contracts.md section 5), and writing them safely."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from cryptography import x509
+
+from pki.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class CAPaths:
+    """The files of a local CA directory."""
+
+    root: Path
+
+    @property
+    def root_cert(self) -> Path:
+        return self.root / "root.pem"
+
+    @property
+    def root_key(self) -> Path:
+        return self.root / "root.key.pem"
+
+    @property
+    def issuing_cert(self) -> Path:
+        return self.root / "issuing.pem"
+
+    @property
+    def issuing_key(self) -> Path:
+        return self.root / "issuing.key.pem"
+
+    @property
+    def chain(self) -> Path:
+        return self.root / "chain.pem"
+
+    @property
+    def crl_pem(self) -> Path:
+        return self.root / "crl.pem"
+
+    @property
+    def crl_der(self) -> Path:
+        return self.root / "crl.der"
+
+    @property
+    def ledger(self) -> Path:
+        return self.root / "ledger.sqlite"
+
+    @property
+    def intermediate_request(self) -> Path:
+        return self.root / "issuing.csr.pem"
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def require_aware(now: datetime) -> datetime:
+    """Every time the CA compares must carry a zone: a naive ``now`` is a caller bug that would
+    otherwise surface as a TypeError deep inside a comparison."""
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ConfigError(
+            "the CA needs timezone-aware times (datetime.now(UTC)); found a naive time"
+        )
+    return now
+
+
+def load_ca_certificate(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"CA certificate {path} is missing; run `idmz ca init` first") from exc
+    except ValueError as exc:
+        raise ConfigError(f"CA certificate {path} is not a PEM certificate") from exc
