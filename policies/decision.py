@@ -1,0 +1,88 @@
+"""What the policy says about one request: allowed or not, and why, as a stable code.
+
+A `Decision` is not a boolean. ``if decision:`` raises `TypeError`, so a refusal can never be
+read as a grant by accident; callers ask ``decision.allowed`` or call ``decision.enforce()``.
+
+The relay counts refusals by ``reason_code`` (a `ReasonCode`, stable across releases) and
+writes ``reason`` (human text naming the topic or identity, never the payload) to the audit log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import NoReturn
+
+from policies.errors import AccessDeniedError
+
+
+class Action(StrEnum):
+    PUBLISH = "publish"
+    SUBSCRIBE = "subscribe"
+
+
+class ReasonCode(StrEnum):
+    """Stable codes for every decision. Add new codes; never rename or reuse one."""
+
+    ALLOWED = "allowed"
+    # the topic string itself
+    TOPIC_EMPTY = "topic_empty"
+    TOPIC_TOO_LONG = "topic_too_long"
+    TOPIC_NOT_ASCII = "topic_not_ascii"  # any non-ASCII, including look-alike Unicode
+    TOPIC_CONTROL_CHARACTER = "topic_control_character"  # NUL and other C0/DEL
+    TOPIC_WILDCARD = "topic_wildcard"  # '+' or '#' where a topic name is required
+    TOPIC_RESERVED = "topic_reserved"  # '$SYS/...', '$share/...', any '$' topic
+    TOPIC_UPPER_CASE = "topic_upper_case"
+    TOPIC_EMPTY_LEVEL = "topic_empty_level"  # leading, trailing or double '/'
+    TOPIC_DOT_SEGMENT = "topic_dot_segment"  # '.' or '..' levels
+    TOPIC_INVALID_LEVEL = "topic_invalid_level"  # any other character outside [a-z0-9_-]
+    # who may do what where
+    TOPIC_OUTSIDE_IDENTITY = "topic_outside_identity"  # not under the device's own path
+    TOPIC_NOT_IN_CLASS = "topic_not_in_class"  # own path, but the class does not list it
+    DEVICE_UNASSIGNED = "device_unassigned"  # no device class for this identity
+    NO_CONDUIT = "no_conduit"  # no conduit permits this flow between the zones
+    FLOW_INTO_OT = "flow_into_ot"  # anything that would move data toward OT
+    CONSUMER_PUBLISH_FORBIDDEN = "consumer_publish_forbidden"
+    CONSUMER_UNKNOWN = "consumer_unknown"  # no rule for this consumer
+    TOPIC_OUTSIDE_GRANT = "topic_outside_grant"  # consumer filter outside its prefixes
+    ENTERPRISE_MISMATCH = "enterprise_mismatch"
+    # payload and rate
+    NO_LIMITS = "no_limits"  # no limit rule for this topic class
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    PAYLOAD_NOT_UTF8 = "payload_not_utf8"
+    PAYLOAD_NOT_JSON = "payload_not_json"
+    PAYLOAD_SCHEMA_VIOLATION = "payload_schema_violation"
+    ENVELOPE_DEVICE_MISMATCH = "envelope_device_mismatch"
+    ENVELOPE_KIND_MISMATCH = "envelope_kind_mismatch"
+    RATE_LIMITED = "rate_limited"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to one request. ``reason`` is short human text for logs and audit records."""
+
+    allowed: bool
+    reason_code: ReasonCode
+    reason: str
+
+    def __bool__(self) -> NoReturn:
+        raise TypeError(
+            "a Decision is not a bool: use decision.allowed or decision.enforce(), "
+            "and record decision.reason_code"
+        )
+
+    def enforce(self) -> Decision:
+        """Return self when allowed; raise `AccessDeniedError` otherwise."""
+        if not self.allowed:
+            raise AccessDeniedError(self)
+        return self
+
+    @staticmethod
+    def allow(reason: str = "allowed by policy") -> Decision:
+        return Decision(True, ReasonCode.ALLOWED, reason)
+
+    @staticmethod
+    def deny(code: ReasonCode, reason: str) -> Decision:
+        if code is ReasonCode.ALLOWED:
+            raise ValueError("a denial needs a refusal reason code")
+        return Decision(False, code, reason)
