@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from audit.errors import AuditConfigError
 from audit.note import Cosigner, NoteSigner, VerifierKey
+from audit.storage import fsync_dir, write_atomically
 
 KEY_FILE = "checkpoint-key.pem"
 VKEY_FILE = "checkpoint.vkey"
@@ -25,14 +26,6 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -66,24 +59,35 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
 def write_vkey(path: Path, key: VerifierKey) -> None:
     """Write the public verifier key (0644) atomically, if it is not already there."""
     text = key.vkey + "\n"
-    if path.exists() and path.read_text() == text:
-        return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    _write_new(tmp, text.encode(), 0o644)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    if not path.exists() or path.read_text() != text:
+        write_atomically(path, text.encode(), 0o644)
 
 
 def log_signer(directory: Path, origin: str, key: Ed25519PrivateKey | None) -> NoteSigner:
     """The checkpoint signer for the log in ``directory``."""
     signer = NoteSigner(origin, key or load_or_create_key(directory / KEY_FILE))
-    write_vkey(directory / VKEY_FILE, signer.verifier)
+    vkey_path = directory / VKEY_FILE
+    if vkey_path.exists():
+        pinned = read_vkey(vkey_path)
+        if pinned != signer.verifier:
+            # A log never changes its origin or key: auditors pinned the old one.
+            raise AuditConfigError(
+                f"the log in {directory} is signed as {pinned.vkey}; refusing to switch to "
+                f"{signer.verifier.vkey}"
+            )
+    write_vkey(vkey_path, signer.verifier)
     return signer
+
+
+def existing_origin(directory: Path) -> str | None:
+    """The origin of the log in ``directory``, if it has been created."""
+    path = directory / VKEY_FILE
+    return read_vkey(path).name if path.exists() else None
 
 
 def witness_cosigner(state_dir: Path, name: str) -> Cosigner:
     """The witness's cosigning key in its state directory (created on first start)."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     cosigner = Cosigner(name, load_or_create_key(state_dir / "witness-key.pem"))
     write_vkey(state_dir / "witness.vkey", cosigner.verifier)
     return cosigner

@@ -17,7 +17,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -33,7 +33,7 @@ from audit.errors import (
     LogCorruptedError,
 )
 from audit.events import AuditEvent, AuditReceipt
-from audit.keys import fsync_dir, log_signer
+from audit.keys import log_signer
 from audit.limits import (
     AuditLimits,
     CapacityReport,
@@ -50,6 +50,7 @@ from audit.storage import (
     FileLock,
     LeafHashes,
     LogPaths,
+    fsync_dir,
     pack_record,
     pwrite_all,
     record_end,
@@ -234,6 +235,30 @@ class AuditLog:
             raise slot.error
         assert slot.receipt is not None
         return slot.receipt
+
+    def record_batch(self, events: Sequence[AuditEvent]) -> list[AuditReceipt]:
+        """Append ``events`` as consecutive entries (up to ``max_batch_entries`` per fsync
+        pair) and return their receipts once all are durable. If a chunk fails, the error
+        is raised; entries of earlier chunks stay recorded (their indexes are contiguous)."""
+        slots = [_Slot(event_fields(e)) for e in events]
+        with self._cv:
+            while self._leading and not self._closed:
+                self._cv.wait()
+            if self._closed:
+                raise AuditUnavailableError("the audit log is closed")
+            self._leading = True
+        try:
+            step = self.limits.max_batch_entries
+            for i in range(0, len(slots), step):
+                self._commit(slots[i : i + step])
+                for slot in slots[i : i + step]:
+                    if slot.error is not None:
+                        raise slot.error
+        finally:
+            with self._cv:
+                self._leading = False
+                self._cv.notify_all()
+        return [slot.receipt for slot in slots if slot.receipt is not None]
 
     def _commit(self, batch: list[_Slot]) -> None:
         try:
