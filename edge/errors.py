@@ -33,3 +33,7 @@ class ModelVerificationError(EdgeError):
 
 class OutboxFullError(EdgeError):
     """The outbox is full and its overflow policy refuses new messages."""
+
+
+class InferenceError(EdgeError):
+    """A verified model failed while scoring (wrong input shape, runtime failure)."""
