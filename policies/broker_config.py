@@ -1,0 +1,246 @@
+"""Render Mosquitto 2.0 configuration and ACL files from a policy and the device registry.
+
+Two brokers, both TLS-only with client certificates (mosquitto.conf(5), Mosquitto 2.0):
+
+* OT-facing: gateways publish; each device's certificate CN is its identity path and
+  ``use_identity_as_username true`` makes it the MQTT username, so the ACL's ``user <path>``
+  block binds the connection to exactly the sub-topics its class lists. The relay's user may
+  read everything under the enterprise (it subscribes with ``$share/<group>/<enterprise>/#``;
+  Mosquitto 2.0 checks a shared subscription's ACL on the filter without the share prefix).
+* IT-facing: only the relay writes, and only the exact device topics; consumers read under
+  their policy prefixes. No user has a wildcard write anywhere.
+
+Inputs are plain values (ports, file paths, the list of registered identities), so the relay,
+the demo and ``idmz policy render`` each render into their own directories. Paths are checked
+for characters that would let a value inject configuration lines. No I/O happens here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pki.identity import ConsumerIdentity, DeviceIdentity
+from policies.document import Policy, Zone
+from policies.errors import PolicyConfigError
+
+# TLS 1.2 suites with forward secrecy and AEAD only (TLS 1.3 suites are always AEAD).
+TLS12_CIPHERS = ":".join(
+    [
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+    ]
+)
+# Room for the topic, MQTT 5 properties and the fixed header on top of the largest payload.
+PACKET_OVERHEAD_BYTES = 4096
+_SAFE_VALUE = re.compile(r"[A-Za-z0-9_./:@%+=,-]+")
+_LOG_DEST = re.compile(r"(stderr|stdout|syslog|topic|none|file [A-Za-z0-9_./@%+=,-]+)")
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """Paths as the broker will see them (absolute paths are safest)."""
+
+    cafile: str  # CA bundle that client certificates must chain to (chain.pem: issuing + root)
+    certfile: str  # the broker's server certificate
+    keyfile: str  # the broker's private key
+    crlfile: str  # the CA's CRL (PEM); Mosquitto re-reads it on SIGHUP
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    port: int
+    tls: TlsFiles
+    acl_file: str  # where the rendered ACL will be installed
+    bind_address: str | None = None  # None: every interface
+    persistence_dir: str | None = None  # None: persistence off (the relay has its own spool)
+    log_dest: tuple[str, ...] = ("stderr",)  # Mosquitto log_dest values, e.g. "file /var/log/x"
+    pid_file: str | None = None
+    # Mosquitto started as root switches to this user (its default is "mosquitto"), which must
+    # be able to read the ACL file and, on reload, the CRL. None: leave Mosquitto's default.
+    run_as_user: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Registry:
+    """Who exists: registered devices (classes come from the policy) and IT consumers."""
+
+    devices: tuple[DeviceIdentity, ...] = ()
+    consumers: tuple[ConsumerIdentity, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedBroker:
+    zone: Zone
+    config: str  # mosquitto.conf text
+    acl: str  # acl_file text
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedDeployment:
+    ot: RenderedBroker
+    it: RenderedBroker
+    # Registry entries that received no rights, with the reason (for the operator to read).
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _value(name: str, value: str) -> str:
+    if not _SAFE_VALUE.fullmatch(value):
+        raise PolicyConfigError(
+            f"{value!r} may hold only letters, digits and _./:@%+=,- (no spaces or newlines, "
+            "which Mosquitto would split or read as a new option)",
+            key=name,
+        )
+    return value
+
+
+def _settings_lines(s: BrokerSettings, zone: Zone) -> list[str]:
+    if not 1 <= s.port <= 65535:
+        raise PolicyConfigError(f"port must be 1-65535; found {s.port}", key=f"{zone}.port")
+    lines = []
+    if s.persistence_dir is None:
+        lines.append("persistence false")
+    else:
+        lines += [
+            "persistence true",
+            f"persistence_location {_value('persistence_dir', s.persistence_dir).rstrip('/')}/",
+        ]
+    if s.run_as_user:
+        lines.append(f"user {_value('run_as_user', s.run_as_user)}")
+    if s.pid_file:
+        lines.append(f"pid_file {_value('pid_file', s.pid_file)}")
+    for dest in s.log_dest or ("stderr",):
+        if not _LOG_DEST.fullmatch(dest):
+            raise PolicyConfigError(f"unsupported log destination {dest!r}", key="log_dest")
+        lines.append(f"log_dest {dest}")
+    return lines
+
+
+def _listener_lines(s: BrokerSettings) -> list[str]:
+    bind = f" {_value('bind_address', s.bind_address)}" if s.bind_address else ""
+    return [
+        f"listener {s.port}{bind}",
+        f"cafile {_value('cafile', s.tls.cafile)}",
+        f"certfile {_value('certfile', s.tls.certfile)}",
+        f"keyfile {_value('keyfile', s.tls.keyfile)}",
+        f"crlfile {_value('crlfile', s.tls.crlfile)}",
+        "tls_version tlsv1.2",
+        f"ciphers {TLS12_CIPHERS}",
+        "require_certificate true",
+        "use_identity_as_username true",
+    ]
+
+
+def _config(policy: Policy, zone: Zone, s: BrokerSettings, purpose: str) -> str:
+    largest = max((lim.max_message_bytes for lim in policy.limits.values()), default=0)
+    lines = [
+        f"# idmz {zone.upper()}-facing broker: {purpose}",
+        f"# idmz-zone: {zone}",
+        f"# idmz-policy-sha256: {policy.content_hash}",
+        "# Rendered by `idmz policy render`; do not edit, re-render from the policy instead.",
+        "",
+        "# Identity comes only from client certificates; ACLs bind it to topics.",
+        "per_listener_settings false",
+        "allow_anonymous false",
+        f"acl_file {_value('acl_file', s.acl_file)}",
+        f"max_packet_size {largest + PACKET_OVERHEAD_BYTES}",
+        "connection_messages true",
+        "log_type error",
+        "log_type warning",
+        "log_type notice",
+        "log_type information",
+        "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+        "set_tcp_nodelay true",
+        *_settings_lines(s, zone),
+        "",
+        "# The only listener: TLS 1.2+ with a client certificate from the idmz CA, checked",
+        "# against the CRL (re-read on SIGHUP). There is no plaintext listener.",
+        *_listener_lines(s),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _device_topics(
+    policy: Policy, devices: Iterable[DeviceIdentity], notes: list[str]
+) -> list[tuple[DeviceIdentity, str, list[str]]]:
+    out = []
+    for device in sorted(set(devices)):
+        if device.enterprise != policy.enterprise:
+            notes.append(f"device {device}: outside enterprise {policy.enterprise!r}; no rights")
+            continue
+        cls = policy.class_of(device)
+        if cls is None:
+            notes.append(f"device {device}: no device class in the policy; no rights")
+            continue
+        out.append(
+            (device, cls, [f"{device.path}/{sub}" for sub in policy.device_classes[cls].publish])
+        )
+    return out
+
+
+def _acl_header(policy: Policy, zone: Zone) -> list[str]:
+    return [
+        f"# idmz {zone.upper()}-facing broker ACL (Mosquitto acl_file format)",
+        f"# idmz-policy-sha256: {policy.content_hash}",
+        "# Every user is a certificate CN (use_identity_as_username). Anything not listed is denied.",
+        "",
+    ]
+
+
+def render_brokers(
+    policy: Policy, registry: Registry, *, ot: BrokerSettings, it: BrokerSettings
+) -> RenderedDeployment:
+    """Render both brokers' configuration and ACL files for the registered identities."""
+    notes: list[str] = []
+    devices = _device_topics(policy, registry.devices, notes)
+    relay = policy.relay.identity.path
+
+    ot_acl = _acl_header(policy, Zone.OT)
+    it_acl = _acl_header(policy, Zone.IT)
+    it_acl += ["# the relay republishes exactly the device topics, nothing else", f"user {relay}"]
+    for device, cls, topics in devices:
+        ot_acl += [
+            f"# class {cls}",
+            f"user {device.path}",
+            *(f"topic write {t}" for t in topics),
+            "",
+        ]
+        it_acl += [f"topic write {t}" for t in topics]
+    ot_acl += [
+        "# the relay reads device traffic (shared subscription $share/<group>/<enterprise>/#)",
+        f"user {relay}",
+        f"topic read {policy.enterprise}/#",
+        "",
+    ]
+    it_acl.append("")
+    known = set()
+    for name, rule in sorted(policy.consumers.items()):
+        path = ConsumerIdentity(policy.enterprise, name).path
+        known.add(path)
+        if not rule.subscribe:
+            notes.append(f"consumer {path}: empty subscribe list; no rights")
+            continue
+        it_acl += [f"user {path}", *(f"topic read {p.path}/#" for p in rule.subscribe), ""]
+    for consumer in registry.consumers:
+        if consumer.path not in known:
+            notes.append(f"consumer {consumer}: no consumer rule in the policy; no rights")
+
+    return RenderedDeployment(
+        ot=RenderedBroker(
+            Zone.OT,
+            _config(policy, Zone.OT, ot, "gateways publish, the relay reads"),
+            "\n".join(ot_acl),
+        ),
+        it=RenderedBroker(
+            Zone.IT,
+            _config(policy, Zone.IT, it, "the relay publishes, IT consumers read"),
+            "\n".join(it_acl),
+        ),
+        notes=tuple(notes),
+    )

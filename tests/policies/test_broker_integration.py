@@ -1,0 +1,200 @@
+"""A rendered configuration starts real Mosquitto brokers, and real clients with real
+certificates can do exactly what the policy allows: nothing more.
+
+Denied QoS 1 publishes are acknowledged and dropped by Mosquitto 2.0 under MQTT 3.1.1, so each
+test publishes the denied messages first and an allowed "sentinel" last on the same broker, and
+waits for the sentinel: the broker handles messages in order, so a denied message that had been
+forwarded would have arrived before it. Under MQTT 5 the refusal is observable directly
+(PUBACK reason code 0x87, reported by mosquitto_pub as "Not authorized").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pki.identity import ConsumerIdentity, DeviceIdentity
+from policies import Policy
+from policies.broker_config import BrokerSettings, Registry, TlsFiles, render_brokers
+from tests.policies.mqtt_clients import Endpoint, Subscriber, publish, wait_until
+from tests.policies.testpki import ClientCredentials, PKIFixture, make_test_pki
+from tests.support.mosquitto import Broker, start_broker
+from tests.support.net import free_port
+
+pytestmark = pytest.mark.integration
+
+PRESS_1 = "acme/plant1/stamping/line1/cell1/press-01"
+PRESS_2 = "acme/plant1/stamping/line1/cell1/press-02"
+VIB_1 = "acme/plant1/stamping/line1/cell3/vib-01"  # class sensor-gateway
+LINE2_PRESS = "acme/plant1/stamping/line2/cell1/press-01"  # outside the MES consumer's prefix
+UNREGISTERED = "acme/plant1/stamping/line1/cell1/press-99"
+
+
+@dataclass
+class Plant:
+    pki: PKIFixture
+    ot: Endpoint
+    it: Endpoint
+    creds: dict[str, ClientCredentials]
+    tmp: Path
+    ot_broker: Broker
+    it_broker: Broker
+
+
+@pytest.fixture(scope="module")
+def plant(policy: Policy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plant]:
+    tmp = tmp_path_factory.mktemp("brokers")
+    pki = make_test_pki(tmp / "pki")
+    server = pki.server()
+    creds = {p: pki.device(p) for p in (PRESS_1, PRESS_2, VIB_1, LINE2_PRESS, UNREGISTERED)}
+    for c in ("acme/it/idmz-relay", "acme/it/historian", "acme/it/mes", "acme/it/intruder"):
+        creds[c] = pki.consumer(c)
+    tls = TlsFiles(str(pki.cafile), str(server.cert), str(server.key), str(pki.crlfile))
+    ot_port, it_port = free_port(), free_port()
+    registry = Registry(
+        devices=tuple(DeviceIdentity.parse(p) for p in (PRESS_1, PRESS_2, VIB_1, LINE2_PRESS)),
+        consumers=(ConsumerIdentity.parse("acme/it/historian"),),
+    )
+
+    def settings(port: int, name: str) -> BrokerSettings:
+        return BrokerSettings(
+            port, tls, str(tmp / f"{name}.acl"), bind_address="127.0.0.1", run_as_user="root"
+        )
+
+    rendered = render_brokers(
+        policy, registry, ot=settings(ot_port, "ot"), it=settings(it_port, "it")
+    )
+    (tmp / "ot.acl").write_text(rendered.ot.acl)
+    (tmp / "it.acl").write_text(rendered.it.acl)
+    ot_broker = start_broker(rendered.ot.config, ot_port, tmp, name="ot")
+    try:
+        it_broker = start_broker(rendered.it.config, it_port, tmp, name="it")
+    except BaseException:
+        ot_broker.stop()
+        raise
+    try:
+        yield Plant(
+            pki,
+            Endpoint(ot_port, pki.cafile),
+            Endpoint(it_port, pki.cafile),
+            creds,
+            tmp,
+            ot_broker,
+            it_broker,
+        )
+    finally:
+        ot_broker.stop()
+        it_broker.stop()
+        pki.ca.close()
+
+
+@pytest.fixture
+def relay_on_ot(plant: Plant, tmp_path: Path) -> Iterator[Subscriber]:
+    """The relay's identity, subscribed on OT the way the relay does: a shared subscription."""
+    sub = Subscriber(
+        plant.ot,
+        plant.creds["acme/it/idmz-relay"],
+        "$share/idmz-relay/acme/#",
+        tmp_path / "relay.txt",
+    )
+    try:
+        sub.wait_until_live(
+            lambda m: publish(plant.ot, plant.creds[PRESS_1], f"{PRESS_1}/status", m)
+        )
+        yield sub
+    finally:
+        sub.stop()
+
+
+def _sentinel(plant: Plant, sub: Subscriber, name: str) -> None:
+    publish(plant.ot, plant.creds[PRESS_1], f"{PRESS_1}/status", name)
+    assert wait_until(lambda: any(line.endswith(name) for line in sub.lines()), 60), sub.lines()
+
+
+def test_device_publishes_its_class_topics_and_the_relay_reads_them_via_share(
+    plant, relay_on_ot
+) -> None:
+    for sub in ("telemetry", "features", "events/anomaly"):
+        assert (
+            publish(plant.ot, plant.creds[PRESS_1], f"{PRESS_1}/{sub}", f"ok-{sub}").returncode == 0
+        )
+    _sentinel(plant, relay_on_ot, "sentinel-allowed")
+    lines = relay_on_ot.lines()
+    for sub in ("telemetry", "features", "events/anomaly"):
+        assert f"{PRESS_1}/{sub} ok-{sub}" in lines
+
+
+def test_device_cannot_publish_under_another_devices_path(plant, relay_on_ot) -> None:
+    publish(plant.ot, plant.creds[PRESS_1], f"{PRESS_2}/telemetry", "spoofed-311")
+    refused = publish(plant.ot, plant.creds[PRESS_1], f"{PRESS_2}/telemetry", "spoofed-5", v5=True)
+    assert "Not authorized" in refused.stderr
+    _sentinel(plant, relay_on_ot, "sentinel-spoof")
+    assert not any("spoofed" in line for line in relay_on_ot.lines())
+
+
+@pytest.mark.parametrize(
+    ("who", "topic"),
+    [
+        (PRESS_1, f"{PRESS_1}/video"),  # not in the class
+        (VIB_1, f"{VIB_1}/events/anomaly"),  # sensor-gateway does not list it
+        (PRESS_1, f"{PRESS_1}/Telemetry"),
+        (PRESS_1, f"{PRESS_1}/telemetry/extra"),
+        (PRESS_1, "acme/plant1/stamping/line1/cell1"),
+        (UNREGISTERED, f"{UNREGISTERED}/telemetry"),  # valid certificate, not in the registry
+    ],
+)
+def test_publish_outside_the_policy_is_dropped_by_the_broker(
+    plant, relay_on_ot, who, topic
+) -> None:
+    refused = publish(plant.ot, plant.creds[who], topic, "denied", v5=True)
+    assert "Not authorized" in refused.stderr, refused
+    _sentinel(plant, relay_on_ot, f"sentinel-{who}-{topic}")
+    assert not any(line.endswith(" denied") for line in relay_on_ot.lines())
+
+
+def test_connections_without_tls_or_without_a_client_certificate_are_refused(plant) -> None:
+    plaintext = publish(Endpoint(plant.ot.port, plant.pki.cafile), None, f"{PRESS_1}/status", "x")
+    assert plaintext.returncode != 0
+    for endpoint in (plant.ot, plant.it):
+        no_cert = publish(endpoint, None, f"{PRESS_1}/status", "x")
+        assert no_cert.returncode != 0
+
+
+def test_it_consumers_read_their_prefix_and_can_never_publish(plant, tmp_path) -> None:
+    relay = plant.creds["acme/it/idmz-relay"]
+    historian = Subscriber(
+        plant.it, plant.creds["acme/it/historian"], "acme/plant1/#", tmp_path / "h.txt"
+    )
+    try:
+        historian.wait_until_live(lambda m: publish(plant.it, relay, f"{PRESS_1}/status", m))
+        refused = publish(
+            plant.it, plant.creds["acme/it/mes"], f"{PRESS_1}/telemetry", "from-it", v5=True
+        )
+        assert "Not authorized" in refused.stderr
+        publish(plant.it, plant.creds["acme/it/historian"], f"{PRESS_1}/telemetry", "from-it")
+        publish(plant.it, relay, "acme/plant1/anything", "relay-off-grid")  # not a device topic
+        publish(plant.it, relay, f"{PRESS_1}/telemetry", "relayed")
+        assert wait_until(lambda: f"{PRESS_1}/telemetry relayed" in historian.lines(), 60)
+        assert not any("from-it" in line or "relay-off-grid" in line for line in historian.lines())
+    finally:
+        historian.stop()
+
+
+def test_consumer_outside_its_prefix_and_unknown_consumers_receive_nothing(plant, tmp_path) -> None:
+    relay = plant.creds["acme/it/idmz-relay"]
+    # MES may read line 1 only; it subscribes wider, and Mosquitto filters each message by ACL.
+    mes = Subscriber(plant.it, plant.creds["acme/it/mes"], "acme/plant1/#", tmp_path / "mes.txt")
+    intruder = Subscriber(plant.it, plant.creds["acme/it/intruder"], "acme/#", tmp_path / "i.txt")
+    try:
+        mes.wait_until_live(lambda m: publish(plant.it, relay, f"{PRESS_2}/status", m))
+        publish(plant.it, relay, f"{LINE2_PRESS}/telemetry", "line2-data")
+        publish(plant.it, relay, f"{PRESS_1}/telemetry", "line1-data")
+        assert wait_until(lambda: f"{PRESS_1}/telemetry line1-data" in mes.lines(), 60)
+        assert not any("line2-data" in line for line in mes.lines())
+        assert not any("data" in line or "probe" in line for line in intruder.lines())
+    finally:
+        for s in (mes, intruder):
+            s.stop()
