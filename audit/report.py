@@ -1,0 +1,215 @@
+"""Compliance reports over a verified log: what happened between two times, by IEC 62443-3-3
+SR 2.8 category, with refusals, certificate lifecycle, manual operator actions, and the
+checkpoint that makes the report checkable.
+
+    >>> report = build_report(audit_dir, pinned_key, start=t0, end=t1, now=now)
+    >>> write_report(report, audit_dir, Path("q3.html"), "html")
+
+The log is verified first (`verify_log`); a log that fails verification gets no report.
+Entries are streamed, so a report over a million entries needs little memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from audit.checkpoint import verify_checkpoint
+from audit.errors import AuditConfigError, CheckpointError
+from audit.note import VerifierKey
+from audit.storage import RECORD_BYTES, LogPaths, iter_entries, read_index
+from audit.verify import VerifiedLog, verify_log
+
+# IEC 62443-3-3 SR 2.8 (audit log events) categories, by action prefix; longest prefix wins.
+ACCESS_CONTROL = "access control"
+REQUEST_ERRORS = "request errors"
+CONTROL_SYSTEM = "control system events"
+BACKUP_RESTORE = "backup/restore events"
+CONFIGURATION = "configuration changes"
+AUDIT_LOG = "audit log events"
+CATEGORIES = (ACCESS_CONTROL, REQUEST_ERRORS, CONTROL_SYSTEM, BACKUP_RESTORE, CONFIGURATION,
+              AUDIT_LOG)  # fmt: skip
+_PREFIXES = (
+    ("pki.", ACCESS_CONTROL),
+    ("provisioning.", ACCESS_CONTROL),
+    ("relay.message.", ACCESS_CONTROL),
+    ("relay.device.", ACCESS_CONTROL),
+    ("relay.", CONTROL_SYSTEM),
+    ("edge.", CONTROL_SYSTEM),
+    ("policy.", CONFIGURATION),
+    ("config.", CONFIGURATION),
+    ("operator.", CONFIGURATION),
+    ("backup.", BACKUP_RESTORE),
+    ("restore.", BACKUP_RESTORE),
+    ("audit.", AUDIT_LOG),
+)
+CERT_ACTIONS = ("pki.cert.issued", "pki.cert.renewed", "pki.cert.revoked",
+                "provisioning.renew.accepted", "provisioning.device.revoked")  # fmt: skip
+CSV_FIELDS = ("seq", "time", "category", "actor", "action", "resource", "outcome", "reason",
+              "zone", "host", "time_source")  # fmt: skip
+
+
+def category_of(action: str, outcome: str) -> str:
+    """The SR 2.8 category of an entry. Malformed or failed requests are request errors."""
+    if outcome == "failure":
+        return REQUEST_ERRORS
+    if ".backup." in action or ".restore." in action:
+        return BACKUP_RESTORE
+    for prefix, category in _PREFIXES:
+        if action.startswith(prefix):
+            return category
+    return AUDIT_LOG
+
+
+def parse_time(value: str) -> datetime:
+    """An aware datetime from ISO 8601 (``Z`` accepted); date-only means midnight UTC."""
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise AuditConfigError(f"not an ISO 8601 time: {value!r}") from exc
+    if parsed.tzinfo is None:
+        raise AuditConfigError(f"time {value!r} needs a timezone (e.g. Z)")
+    return parsed
+
+
+@dataclass
+class Report:
+    start: datetime
+    end: datetime
+    generated: datetime
+    verified: VerifiedLog
+    vkey: str
+    cosigners: list[tuple[str, int]] = field(default_factory=list)
+    total: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    by_category: Counter[str] = field(default_factory=Counter)
+    by_outcome: Counter[str] = field(default_factory=Counter)
+    refusals: Counter[tuple[str, str]] = field(default_factory=Counter)
+    refusal_reasons: Counter[str] = field(default_factory=Counter)
+    timeline: Counter[str] = field(default_factory=Counter)  # bucket start -> count
+    bucket: timedelta = timedelta(hours=1)
+    certificates: list[dict[str, Any]] = field(default_factory=list)
+    operator_actions: list[dict[str, Any]] = field(default_factory=list)
+
+    def bucket_of(self, when: datetime) -> str:
+        steps = (when - self.start) // self.bucket
+        return (self.start + steps * self.bucket).strftime("%Y-%m-%dT%H:%MZ")
+
+    def add(self, entry: dict[str, Any], when: datetime) -> None:
+        action, outcome = str(entry["action"]), str(entry["outcome"])
+        self.total += 1
+        self.first_seq = entry["seq"] if self.first_seq is None else self.first_seq
+        self.last_seq = entry["seq"]
+        self.by_category[category_of(action, outcome)] += 1
+        self.by_outcome[outcome] += 1
+        self.timeline[self.bucket_of(when)] += 1
+        if outcome == "denied":
+            self.refusals[(str(entry["actor"]), str(entry["reason"]))] += 1
+            self.refusal_reasons[str(entry["reason"])] += 1
+        row = {k: entry.get(k) for k in ("seq", "time", "actor", "action", "resource", "reason")}
+        if action in CERT_ACTIONS and len(self.certificates) < 10_000:
+            self.certificates.append(row)
+        if action.startswith("operator.") and len(self.operator_actions) < 10_000:
+            self.operator_actions.append(row)
+
+    def to_json(self) -> dict[str, Any]:
+        cp = self.verified.checkpoint.checkpoint
+        return {
+            "period": {"from": self.start.isoformat(), "to": self.end.isoformat()},
+            "generated": self.generated.isoformat(),
+            "log": {"entries_verified": self.verified.size, "verifier_key": self.vkey},
+            "checkpoint": {
+                "origin": cp.origin,
+                "size": cp.size,
+                "root_hash_hex": cp.root_hash.hex(),
+                "note": self.verified.checkpoint.note,
+                "cosigners": [{"name": n, "time": t} for n, t in self.cosigners],
+            },
+            "events": {
+                "total": self.total,
+                "first_seq": self.first_seq,
+                "last_seq": self.last_seq,
+            },
+            "by_category": {c: self.by_category.get(c, 0) for c in CATEGORIES},
+            "by_outcome": dict(self.by_outcome),
+            "refusals": [
+                {"device": d, "reason": r, "count": n} for (d, r), n in self.refusals.most_common()
+            ],
+            "timeline": dict(sorted(self.timeline.items())),
+            "certificates": self.certificates,
+            "operator_actions": self.operator_actions,
+        }
+
+
+def _bucket_for(span: timedelta) -> timedelta:
+    for step in (timedelta(minutes=5), timedelta(hours=1), timedelta(hours=6), timedelta(days=1)):
+        if span / step <= 48:
+            return step
+    return timedelta(days=7)
+
+
+def build_report(
+    directory: Path,
+    log_key: VerifierKey,
+    *,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    csv_out: Path | None = None,
+) -> Report:
+    """Verify the log, then summarize entries with ``start <= time < end``. With ``csv_out``
+    the matching entries are also streamed there, one row each."""
+    if end <= start:
+        raise AuditConfigError("the report period is empty (--to must be after --from)")
+    verified = verify_log(directory, log_key)
+    report = Report(start, end, now, verified, log_key.vkey, bucket=_bucket_for(end - start))
+    paths = LogPaths(directory)
+    cosigned = directory / "checkpoint.cosigned"
+    if cosigned.exists():
+        try:
+            report.cosigners = list(verify_checkpoint(cosigned.read_text(), log_key).cosigners)
+        except CheckpointError:
+            report.cosigners = []
+    csv_file = csv_out.open("w", newline="") if csv_out else None
+    writer = csv.DictWriter(csv_file, CSV_FIELDS, extrasaction="ignore") if csv_file else None
+    try:
+        if writer:
+            writer.writeheader()
+        for _i, data in iter_entries(paths, read_index(paths)[: verified.size * RECORD_BYTES]):
+            entry = json.loads(data)
+            when = parse_time(entry["time"])
+            if start <= when < end:
+                report.add(entry, when)
+                if writer:
+                    writer.writerow(
+                        {**entry, "category": category_of(entry["action"], entry["outcome"])}
+                    )
+    finally:
+        if csv_file:
+            csv_file.close()
+    return report
+
+
+def verification_steps(report: Report, log_dir: str = "<audit dir>") -> list[str]:
+    """How an auditor checks the report without trusting the operator's tools."""
+    cp = report.verified.checkpoint.checkpoint
+    return [
+        f"Obtain the log's verifier key out of band and compare it with: {report.vkey}",
+        f"Copy the audit directory ({log_dir}) read-only to your own machine.",
+        "Run: idmz audit verify --dir <copy> --key '<pinned verifier key>' --json . It must "
+        f"report size >= {cp.size} and root_hash {cp.root_hash.hex()} at size {cp.size}.",
+        "Independently: each line of entries.jsonl (without its newline) is a leaf; "
+        "leaf = SHA-256(0x00 || line), node = SHA-256(0x01 || left || right) (RFC 6962 §2.1); "
+        f"the root over the first {cp.size} lines must equal the checkpoint's base64 root.",
+        "Check the checkpoint's Ed25519 signature per c2sp.org/signed-note with the pinned key, "
+        "and any witness cosignatures (c2sp.org/tlog-cosignature) with the witnesses' keys.",
+        "Ask the witness (GET /vkey, and its state) that it cosigned this size or a larger one "
+        "consistent with it: a log rewritten after the report will not match.",
+        "For a single entry, use idmz audit proof --index N and idmz audit verify-proof.",
+    ]
