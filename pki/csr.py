@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 
 from pki.errors import CSRError
@@ -19,6 +20,13 @@ from pki.keys import KeyPolicy, PublicKey, check_public_key
 from pki.profiles import SignerName, Subject
 
 MAX_CSR_BYTES = 16 * 1024
+
+# Signature algorithms cryptography cannot name (it refuses them), for clear refusals.
+_SIGNATURE_NAMES = {
+    "1.2.840.113549.1.1.4": "md5WithRSAEncryption",
+    "1.2.840.113549.1.1.5": "sha1WithRSAEncryption",
+    "1.2.840.10045.4.1": "ecdsa-with-SHA1",
+}
 
 # Extensions a CSR may carry; their values are checked or ignored, never copied.
 _TOLERATED = {
@@ -79,14 +87,21 @@ def verify_csr(unverified: bytes, subject: Subject, policy: KeyPolicy) -> Verifi
        name is refused, not rewritten).
     """
     csr = load_csr(unverified)  # (1)
+    # (3) before (2): cryptography will not verify a SHA-1 signature at all, and "signed with
+    # SHA-1" is a clearer refusal than "proof of possession failed".
+    try:
+        algorithm = csr.signature_hash_algorithm
+        found = algorithm.name if algorithm is not None else "none"
+    except UnsupportedAlgorithm:
+        algorithm, found = None, _SIGNATURE_NAMES.get(
+            csr.signature_algorithm_oid.dotted_string, csr.signature_algorithm_oid.dotted_string
+        )
+    if not isinstance(algorithm, hashes.SHA256 | hashes.SHA384 | hashes.SHA512):
+        raise CSRError(f"CSR for {subject} must be signed with SHA-256 or stronger; found {found}")
     if not csr.is_signature_valid:  # (2)
         raise CSRError(
             f"CSR for {subject} failed proof of possession: its signature does not verify"
         )
-    algorithm = csr.signature_hash_algorithm  # (3)
-    if not isinstance(algorithm, hashes.SHA256 | hashes.SHA384 | hashes.SHA512):
-        found = algorithm.name if algorithm is not None else "none"
-        raise CSRError(f"CSR for {subject} must be signed with SHA-256 or stronger; found {found}")
     key = check_public_key(csr.public_key(), policy)  # (4)
     try:
         extensions = list(csr.extensions)

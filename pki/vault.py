@@ -1,0 +1,414 @@
+"""`VaultCA`: the `CertificateAuthority` backed by HashiCorp Vault's PKI secrets engine.
+
+The only module that imports ``hvac``; every hvac/requests exception is translated here, once.
+
+>>> ca = VaultCA.connect(VaultConfig(url="https://vault.plant1:8200", mount="pki_int",
+...     role="idmz-device", role_id="...", secret_id="..."))                 # doctest: +SKIP
+>>> issued = ca.issue(csr_pem, identity, profile=ProfileName.DEVICE, now=now)  # doctest: +SKIP
+
+Vault is an upstream, not a judge: before calling ``sign/<role>`` the CSR passes the same local
+checks as the embedded CA (`pki.csr.verify_csr`), and what Vault returns must carry exactly the
+names, key, EKU and validity that were asked for, chained to the issuing CA. A certificate that
+does not (a role with ``use_csr_sans``/``use_csr_common_name``, a ``max_ttl`` that silently cut
+the validity, a role that adds serverAuth to device certificates) is revoked in Vault at once and
+the request refused, naming what differed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import hvac
+import hvac.exceptions
+import requests
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+
+from pki.authority import (
+    CRLBundle,
+    IssuedCertificate,
+    RevocationReason,
+    RevocationRecord,
+    format_serial,
+)
+from pki.builder import subject_alt_names
+from pki.crl import load_crl
+from pki.csr import verify_csr
+from pki.errors import ConfigError, IssuanceRefusedError, KeyStoreError
+from pki.identity import ConsumerIdentity, DeviceIdentity
+from pki.keys import KeyPolicy
+from pki.profiles import PROFILES, ProfileName, SignerName, Subject, check_subject_matches
+
+_T = TypeVar("_T")
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+# Vault stamps NotBefore 30 s in the past and may round; anything within this is "as asked".
+VALIDITY_TOLERANCE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class VaultConfig:
+    """Where Vault is and how idmz logs in (AppRole). ``roles`` maps a profile to a Vault role
+    when profiles need different EKUs; ``role`` is used for any profile not listed."""
+
+    url: str
+    role_id: str = field(repr=False)
+    secret_id: str = field(repr=False)
+    mount: str = "pki"
+    role: str = "idmz-device"
+    roles: Mapping[ProfileName, str] = field(default_factory=dict)
+    approle_mount: str = "approle"
+    namespace: str | None = None
+    ca_bundle: str | None = None  # PEM bundle that signs Vault's TLS certificate
+    timeout_s: float = 10.0
+    key_policy: KeyPolicy = field(default_factory=KeyPolicy)
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ConfigError(f"Vault URL must be https://host[:port]; found {self.url!r}")
+        if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+            # The AppRole secret_id and the token would cross the network in clear text.
+            raise ConfigError(
+                f"Vault URL {self.url!r} is plain http to a remote host; use https "
+                "(plain http is accepted on loopback only)"
+            )
+        for name in ("role_id", "secret_id", "mount", "role"):
+            if not getattr(self, name):
+                raise ConfigError(f"Vault setting {name} is empty")
+
+    def role_for(self, profile: ProfileName) -> str:
+        return self.roles.get(profile, self.role)
+
+    @classmethod
+    def from_mapping(cls, settings: Mapping[str, Any]) -> VaultConfig:
+        """Build from a TOML table / environment mapping (keys as in docs/pki.md)."""
+        missing = [k for k in ("url", "role_id", "secret_id") if not settings.get(k)]
+        if missing:
+            raise ConfigError(
+                f"Vault backend needs {', '.join(missing)} "
+                "(VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID[_FILE] or <home>/ca/vault.toml)"
+            )
+        unknown = set(settings) - {
+            "url", "role_id", "secret_id", "mount", "role", "roles", "approle_mount",
+            "namespace", "ca_bundle", "timeout_s",
+        }  # fmt: skip
+        if unknown:
+            raise ConfigError(f"unknown Vault settings {sorted(unknown)}")
+        roles = {ProfileName(k): str(v) for k, v in dict(settings.get("roles", {})).items()}
+        return cls(
+            url=str(settings["url"]),
+            role_id=str(settings["role_id"]),
+            secret_id=str(settings["secret_id"]),
+            mount=str(settings.get("mount", "pki")),
+            role=str(settings.get("role", "idmz-device")),
+            roles=roles,
+            approle_mount=str(settings.get("approle_mount", "approle")),
+            namespace=settings.get("namespace"),
+            ca_bundle=settings.get("ca_bundle"),
+            timeout_s=float(settings.get("timeout_s", 10.0)),
+        )
+
+
+def vault_serial(serial: int) -> str:
+    """Vault's serial form: the serial's bytes as colon-separated lower-case hex pairs."""
+    raw = serial.to_bytes((serial.bit_length() + 7) // 8 or 1, "big")
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+class VaultCA:
+    """Issue, revoke and read CRLs through Vault's PKI engine (``sign/<role>``, ``revoke``,
+    ``ca_chain``, ``crl/pem``). Thread-safe: one client, re-login under a lock on 403."""
+
+    def __init__(self, config: VaultConfig, client: Any) -> None:
+        self._config = config
+        self._client = client
+        self._lock = threading.Lock()
+        self._chain: tuple[x509.Certificate, ...] | None = None
+
+    @classmethod
+    def connect(cls, config: VaultConfig) -> VaultCA:
+        client = hvac.Client(
+            url=config.url,
+            namespace=config.namespace,
+            verify=config.ca_bundle if config.ca_bundle else True,
+            timeout=config.timeout_s,
+        )
+        ca = cls(config, client)
+        ca._login()
+        return ca
+
+    def close(self) -> None:
+        self._client.adapter.close()
+
+    # -- CertificateAuthority -------------------------------------------------------------
+
+    def issue(
+        self,
+        unverified_csr: bytes,
+        subject: Subject,
+        *,
+        profile: ProfileName,
+        now: datetime,
+        validity: timedelta | None = None,
+    ) -> IssuedCertificate:
+        check_subject_matches(profile, subject)
+        verified = verify_csr(unverified_csr, subject, self._config.key_policy)
+        spec = PROFILES[profile]
+        lifetime = validity if validity is not None else spec.default_validity
+        if lifetime <= timedelta(0) or lifetime > spec.max_validity:
+            raise IssuanceRefusedError(
+                f"{profile} certificates for {subject} may be valid for up to "
+                f"{spec.max_validity.days} days; {lifetime.days} days were requested"
+            )
+        chain = self.ca_chain()
+        not_after = now + lifetime
+        if not_after > chain[0].not_valid_after_utc:
+            raise IssuanceRefusedError(
+                f"a certificate for {subject} valid until {not_after:%Y-%m-%d} would outlive the "
+                f"issuing CA in Vault (valid until {chain[0].not_valid_after_utc:%Y-%m-%d})"
+            )
+        params: dict[str, Any] = {
+            "ttl": f"{int(lifetime.total_seconds())}s",
+            "format": "pem",
+            "exclude_cn_from_sans": True,
+        }
+        if isinstance(subject, DeviceIdentity | ConsumerIdentity | SignerName):
+            params["uri_sans"] = subject.spiffe_id
+        else:
+            if subject.dns_names:
+                params["alt_names"] = ",".join(subject.dns_names)
+            if subject.ip_addresses:
+                params["ip_sans"] = ",".join(str(ip) for ip in subject.ip_addresses)
+        csr_pem = verified.csr.public_bytes(serialization.Encoding.PEM).decode()
+        response = self._call(
+            f"sign {subject}",
+            lambda: self._client.secrets.pki.sign_certificate(
+                name=self._config.role_for(profile),
+                csr=csr_pem,
+                common_name=subject.path,
+                extra_params=params,
+                mount_point=self._config.mount,
+            ),
+        )
+        data = _data(response, f"sign {subject}")
+        try:
+            cert = x509.load_pem_x509_certificate(str(data["certificate"]).encode())
+        except (KeyError, ValueError) as exc:
+            raise KeyStoreError(f"Vault's answer for {subject} holds no PEM certificate") from exc
+        try:
+            _check_returned(cert, verified.public_key, subject, profile, chain[0], not_after)
+        except IssuanceRefusedError:
+            # Do not leave a certificate we refused to hand out valid in Vault.
+            self._call(
+                f"revoke {format_serial(cert.serial_number)}",
+                lambda: self._client.secrets.pki.revoke_certificate(
+                    serial_number=vault_serial(cert.serial_number),
+                    mount_point=self._config.mount,
+                ),
+            )
+            raise
+        return IssuedCertificate(certificate=cert, chain=chain, profile=profile, subject=subject)
+
+    def revoke(self, serial: int, reason: RevocationReason, *, now: datetime) -> RevocationRecord:
+        """Revoke in Vault (which rebuilds its CRL). Vault records no reason code: the reason
+        lives in the audit record the caller writes."""
+        response = self._call(
+            f"revoke {format_serial(serial)}",
+            lambda: self._client.secrets.pki.revoke_certificate(
+                serial_number=vault_serial(serial), mount_point=self._config.mount
+            ),
+        )
+        data = _data(response, f"revoke {format_serial(serial)}")
+        stamp = data.get("revocation_time")
+        revoked_at = datetime.fromtimestamp(int(stamp), UTC) if stamp else now
+        warnings = response.get("warnings") if isinstance(response, dict) else None
+        already = isinstance(warnings, list) and any("already" in str(w) for w in warnings)
+        return RevocationRecord(serial, reason, revoked_at, already_revoked=already)
+
+    def current_crl(self, *, now: datetime) -> CRLBundle:
+        """Vault's current CRL (``crl/pem``), checked: signed by the issuing CA and not stale."""
+        text = self._call(
+            "read CRL", lambda: self._client.secrets.pki.read_crl(mount_point=self._config.mount)
+        )
+        try:
+            crl = load_crl(str(text).encode())
+        except ValueError as exc:
+            raise KeyStoreError("Vault's crl/pem is not a PEM CRL") from exc
+        issuing = self.ca_chain()[0]
+        if crl.issuer != issuing.subject or not crl.is_signature_valid(issuing.public_key()):  # type: ignore[arg-type]
+            raise KeyStoreError("Vault's CRL is not signed by the issuing CA in its ca_chain")
+        if crl.next_update_utc is None or crl.next_update_utc < now:
+            raise KeyStoreError(
+                f"Vault's CRL expired at {crl.next_update_utc}; check the mount's crl config"
+            )
+        return CRLBundle(
+            crl=crl,
+            pem=crl.public_bytes(serialization.Encoding.PEM),
+            der=crl.public_bytes(serialization.Encoding.DER),
+        )
+
+    def ca_chain(self) -> tuple[x509.Certificate, ...]:
+        """Issuing CA first, root last, read once from ``ca_chain`` and checked link by link."""
+        if self._chain is not None:
+            return self._chain
+        text = self._call(
+            "read CA chain",
+            lambda: self._client.secrets.pki.read_ca_certificate_chain(
+                mount_point=self._config.mount
+            ),
+        )
+        self._chain = _checked_chain(str(text).encode())
+        return self._chain
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _login(self) -> None:
+        self._call_once(
+            "AppRole login",
+            lambda: self._client.auth.approle.login(
+                role_id=self._config.role_id,
+                secret_id=self._config.secret_id,
+                mount_point=self._config.approle_mount,
+            ),
+        )
+
+    def _call(self, what: str, func: Callable[[], _T]) -> _T:
+        """Run ``func``; on 403 (token expired or revoked) log in again once and retry."""
+        try:
+            return self._call_once(what, func, translate_forbidden=False)
+        except hvac.exceptions.Forbidden:
+            with self._lock:
+                self._login()
+            return self._call_once(what, func)
+
+    def _call_once(
+        self, what: str, func: Callable[[], _T], *, translate_forbidden: bool = True
+    ) -> _T:
+        try:
+            return func()
+        except hvac.exceptions.Forbidden as exc:
+            if not translate_forbidden:
+                raise
+            raise KeyStoreError(f"Vault refused {what}: permission denied") from exc
+        except hvac.exceptions.InvalidRequest as exc:
+            raise IssuanceRefusedError(f"Vault refused {what}: {_errors(exc)}") from exc
+        except hvac.exceptions.VaultError as exc:
+            raise KeyStoreError(
+                f"Vault failed {what}: {type(exc).__name__}: {_errors(exc)}"
+            ) from exc
+        except requests.exceptions.RequestException as exc:
+            raise KeyStoreError(f"cannot reach Vault at {self._config.url} for {what}") from exc
+
+
+def _errors(exc: hvac.exceptions.VaultError) -> str:
+    errors = getattr(exc, "errors", None)
+    if isinstance(errors, list) and errors:
+        return "; ".join(str(e)[:300] for e in errors)
+    return "no detail"
+
+
+def _data(response: object, what: str) -> dict[str, Any]:
+    """The ``data`` member of Vault's JSON envelope."""
+    data = response.get("data") if isinstance(response, dict) else None
+    if not isinstance(data, dict):
+        raise KeyStoreError(f"Vault's answer to {what} has no data object")
+    return data
+
+
+def _checked_chain(pem_text: bytes) -> tuple[x509.Certificate, ...]:
+    try:
+        chain = tuple(x509.load_pem_x509_certificates(pem_text))
+    except ValueError as exc:
+        raise KeyStoreError("Vault's ca_chain is not PEM certificates") from exc
+    if not chain:
+        raise KeyStoreError("Vault's ca_chain is empty; configure the mount's issuer")
+    for child, parent in itertools.pairwise(chain):
+        try:
+            child.verify_directly_issued_by(parent)
+        except (ValueError, TypeError, InvalidSignature) as exc:
+            raise KeyStoreError("Vault's ca_chain is out of order or broken") from exc
+    try:
+        chain[-1].verify_directly_issued_by(chain[-1])
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise KeyStoreError(
+            "Vault's ca_chain does not end at a self-signed root; import the issuing CA with "
+            "its full chain (set-signed with the root appended)"
+        ) from exc
+    return chain
+
+
+def _check_returned(
+    cert: x509.Certificate,
+    public_key: object,
+    subject: Subject,
+    profile: ProfileName,
+    issuing: x509.Certificate,
+    not_after: datetime,
+) -> None:
+    """Refuse a certificate from Vault that says anything other than what was asked."""
+    problems: list[str] = []
+    if cert.public_key() != public_key:
+        problems.append("it certifies a different public key than the CSR's")
+    try:
+        cert.verify_directly_issued_by(issuing)
+    except (ValueError, TypeError, InvalidSignature):
+        problems.append("it is not signed by the issuing CA in ca_chain")
+    cns = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if cns != [subject.path]:
+        problems.append(
+            f"CN expected {subject.path!r}, found {cns} (set use_csr_common_name=false)"
+        )
+    try:
+        found = list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        found = []
+    expected = subject_alt_names(subject)
+    if sorted(map(_name, found)) != sorted(map(_name, expected)):
+        problems.append(
+            f"SANs expected {sorted(map(_name, expected))}, found {sorted(map(_name, found))} "
+            "(set use_csr_sans=false and exclude_cn_from_sans)"
+        )
+    try:
+        ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        ca = False
+    if ca:
+        problems.append("it says CA:true")
+    want = PROFILES[profile].extended_key_usage
+    try:
+        ekus = list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        ekus = []
+    if ekus != [want]:
+        names = [getattr(e, "_name", e.dotted_string) for e in ekus]
+        problems.append(
+            f"extendedKeyUsage expected only {getattr(want, '_name', want.dotted_string)}, "
+            f"found {names} (set the role's server_flag/client_flag/code_signing_flag)"
+        )
+    delta = cert.not_valid_after_utc - not_after
+    if abs(delta) > VALIDITY_TOLERANCE:
+        problems.append(
+            f"valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M}Z, asked until "
+            f"{not_after:%Y-%m-%d %H:%M}Z (a role or mount max_ttl cut it; raise it or ask less)"
+        )
+    if problems:
+        raise IssuanceRefusedError(
+            f"Vault returned certificate {format_serial(cert.serial_number)} for {subject} that "
+            f"does not match the request, revoked it and refused: {'; '.join(problems)}"
+        )
+
+
+def _name(name: x509.GeneralName) -> str:
+    value = name.value
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return f"IP:{value}"
+    return f"{type(name).__name__}:{value}"
