@@ -93,8 +93,11 @@ def verify_csr(unverified: bytes, subject: Subject, policy: KeyPolicy) -> Verifi
         algorithm = csr.signature_hash_algorithm
         found = algorithm.name if algorithm is not None else "none"
     except UnsupportedAlgorithm:
-        algorithm, found = None, _SIGNATURE_NAMES.get(
-            csr.signature_algorithm_oid.dotted_string, csr.signature_algorithm_oid.dotted_string
+        algorithm, found = (
+            None,
+            _SIGNATURE_NAMES.get(
+                csr.signature_algorithm_oid.dotted_string, csr.signature_algorithm_oid.dotted_string
+            ),
         )
     if not isinstance(algorithm, hashes.SHA256 | hashes.SHA384 | hashes.SHA512):
         raise CSRError(f"CSR for {subject} must be signed with SHA-256 or stronger; found {found}")

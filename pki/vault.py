@@ -272,14 +272,21 @@ class VaultCA:
     # -- plumbing ---------------------------------------------------------------------------
 
     def _login(self) -> None:
-        self._call_once(
-            "AppRole login",
-            lambda: self._client.auth.approle.login(
+        try:
+            self._client.auth.approle.login(
                 role_id=self._config.role_id,
                 secret_id=self._config.secret_id,
                 mount_point=self._config.approle_mount,
-            ),
-        )
+            )
+        except hvac.exceptions.VaultError as exc:
+            # Vault answers 400 for a wrong or expired secret_id; either way the credentials,
+            # not the request, are at fault. Never echo them.
+            raise KeyStoreError(
+                f"Vault AppRole login at {self._config.url} failed ({type(exc).__name__}: "
+                f"{_errors(exc)}); check the role_id/secret_id and the secret_id's TTL"
+            ) from exc
+        except requests.exceptions.RequestException as exc:
+            raise KeyStoreError(f"cannot reach Vault at {self._config.url} for login") from exc
 
     def _call(self, what: str, func: Callable[[], _T]) -> _T:
         """Run ``func``; on 403 (token expired or revoked) log in again once and retry."""

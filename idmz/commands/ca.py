@@ -113,7 +113,11 @@ def _authority(args: argparse.Namespace) -> Iterator[CertificateAuthority]:
     if getattr(args, "backend", "local") == "vault":
         from pki.vault import VaultCA, VaultConfig
 
-        yield VaultCA.connect(VaultConfig.from_mapping(_vault_settings(home)))
+        vault = VaultCA.connect(VaultConfig.from_mapping(_vault_settings(home)))
+        try:
+            yield vault
+        finally:
+            vault.close()
         return
     with _local(home) as ca:
         yield ca

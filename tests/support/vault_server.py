@@ -252,6 +252,13 @@ class FakeVault:
                 critical=True,
             )
         )
+        builder = builder.add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(csr.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        ).add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(self.issuing_key.public_key()),
+            critical=False,
+        )
         if ekus:
             builder = builder.add_extension(x509.ExtendedKeyUsage(ekus), critical=False)
         if names:
