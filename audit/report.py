@@ -68,6 +68,8 @@ def category_of(action: str, outcome: str) -> str:
 
 def parse_time(value: str) -> datetime:
     """An aware datetime from ISO 8601 (``Z`` accepted); date-only means midnight UTC."""
+    if len(value.rstrip("Z")) == 10:  # a date: midnight UTC
+        value = value.rstrip("Z") + "T00:00:00Z"
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:

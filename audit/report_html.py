@@ -103,6 +103,19 @@ def bars_svg(items: Sequence[tuple[str, int]], title: str, color: str = "#b3412f
     return "".join(parts)
 
 
+def _span(seconds: float) -> str:
+    if seconds % 86400 == 0:
+        return f"{int(seconds // 86400)} day(s)"
+    if seconds % 3600 == 0:
+        return f"{int(seconds // 3600)} hour(s)"
+    return f"{int(seconds // 60)} minutes"
+
+
+def _when(stamp: object) -> str:
+    """``2026-11-20T00:17:10.000000Z`` -> ``2026-11-20 00:17:10`` (all times are UTC)."""
+    return str(stamp)[:19].replace("T", " ")
+
+
 def _timeline_points(report: Report) -> list[tuple[str, int]]:
     points: list[tuple[str, int]] = []
     t = report.start
@@ -155,7 +168,8 @@ def render_html(report: Report) -> str:
         ),
         "<h2>3. Events over time</h2>",
         timeline_svg(_timeline_points(report), "Events over time"),
-        f'<p class="note">One bar per {report.bucket}; hover a bar for its count.</p>',
+        f'<p class="note">One bar per {_span(report.bucket.total_seconds())}; hover a bar for '
+        "its count.</p>",
         "<h2>4. Refusals</h2>",
         bars_svg(report.refusal_reasons.most_common(), "Refusals by reason"),
         _table(
@@ -165,17 +179,17 @@ def render_html(report: Report) -> str:
         ),
         "<h2>5. Certificate lifecycle</h2>",
         _table(
-            ["seq", "time", "event", "serial / resource", "subject", "reason"],
+            ["seq", "time (UTC)", "event", "serial / resource", "subject", "reason"],
             [
-                [r["seq"], r["time"], r["action"], r["resource"], r["actor"], r["reason"]]
+                [r["seq"], _when(r["time"]), r["action"], r["resource"], r["actor"], r["reason"]]
                 for r in report.certificates[:2000]
             ],
         ),
         "<h2>6. Manual operator actions</h2>",
         _table(
-            ["seq", "time", "operator", "action", "resource", "reason given"],
+            ["seq", "time (UTC)", "operator", "action", "resource", "reason given"],
             [
-                [r["seq"], r["time"], r["actor"], r["action"], r["resource"], r["reason"]]
+                [r["seq"], _when(r["time"]), r["actor"], r["action"], r["resource"], r["reason"]]
                 for r in report.operator_actions[:2000]
             ],
         ),
