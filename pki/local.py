@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from pki.authority import (
@@ -181,7 +182,7 @@ def install_intermediate(
         raise ConfigError("expected the signed issuing certificate and the root as PEM") from exc
     try:
         root.verify_directly_issued_by(root)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, InvalidSignature) as exc:
         raise ConfigError("the given root certificate is not self-signed") from exc
     if not paths.issuing_key.exists():
         raise ConfigError(
@@ -192,7 +193,7 @@ def install_intermediate(
         raise ConfigError("the signed issuing certificate does not match this host's issuing key")
     try:
         cert.verify_directly_issued_by(root)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, InvalidSignature) as exc:
         raise ConfigError("the issuing certificate was not signed by the given root") from exc
     _write_atomic(paths.root_cert, pem(root))
     _write_atomic(paths.issuing_cert, pem(cert))

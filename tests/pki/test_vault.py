@@ -142,10 +142,10 @@ def test_unknown_serial_revocation_is_refused(ca: VaultCA) -> None:
     ("csr", "found"),
     [
         pytest.param(
-            lambda: make_csr(rsa.generate_private_key(public_exponent=65537, key_size=1024)),
+            lambda: make_csr(rsa.generate_private_key(public_exponent=65537, key_size=1024)),  # noqa: S505
             "1024",
             id="rsa1024",
-        ),  # noqa: S505
+        ),
         pytest.param(
             lambda: make_csr(sans=[x509.UniformResourceIdentifier("spiffe://acme/x/y/z/w/other")]),
             "other",
