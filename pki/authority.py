@@ -6,6 +6,7 @@ Features call `CertificateAuthority` and never know which backend is behind it.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -44,13 +45,18 @@ def format_serial(serial: int) -> str:
     return format(serial, "x")
 
 
+# Plain hex, or hex byte pairs separated by ':' (Vault, openssl) or '-'.
+_SERIAL = re.compile(
+    r"[0-9a-f]{1,64}|[0-9a-f]{1,2}(?::[0-9a-f]{2})+|[0-9a-f]{1,2}(?:-[0-9a-f]{2})+"
+)
+
+
 def parse_serial(text: str) -> int:
     """Accept ``"1a2b..."``, ``"0x1a2b"`` or Vault's ``"1a:2b:..."`` forms."""
-    cleaned = text.strip().lower().removeprefix("0x").replace(":", "").replace("-", "")
-    try:
-        value = int(cleaned, 16)
-    except ValueError as exc:
-        raise ValueError(f"expected a hex serial number; found {text!r}") from exc
+    stripped = text.strip().lower().removeprefix("0x")
+    if not _SERIAL.fullmatch(stripped):
+        raise ValueError(f"expected a hex serial number; found {text!r}")
+    value = int(stripped.replace(":", "").replace("-", ""), 16)
     if value <= 0:
         raise ValueError(f"serial numbers are positive; found {text!r}")
     return value

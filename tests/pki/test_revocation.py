@@ -1,0 +1,128 @@
+"""Revocation by serial with a reason; a signed CRL with nextUpdate after every revocation."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from cryptography import x509
+
+from pki.authority import RevocationReason, parse_serial
+from pki.errors import IssuanceRefusedError
+from pki.local import LocalCA, LocalCAConfig
+from pki.profiles import ProfileName
+from tests.pki.conftest import DEVICE, PASSPHRASE, CAFixture, make_csr
+
+
+def crl_number(crl: x509.CertificateRevocationList) -> int:
+    return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+
+
+def on_disk(fx: CAFixture) -> x509.CertificateRevocationList:
+    return x509.load_der_x509_crl((fx.dir / "crl.der").read_bytes())
+
+
+def issue(fx: CAFixture) -> int:
+    return fx.ca.issue(make_csr(), DEVICE, profile=ProfileName.DEVICE, now=fx.now).serial
+
+
+def test_every_revocation_publishes_a_new_signed_crl(local_ca: CAFixture) -> None:
+    serial = issue(local_ca)
+    before = crl_number(on_disk(local_ca))
+    local_ca.ca.revoke(serial, RevocationReason.KEY_COMPROMISE, now=local_ca.now)
+    crl = on_disk(local_ca)
+    assert crl_number(crl) == before + 1
+    assert crl.is_signature_valid(local_ca.ca.issuing_certificate.public_key())  # type: ignore[arg-type]
+    assert crl.next_update_utc is not None and crl.next_update_utc > local_ca.now
+    entry = crl.get_revoked_certificate_by_serial_number(serial)
+    assert entry is not None
+    assert (
+        entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+        is x509.ReasonFlags.key_compromise
+    )
+    assert (local_ca.dir / "crl.pem").read_bytes() == local_ca.ca.current_crl(now=local_ca.now).pem
+
+
+def test_unspecified_reason_is_omitted_as_rfc5280_says(local_ca: CAFixture) -> None:
+    serial = issue(local_ca)
+    local_ca.ca.revoke(serial, RevocationReason.UNSPECIFIED, now=local_ca.now)
+    entry = on_disk(local_ca).get_revoked_certificate_by_serial_number(serial)
+    assert entry is not None and len(entry.extensions) == 0
+
+
+def test_revoking_an_unknown_serial_is_refused_and_changes_nothing(local_ca: CAFixture) -> None:
+    before = on_disk(local_ca)
+    with pytest.raises(IssuanceRefusedError, match="abcdef"):
+        local_ca.ca.revoke(0xABCDEF, RevocationReason.KEY_COMPROMISE, now=local_ca.now)
+    assert crl_number(on_disk(local_ca)) == crl_number(before)
+    assert local_ca.ca.ledger.counts(local_ca.now).revoked == 0
+
+
+def test_second_revocation_keeps_the_first_time_and_reason(local_ca: CAFixture) -> None:
+    serial = issue(local_ca)
+    first = local_ca.ca.revoke(serial, RevocationReason.KEY_COMPROMISE, now=local_ca.now)
+    again = local_ca.ca.revoke(
+        serial, RevocationReason.SUPERSEDED, now=local_ca.now + timedelta(hours=1)
+    )
+    assert again.already_revoked and again.reason is RevocationReason.KEY_COMPROMISE
+    assert again.revoked_at == first.revoked_at
+
+
+def test_an_expired_certificate_can_still_be_revoked(local_ca: CAFixture) -> None:
+    # A leaked model-signing key must be blockable after its certificate expired (Vault #19452).
+    serial = issue(local_ca)
+    later = local_ca.now + timedelta(days=120)
+    record = local_ca.ca.revoke(serial, RevocationReason.KEY_COMPROMISE, now=later)
+    assert not record.already_revoked
+    assert on_disk(local_ca).get_revoked_certificate_by_serial_number(serial) is not None
+
+
+def test_current_crl_is_regenerated_when_due_and_reused_when_fresh(local_ca: CAFixture) -> None:
+    fresh = local_ca.ca.current_crl(now=local_ca.now)
+    assert local_ca.ca.current_crl(now=local_ca.now + timedelta(hours=1)) is fresh
+    due = local_ca.ca.current_crl(
+        now=local_ca.now + timedelta(hours=13)
+    )  # inside the refresh margin
+    assert crl_number(due.crl) == crl_number(fresh.crl) + 1
+
+
+def test_a_new_process_reuses_the_published_crl_instead_of_bumping_it(local_ca: CAFixture) -> None:
+    number = crl_number(on_disk(local_ca))
+    other = LocalCA.open(local_ca.dir, passphrase=PASSPHRASE)
+    assert crl_number(other.current_crl(now=local_ca.now).crl) == number
+    other.close()
+
+
+def test_crl_lifetime_is_configurable(local_ca: CAFixture) -> None:
+    ca = LocalCA.open(
+        local_ca.dir,
+        passphrase=PASSPHRASE,
+        config=LocalCAConfig(
+            crl_lifetime=timedelta(hours=6), crl_refresh_margin=timedelta(hours=2)
+        ),
+    )
+    bundle = ca.publish_crl(now=local_ca.now)
+    assert bundle.next_update - local_ca.now == timedelta(hours=6) - timedelta(
+        microseconds=local_ca.now.microsecond
+    )
+    ca.close()
+
+
+def test_crl_with_20000_entries_lists_every_serial(local_ca: CAFixture) -> None:
+    rows = [(0x10_0000 + i, DEVICE.path, local_ca.now) for i in range(20_000)]
+    local_ca.ca.ledger.bulk_record_revoked(rows)
+    crl = local_ca.ca.publish_crl(now=local_ca.now).crl
+    assert len(crl) == 20_000
+    for serial in (0x10_0000, 0x10_0000 + 12_345, 0x10_0000 + 19_999):
+        assert crl.get_revoked_certificate_by_serial_number(serial) is not None
+
+
+@pytest.mark.parametrize("text", ["1a:2b:3c", "0x1a2b3c", "1A2B3C", " 1a2b3c\n", "1a-2b-3c"])
+def test_serials_are_accepted_in_openssl_vault_and_hex_forms(text: str) -> None:
+    assert parse_serial(text) == 0x1A2B3C
+
+
+@pytest.mark.parametrize("text", ["", "0", "xyz", "-1"])
+def test_malformed_serials_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="serial"):
+        parse_serial(text)
