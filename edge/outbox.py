@@ -156,14 +156,12 @@ class Outbox:
                 for (topic, payload), given in zip(items, ids, strict=True):
                     size = len(payload) + len(topic)
                     if len(payload) > lim.max_message_bytes:
-                        self._count("refused", 1)
                         raise OutboxFullError(
                             f"message for {topic} is {len(payload)} bytes; "
                             f"max_message_bytes is {lim.max_message_bytes}"
                         )
                     if self._bytes + size > lim.max_outbox_bytes:
                         if lim.overflow == REFUSE_NEW:
-                            self._count("refused", 1)
                             raise OutboxFullError(
                                 f"outbox holds {self._bytes} of {lim.max_outbox_bytes} bytes; "
                                 f"refusing a {size}-byte message for {topic} (refuse-new)"
@@ -180,6 +178,14 @@ class Outbox:
                     out.append(OutboxMessage(int(cur.lastrowid or 0), msg_id, topic, payload, now))
                 self._count("appended", len(out))
                 self._db.execute("COMMIT")
+            except OutboxFullError:
+                # Nothing of this batch is stored; the refusal itself is counted durably.
+                self._db.execute("ROLLBACK")
+                self._recount()
+                self._db.execute("BEGIN IMMEDIATE")
+                self._count("refused", len(items))
+                self._db.execute("COMMIT")
+                raise
             except BaseException:
                 self._db.execute("ROLLBACK")
                 self._recount()

@@ -1,0 +1,339 @@
+"""Read ``gateway.toml`` into the edge gateway's frozen configuration (`edge.gateway.GatewayConfig`).
+
+The only place the gateway's configuration file is read. Strict: an unknown key, a wrong type
+or a missing required key is an `edge.errors.ConfigError` that names the key, so a typo never
+silently falls back to a default. Relative paths are relative to the file's directory. The
+reference is docs/edge.md; deploy/gateway.toml is a complete example.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge.bearing import SKF_6205, BearingGeometry
+from edge.credentials import load_credentials
+from edge.errors import ConfigError
+from edge.featurizer import FeaturizerSettings, IsoZones
+from edge.gateway import GatewayConfig, VibrationChannel
+from edge.model_signing import ModelTrust, load_trust
+from edge.outbox import OutboxLimits
+from edge.sources import Backoff, ModbusSource, OpcUaSource
+from edge.tagmap import TagSpec
+from edge.uplink import UplinkSettings
+from pki.errors import MalformedIdentityError
+from pki.identity import DeviceIdentity
+
+BEARINGS = {"skf-6205": SKF_6205}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFiles:
+    model: Path
+    signature: Path
+    trust: ModelTrust
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedGatewayConfig:
+    gateway: GatewayConfig
+    model: ModelFiles | None
+    source: Path
+
+
+class _Table:
+    """A TOML table read key by key; `done()` refuses keys nobody asked for."""
+
+    def __init__(self, data: Mapping[str, Any], where: str) -> None:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{where} must be a table")
+        self.data = data
+        self.where = where
+        self.used: set[str] = set()
+
+    def _get(self, key: str, types: tuple[type, ...], default: Any, required: bool) -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            if required:
+                raise ConfigError(f"{self.where}.{key} is required")
+            return default
+        value = self.data[key]
+        if isinstance(value, bool) and bool not in types:
+            raise ConfigError(f"{self.where}.{key}: expected {types[0].__name__}; found a boolean")
+        if not isinstance(value, types):
+            raise ConfigError(
+                f"{self.where}.{key}: expected {types[0].__name__}; found {type(value).__name__}"
+            )
+        return value
+
+    def text(self, key: str, default: str | None = None, *, required: bool = False) -> Any:
+        return self._get(key, (str,), default, required)
+
+    def number(self, key: str, default: float | None = None, *, required: bool = False) -> Any:
+        v = self._get(key, (int, float), default, required)
+        return float(v) if v is not None else None
+
+    def integer(self, key: str, default: int | None = None, *, required: bool = False) -> Any:
+        return self._get(key, (int,), default, required)
+
+    def flag(self, key: str, default: bool = False) -> bool:
+        return bool(self._get(key, (bool,), default, False))
+
+    def array(self, key: str) -> list[Any]:
+        return list(self._get(key, (list,), [], False))
+
+    def sub(self, key: str) -> _Table | None:
+        v = self._get(key, (dict,), None, False)
+        return _Table(v, f"{self.where}.{key}") if v is not None else None
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise ConfigError(f"{self.where}: unknown key(s) {', '.join(unknown)}")
+
+
+def _path(base: Path, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _backoff(t: _Table) -> Backoff:
+    return Backoff(
+        initial_s=t.number("backoff_initial_s", 0.5), max_s=t.number("backoff_max_s", 30.0)
+    )
+
+
+def _bearing(t: _Table) -> BearingGeometry:
+    raw = t.data.get("bearing", "skf-6205")
+    t.used.add("bearing")
+    if isinstance(raw, str):
+        if raw not in BEARINGS:
+            raise ConfigError(
+                f"{t.where}.bearing: unknown bearing {raw!r}; known: {list(BEARINGS)}"
+            )
+        return BEARINGS[raw]
+    b = _Table(raw, f"{t.where}.bearing")
+    geometry = BearingGeometry(
+        name=b.text("name", "custom"),
+        n_elements=b.integer("n_elements", required=True),
+        ball_diameter_mm=b.number("ball_diameter_mm", required=True),
+        pitch_diameter_mm=b.number("pitch_diameter_mm", required=True),
+        contact_angle_deg=b.number("contact_angle_deg", 0.0),
+    )
+    b.done()
+    return geometry
+
+
+def _pair(t: _Table, key: str, default: tuple[float, float]) -> tuple[float, float]:
+    raw = t.array(key) if key in t.data else list(default)
+    if len(raw) != 2 or not all(isinstance(v, int | float) for v in raw):
+        raise ConfigError(f"{t.where}.{key}: expected [low, high]")
+    return (float(raw[0]), float(raw[1]))
+
+
+def parse_gateway_config(
+    doc: Mapping[str, Any], base: Path, *, source: Path
+) -> LoadedGatewayConfig:
+    root = _Table(doc, "gateway.toml")
+    g = root.sub("gateway") or _Table({}, "gateway")
+    cred_dir = _path(base, g.text("credential_dir"))
+    state_dir = _path(base, g.text("state_dir", "edge-state"))
+    assert state_dir is not None
+    identity_text = g.text("identity")
+    identity: DeviceIdentity | None = None
+    if identity_text is not None:
+        try:
+            identity = DeviceIdentity.parse(identity_text)
+        except MalformedIdentityError as exc:
+            raise ConfigError(f"gateway.identity: {exc}") from exc
+    if cred_dir is not None:
+        creds = load_credentials(cred_dir)
+        if identity is not None and identity != creds.identity:
+            raise ConfigError(
+                f"gateway.identity {identity.path} differs from {cred_dir}/identity "
+                f"({creds.identity.path}); the certificate decides"
+            )
+        identity = creds.identity
+    if identity is None:
+        raise ConfigError("gateway.identity or gateway.credential_dir is required")
+    telemetry_interval_s = g.number("telemetry_interval_s", 1.0)
+    status_interval_s = g.number("status_interval_s", 10.0)
+    stale_after_s = g.number("stale_after_s", 10.0)
+    alarm_log = _path(state_dir, g.text("alarm_log", "alarms.jsonl"))
+    g.done()
+
+    m = root.sub("metrics")
+    metrics_port = metrics_host = None
+    if m is not None:
+        metrics_port = m.integer("port", required=True)
+        metrics_host = m.text("host", "127.0.0.1")
+        m.done()
+
+    o = root.sub("outbox") or _Table({}, "outbox")
+    outbox = OutboxLimits(
+        max_outbox_bytes=o.integer("max_outbox_bytes", 256 * 1024 * 1024),
+        ttl_s=o.number("ttl_s", 7 * 24 * 3600.0),
+        overflow=o.text("overflow", "drop-oldest"),
+        max_message_bytes=o.integer("max_message_bytes", 256 * 1024),
+    )
+    outbox_path = _path(state_dir, o.text("path", "outbox.db"))
+    assert outbox_path is not None
+    o.done()
+
+    uplink: UplinkSettings | None = None
+    u = root.sub("uplink")
+    if u is not None:
+        if cred_dir is None:
+            raise ConfigError("[uplink] needs gateway.credential_dir (the device certificate)")
+        uplink = UplinkSettings(
+            host=u.text("host", required=True),
+            port=u.integer("port", 8883),
+            credential_dir=cred_dir,
+            keepalive_s=u.integer("keepalive_s", 30),
+            connect_timeout_s=u.number("connect_timeout_s", 10.0),
+            max_inflight=u.integer("max_inflight", 32),
+            backfill_messages_per_s=u.number("backfill_messages_per_s", 200.0),
+            credential_check_interval_s=u.number("credential_check_interval_s", 2.0),
+            backoff=_backoff(u),
+        )
+        u.done()
+
+    model: ModelFiles | None = None
+    mt = root.sub("model")
+    if mt is not None:
+        model_path = _path(base, mt.text("path", required=True))
+        assert model_path is not None
+        sig = _path(base, mt.text("signature")) or model_path.with_name(model_path.name + ".sig")
+        roots = [p for p in (_path(base, x) for x in mt.array("trust_roots")) if p]
+        crls = [p for p in (_path(base, x) for x in mt.array("crls")) if p]
+        if not roots:
+            raise ConfigError(
+                "model.trust_roots: list the root certificate(s) model signers chain to"
+            )
+        trust = load_trust(
+            roots,
+            crls,
+            allowed_signers=[str(s) for s in mt.array("allowed_signers")],
+            unsafe_skip_revocation=mt.flag("unsafe_skip_revocation"),
+        )
+        model = ModelFiles(model_path, sig, trust)
+        mt.done()
+
+    opcua = []
+    for i, raw in enumerate(root.array("opcua")):
+        t = _Table(raw, f"opcua[{i}]")
+        opcua.append(
+            OpcUaSource(
+                name=t.text("name", required=True),
+                endpoint=t.text("endpoint", required=True),
+                publishing_interval_ms=t.number("publishing_interval_ms", 100.0),
+                queue_size=t.integer("queue_size", 50),
+                connect_timeout_s=t.number("connect_timeout_s", 5.0),
+                request_timeout_s=t.number("request_timeout_s", 4.0),
+                watchdog_interval_s=t.number("watchdog_interval_s", 1.0),
+                backoff=_backoff(t),
+            )
+        )
+        t.done()
+    modbus = []
+    for i, raw in enumerate(root.array("modbus")):
+        t = _Table(raw, f"modbus[{i}]")
+        modbus.append(
+            ModbusSource(
+                name=t.text("name", required=True),
+                host=t.text("host", required=True),
+                port=t.integer("port", 502),
+                unit_id=t.integer("unit_id", 1),
+                poll_interval_s=t.number("poll_interval_s", 1.0),
+                timeout_s=t.number("timeout_s", 2.0),
+                backoff=_backoff(t),
+            )
+        )
+        t.done()
+    tags = []
+    for i, raw in enumerate(root.array("tag")):
+        t = _Table(raw, f"tag[{i}]")
+        address = t.data.get("address")
+        t.used.add("address")
+        if not isinstance(address, str | int) or isinstance(address, bool):
+            raise ConfigError(f"tag[{i}].address: a node id string or a register number")
+        tags.append(
+            TagSpec(
+                name=t.text("name", required=True),
+                source=t.text("source", required=True),
+                address=str(address),
+                unit=t.text("unit", ""),
+                asset=t.text("asset", required=True),
+                asset_path=t.text("asset_path", identity.path),
+                kind=t.text("kind", "scalar"),
+                safe_min=t.number("safe_min"),
+                safe_max=t.number("safe_max"),
+                data_type=t.text("data_type", "float32"),
+                scale=t.number("scale", 1.0),
+            )
+        )
+        t.done()
+    vibration = []
+    for i, raw in enumerate(root.array("vibration")):
+        t = _Table(raw, f"vibration[{i}]")
+        zones_t = t.sub("zones")
+        zones = IsoZones()
+        if zones_t is not None:
+            zones = IsoZones(
+                zones_t.number("ab_mm_s", 1.4),
+                zones_t.number("bc_mm_s", 2.8),
+                zones_t.number("cd_mm_s", 4.5),
+            )
+            zones_t.done()
+        fz = FeaturizerSettings(
+            sample_rate_hz=t.number("sample_rate_hz", required=True),
+            bearing=_bearing(t),
+            acceleration_unit=t.text("acceleration_unit", "g"),
+            envelope_band_hz=_pair(t, "envelope_band_hz", (2000.0, 5000.0)),
+            zones=zones,
+        )
+        vibration.append(
+            VibrationChannel(
+                tag=t.text("tag", required=True),
+                featurizer=fz,
+                window_s=t.number("window_s", 1.0),
+                shaft_speed_tag=t.text("shaft_speed_tag"),
+                shaft_rpm=t.number("shaft_rpm"),
+                temperature_tag=t.text("temperature_tag"),
+                realarm_interval_s=t.number("realarm_interval_s", 60.0),
+            )
+        )
+        t.done()
+    root.done()
+    config = GatewayConfig(
+        identity=identity,
+        tags=tuple(tags),
+        outbox_path=outbox_path,
+        opcua=tuple(opcua),
+        modbus=tuple(modbus),
+        vibration=tuple(vibration),
+        outbox=outbox,
+        uplink=uplink,
+        telemetry_interval_s=telemetry_interval_s,
+        status_interval_s=status_interval_s,
+        stale_after_s=stale_after_s,
+        alarm_log=alarm_log,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host or "127.0.0.1",
+    )
+    return LoadedGatewayConfig(config, model, source)
+
+
+def load_gateway_config(path: Path) -> LoadedGatewayConfig:
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"gateway config {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    return parse_gateway_config(doc, path.resolve().parent, source=path)
