@@ -1,10 +1,470 @@
-"""`idmz provisioning`: not wired yet (in progress)."""
+"""`idmz provisioning`: the enrollment service and the operator's console on the CA host.
+
+idmz provisioning init                         create the CA (if none) and print its fingerprint
+idmz provisioning serve --port 8443            HTTPS API + EST, renewal over mutual TLS
+idmz provisioning device add PATH              register a device
+idmz provisioning group add PREFIX             an enrollment group (validity, renewal grace)
+idmz provisioning token create --device PATH   one-time enrollment token (last line)
+idmz provisioning token create --role operator --name NAME    operator/admin/auditor token
+idmz provisioning revoke PATH                  revoke a device's certificates, new CRL, notify
+idmz provisioning sign-request FILE --token T --out RESPONSE  air-gapped enrollment
+idmz provisioning expiry [--json]              certificates about to expire, by line
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import threading
+from pathlib import Path
 from typing import Any
+
+_log = logging.getLogger("idmz.provisioning")
 
 
 def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
     """Add the `provisioning` command group to the top-level parser."""
+    p = sub.add_parser(
+        "provisioning",
+        help=summary,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_subparsers(dest="provisioning_command", metavar="COMMAND", required=True)
+
+    def common(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--database-url",
+            metavar="URL",
+            help="registry database (default: sqlite under <home>/provisioning; "
+            "postgresql://user@host/db for several instances)",
+        )
+        parser.add_argument("--organization", default="idmz", help="organization name for a new CA")
+
+    def notify_args(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--webhook", metavar="URL", help="POST JSON notifications to this URL")
+        parser.add_argument(
+            "--mqtt-host", help="publish notifications to this (IT-side) MQTT broker"
+        )
+        parser.add_argument("--mqtt-port", type=int, default=8883)
+        parser.add_argument("--mqtt-topic-prefix", default="idmz/provisioning")
+        parser.add_argument("--mqtt-ca", type=Path, help="CA file for the broker's TLS certificate")
+        parser.add_argument("--mqtt-cert", type=Path, help="client certificate for the broker")
+        parser.add_argument("--mqtt-key", type=Path, help="client key for the broker")
+
+    s = g.add_parser(
+        "init", help="create the local CA if there is none; print the root fingerprint"
+    )
+    common(s)
+    s.set_defaults(func=cmd_init)
+
+    s = g.add_parser("serve", help="run the enrollment service (HTTPS, EST, renewal over mTLS)")
+    common(s)
+    notify_args(s)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8443)
+    s.add_argument(
+        "--expiry-interval", default="1h", help="how often to scan for expiring certificates"
+    )
+    s.set_defaults(func=cmd_serve)
+
+    dev = g.add_parser("device", help="register and list devices").add_subparsers(
+        dest="device_command", metavar="COMMAND", required=True
+    )
+    s = dev.add_parser("add", help="register a device by its identity path")
+    common(s)
+    s.add_argument("path", help="enterprise/site/area/line/cell/device")
+    s.add_argument("--class", dest="device_class", default="gateway")
+    s.add_argument("--asset", default="", help="asset metadata (tag, serial number, location)")
+    s.set_defaults(func=cmd_device_add)
+    s = dev.add_parser("list", help="list devices")
+    common(s)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_device_list)
+
+    grp = g.add_parser("group", help="enrollment groups").add_subparsers(
+        dest="group_command", metavar="COMMAND", required=True
+    )
+    s = grp.add_parser("add", help="add an enrollment group for an identity prefix")
+    common(s)
+    s.add_argument("prefix", help="e.g. acme/plant1/press/line1")
+    s.add_argument("--class", dest="device_class", default="gateway")
+    s.add_argument("--validity-days", type=int, help="certificate lifetime (<= the policy maximum)")
+    s.add_argument(
+        "--grace-days", type=int, default=0, help="renewal allowed this long after expiry"
+    )
+    s.set_defaults(func=cmd_group_add)
+
+    tok = g.add_parser("token", help="enrollment and operator tokens").add_subparsers(
+        dest="token_command", metavar="COMMAND", required=True
+    )
+    s = tok.add_parser("create", help="mint a token; the token is printed on the last line")
+    common(s)
+    target = s.add_mutually_exclusive_group(required=True)
+    target.add_argument(
+        "--device", metavar="PATH", help="one-time enrollment token for this device"
+    )
+    target.add_argument(
+        "--group", metavar="PREFIX", help="one-time enrollment token for a new device in this group"
+    )
+    target.add_argument(
+        "--role", choices=["admin", "operator", "auditor"], help="operator API token"
+    )
+    s.add_argument("--name", default=None, help="operator name for --role (default: your login)")
+    s.add_argument(
+        "--ttl",
+        default=None,
+        help="lifetime, e.g. 15m (enrollment default) or 8h (operator default)",
+    )
+    s.set_defaults(func=cmd_token_create)
+
+    s = g.add_parser("revoke", help="revoke all certificates of a device, publish the CRL, notify")
+    common(s)
+    notify_args(s)
+    s.add_argument("path")
+    s.add_argument(
+        "--reason",
+        default="unspecified",
+        choices=[
+            "unspecified",
+            "key-compromise",
+            "affiliation-changed",
+            "superseded",
+            "cessation-of-operation",
+            "privilege-withdrawn",
+        ],
+    )
+    s.set_defaults(func=cmd_revoke)
+
+    s = g.add_parser("sign-request", help="air-gapped: sign a gateway's offline request file")
+    common(s)
+    s.add_argument("request", type=Path)
+    s.add_argument("--token", required=True, help="the device's one-time enrollment token")
+    s.add_argument("--out", type=Path, required=True, help="response file to carry back")
+    s.set_defaults(func=cmd_sign_request)
+
+    s = g.add_parser("expiry", help="certificates expiring within the alert thresholds, by line")
+    common(s)
+    notify_args(s)
+    s.add_argument("--json", action="store_true")
+    s.add_argument(
+        "--days", default=None, help="thresholds, e.g. 30,14,7,1 (default: certificate policy)"
+    )
+    s.set_defaults(func=cmd_expiry)
+
+    s = g.add_parser("fingerprint", help="print the root CA's SHA-256 (what gateways pin)")
+    common(s)
+    s.set_defaults(func=cmd_fingerprint)
+
+
+def _runtime(args: argparse.Namespace, **kwargs: Any) -> Any:
+    from idmz.home import resolve_home
+    from idmz.provisioning_runtime import open_runtime
+
+    return open_runtime(
+        resolve_home(args.home),
+        database_url=args.database_url,
+        organization=args.organization,
+        **kwargs,
+    )
+
+
+def _notifier(args: argparse.Namespace) -> Any:
+    from provisioning.notify import MqttTarget, Notifier
+
+    mqtt = None
+    if getattr(args, "mqtt_host", None):
+        mqtt = MqttTarget(
+            args.mqtt_host,
+            args.mqtt_port,
+            args.mqtt_topic_prefix,
+            args.mqtt_ca,
+            args.mqtt_cert,
+            args.mqtt_key,
+        )
+    if not getattr(args, "webhook", None) and mqtt is None:
+        return None
+    return Notifier(webhook_url=args.webhook, mqtt=mqtt)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    rt = _runtime(args)
+    try:
+        print(f"ca: {rt.ca.paths.root}")
+        print(f"registry: {rt.registry.dialect}")
+        print(f"ca-fingerprint: {rt.ca.root_fingerprint}")
+    finally:
+        rt.close()
+    return 0
+
+
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    rt = _runtime(args, create_ca=False)
+    try:
+        print(rt.ca.root_fingerprint)
+    finally:
+        rt.close()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from idmz.provisioning_runtime import client_ca_file, now_utc, operator_name
+    from provisioning.api import create_app, wrap
+    from provisioning.config import parse_duration
+    from provisioning.expiry import alert_expiring, scan_expiry
+    from provisioning.server import (
+        ServeOptions,
+        build_server,
+        default_server_names,
+        ensure_server_certificate,
+    )
+
+    notifier = _notifier(args)
+    rt = _runtime(args, listeners=(notifier.revoked,) if notifier else ())
+    interval_s = parse_duration(args.expiry_interval).total_seconds()
+    stop = threading.Event()
+    try:
+        cert, key = ensure_server_certificate(
+            rt.ca, rt.home.provisioning_dir, names=default_server_names(), now=now_utc()
+        )
+        app = wrap(create_app(rt.service, clock=now_utc), rt.service.limits)
+        server = build_server(
+            app,
+            ServeOptions(
+                args.host, args.port, cert, key, client_ca_file(rt.home), log_level=args.log_level
+            ),
+        )
+
+        def expiry_loop() -> None:
+            while not stop.wait(interval_s):
+                try:
+                    now = now_utc()
+                    report = scan_expiry(
+                        rt.registry,
+                        now=now,
+                        alert_days=rt.service.policy.expiry_alert_days,
+                        issuing_not_after=rt.service.issuing.not_valid_after_utc,
+                        device_validity=rt.service.max_device_validity,
+                    )
+                    alert_expiring(
+                        report,
+                        registry=rt.registry,
+                        audit=rt.audit,
+                        actor="service:provisioning",
+                        notifiers=(notifier,) if notifier else (),
+                    )
+                except Exception:  # noqa: BLE001 - keep serving; the next scan retries
+                    _log.exception("expiry scan failed")
+
+        threading.Thread(target=expiry_loop, name="expiry", daemon=True).start()
+        print(
+            f"idmz provisioning: https://{args.host}:{args.port}  ca-fingerprint {rt.ca.root_fingerprint}"
+            f"  registry {rt.registry.dialect}  started by {operator_name()}",
+            flush=True,
+        )
+        server.run()
+    finally:
+        stop.set()
+        rt.close()
+    return 0
+
+
+def cmd_device_add(args: argparse.Namespace) -> int:
+    from idmz.provisioning_runtime import now_utc, operator_name
+
+    rt = _runtime(args)
+    try:
+        rt.service.add_device(
+            args.path,
+            operator=operator_name(),
+            now=now_utc(),
+            device_class=args.device_class,
+            asset=args.asset,
+        )
+        print(f"registered {args.path}")
+    finally:
+        rt.close()
+    return 0
+
+
+def cmd_device_list(args: argparse.Namespace) -> int:
+    rt = _runtime(args)
+    try:
+        devices = rt.registry.devices()
+        if args.json:
+            print(
+                json.dumps(
+                    [
+                        {
+                            "path": d.path,
+                            "status": d.status,
+                            "class": d.device_class,
+                            "asset": d.asset,
+                        }
+                        for d in devices
+                    ],
+                    indent=2,
+                )
+            )
+        else:
+            for d in devices:
+                print(f"{d.status:<10} {d.device_class:<10} {d.path}  {d.asset}")
+    finally:
+        rt.close()
+    return 0
+
+
+def cmd_group_add(args: argparse.Namespace) -> int:
+    from idmz.provisioning_runtime import now_utc, operator_name
+
+    rt = _runtime(args)
+    try:
+        rt.service.add_group(
+            args.prefix,
+            operator=operator_name(),
+            now=now_utc(),
+            device_class=args.device_class,
+            validity_days=args.validity_days,
+            renewal_grace_days=args.grace_days,
+        )
+        print(
+            f"group {args.prefix}: validity {args.validity_days or 'policy default'} days, "
+            f"renewal grace {args.grace_days} days"
+        )
+    finally:
+        rt.close()
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    import getpass
+
+    from idmz.provisioning_runtime import now_utc, operator_name
+    from provisioning.config import parse_duration
+    from provisioning.tokens import Role
+
+    ttl_s = int(parse_duration(args.ttl).total_seconds()) if args.ttl else None
+    rt = _runtime(args)
+    try:
+        if args.role:
+            name = args.name or getpass.getuser()
+            token, claims = rt.service.create_operator_token(
+                operator=operator_name(),
+                name=name,
+                role=Role(args.role),
+                now=now_utc(),
+                ttl_s=ttl_s,
+            )
+            print(f"{args.role} token for {name}, expires {claims.expires_at:%Y-%m-%dT%H:%M:%SZ}")
+        else:
+            token, claims = rt.service.create_enrollment_token(
+                operator=operator_name(),
+                now=now_utc(),
+                device=args.device,
+                group=args.group,
+                ttl_s=ttl_s,
+            )
+            print(
+                f"one-time enrollment token for {args.device or 'group ' + args.group}, "
+                f"expires {claims.expires_at:%Y-%m-%dT%H:%M:%SZ}"
+            )
+            print(f"ca-fingerprint: {rt.ca.root_fingerprint}")
+        print(token)
+    finally:
+        rt.close()
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from idmz.provisioning_runtime import now_utc, operator_name
+    from pki.authority import RevocationReason
+
+    notifier = _notifier(args)
+    rt = _runtime(args, listeners=(notifier.revoked,) if notifier else ())
+    try:
+        notice = rt.service.revoke_device(
+            args.path, operator=operator_name(), now=now_utc(), reason=RevocationReason(args.reason)
+        )
+        print(
+            f"revoked {notice.device}: {len(notice.serials)} certificate(s) "
+            f"{', '.join(notice.serials)}; CRL #{notice.crl_number} published to {rt.ca.paths.crl_pem}"
+        )
+    finally:
+        rt.close()
+    return 0
+
+
+def cmd_sign_request(args: argparse.Namespace) -> int:
+    from idmz.provisioning_runtime import now_utc
+    from provisioning.client import offline_response, parse_offline_request
+
+    identity, csr = parse_offline_request(args.request.read_bytes())
+    rt = _runtime(args)
+    try:
+        result = rt.service.enroll(
+            args.token,
+            csr,
+            now=now_utc(),
+            client="offline",
+            via="offline",
+            requested_identity=identity,
+        )
+        issued = result.issued
+        args.out.write_bytes(
+            offline_response(
+                result.identity.path, issued.leaf_pem(), issued.chain_pem(), issued.root_pem()
+            )
+        )
+        print(
+            f"signed {result.identity} serial {issued.serial_hex} valid until {issued.not_after:%Y-%m-%d}; "
+            f"response in {args.out}"
+        )
+    finally:
+        rt.close()
+    return 0
+
+
+def cmd_expiry(args: argparse.Namespace) -> int:
+    from idmz.provisioning_runtime import now_utc, operator_name
+    from provisioning.expiry import alert_expiring, scan_expiry
+
+    notifier = _notifier(args)
+    rt = _runtime(args)
+    try:
+        days = (
+            tuple(int(d) for d in args.days.split(","))
+            if args.days
+            else rt.service.policy.expiry_alert_days
+        )
+        report = scan_expiry(
+            rt.registry,
+            now=now_utc(),
+            alert_days=days,
+            issuing_not_after=rt.service.issuing.not_valid_after_utc,
+            device_validity=rt.service.max_device_validity,
+        )
+        alert_expiring(
+            report,
+            registry=rt.registry,
+            audit=rt.audit,
+            actor=operator_name(),
+            notifiers=(notifier,) if notifier else (),
+        )
+        if args.json:
+            print(json.dumps(report.as_json(), indent=2))
+        else:
+            for line, certs in sorted(report.by_line.items()):
+                print(f"{line}:")
+                for c in certs:
+                    print(
+                        f"  {c.device}  serial {c.serial}  expires {c.not_after:%Y-%m-%d}  "
+                        f"({c.days_left:.1f} days, <= {c.threshold_days})"
+                    )
+            if not report.items:
+                print(f"no certificates expire within {max(days)} days")
+            if report.ca_warning:
+                print(f"WARNING: {report.ca_warning}")
+    finally:
+        rt.close()
+    return 0

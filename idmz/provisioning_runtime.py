@@ -1,0 +1,111 @@
+"""Wiring for the provisioning commands: the CA, the registry, the audit log and the token key
+under one ``--home``. The CLI is the operator's console on the CA host: operator commands work
+directly on these files (and are audited as ``operator:<login>``); the same actions are on the
+HTTP API for remote operators with a role token.
+
+Files under ``<home>/provisioning/``: ``registry.sqlite`` (default registry), ``token-key.pem``
+(Ed25519, 0600, signs enrollment and operator tokens), ``server.pem``/``server.key.pem`` (the
+service's TLS certificate, issued by the local CA). The CA passphrase is read from
+``IDMZ_CA_PASSPHRASE_FILE``/``IDMZ_CA_PASSPHRASE``, else ``<home>/ca/passphrase`` (0600), which is
+generated when the CA is first created here.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from audit.log import AuditLog
+from idmz.home import Home, SettingsError, generate_secret_file, load_secret
+from pki.local import LocalCA, init_local_ca
+from provisioning.registry import Registry
+from provisioning.service import ProvisioningService, RevocationListener
+from provisioning.tokens import TokenKey
+
+_log = logging.getLogger("idmz.provisioning")
+AUDIT_ORIGIN = "idmz/audit"
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def operator_name() -> str:
+    try:
+        return f"operator:{getpass.getuser()}"
+    except (OSError, KeyError):
+        return "operator:unknown"
+
+
+def default_database_url(home: Home) -> str:
+    return f"sqlite:///{home.provisioning_dir / 'registry.sqlite'}"
+
+
+def ca_passphrase(home: Home, *, create: bool) -> bytes:
+    default = home.ca_dir / "passphrase"
+    value = load_secret("IDMZ_CA_PASSPHRASE", default_file=default)
+    if value is None:
+        if not create:
+            raise SettingsError(
+                "no CA passphrase: set IDMZ_CA_PASSPHRASE_FILE (a 0600 file) or create the CA first"
+            )
+        value = generate_secret_file(default)
+    return value
+
+
+def ensure_ca(home: Home, *, organization: str) -> None:
+    """Create a root and an issuing CA under ``<home>/ca`` if there is none yet."""
+    if (home.ca_dir / "issuing.pem").exists():
+        return
+    home.ensure()
+    passphrase = ca_passphrase(home, create=True)
+    init_local_ca(home.ca_dir, passphrase=passphrase, organization=organization, now=now_utc())
+    _log.warning("created a new local CA in %s", home.ca_dir)
+
+
+@dataclass
+class Runtime:
+    home: Home
+    ca: LocalCA
+    registry: Registry
+    audit: AuditLog
+    token_key: TokenKey
+    service: ProvisioningService
+
+    def close(self) -> None:
+        self.audit.close()
+        self.registry.close()
+        self.ca.close()
+
+
+def open_runtime(
+    home: Home,
+    *,
+    database_url: str | None = None,
+    organization: str = "idmz",
+    create_ca: bool = True,
+    listeners: tuple[RevocationListener, ...] = (),
+) -> Runtime:
+    if create_ca:
+        ensure_ca(home, organization=organization)
+    home.provisioning_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ca = LocalCA.open(home.ca_dir, passphrase=ca_passphrase(home, create=False))
+    registry = Registry.open(database_url or default_database_url(home))
+    audit = AuditLog.open(home.audit_dir, origin=AUDIT_ORIGIN)
+    token_key = TokenKey.load_or_create(home.provisioning_dir / "token-key.pem")
+    service = ProvisioningService(
+        ca=ca,
+        registry=registry,
+        audit=audit,
+        token_key=token_key,
+        crl_file=ca.paths.crl_der,
+        listeners=listeners,
+    )
+    return Runtime(home, ca, registry, audit, token_key, service)
+
+
+def client_ca_file(home: Home) -> Path:
+    return home.ca_dir / "chain.pem"

@@ -1,0 +1,53 @@
+"""The registry's SQL tables (SQLModel). Times are stored as integer UNIX seconds (UTC) so that
+SQLite and PostgreSQL compare them the same way; `registry.py` converts at its boundary."""
+
+from __future__ import annotations
+
+from sqlmodel import Field, SQLModel
+
+
+class DeviceRow(SQLModel, table=True):
+    __tablename__ = "devices"
+
+    path: str = Field(primary_key=True, max_length=400)
+    status: str = Field(max_length=16)  # registered | enrolled | revoked
+    device_class: str = Field(default="gateway", max_length=64)
+    asset: str = Field(default="", max_length=400)
+    created_at: int
+    updated_at: int
+
+
+class GroupRow(SQLModel, table=True):
+    __tablename__ = "enrollment_groups"
+
+    prefix: str = Field(primary_key=True, max_length=400)
+    device_class: str = Field(default="gateway", max_length=64)
+    validity_days: int | None = None  # None: the certificate policy's default
+    renewal_grace_days: int = 0
+    created_at: int
+
+
+class CertificateRow(SQLModel, table=True):
+    __tablename__ = "certificates"
+
+    serial: str = Field(primary_key=True, max_length=64)  # lower-case hex
+    device_path: str = Field(index=True, max_length=400)
+    fingerprint: str = Field(max_length=64)
+    not_before: int
+    not_after: int = Field(index=True)
+    issued_at: int
+    status: str = Field(max_length=16)  # active | superseded | revoked
+    via: str = Field(max_length=16)  # enroll | est | renew | offline
+    alerted_days: int | None = None  # the smallest expiry threshold already alerted
+
+
+class TokenRow(SQLModel, table=True):
+    __tablename__ = "tokens"
+
+    jti: str = Field(primary_key=True, max_length=64)
+    subject: str = Field(max_length=410)  # device:<path> | group:<prefix>
+    created_at: int
+    expires_at: int
+    created_by: str = Field(default="", max_length=200)
+    used_at: int | None = None
+    used_by: str | None = Field(default=None, max_length=400)

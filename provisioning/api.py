@@ -1,0 +1,499 @@
+"""The HTTP layer: FastAPI routes for enrollment, renewal and the operator API.
+
+This module only translates: requests into service calls, errors into statuses. Refusals get a
+generic message (the precise reason is in the audit log):
+
+==========================  ======  =========================================
+error                       status  body ``error``
+==========================  ======  =========================================
+`TokenError`                401     ``unauthorized`` (+ ``WWW-Authenticate``)
+`DeviceStateError`          403     ``forbidden``
+`AccessDeniedError`         403     ``forbidden``
+`RequestError`              400     ``bad_request``
+`UsageError` (operator)     400     ``bad_request`` (operators see the reason)
+body over the limit         413     ``too_large``
+`RateLimitedError`          429     ``rate_limited`` (+ ``Retry-After``)
+`UpstreamError`             503     ``unavailable``
+unknown route               404     ``not_found``
+==========================  ======  =========================================
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pki.authority import RevocationReason, fingerprint_sha256, pem
+from provisioning.config import ServiceLimits
+from provisioning.errors import (
+    AccessDeniedError,
+    DeviceStateError,
+    RateLimitedError,
+    RefusedError,
+    RequestError,
+    TokenError,
+    UpstreamError,
+    UsageError,
+)
+from provisioning.expiry import scan_expiry
+from provisioning.ratelimit import KeyedRateLimiter
+from provisioning.service import Enrolled, ProvisioningService
+from provisioning.tokens import OperatorClaims, Role, token_digest
+
+_log = logging.getLogger("provisioning.api")
+Clock = Callable[[], datetime]
+MAX_CSR_CHARS = 24 * 1024
+
+
+# -- request and response bodies ----------------------------------------------------------
+
+
+class EnrollRequest(BaseModel):
+    csr: str = Field(
+        max_length=MAX_CSR_CHARS, description="PEM PKCS#10 request; the key never leaves the device"
+    )
+    identity: str | None = Field(
+        default=None, max_length=400, description="optional: the identity the device expects"
+    )
+
+
+class RenewRequest(BaseModel):
+    csr: str = Field(max_length=MAX_CSR_CHARS)
+
+
+class CertificateResponse(BaseModel):
+    identity: str
+    serial: str
+    fingerprint: str
+    not_after: datetime
+    certificate: str = Field(description="leaf, PEM")
+    chain: str = Field(description="issuing CA, PEM (leaf and root excluded)")
+    root: str = Field(description="root CA, PEM")
+
+
+class CAResponse(BaseModel):
+    root: str
+    chain: str
+    root_sha256: str
+
+
+class DeviceIn(BaseModel):
+    path: str = Field(max_length=400)
+    device_class: str = Field(
+        default="gateway", max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$"
+    )
+    asset: str = Field(default="", max_length=400)
+
+
+class DeviceOut(BaseModel):
+    path: str
+    status: str
+    device_class: str
+    asset: str
+
+
+class GroupIn(BaseModel):
+    prefix: str = Field(max_length=400)
+    device_class: str = Field(
+        default="gateway", max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$"
+    )
+    validity_days: int | None = Field(default=None, ge=1, le=3650)
+    renewal_grace_days: int = Field(default=0, ge=0, le=3650)
+
+
+class TokenIn(BaseModel):
+    device: str | None = Field(default=None, max_length=400)
+    group: str | None = Field(default=None, max_length=400)
+    ttl_s: int | None = Field(default=None, ge=1, le=30 * 86400)
+
+
+class TokenOut(BaseModel):
+    token: str
+    token_id: str
+    expires_at: datetime
+
+
+class RevokeIn(BaseModel):
+    path: str = Field(max_length=400)
+    reason: RevocationReason = RevocationReason.UNSPECIFIED
+
+
+class RevokeOut(BaseModel):
+    device: str
+    serials: list[str]
+    crl_number: int | None
+
+
+class ErrorOut(BaseModel):
+    error: str
+    detail: str
+
+
+# -- the body limit ------------------------------------------------------------------------
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuse bodies over ``max_body_bytes`` with 413, whether declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.max):
+                await _too_large(send)
+                return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max:
+                    raise _BodyTooLargeError
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLargeError:
+            if not started:
+                await _too_large(send)
+
+
+async def _too_large(send: Send) -> None:
+    body = b'{"error":"too_large","detail":"the request body is larger than this service accepts"}'
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def peer_certificate_der(request: Request) -> bytes | None:
+    """The TLS client certificate that `provisioning.server` put in the ASGI TLS extension."""
+    tls = request.scope.get("extensions", {}).get("tls") or {}
+    chain = tls.get("client_cert_chain") or []
+    if not chain:
+        return None
+    try:
+        return x509.load_pem_x509_certificate(chain[0].encode()).public_bytes(
+            serialization.Encoding.DER
+        )
+    except ValueError:
+        return None
+
+
+def bearer_token(request: Request) -> str:
+    value = request.headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise TokenError("no bearer token was presented", code="no-token")
+    return token.strip()
+
+
+def certificate_response(result: Enrolled) -> CertificateResponse:
+    issued = result.issued
+    return CertificateResponse(
+        identity=result.identity.path,
+        serial=issued.serial_hex,
+        fingerprint=issued.fingerprint,
+        not_after=issued.not_after,
+        certificate=issued.leaf_pem().decode(),
+        chain=issued.chain_pem().decode(),
+        root=issued.root_pem().decode(),
+    )
+
+
+def _error(
+    status: int, error: str, detail: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+
+
+@dataclass(frozen=True, slots=True)
+class Limiters:
+    client: KeyedRateLimiter
+    token: KeyedRateLimiter
+
+    @classmethod
+    def from_limits(cls, limits: ServiceLimits) -> Limiters:
+        r = limits.rates
+        return cls(
+            KeyedRateLimiter(
+                rate_per_s=r.per_client_per_s,
+                burst=r.per_client_burst,
+                max_keys=r.max_tracked_keys,
+                what="client",
+            ),
+            KeyedRateLimiter(
+                rate_per_s=r.per_token_per_s,
+                burst=r.per_token_burst,
+                max_keys=r.max_tracked_keys,
+                what="token",
+            ),
+        )
+
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorOut} for s in (400, 401, 403, 413, 429, 503)
+}
+
+
+def create_app(
+    service: ProvisioningService,
+    *,
+    clock: Clock,
+    limits: ServiceLimits | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> FastAPI:
+    """The ASGI application. ``clock`` gives UTC ``now`` for every decision."""
+    limits = limits or service.limits
+    limiters = Limiters.from_limits(limits)
+    app = FastAPI(
+        title="idmz provisioning",
+        version="1",
+        description="Device enrollment, renewal (mutual TLS), EST (RFC 7030) and operator API.",
+        responses=_RESPONSES,
+    )
+
+    @app.exception_handler(TokenError)
+    async def _token(_: Request, exc: TokenError) -> JSONResponse:
+        return _error(401, "unauthorized", exc.public, {"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(DeviceStateError)
+    async def _state(_: Request, exc: DeviceStateError) -> JSONResponse:
+        return _error(403, "forbidden", exc.public)
+
+    @app.exception_handler(RequestError)
+    async def _request(_: Request, exc: RequestError) -> JSONResponse:
+        return _error(400, "bad_request", exc.public)
+
+    @app.exception_handler(RefusedError)
+    async def _refused(_: Request, exc: RefusedError) -> JSONResponse:
+        return _error(400, "bad_request", exc.public)
+
+    @app.exception_handler(AccessDeniedError)
+    async def _denied(_: Request, exc: AccessDeniedError) -> JSONResponse:
+        return _error(403, "forbidden", "this token's role does not allow this action")
+
+    @app.exception_handler(UsageError)
+    async def _usage(_: Request, exc: UsageError) -> JSONResponse:
+        return _error(400, "bad_request", str(exc))
+
+    @app.exception_handler(RateLimitedError)
+    async def _rate(_: Request, exc: RateLimitedError) -> JSONResponse:
+        return _error(
+            429,
+            "rate_limited",
+            "too many requests; retry later",
+            {"Retry-After": str(exc.retry_after_s)},
+        )
+
+    @app.exception_handler(UpstreamError)
+    async def _upstream(_: Request, exc: UpstreamError) -> JSONResponse:
+        _log.error("upstream failure: %s", exc)
+        return _error(
+            503,
+            "unavailable",
+            "the service cannot complete this request now; retry later",
+            {"Retry-After": "5"},
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(
+            422, "invalid_request", "the request body or parameters do not match the API schema"
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        names = {404: "not_found", 405: "method_not_allowed"}
+        return _error(
+            exc.status_code,
+            names.get(exc.status_code, "error"),
+            str(exc.detail),
+            getattr(exc, "headers", None),
+        )
+
+    def admit_client(request: Request) -> str:
+        address = client_address(request)
+        limiters.client.admit(address, now_s=monotonic())
+        return address
+
+    def operator(role: Role) -> Callable[[Request], OperatorClaims]:
+        def check(request: Request) -> OperatorClaims:
+            admit_client(request)
+            token = bearer_token(request)
+            claims = service.token_key.verify_operator(token, now=clock())
+            if not claims.role.allows(role):
+                raise AccessDeniedError(
+                    f"{claims.operator} has role {claims.role}; {role} is needed"
+                )
+            return claims
+
+        return check
+
+    Auditor = Annotated[OperatorClaims, Depends(operator(Role.AUDITOR))]  # noqa: N806
+    Operator = Annotated[OperatorClaims, Depends(operator(Role.OPERATOR))]  # noqa: N806
+
+    @app.get("/healthz", tags=["service"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/ca", tags=["enrollment"])
+    def ca() -> CAResponse:
+        """The CA chain. Clients check ``root_sha256`` against their pinned fingerprint
+        before trusting it (no trust on first use)."""
+        return CAResponse(
+            root=pem(service.root).decode(),
+            chain=pem(service.issuing).decode(),
+            root_sha256=fingerprint_sha256(service.root),
+        )
+
+    @app.post("/v1/enroll", status_code=201, tags=["enrollment"])
+    def enroll(body: EnrollRequest, request: Request) -> CertificateResponse:
+        """First enrollment with a one-time token (``Authorization: Bearer``)."""
+        client = admit_client(request)
+        token = bearer_token_or_refuse(request, client)
+        limiters.token.admit(token_digest(token), now_s=monotonic())
+        result = service.enroll(
+            token, body.csr.encode(), now=clock(), client=client, requested_identity=body.identity
+        )
+        return certificate_response(result)
+
+    def bearer_token_or_refuse(request: Request, client: str) -> str:
+        try:
+            return bearer_token(request)
+        except TokenError as exc:
+            service.record_refusal("provisioning.enroll.refused", exc, client=client, via="enroll")
+            raise
+
+    @app.post("/v1/renew", status_code=201, tags=["enrollment"])
+    def renew(body: RenewRequest, request: Request) -> CertificateResponse:
+        """Renewal authenticated by the current certificate over mutual TLS."""
+        client = admit_client(request)
+        return certificate_response(
+            service.renew(
+                peer_certificate_der(request), body.csr.encode(), now=clock(), client=client
+            )
+        )
+
+    @app.get("/v1/devices", tags=["operator"])
+    def devices(_: Auditor) -> list[DeviceOut]:
+        return [
+            DeviceOut(path=d.path, status=d.status, device_class=d.device_class, asset=d.asset)
+            for d in service.registry.devices()
+        ]
+
+    @app.post("/v1/devices", status_code=201, tags=["operator"])
+    def add_device(body: DeviceIn, who: Operator) -> DeviceOut:
+        service.add_device(
+            body.path,
+            operator=who.operator,
+            now=clock(),
+            device_class=body.device_class,
+            asset=body.asset,
+        )
+        d = service.registry.device(body.path)
+        assert d is not None
+        return DeviceOut(path=d.path, status=d.status, device_class=d.device_class, asset=d.asset)
+
+    @app.post("/v1/groups", status_code=201, tags=["operator"])
+    def add_group(body: GroupIn, who: Operator) -> GroupIn:
+        service.add_group(
+            body.prefix,
+            operator=who.operator,
+            now=clock(),
+            device_class=body.device_class,
+            validity_days=body.validity_days,
+            renewal_grace_days=body.renewal_grace_days,
+        )
+        return body
+
+    @app.post("/v1/tokens", status_code=201, tags=["operator"])
+    def add_token(body: TokenIn, who: Operator) -> TokenOut:
+        token, claims = service.create_enrollment_token(
+            operator=who.operator,
+            now=clock(),
+            device=body.device,
+            group=body.group,
+            ttl_s=body.ttl_s,
+        )
+        return TokenOut(token=token, token_id=claims.token_id, expires_at=claims.expires_at)
+
+    @app.post("/v1/revocations", tags=["operator"])
+    def revoke(body: RevokeIn, who: Operator) -> RevokeOut:
+        notice = service.revoke_device(
+            body.path, operator=who.operator, now=clock(), reason=body.reason
+        )
+        return RevokeOut(
+            device=notice.device, serials=list(notice.serials), crl_number=notice.crl_number
+        )
+
+    @app.get("/v1/expiry", tags=["operator"])
+    def expiry(_: Auditor) -> dict[str, Any]:
+        report = scan_expiry(
+            service.registry,
+            now=clock(),
+            alert_days=limits.expiry.alert_days,
+            issuing_not_after=service.issuing.not_valid_after_utc,
+            device_validity=service.max_device_validity,
+        )
+        return report.as_json()
+
+    from provisioning.est import add_est_routes  # the EST routes share the error handlers
+
+    add_est_routes(
+        app, service, clock=clock, admit_client=admit_client, limiters=limiters, monotonic=monotonic
+    )
+    return app
+
+
+Middleware = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def wrap(app: FastAPI, limits: ServiceLimits) -> ASGIApp:
+    """The app behind the body limit (outermost, so oversized bodies never reach a route)."""
+    return BodyLimit(app, limits.http.max_body_bytes)

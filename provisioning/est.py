@@ -1,0 +1,172 @@
+"""EST (RFC 7030) over the same service: ``/.well-known/est/cacerts``, ``/simpleenroll`` and
+``/simplereenroll``, so that standard EST clients (libest, globalsign/est, curl + openssl)
+enroll without idmz code on the device.
+
+* ``GET cacerts`` (4.1): the issuing CA and the root as a certs-only CMS (PKCS#7) structure,
+  base64 (``Content-Transfer-Encoding: base64``). The client checks the root against its pin.
+* ``POST simpleenroll`` (4.2): body is a base64 DER PKCS#10 (``application/pkcs10``); the client
+  authenticates with the one-time enrollment token, either ``Authorization: Bearer <token>`` or
+  HTTP Basic with any user name and the token as the password (3.2.3, for clients that only
+  speak Basic). The reply (4.2.3) is ``application/pkcs7-mime; smime-type=certs-only`` with the
+  new certificate, base64.
+* ``POST simplereenroll`` (4.2.2): authenticated by the current certificate over mutual TLS.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
+from fastapi import FastAPI, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from provisioning.errors import RequestError, TokenError
+from provisioning.service import ProvisioningService
+from provisioning.tokens import token_digest
+
+if TYPE_CHECKING:
+    from provisioning.api import Limiters
+
+PKCS7_CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only"
+_PKCS10_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/pkcs10": {
+                "schema": {"type": "string", "description": "base64 DER PKCS#10"}
+            }
+        },
+    }
+}
+_PKCS7_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"application/pkcs7-mime": {"schema": {"type": "string"}}},
+        "description": "base64 certs-only CMS",
+    }
+}
+
+
+def certs_only(certs: list[Any]) -> bytes:
+    """A base64 certs-only CMS SignedData (RFC 7030 section 4.1.3), 64-column lines."""
+    der = pkcs7.serialize_certificates(certs, serialization.Encoding.DER)
+    return base64.encodebytes(der)
+
+
+def decode_pkcs10(body: bytes) -> bytes:
+    """RFC 7030 section 4.2.1: base64 DER. PEM is accepted too (what some clients send)."""
+    if body.lstrip().startswith(b"-----BEGIN"):
+        return body
+    compact = b"".join(body.split())
+    if not compact:
+        raise RequestError("the EST request body is empty", code="bad-csr")
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RequestError("the EST request body is not base64", code="bad-csr") from exc
+
+
+def est_token(request: Request) -> str:
+    """The enrollment token from ``Bearer`` or from the password of HTTP ``Basic``."""
+    value = request.headers.get("authorization", "")
+    scheme, _, credentials = value.partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    if scheme.lower() == "basic" and credentials.strip():
+        try:
+            decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise TokenError(
+                "HTTP Basic credentials are not base64 UTF-8", code="malformed"
+            ) from exc
+        _, sep, password = decoded.partition(":")
+        if sep and password:
+            return password
+    raise TokenError(
+        "no enrollment token was presented (Bearer, or Basic with the token as password)",
+        code="no-token",
+    )
+
+
+def add_est_routes(
+    app: FastAPI,
+    service: ProvisioningService,
+    *,
+    clock: Callable[[], datetime],
+    admit_client: Callable[[Request], str],
+    limiters: Limiters,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> None:
+    from provisioning.api import client_address, peer_certificate_der
+
+    base = "/.well-known/est"
+
+    @app.get(f"{base}/cacerts", tags=["est"], responses=_PKCS7_RESPONSE, response_class=Response)
+    def cacerts() -> Response:
+        return Response(
+            certs_only([service.issuing, service.root]),
+            media_type="application/pkcs7-mime",
+            headers={"Content-Transfer-Encoding": "base64"},
+        )
+
+    @app.post(
+        f"{base}/simpleenroll",
+        tags=["est"],
+        openapi_extra=_PKCS10_BODY,
+        responses=_PKCS7_RESPONSE,
+        response_class=Response,
+    )
+    async def simpleenroll(request: Request) -> Response:
+        client = admit_client(request)
+        try:
+            token = est_token(request)
+        except TokenError as exc:
+            service.record_refusal(
+                "provisioning.enroll.refused", exc, client=client_address(request), via="est"
+            )
+            raise
+        limiters.token.admit(token_digest(token), now_s=monotonic())
+        body = await request.body()
+        try:
+            csr = decode_pkcs10(body)
+        except RequestError as exc:
+            service.record_refusal("provisioning.enroll.refused", exc, client=client, via="est")
+            raise
+        result = await run_in_threadpool(
+            service.enroll, token, csr, now=clock(), client=client, via="est"
+        )
+        return Response(
+            certs_only([result.issued.certificate]),
+            media_type=PKCS7_CERTS_ONLY,
+            headers={"Content-Transfer-Encoding": "base64"},
+        )
+
+    @app.post(
+        f"{base}/simplereenroll",
+        tags=["est"],
+        openapi_extra=_PKCS10_BODY,
+        responses=_PKCS7_RESPONSE,
+        response_class=Response,
+    )
+    async def simplereenroll(request: Request) -> Response:
+        client = admit_client(request)
+        body = await request.body()
+        peer = peer_certificate_der(request)
+        try:
+            csr = decode_pkcs10(body)
+        except RequestError as exc:
+            service.record_refusal("provisioning.renew.refused", exc, client=client, via="est")
+            raise
+        result = await run_in_threadpool(
+            service.renew, peer, csr, now=clock(), client=client, via="est-reenroll"
+        )
+        return Response(
+            certs_only([result.issued.certificate]),
+            media_type=PKCS7_CERTS_ONLY,
+            headers={"Content-Transfer-Encoding": "base64"},
+        )

@@ -1,0 +1,447 @@
+"""The registry: devices, enrollment groups, issued certificates and tokens, in SQL.
+
+SQLite by default (WAL, one writer at a time, ``BEGIN IMMEDIATE`` so that the CLI and the
+service never deadlock upgrading a read lock), PostgreSQL for several service instances. A
+one-time token is consumed by one conditional ``UPDATE ... WHERE used_at IS NULL AND
+expires_at > now RETURNING jti``: on PostgreSQL the second of two concurrent updates waits for
+the first's row lock, re-checks the condition and matches nothing, so exactly one request wins
+on any number of instances. The unit of work that consumes a token also records the certificate;
+if issuance fails the whole unit rolls back and the token stays unused.
+
+>>> reg = Registry.open("sqlite://")
+>>> from datetime import UTC, datetime
+>>> reg.add_device("acme/p1/press/l1/c2/press-07", now=datetime.now(UTC)).status
+'registered'
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import event, func, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session, SQLModel, col, create_engine, select
+
+from provisioning._tables import CertificateRow, DeviceRow, GroupRow, TokenRow
+from provisioning.errors import ConfigError, DeviceStateError, UpstreamError, UsageError
+
+
+class DeviceStatus:
+    REGISTERED = "registered"
+    ENROLLED = "enrolled"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    path: str
+    status: str
+    device_class: str
+    asset: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRecord:
+    prefix: str
+    device_class: str
+    validity_days: int | None
+    renewal_grace_days: int
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateRecord:
+    serial: str
+    device_path: str
+    fingerprint: str
+    not_before: datetime
+    not_after: datetime
+    issued_at: datetime
+    status: str
+    via: str
+    alerted_days: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    jti: str
+    subject: str
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None
+    used_by: str | None
+
+
+def _ts(value: datetime) -> int:
+    return int(value.timestamp())
+
+
+def _dt(value: int) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _device(row: DeviceRow) -> DeviceRecord:
+    return DeviceRecord(
+        row.path, row.status, row.device_class, row.asset, _dt(row.created_at), _dt(row.updated_at)
+    )
+
+
+def _group(row: GroupRow) -> GroupRecord:
+    return GroupRecord(row.prefix, row.device_class, row.validity_days, row.renewal_grace_days)
+
+
+def _cert(row: CertificateRow) -> CertificateRecord:
+    return CertificateRecord(
+        row.serial,
+        row.device_path,
+        row.fingerprint,
+        _dt(row.not_before),
+        _dt(row.not_after),
+        _dt(row.issued_at),
+        row.status,
+        row.via,
+        row.alerted_days,
+    )
+
+
+def _token(row: TokenRow) -> TokenRecord:
+    return TokenRecord(
+        row.jti,
+        row.subject,
+        _dt(row.created_at),
+        _dt(row.expires_at),
+        _dt(row.used_at) if row.used_at is not None else None,
+        row.used_by,
+    )
+
+
+class Unit:
+    """One transaction. Obtained from `Registry.unit`; committed when the block ends normally."""
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def consume_token(self, jti: str, *, subject: str, used_by: str, now: datetime) -> bool:
+        """Mark the token used if it exists, is bound to ``subject``, is unused and unexpired.
+        True when this call consumed it; False when any condition failed."""
+        stmt = (
+            update(TokenRow)
+            .where(col(TokenRow.jti) == jti)
+            .where(col(TokenRow.subject) == subject)
+            .where(col(TokenRow.used_at).is_(None))
+            .where(col(TokenRow.expires_at) > _ts(now))
+            .values(used_at=_ts(now), used_by=used_by)
+            .returning(col(TokenRow.jti))
+        )
+        return self._s.execute(stmt).first() is not None
+
+    def device(self, path: str) -> DeviceRecord | None:
+        row = self._s.get(DeviceRow, path)
+        return _device(row) if row is not None else None
+
+    def insert_device(
+        self, path: str, *, device_class: str, asset: str, status: str, now: datetime
+    ) -> None:
+        self._s.add(
+            DeviceRow(
+                path=path,
+                status=status,
+                device_class=device_class,
+                asset=asset,
+                created_at=_ts(now),
+                updated_at=_ts(now),
+            )
+        )
+        try:
+            self._s.flush()
+        except IntegrityError as exc:
+            raise DeviceStateError(
+                f"device {path} is already registered", code="device-exists"
+            ) from exc
+
+    def set_device_status(self, path: str, status: str, *, now: datetime) -> None:
+        self._s.execute(
+            update(DeviceRow)
+            .where(col(DeviceRow.path) == path)
+            .values(status=status, updated_at=_ts(now))
+        )
+
+    def record_certificate(
+        self,
+        *,
+        serial: str,
+        device_path: str,
+        fingerprint: str,
+        not_before: datetime,
+        not_after: datetime,
+        via: str,
+        now: datetime,
+        supersedes: str | None = None,
+    ) -> None:
+        if supersedes is not None:
+            self._s.execute(
+                update(CertificateRow)
+                .where(col(CertificateRow.serial) == supersedes)
+                .where(col(CertificateRow.status) == "active")
+                .values(status="superseded")
+            )
+        self._s.add(
+            CertificateRow(
+                serial=serial,
+                device_path=device_path,
+                fingerprint=fingerprint,
+                not_before=_ts(not_before),
+                not_after=_ts(not_after),
+                issued_at=_ts(now),
+                status="active",
+                via=via,
+            )
+        )
+
+    def mark_certificates_revoked(self, device_path: str) -> list[str]:
+        rows = self._s.execute(
+            update(CertificateRow)
+            .where(col(CertificateRow.device_path) == device_path)
+            .where(col(CertificateRow.status) != "revoked")
+            .values(status="revoked")
+            .returning(col(CertificateRow.serial))
+        ).all()
+        return [r[0] for r in rows]
+
+
+class Registry:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._sqlite = engine.dialect.name == "sqlite"
+        # SQLite has one writer; queueing writers here is far faster than its busy-wait sleeps.
+        self._write_lock = threading.Lock() if self._sqlite else None
+
+    @classmethod
+    def open(cls, url: str, *, pool_size: int = 8) -> Registry:
+        """``sqlite:///path``, ``sqlite://`` (memory, tests) or ``postgresql+psycopg://...``."""
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://") :]
+        try:
+            if url.startswith("sqlite"):
+                kwargs: dict[str, Any] = {
+                    "connect_args": {"check_same_thread": False, "timeout": 30}
+                }
+                if url in ("sqlite://", "sqlite:///:memory:"):
+                    kwargs["poolclass"] = StaticPool
+                engine = create_engine(url, **kwargs)
+                _sqlite_pragmas(engine)
+            elif url.startswith("postgresql+psycopg://"):
+                engine = create_engine(
+                    url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                )
+            else:
+                raise ConfigError("registry URL must start with sqlite:// or postgresql://")
+            SQLModel.metadata.create_all(engine)
+        except SQLAlchemyError as exc:
+            raise UpstreamError(
+                f"cannot open the registry database ({type(exc).__name__})"
+            ) from exc
+        return cls(engine)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        try:
+            with Session(self._engine, expire_on_commit=False) as session:
+                yield session
+        except OperationalError as exc:
+            raise UpstreamError(
+                f"the registry database failed ({type(exc.orig).__name__})"
+            ) from exc
+
+    @contextmanager
+    def unit(self) -> Iterator[Unit]:
+        """A write transaction: commit at the end of the block, roll back on any exception."""
+        lock = self._write_lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            with self._session() as session:
+                session.connection(execution_options={"idmz_write": True})
+                yield Unit(session)
+                session.commit()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    # -- operator actions -----------------------------------------------------------------
+
+    def add_device(
+        self, path: str, *, now: datetime, device_class: str = "gateway", asset: str = ""
+    ) -> DeviceRecord:
+        try:
+            with self.unit() as u:
+                u.insert_device(
+                    path,
+                    device_class=device_class,
+                    asset=asset,
+                    status=DeviceStatus.REGISTERED,
+                    now=now,
+                )
+        except DeviceStateError as exc:
+            raise UsageError(str(exc)) from exc
+        record = self.device(path)
+        assert record is not None
+        return record
+
+    def add_group(
+        self,
+        prefix: str,
+        *,
+        now: datetime,
+        device_class: str = "gateway",
+        validity_days: int | None = None,
+        renewal_grace_days: int = 0,
+    ) -> GroupRecord:
+        row = GroupRow(
+            prefix=prefix,
+            device_class=device_class,
+            validity_days=validity_days,
+            renewal_grace_days=renewal_grace_days,
+            created_at=_ts(now),
+        )
+        try:
+            with self.unit() as u:
+                u._s.add(row)
+        except IntegrityError as exc:
+            raise UsageError(f"enrollment group {prefix} already exists") from exc
+        return GroupRecord(prefix, device_class, validity_days, renewal_grace_days)
+
+    def record_token(
+        self, jti: str, subject: str, *, created_at: datetime, expires_at: datetime, created_by: str
+    ) -> None:
+        with self.unit() as u:
+            u._s.add(
+                TokenRow(
+                    jti=jti,
+                    subject=subject,
+                    created_at=_ts(created_at),
+                    expires_at=_ts(expires_at),
+                    created_by=created_by,
+                )
+            )
+
+    # -- queries --------------------------------------------------------------------------
+
+    def device(self, path: str) -> DeviceRecord | None:
+        with self._session() as s:
+            row = s.get(DeviceRow, path)
+            return _device(row) if row is not None else None
+
+    def devices(self) -> list[DeviceRecord]:
+        with self._session() as s:
+            return [_device(r) for r in s.exec(select(DeviceRow).order_by(col(DeviceRow.path)))]
+
+    def groups(self) -> list[GroupRecord]:
+        with self._session() as s:
+            return [_group(r) for r in s.exec(select(GroupRow).order_by(col(GroupRow.prefix)))]
+
+    def group_for(self, path: str) -> GroupRecord | None:
+        """The most specific group whose prefix contains ``path`` (whole levels only)."""
+        levels = path.split("/")
+        candidates = ["/".join(levels[:n]) for n in range(len(levels), 0, -1)]
+        with self._session() as s:
+            rows = {
+                r.prefix: r
+                for r in s.exec(select(GroupRow).where(col(GroupRow.prefix).in_(candidates)))
+            }
+        for prefix in candidates:
+            if prefix in rows:
+                return _group(rows[prefix])
+        return None
+
+    def token(self, jti: str) -> TokenRecord | None:
+        with self._session() as s:
+            row = s.get(TokenRow, jti)
+            return _token(row) if row is not None else None
+
+    def certificate(self, serial: str) -> CertificateRecord | None:
+        with self._session() as s:
+            row = s.get(CertificateRow, serial)
+            return _cert(row) if row is not None else None
+
+    def certificates(self, device_path: str | None = None) -> list[CertificateRecord]:
+        with self._session() as s:
+            q = select(CertificateRow).order_by(
+                col(CertificateRow.issued_at), col(CertificateRow.serial)
+            )
+            if device_path is not None:
+                q = q.where(col(CertificateRow.device_path) == device_path)
+            return [_cert(r) for r in s.exec(q)]
+
+    def active_certificates_expiring_before(self, limit: datetime) -> list[CertificateRecord]:
+        with self._session() as s:
+            q = (
+                select(CertificateRow)
+                .where(col(CertificateRow.status) == "active")
+                .where(col(CertificateRow.not_after) <= _ts(limit))
+                .order_by(col(CertificateRow.not_after))
+            )
+            return [_cert(r) for r in s.exec(q)]
+
+    def mark_alerted(self, serial: str, days: int) -> bool:
+        """Remember that ``serial`` was alerted at threshold ``days``; False if it already was
+        (at this or a smaller threshold), so each threshold alerts once across instances."""
+        with self.unit() as u:
+            rows = u._s.execute(
+                update(CertificateRow)
+                .where(col(CertificateRow.serial) == serial)
+                .where(
+                    (col(CertificateRow.alerted_days).is_(None))
+                    | (col(CertificateRow.alerted_days) > days)
+                )
+                .values(alerted_days=days)
+                .returning(col(CertificateRow.serial))
+            ).all()
+        return bool(rows)
+
+    def counts(self) -> dict[str, int]:
+        """Row counts per table, used by tests and `idmz provisioning status`."""
+        with self._session() as s:
+            return {
+                "devices": s.exec(select(func.count()).select_from(DeviceRow)).one(),
+                "groups": s.exec(select(func.count()).select_from(GroupRow)).one(),
+                "certificates": s.exec(select(func.count()).select_from(CertificateRow)).one(),
+                "tokens_used": s.exec(
+                    select(func.count())
+                    .select_from(TokenRow)
+                    .where(col(TokenRow.used_at).is_not(None))
+                ).one(),
+            }
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoint; the audit log is fsynced
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # Writers take the write lock up front: a deferred transaction that reads and then
+        # writes can fail with SQLITE_BUSY_SNAPSHOT instead of waiting.
+        write = conn.get_execution_options().get("idmz_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")

@@ -1,0 +1,641 @@
+"""The provisioning decisions: who may get which certificate, and the record of it.
+
+Every path ends in exactly one of two ways: a certificate issued through pki, registered and
+audited (``provisioning.enroll.accepted`` / ``provisioning.renew.accepted``), or a `RefusedError`
+after an audit record with the precise reason (``*.refused``) and with nothing issued and the
+registry unchanged. The HTTP layer only translates; it decides nothing.
+
+Order of an enrollment (each step refuses on failure):
+
+1. verify the token (signature with the pinned algorithm, audience, expiry) -> claims;
+2. resolve the device the token is bound to; it must be registered and not revoked;
+3. check the CSR (proof of possession, key policy, no foreign names) before spending the token;
+4. in one registry transaction: consume the token (conditional UPDATE), issue, record the
+   certificate, mark the device enrolled, append the audit record; commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+
+from audit.events import AuditEvent, AuditSink, Outcome
+from pki.authority import (
+    CertificateAuthority,
+    IssuedCertificate,
+    RevocationReason,
+    fingerprint_sha256,
+    format_serial,
+)
+from pki.csr import verify_csr
+from pki.errors import (
+    CertificateError,
+    CSRError,
+    IssuanceRefusedError,
+    MalformedIdentityError,
+    PKIError,
+    RevokedCertificateError,
+)
+from pki.identity import DeviceIdentity, IdentityPrefix
+from pki.keys import KeyPolicy
+from pki.profiles import ProfileName
+from pki.verifier import ChainVerifier, VerifiedDevice
+from policies.document import CertificatePolicy
+from provisioning.config import ServiceLimits
+from provisioning.errors import (
+    DeviceStateError,
+    RefusedError,
+    RequestError,
+    TokenError,
+    UpstreamError,
+    UsageError,
+)
+from provisioning.registry import DeviceStatus, Registry
+from provisioning.tokens import EnrollmentClaims, OperatorClaims, Role, TokenKey
+
+_log = logging.getLogger("provisioning")
+
+RevocationListener = Callable[["RevocationNotice"], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationNotice:
+    """What listeners (the relay, webhooks, MQTT) learn when a device is revoked."""
+
+    device: str
+    serials: tuple[str, ...]
+    reason: str
+    revoked_at: datetime
+    crl_number: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Enrolled:
+    identity: DeviceIdentity
+    issued: IssuedCertificate
+
+
+def key_policy_for(policy: CertificatePolicy) -> KeyPolicy:
+    curves = tuple(
+        c for c, t in (("secp256r1", "ec-p256"), ("secp384r1", "ec-p384")) if t in policy.key_types
+    )
+    return KeyPolicy(
+        allowed_curves=curves or ("secp256r1",),
+        min_rsa_bits=max(2048, policy.min_rsa_bits),
+        allow_rsa="rsa" in policy.key_types,
+    )
+
+
+class ProvisioningService:
+    def __init__(
+        self,
+        *,
+        ca: CertificateAuthority,
+        registry: Registry,
+        audit: AuditSink,
+        token_key: TokenKey,
+        policy: CertificatePolicy | None = None,
+        limits: ServiceLimits | None = None,
+        crl_file: Path | None = None,
+        listeners: tuple[RevocationListener, ...] = (),
+    ) -> None:
+        self.ca = ca
+        self.registry = registry
+        self.audit = audit
+        self.token_key = token_key
+        self.policy = policy or CertificatePolicy()
+        self.limits = limits or ServiceLimits()
+        self.key_policy = key_policy_for(self.policy)
+        self._crl_file = crl_file
+        self._listeners = listeners
+        chain = ca.ca_chain()
+        self.issuing, self.root = chain[0], chain[-1]
+        self._verifier_lock = threading.Lock()
+        self._verifier: tuple[object, ChainVerifier] | None = None
+
+    # -- audit helpers ----------------------------------------------------------------------
+
+    def _refuse(
+        self, action: str, actor: str, resource: str, exc: RefusedError, *, client: str, via: str
+    ) -> RefusedError:
+        self.audit.record(
+            AuditEvent(
+                actor=actor,
+                action=action,
+                resource=resource,
+                outcome=Outcome.DENIED
+                if isinstance(exc, TokenError | DeviceStateError)
+                else Outcome.FAILURE,
+                reason=exc.reason,
+                details={"code": exc.code, "client": client, "via": via},
+            )
+        )
+        return exc
+
+    def record_refusal(self, action: str, exc: RefusedError, *, client: str, via: str) -> None:
+        """Audit a refusal the HTTP layer detected before reaching the service."""
+        self._refuse(action, f"client:{client}", "-", exc, client=client, via=via)
+
+    @property
+    def max_device_validity(self) -> timedelta:
+        return timedelta(days=int(self.policy.max_validity_days.get("device", 90)))
+
+    # -- enrollment -------------------------------------------------------------------------
+
+    def enroll(
+        self,
+        token: str,
+        unverified_csr: bytes,
+        *,
+        now: datetime,
+        client: str,
+        via: str = "enroll",
+        requested_identity: str | None = None,
+    ) -> Enrolled:
+        actor = f"client:{client}"
+        resource = requested_identity or "-"
+        try:
+            claims = self.token_key.verify_enrollment(
+                token, now=now, leeway_s=self.limits.tokens.clock_leeway_s
+            )
+            identity = self._identity_for(claims, requested_identity)
+            actor = resource = identity.path
+            validity = self._check_device(identity, claims)
+            verified_csr(unverified_csr, identity, self.key_policy)
+            group = (
+                self.registry.group_for(identity.path) if claims.group_prefix is not None else None
+            )
+            with self.registry.unit() as unit:
+                if not unit.consume_token(
+                    claims.token_id, subject=claims.subject, used_by=identity.path, now=now
+                ):
+                    raise _TokenUnusableError
+                if claims.group_prefix is not None and unit.device(identity.path) is None:
+                    unit.insert_device(
+                        identity.path,
+                        device_class=group.device_class if group else "gateway",
+                        asset="",
+                        status=DeviceStatus.REGISTERED,
+                        now=now,
+                    )
+                issued = self._issue(unverified_csr, identity, validity, now)
+                unit.record_certificate(
+                    serial=issued.serial_hex,
+                    device_path=identity.path,
+                    fingerprint=issued.fingerprint,
+                    not_before=issued.certificate.not_valid_before_utc,
+                    not_after=issued.not_after,
+                    via=via,
+                    now=now,
+                )
+                unit.set_device_status(identity.path, DeviceStatus.ENROLLED, now=now)
+                self.audit.record(
+                    AuditEvent(
+                        actor=identity.path,
+                        action="provisioning.enroll.accepted",
+                        resource=issued.serial_hex,
+                        outcome=Outcome.SUCCESS,
+                        details={
+                            "via": via,
+                            "client": client,
+                            "token_id": claims.token_id,
+                            "fingerprint": issued.fingerprint,
+                            "not_after": issued.not_after.isoformat(),
+                        },
+                    )
+                )
+        except _TokenUnusableError:
+            # Asked after the transaction ended: SQLite has one writer, and the reason is
+            # only for the audit record (the client hears the same generic refusal).
+            exc = self._why_token_unusable(claims, now)
+            raise self._refuse(
+                "provisioning.enroll.refused", actor, resource, exc, client=client, via=via
+            ) from None
+        except RefusedError as exc:
+            raise self._refuse(
+                "provisioning.enroll.refused", actor, resource, exc, client=client, via=via
+            ) from None
+        return Enrolled(identity, issued)
+
+    def _identity_for(self, claims: EnrollmentClaims, requested: str | None) -> DeviceIdentity:
+        try:
+            if claims.device_path is not None:
+                identity = DeviceIdentity.parse(claims.device_path)
+                if requested is not None and requested != identity.path:
+                    raise TokenError(
+                        f"token {claims.token_id} is bound to {identity.path}, not to {requested[:400]}",
+                        code="other-device",
+                    )
+                return identity
+            assert claims.group_prefix is not None
+            prefix = IdentityPrefix.parse(claims.group_prefix)
+            if requested is None:
+                raise RequestError(
+                    "a group enrollment must name the device identity", code="no-identity"
+                )
+            identity = DeviceIdentity.parse(requested)
+        except MalformedIdentityError as exc:
+            raise RequestError(f"malformed identity: {exc}", code="bad-identity") from exc
+        if not identity.is_under(prefix):
+            raise TokenError(
+                f"token {claims.token_id} is for group {prefix}; {identity} is outside it",
+                code="other-device",
+            )
+        return identity
+
+    def _check_device(self, identity: DeviceIdentity, claims: EnrollmentClaims) -> timedelta:
+        device = self.registry.device(identity.path)
+        if device is None and claims.device_path is not None:
+            raise DeviceStateError(f"device {identity} is not registered", code="unknown-device")
+        if device is not None and device.status == DeviceStatus.REVOKED:
+            raise DeviceStateError(
+                f"device {identity} is revoked; register it again to re-enroll",
+                code="device-revoked",
+            )
+        return self._validity_for(identity.path)
+
+    def _validity_for(self, path: str) -> timedelta:
+        group = self.registry.group_for(path)
+        max_days = int(self.policy.max_validity_days.get("device", 90))
+        days = group.validity_days if group is not None and group.validity_days else max_days
+        return timedelta(days=min(days, max_days))
+
+    def _why_token_unusable(self, claims: EnrollmentClaims, now: datetime) -> TokenError:
+        row = self.registry.token(claims.token_id)
+        if row is None:
+            return TokenError(
+                f"token {claims.token_id} was never minted by this registry", code="unknown-token"
+            )
+        if row.subject != claims.subject:
+            return TokenError(
+                f"token {claims.token_id} registry binding differs from its claims",
+                code="other-device",
+            )
+        if row.used_at is not None:
+            return TokenError(
+                f"token {claims.token_id} was already used at {row.used_at:%Y-%m-%dT%H:%M:%SZ} (replay)",
+                code="replayed",
+            )
+        return TokenError(
+            f"token {claims.token_id} expired at {row.expires_at:%Y-%m-%dT%H:%M:%SZ}",
+            code="expired",
+        )
+
+    def _issue(
+        self, unverified_csr: bytes, identity: DeviceIdentity, validity: timedelta, now: datetime
+    ) -> IssuedCertificate:
+        try:
+            return self.ca.issue(
+                unverified_csr, identity, profile=ProfileName.DEVICE, now=now, validity=validity
+            )
+        except CSRError as exc:
+            raise RequestError(f"CSR refused: {exc}", code="bad-csr") from exc
+        except IssuanceRefusedError as exc:
+            raise RequestError(f"issuance refused: {exc}", code="issuance-refused") from exc
+        except PKIError as exc:
+            raise UpstreamError(f"the CA failed: {exc}") from exc
+
+    # -- renewal ----------------------------------------------------------------------------
+
+    def verifier(self, *, now: datetime) -> ChainVerifier:
+        """A verifier over the current CRL (re-read when the CRL file changes)."""
+        crl_bundle = self.ca.current_crl(now=now)
+        crl = crl_bundle.crl
+        key: object = crl_bundle.der
+        if self._crl_file is not None:
+            try:
+                st = self._crl_file.stat()
+                key = (st.st_mtime_ns, st.st_size)
+                with self._verifier_lock:
+                    cached = self._verifier
+                if cached is not None and cached[0] == key:
+                    return cached[1]
+                crl = x509.load_der_x509_crl(self._crl_file.read_bytes())
+            except (OSError, ValueError) as exc:
+                raise UpstreamError(f"cannot read the CRL {self._crl_file}") from exc
+        else:
+            with self._verifier_lock:
+                cached = self._verifier
+            if cached is not None and cached[0] == key:
+                return cached[1]
+        verifier = ChainVerifier(roots=[self.root], crls=[crl])
+        with self._verifier_lock:
+            self._verifier = (key, verifier)
+        return verifier
+
+    def authenticate_device(self, peer_der: bytes | None, *, now: datetime) -> VerifiedDevice:
+        """Verify a TLS client certificate: chain, CRL, profile; expired only within grace."""
+        if not peer_der:
+            raise TokenError("no client certificate was presented", code="no-client-certificate")
+        try:
+            leaf = x509.load_der_x509_certificate(peer_der)
+        except ValueError as exc:
+            raise TokenError(
+                "the client certificate does not parse", code="bad-certificate"
+            ) from exc
+        verify_at = now
+        if now > leaf.not_valid_after_utc:
+            grace = self._grace_for(leaf)
+            if now > leaf.not_valid_after_utc + grace:
+                raise DeviceStateError(
+                    f"certificate {format_serial(leaf.serial_number)} expired at {leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"
+                    f" and its group allows {grace.days} days of grace",
+                    code="expired-certificate",
+                )
+            verify_at = leaf.not_valid_after_utc - timedelta(seconds=1)
+        try:
+            return self.verifier(now=now).verify_device(leaf, [self.issuing], now=verify_at)
+        except RevokedCertificateError as exc:
+            raise DeviceStateError(str(exc), code="revoked-certificate") from exc
+        except CertificateError as exc:
+            raise TokenError(f"client certificate refused: {exc}", code="bad-certificate") from exc
+
+    def _grace_for(self, unverified_leaf: x509.Certificate) -> timedelta:
+        # The name is read before verification only to look up the group's grace period;
+        # verification below still decides who this is.
+        try:
+            uri = unverified_leaf.extensions.get_extension_for_class(
+                x509.SubjectAlternativeName
+            ).value
+            names = uri.get_values_for_type(x509.UniformResourceIdentifier)
+            path = DeviceIdentity.from_spiffe(names[0]).path if len(names) == 1 else None
+        except (x509.ExtensionNotFound, MalformedIdentityError, ValueError):
+            path = None
+        group = self.registry.group_for(path) if path else None
+        days = group.renewal_grace_days if group is not None else self.policy.renewal_grace_days
+        return timedelta(days=days)
+
+    def renew(
+        self,
+        peer_der: bytes | None,
+        unverified_csr: bytes,
+        *,
+        now: datetime,
+        client: str,
+        via: str = "renew",
+    ) -> Enrolled:
+        actor, resource = f"client:{client}", "-"
+        try:
+            peer = self.authenticate_device(peer_der, now=now)
+            actor, resource = peer.identity.path, peer.serial_hex
+            device = self.registry.device(peer.identity.path)
+            if device is None or device.status != DeviceStatus.ENROLLED:
+                raise DeviceStateError(
+                    f"device {peer.identity} is {device.status if device else 'not registered'}",
+                    code="device-not-enrolled",
+                )
+            record = self.registry.certificate(peer.serial_hex)
+            if record is None or record.status != "active":
+                raise DeviceStateError(
+                    f"certificate {peer.serial_hex} of {peer.identity} is {record.status if record else 'unknown to the registry'}; "
+                    "only the current certificate renews",
+                    code="certificate-not-current",
+                )
+            verified_csr(unverified_csr, peer.identity, self.key_policy)
+            validity = self._validity_for(peer.identity.path)
+            with self.registry.unit() as unit:
+                issued = self._issue(unverified_csr, peer.identity, validity, now)
+                unit.record_certificate(
+                    serial=issued.serial_hex,
+                    device_path=peer.identity.path,
+                    fingerprint=issued.fingerprint,
+                    not_before=issued.certificate.not_valid_before_utc,
+                    not_after=issued.not_after,
+                    via=via,
+                    now=now,
+                    supersedes=peer.serial_hex,
+                )
+                self.audit.record(
+                    AuditEvent(
+                        actor=peer.identity.path,
+                        action="provisioning.renew.accepted",
+                        resource=issued.serial_hex,
+                        outcome=Outcome.SUCCESS,
+                        before={"serial": peer.serial_hex},
+                        after={
+                            "serial": issued.serial_hex,
+                            "not_after": issued.not_after.isoformat(),
+                        },
+                        details={
+                            "via": via,
+                            "client": client,
+                            "expired_within_grace": now > peer.not_after,
+                            "fingerprint": issued.fingerprint,
+                        },
+                    )
+                )
+        except RefusedError as exc:
+            raise self._refuse(
+                "provisioning.renew.refused", actor, resource, exc, client=client, via=via
+            ) from None
+        return Enrolled(peer.identity, issued)
+
+    # -- operator actions -------------------------------------------------------------------
+
+    def add_device(
+        self,
+        path: str,
+        *,
+        operator: str,
+        now: datetime,
+        device_class: str = "gateway",
+        asset: str = "",
+    ) -> None:
+        identity = parse_device(path)
+        self.registry.add_device(identity.path, now=now, device_class=device_class, asset=asset)
+        self.audit.record(
+            AuditEvent(
+                operator,
+                "provisioning.device.added",
+                identity.path,
+                Outcome.SUCCESS,
+                details={"class": device_class, "asset": asset[:200]},
+            )
+        )
+
+    def add_group(
+        self,
+        prefix: str,
+        *,
+        operator: str,
+        now: datetime,
+        device_class: str = "gateway",
+        validity_days: int | None = None,
+        renewal_grace_days: int = 0,
+    ) -> None:
+        try:
+            parsed = IdentityPrefix.parse(prefix)
+        except MalformedIdentityError as exc:
+            raise UsageError(str(exc)) from exc
+        max_days = int(self.policy.max_validity_days.get("device", 90))
+        if validity_days is not None and not 0 < validity_days <= max_days:
+            raise UsageError(
+                f"group validity must be 1..{max_days} days (certificate policy); found {validity_days}"
+            )
+        if renewal_grace_days < 0:
+            raise UsageError("renewal grace must be >= 0 days")
+        self.registry.add_group(
+            parsed.path,
+            now=now,
+            device_class=device_class,
+            validity_days=validity_days,
+            renewal_grace_days=renewal_grace_days,
+        )
+        self.audit.record(
+            AuditEvent(
+                operator,
+                "provisioning.group.added",
+                parsed.path,
+                Outcome.SUCCESS,
+                details={"validity_days": validity_days, "renewal_grace_days": renewal_grace_days},
+            )
+        )
+
+    def create_enrollment_token(
+        self,
+        *,
+        operator: str,
+        now: datetime,
+        device: str | None = None,
+        group: str | None = None,
+        ttl_s: int | None = None,
+    ) -> tuple[str, EnrollmentClaims]:
+        ttl = ttl_s if ttl_s is not None else self.limits.tokens.enrollment_ttl_s
+        if not 0 < ttl <= self.limits.tokens.max_enrollment_ttl_s:
+            raise UsageError(
+                f"token lifetime must be 1..{self.limits.tokens.max_enrollment_ttl_s} s; found {ttl}"
+            )
+        if (device is None) == (group is None):
+            raise UsageError("a token is bound to exactly one device or one group")
+        if device is not None:
+            identity = parse_device(device)
+            record = self.registry.device(identity.path)
+            if record is None:
+                raise UsageError(
+                    f"device {identity} is not registered; run `idmz provisioning device add {identity}` first"
+                )
+            if record.status == DeviceStatus.REVOKED:
+                raise UsageError(f"device {identity} is revoked")
+            subject = f"device:{identity.path}"
+        else:
+            assert group is not None
+            if not any(g.prefix == group for g in self.registry.groups()):
+                raise UsageError(f"enrollment group {group} does not exist")
+            subject = f"group:{group}"
+        token, claims = self.token_key.mint_enrollment(subject, ttl_s=ttl, now=now)
+        self.registry.record_token(
+            claims.token_id,
+            subject,
+            created_at=claims.issued_at,
+            expires_at=claims.expires_at,
+            created_by=operator,
+        )
+        self.audit.record(
+            AuditEvent(
+                operator,
+                "provisioning.token.created",
+                subject,
+                Outcome.SUCCESS,
+                details={"token_id": claims.token_id, "expires_at": claims.expires_at.isoformat()},
+            )
+        )
+        return token, claims
+
+    def create_operator_token(
+        self, *, operator: str, name: str, role: Role, now: datetime, ttl_s: int | None = None
+    ) -> tuple[str, OperatorClaims]:
+        ttl = ttl_s if ttl_s is not None else self.limits.tokens.operator_ttl_s
+        if not 0 < ttl <= self.limits.tokens.max_operator_ttl_s:
+            raise UsageError(
+                f"operator token lifetime must be 1..{self.limits.tokens.max_operator_ttl_s} s"
+            )
+        token, claims = self.token_key.mint_operator(name, role, ttl_s=ttl, now=now)
+        self.audit.record(
+            AuditEvent(
+                operator,
+                "provisioning.token.created",
+                f"operator:{name}",
+                Outcome.SUCCESS,
+                details={
+                    "token_id": claims.token_id,
+                    "role": role.value,
+                    "expires_at": claims.expires_at.isoformat(),
+                },
+            )
+        )
+        return token, claims
+
+    def revoke_device(
+        self,
+        path: str,
+        *,
+        operator: str,
+        now: datetime,
+        reason: RevocationReason = RevocationReason.UNSPECIFIED,
+    ) -> RevocationNotice:
+        identity = parse_device(path)
+        if self.registry.device(identity.path) is None:
+            raise UsageError(f"device {identity} is not registered")
+        with self.registry.unit() as unit:
+            serials = unit.mark_certificates_revoked(identity.path)
+            for serial in serials:
+                try:
+                    self.ca.revoke(int(serial, 16), reason, now=now)  # regenerates the CRL
+                except PKIError as exc:
+                    raise UpstreamError(f"the CA could not revoke {serial}: {exc}") from exc
+            if not serials:
+                self.ca.current_crl(now=now)
+            unit.set_device_status(identity.path, DeviceStatus.REVOKED, now=now)
+            self.audit.record(
+                AuditEvent(
+                    operator,
+                    "provisioning.device.revoked",
+                    identity.path,
+                    Outcome.SUCCESS,
+                    reason=reason.value,
+                    after={"status": DeviceStatus.REVOKED},
+                    details={"serials": ",".join(serials)[:4000], "count": len(serials)},
+                )
+            )
+        crl_number = _crl_number(self.ca.current_crl(now=now).crl)
+        notice = RevocationNotice(identity.path, tuple(serials), reason.value, now, crl_number)
+        for listener in self._listeners:
+            try:
+                listener(notice)
+            except Exception:  # noqa: BLE001 - a failed listener must not undo a revocation
+                _log.exception("revocation listener failed for %s", identity)
+        return notice
+
+
+class _TokenUnusableError(Exception):
+    """The conditional UPDATE matched nothing; the reason is looked up afterwards."""
+
+
+def verified_csr(unverified_csr: bytes, identity: DeviceIdentity, policy: KeyPolicy) -> None:
+    try:
+        verify_csr(unverified_csr, identity, policy)
+    except CSRError as exc:
+        raise RequestError(f"CSR refused: {exc}", code="bad-csr") from exc
+
+
+def parse_device(path: str) -> DeviceIdentity:
+    try:
+        return DeviceIdentity.parse(path)
+    except MalformedIdentityError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _crl_number(crl: x509.CertificateRevocationList) -> int | None:
+    try:
+        return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        return None
+
+
+__all__ = ["Enrolled", "ProvisioningService", "RevocationNotice", "fingerprint_sha256"]
