@@ -53,8 +53,14 @@ def build_leaf(
     serial: int,
     not_before: datetime,
     not_after: datetime,
+    authority_key_identifier: x509.AuthorityKeyIdentifier | None = None,
 ) -> x509.Certificate:
+    """``authority_key_identifier`` may be passed precomputed (it is the same for every leaf of
+    one issuer); otherwise it is derived from ``issuer_key``."""
     spec = PROFILES[profile]
+    aki = authority_key_identifier or x509.AuthorityKeyIdentifier.from_issuer_public_key(
+        issuer_key.public_key()
+    )
     server_rsa = profile is ProfileName.SERVER and isinstance(public_key, rsa.RSAPublicKey)
     builder = (
         x509.CertificateBuilder()
@@ -84,10 +90,7 @@ def build_leaf(
         # the SAN need not be critical, and a non-critical SAN keeps older TLS stacks happy.
         .add_extension(x509.SubjectAlternativeName(subject_alt_names(subject)), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-            critical=False,
-        )
+        .add_extension(aki, critical=False)
     )
     return builder.sign(issuer_key, signing_hash(issuer_key))
 

@@ -224,6 +224,8 @@ class LocalCA:
         self._ledger = Ledger(paths.ledger)
         self._crl_lock = threading.Lock()
         self._crl: CRLBundle | None = None
+        self._aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuing_key.public_key())
+        self._chain = (issuing, root)
 
     @classmethod
     def open(
@@ -279,6 +281,7 @@ class LocalCA:
             serial=x509.random_serial_number(),
             not_before=now - CLOCK_SKEW,
             not_after=not_after,
+            authority_key_identifier=self._aki,
         )
         self._ledger.record_issued(
             serial=cert.serial_number,
@@ -352,7 +355,7 @@ class LocalCA:
         return bundle
 
     def ca_chain(self) -> tuple[x509.Certificate, ...]:
-        return (self._issuing, self._root)
+        return self._chain
 
     # -- operator queries -------------------------------------------------------------------
 
