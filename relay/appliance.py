@@ -1,0 +1,319 @@
+"""The relay appliance: managed (or external) brokers, N supervised worker processes, live
+revocation and the health/metrics endpoint.
+
+>>> appliance = Appliance(config, audit=audit_log)  # doctest: +SKIP
+>>> appliance.start()                               # brokers up, workers connected
+>>> appliance.stop()
+
+Worker processes are started with the ``spawn`` method (no state inherited from this process
+but the frozen `WorkerConfig`) and restarted when they die. Revocation: a `CrlWatcher` in this
+process notices a changed CRL within ``crl_poll_interval_s``; for devices newly revoked the
+appliance writes ``relay.device.cutoff``, re-renders the ACLs without them, and restarts the
+managed OT-facing broker so their connections are closed and their reconnects refused at TLS
+(ADR 0051). Every worker refuses their messages on its own from the moment it sees the CRL.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.context
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from audit.errors import AuditError
+from audit.events import AuditEvent, AuditSink, Outcome
+from pki.ledger import Ledger, LedgerEntry
+from policies import load_policy
+from relay.brokers import LogTail, MosquittoProcess, registry_from_ledger, render_files
+from relay.config import ApplianceConfig, WorkerConfig
+from relay.health import HealthServer
+from relay.records import cutoff_event
+from relay.revocation import CrlWatcher, RevocationState
+from relay.stats import read_snapshots
+
+_log = logging.getLogger("relay.appliance")
+_SPAWN = multiprocessing.get_context("spawn")
+
+
+def run_worker_process(config: WorkerConfig, index: int, log_level: str) -> None:
+    """Entry point of a worker process: run until SIGTERM/SIGINT."""
+    from audit.log import AuditLog
+    from relay.worker import Worker
+
+    logging.basicConfig(
+        level=log_level.upper(),
+        format=f"%(asctime)s %(levelname)s worker-{index} %(name)s: %(message)s",
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    audit = AuditLog.open(config.audit_dir, origin=config.audit_origin)
+    worker = Worker(config, index, audit=audit)
+    worker.start()
+    try:
+        stop.wait()
+    finally:
+        worker.stop()
+        audit.close()
+
+
+class Appliance:
+    def __init__(
+        self, config: ApplianceConfig, *, audit: AuditSink, log_level: str = "warning"
+    ) -> None:
+        self.config = config
+        self._audit = audit
+        self._log_level = log_level
+        wc = config.worker
+        self.policy = load_policy(wc.policy_text, source=wc.policy_source)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._workers: list[multiprocessing.context.SpawnProcess | None] = [None] * config.workers
+        self.worker_restarts = 0
+        self._broker_refused: Counter[tuple[str, str]] = Counter()
+        self._brokers: dict[str, MosquittoProcess] = {}
+        self._tails: list[LogTail] = []
+        self._revocation = RevocationState()
+        self._registry_key: tuple[Any, ...] = ()
+        self._crl: CrlWatcher | None = None
+        if wc.crl_path is not None:
+            self._crl = CrlWatcher(
+                wc.crl_path,
+                wc.issuing_ca_path,
+                wc.ledger_path,
+                clock=lambda: datetime.now(UTC),
+                on_change=self._on_revocation,
+                poll_interval_s=wc.limits.crl_poll_interval_s,
+            )
+        self._health = HealthServer(
+            config.health_host, config.health_port, self.snapshots, self.status
+        )
+        self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        wc = self.config.worker
+        wc.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for old in wc.state_dir.glob("worker-*.stats.json"):
+            old.unlink()
+        if self._crl is not None:
+            self._revocation = self._crl.load()
+        if self.config.managed_ot is not None:
+            self._start_brokers()
+        for i in range(self.config.workers):
+            self._start_worker(i)
+        if self._crl is not None:
+            self._crl.start()
+        self._health.start()
+        self._supervisor.start()
+        self._record(
+            AuditEvent(
+                actor="idmz-relay",
+                action="config.relay.started",
+                resource="relay",
+                outcome=Outcome.SUCCESS,
+                after={"policy_sha256": self.policy.content_hash, "workers": self.config.workers},
+            )
+        )
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._supervisor.is_alive():
+            self._supervisor.join(timeout=10)
+        for proc in self._workers:
+            if proc is not None and proc.is_alive():
+                proc.terminate()
+        for proc in self._workers:
+            if proc is not None:
+                proc.join(timeout=20)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join(timeout=5)
+        if self._crl is not None:
+            self._crl.stop()
+        for tail in self._tails:
+            tail.stop()
+        for broker in self._brokers.values():
+            broker.stop()
+        self._health.stop()
+
+    @property
+    def health_port(self) -> int:
+        return self._health.port
+
+    def worker_pids(self) -> list[int | None]:
+        with self._lock:
+            return [p.pid if p is not None and p.is_alive() else None for p in self._workers]
+
+    def broker(self, name: str) -> MosquittoProcess:
+        """The managed ``"ot"`` or ``"it"`` broker (for operators and fault tests)."""
+        return self._brokers[name]
+
+    # -- brokers --------------------------------------------------------------------------
+
+    def _ledger_entries(self) -> list[LedgerEntry]:
+        path = self.config.worker.ledger_path
+        if path is None or not path.exists():
+            return []
+        ledger = Ledger(path)
+        try:
+            return ledger.entries()
+        finally:
+            ledger.close()
+
+    def _render(self) -> tuple[bool, bool]:
+        cfg, wc = self.config, self.config.worker
+        assert (
+            cfg.managed_ot is not None and cfg.managed_it is not None and cfg.broker_dir is not None
+        )
+        assert wc.crl_path is not None, "managed brokers need the CA's CRL"
+        registry = registry_from_ledger(self._ledger_entries(), self._revocation.revoked_devices)
+        self._registry_key = (registry.devices, registry.consumers)
+        _files, ot_changed, it_changed = render_files(
+            self.policy,
+            registry,
+            ot=cfg.managed_ot,
+            it=cfg.managed_it,
+            crl_path=wc.crl_path,
+            directory=cfg.broker_dir,
+            audit_denials=cfg.audit_broker_denials,
+            run_as_user=cfg.broker_user or ("root" if os.geteuid() == 0 else None),
+        )
+        return ot_changed, it_changed
+
+    def _start_brokers(self) -> None:
+        cfg = self.config
+        assert (
+            cfg.managed_ot is not None and cfg.managed_it is not None and cfg.broker_dir is not None
+        )
+        self._render()
+        for name, b in (("ot", cfg.managed_ot), ("it", cfg.managed_it)):
+            host = "127.0.0.1" if b.bind_address in ("0.0.0.0", "", None)  # noqa: S104 - dial loopback when bound to all else b.bind_address
+            proc = MosquittoProcess(
+                name, cfg.broker_dir / f"{name}.conf", host, b.port, cfg.mosquitto_path
+            )
+            proc.start()
+            self._brokers[name] = proc
+            tail = LogTail(
+                cfg.broker_dir / f"{name}.log",
+                lambda user, topic, n=name: self._on_broker_denied(n, user, topic),
+            )
+            tail.start()
+            self._tails.append(tail)
+
+    def _on_broker_denied(self, broker: str, user: str, topic: str) -> None:
+        with self._lock:
+            self._broker_refused[(broker, user[:200])] += 1
+        self._record(
+            AuditEvent(
+                actor=user[:200],
+                action="relay.message.refused",
+                resource=topic[:512],
+                outcome=Outcome.DENIED,
+                reason=f"broker_acl_denied: the {broker.upper()}-facing broker's ACL refused the publish (MQTT 5 reason 0x87)",
+                details={"code": "broker_acl_denied", "broker": broker},
+            )
+        )
+
+    def _on_revocation(self, old: RevocationState, new: RevocationState) -> None:
+        self._revocation = new
+        added = sorted(new.revoked_devices - old.revoked_devices)
+        for device in added:
+            self._record(cutoff_event(device, new.crl_number, "idmz-relay"))
+        if self.config.managed_ot is not None and "ot" not in self._brokers:  # first load
+            return
+        if self.config.managed_ot is None:
+            if added:
+                _log.warning(
+                    "external OT broker: %d device(s) revoked; the relay refuses their messages, "
+                    "but disconnecting them is the broker operator's job (reload its CRL)",
+                    len(added),
+                )
+            return
+        self._render()
+        if added:
+            _log.warning(
+                "revoked %s: restarting the OT-facing broker to close their sessions",
+                ", ".join(added),
+            )
+            self._brokers["ot"].restart()
+        else:
+            self._brokers["ot"].reload()  # a re-issued CRL (new nextUpdate) must be loaded
+
+    # -- supervision ----------------------------------------------------------------------
+
+    def _start_worker(self, index: int) -> None:
+        proc = _SPAWN.Process(
+            target=run_worker_process,
+            args=(self.config.worker, index, self._log_level),
+            name=f"idmz-relay-worker-{index}",
+            daemon=False,
+        )
+        proc.start()
+        with self._lock:
+            self._workers[index] = proc
+
+    def _supervise(self) -> None:
+        last_registry = time.monotonic()
+        while not self._stop.wait(0.2):
+            for broker in self._brokers.values():
+                try:
+                    broker.supervise()
+                except Exception:  # noqa: BLE001 - a supervisor keeps supervising; logged
+                    _log.exception("restarting the %s broker failed", broker.name)
+            for i, proc in enumerate(list(self._workers)):
+                if proc is not None and not proc.is_alive() and not self._stop.is_set():
+                    _log.error("worker %d exited with %s; restarting", i, proc.exitcode)
+                    proc.join(timeout=1)
+                    self.worker_restarts += 1
+                    self._stop.wait(self.config.worker_restart_backoff_s)
+                    if not self._stop.is_set():
+                        self._start_worker(i)
+            if self._brokers and time.monotonic() - last_registry > 2.0:
+                last_registry = time.monotonic()
+                try:
+                    before = self._registry_key
+                    ot_changed, it_changed = self._render()
+                    if self._registry_key != before:
+                        if ot_changed:
+                            self._brokers["ot"].reload()
+                        if it_changed:
+                            self._brokers["it"].reload()
+                except Exception:  # noqa: BLE001 - a supervisor keeps supervising; logged
+                    _log.exception("re-rendering broker ACLs failed")
+
+    # -- reporting ------------------------------------------------------------------------
+
+    def snapshots(self) -> dict[str, dict[str, Any]]:
+        return read_snapshots(self.config.worker.state_dir)
+
+    def status(self) -> dict[str, Any]:
+        alive = sum(1 for pid in self.worker_pids() if pid is not None)
+        problems = []
+        if alive < self.config.workers:
+            problems.append(f"{self.config.workers - alive} worker(s) down (restarting)")
+        for b in self._brokers.values():
+            if not b.running():
+                problems.append(f"{b.name} broker down (restarting)")
+        with self._lock:
+            refused = dict(self._broker_refused)
+        return {
+            "workers_alive": alive,
+            "worker_restarts": self.worker_restarts,
+            "broker_restarts": {n: b.restarts for n, b in self._brokers.items()},
+            "broker_refused": refused,
+            "problems": problems,
+        }
+
+    def _record(self, event: AuditEvent) -> None:
+        try:
+            self._audit.record(event)
+        except AuditError:
+            _log.exception("ALARM: could not audit %s", event.action)

@@ -1,0 +1,46 @@
+"""What went wrong in the relay, named for what the caller does next.
+
+``RelayConfigError``     a relay setting is missing or unsafe: fix relay.toml and start again.
+``UpstreamError``        a broker the relay talks to failed; the relay retries on its own and
+                         reports it here only when a caller must decide (start-up, shutdown).
+``OTBrokerUpstreamError`` / ``ITBrokerUpstreamError``  which side failed.
+``BrokerStartUpstreamError``  a managed Mosquitto did not start (its log tail is in the message).
+``SpoolFullError``       the spool reached ``spool_max_bytes``: the relay stops acknowledging the
+                         OT side (the OT broker and the gateways keep the data) and alarms.
+``SpoolCorruptedError``  a spool file failed its checksum: data on disk is damaged; the relay
+                         stops rather than forward or skip it silently.
+"""
+
+from __future__ import annotations
+
+
+class RelayError(Exception):
+    """Base class for every error raised by the relay package."""
+
+
+class RelayConfigError(RelayError):
+    """A relay setting is missing, malformed or unsafe. Fix the configuration and start again."""
+
+
+class UpstreamError(RelayError):
+    """A broker the relay depends on failed (connect, TLS, refused, lost)."""
+
+
+class OTBrokerUpstreamError(UpstreamError):
+    """The OT-facing broker could not be reached or refused the relay."""
+
+
+class ITBrokerUpstreamError(UpstreamError):
+    """The IT-facing broker could not be reached or refused the relay."""
+
+
+class BrokerStartUpstreamError(UpstreamError):
+    """A managed Mosquitto process did not start or keep running."""
+
+
+class SpoolFullError(RelayError):
+    """The spool is at its byte limit; stop acknowledging the OT side until it drains."""
+
+
+class SpoolCorruptedError(RelayError):
+    """A spool record failed its checksum or framing; refuse to guess what it said."""

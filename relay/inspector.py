@@ -1,0 +1,113 @@
+"""The relay's per-message checks: pure, no I/O, time passed in.
+
+For one message received from the OT-facing broker the `Inspector` answers: who sent it, may it
+go through, and under which stable message id. The order of checks is cheapest-first and every
+refusal names a stable reason code:
+
+1. the topic names a device (``<enterprise>/<site>/<area>/<line>/<cell>/<device>/<sub-topic>``).
+   The OT broker binds the MQTT username to the certificate CN and its ACL lets a device write
+   only under its own path, so the topic prefix *is* the broker-verified sender; the relay
+   re-derives the `DeviceIdentity` from it and re-checks everything below;
+2. the sender's certificates are not all revoked (`RevocationState`, refreshed when the CRL
+   file changes, so a revoked device is refused from that moment, before the broker evicts it);
+3. the policy allows this device class to publish this sub-topic (`policies.evaluate`);
+4. the per-device rate limit (`policies.RateLimiter`);
+5. size, strict JSON, JSON Schema, envelope device == sender (`policies.check_payload`).
+
+The message id is the MQTT 5 user property ``idmz-msg-id``, else the envelope ``id``, else a
+SHA-256 of topic and payload (docs/contracts.md section 4).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pki.identity import DeviceIdentity
+from policies import Action, Policy, RateLimiter, check_payload, evaluate, split_device_topic
+from relay.revocation import RevocationState
+
+MAX_MSG_ID_CHARS = 128
+
+
+class RelayReason(StrEnum):
+    """Refusal codes the relay adds to `policies.ReasonCode` (never renamed or reused)."""
+
+    SENDER_UNKNOWN = "sender_unknown"  # the topic does not start with a device identity path
+    CERTIFICATE_REVOKED = "certificate_revoked"  # every certificate of the sender is revoked
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome for one message. ``reason_code`` is a stable code for metrics and audit."""
+
+    accepted: bool
+    reason_code: str
+    reason: str
+    device: DeviceIdentity | None
+    msg_id: str
+
+
+def _valid_msg_id(value: str | None) -> str | None:
+    if value is None or not 0 < len(value) <= MAX_MSG_ID_CHARS or not value.isprintable():
+        return None
+    return value
+
+
+def message_id(topic: str, payload: bytes, property_id: str | None) -> str:
+    """The stable id of a message (see the module docstring)."""
+    found = _valid_msg_id(property_id)
+    if found is not None:
+        return found
+    try:
+        envelope = json.loads(payload)
+        if isinstance(envelope, dict):
+            found = _valid_msg_id(
+                envelope.get("id") if isinstance(envelope.get("id"), str) else None
+            )
+    except (ValueError, RecursionError):
+        found = None
+    if found is not None:
+        return found
+    digest = hashlib.sha256(topic.encode("utf-8", "surrogateescape") + b"\0" + payload)
+    return "sha256:" + digest.hexdigest()
+
+
+class Inspector:
+    """Checks one message at a time. Not thread-safe (it owns a rate limiter): one per worker."""
+
+    def __init__(self, policy: Policy, revocation: RevocationState) -> None:
+        self.policy = policy
+        self.revocation = revocation
+        self._limiter = RateLimiter(policy)
+
+    def inspect(self, topic: str, payload: bytes, property_id: str | None, now: float) -> Verdict:
+        split = split_device_topic(topic)
+        if split is None:
+            return Verdict(
+                False,
+                RelayReason.SENDER_UNKNOWN,
+                f"topic {topic[:120]!a} does not start with a device identity path",
+                None,
+                message_id(topic, payload, property_id),
+            )
+        device = split[0]
+        msg_id = message_id(topic, payload, property_id)
+        if device.path in self.revocation.revoked_devices:
+            return Verdict(
+                False,
+                RelayReason.CERTIFICATE_REVOKED,
+                f"every certificate of {device} is revoked (CRL {self.revocation.crl_number})",
+                device,
+                msg_id,
+            )
+        decision = evaluate(self.policy, device, Action.PUBLISH, topic)
+        if decision.allowed:
+            decision = self._limiter.admit(device, topic, now)
+        if decision.allowed:
+            decision = check_payload(self.policy, device, topic, payload)
+        if not decision.allowed:
+            return Verdict(False, str(decision.reason_code), decision.reason, device, msg_id)
+        return Verdict(True, "allowed", "", device, msg_id)

@@ -1,0 +1,113 @@
+"""The audit events the relay writes, built from what happened (never from payload contents).
+
+* ``relay.message.refused``: one record per refused message (actor = the device, or the topic's
+  first levels when no device can be named; reason = the stable code and its text; details hold
+  the message id and the payload's SHA-256 and size, never the payload).
+* ``relay.batch.forwarded``: one record per commit batch of accepted messages: counts, the
+  first and last message id, and ``digest``, a SHA-256 over the batch's per-message lines
+  (``device \\0 msg_id \\0 sha256(payload)``), chained to the previous batch's digest
+  (``prev``) of the same worker. Given the forwarded messages (IT consumers have them, with
+  ``idmz-msg-id``), anyone can recompute the digest.
+* ``relay.message.forwarded``: per message, when ``accepted_audit = "per-message"``.
+* ``relay.device.cutoff``: a device's certificates are all revoked (once per change).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from audit.events import AuditEvent, Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedLine:
+    device: str
+    msg_id: str
+    payload_sha256: bytes
+    duplicate: bool
+    spooled: bool
+
+
+def refusal_event(
+    actor: str, topic: str, code: str, reason: str, msg_id: str, payload: bytes, worker: str
+) -> AuditEvent:
+    return AuditEvent(
+        actor=actor,
+        action="relay.message.refused",
+        resource=topic[:512],
+        outcome=Outcome.DENIED,
+        reason=f"{code}: {reason}"[:1000],
+        details={
+            "code": code,
+            "msg_id": msg_id,
+            "payload_sha256": hashlib.sha256(payload).hexdigest(),
+            "payload_bytes": len(payload),
+            "worker": worker,
+        },
+    )
+
+
+def batch_digest(lines: Sequence[AcceptedLine], prev: str) -> str:
+    h = hashlib.sha256(prev.encode())
+    for line in lines:
+        h.update(line.device.encode())
+        h.update(b"\0")
+        h.update(line.msg_id.encode())
+        h.update(b"\0")
+        h.update(line.payload_sha256)
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def batch_event(
+    lines: Sequence[AcceptedLine], digest: str, prev: str, policy_sha256: str, worker: str
+) -> AuditEvent:
+    duplicates = sum(1 for x in lines if x.duplicate)
+    spooled = sum(1 for x in lines if x.spooled and not x.duplicate)
+    return AuditEvent(
+        actor=worker,
+        action="relay.batch.forwarded",
+        resource="ot->it",
+        outcome=Outcome.SUCCESS,
+        details={
+            "count": len(lines) - duplicates,
+            "duplicates": duplicates,
+            "spooled": spooled,
+            "devices": len({x.device for x in lines}),
+            "first_msg_id": lines[0].msg_id,
+            "last_msg_id": lines[-1].msg_id,
+            "digest": digest,
+            "prev": prev,
+            "policy_sha256": policy_sha256,
+        },
+    )
+
+
+def message_event(line: AcceptedLine, topic: str, policy_sha256: str, worker: str) -> AuditEvent:
+    return AuditEvent(
+        actor=line.device,
+        action="relay.message.forwarded",
+        resource=topic[:512],
+        outcome=Outcome.SUCCESS,
+        details={
+            "msg_id": line.msg_id,
+            "payload_sha256": line.payload_sha256.hex(),
+            "duplicate": line.duplicate,
+            "spooled": line.spooled,
+            "policy_sha256": policy_sha256,
+            "worker": worker,
+        },
+    )
+
+
+def cutoff_event(device: str, crl_number: int | None, worker: str) -> AuditEvent:
+    return AuditEvent(
+        actor=worker,
+        action="relay.device.cutoff",
+        resource=device,
+        outcome=Outcome.SUCCESS,
+        reason="every certificate of the device is revoked; the relay refuses its messages",
+        details={"crl_number": crl_number},
+    )

@@ -1,0 +1,172 @@
+"""Which device identities are cut off, and each identity's current certificate fingerprint.
+
+`build_revocation_state` is pure: it takes the CRL (PEM), the issuing CA certificate that must
+have signed it, and the CA ledger rows (serial -> subject), and returns a `RevocationState`.
+A device is *revoked* when it has at least one certificate in the ledger and every one of its
+certificates that has not expired is revoked (a device mid-renewal with one good certificate is
+not). `CrlWatcher` re-reads the files when the CRL's (mtime, size, inode) changes.
+
+A CRL whose signature does not verify against the issuing CA is ignored (the previous state
+stays) and reported: an attacker who can write the file must not be able to un-revoke anyone.
+Revocations recorded in the ledger count even before the CRL is republished.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+
+from cryptography import x509
+
+from pki.ledger import Ledger, LedgerEntry
+
+_log = logging.getLogger("relay.revocation")
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationState:
+    revoked_devices: frozenset[str] = frozenset()
+    fingerprints: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    crl_number: int | None = None
+    revoked_serials: frozenset[int] = frozenset()
+
+
+class CRLRejectedError(Exception):
+    """The CRL file is not a CRL signed by the issuing CA; it was not applied."""
+
+
+def read_crl(crl_pem: bytes, issuing_pem: bytes | None) -> tuple[frozenset[int], int | None]:
+    """The revoked serials and CRL number of a CRL that ``issuing_pem`` signed."""
+    try:
+        crl = x509.load_pem_x509_crl(crl_pem)
+    except ValueError as exc:
+        raise CRLRejectedError(f"not a PEM CRL: {exc}") from exc
+    if issuing_pem is not None:
+        issuer = x509.load_pem_x509_certificate(issuing_pem)
+        if crl.issuer != issuer.subject or not crl.is_signature_valid(
+            issuer.public_key()  # type: ignore[arg-type]
+        ):
+            raise CRLRejectedError("CRL signature does not verify against the issuing CA")
+    try:
+        number: int | None = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        number = None
+    return frozenset(r.serial_number for r in crl), number
+
+
+def build_revocation_state(
+    revoked_serials: frozenset[int],
+    crl_number: int | None,
+    entries: Iterable[LedgerEntry],
+    now: datetime,
+) -> RevocationState:
+    by_subject: dict[str, list[LedgerEntry]] = {}
+    for entry in entries:
+        if entry.profile == "device":
+            by_subject.setdefault(entry.subject, []).append(entry)
+    revoked: set[str] = set()
+    fingerprints: dict[str, str] = {}
+    for subject, certs in by_subject.items():
+        good = [
+            c
+            for c in certs
+            if c.revoked_at is None and c.serial not in revoked_serials and c.not_after > now
+        ]
+        if good:
+            fingerprints[subject] = max(good, key=lambda c: c.issued_at).fingerprint
+        elif any(c.revoked_at is not None or c.serial in revoked_serials for c in certs):
+            revoked.add(subject)
+    return RevocationState(
+        frozenset(revoked), MappingProxyType(fingerprints), crl_number, revoked_serials
+    )
+
+
+class CrlWatcher:
+    """Polls the CRL file; on a change (or every ``refresh_s`` for expiry) rebuilds the state
+    and calls ``on_change(old, new)``. Runs in its own daemon thread."""
+
+    def __init__(
+        self,
+        crl_path: Path,
+        issuing_path: Path | None,
+        ledger_path: Path | None,
+        *,
+        clock: Callable[[], datetime],
+        on_change: Callable[[RevocationState, RevocationState], None],
+        poll_interval_s: float = 0.25,
+        refresh_s: float = 60.0,
+    ) -> None:
+        self._crl_path = crl_path
+        self._issuing_path = issuing_path
+        self._ledger_path = ledger_path
+        self._clock = clock
+        self._on_change = on_change
+        self._poll_s = poll_interval_s
+        self._refresh_s = refresh_s
+        self._stamp: tuple[int, int, int] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.state = RevocationState()
+
+    def load(self) -> RevocationState:
+        """Read the files now (also done once before the thread starts)."""
+        try:
+            st = os.stat(self._crl_path)
+            self._stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            crl_pem = self._crl_path.read_bytes()
+        except FileNotFoundError:
+            _log.warning(
+                "CRL %s does not exist yet; no identity is treated as revoked", self._crl_path
+            )
+            return self.state
+        issuing = self._issuing_path.read_bytes() if self._issuing_path else None
+        try:
+            serials, number = read_crl(crl_pem, issuing)
+        except CRLRejectedError as exc:
+            _log.error("ignoring CRL %s: %s; keeping the previous state", self._crl_path, exc)
+            return self.state
+        entries: list[LedgerEntry] = []
+        if self._ledger_path is not None and self._ledger_path.exists():
+            ledger = Ledger(self._ledger_path)
+            try:
+                entries = ledger.entries()
+            finally:
+                ledger.close()
+        new = build_revocation_state(serials, number, entries, self._clock())
+        old, self.state = self.state, new
+        if new != old:
+            self._on_change(old, new)
+        return new
+
+    def start(self) -> None:
+        self.load()
+        self._thread = threading.Thread(target=self._run, name="crl-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        last_full = 0.0
+        elapsed = 0.0
+        while not self._stop.wait(self._poll_s):
+            elapsed += self._poll_s
+            try:
+                st = os.stat(self._crl_path)
+                stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            except FileNotFoundError:
+                continue
+            if stamp != self._stamp or elapsed - last_full >= self._refresh_s:
+                last_full = elapsed
+                try:
+                    self.load()
+                except Exception:  # noqa: BLE001 - keep watching; the error is logged
+                    _log.exception("reloading the CRL failed; keeping the previous state")

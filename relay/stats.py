@@ -1,0 +1,92 @@
+"""Counters of one worker, snapshotted to a JSON file the appliance turns into Prometheus metrics.
+
+Worker processes do not share memory; each writes ``worker-<n>.stats.json`` (atomically, about
+once a second) and the appliance's /metrics endpoint sums them with a ``worker`` label. Per-device
+counters are capped at ``max_devices`` distinct devices (the rest count under ``other``) so a
+flood of names cannot exhaust memory or the metrics endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+OTHER = "other"
+
+
+class WorkerStats:
+    def __init__(self, *, max_devices: int = 10_000) -> None:
+        self.max_devices = max_devices
+        self.lock = threading.Lock()
+        self.forwarded = 0
+        self.spooled = 0
+        self.drained = 0
+        self.duplicates = 0
+        self.dropped = 0  # always 0 by design; exported so dashboards can prove it
+        self.audit_failures = 0
+        self.spool_full_events = 0
+        self.refused: Counter[str] = Counter()
+        self.device_forwarded: Counter[str] = Counter()
+        self.device_refused: Counter[str] = Counter()
+        self.spool_bytes = 0
+        self.inflight = 0
+        self.ot_connected = False
+        self.it_connected = False
+        self.spool_full = False
+        self.audit_ok = True
+        self.policy_sha256 = ""
+        self.revoked_devices = 0
+        self.latency_ms_sum = 0.0
+        self.latency_count = 0
+
+    def device_key(self, table: Counter[str], device: str) -> str:
+        if device in table or len(table) < self.max_devices:
+            return device
+        return OTHER
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "forwarded": self.forwarded,
+                "spooled": self.spooled,
+                "drained": self.drained,
+                "duplicates": self.duplicates,
+                "dropped": self.dropped,
+                "audit_failures": self.audit_failures,
+                "spool_full_events": self.spool_full_events,
+                "refused": dict(self.refused),
+                "device_forwarded": dict(self.device_forwarded),
+                "device_refused": dict(self.device_refused),
+                "spool_bytes": self.spool_bytes,
+                "inflight": self.inflight,
+                "ot_connected": self.ot_connected,
+                "it_connected": self.it_connected,
+                "spool_full": self.spool_full,
+                "audit_ok": self.audit_ok,
+                "policy_sha256": self.policy_sha256,
+                "revoked_devices": self.revoked_devices,
+                "latency_ms_sum": self.latency_ms_sum,
+                "latency_count": self.latency_count,
+                "pid": os.getpid(),
+            }
+
+
+def write_snapshot(path: Path, snapshot: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(snapshot, separators=(",", ":")))
+    os.replace(tmp, path)
+
+
+def read_snapshots(directory: Path) -> dict[str, dict[str, Any]]:
+    """worker name -> its last snapshot (unreadable or half-written files are skipped)."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(directory.glob("worker-*.stats.json")):
+        try:
+            out[path.name.split(".")[0]] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return out

@@ -1,0 +1,504 @@
+"""One relay worker: OT shared subscription in, checks, audit, IT out, ack after durable.
+
+The data path for one message (numbers match docs/relay.md):
+
+1. `OTSource` delivers it (paho network thread); nothing is acknowledged yet.
+2. `Inspector` names the sender from the broker-verified topic prefix and checks revocation,
+   policy, rate, size and schema. A refusal is queued for its own audit record (step 5).
+3. Duplicates (same device + message id already safe, here or in another worker) are not
+   forwarded; they are counted, audited in the batch, then acknowledged.
+4. Accepted: published to IT at once (QoS 1, same topic, provenance user properties) when the
+   IT broker is up and the device has nothing spooled; otherwise appended to the spool, so
+   that every device's messages leave in the order they arrived.
+5. The committer thread, every ``audit_batch_interval_ms`` or ``audit_batch_max`` messages:
+   fsyncs the spool, writes the audit records (group commit), then acknowledges on OT every
+   message that is both audited and safe (IT PUBACK received, or fsynced in the spool), and
+   remembers its id in the shared dedup window.
+6. The drainer thread sends spooled messages to IT in order at ``drain_rate_per_s`` and
+   advances the spool cursor over the prefix the IT broker acknowledged.
+
+Nothing is ever dropped: when the spool is full, new messages are held unacknowledged, the OT
+broker stops delivering once ``max_inflight`` are outstanding, and it (and the gateways' own
+outboxes) keep the data. The alarm is the ``spool_full`` metric and an error log line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from audit.errors import AuditError
+from audit.events import AuditEvent, AuditSink
+from policies import AuditFailureMode, load_policy
+from relay.config import AcceptedAudit, WorkerConfig
+from relay.dedup import DedupWindow
+from relay.errors import SpoolFullError
+from relay.inspector import Inspector
+from relay.it_sink import ITSink
+from relay.ot_source import Delivery, OTSource
+from relay.records import AcceptedLine, batch_digest, batch_event, message_event, refusal_event
+from relay.revocation import CrlWatcher, RevocationState
+from relay.spool import Spool, SpoolRecord
+from relay.stats import WorkerStats, write_snapshot
+
+_log = logging.getLogger("relay.worker")
+
+
+class _Item:
+    """One message between delivery and OT acknowledgement."""
+
+    __slots__ = (
+        "acked", "audit_done", "code", "device", "duplicate", "it_done", "msg_id", "payload",
+        "props", "reason", "seq", "spooled", "t0", "token", "topic",
+    )  # fmt: skip
+
+    def __init__(self, seq: int, d: Delivery, device: str, msg_id: str, t0: float) -> None:
+        self.seq, self.token, self.topic, self.payload = seq, d.ack_token, d.topic, d.payload
+        self.device, self.msg_id, self.t0 = device, msg_id, t0
+        self.props: tuple[tuple[str, str], ...] = ()
+        self.code = self.reason = ""
+        self.duplicate = self.spooled = self.it_done = self.audit_done = self.acked = False
+
+
+class _DrainRef:
+    __slots__ = ("acked", "device", "end", "seq")
+
+    def __init__(self, seq: int, end: int, device: str) -> None:
+        self.seq, self.end, self.device, self.acked = seq, end, device, False
+
+
+class Worker:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        index: int,
+        *,
+        audit: AuditSink,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.name = f"worker-{index}"
+        self.policy = load_policy(config.policy_text, source=config.policy_source)
+        self.stats = WorkerStats()
+        self.stats.policy_sha256 = self.policy.content_hash
+        self._clock = clock
+        self._audit = audit
+        limits = config.limits
+        self._limits = limits
+        self._refuse_on_audit_failure = (
+            self.policy.relay.on_audit_failure is AuditFailureMode.REFUSE
+        )
+        state = config.state_dir / self.name
+        self._spool = Spool(state / "spool", max_bytes=limits.spool_max_bytes)
+        dedup_path = config.state_dir / "dedup.sqlite"
+        self._dedup_read = DedupWindow(
+            dedup_path, window_s=limits.dedup_window_s, max_ids=limits.dedup_max_ids
+        )
+        self._dedup_write = DedupWindow(
+            dedup_path, window_s=limits.dedup_window_s, max_ids=limits.dedup_max_ids
+        )
+        self._inspector = Inspector(self.policy, RevocationState())
+        self._crl: CrlWatcher | None = None
+        if config.crl_path is not None:
+            self._crl = CrlWatcher(
+                config.crl_path,
+                config.issuing_ca_path,
+                config.ledger_path,
+                clock=_utcnow,
+                on_change=self._on_revocation,
+                poll_interval_s=limits.crl_poll_interval_s,
+            )
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._seq = 0
+        self._inproc: set[tuple[str, str]] = set()
+        self._refusals: deque[_Item] = deque()
+        self._accepted: deque[_Item] = deque()
+        self._it_acks: deque[tuple[object, bool]] = deque()
+        self._unsynced: list[_Item] = []
+        self._held: deque[_Item] = deque()
+        self._waiting: dict[int, _Item] = {}  # audited, waiting for IT
+        self._spooled_count: Counter[str] = Counter(r.device for r in self._spool.records())
+        self._read_offset = self._spool.cursor
+        self._drain_gen = 0
+        self._drain_out: deque[_DrainRef] = deque()
+        self._prev_digest = ""
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="audit")
+        prefix = f"{config.client_id_prefix}-{index}"
+        self._ot = OTSource(
+            config.ot,
+            client_id=prefix,
+            share_group=self.policy.relay.share_group,
+            topic_filter=f"{self.policy.enterprise}/#",
+            receive_maximum=limits.max_inflight,
+            session_expiry_s=config.session_expiry_s,
+            on_delivery=self._on_delivery,
+            on_state=self._on_ot_state,
+        )
+        self._it = ITSink(
+            config.it,
+            client_id=f"{prefix}-it",
+            on_acked=self._on_it_acked,
+            on_down=self._on_it_down,
+            on_up=self._on_it_up,
+        )
+        self._threads = [
+            threading.Thread(target=self._commit_loop, name="committer", daemon=True),
+            threading.Thread(target=self._drain_loop, name="drainer", daemon=True),
+            threading.Thread(target=self._stats_loop, name="stats", daemon=True),
+        ]
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._crl is not None:
+            self._crl.start()
+        for t in self._threads:
+            t.start()
+        self._it.start()
+        self._ot.start()
+        _log.info("%s started (policy %s)", self.name, self.policy.content_hash[:12])
+
+    def stop(self) -> None:
+        self._ot.stop()
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(timeout=10)
+        self._it.stop()
+        if self._crl is not None:
+            self._crl.stop()
+        self._pool.shutdown()
+        self._spool.close()
+        self._dedup_read.close()
+        self._dedup_write.close()
+
+    # -- OT thread ----------------------------------------------------------------------
+
+    def _on_delivery(self, d: Delivery) -> None:
+        now = self._clock()
+        verdict = self._inspector.inspect(d.topic, d.payload, d.property_msg_id, now)
+        device = verdict.device.path if verdict.device is not None else ""
+        with self._lock:
+            self._seq += 1
+            item = _Item(self._seq, d, device, verdict.msg_id, now)
+        if not verdict.accepted:
+            item.code, item.reason, item.it_done = verdict.reason_code, verdict.reason, True
+            with self.stats.lock:
+                self.stats.refused[item.code] += 1
+                if device:
+                    key = self.stats.device_key(self.stats.device_refused, device)
+                    self.stats.device_refused[key] += 1
+            self._refusals.append(item)
+            self._wake.set()
+            return
+        key2 = (device, item.msg_id)
+        if key2 in self._inproc or self._dedup_read.seen(device, item.msg_id):
+            item.duplicate = item.it_done = True
+            with self.stats.lock:
+                self.stats.duplicates += 1
+            self._accepted.append(item)
+            self._wake.set()
+            return
+        self._inproc.add(key2)
+        item.props = (
+            ("idmz-device", device),
+            ("idmz-cert-sha256", self._inspector.revocation.fingerprints.get(device, "unknown")),
+            ("idmz-policy-sha256", self.policy.content_hash),
+            ("idmz-msg-id", item.msg_id),
+        )
+        self._accepted.append(item)
+        self._route(item)
+        if len(self._accepted) >= self._limits.audit_batch_max:
+            self._wake.set()
+
+    def _route(self, item: _Item) -> None:
+        """Direct to IT when possible, else spool; keeps each device's order."""
+        with self._lock:
+            direct = not self._held and self._it.up and not self._spooled_count.get(item.device)
+        if direct and self._it.publish(item.topic, item.payload, item.props, item):
+            return
+        with self._lock:
+            if self._held:
+                self._held.append(item)
+            else:
+                self._spool_locked(item)
+
+    def _spool_locked(self, item: _Item) -> None:
+        try:
+            self._spool.append(
+                SpoolRecord(item.topic, item.device, item.msg_id, item.props, item.payload)
+            )
+        except SpoolFullError as exc:
+            if not self._held:
+                _log.error("spool full, holding messages unacknowledged on OT: %s", exc)
+                with self.stats.lock:
+                    self.stats.spool_full_events += 1
+                    self.stats.spool_full = True
+            self._held.append(item)
+            return
+        item.spooled = True
+        self._spooled_count[item.device] += 1
+        self._unsynced.append(item)
+        with self.stats.lock:
+            self.stats.spooled += 1
+
+    def _on_ot_state(self, up: bool) -> None:
+        with self.stats.lock:
+            self.stats.ot_connected = up
+        if not up:
+            with self._lock:  # deliveries of a lost connection come again; forget them here
+                self._inproc.clear()
+
+    # -- IT callbacks ---------------------------------------------------------------------
+
+    def _on_it_acked(self, ref: object, ok: bool) -> None:
+        self._it_acks.append((ref, ok))  # paho's lock is held: only queue
+        self._wake.set()
+
+    def _on_it_down(self, refs: Sequence[object]) -> None:
+        with self._lock:
+            for ref in refs:
+                if isinstance(ref, _Item) and not ref.it_done:
+                    self._spool_locked(ref)
+            self._drain_gen += 1
+            self._drain_out.clear()
+            self._read_offset = self._spool.cursor
+        with self.stats.lock:
+            self.stats.it_connected = False
+        self._wake.set()
+
+    def _on_it_up(self) -> None:
+        with self.stats.lock:
+            self.stats.it_connected = True
+
+    def _on_revocation(self, old: RevocationState, new: RevocationState) -> None:
+        self._inspector.revocation = new
+        added = new.revoked_devices - old.revoked_devices
+        with self.stats.lock:
+            self.stats.revoked_devices = len(new.revoked_devices)
+        if added:
+            _log.warning("%s: now refusing %d revoked device(s)", self.name, len(added))
+
+    # -- committer ------------------------------------------------------------------------
+
+    def _commit_loop(self) -> None:
+        interval = self._limits.audit_batch_interval_ms / 1000.0
+        last_prune = 0.0
+        while not self._stop.is_set():
+            self._wake.wait(interval)
+            self._wake.clear()
+            try:
+                self._commit_cycle()
+            except Exception:  # noqa: BLE001 - the loop must survive; logged, retried
+                _log.exception("%s: commit cycle failed; retrying", self.name)
+                time.sleep(0.5)
+            if time.monotonic() - last_prune > 60:
+                last_prune = time.monotonic()
+                self._dedup_write.prune(time.time())
+
+    def _commit_cycle(self) -> None:
+        touched: list[_Item] = []
+        while self._it_acks:
+            ref, ok = self._it_acks.popleft()
+            if isinstance(ref, _Item):
+                if ok:
+                    ref.it_done = True
+                    touched.append(ref)
+                else:
+                    _log.error("IT broker refused %s from %s; spooling it", ref.msg_id, ref.device)
+                    with self._lock:
+                        self._spool_locked(ref)
+            elif isinstance(ref, _DrainRef):
+                ref.acked = ok
+        self._advance_drain()
+        self._retry_held()
+        with self._lock:
+            newly, self._unsynced = self._unsynced, []
+            if self._spool.dirty:
+                self._spool.sync()
+        for item in newly:
+            item.it_done = True
+            touched.append(item)
+        refusals = [self._refusals.popleft() for _ in range(len(self._refusals))]
+        accepted = [self._accepted.popleft() for _ in range(len(self._accepted))]
+        if refusals or accepted:
+            if self._record(refusals, accepted):
+                for item in refusals + accepted:
+                    item.audit_done = True
+                touched.extend(refusals)
+                touched.extend(accepted)
+            else:
+                self._refusals.extendleft(reversed(refusals))
+                self._accepted.extendleft(reversed(accepted))
+                time.sleep(0.2)
+        self._complete(touched)
+
+    def _record(self, refusals: list[_Item], accepted: list[_Item]) -> bool:
+        events: list[AuditEvent] = [
+            refusal_event(
+                i.device or "unknown", i.topic, i.code, i.reason, i.msg_id, i.payload, self.name
+            )
+            for i in refusals
+        ]
+        if accepted:
+            lines = [
+                AcceptedLine(
+                    i.device, i.msg_id, hashlib.sha256(i.payload).digest(), i.duplicate, i.spooled
+                )
+                for i in accepted
+            ]
+            policy_hash = self.policy.content_hash
+            if self.config.accepted_audit is AcceptedAudit.PER_MESSAGE:
+                events += [
+                    message_event(line, i.topic, policy_hash, self.name)
+                    for line, i in zip(lines, accepted, strict=True)
+                ]
+            else:
+                for start in range(0, len(lines), self._limits.audit_batch_max):
+                    chunk = lines[start : start + self._limits.audit_batch_max]
+                    digest = batch_digest(chunk, self._prev_digest)
+                    events.append(
+                        batch_event(chunk, digest, self._prev_digest, policy_hash, self.name)
+                    )
+                    self._prev_digest = digest
+        try:
+            if len(events) == 1:
+                self._audit.record(events[0])
+            else:
+                list(self._pool.map(self._audit.record, events))
+        except AuditError as exc:
+            with self.stats.lock:
+                self.stats.audit_failures += 1
+                self.stats.audit_ok = False
+            if self._refuse_on_audit_failure:
+                _log.error("audit unavailable (%s): holding %d messages", exc, len(events))
+                return False
+            _log.error(
+                "ALARM audit unavailable (%s): forwarding unaudited (forward-and-alarm)", exc
+            )
+            return True
+        with self.stats.lock:
+            self.stats.audit_ok = True
+        return True
+
+    def _complete(self, touched: list[_Item]) -> None:
+        remember: list[tuple[str, str]] = []
+        forwarded: Counter[str] = Counter()
+        now = self._clock()
+        lat_sum = 0.0
+        for item in touched:
+            if item.acked or not (item.audit_done and item.it_done):
+                if item.audit_done and not item.it_done:
+                    self._waiting[item.seq] = item
+                continue
+            self._waiting.pop(item.seq, None)
+            item.acked = True
+            self._ot.ack(item.token)
+            if not item.code and not item.duplicate:
+                remember.append((item.device, item.msg_id))
+                forwarded[item.device] += 1
+                lat_sum += now - item.t0
+        if remember:
+            self._dedup_write.remember(remember, time.time())
+            with self._lock:
+                self._inproc.difference_update(remember)
+        with self.stats.lock:
+            st = self.stats
+            st.forwarded += len(remember)
+            for device, n in forwarded.items():
+                st.device_forwarded[st.device_key(st.device_forwarded, device)] += n
+            st.latency_ms_sum += lat_sum * 1000
+            st.latency_count += len(remember)
+            st.inflight = len(self._waiting) + len(self._held)
+
+    def _retry_held(self) -> None:
+        with self._lock:
+            while self._held:
+                item = self._held.popleft()
+                before = len(self._held)
+                self._spool_locked(item)
+                if len(self._held) > before:  # still full: it went back to the end
+                    self._held.rotate(1)
+                    return
+            with self.stats.lock:
+                self.stats.spool_full = False
+
+    # -- drainer --------------------------------------------------------------------------
+
+    def _advance_drain(self) -> None:
+        with self._lock:
+            end = None
+            while self._drain_out and self._drain_out[0].acked:
+                ref = self._drain_out.popleft()
+                end = ref.end
+                left = self._spooled_count[ref.device] - 1
+                if left > 0:
+                    self._spooled_count[ref.device] = left
+                else:
+                    self._spooled_count.pop(ref.device, None)
+                with self.stats.lock:
+                    self.stats.drained += 1
+            if end is not None:
+                self._spool.commit(end)
+                if self._spool.cursor == 0:
+                    self._read_offset = 0
+            with self.stats.lock:
+                self.stats.spool_bytes = self._spool.pending_bytes
+
+    def _drain_loop(self) -> None:
+        rate = self._limits.drain_rate_per_s
+        window = 256
+        tokens, last = 0.0, time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            tokens = min(max(rate / 10, 1.0), tokens + (now - last) * rate)
+            last = now
+            with self._lock:
+                ready = self._it.up and self._read_offset < self._spool.end
+                room = window - len(self._drain_out)
+                gen = self._drain_gen
+                batch = (
+                    self._spool.read(self._read_offset, min(room, int(tokens)))
+                    if ready and room > 0 and tokens >= 1
+                    else []
+                )
+            if not batch:
+                self._stop.wait(0.02)
+                continue
+            for end, rec in batch:
+                ref = _DrainRef(0, end, rec.device)
+                if not self._it.publish(rec.topic, rec.payload, rec.properties, ref):
+                    break
+                tokens -= 1
+                with self._lock:
+                    if gen != self._drain_gen:
+                        break
+                    self._read_offset = end
+                    self._drain_out.append(ref)
+
+    # -- stats ----------------------------------------------------------------------------
+
+    def _stats_loop(self) -> None:
+        path = self.config.state_dir / f"{self.name}.stats.json"
+        while not self._stop.wait(1.0):
+            try:
+                write_snapshot(path, self.stats.snapshot())
+            except OSError:
+                _log.exception("cannot write %s", path)
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.stats.snapshot()
+
+
+def _utcnow() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)

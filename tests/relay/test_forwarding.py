@@ -1,0 +1,83 @@
+"""Accepted traffic crosses OT -> IT with provenance, and is audited."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.policies.mqtt_clients import publish
+from tests.relay.conftest import HISTORIAN, PRESS_1, Relay, envelope
+from tests.support.net import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+class ITConsumer:
+    """`mosquitto_sub` on the IT-facing broker with an IT consumer certificate, printing
+    topic, user properties and payload per line."""
+
+    def __init__(self, relay: Relay, out: Path, topic_filter: str = "acme/#") -> None:
+        creds = relay.plant.cred(HISTORIAN)
+        self.out = out
+        self._fh = out.open("w")
+        self.proc = subprocess.Popen(
+            ["mosquitto_sub", *relay.it.args(creds), "-V", "mqttv5", "-q", "1",
+             "-F", "%t\t%P\t%p", "-t", topic_filter],
+            stdout=self._fh, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        relay.subscribers.append(self.proc)
+
+    def lines(self) -> list[str]:
+        return self.out.read_text(errors="replace").splitlines()
+
+    def payloads_with(self, marker: str) -> list[str]:
+        return [line for line in self.lines() if marker in line]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def make_live(relay: Relay, consumer: ITConsumer, device: str = PRESS_1) -> None:
+    """Publish probes until one arrives: the consumer's subscription is certainly in place."""
+    n = 0
+
+    def probe() -> bool:
+        nonlocal n
+        n += 1
+        publish(relay.ot, relay.plant.cred(device), f"{device}/status",
+                envelope(device, f"probe-{id(consumer)}-{n}", "status", {}), v5=True)  # fmt: skip
+        return any(f"probe-{id(consumer)}-" in line for line in consumer.lines())
+
+    wait_for(probe, timeout_s=60, interval_s=0.5, what="IT consumer live")
+
+
+def test_accepted_message_reaches_it_with_provenance_and_is_audited(
+    relay: Relay, tmp_path: Path
+) -> None:
+    consumer = ITConsumer(relay, tmp_path / "it.txt")
+    make_live(relay, consumer)
+    result = publish(relay.ot, relay.plant.cred(PRESS_1), f"{PRESS_1}/telemetry",
+                     envelope(PRESS_1, "fwd-1"), v5=True)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    wait_for(lambda: consumer.payloads_with('"fwd-1"'), timeout_s=30, what="forwarded message")
+    line = consumer.payloads_with('"fwd-1"')[0]
+    topic, props, _payload = line.split("\t", 2)
+    assert topic == f"{PRESS_1}/telemetry"
+    assert f"idmz-device:{PRESS_1}" in props
+    assert "idmz-msg-id:fwd-1" in props
+    assert f"idmz-policy-sha256:{relay.appliance.policy.content_hash}" in props
+    fingerprint = relay.plant.pki.ca.certificates_for(PRESS_1)[-1].fingerprint
+    assert f"idmz-cert-sha256:{fingerprint}" in props
+
+    def audited() -> bool:
+        return any(
+            (e["action"] == "relay.batch.forwarded" and e["details"]["last_msg_id"] == "fwd-1")
+            or (e["action"] == "relay.batch.forwarded" and e["details"]["first_msg_id"] == "fwd-1")
+            for e in relay.audit_events()
+        )
+
+    wait_for(audited, timeout_s=30, what="batch audit record naming fwd-1")
+    consumer.stop()
