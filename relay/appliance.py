@@ -15,6 +15,7 @@ managed OT-facing broker so their connections are closed and their reconnects re
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import multiprocessing.context
@@ -195,7 +196,9 @@ class Appliance:
         )
         self._render()
         for name, b in (("ot", cfg.managed_ot), ("it", cfg.managed_it)):
-            host = "127.0.0.1" if b.bind_address in ("0.0.0.0", "", None)  # noqa: S104 - dial loopback when bound to all else b.bind_address
+            # A broker bound to every interface is dialled on loopback.
+            wildcard = b.bind_address in ("0.0.0.0", "")  # noqa: S104 - comparing, not binding
+            host = "127.0.0.1" if wildcard else b.bind_address
             proc = MosquittoProcess(
                 name, cfg.broker_dir / f"{name}.conf", host, b.port, cfg.mosquitto_path
             )
@@ -203,7 +206,7 @@ class Appliance:
             self._brokers[name] = proc
             tail = LogTail(
                 cfg.broker_dir / f"{name}.log",
-                lambda user, topic, n=name: self._on_broker_denied(n, user, topic),
+                functools.partial(self._on_broker_denied, name),
             )
             tail.start()
             self._tails.append(tail)

@@ -119,7 +119,7 @@ class _Collector:
 class HealthServer:
     def __init__(self, host: str, port: int, snapshots: Snapshots, status: Status) -> None:
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Collector(snapshots, status))  # type: ignore[arg-type]
+        registry.register(_Collector(snapshots, status))
         outer = self
 
         class Handler(BaseHTTPRequestHandler):

@@ -75,7 +75,7 @@ class ITSink:
         self, topic: str, payload: bytes, properties: Sequence[tuple[str, str]], ref: object
     ) -> bool:
         """Publish QoS 1. False when not connected (the caller spools the message)."""
-        props = Properties(PacketTypes.PUBLISH)
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         props.UserProperty = list(properties)
         with self._lock:
             client = self._client

@@ -62,7 +62,7 @@ class OTSource:
         self._lock = threading.Lock()
         self._client = new_client(endpoint, client_id, manual_ack=True, auto_reconnect=True)
         self._client.reconnect_delay_set(1, 5)
-        self._connect_props = Properties(PacketTypes.CONNECT)
+        self._connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         self._connect_props.SessionExpiryInterval = session_expiry_s
         self._connect_props.ReceiveMaximum = receive_maximum
         self._client.on_connect = self._handle_connect
@@ -139,7 +139,7 @@ class OTSource:
         self._on_delivery(
             Delivery(
                 topic,
-                msg.payload,
+                bytes(msg.payload),
                 prop_id,
                 bool(msg.dup),
                 (self._generation, msg.mid, msg.qos),
