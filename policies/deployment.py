@@ -112,9 +112,12 @@ def _check_listener(
                 "set use_identity_as_username true")  # fmt: skip
     version = lst.get("tls_version")
     if version is None:
-        c.error("tls.version_unset", name, lst.line,
-                f"{where} sets no tls_version; Mosquitto 2.0's default also accepts TLS 1.1",
-                "set tls_version tlsv1.2 (or tlsv1.3)")  # fmt: skip
+        # mosquitto.conf(5) for 2.0.11: unset allows TLS 1.3 and 1.2. Mosquitto 1.x allowed
+        # 1.0/1.1 when unset, so the guarantee would rest on the broker's version: pin it.
+        c.warn("tls.version_unset", name, lst.line,
+               f"{where} sets no tls_version: TLS 1.2+ only because Mosquitto 2.0's default says so "
+               "(1.x brokers also accepted TLS 1.0/1.1)",
+               "set tls_version tlsv1.2 (or tlsv1.3)")  # fmt: skip
     elif version.value not in ("tlsv1.2", "tlsv1.3"):
         c.error("tls.version_below_1_2", name, version.line, f"{where} allows {version.value}, below TLS 1.2",
                 "set tls_version tlsv1.2 (or tlsv1.3)")  # fmt: skip

@@ -22,7 +22,8 @@ _ADMITTED = Decision.allow("within the rate limit")
 
 
 class RateLimiter:
-    """Token buckets keyed by (device path, topic class). Not thread-safe: one per worker."""
+    """Token buckets keyed by topic (one per device and topic class). Not thread-safe: one
+    per worker."""
 
     def __init__(self, policy: Policy, *, max_buckets: int = 100_000) -> None:
         if max_buckets < 1:
@@ -31,44 +32,52 @@ class RateLimiter:
             name: (lim.max_messages_per_s, float(lim.burst)) for name, lim in policy.limits.items()
         }
         self._max_buckets = max_buckets
-        # key -> [tokens, last refill time]
-        self._buckets: dict[tuple[str, str], list[float]] = {}
+        self._prefixes: dict[DeviceIdentity, str] = {}
+        # topic (unique per device and topic class) -> [tokens, last refill, rate, burst]
+        self._buckets: dict[str, list[float]] = {}
 
     def admit(self, device: DeviceIdentity, topic: str, now: float) -> Decision:
         """Take one token for ``device`` publishing on ``topic`` at time ``now``."""
-        prefix = device.topic_prefix
-        if not topic.startswith(prefix):
-            return Decision.deny(
-                ReasonCode.TOPIC_OUTSIDE_IDENTITY, f"topic {topic!r} is outside {device}"
-            )
-        topic_class = topic[len(prefix) :]
-        limit = self._limits.get(topic_class)
-        if limit is None:
-            return Decision.deny(ReasonCode.NO_LIMITS, f"no limits for topic class {topic_class!r}")
-        rate, burst = limit
-        key = (device.path, topic_class)
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            if len(self._buckets) >= self._max_buckets:
-                self._evict(now)
-            bucket = self._buckets[key] = [burst, now]
-        else:
+        bucket = self._buckets.get(topic)
+        if bucket is not None and topic.startswith(self._prefix(device)):
             elapsed = now - bucket[1]
             if elapsed > 0:
-                bucket[0] = min(burst, bucket[0] + elapsed * rate)
+                bucket[0] = min(bucket[3], bucket[0] + elapsed * bucket[2])
                 bucket[1] = now
+        else:
+            prefix = self._prefix(device)
+            if not topic.startswith(prefix):
+                return Decision.deny(
+                    ReasonCode.TOPIC_OUTSIDE_IDENTITY, f"topic {topic!r} is outside {device}"
+                )
+            topic_class = topic[len(prefix) :]
+            limit = self._limits.get(topic_class)
+            if limit is None:
+                return Decision.deny(
+                    ReasonCode.NO_LIMITS, f"no limits for topic class {topic_class!r}"
+                )
+            if len(self._buckets) >= self._max_buckets:
+                self._evict(now)
+            bucket = self._buckets[topic] = [limit[1], now, limit[0], limit[1]]
         if bucket[0] >= 1.0:
             bucket[0] -= 1.0
             return _ADMITTED
         return Decision.deny(
             ReasonCode.RATE_LIMITED,
-            f"{device} over {rate:g} msg/s (burst {burst:g}) on {topic_class!r}; "
-            f"next token in {(1.0 - bucket[0]) / rate:.3f} s",
+            f"{device} over {bucket[2]:g} msg/s (burst {bucket[3]:g}) on {topic!r}; "
+            f"next token in {(1.0 - bucket[0]) / bucket[2]:.3f} s",
         )
 
+    def _prefix(self, device: DeviceIdentity) -> str:
+        prefix = self._prefixes.get(device)
+        if prefix is None:
+            if len(self._prefixes) >= self._max_buckets:
+                self._prefixes.clear()
+            prefix = self._prefixes[device] = device.topic_prefix
+        return prefix
+
     def _evict(self, now: float) -> None:
-        for key, (tokens, last) in list(self._buckets.items()):
-            rate, burst = self._limits.get(key[1], (1.0, 1.0))
+        for key, (tokens, last, rate, burst) in list(self._buckets.items()):
             if tokens + max(0.0, now - last) * rate >= burst:
                 del self._buckets[key]
         while len(self._buckets) >= self._max_buckets:  # all busy: drop the oldest

@@ -254,9 +254,11 @@ def test_tls_below_1_2_fails(deploy, capsys, version) -> None:
     assert "tls.version_below_1_2" in rules(check(deploy, capsys)[1])
 
 
-def test_unset_tls_version_fails_because_the_default_allows_tls_1_1(deploy, capsys) -> None:
+def test_unset_tls_version_is_a_warning_because_2_0_defaults_to_tls_1_2(deploy, capsys) -> None:
     edit(deploy / "it-broker.conf", lambda t: t.replace("tls_version tlsv1.2\n", ""))
-    assert "tls.version_unset" in rules(check(deploy, capsys)[1])
+    code, report = check(deploy, capsys)
+    warnings = {f["rule"] for f in report["findings"] if f["severity"] == "warning"}
+    assert "tls.version_unset" in warnings and code == 0
 
 
 def test_missing_policy_fails(deploy, capsys) -> None:
