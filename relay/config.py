@@ -112,8 +112,6 @@ class ManagedBroker:
     cafile: Path  # CA bundle that signs the clients (issuing + root)
     certfile: Path  # the broker's server certificate
     keyfile: Path
-    # The relay's own listener on the OT-facing broker (loopback only, see relay/brokers.py).
-    relay_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
