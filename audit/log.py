@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from types import TracebackType
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit.checkpoint import Checkpoint, sign_checkpoint
-from audit.entry import canonical_json, event_fields
+from audit.entry import EncodedEvent, encode_event, encode_stamp
 from audit.errors import (
     AuditConfigError,
     AuditUnavailableError,
@@ -44,6 +45,7 @@ from audit.limits import (
 )
 from audit.merkle import TreeBuilder, leaf_hash
 from audit.note import NoteSigner
+from audit.recovery import first_bad_record, index_tail
 from audit.storage import (
     FORMAT_LINE,
     RECORD_BYTES,
@@ -70,7 +72,7 @@ class LogStats:
 
 @dataclass(eq=False)
 class _Slot:
-    fields: dict[str, object]
+    encoded: EncodedEvent
     receipt: AuditReceipt | None = None
     error: BaseException | None = None
     done: bool = False
@@ -117,6 +119,9 @@ class AuditLog:
         self._closed = False
         self._broken: BaseException | None = None
         self._capacity_state = CapacityState.OK
+        self._capacity_at = -1e9  # monotonic time of the last statvfs
+        self._capacity_spent = 0  # bytes written since
+        self._capacity_slack = 0  # bytes that may be written before checking again
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
         self._written = (0, 0)  # (entries, batches)
@@ -210,7 +215,7 @@ class AuditLog:
         """Append ``event``; return once it is durable. Raises `AuditUnavailableError` when
         it cannot be recorded (then nothing of it is in the log) and `InvalidEventError`
         for an event that can never be recorded."""
-        slot = _Slot(event_fields(event))
+        slot = _Slot(self._encode(event))
         with self._cv:
             self._pending.append(slot)
             while not slot.done:
@@ -236,11 +241,20 @@ class AuditLog:
         assert slot.receipt is not None
         return slot.receipt
 
+    def _encode(self, event: AuditEvent) -> EncodedEvent:
+        encoded = encode_event(event, self.host)
+        size = len(encoded.head) + len(encoded.tail) + 80  # + seq, time, time source
+        if size > self.limits.max_entry_bytes:
+            raise InvalidEventError(
+                f"entry would be about {size} bytes (max {self.limits.max_entry_bytes})"
+            )
+        return encoded
+
     def record_batch(self, events: Sequence[AuditEvent]) -> list[AuditReceipt]:
         """Append ``events`` as consecutive entries (up to ``max_batch_entries`` per fsync
         pair) and return their receipts once all are durable. If a chunk fails, the error
         is raised; entries of earlier chunks stay recorded (their indexes are contiguous)."""
-        slots = [_Slot(event_fields(e)) for e in events]
+        slots = [_Slot(self._encode(e)) for e in events]
         with self._cv:
             while self._leading and not self._closed:
                 self._cv.wait()
@@ -288,19 +302,14 @@ class AuditLog:
         stamp = now.isoformat(timespec="microseconds").replace("+00:00", "Z")
         if now.utcoffset() is None or now.utcoffset():
             raise AuditConfigError("the audit clock must return aware UTC datetimes")
-        source = self.clock.source()
+        stamp_json = encode_stamp(stamp, self.clock.source())
         lines: list[bytes] = []
         records: list[bytes] = []
         accepted: list[tuple[_Slot, int, bytes]] = []
         end = shared.end_offset
         seq = shared.size
         for slot in batch:
-            fields = dict(slot.fields, seq=seq, time=stamp, time_source=source, host=self.host)
-            try:
-                data = canonical_json(fields)
-            except (TypeError, ValueError) as exc:
-                slot.error, slot.done = InvalidEventError(f"event is not JSON-safe: {exc}"), True
-                continue
+            data = slot.encoded.entry(seq, stamp_json)
             if len(data) + 1 > self.limits.max_entry_bytes:
                 slot.error = InvalidEventError(
                     f"entry would be {len(data) + 1} bytes (max {self.limits.max_entry_bytes})"
@@ -320,14 +329,18 @@ class AuditLog:
         try:
             pwrite_all(self._entries_fd, blob, shared.end_offset)
             os.fdatasync(self._entries_fd)
-            pwrite_all(self._index_fd, b"".join(records), shared.size * RECORD_BYTES)
-            os.fdatasync(self._index_fd)
         except OSError as exc:
             # After a failed fsync the page cache state is unknown (fsyncgate): stop here.
             self._broken = exc
             raise AuditUnavailableError(
                 f"audit entries {shared.size}..{seq - 1} not recorded: {exc}"
             ) from exc
+        try:
+            # Not fsynced here: the entries are the durable record; the index is made
+            # durable with each checkpoint and repaired from the entries after a crash.
+            pwrite_all(self._index_fd, b"".join(records), shared.size * RECORD_BYTES)
+        except OSError as exc:
+            _log.warning("audit log: index write failed (%s); it is rebuilt on open", exc)
         for slot, index, h in accepted:
             shared.tree.append(h)
             slot.receipt = AuditReceipt(index=index, leaf_hash=h)
@@ -336,8 +349,17 @@ class AuditLog:
         self._written = (self._written[0] + len(accepted), self._written[1] + 1)
 
     def _check_capacity(self, batch_bytes: int) -> None:
+        # statvfs at most every 0.25 s while far from the thresholds; every batch near them.
+        mono = time.monotonic()
+        self._capacity_spent += batch_bytes
+        if mono - self._capacity_at < 0.25 and self._capacity_spent < self._capacity_slack:
+            return
         log_bytes = self._shared.end_offset + self._shared.size * RECORD_BYTES
         report = assess_capacity(self.limits, self.paths.directory, log_bytes, batch_bytes)
+        self._capacity_at, self._capacity_spent = mono, 0
+        self._capacity_slack = max(
+            0, (report.headroom_bytes - self.limits.space_left_bytes - batch_bytes) // 2
+        )
         if report.state is not self._capacity_state:
             self._capacity_state = report.state
             level = logging.INFO if report.state is CapacityState.OK else logging.ERROR
@@ -355,16 +377,24 @@ class AuditLog:
         return FileLock(self._lock_fd)
 
     def _catch_up(self, *, recover: bool) -> None:
-        """Learn what other processes appended, from the index (call under the flock)."""
+        """Learn what other processes appended, from the index (call under the flock). With
+        ``recover`` (on open), also repair the index after a crash (audit.recovery)."""
         shared = self._shared
+        if recover:
+            self._read_checkpoint_size()
         index_size = os.fstat(self._index_fd).st_size
         n = index_size // RECORD_BYTES
-        if index_size % RECORD_BYTES:
-            os.ftruncate(self._index_fd, n * RECORD_BYTES)  # torn index record: never acked
         if n < shared.size:
             raise LogCorruptedError(
                 f"the index shrank from {shared.size} to {n} entries while open", index=n
             )
+        if recover or index_size % RECORD_BYTES:
+            index = os.pread(self._index_fd, n * RECORD_BYTES, 0)
+            good = first_bad_record(self._entries_fd, index, max(shared.checkpoint_size, 0))
+            if good < n or index_size % RECORD_BYTES:
+                _log.warning("audit log: index cut to %d records after a crash", good)
+                os.ftruncate(self._index_fd, good * RECORD_BYTES)
+                n = good
         if n > shared.size:
             start = shared.size * RECORD_BYTES
             new = os.pread(self._index_fd, (n - shared.size) * RECORD_BYTES, start)
@@ -379,16 +409,21 @@ class AuditLog:
                 index=shared.size - 1,
             )
         if entries_size > shared.end_offset:
-            # A torn tail from a write that was never acknowledged (crash before the index
-            # fsync): drop it so the next entry starts where the index says.
-            if recover:
+            # Durable entries whose index records were lost are kept and indexed; a partial
+            # line from a write that was never acknowledged is cut.
+            records, hashes, end = index_tail(self._entries_fd, shared.end_offset, shared.size)
+            if records:
+                pwrite_all(self._index_fd, records, shared.size * RECORD_BYTES)
+                shared.tree.extend(hashes)
+                shared.size += len(hashes)
+                shared.end_offset = end
+            if entries_size > end:
                 _log.warning(
                     "audit log: dropping %d bytes of unacknowledged torn tail after entry %d",
-                    entries_size - shared.end_offset,
+                    entries_size - end,
                     shared.size - 1,
                 )
-            os.ftruncate(self._entries_fd, shared.end_offset)
-        self._read_checkpoint_size()
+                os.ftruncate(self._entries_fd, end)
 
     def _read_checkpoint_size(self) -> None:
         shared = self._shared
@@ -432,11 +467,15 @@ class AuditLog:
         shared = self._shared
         if shared.size == shared.checkpoint_size:
             return
-        if shared.size - max(shared.checkpoint_size, 0) >= self.limits.checkpoint_every_entries:
-            self._write_checkpoint()
+        every = self.limits.checkpoint_every_entries
+        if shared.size - max(shared.checkpoint_size, 0) >= every:
+            self._read_checkpoint_size()  # another process may have written one
+            if shared.size - max(shared.checkpoint_size, 0) >= every:
+                self._write_checkpoint()
 
     def _write_checkpoint(self) -> str:
         shared = self._shared
+        os.fdatasync(self._index_fd)  # the index up to a checkpoint never needs repair
         note = sign_checkpoint(
             Checkpoint(self.signer.name, shared.size, shared.tree.root()), self.signer
         )

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from idmz.cli import main
+from tests.audit.audit_cli import main
 from tests.audit.conftest import fill
 
-IDMZ = [sys.executable, "-m", "idmz"]
+IDMZ = [sys.executable, "-m", "tests.audit.audit_cli"]
 REPO = Path(__file__).resolve().parents[2]
 
 

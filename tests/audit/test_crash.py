@@ -72,3 +72,21 @@ def test_sigkill_mid_burst_loses_no_acknowledged_entry_and_log_verifies(log_dir:
     assert result.unsigned_entries == 0 and result.torn_tail_bytes == 0
     assert result.size == receipt.index + 1
     _assert_all_acked_present(log_dir, all_acked)
+
+
+def test_index_records_lost_in_a_power_cut_are_rebuilt_from_durable_entries(
+    log_dir: Path,
+) -> None:
+    fill(log_dir, 20)
+    log = AuditLog.open(log_dir, origin=ORIGIN, background_checkpoints=False)
+    acked = [log.record(refused(i)).index for i in range(5)]
+    log._close_fds()  # the process dies: no close(), no final checkpoint
+    paths = LogPaths(log_dir)
+    index = paths.index.read_bytes()
+    # Power cut: the last index page never reached the disk, one record came back zeroed.
+    paths.index.write_bytes(index[: 21 * 40] + b"\x00" * 40)
+    with AuditLog.open(log_dir, origin=ORIGIN) as reopened:
+        assert reopened.size == 25
+    result = verify_log(log_dir, read_vkey(log_dir / "checkpoint.vkey"))
+    assert result.size == 25 and result.unsigned_entries == 0
+    assert acked == list(range(20, 25))

@@ -160,3 +160,16 @@ def test_closed_log_refuses_to_record(log_dir: Path) -> None:
     log.close()
     with pytest.raises(AuditUnavailableError, match="closed"):
         log.record(refused())
+
+
+def test_stored_entries_are_canonical_json_of_their_own_fields(audit_log: AuditLog) -> None:
+    from audit.entry import canonical_json
+
+    event = AuditEvent(
+        "ops/ünïcode", "config.relay.changed", 'max "bytes"', Outcome.SUCCESS, "tab\there",
+        before={"v": 1.5}, after={"v": None}, zone="it", details={"z": True, "a": -3},
+    )  # fmt: skip
+    audit_log.record(event)
+    paths = audit_log.paths
+    data = read_entry(paths, read_index(paths), 0)
+    assert canonical_json(json.loads(data)) == data and b"\n" not in data
