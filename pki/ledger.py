@@ -45,6 +45,25 @@ class LedgerEntry:
     revoked_at: datetime | None
     reason: RevocationReason | None
 
+    def status(self, now: datetime) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        return "expired" if self.not_after <= now else "valid"
+
+    def as_dict(self, now: datetime) -> dict[str, str | None]:
+        """JSON-ready, for exports and ``idmz ca list --json``."""
+        return {
+            "serial": format_serial(self.serial),
+            "subject": self.subject,
+            "profile": self.profile,
+            "fingerprint": self.fingerprint,
+            "issued_at": self.issued_at.isoformat(),
+            "not_after": self.not_after.isoformat(),
+            "status": self.status(now),
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+            "reason": self.reason.value if self.reason else None,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class LedgerCounts:

@@ -203,6 +203,13 @@ def install_intermediate(
     ca.close()
 
 
+def _crl_number(bundle: CRLBundle) -> int:
+    try:
+        return bundle.crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        return -1
+
+
 class LocalCA:
     """Issues from the issuing CA's key held in memory; thread-safe; many processes may share
     one CA directory (the ledger is SQLite, CRL files are replaced atomically)."""
@@ -224,6 +231,7 @@ class LocalCA:
         self._ledger = Ledger(paths.ledger)
         self._crl_lock = threading.Lock()
         self._crl: CRLBundle | None = None
+        self._crl_stamp: tuple[int, int, int] | None = None
         self._aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuing_key.public_key())
         self._chain = (issuing, root)
 
@@ -316,12 +324,30 @@ class LocalCA:
     def current_crl(self, *, now: datetime) -> CRLBundle:
         _require_aware(now)
         with self._crl_lock:
-            if self._crl is None:
-                self._crl = self._load_published_crl()
+            # Another process sharing this CA directory (`idmz ca revoke` next to the
+            # provisioning service) may have published a newer CRL: pick it up, so a
+            # revocation is never hidden behind this process's cached copy.
+            published = self._load_published_crl_if_changed()
+            if published is not None and (
+                self._crl is None or _crl_number(published) > _crl_number(self._crl)
+            ):
+                self._crl = published
             crl = self._crl
         if crl is None or crl.next_update - now < self._config.crl_refresh_margin:
             crl = self.publish_crl(now=now)
         return crl
+
+    def _load_published_crl_if_changed(self) -> CRLBundle | None:
+        """The CRL on disk if the file changed since we last looked (one stat per call)."""
+        try:
+            st = self.paths.crl_der.stat()
+        except OSError:
+            return None
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if stamp == self._crl_stamp:
+            return None
+        self._crl_stamp = stamp
+        return self._load_published_crl()
 
     def _load_published_crl(self) -> CRLBundle | None:
         """The CRL another process (or an earlier run) published, if it is ours: a fresh process

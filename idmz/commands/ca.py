@@ -17,26 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-import tomllib
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from idmz.home import Home, generate_secret_file, load_secret, read_secret_file, resolve_home
+from idmz.commands import ca_context as ctx
 
-if TYPE_CHECKING:
-    from audit.events import AuditEvent
-    from pki.authority import CertificateAuthority
-    from pki.local import LocalCA
-
-PASSPHRASE_VAR = "IDMZ_CA_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
-PASSPHRASE_FILE = "passphrase"  # noqa: S105 - a file name
-VAULT_TOML = "vault.toml"
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096")
 PROFILES = ("device", "server", "consumer", "model-signer")
 REASONS = (
@@ -51,158 +39,19 @@ REASONS = (
 )
 
 
-class CAUsageError(Exception):
-    """The command line asked for something impossible (exit code 2)."""
-
-
-# -- settings -----------------------------------------------------------------------------
-
-
-def _home(args: argparse.Namespace) -> Home:
-    return resolve_home(args.home)
-
-
-def _passphrase(home: Home, *, create: bool) -> bytes:
-    default = home.ca_dir / PASSPHRASE_FILE
-    value = load_secret(PASSPHRASE_VAR, default_file=default)
-    if value is not None:
-        return value
-    if not create:
-        raise CAUsageError(
-            f"no CA passphrase: set {PASSPHRASE_VAR}_FILE (a 0600 file) or {PASSPHRASE_VAR}, "
-            f"or keep the generated {default}"
-        )
-    value = generate_secret_file(default)
-    print(
-        f"idmz: generated a random CA passphrase into {default} (mode 0600); back it up "
-        f"separately from the CA keys, or set {PASSPHRASE_VAR}_FILE next time",
-        file=sys.stderr,
-    )
-    return value
-
-
-def _vault_settings(home: Home) -> dict[str, Any]:
-    """Vault settings: ``<home>/ca/vault.toml`` overridden by ``VAULT_*`` variables."""
-    settings: dict[str, Any] = {}
-    toml_path = home.ca_dir / VAULT_TOML
-    if toml_path.exists():
-        with toml_path.open("rb") as fh:
-            settings.update(tomllib.load(fh))
-    env: Mapping[str, str] = os.environ
-    for key, var in (
-        ("url", "VAULT_ADDR"),
-        ("mount", "VAULT_PKI_MOUNT"),
-        ("role", "VAULT_PKI_ROLE"),
-        ("role_id", "VAULT_ROLE_ID"),
-        ("namespace", "VAULT_NAMESPACE"),
-        ("ca_bundle", "VAULT_CACERT"),
-    ):
-        if env.get(var):
-            settings[key] = env[var]
-    secret = load_secret("VAULT_SECRET_ID")
-    if secret is not None:
-        settings["secret_id"] = secret.decode()
-    elif "secret_id_file" in settings:
-        settings["secret_id"] = read_secret_file(Path(settings.pop("secret_id_file"))).decode()
-    return settings
-
-
-@contextmanager
-def _authority(args: argparse.Namespace) -> Iterator[CertificateAuthority]:
-    home = _home(args)
-    if getattr(args, "backend", "local") == "vault":
-        from pki.vault import VaultCA, VaultConfig
-
-        vault = VaultCA.connect(VaultConfig.from_mapping(_vault_settings(home)))
-        try:
-            yield vault
-        finally:
-            vault.close()
-        return
-    with _local(home) as ca:
-        yield ca
-
-
-@contextmanager
-def _local(home: Home) -> Iterator[LocalCA]:
-    from pki.local import LocalCA
-
-    ca = LocalCA.open(home.ca_dir, passphrase=_passphrase(home, create=False))
-    try:
-        yield ca
-    finally:
-        ca.close()
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-# -- audit --------------------------------------------------------------------------------
-
-
-def _record(home: Home, events: list[AuditEvent]) -> None:
-    """Append ``events`` to the audit log under ``<home>/audit`` (durable before we return)."""
-    try:
-        from audit.log import AuditLog
-    except ImportError:  # the audit package's log has not landed in this build
-        print("idmz: warning: audit log unavailable; CA action not recorded", file=sys.stderr)
-        return
-    origin = os.environ.get("IDMZ_AUDIT_ORIGIN") or _audit_origin(home)
-    with AuditLog.open(home.audit_dir, origin=origin, background_checkpoints=False) as log:
-        for event in events:
-            log.record(event)
-
-
-def _audit_origin(home: Home) -> str:
-    """Reuse the origin the log was created with (first line of its verifier key)."""
-    vkey = home.audit_dir / "checkpoint.vkey"
-    if vkey.exists():
-        name = vkey.read_text().split("+", 1)[0].strip()
-        if name:
-            return name
-    return "idmz/audit"
-
-
-def _event(action: str, resource: str, outcome: str, reason: str = "", **details: Any) -> Any:
-    from audit.events import AuditEvent, Outcome
-
-    actor = os.environ.get("USER") or "operator"
-    return AuditEvent(
-        actor=f"operator:{actor}",
-        action=action,
-        resource=resource,
-        outcome=Outcome(outcome),
-        reason=reason,
-        zone="idmz",
-        details={k: v for k, v in details.items() if v is not None},
-    )
-
-
-def _audit(
-    home: Home, action: str, resource: str, outcome: str, reason: str = "", **d: Any
-) -> None:
-    try:
-        event = _event(action, resource, outcome, reason, **d)
-    except ImportError:
-        print("idmz: warning: audit log unavailable; CA action not recorded", file=sys.stderr)
-        return
-    _record(home, [event])
-
-
 # -- commands -----------------------------------------------------------------------------
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
     from pki.local import init_local_ca
 
-    home = _home(args).ensure()
-    passphrase = _passphrase(home, create=True)
+    home = ctx.home_of(args).ensure()
+    passphrase = ctx.passphrase(home, create=True)
     paths = init_local_ca(
         home.ca_dir,
         passphrase=passphrase,
         organization=args.organization,
-        now=_now(),
+        now=ctx.now(),
         key_type=args.key_type,
         root_validity=timedelta(days=args.root_days),
         issuing_validity=timedelta(days=args.issuing_days),
@@ -215,17 +64,17 @@ def _cmd_init(args: argparse.Namespace) -> int:
         )
     else:
         print(f"created issuing CA {paths.issuing_cert}; chain {paths.chain}; CRL {paths.crl_pem}")
-    print(f"root fingerprint (sha256) {_fingerprint_file(paths.root_cert)}")
+    print(f"root fingerprint (sha256) {ctx.fingerprint_file(paths.root_cert)}")
     return 0
 
 
 def _cmd_intermediate_request(args: argparse.Namespace) -> int:
     from pki.local import create_intermediate_request
 
-    home = _home(args).ensure()
+    home = ctx.home_of(args).ensure()
     data = create_intermediate_request(
         home.ca_dir,
-        passphrase=_passphrase(home, create=True),
+        passphrase=ctx.passphrase(home, create=True),
         organization=args.organization,
         key_type=args.key_type,
     )
@@ -239,12 +88,12 @@ def _cmd_intermediate_request(args: argparse.Namespace) -> int:
 def _cmd_sign_intermediate(args: argparse.Namespace) -> int:
     from pki.local import sign_intermediate
 
-    home = _home(args)
+    home = ctx.home_of(args)
     cert = sign_intermediate(
         home.ca_dir,
-        passphrase=_passphrase(home, create=False),
-        unverified_csr=_read_input(args.csr),
-        now=_now(),
+        passphrase=ctx.passphrase(home, create=False),
+        unverified_csr=ctx.read_input(args.csr),
+        now=ctx.now(),
         validity=timedelta(days=args.days),
     )
     Path(args.out).write_bytes(cert)
@@ -256,16 +105,16 @@ def _cmd_sign_intermediate(args: argparse.Namespace) -> int:
 def _cmd_install_intermediate(args: argparse.Namespace) -> int:
     from pki.local import install_intermediate
 
-    home = _home(args)
+    home = ctx.home_of(args)
     install_intermediate(
         home.ca_dir,
-        passphrase=_passphrase(home, create=False),
-        cert_pem=_read_input(args.cert),
-        root_pem=_read_input(args.root),
-        now=_now(),
+        passphrase=ctx.passphrase(home, create=False),
+        cert_pem=ctx.read_input(args.cert),
+        root_pem=ctx.read_input(args.root),
+        now=ctx.now(),
     )
     print(f"installed issuing CA in {home.ca_dir}")
-    print(f"root fingerprint (sha256) {_fingerprint_file(home.ca_dir / 'root.pem')}")
+    print(f"root fingerprint (sha256) {ctx.fingerprint_file(home.ca_dir / 'root.pem')}")
     return 0
 
 
@@ -274,18 +123,20 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     from pki.errors import PKIError
     from pki.profiles import ProfileName, parse_subject
 
-    home = _home(args)
+    home = ctx.home_of(args)
     profile = ProfileName(args.profile)
     subject = parse_subject(profile, args.identity)
-    csr = _read_input(args.csr)
+    csr = ctx.read_input(args.csr)
     validity = timedelta(days=args.days) if args.days is not None else None
-    with _authority(args) as ca:
+    with ctx.authority(args) as ca:
         try:
-            issued = ca.issue(csr, subject, profile=profile, now=_now(), validity=validity)
+            issued = ca.issue(csr, subject, profile=profile, now=ctx.now(), validity=validity)
         except PKIError as exc:
-            _audit(home, "pki.cert.issued", subject.path, "denied", str(exc), profile=profile.value)
+            ctx.audit(
+                home, "pki.cert.issued", subject.path, "denied", str(exc), profile=profile.value
+            )
             raise
-    _audit(
+    ctx.audit(
         home,
         "pki.cert.issued",
         issued.serial_hex,
@@ -296,9 +147,9 @@ def _cmd_issue(args: argparse.Namespace) -> int:
         not_after=issued.not_after.isoformat(),
         backend=args.backend,
     )
-    _write_public(Path(args.out), issued.leaf_pem())
+    ctx.write_public(Path(args.out), issued.leaf_pem())
     if args.chain_out:
-        _write_public(Path(args.chain_out), issued.chain_pem())
+        ctx.write_public(Path(args.chain_out), issued.chain_pem())
     print(
         f"issued {profile} certificate {format_serial(issued.serial)} for {subject.path}, "
         f"valid until {issued.not_after:%Y-%m-%d %H:%M}Z; wrote {args.out}"
@@ -309,40 +160,41 @@ def _cmd_issue(args: argparse.Namespace) -> int:
 def _cmd_revoke(args: argparse.Namespace) -> int:
     from pki.authority import RevocationReason, format_serial, parse_serial
 
-    home = _home(args)
+    home = ctx.home_of(args)
     try:
         serial = parse_serial(args.serial)
     except ValueError as exc:
-        raise CAUsageError(str(exc)) from exc
+        raise ctx.CAUsageError(str(exc)) from exc
     reason = RevocationReason(args.reason)
-    with _authority(args) as ca:
-        record = ca.revoke(serial, reason, now=_now())
+    with ctx.authority(args) as ca:
+        record = ca.revoke(serial, reason, now=ctx.now())
     if record.already_revoked:
         print(
             f"{format_serial(serial)} was already revoked at {record.revoked_at:%Y-%m-%d %H:%M}Z "
             f"({record.reason}); the first revocation stands"
         )
         return 0
-    _audit(home, "pki.cert.revoked", format_serial(serial), "success", reason.value)
+    ctx.audit(home, "pki.cert.revoked", format_serial(serial), "success", reason.value)
     print(f"revoked {format_serial(serial)} ({reason}); CRL regenerated")
     return 0
 
 
 def _cmd_crl(args: argparse.Namespace) -> int:
-    home = _home(args)
+    home = ctx.home_of(args)
     out_dir = Path(args.out_dir) if args.out_dir else None
+    from pki.health import crl_number
     from pki.local import LocalCA
 
-    with _authority(args) as ca:
+    with ctx.authority(args) as ca:
         while True:
-            now = _now()
+            now = ctx.now()
             bundle = ca.publish_crl(now=now) if isinstance(ca, LocalCA) else ca.current_crl(now=now)
-            number = _crl_number(bundle.crl)
+            number = crl_number(bundle.crl)
             if out_dir is not None:
                 out_dir.mkdir(parents=True, exist_ok=True)
-                _write_public(out_dir / "crl.pem", bundle.pem)
-                _write_public(out_dir / "crl.der", bundle.der)
-            _audit(
+                ctx.write_public(out_dir / "crl.pem", bundle.pem)
+                ctx.write_public(out_dir / "crl.der", bundle.der)
+            ctx.audit(
                 home,
                 "pki.crl.published",
                 f"crl/{number}",
@@ -364,163 +216,83 @@ def _cmd_fingerprint(args: argparse.Namespace) -> int:
     if args.backend == "vault":
         from pki.authority import fingerprint_sha256
 
-        with _authority(args) as ca:
+        with ctx.authority(args) as ca:
             print(fingerprint_sha256(ca.ca_chain()[-1]))
         return 0
-    print(_fingerprint_file(_home(args).ca_dir / "root.pem"))
+    print(ctx.fingerprint_file(ctx.home_of(args).ca_dir / "root.pem"))
     return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from pki.authority import fingerprint_sha256
-    from pki.profiles import PROFILES as SPECS
-    from pki.profiles import ProfileName
+    from pki.health import ca_health
+    from pki.local import LocalCA
 
-    home = _home(args)
-    now = _now()
-    with _authority(args) as ca:
-        issuing, root = ca.ca_chain()[0], ca.ca_chain()[-1]
-        report: dict[str, Any] = {
-            "backend": args.backend,
-            "root": _cert_info(root, now) | {"fingerprint": fingerprint_sha256(root)},
-            "issuing": _cert_info(issuing, now),
-        }
-        from pki.local import LocalCA
-
+    now = ctx.now()
+    counts = None
+    with ctx.authority(args) as ca:
+        crl = ca.current_crl(now=now)
         if isinstance(ca, LocalCA):
             counts = ca.ledger.counts(now)
-            report["certificates"] = {
-                "issued": counts.issued,
-                "revoked": counts.revoked,
-                "active": counts.active,
-            }
-            crl = ca.current_crl(now=now)
-            report["crl"] = {
-                "number": _crl_number(crl.crl),
-                "entries": len(crl.crl),
-                "next_update": crl.next_update.isoformat(),
-                "path": str(home.ca_dir / "crl.pem"),
-            }
-    # Vault's cliff (#13193): issuance fails once the issuing CA expires sooner than a
-    # certificate's validity. Say when that begins, before it does.
-    device_days = SPECS[ProfileName.DEVICE].default_validity
-    cliff = issuing.not_valid_after_utc - device_days
-    warnings = []
-    if cliff - now < timedelta(days=30):
-        warnings.append(
-            f"the issuing CA expires {issuing.not_valid_after_utc:%Y-%m-%d}: {device_days.days}-day "
-            f"device certificates cannot be issued after {cliff:%Y-%m-%d}; renew the issuing CA"
-        )
-    report["device_issuance_until"] = cliff.isoformat()
-    report["warnings"] = warnings
+        health = ca_health(ca.ca_chain(), now=now, crl=crl)
+    report: dict[str, Any] = {
+        "backend": args.backend,
+        "root": _cert_report(health.root),
+        "issuing": _cert_report(health.issuing),
+        "device_issuance_until": health.device_issuance_until.isoformat(),
+        "crl": {
+            "number": health.crl_number,
+            "entries": health.crl_entries,
+            "next_update": health.crl_next_update.isoformat() if health.crl_next_update else None,
+        },
+        "warnings": list(health.warnings),
+    }
+    if counts is not None:
+        report["certificates"] = {
+            "issued": counts.issued,
+            "revoked": counts.revoked,
+            "active": counts.active,
+        }
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
         return 0
-    print(f"backend   {report['backend']}")
+    print(f"backend   {args.backend}")
     for role in ("root", "issuing"):
         info = report[role]
-        print(
-            f"{role:<9} {info['subject']}  valid until {info['not_after']} ({info['days_left']} days)"
-        )
-    print(f"pin       sha256 {report['root']['fingerprint']}")
-    if "certificates" in report:
-        c = report["certificates"]
-        print(f"issued    {c['issued']} (active {c['active']}, revoked {c['revoked']})")
-        print(
-            f"crl       #{report['crl']['number']}, {report['crl']['entries']} entries, next update {report['crl']['next_update']}"
-        )
-    for warning in warnings:
+        print(f"{role:<9} {info['subject']}, until {info['not_after']} ({info['days_left']} days)")
+    print(f"pin       sha256 {health.root.fingerprint}")
+    if counts is not None:
+        print(f"issued    {counts.issued} (active {counts.active}, revoked {counts.revoked})")
+    print(
+        f"crl       #{health.crl_number}, {health.crl_entries} entries, next update {health.crl_next_update}"
+    )
+    for warning in health.warnings:
         print(f"warning   {warning}")
     return 0
 
 
-def _cmd_list(args: argparse.Namespace) -> int:
-    from pki.authority import format_serial
+def _cert_report(cert: Any) -> dict[str, Any]:
+    return {
+        "subject": cert.subject,
+        "not_after": cert.not_after.isoformat(),
+        "days_left": cert.days_left,
+        "fingerprint": cert.fingerprint,
+    }
 
-    home = _home(args)
-    now = _now()
-    with _local(home) as ca:
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    now = ctx.now()
+    with ctx.local(ctx.home_of(args)) as ca:
         entries = ca.ledger.entries(subject=args.identity, revoked_only=args.revoked)
-    rows: list[dict[str, Any]] = [
-        {
-            "serial": format_serial(e.serial),
-            "subject": e.subject,
-            "profile": e.profile,
-            "fingerprint": e.fingerprint,
-            "issued_at": e.issued_at.isoformat(),
-            "not_after": e.not_after.isoformat(),
-            "status": "revoked" if e.revoked_at else ("expired" if e.not_after <= now else "valid"),
-            "revoked_at": e.revoked_at.isoformat() if e.revoked_at else None,
-            "reason": e.reason.value if e.reason else None,
-        }
-        for e in entries
-    ]
+    rows = [entry.as_dict(now) for entry in entries]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     for r in rows:
         print(
-            f"{r['serial']}  {r['status']:<8} {r['profile']:<12} {r['not_after'][:10]}  {r['subject']}"
+            f"{r['serial']}  {r['status']:<8} {r['profile']:<12} {(r['not_after'] or '')[:10]}  {r['subject']}"
         )
     print(f"{len(rows)} certificate(s)", file=sys.stderr)
     return 0
-
-
-# -- helpers ------------------------------------------------------------------------------
-
-
-def _read_input(path: str) -> bytes:
-    try:
-        return sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-    except OSError as exc:
-        raise CAUsageError(f"cannot read {path}: {exc.strerror}") from exc
-
-
-def _write_public(path: Path, data: bytes) -> None:
-    """Certificates and CRLs are public: 0644, replaced atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
-def _fingerprint_file(path: Path) -> str:
-    from pki.authority import fingerprint_sha256
-    from pki.files import load_ca_certificate
-
-    return fingerprint_sha256(load_ca_certificate(path))
-
-
-def _cert_info(cert: Any, now: datetime) -> dict[str, Any]:
-    return {
-        "subject": cert.subject.rfc4514_string(),
-        "not_after": cert.not_valid_after_utc.isoformat(),
-        "days_left": (cert.not_valid_after_utc - now).days,
-    }
-
-
-def _crl_number(crl: Any) -> int:
-    from cryptography import x509
-
-    try:
-        return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
-    except x509.ExtensionNotFound:
-        return 0
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive; found {text}")
-    return value
-
-
-def _days(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"days must be positive; found {text}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
@@ -539,8 +311,8 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
     p.add_argument("--organization", default="idmz", help="O= in the CA names (default: idmz)")
     p.add_argument("--key-type", choices=KEY_TYPES, default="ec-p256")
     p.add_argument("--root-only", action="store_true", help="create only the root (offline root)")
-    p.add_argument("--root-days", type=_days, default=3650)
-    p.add_argument("--issuing-days", type=_days, default=1825)
+    p.add_argument("--root-days", type=ctx.days, default=3650)
+    p.add_argument("--issuing-days", type=ctx.days, default=1825)
 
     p = add(
         "intermediate-request",
@@ -556,7 +328,7 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
     )
     p.add_argument("--csr", required=True, help="the issuing CA's CSR (PEM), or - for stdin")
     p.add_argument("--out", required=True, help="where to write the issuing CA certificate")
-    p.add_argument("--days", type=_days, default=1825)
+    p.add_argument("--days", type=ctx.days, default=1825)
 
     p = add(
         "install-intermediate",
@@ -576,7 +348,7 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
         help="identity path (device/consumer/signer) or server names a,b,ip",
     )
     p.add_argument("--profile", choices=PROFILES, default="device")
-    p.add_argument("--days", type=_days, help="validity (default: the profile's)")
+    p.add_argument("--days", type=ctx.days, help="validity (default: the profile's)")
     p.add_argument("--out", required=True, help="where to write the certificate (PEM)")
     p.add_argument("--chain-out", help="where to write the issuing chain (PEM, root excluded)")
 
@@ -589,7 +361,7 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
     p = add("crl", _cmd_crl, "publish a signed CRL (PEM and DER) with nextUpdate", backend=True)
     p.add_argument("--out-dir", help="also copy crl.pem and crl.der here")
     p.add_argument("--watch", action="store_true", help="keep regenerating every --interval")
-    p.add_argument("--interval", type=_positive, default=3600.0, help="seconds (default 3600)")
+    p.add_argument("--interval", type=ctx.positive, default=3600.0, help="seconds (default 3600)")
 
     p = add(
         "fingerprint", _cmd_fingerprint, "print the root's SHA-256 fingerprint (hex)", backend=True

@@ -126,3 +126,14 @@ def test_serials_are_accepted_in_openssl_vault_and_hex_forms(text: str) -> None:
 def test_malformed_serials_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="serial"):
         parse_serial(text)
+
+
+def test_a_revocation_by_another_process_is_seen_by_current_crl_at_once(local_ca: CAFixture) -> None:
+    # The provisioning service holds a LocalCA open; the operator revokes with `idmz ca revoke`.
+    service = LocalCA.open(local_ca.dir, passphrase=PASSPHRASE)
+    service.current_crl(now=local_ca.now)
+    serial = issue(local_ca)
+    local_ca.ca.revoke(serial, RevocationReason.KEY_COMPROMISE, now=local_ca.now)
+    crl = service.current_crl(now=local_ca.now).crl
+    assert crl.get_revoked_certificate_by_serial_number(serial) is not None
+    service.close()

@@ -1,0 +1,202 @@
+"""Settings, state and side effects behind `idmz ca`: the passphrase, the Vault settings, the CA
+backend, audit records and the files the commands write. Only `idmz` reads env and files."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tomllib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from idmz.home import Home, generate_secret_file, load_secret, read_secret_file, resolve_home
+
+if TYPE_CHECKING:
+    from audit.events import AuditEvent
+    from pki.authority import CertificateAuthority
+    from pki.local import LocalCA
+
+PASSPHRASE_VAR = "IDMZ_CA_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
+PASSPHRASE_FILE = "passphrase"  # noqa: S105 - a file name
+VAULT_TOML = "vault.toml"
+
+
+class CAUsageError(Exception):
+    """The command line asked for something impossible (exit code 2)."""
+
+
+# -- settings -----------------------------------------------------------------------------
+
+
+def home_of(args: argparse.Namespace) -> Home:
+    return resolve_home(args.home)
+
+
+def passphrase(home: Home, *, create: bool) -> bytes:
+    default = home.ca_dir / PASSPHRASE_FILE
+    value = load_secret(PASSPHRASE_VAR, default_file=default)
+    if value is not None:
+        return value
+    if not create:
+        raise CAUsageError(
+            f"no CA passphrase: set {PASSPHRASE_VAR}_FILE (a 0600 file) or {PASSPHRASE_VAR}, "
+            f"or keep the generated {default}"
+        )
+    value = generate_secret_file(default)
+    print(
+        f"idmz: generated a random CA passphrase into {default} (mode 0600); back it up "
+        f"separately from the CA keys, or set {PASSPHRASE_VAR}_FILE next time",
+        file=sys.stderr,
+    )
+    return value
+
+
+def vault_settings(home: Home) -> dict[str, Any]:
+    """Vault settings: ``<home>/ca/vault.toml`` overridden by ``VAULT_*`` variables."""
+    settings: dict[str, Any] = {}
+    toml_path = home.ca_dir / VAULT_TOML
+    if toml_path.exists():
+        with toml_path.open("rb") as fh:
+            settings.update(tomllib.load(fh))
+    env: Mapping[str, str] = os.environ
+    for key, var in (
+        ("url", "VAULT_ADDR"),
+        ("mount", "VAULT_PKI_MOUNT"),
+        ("role", "VAULT_PKI_ROLE"),
+        ("role_id", "VAULT_ROLE_ID"),
+        ("namespace", "VAULT_NAMESPACE"),
+        ("ca_bundle", "VAULT_CACERT"),
+    ):
+        if env.get(var):
+            settings[key] = env[var]
+    secret = load_secret("VAULT_SECRET_ID")
+    if secret is not None:
+        settings["secret_id"] = secret.decode()
+    elif "secret_id_file" in settings:
+        settings["secret_id"] = read_secret_file(Path(settings.pop("secret_id_file"))).decode()
+    return settings
+
+
+@contextmanager
+def authority(args: argparse.Namespace) -> Iterator[CertificateAuthority]:
+    home = home_of(args)
+    if getattr(args, "backend", "local") == "vault":
+        from pki.vault import VaultCA, VaultConfig
+
+        vault = VaultCA.connect(VaultConfig.from_mapping(vault_settings(home)))
+        try:
+            yield vault
+        finally:
+            vault.close()
+        return
+    with local(home) as ca:
+        yield ca
+
+
+@contextmanager
+def local(home: Home) -> Iterator[LocalCA]:
+    from pki.local import LocalCA
+
+    ca = LocalCA.open(home.ca_dir, passphrase=passphrase(home, create=False))
+    try:
+        yield ca
+    finally:
+        ca.close()
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- audit --------------------------------------------------------------------------------
+
+
+def record(home: Home, events: list[AuditEvent]) -> None:
+    """Append ``events`` to the audit log under ``<home>/audit`` (durable before we return)."""
+    try:
+        from audit.log import AuditLog
+    except ImportError:  # the audit package's log has not landed in this build
+        print("idmz: warning: audit log unavailable; CA action not recorded", file=sys.stderr)
+        return
+    origin = os.environ.get("IDMZ_AUDIT_ORIGIN") or audit_origin(home)
+    with AuditLog.open(home.audit_dir, origin=origin, background_checkpoints=False) as log:
+        for event in events:
+            log.record(event)
+
+
+def audit_origin(home: Home) -> str:
+    """Reuse the origin the log was created with (first line of its verifier key)."""
+    vkey = home.audit_dir / "checkpoint.vkey"
+    if vkey.exists():
+        name = vkey.read_text().split("+", 1)[0].strip()
+        if name:
+            return name
+    return "idmz/audit"
+
+
+def make_event(action: str, resource: str, outcome: str, reason: str = "", **details: Any) -> Any:
+    from audit.events import AuditEvent, Outcome
+
+    actor = os.environ.get("USER") or "operator"
+    return AuditEvent(
+        actor=f"operator:{actor}",
+        action=action,
+        resource=resource,
+        outcome=Outcome(outcome),
+        reason=reason,
+        zone="idmz",
+        details={k: v for k, v in details.items() if v is not None},
+    )
+
+
+def audit(home: Home, action: str, resource: str, outcome: str, reason: str = "", **d: Any) -> None:
+    try:
+        event = make_event(action, resource, outcome, reason, **d)
+    except ImportError:
+        print("idmz: warning: audit log unavailable; CA action not recorded", file=sys.stderr)
+        return
+    record(home, [event])
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def read_input(path: str) -> bytes:
+    try:
+        return sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise CAUsageError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def write_public(path: Path, data: bytes) -> None:
+    """Certificates and CRLs are public: 0644, replaced atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def fingerprint_file(path: Path) -> str:
+    from pki.authority import fingerprint_sha256
+    from pki.files import load_ca_certificate
+
+    return fingerprint_sha256(load_ca_certificate(path))
+
+
+def positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive; found {text}")
+    return value
+
+
+def days(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"days must be positive; found {text}")
+    return value
