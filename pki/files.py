@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -83,3 +84,16 @@ def load_ca_certificate(path: Path) -> x509.Certificate:
         raise ConfigError(f"CA certificate {path} is missing; run `idmz ca init` first") from exc
     except ValueError as exc:
         raise ConfigError(f"CA certificate {path} is not a PEM certificate") from exc
+
+
+def require_owner_only(path: Path) -> None:
+    """A CA key file must not be readable by group or others, even though it is encrypted: its
+    exposure turns a passphrase leak into a CA compromise, and drifted modes hint at tampering."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"CA key {path} is missing") from exc
+    if mode & 0o077:
+        raise ConfigError(
+            f"CA key {path} must be readable by its owner only (0600); found {mode:04o}"
+        )

@@ -44,7 +44,7 @@ from pki.builder import (
 from pki.crl import build_crl
 from pki.csr import verify_csr
 from pki.errors import ConfigError, CSRError, IssuanceRefusedError, KeyStoreError
-from pki.files import CAPaths
+from pki.files import CAPaths, require_owner_only
 from pki.files import load_ca_certificate as _load_cert
 from pki.files import require_aware as _require_aware
 from pki.files import write_atomic as _write_atomic
@@ -162,6 +162,7 @@ def sign_intermediate(
             f"an issuing CA valid until {now + validity:%Y-%m-%d} would outlive the root "
             f"(valid until {root.not_valid_after_utc:%Y-%m-%d}); request a shorter validity"
         )
+    require_owner_only(paths.root_key)
     root_key = load_private_key(paths.root_key, passphrase)
     cert = build_intermediate(
         public_key=key, name=csr.subject, root=root, root_key=root_key, now=now, validity=validity
@@ -242,6 +243,7 @@ class LocalCA:
         paths = CAPaths(ca_dir)
         issuing = _load_cert(paths.issuing_cert)
         root = _load_cert(paths.root_cert)
+        require_owner_only(paths.issuing_key)
         key = load_private_key(paths.issuing_key, passphrase)
         if key.public_key() != issuing.public_key():
             raise KeyStoreError(f"{paths.issuing_key} does not belong to {paths.issuing_cert}")

@@ -523,3 +523,70 @@ def test_issue_through_the_vault_backend(
         assert code == 0 and fake.issued[serial].revoked_at is not None
         code, out, _ = idmz(capsys, home, "ca", "fingerprint", "--backend", "vault")
         assert code == 0 and len(out.strip()) == 64
+
+
+def test_a_ca_key_whose_mode_drifted_is_refused(
+    ready: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (ready / "ca" / "issuing.key.pem").chmod(0o644)
+    _, csr = openssl_csr(tmp_path)
+    code, _, err = idmz(
+        capsys,
+        ready,
+        "ca",
+        "issue",
+        "--csr",
+        str(csr),
+        "--identity",
+        DEVICE.path,
+        "--out",
+        str(tmp_path / "c.pem"),
+    )
+    assert code == 2 and "0600" in err and "0644" in err
+
+
+def test_vault_settings_from_toml_with_a_secret_file(
+    tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support.vault_server import FakeVault, VaultTestServer, idmz_roles
+
+    for var in (
+        "VAULT_ROLE_ID",
+        "VAULT_SECRET_ID",
+        "VAULT_SECRET_ID_FILE",
+        "VAULT_PKI_MOUNT",
+        "VAULT_PKI_ROLE",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    fake = FakeVault()
+    idmz_roles(fake)
+    secret = tmp_path / "secret-id"
+    secret.write_text(fake.secret_id)
+    secret.chmod(0o600)
+    with VaultTestServer(fake) as server:
+        (home / "ca").mkdir(parents=True)
+        (home / "ca" / "vault.toml").write_text(
+            f'url = "{server.url}"\nrole_id = "{fake.role_id}"\nsecret_id_file = "{secret}"\n'
+            'mount = "pki"\nrole = "idmz-device"\n[roles]\nserver = "idmz-server"\n'
+        )
+        _, csr = openssl_csr(tmp_path)
+        code, _, err = idmz(
+            capsys,
+            home,
+            "ca",
+            "issue",
+            "--backend",
+            "vault",
+            "--profile",
+            "server",
+            "--csr",
+            str(csr),
+            "--identity",
+            "relay.plant1.example,127.0.0.1",
+            "--out",
+            str(tmp_path / "s.pem"),
+        )
+        assert code == 0, err
+        code, out, err = idmz(capsys, home, "ca", "status", "--backend", "vault", "--json")
+        assert code == 0, err
+        assert json.loads(out)["crl"]["entries"] == 0

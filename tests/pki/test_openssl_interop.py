@@ -102,3 +102,25 @@ def test_openssl_reads_the_crl_signature_next_update_and_reason(
         "crl", "-inform", "DER", "-in", str(local_ca.dir / "crl.der"), "-noout", "-crlnumber"
     )
     assert der.returncode == 0 and der.stdout.startswith("crlNumber=")
+
+
+def test_p384_ca_signs_with_sha384_and_openssl_agrees(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from pki.local import LocalCA, init_local_ca
+    from tests.pki.conftest import PASSPHRASE
+
+    now = datetime.now(UTC)
+    init_local_ca(
+        tmp_path / "ca", passphrase=PASSPHRASE, organization="acme", now=now, key_type="ec-p384"
+    )
+    ca = LocalCA.open(tmp_path / "ca", passphrase=PASSPHRASE)
+    issued = ca.issue(make_csr(), DEVICE, profile=ProfileName.DEVICE, now=now)
+    ca.close()
+    assert issued.certificate.signature_hash_algorithm is not None
+    assert issued.certificate.signature_hash_algorithm.name == "sha384"
+    leaf = tmp_path / "leaf.pem"
+    leaf.write_bytes(issued.leaf_pem())
+    fx = CAFixture(tmp_path / "ca", ca, now)
+    result = verify(fx, leaf)
+    assert result.returncode == 0, result.stdout + result.stderr

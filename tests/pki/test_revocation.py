@@ -6,6 +6,8 @@ from datetime import timedelta
 
 import pytest
 from cryptography import x509
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pki.authority import RevocationReason, parse_serial
 from pki.errors import IssuanceRefusedError
@@ -128,7 +130,9 @@ def test_malformed_serials_are_refused(text: str) -> None:
         parse_serial(text)
 
 
-def test_a_revocation_by_another_process_is_seen_by_current_crl_at_once(local_ca: CAFixture) -> None:
+def test_a_revocation_by_another_process_is_seen_by_current_crl_at_once(
+    local_ca: CAFixture,
+) -> None:
     # The provisioning service holds a LocalCA open; the operator revokes with `idmz ca revoke`.
     service = LocalCA.open(local_ca.dir, passphrase=PASSPHRASE)
     service.current_crl(now=local_ca.now)
@@ -137,3 +141,12 @@ def test_a_revocation_by_another_process_is_seen_by_current_crl_at_once(local_ca
     crl = service.current_crl(now=local_ca.now).crl
     assert crl.get_revoked_certificate_by_serial_number(serial) is not None
     service.close()
+
+
+@given(st.integers(min_value=1, max_value=2**159))
+def test_every_serial_round_trips_through_hex_and_vault_forms(serial: int) -> None:
+    from pki.authority import format_serial
+    from pki.vault import vault_serial
+
+    assert parse_serial(format_serial(serial)) == serial
+    assert parse_serial(vault_serial(serial)) == serial
