@@ -10,6 +10,7 @@ forwarded would have arrived before it. Under MQTT 5 the refusal is observable d
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ PRESS_2 = "acme/plant1/stamping/line1/cell1/press-02"
 VIB_1 = "acme/plant1/stamping/line1/cell3/vib-01"  # class sensor-gateway
 LINE2_PRESS = "acme/plant1/stamping/line2/cell1/press-01"  # outside the MES consumer's prefix
 UNREGISTERED = "acme/plant1/stamping/line1/cell1/press-99"
+REVOKED = "acme/plant1/stamping/line1/cell2/press-07"  # registered, then revoked
 
 
 @dataclass
@@ -49,13 +51,17 @@ def plant(policy: Policy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     tmp = tmp_path_factory.mktemp("brokers")
     pki = make_test_pki(tmp / "pki")
     server = pki.server()
-    creds = {p: pki.device(p) for p in (PRESS_1, PRESS_2, VIB_1, LINE2_PRESS, UNREGISTERED)}
+    creds = {
+        p: pki.device(p) for p in (PRESS_1, PRESS_2, VIB_1, LINE2_PRESS, UNREGISTERED, REVOKED)
+    }
     for c in ("acme/it/idmz-relay", "acme/it/historian", "acme/it/mes", "acme/it/intruder"):
         creds[c] = pki.consumer(c)
     tls = TlsFiles(str(pki.cafile), str(server.cert), str(server.key), str(pki.crlfile))
     ot_port, it_port = free_port(), free_port()
     registry = Registry(
-        devices=tuple(DeviceIdentity.parse(p) for p in (PRESS_1, PRESS_2, VIB_1, LINE2_PRESS)),
+        devices=tuple(
+            DeviceIdentity.parse(p) for p in (PRESS_1, PRESS_2, VIB_1, LINE2_PRESS, REVOKED)
+        ),
         consumers=(ConsumerIdentity.parse("acme/it/historian"),),
     )
 
@@ -198,3 +204,35 @@ def test_consumer_outside_its_prefix_and_unknown_consumers_receive_nothing(plant
     finally:
         for s in (mes, intruder):
             s.stop()
+
+
+def test_tls_below_1_2_is_refused_by_the_rendered_listener(plant) -> None:
+    # Force an old client: OpenSSL 3 refuses TLS 1.1 itself above security level 0.
+    result = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{plant.ot.port}", "-tls1_1",
+         "-cipher", "DEFAULT@SECLEVEL=0", "-CAfile", str(plant.pki.cafile)],
+        input="", capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "Cipher is (NONE)" in result.stdout  # no session was negotiated
+    modern = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{plant.ot.port}", "-tls1_2",
+         "-CAfile", str(plant.pki.cafile)],
+        input="", capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert "Cipher is (NONE)" not in modern.stdout
+    assert "TLSv1.2" in modern.stdout
+
+
+def test_revoked_device_is_refused_after_the_crl_is_reloaded(plant, relay_on_ot) -> None:
+    creds = plant.creds[REVOKED]
+    assert publish(plant.ot, creds, f"{REVOKED}/status", "before", v5=True).returncode == 0
+    plant.pki.revoke(creds)
+    plant.ot_broker.reload()  # SIGHUP: Mosquitto re-reads crlfile for new handshakes
+
+    def refused() -> bool:
+        return publish(plant.ot, creds, f"{REVOKED}/status", "after-revocation").returncode != 0
+
+    assert wait_until(refused, 60), plant.ot_broker.log()[-2000:]
+    _sentinel(plant, relay_on_ot, "sentinel-revoked")
+    assert not any(line.endswith(" after-revocation") for line in relay_on_ot.lines())

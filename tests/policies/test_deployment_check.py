@@ -286,3 +286,33 @@ def test_text_report_names_rule_file_line_and_fix(deploy, capsys) -> None:
     assert (
         "auth.anonymous" in out and "ot-broker.conf:" in out and "fix:" in out and "FAILED" in out
     )
+
+
+@pytest.mark.integration
+def test_cli_rendered_deployment_starts_mosquitto(pki, server, tmp_path, capsys) -> None:
+    from tests.support.mosquitto import start_broker
+    from tests.support.net import free_port
+
+    devices = tmp_path / "devices.json"
+    devices.write_text(json.dumps({"devices": ["acme/plant1/stamping/line1/cell1/press-01"]}))
+    out, ot_port, it_port = tmp_path / "deploy", free_port(), free_port()
+    args = ["policy", "render", "--policy", str(PLANT_POLICY), "--devices", str(devices), "--out", str(out),
+            "--ot-port", str(ot_port), "--it-port", str(it_port), "--bind", "127.0.0.1", "--run-as-user", "root",
+            "--cafile", str(pki.cafile), "--crlfile", str(pki.crlfile)]  # fmt: skip
+    for zone in ("ot", "it"):
+        args += [f"--{zone}-cert", str(server.cert), f"--{zone}-key", str(server.key)]
+    assert main(args) == 0
+    brokers = []
+    try:
+        for zone, port in (("ot", ot_port), ("it", it_port)):
+            brokers.append(
+                start_broker(
+                    (out / f"{zone}-broker.conf").read_text(), port, tmp_path / zone, name=zone
+                )
+            )
+        assert all(b.process.poll() is None for b in brokers)
+    finally:
+        for b in brokers:
+            b.stop()
+    capsys.readouterr()
+    assert check(out, capsys)[0] == 0

@@ -50,7 +50,7 @@ def _only_legal_topic(policy, device: DeviceIdentity, topic: str) -> bool:
     return topic in {f"{device.path}/{sub}" for sub in policy.device_classes[cls].publish}
 
 
-@settings(max_examples=3000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=1500, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data(), device=devices, other=devices)
 def test_no_identity_is_authorized_beyond_its_own_class_topics(policy, data, device, other) -> None:
     topic = data.draw(hostile_topics(device, other))
@@ -84,3 +84,27 @@ def test_it_consumers_can_never_publish(policy, consumer, topic) -> None:
 @given(device=devices, topic=st.text(max_size=80))
 def test_devices_can_never_subscribe(policy, device, topic) -> None:
     assert not evaluate(policy, device, Action.SUBSCRIBE, topic).allowed
+
+
+@settings(max_examples=800, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    consumer=consumers,
+    levels=st.lists(
+        st.one_of(
+            label, st.sampled_from(["+", "#", "acme", "plant1", "stamping", "line1", *NASTY])
+        ),
+        max_size=8,
+    ),
+    share=st.booleans(),
+)
+def test_consumer_is_never_granted_a_filter_outside_its_prefixes(
+    policy, consumer, levels, share
+) -> None:
+    topic_filter = "/".join(levels)
+    asked = f"$share/g/{topic_filter}" if share else topic_filter
+    decision = evaluate(policy, consumer, Action.SUBSCRIBE, asked)
+    if decision.allowed:
+        rule = policy.consumers[consumer.name]
+        assert any(tuple(levels[: len(p.levels)]) == p.levels for p in rule.subscribe), asked
+        assert topic_filter.isascii() and topic_filter == topic_filter.lower()
+        assert not topic_filter.startswith("$") and "\x00" not in topic_filter

@@ -29,6 +29,7 @@ class ClientCredentials:
     name: str
     cert: Path
     key: Path
+    serial: int
 
 
 @dataclass
@@ -58,7 +59,7 @@ class PKIFixture:
         (out / "cert.pem").write_bytes(issued.leaf_pem())
         (out / "key.pem").write_bytes(private_key_pem(key, None))
         (out / "key.pem").chmod(0o600)
-        return ClientCredentials(name, out / "cert.pem", out / "key.pem")
+        return ClientCredentials(name, out / "cert.pem", out / "key.pem", issued.serial)
 
     def device(self, path: str) -> ClientCredentials:
         return self._issue(path, DeviceIdentity.parse(path), ProfileName.DEVICE, path)
@@ -69,6 +70,14 @@ class PKIFixture:
     def server(self, name: str = "broker") -> ClientCredentials:
         names = ServerName(("localhost",), (ipaddress.ip_address("127.0.0.1"),))
         return self._issue(f"server-{name}", names, ProfileName.SERVER, "localhost")
+
+    def revoke(self, creds: ClientCredentials) -> None:
+        """Revoke ``creds`` and publish the CRL (atomically replacing ``crl.pem``)."""
+        from pki.authority import RevocationReason
+
+        now = datetime.now(UTC)
+        self.ca.revoke(creds.serial, RevocationReason.KEY_COMPROMISE, now=now)
+        self.ca.publish_crl(now=now)
 
 
 def make_test_pki(directory: Path) -> PKIFixture:
