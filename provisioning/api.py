@@ -165,26 +165,36 @@ class BodyLimit:
                 await _too_large(send)
                 return
         seen = 0
-        started = False
+        exceeded = False
+        answered = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max:
+                    exceeded = True
                     raise _BodyTooLargeError
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
+        async def guarded_send(message: Message) -> None:
+            # FastAPI turns any error while reading the body into a 400; once the limit was
+            # crossed, whatever the app answers is replaced by the 413.
+            nonlocal answered
+            if exceeded:
+                if not answered and message["type"] == "http.response.start":
+                    answered = True
+                    await _too_large(send)
+                return
+            answered = answered or message["type"] == "http.response.start"
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except _BodyTooLargeError:
-            if not started:
+            if not answered:
+                answered = True
                 await _too_large(send)
 
 
@@ -276,6 +286,25 @@ class Limiters:
         )
 
 
+def _operator(role: Role) -> Callable[[Request], OperatorClaims]:
+    """A dependency: a verified operator token whose role includes ``role``."""
+
+    def check(request: Request) -> OperatorClaims:
+        state = request.app.state
+        state.admit_client(request)
+        claims: OperatorClaims = state.service.token_key.verify_operator(
+            bearer_token(request), now=state.clock()
+        )
+        if not claims.role.allows(role):
+            raise AccessDeniedError(f"{claims.operator} has role {claims.role}; {role} is needed")
+        return claims
+
+    return check
+
+
+AuditorClaims = Annotated[OperatorClaims, Depends(_operator(Role.AUDITOR))]
+OperatorRoleClaims = Annotated[OperatorClaims, Depends(_operator(Role.OPERATOR))]
+
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorOut} for s in (400, 401, 403, 413, 429, 503)
 }
@@ -362,21 +391,9 @@ def create_app(
         limiters.client.admit(address, now_s=monotonic())
         return address
 
-    def operator(role: Role) -> Callable[[Request], OperatorClaims]:
-        def check(request: Request) -> OperatorClaims:
-            admit_client(request)
-            token = bearer_token(request)
-            claims = service.token_key.verify_operator(token, now=clock())
-            if not claims.role.allows(role):
-                raise AccessDeniedError(
-                    f"{claims.operator} has role {claims.role}; {role} is needed"
-                )
-            return claims
-
-        return check
-
-    Auditor = Annotated[OperatorClaims, Depends(operator(Role.AUDITOR))]  # noqa: N806
-    Operator = Annotated[OperatorClaims, Depends(operator(Role.OPERATOR))]  # noqa: N806
+    app.state.service = service
+    app.state.clock = clock
+    app.state.admit_client = admit_client
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, str]:
@@ -421,14 +438,14 @@ def create_app(
         )
 
     @app.get("/v1/devices", tags=["operator"])
-    def devices(_: Auditor) -> list[DeviceOut]:
+    def devices(_: AuditorClaims) -> list[DeviceOut]:
         return [
             DeviceOut(path=d.path, status=d.status, device_class=d.device_class, asset=d.asset)
             for d in service.registry.devices()
         ]
 
     @app.post("/v1/devices", status_code=201, tags=["operator"])
-    def add_device(body: DeviceIn, who: Operator) -> DeviceOut:
+    def add_device(body: DeviceIn, who: OperatorRoleClaims) -> DeviceOut:
         service.add_device(
             body.path,
             operator=who.operator,
@@ -441,7 +458,7 @@ def create_app(
         return DeviceOut(path=d.path, status=d.status, device_class=d.device_class, asset=d.asset)
 
     @app.post("/v1/groups", status_code=201, tags=["operator"])
-    def add_group(body: GroupIn, who: Operator) -> GroupIn:
+    def add_group(body: GroupIn, who: OperatorRoleClaims) -> GroupIn:
         service.add_group(
             body.prefix,
             operator=who.operator,
@@ -453,7 +470,7 @@ def create_app(
         return body
 
     @app.post("/v1/tokens", status_code=201, tags=["operator"])
-    def add_token(body: TokenIn, who: Operator) -> TokenOut:
+    def add_token(body: TokenIn, who: OperatorRoleClaims) -> TokenOut:
         token, claims = service.create_enrollment_token(
             operator=who.operator,
             now=clock(),
@@ -464,7 +481,7 @@ def create_app(
         return TokenOut(token=token, token_id=claims.token_id, expires_at=claims.expires_at)
 
     @app.post("/v1/revocations", tags=["operator"])
-    def revoke(body: RevokeIn, who: Operator) -> RevokeOut:
+    def revoke(body: RevokeIn, who: OperatorRoleClaims) -> RevokeOut:
         notice = service.revoke_device(
             body.path, operator=who.operator, now=clock(), reason=body.reason
         )
@@ -473,7 +490,7 @@ def create_app(
         )
 
     @app.get("/v1/expiry", tags=["operator"])
-    def expiry(_: Auditor) -> dict[str, Any]:
+    def expiry(_: AuditorClaims) -> dict[str, Any]:
         report = scan_expiry(
             service.registry,
             now=clock(),

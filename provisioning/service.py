@@ -118,6 +118,7 @@ class ProvisioningService:
         self.issuing, self.root = chain[0], chain[-1]
         self._verifier_lock = threading.Lock()
         self._verifier: tuple[object, ChainVerifier] | None = None
+        self._grace_verifier: ChainVerifier | None = None
 
     # -- audit helpers ----------------------------------------------------------------------
 
@@ -350,11 +351,41 @@ class ProvisioningService:
                 )
             verify_at = leaf.not_valid_after_utc - timedelta(seconds=1)
         try:
-            return self.verifier(now=now).verify_device(leaf, [self.issuing], now=verify_at)
+            if verify_at == now:
+                return self.verifier(now=now).verify_device(leaf, [self.issuing], now=now)
+            return self._verify_within_grace(leaf, verify_at=verify_at, now=now)
         except RevokedCertificateError as exc:
             raise DeviceStateError(str(exc), code="revoked-certificate") from exc
         except CertificateError as exc:
             raise TokenError(f"client certificate refused: {exc}", code="bad-certificate") from exc
+
+    def _verify_within_grace(
+        self, leaf: x509.Certificate, *, verify_at: datetime, now: datetime
+    ) -> VerifiedDevice:
+        """An expired certificate inside its group's grace: the chain and profile are checked as
+        of its last valid second, revocation against today's CRL (a CRL never predates itself,
+        so the chain verifier cannot check both at one time)."""
+        with self._verifier_lock:
+            if self._grace_verifier is None:
+                self._grace_verifier = ChainVerifier(roots=[self.root], unsafe_skip_revocation=True)
+            grace_verifier = self._grace_verifier
+        peer = grace_verifier.verify_device(leaf, [self.issuing], now=verify_at)
+        crl = self._current_crl(now)
+        if not crl.is_signature_valid(self.issuing.public_key()):  # type: ignore[arg-type]
+            raise UpstreamError("the current CRL does not verify with the issuing CA key")
+        if crl.get_revoked_certificate_by_serial_number(leaf.serial_number) is not None:
+            raise RevokedCertificateError(
+                f"certificate {peer.serial_hex} ({peer.identity}) is revoked"
+            )
+        return peer
+
+    def _current_crl(self, now: datetime) -> x509.CertificateRevocationList:
+        if self._crl_file is not None:
+            try:
+                return x509.load_der_x509_crl(self._crl_file.read_bytes())
+            except (OSError, ValueError) as exc:
+                raise UpstreamError(f"cannot read the CRL {self._crl_file}") from exc
+        return self.ca.current_crl(now=now).crl
 
     def _grace_for(self, unverified_leaf: x509.Certificate) -> timedelta:
         # The name is read before verification only to look up the group's grace period;

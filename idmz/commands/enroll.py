@@ -76,7 +76,6 @@ def _usage(message: str) -> Exception:
 
 def cmd_enroll(args: argparse.Namespace) -> int:
     from provisioning import client
-    from provisioning.credentials import CredentialDir
 
     if args.offline_request:
         if not args.identity:

@@ -1,0 +1,196 @@
+"""Online enrollment with `idmz enroll`, renewal, revocation: the path the demo takes."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from cryptography import x509
+
+from tests.provisioning.conftest import DEVICE, Env
+
+IDMZ = [sys.executable, "-m", "idmz"]
+
+
+def idmz(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([*IDMZ, *map(str, args)], capture_output=True, text=True, timeout=120)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def cli_enroll(env: Env, out: Path) -> Path:
+    env.add_device()
+    idmz(
+        "enroll",
+        "--server",
+        env.url,
+        "--token",
+        env.token(),
+        "--ca-fingerprint",
+        env.fingerprint,
+        "--out",
+        out,
+    )
+    return out
+
+
+def test_idmz_enroll_writes_the_credential_directory_of_the_contract(
+    env: Env, tmp_path: Path
+) -> None:
+    env.add_device()
+    out = tmp_path / "gw"
+    idmz(
+        "enroll",
+        "--server",
+        env.url,
+        "--token",
+        env.token(),
+        "--ca-fingerprint",
+        env.fingerprint,
+        "--out",
+        out,
+    )
+    assert stat.S_IMODE((out / "key.pem").stat().st_mode) == 0o600
+    assert (out / "identity").read_text().strip() == DEVICE
+    cert = x509.load_pem_x509_certificate((out / "cert.pem").read_bytes())
+    assert cert.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value.get_values_for_type(x509.UniformResourceIdentifier) == [f"spiffe://{DEVICE}"]
+    assert (out / "ca.pem").read_bytes() == env.root_pem
+    subprocess.run(
+        [
+            "openssl",
+            "verify",
+            "-CAfile",
+            out / "ca.pem",
+            "-untrusted",
+            out / "chain.pem",
+            out / "cert.pem",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    assert env.registry.device(DEVICE).status == "enrolled"  # type: ignore[union-attr]
+    record = env.last_audit()
+    assert record["action"] == "provisioning.enroll.accepted" and record["actor"] == DEVICE
+    assert record["resource"] == format(cert.serial_number, "x")
+
+
+def test_enroll_refuses_a_server_whose_root_does_not_match_the_pin(
+    env: Env, tmp_path: Path
+) -> None:
+    env.add_device()
+    token = env.token()
+    before = env.snapshot()
+    wrong = "ab" * 32
+    result = idmz(
+        "enroll",
+        "--server",
+        env.url,
+        "--token",
+        token,
+        "--ca-fingerprint",
+        wrong,
+        "--out",
+        tmp_path / "gw",
+        check=False,
+    )
+    assert result.returncode == 1 and "refusing to trust it" in result.stderr
+    assert not (tmp_path / "gw" / "key.pem").exists()
+    assert env.snapshot() == before  # the token was never sent
+
+
+def test_renew_over_mutual_tls_replaces_key_and_certificate(env: Env, tmp_path: Path) -> None:
+    env.add_device()
+    out = tmp_path / "gw"
+    idmz(
+        "enroll",
+        "--server",
+        env.url,
+        "--token",
+        env.token(),
+        "--ca-fingerprint",
+        env.fingerprint,
+        "--out",
+        out,
+    )
+    old_cert, old_key = (out / "cert.pem").read_bytes(), (out / "key.pem").read_bytes()
+    not_due = idmz("renew", "--out", out)
+    assert "not due" in not_due.stdout and (out / "cert.pem").read_bytes() == old_cert
+    idmz("renew", "--out", out, "--force")
+    assert (out / "cert.pem").read_bytes() != old_cert and (out / "key.pem").read_bytes() != old_key
+    new = x509.load_pem_x509_certificate((out / "cert.pem").read_bytes())
+    old = x509.load_pem_x509_certificate(old_cert)
+    assert env.registry.certificate(format(old.serial_number, "x")).status == "superseded"  # type: ignore[union-attr]
+    assert env.registry.certificate(format(new.serial_number, "x")).status == "active"  # type: ignore[union-attr]
+    assert env.last_audit()["action"] == "provisioning.renew.accepted"
+
+
+def test_superseded_certificate_cannot_renew_again(env: Env, tmp_path: Path) -> None:
+    env.add_device()
+    out = tmp_path / "gw"
+    idmz(
+        "enroll",
+        "--server",
+        env.url,
+        "--token",
+        env.token(),
+        "--ca-fingerprint",
+        env.fingerprint,
+        "--out",
+        out,
+    )
+    stolen = tmp_path / "stolen"
+    stolen.mkdir()
+    for name in ("cert.pem", "key.pem", "chain.pem", "ca.pem", "identity", "server"):
+        (stolen / name).write_bytes((out / name).read_bytes())
+    idmz("renew", "--out", out, "--force")
+    before = env.snapshot()
+    result = idmz("renew", "--out", stolen, "--force", check=False)
+    assert result.returncode == 1
+    assert env.snapshot() == before
+    assert env.last_audit()["details"]["code"] == "certificate-not-current"
+
+
+def test_revoke_cuts_the_device_off_and_publishes_the_crl(env: Env, tmp_path: Path) -> None:
+    env.add_device()
+    out = tmp_path / "gw"
+    idmz(
+        "enroll",
+        "--server",
+        env.url,
+        "--token",
+        env.token(),
+        "--ca-fingerprint",
+        env.fingerprint,
+        "--out",
+        out,
+    )
+    crl_before = env.ca.paths.crl_der.read_bytes()
+    notice = env.service.revoke_device(DEVICE, operator="operator:test", now=env.now())
+    assert env.ca.paths.crl_der.read_bytes() != crl_before
+    cert = x509.load_pem_x509_certificate((out / "cert.pem").read_bytes())
+    crl = x509.load_der_x509_crl(env.ca.paths.crl_der.read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
+    assert notice.serials == (format(cert.serial_number, "x"),)
+    assert env.last_audit()["action"] == "provisioning.device.revoked"
+    check = subprocess.run(
+        [
+            "openssl",
+            "verify",
+            "-crl_check",
+            "-CAfile",
+            out / "ca.pem",
+            "-untrusted",
+            out / "chain.pem",
+            "-CRLfile",
+            env.ca.paths.crl_pem,
+            out / "cert.pem",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode != 0 and "revoked" in (check.stdout + check.stderr)
