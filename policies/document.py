@@ -19,6 +19,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
@@ -107,6 +108,21 @@ class CertificatePolicy:
     # After expiry a device may still renew with its old certificate for this long (0 = never).
     renewal_grace_days: int = 0
     expiry_alert_days: tuple[int, ...] = (30, 14, 7, 1)
+
+    def renewal_due_at(self, not_before: datetime, not_after: datetime) -> datetime:
+        """When a certificate with this lifetime should be renewed (the renewal window opens)."""
+        return not_before + (not_after - not_before) * self.renewal_window_fraction
+
+    def expiry_alert(self, not_after: datetime, now: datetime) -> int | None:
+        """The tightest alert threshold (days) the remaining lifetime has crossed, or None.
+        An expired certificate returns the smallest threshold."""
+        remaining = not_after - now
+        crossed = [d for d in self.expiry_alert_days if remaining <= timedelta(days=d)]
+        return min(crossed) if crossed else None
+
+    def renewal_accepted(self, not_after: datetime, now: datetime) -> bool:
+        """Whether a certificate may still renew itself: unexpired, or within the grace."""
+        return now <= not_after + timedelta(days=self.renewal_grace_days)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,3 +37,27 @@ def test_evaluate_checks_a_payload_file(tmp_path, capsys) -> None:
     code = main(["policy", "evaluate", "--policy", str(PLANT_POLICY), "--identity", PRESS,
                  "--topic", f"{PRESS}/status", "--payload", str(payload)])  # fmt: skip
     assert code == 0 and capsys.readouterr().out.startswith("ALLOW")
+
+
+def test_example_devices_file_renders_without_notes(tmp_path, capsys) -> None:
+    devices = PLANT_POLICY.parent / "devices.toml"
+    out = tmp_path / "deploy"
+    assert (
+        main(
+            [
+                "policy",
+                "render",
+                "--policy",
+                str(PLANT_POLICY),
+                "--devices",
+                str(devices),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert "note:" not in capsys.readouterr().out
+    assert {p.name for p in out.iterdir()} == {
+        "policy.toml", "ot-broker.conf", "ot-broker.acl", "it-broker.conf", "it-broker.acl",
+    }  # fmt: skip

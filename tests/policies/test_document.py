@@ -127,3 +127,19 @@ def test_weak_certificate_policy_is_refused(plant_text) -> None:
         load_policy(_replace(plant_text, "min_rsa_bits = 3072", "min_rsa_bits = 1024"))
     with pytest.raises(PolicyConfigError, match="strictly decreasing"):
         load_policy(_replace(plant_text, "[30, 14, 7, 1]", "[7, 30]"))
+
+
+def test_certificate_policy_renewal_window_alerts_and_grace(policy) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    cert = policy.certificates
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    end = start + timedelta(days=90)
+    assert abs(cert.renewal_due_at(start, end) - (start + timedelta(days=60))) < timedelta(hours=1)
+    assert cert.expiry_alert(end, end - timedelta(days=40)) is None
+    assert cert.expiry_alert(end, end - timedelta(days=20)) == 30
+    assert cert.expiry_alert(end, end - timedelta(days=6)) == 7
+    assert cert.expiry_alert(end, end + timedelta(days=1)) == 1
+    assert cert.renewal_accepted(end, end) and not cert.renewal_accepted(
+        end, end + timedelta(seconds=1)
+    )
