@@ -11,7 +11,6 @@ from cryptography import x509
 from tests.provisioning.conftest import DEVICE, Env
 
 
-
 def run(*argv: str | Path, stdin: bytes | None = None) -> bytes:
     result = subprocess.run([str(a) for a in argv], input=stdin, capture_output=True, timeout=60)
     assert result.returncode == 0, result.stderr.decode()
@@ -20,13 +19,31 @@ def run(*argv: str | Path, stdin: bytes | None = None) -> bytes:
 
 def pem_blocks(text: str) -> list[str]:
     marker = "-----END CERTIFICATE-----"
-    return [block.strip() + "\n" + marker + "\n" for block in text.split(marker) if "BEGIN" in block]
+    return [
+        block.strip() + "\n" + marker + "\n" for block in text.split(marker) if "BEGIN" in block
+    ]
 
 
 def openssl_csr(workdir: Path, name: str) -> tuple[Path, Path]:
     key, der, b64 = workdir / f"{name}.key", workdir / f"{name}.der", workdir / f"{name}.b64"
-    run("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", key, "-subj", "/CN=est-client", "-outform", "DER", "-out", der)
+    run(
+        "openssl",
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key,
+        "-subj",
+        "/CN=est-client",
+        "-outform",
+        "DER",
+        "-out",
+        der,
+    )
     run("openssl", "base64", "-in", der, "-out", b64)
     return key, b64
 
@@ -61,8 +78,20 @@ def test_est_enrollment_and_reenrollment_with_curl_and_openssl(env: Env, tmp_pat
 
     # 4.2.1 simpleenroll: base64 DER PKCS#10, the one-time token as the Basic password.
     key, csr_b64 = openssl_csr(tmp_path, "device")
-    body = run("curl", "-sS", "--fail", "--cacert", root, "-u", f"est:{token}",
-               "-H", "Content-Type: application/pkcs10", "--data-binary", f"@{csr_b64}", f"{base}/simpleenroll")
+    body = run(
+        "curl",
+        "-sS",
+        "--fail",
+        "--cacert",
+        root,
+        "-u",
+        f"est:{token}",
+        "-H",
+        "Content-Type: application/pkcs10",
+        "--data-binary",
+        f"@{csr_b64}",
+        f"{base}/simpleenroll",
+    )
     cert = p7_to_pem(tmp_path, body, "cert")
     run("openssl", "verify", "-CAfile", root, "-untrusted", issuing, cert)
     leaf = x509.load_pem_x509_certificate(cert.read_bytes())
@@ -71,15 +100,47 @@ def test_est_enrollment_and_reenrollment_with_curl_and_openssl(env: Env, tmp_pat
     assert env.last_audit()["details"]["via"] == "est"
 
     # The token was single-use: the same request again is refused.
-    replay = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(root),
-                             "-u", f"est:{token}", "-H", "Content-Type: application/pkcs10",
-                             "--data-binary", f"@{csr_b64}", f"{base}/simpleenroll"], capture_output=True, text=True)
+    replay = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            str(root),
+            "-u",
+            f"est:{token}",
+            "-H",
+            "Content-Type: application/pkcs10",
+            "--data-binary",
+            f"@{csr_b64}",
+            f"{base}/simpleenroll",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert replay.stdout == "401"
 
     # 4.2.2 simplereenroll, authenticated by the current certificate over mutual TLS.
     _, csr2 = openssl_csr(tmp_path, "renewal")
-    body = run("curl", "-sS", "--fail", "--cacert", root, "--cert", cert, "--key", key,
-               "-H", "Content-Type: application/pkcs10", "--data-binary", f"@{csr2}", f"{base}/simplereenroll")
+    body = run(
+        "curl",
+        "-sS",
+        "--fail",
+        "--cacert",
+        root,
+        "--cert",
+        cert,
+        "--key",
+        key,
+        "-H",
+        "Content-Type: application/pkcs10",
+        "--data-binary",
+        f"@{csr2}",
+        f"{base}/simplereenroll",
+    )
     renewed = p7_to_pem(tmp_path, body, "renewed")
     run("openssl", "verify", "-CAfile", root, "-untrusted", issuing, renewed)
     assert x509.load_pem_x509_certificate(renewed.read_bytes()).serial_number != leaf.serial_number
@@ -89,9 +150,20 @@ def test_est_enrollment_and_reenrollment_with_curl_and_openssl(env: Env, tmp_pat
 def test_est_simpleenroll_accepts_a_bearer_token(env: Env, tmp_path: Path) -> None:
     env.add_device()
     _, csr_b64 = openssl_csr(tmp_path, "device")
-    body = run("curl", "-sS", "--fail", "--cacert", env.root_file, "-H", f"Authorization: Bearer {env.token()}",
-               "-H", "Content-Type: application/pkcs10", "--data-binary", f"@{csr_b64}",
-               f"{env.url}/.well-known/est/simpleenroll")
+    body = run(
+        "curl",
+        "-sS",
+        "--fail",
+        "--cacert",
+        env.root_file,
+        "-H",
+        f"Authorization: Bearer {env.token()}",
+        "-H",
+        "Content-Type: application/pkcs10",
+        "--data-binary",
+        f"@{csr_b64}",
+        f"{env.url}/.well-known/est/simpleenroll",
+    )
     assert b"MII" in body
 
 
@@ -99,8 +171,14 @@ def test_est_simpleenroll_with_a_body_that_is_not_base64_is_refused(env: Env) ->
     env.add_device()
     before = env.snapshot()
     with env.client() as http:
-        r = http.post("/.well-known/est/simpleenroll", content=b"%%% not base64 %%%",
-                      headers={"Authorization": f"Bearer {env.token()}", "Content-Type": "application/pkcs10"})
+        r = http.post(
+            "/.well-known/est/simpleenroll",
+            content=b"%%% not base64 %%%",
+            headers={
+                "Authorization": f"Bearer {env.token()}",
+                "Content-Type": "application/pkcs10",
+            },
+        )
     assert r.status_code == 400
     assert env.snapshot() == before
     assert "not base64" in env.last_audit()["reason"]

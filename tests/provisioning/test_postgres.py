@@ -33,7 +33,10 @@ def test_enrollment_and_renewal_on_postgresql(pg_env: Env, tmp_path: Path) -> No
     with pg_env.client(cert=creds / "cert.pem", key=creds / "key.pem") as http:
         r = http.post("/v1/renew", json={"csr": csr_for(new_key()).decode()})
     assert r.status_code == 201, r.text
-    assert sorted(c.status for c in pg_env.registry.certificates(DEVICE)) == ["active", "superseded"]
+    assert sorted(c.status for c in pg_env.registry.certificates(DEVICE)) == [
+        "active",
+        "superseded",
+    ]
 
 
 def test_one_time_token_is_single_use_across_two_instances_under_concurrency(
@@ -46,7 +49,9 @@ def test_one_time_token_is_single_use_across_two_instances_under_concurrency(
 
     def attempt(i: int) -> int:
         http = clients[i % 2]
-        return http.post("/v1/enroll", json={"csr": csrs[i]}, headers={"Authorization": f"Bearer {token}"}).status_code
+        return http.post(
+            "/v1/enroll", json={"csr": csrs[i]}, headers={"Authorization": f"Bearer {token}"}
+        ).status_code
 
     try:
         with ThreadPoolExecutor(max_workers=24) as pool:
@@ -62,7 +67,9 @@ def test_one_time_token_is_single_use_across_two_instances_under_concurrency(
     assert actions.count("provisioning.enroll.refused") == 23
 
 
-def test_many_devices_enroll_in_parallel_on_two_instances(pg_env: Env, second_instance: Env) -> None:
+def test_many_devices_enroll_in_parallel_on_two_instances(
+    pg_env: Env, second_instance: Env
+) -> None:
     paths = [f"acme/plant1/press/line1/cell{i % 4}/gw-{i:03d}" for i in range(40)]
     for path in paths:
         pg_env.add_device(path)
@@ -73,7 +80,9 @@ def test_many_devices_enroll_in_parallel_on_two_instances(pg_env: Env, second_in
         # Every token is tried twice, once on each instance.
         http = clients[i % 2]
         body = {"csr": csr_for(new_key()).decode()}
-        return http.post("/v1/enroll", json=body, headers={"Authorization": f"Bearer {tokens[i // 2]}"}).status_code
+        return http.post(
+            "/v1/enroll", json=body, headers={"Authorization": f"Bearer {tokens[i // 2]}"}
+        ).status_code
 
     try:
         with ThreadPoolExecutor(max_workers=16) as pool:
