@@ -58,57 +58,62 @@ def run_threads(threads: int, seconds: float, work: object) -> int:
     return sum(counts)
 
 
-def bench_audit_log(directory: Path, threads: int, seconds: float) -> float:
-    log = AuditLog.open(directory, origin=ORIGIN, limits=AuditLimits(**NO_THRESHOLDS))
+class AuditLogSide:
+    """Durable appends through AuditLog (group commit), 8 threads by default."""
 
-    def work(stop: threading.Event) -> int:
-        n = 0
-        while not stop.is_set():
-            log.record(event(n))
-            n += 1
-        return n
+    def __init__(self, directory: Path) -> None:
+        self.log = AuditLog.open(directory, origin=ORIGIN, limits=AuditLimits(**NO_THRESHOLDS))
 
-    start = time.perf_counter()
-    total = run_threads(threads, seconds, work)
-    elapsed = time.perf_counter() - start
-    stats = log.stats
-    log.close()
-    print(f"audit log: {total} durable appends in {elapsed:.2f} s, "
-          f"{stats.batches} fsync batches ({total / max(stats.batches, 1):.1f} entries each)")  # fmt: skip
-    return total / elapsed
+    def run(self, threads: int, seconds: float) -> tuple[int, float]:
+        log = self.log
+
+        def work(stop: threading.Event) -> int:
+            n = 0
+            while not stop.is_set():
+                log.record(event(n))
+                n += 1
+            return n
+
+        start = time.perf_counter()
+        total = run_threads(threads, seconds, work)
+        return total, time.perf_counter() - start
 
 
-def bench_raw_fsync(path: Path, threads: int, seconds: float, *, ordered: bool) -> float:
-    """Raw write+fsync per event. ``ordered``: each write+fsync under one lock, as a log
-    that assigns sequence numbers in file order must do without group commit (the
-    reference). Unordered: threads race, and ext4's journal merges their concurrent fsyncs
-    (kernel-level group commit, no defined order); printed for context."""
-    # The same bytes an entry occupies on disk, appended and fsynced one event at a time.
-    line = canonical_json({"seq": 0, "time": "2026-11-22T00:00:00.000000Z", "host": "bench",
+class RawSide:
+    """Raw write+fsync per event. ``ordered``: each write+fsync under one lock, as a log that
+    assigns sequence numbers in file order must do without group commit (the reference).
+    Unordered: threads race, and ext4's journal merges their concurrent fsyncs (kernel-level
+    group commit, no defined order); printed for context."""
+
+    # The same bytes an entry occupies on disk.
+    LINE = canonical_json({"seq": 0, "time": "2026-11-22T00:00:00.000000Z", "host": "bench",
                            "time_source": "system", "v": 1, "actor": DEVICE,
                            "action": "relay.message.refused", "resource": f"{DEVICE}/telemetry",
                            "outcome": "denied", "reason": "payload larger than max_message_bytes",
                            "before": None, "after": None, "zone": "idmz",
                            "details": {"n": 0}}) + b"\n"  # fmt: skip
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    lock = threading.Lock() if ordered else contextlib.nullcontext()
 
-    def work(stop: threading.Event) -> int:
-        n = 0
-        while not stop.is_set():
-            with lock:
-                os.write(fd, line)
-                os.fsync(fd)
-            n += 1
-        return n
+    def __init__(self, path: Path, *, ordered: bool) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.lock: contextlib.AbstractContextManager[object] = (
+            threading.Lock() if ordered else contextlib.nullcontext()
+        )
 
-    start = time.perf_counter()
-    total = run_threads(threads, seconds, work)
-    elapsed = time.perf_counter() - start
-    os.close(fd)
-    kind = "ordered (one lock)" if ordered else "unordered (threads race)"
-    print(f"raw write+fsync per event, {kind}: {total} appends in {elapsed:.2f} s")
-    return total / elapsed
+    def run(self, threads: int, seconds: float) -> tuple[int, float]:
+        fd, line, lock = self.fd, self.LINE, self.lock
+
+        def work(stop: threading.Event) -> int:
+            n = 0
+            while not stop.is_set():
+                with lock:
+                    os.write(fd, line)
+                    os.fsync(fd)
+                n += 1
+            return n
+
+        start = time.perf_counter()
+        total = run_threads(threads, seconds, work)
+        return total, time.perf_counter() - start
 
 
 def bench_verify(directory: Path, entries: int) -> float:
@@ -128,21 +133,40 @@ def bench_verify(directory: Path, entries: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--seconds", type=float, default=5.0, help="rounds of 1 s per side")
     parser.add_argument("--verify-entries", type=int, default=1_000_000)
     parser.add_argument("--dir", help="scratch directory on the disk to measure (not tmpfs)")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="audit-bench-", dir=args.dir or "bench"))
     try:
-        raw = bench_raw_fsync(scratch / "raw.jsonl", args.threads, args.seconds, ordered=True)
-        ours = bench_audit_log(scratch / "log", args.threads, args.seconds)
-        racing = bench_raw_fsync(scratch / "race.jsonl", args.threads, args.seconds, ordered=False)
-        print(f"for context: audit log / unordered raw fsync = {ours / racing:.2f}")
+        # Interleave 1-second slices so both sides see the same (shared, noisy) disk.
+        log_side = AuditLogSide(scratch / "log")
+        sides: dict[str, AuditLogSide | RawSide] = {
+            "raw_ordered": RawSide(scratch / "raw.jsonl", ordered=True),
+            "audit_log": log_side,
+            "raw_unordered": RawSide(scratch / "race.jsonl", ordered=False),
+        }
+        totals = {name: [0, 0.0] for name in sides}
+        for _ in range(max(1, round(args.seconds))):
+            for name, side in sides.items():
+                count, elapsed = side.run(args.threads, 1.0)
+                totals[name][0] += count
+                totals[name][1] += elapsed
+        rate = {name: count / elapsed for name, (count, elapsed) in totals.items()}
+        stats = log_side.log.stats
+        log_side.log.close()
+        print(f"{args.threads} writer threads, {round(args.seconds)} interleaved 1 s rounds each")
+        print(f"audit log (group commit): {rate['audit_log']:.0f} durable appends/s, "
+              f"{stats.entries / max(stats.batches, 1):.1f} entries per fsync")  # fmt: skip
+        print(f"raw write+fsync per event, in order (one lock): {rate['raw_ordered']:.0f}/s")
+        print(f"raw write+fsync per event, threads racing (no order): {rate['raw_unordered']:.0f}/s"
+              f" -> audit log / racing = {rate['audit_log'] / rate['raw_unordered']:.2f}")  # fmt: skip
         verify_s = bench_verify(scratch / "big", args.verify_entries)
         print(f"verify of a {args.verify_entries}-entry log took {verify_s:.2f} s")
         print(
-            f"RESULT audit_append appends_per_s={ours:.0f} raw_fsync_per_s={raw:.0f} "
-            f"verify_1m_s={verify_s:.2f} ratio={ours / raw:.2f}"
+            f"RESULT audit_append appends_per_s={rate['audit_log']:.0f} "
+            f"raw_fsync_per_s={rate['raw_ordered']:.0f} verify_1m_s={verify_s:.2f} "
+            f"ratio={rate['audit_log'] / rate['raw_ordered']:.2f}"
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

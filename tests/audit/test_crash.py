@@ -80,7 +80,7 @@ def test_index_records_lost_in_a_power_cut_are_rebuilt_from_durable_entries(
     fill(log_dir, 20)
     log = AuditLog.open(log_dir, origin=ORIGIN, background_checkpoints=False)
     acked = [log.record(refused(i)).index for i in range(5)]
-    log._close_fds()  # the process dies: no close(), no final checkpoint
+    log._writer.close()  # the process dies: no close(), no final checkpoint
     paths = LogPaths(log_dir)
     index = paths.index.read_bytes()
     # Power cut: the last index page never reached the disk, one record came back zeroed.

@@ -1,0 +1,256 @@
+"""Appending batches to the files of one log under the cross-process lock (ADR 0020-0022).
+
+`LogWriter` owns the file descriptors and what this process knows of the log on disk (size,
+end offset, the RFC 6962 compact range). Callers hold ``writer.lock()`` around
+``catch_up`` + ``append`` (+ ``checkpoint_if_due``) and call ``sync`` before acknowledging;
+`audit.log.AuditLog` does that with group commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from audit.checkpoint import Checkpoint, sign_checkpoint
+from audit.entry import EncodedEvent, encode_stamp
+from audit.errors import (
+    AuditConfigError,
+    AuditUnavailableError,
+    InvalidEventError,
+    LogCorruptedError,
+)
+from audit.events import AuditReceipt
+from audit.limits import AuditLimits, CapacityReport, CapacityState, Clock, assess_capacity
+from audit.merkle import TreeBuilder, leaf_hash
+from audit.note import NoteSigner
+from audit.recovery import first_bad_record, index_tail
+from audit.storage import (
+    RECORD_BYTES,
+    FileLock,
+    LeafHashes,
+    LogPaths,
+    pack_record,
+    pwrite_all,
+    record_end,
+    write_atomically,
+)
+
+_log = logging.getLogger("audit")
+
+
+@dataclass(eq=False)
+class PendingEntry:
+    """One event on its way into the log, and its outcome once known."""
+
+    encoded: EncodedEvent
+    receipt: AuditReceipt | None = None
+    error: BaseException | None = None
+    done: bool = False
+
+
+@dataclass
+class SharedState:
+    """What this process knows of the log on disk (read under the flock)."""
+
+    size: int = 0
+    end_offset: int = 0
+    tree: TreeBuilder = field(default_factory=TreeBuilder)
+    checkpoint_size: int = -1
+    checkpoint_mtime_ns: int = 0
+
+
+class LogWriter:
+    def __init__(
+        self,
+        paths: LogPaths,
+        signer: NoteSigner,
+        *,
+        clock: Clock,
+        limits: AuditLimits,
+        on_capacity: Callable[[CapacityReport], None] | None,
+    ) -> None:
+        self.paths = paths
+        self.signer = signer
+        self.clock = clock
+        self.limits = limits
+        self._on_capacity = on_capacity
+        self.shared = SharedState()
+        self.written = (0, 0)  # (entries, batches) appended by this process
+        self._capacity_state = CapacityState.OK
+        self._capacity_at = -1e9  # monotonic time of the last statvfs
+        self._capacity_spent = 0  # bytes written since
+        self._capacity_slack = 0  # bytes that may be written before checking again
+        self._lock_fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+        self._entries_fd = os.open(paths.entries, os.O_RDWR | os.O_CREAT, 0o640)
+        self._index_fd = os.open(paths.index, os.O_RDWR | os.O_CREAT, 0o640)
+
+    def close(self) -> None:
+        for fd in (self._entries_fd, self._index_fd, self._lock_fd):
+            os.close(fd)
+
+    def lock(self) -> FileLock:
+        return FileLock(self._lock_fd)
+
+    def sync(self) -> None:
+        """Make every entry appended so far durable (fdatasync of the entries file)."""
+        os.fdatasync(self._entries_fd)
+
+    def append(self, batch: list[PendingEntry]) -> bool:
+        shared = self.shared
+        now = self.clock.now()
+        stamp = now.isoformat(timespec="microseconds").replace("+00:00", "Z")
+        if now.utcoffset() is None or now.utcoffset():
+            raise AuditConfigError("the audit clock must return aware UTC datetimes")
+        stamp_json = encode_stamp(stamp, self.clock.source())
+        lines: list[bytes] = []
+        records: list[bytes] = []
+        accepted: list[tuple[PendingEntry, int, bytes]] = []
+        end = shared.end_offset
+        seq = shared.size
+        for slot in batch:
+            data = slot.encoded.entry(seq, stamp_json)
+            if len(data) + 1 > self.limits.max_entry_bytes:
+                slot.error = InvalidEventError(
+                    f"entry would be {len(data) + 1} bytes (max {self.limits.max_entry_bytes})"
+                )
+                slot.done = True
+                continue
+            h = leaf_hash(data)
+            end += len(data) + 1
+            lines.append(data + b"\n")
+            records.append(pack_record(end, h))
+            accepted.append((slot, seq, h))
+            seq += 1
+        if not accepted:
+            return False
+        blob = b"".join(lines)
+        self._check_capacity(len(blob) + RECORD_BYTES * len(records))
+        try:
+            pwrite_all(self._entries_fd, blob, shared.end_offset)
+        except OSError as exc:
+            os.ftruncate(self._entries_fd, shared.end_offset)  # no partial entry stays behind
+            raise AuditUnavailableError(
+                f"audit entries {shared.size}..{seq - 1} not recorded: {exc}"
+            ) from exc
+        try:
+            # Not fsynced here: the entries are the durable record; the index is made
+            # durable with each checkpoint and repaired from the entries after a crash.
+            pwrite_all(self._index_fd, b"".join(records), shared.size * RECORD_BYTES)
+        except OSError as exc:
+            _log.warning("audit log: index write failed (%s); it is rebuilt on open", exc)
+        for slot, index, h in accepted:
+            shared.tree.append(h)
+            slot.receipt = AuditReceipt(index=index, leaf_hash=h)
+        shared.size = seq
+        shared.end_offset = end
+        self.written = (self.written[0] + len(accepted), self.written[1] + 1)
+        return True
+
+    def _check_capacity(self, batch_bytes: int) -> None:
+        # statvfs at most every 0.25 s while far from the thresholds; every batch near them.
+        mono = time.monotonic()
+        self._capacity_spent += batch_bytes
+        if mono - self._capacity_at < 0.25 and self._capacity_spent < self._capacity_slack:
+            return
+        log_bytes = self.shared.end_offset + self.shared.size * RECORD_BYTES
+        report = assess_capacity(self.limits, self.paths.directory, log_bytes, batch_bytes)
+        self._capacity_at, self._capacity_spent = mono, 0
+        self._capacity_slack = max(
+            0, (report.headroom_bytes - self.limits.space_left_bytes - batch_bytes) // 2
+        )
+        if report.state is not self._capacity_state:
+            self._capacity_state = report.state
+            level = logging.INFO if report.state is CapacityState.OK else logging.ERROR
+            _log.log(level, report.message)
+            if self._on_capacity is not None:
+                self._on_capacity(report)
+        if report.state is CapacityState.ADMIN_SPACE_LEFT:
+            raise AuditUnavailableError(
+                f"audit log refuses to record entry {self.shared.size}: {report.message}"
+            )
+
+    def catch_up(self, *, recover: bool) -> None:
+        """Learn what other processes appended, from the index (call under the flock). With
+        ``recover`` (on open), also repair the index after a crash (audit.recovery)."""
+        shared = self.shared
+        if recover:
+            self.read_checkpoint_size()
+        index_size = os.fstat(self._index_fd).st_size
+        n = index_size // RECORD_BYTES
+        if n < shared.size:
+            raise LogCorruptedError(
+                f"the index shrank from {shared.size} to {n} entries while open", index=n
+            )
+        if recover or index_size % RECORD_BYTES:
+            index = os.pread(self._index_fd, n * RECORD_BYTES, 0)
+            good = first_bad_record(self._entries_fd, index, max(shared.checkpoint_size, 0))
+            if good < n or index_size % RECORD_BYTES:
+                _log.warning("audit log: index cut to %d records after a crash", good)
+                os.ftruncate(self._index_fd, good * RECORD_BYTES)
+                n = good
+        if n > shared.size:
+            start = shared.size * RECORD_BYTES
+            new = os.pread(self._index_fd, (n - shared.size) * RECORD_BYTES, start)
+            shared.tree.extend(LeafHashes(new)[:])
+            shared.size = n
+            shared.end_offset = record_end(new, len(new) // RECORD_BYTES - 1)
+        entries_size = os.fstat(self._entries_fd).st_size
+        if entries_size < shared.end_offset:
+            raise LogCorruptedError(
+                f"entries file ends at byte {entries_size} but entry {shared.size - 1} ends at "
+                f"{shared.end_offset}: acknowledged entries are missing; run idmz audit verify",
+                index=shared.size - 1,
+            )
+        if entries_size > shared.end_offset:
+            # Durable entries whose index records were lost are kept and indexed; a partial
+            # line from a write that was never acknowledged is cut.
+            records, hashes, end = index_tail(self._entries_fd, shared.end_offset, shared.size)
+            if records:
+                pwrite_all(self._index_fd, records, shared.size * RECORD_BYTES)
+                shared.tree.extend(hashes)
+                shared.size += len(hashes)
+                shared.end_offset = end
+            if entries_size > end:
+                _log.warning(
+                    "audit log: dropping %d bytes of unacknowledged torn tail after entry %d",
+                    entries_size - end,
+                    shared.size - 1,
+                )
+                os.ftruncate(self._entries_fd, end)
+
+    def read_checkpoint_size(self) -> None:
+        shared = self.shared
+        try:
+            mtime = os.stat(self.paths.checkpoint).st_mtime_ns
+        except FileNotFoundError:
+            shared.checkpoint_size, shared.checkpoint_mtime_ns = -1, 0
+            return
+        if mtime != shared.checkpoint_mtime_ns:
+            lines = self.paths.checkpoint.read_text().split("\n")
+            shared.checkpoint_size = int(lines[1]) if len(lines) > 2 else -1
+            shared.checkpoint_mtime_ns = mtime
+
+    def checkpoint_if_due(self) -> None:
+        shared = self.shared
+        if shared.size == shared.checkpoint_size:
+            return
+        every = self.limits.checkpoint_every_entries
+        if shared.size - max(shared.checkpoint_size, 0) >= every:
+            self.read_checkpoint_size()  # another process may have written one
+            if shared.size - max(shared.checkpoint_size, 0) >= every:
+                self.write_checkpoint()
+
+    def write_checkpoint(self) -> str:
+        shared = self.shared
+        # Only durable entries are signed, and the index up to a checkpoint never needs repair.
+        os.fdatasync(self._entries_fd)
+        os.fdatasync(self._index_fd)
+        note = sign_checkpoint(
+            Checkpoint(self.signer.name, shared.size, shared.tree.root()), self.signer
+        )
+        write_atomically(self.paths.checkpoint, note.encode())
+        self.read_checkpoint_size()
+        return note
