@@ -12,14 +12,14 @@ from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from provisioning.config import RateLimits, ServiceLimits
 from provisioning.expiry import alert_expiring, scan_expiry
 from provisioning.notify import MqttTarget, Notifier
-from tests.provisioning.conftest import DEVICE, Env, csr_for, make_ca, new_key, start_service
+from tests.provisioning.conftest import DEVICE, Env, make_ca, start_service
 from tests.support.mosquitto import start_broker
 from tests.support.net import free_port, wait_for
 
@@ -194,9 +194,9 @@ def test_air_gapped_enrollment_request_sign_import(tmp_path: Path) -> None:
 
 
 class _Hook(BaseHTTPRequestHandler):
-    received: list[tuple[str, dict[str, Any]]] = []
+    received: ClassVar[list[tuple[str, dict[str, Any]]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         _Hook.received.append((self.headers["X-Idmz-Topic"], json.loads(body)))
         self.send_response(204)
