@@ -1,11 +1,13 @@
 """Durable audit appends with group commit vs raw write+fsync per event, and full-log verify.
 
 Both sides write the same entry bytes with the same number of concurrent writer threads to
-the same filesystem, each for the same wall time; every counted append is fsynced before it
-counts. The reference keeps file order (one lock around write+fsync), as any log that numbers
-its entries must; the unordered variant is printed too (see ADR 0021). Then a 1,000,000-entry log is built (bulk path, few fsyncs) and `verify_log` is timed.
+the same filesystem, in interleaved 1-second rounds (the disk is shared and noisy); every
+counted append is fsynced before it counts. The reference keeps file order (one lock around
+write+fsync), as any log that numbers its entries must; the unordered variant (threads
+racing, ext4 merging their fsyncs) is printed too, see ADR 0021. Then a 1,000,000-entry log
+is built (bulk path, few fsyncs) and `verify_log` is timed.
 
-    .venv/bin/python bench/audit_append.py [--threads 8] [--seconds 4] [--verify-entries N]
+    .venv/bin/python bench/audit_append.py [--threads 8] [--seconds 5] [--verify-entries N]
 
 Last line: RESULT audit_append appends_per_s=<v> raw_fsync_per_s=<v> verify_1m_s=<v> ratio=<v>
 """
