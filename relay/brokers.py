@@ -122,7 +122,7 @@ def render_files(
     if audit_denials:
         extra.append("log_type debug")
     ot_conf = rendered.ot.config + "\n".join(extra) + "\n"
-    it_conf = rendered.it.config + "\n".join(extra[:-1] if audit_denials else extra) + "\n"
+    it_conf = rendered.it.config + "\n".join(extra) + "\n"
     acl_changed = _write(files.ot_acl, rendered.ot.acl)
     it_changed = _write(files.it_acl, rendered.it.acl)
     _write(files.ot_config, ot_conf)
