@@ -199,6 +199,9 @@ def render_brokers(
     """Render both brokers' configuration and ACL files for the registered identities."""
     notes: list[str] = []
     devices = _device_topics(policy, registry.devices, notes)
+    if devices and not policy.device_data_flows:
+        notes.append("no ot -> idmz and idmz -> it publish conduits: devices get no rights")
+        devices = []
     relay = policy.relay.identity.path
 
     ot_acl = _acl_header(policy, Zone.OT)
@@ -220,7 +223,9 @@ def render_brokers(
     ]
     it_acl.append("")
     known = set()
-    for name, rule in sorted(policy.consumers.items()):
+    if not policy.consumers_may_subscribe and policy.consumers:
+        notes.append("no it -> idmz subscribe conduit: consumers get no rights")
+    for name, rule in sorted(policy.consumers.items() if policy.consumers_may_subscribe else ()):
         path = ConsumerIdentity(policy.enterprise, name).path
         known.add(path)
         if not rule.subscribe:

@@ -265,8 +265,8 @@ def check_deployment(deployment: Deployment, *, now: datetime) -> Report:
                         c, opt.value, deployment.files.get(opt.value), cert_policy, now
                     )
         _check_bridges(c, cfg.name, zone, conf, ot_ports)
-        acl = conf.security(conf.listeners[0], "acl_file") if conf.listeners else None
-        if acl is not None:
+        acls = {o.value: o for lst in conf.listeners if (o := conf.security(lst, "acl_file"))}
+        for acl in acls.values():
             text = deployment.files.get(acl.value)
             if text is None:
                 c.error("acl.unreadable", cfg.name, acl.line, f"acl_file {acl.value} is missing",

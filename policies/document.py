@@ -197,6 +197,19 @@ class Policy:
         )
         set_(self, "device_cache", {})
 
+    @property
+    def device_data_flows(self) -> bool:
+        """Device data reaches IT only through two conduits: OT publishes into the IDMZ, and
+        the IDMZ (the relay) publishes toward IT. Without both, no device may publish."""
+        return {
+            (Zone.OT, Zone.IDMZ, Action.PUBLISH),
+            (Zone.IDMZ, Zone.IT, Action.PUBLISH),
+        } <= self.allowed_flows
+
+    @property
+    def consumers_may_subscribe(self) -> bool:
+        return (Zone.IT, Zone.IDMZ, Action.SUBSCRIBE) in self.allowed_flows
+
     def class_of(self, device: DeviceIdentity) -> str | None:
         """The device class of ``device``: the most specific assigned prefix wins; None if
         no prefix covers the device (which means it may do nothing)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pki.identity import ConsumerIdentity, DeviceIdentity
 from policies.decision import Action, Decision, ReasonCode
-from policies.document import Policy, Zone
+from policies.document import Policy
 from policies.topic import strip_shared_subscription, topic_filter_problem, topic_name_problem
 
 _ALLOWED_PUBLISH = Decision.allow("device publishes a sub-topic its class lists")
@@ -38,7 +38,7 @@ def _device_entry(policy: Policy, device: DeviceIdentity) -> _Entry:
         pass
     entry: _Entry = None
     name = policy.class_of(device) if device.enterprise == policy.enterprise else None
-    if name is not None and (Zone.OT, Zone.IDMZ, Action.PUBLISH) in policy.allowed_flows:
+    if name is not None and policy.device_data_flows:
         entry = (device.topic_prefix, policy.class_topics[name])
     if len(cache) >= DEVICE_CACHE_LIMIT:
         cache.clear()
@@ -87,9 +87,10 @@ def _refuse_device_publish(policy: Policy, device: DeviceIdentity, topic: str) -
             ReasonCode.TOPIC_OUTSIDE_IDENTITY,
             f"device {device} may publish only under its own path; topic {topic!r} is outside it",
         )
-    if (Zone.OT, Zone.IDMZ, Action.PUBLISH) not in policy.allowed_flows:
+    if not policy.device_data_flows:
         return Decision.deny(
-            ReasonCode.NO_CONDUIT, "no conduit lets the OT zone publish to the IDMZ"
+            ReasonCode.NO_CONDUIT,
+            "device data needs two conduits: ot -> idmz publish and idmz -> it publish",
         )
     if device.enterprise != policy.enterprise:
         return Decision.deny(
@@ -112,7 +113,7 @@ def _consumer_subscribe(policy: Policy, consumer: ConsumerIdentity, topic: str) 
     problem = topic_filter_problem(topic_filter)
     if problem:
         return Decision.deny(*problem)
-    if (Zone.IT, Zone.IDMZ, Action.SUBSCRIBE) not in policy.allowed_flows:
+    if not policy.consumers_may_subscribe:
         return Decision.deny(
             ReasonCode.NO_CONDUIT, "no conduit lets the IT zone subscribe in the IDMZ"
         )

@@ -89,3 +89,16 @@ def test_persistence_and_logs_are_inputs(policy) -> None:
     lines = out.ot.config.splitlines()
     assert "persistence_location /var/lib/idmz/ot/" in lines
     assert "log_dest file /var/log/idmz/ot.log" in lines
+
+
+def test_missing_conduits_render_no_rights(plant_text) -> None:
+    from policies import load_policy
+
+    text = plant_text.replace(
+        'from = "idmz"\nto = "it"\nactions = ["publish"]', 'from = "idmz"\nto = "it"\nactions = []'
+    )
+    text = text.replace('actions = ["subscribe"]', "actions = []")
+    out = _render(load_policy(text))
+    assert "topic write" not in out.ot.acl + out.it.acl
+    assert "topic read acme/plant1" not in out.it.acl
+    assert any("conduit" in n for n in out.notes)

@@ -171,3 +171,11 @@ def test_split_device_topic_names_the_sender(press) -> None:
     assert split_device_topic("acme/plant1/x/telemetry") is None
     assert split_device_topic("ACME/plant1/a/b/c/d/telemetry") is None
     assert split_device_topic(f"{press.path}/") is None
+
+
+def test_missing_idmz_to_it_conduit_refuses_device_data(plant_text, press) -> None:
+    text = plant_text.replace(
+        'from = "idmz"\nto = "it"\nactions = ["publish"]', 'from = "idmz"\nto = "it"\nactions = []'
+    )
+    decision = evaluate(load_policy(text), press, Action.PUBLISH, f"{press.path}/telemetry")
+    assert decision.reason_code is ReasonCode.NO_CONDUIT
