@@ -52,6 +52,7 @@ class UplinkSettings:
     max_inflight: int = 32
     backfill_messages_per_s: float = 200.0
     credential_check_interval_s: float = 2.0
+    shutdown_drain_s: float = 2.0
     backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=0.5, max_s=30.0))
 
 
@@ -197,27 +198,8 @@ class Uplink:
         inflight: dict[int, str] = {}
         while not stop.is_set():
             # 1. Events from paho's thread: PUBACKs delete from the outbox; loss ends the pump.
-            acked: list[str] = []
-            while True:
-                try:
-                    kind, value = conn.events.get_nowait()
-                except queue.Empty:
-                    break
-                if kind == "puback":
-                    mid, reason = value
-                    msg_id = inflight.pop(mid, None)
-                    if msg_id is not None and not reason.is_failure:
-                        acked.append(msg_id)
-                    elif msg_id is not None:
-                        _log.warning("uplink: broker refused message %s: %s", msg_id, reason)
-                elif kind in ("disconnect", "fail"):
-                    self.stats.last_error = f"connection lost: {value}"
-                    _log.warning("uplink: %s", self.stats.last_error)
-                    if acked:
-                        self.stats.acked += self.outbox.ack(acked)
-                    return
-            if acked:
-                self.stats.acked += self.outbox.ack(acked)
+            if self._handle_events(conn, inflight):
+                return
             # 2. Renewed credentials: reconnect with the new files.
             now_m = time.monotonic()
             if now_m >= next_cred_check:
@@ -254,6 +236,37 @@ class Uplink:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=0.02)
+        # Stopping: give in-flight messages a moment to be acknowledged, so fewer are sent
+        # twice after a restart (they stay in the outbox either way).
+        deadline = time.monotonic() + s.shutdown_drain_s
+        while inflight and time.monotonic() < deadline:
+            if self._handle_events(conn, inflight):
+                return
+            await asyncio.sleep(0.02)
+
+    def _handle_events(self, conn: _Connection, inflight: dict[int, str]) -> bool:
+        """Apply PUBACKs from paho's thread; True when the connection is gone."""
+        acked: list[str] = []
+        lost = False
+        while not lost:
+            try:
+                kind, value = conn.events.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "puback":
+                mid, reason = value
+                msg_id = inflight.pop(mid, None)
+                if msg_id is not None and not reason.is_failure:
+                    acked.append(msg_id)
+                elif msg_id is not None:
+                    _log.warning("uplink: broker refused message %s: %s", msg_id, reason)
+            elif kind in ("disconnect", "fail"):
+                self.stats.last_error = f"connection lost: {value}"
+                _log.warning("uplink: %s", self.stats.last_error)
+                lost = True
+        if acked:
+            self.stats.acked += self.outbox.ack(acked)
+        return lost
 
     def _publish(self, conn: _Connection, msg: OutboxMessage, inflight: dict[int, str]) -> None:
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,9 @@ def mtls_broker_config(
     (workdir / "server.key").chmod(0o600)
     (workdir / "clients-ca.pem").write_bytes(test_ca.ca.paths.chain.read_bytes())
     lines = [
+        # Started as root, Mosquitto would switch to user "mosquitto", which cannot read the
+        # test's private temporary directory; stay the user that owns it.
+        f"user {getpass.getuser()}",
         f"listener {port} 127.0.0.1",
         f"cafile {workdir / 'clients-ca.pem'}",
         f"certfile {workdir / 'server.pem'}",

@@ -271,3 +271,37 @@ def start_collector(
     with out.open("wb") as fh:
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT)
     return Collector(proc, out)
+
+
+class LoopThread:
+    """Run `make_coro(stop_event)` on its own event loop thread until `stop()`."""
+
+    def __init__(self, make_coro: Callable[[asyncio.Event], Any]) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._make = make_coro
+        self._done: Future[None] = Future()
+        self._ready = threading.Event()
+        threading.Thread(target=self._main, daemon=True).start()
+        self._ready.wait(10)
+
+    def _main(self) -> None:
+        async def run() -> None:
+            self._stop = asyncio.Event()
+            self._ready.set()
+            await self._make(self._stop)
+
+        try:
+            self._loop.run_until_complete(run())
+            self._done.set_result(None)
+        except BaseException as exc:  # noqa: BLE001 - surfaced by stop()
+            self._done.set_exception(exc)
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        self._loop.call_soon_threadsafe(fn)
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._done.result(timeout=30)
+        self._loop.close()
