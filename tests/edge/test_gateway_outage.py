@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -143,7 +143,6 @@ def test_uplink_cut_for_a_minute_loses_nothing_keeps_order_and_alarms_locally(
 
 
 def _ts(iso: str) -> float:
-    from datetime import datetime
 
     return (
         datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ")

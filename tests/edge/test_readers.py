@@ -68,9 +68,8 @@ def good_tags(readings: list[Reading]) -> set[str]:
 
 @pytest.fixture
 def opcua_reader(simulator: SimulatorThread) -> Iterator[ReaderThread]:
-    tags = tuple(t for t in simulator_tags() if t.source == "press-plc") + (
-        TagSpec("ghost", "press-plc", "ns=2;s=press01.no_such_node", "", "press01", ASSET),
-    )
+    ghost = TagSpec("ghost", "press-plc", "ns=2;s=press01.no_such_node", "", "press01", ASSET)
+    tags = (*(t for t in simulator_tags() if t.source == "press-plc"), ghost)
     src = OpcUaSource("press-plc", simulator.sim.opcua_endpoint, backoff=FAST)
     rt = ReaderThread(lambda sink: OpcUaReader(src, tags, sink))
     yield rt
