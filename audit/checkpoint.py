@@ -12,13 +12,17 @@ lines are written; checkpoints carrying them are refused (nothing of ours would 
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from audit.errors import CheckpointError
 from audit.merkle import HASH_BYTES
 from audit.note import NoteSigner, VerifierKey, open_note
+
+
+def is_decimal(text: str) -> bool:
+    """ASCII digits without leading zeros (str.isdigit also accepts other Unicode digits)."""
+    return text.isascii() and text.isdigit() and (text == "0" or not text.startswith("0"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,11 +40,11 @@ class Checkpoint:
         if len(lines) != 4 or lines[3] != "":
             raise CheckpointError("checkpoint body must be exactly origin, size and root lines")
         origin, size_s, root_s = lines[:3]
-        if not origin or not size_s.isdigit() or (size_s != "0" and size_s.startswith("0")):
+        if not origin or not is_decimal(size_s):
             raise CheckpointError("checkpoint origin is empty or its size is not a decimal")
         try:
             root = base64.b64decode(root_s, validate=True)
-        except binascii.Error as exc:
+        except ValueError as exc:  # binascii.Error, or non-ASCII text
             raise CheckpointError("checkpoint root hash is not base64") from exc
         if len(root) != HASH_BYTES:
             raise CheckpointError(f"checkpoint root hash must be {HASH_BYTES} bytes")

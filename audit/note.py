@@ -16,7 +16,6 @@ A verifier key ("vkey") is ``<name>+<hex key ID>+<base64(type || public key)>``.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import struct
 from collections.abc import Sequence
@@ -80,7 +79,7 @@ class VerifierKey:
         try:
             blob = base64.b64decode(b64, validate=True)
             claimed_id = bytes.fromhex(hex_id)
-        except (binascii.Error, ValueError) as exc:
+        except ValueError as exc:  # binascii.Error, or non-ASCII text
             raise AuditConfigError(f"verifier key for {name!r} is not valid hex/base64") from exc
         if len(blob) != 33 or blob[0] not in (ED25519, COSIGNATURE_V1) or len(hex_id) != 8:
             raise AuditConfigError(
@@ -196,7 +195,7 @@ def split_note(note: str) -> tuple[str, list[SignatureLine], list[str]]:
         name, _, b64 = line[len(SIGNATURE_PREFIX) :].partition(" ")
         try:
             blob = base64.b64decode(b64, validate=True)
-        except binascii.Error as exc:
+        except ValueError as exc:  # binascii.Error, or non-ASCII text
             raise CheckpointError(f"signature by {name!r} is not base64") from exc
         if len(blob) < 5 or not name or " " in b64:
             raise CheckpointError(f"malformed signature line for {name!r}")

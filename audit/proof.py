@@ -15,11 +15,16 @@ included under the verified checkpoint, or an ``entry`` given separately must ma
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from audit.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint, verify_checkpoint
+from audit.checkpoint import (
+    Checkpoint,
+    SignedCheckpoint,
+    is_decimal,
+    sign_checkpoint,
+    verify_checkpoint,
+)
 from audit.errors import ProofError
 from audit.merkle import inclusion_proof, leaf_hash, root_of, verify_inclusion
 from audit.note import NoteSigner, VerifierKey
@@ -86,11 +91,11 @@ def verify_proof(
         if lines[pos].startswith("extra "):
             extra = base64.b64decode(lines[pos][6:], validate=True)
             pos += 1
-        if not lines[pos].startswith("index ") or not lines[pos][6:].isdigit():
+        if not lines[pos].startswith("index ") or not is_decimal(lines[pos][6:]):
             raise ProofError("proof has no 'index <N>' line")
         index = int(lines[pos][6:])
         hashes = [base64.b64decode(x, validate=True) for x in lines[pos + 1 :]]
-    except (IndexError, binascii.Error) as exc:
+    except (IndexError, ValueError) as exc:
         raise ProofError("malformed proof lines") from exc
     if len(hashes) > MAX_PROOF_LINES:
         raise ProofError(f"proof has more than {MAX_PROOF_LINES} hashes")

@@ -8,9 +8,9 @@ verifier, proofs and reports.
     <dir>/lock             flock(2) target serializing appends across processes
     <dir>/FORMAT           "idmz-audit-log v1"
 
-The Merkle leaf is the entry's JSON bytes without the newline. An entry is acknowledged only
-after both files are fsynced, entries first, so the index never points past durable data;
-bytes after the last indexed entry are a torn, unacknowledged tail.
+The Merkle leaf is the entry's JSON bytes without the newline. An entry is acknowledged once
+the entries file is fdatasynced; the index is written right after and fsynced with each
+checkpoint, and `audit.recovery` rebuilds its tail from the entries after a crash.
 """
 
 from __future__ import annotations

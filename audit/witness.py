@@ -14,7 +14,6 @@ one lock (the rollback race in tlog-witness "add-checkpoint").
 from __future__ import annotations
 
 import base64
-import binascii
 import fcntl
 import hashlib
 import os
@@ -22,7 +21,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from audit.checkpoint import Checkpoint, SignedCheckpoint, verify_checkpoint
+from audit.checkpoint import Checkpoint, SignedCheckpoint, is_decimal, verify_checkpoint
 from audit.errors import CheckpointError, ProofError, WitnessRefusedError
 from audit.limits import Clock
 from audit.merkle import EMPTY_ROOT, verify_consistency
@@ -44,13 +43,13 @@ def parse_request(body: bytes) -> tuple[int, list[bytes], str]:
     head, sep, note = text.partition("\n\n")
     lines = head.split("\n")
     old = lines[0][4:] if lines[0].startswith("old ") else ""
-    if not sep or not old.isdigit() or (old != "0" and old.startswith("0")):
+    if not sep or not is_decimal(old):
         raise WitnessRefusedError("request must start with 'old <size>'", status=400)
     if len(lines) - 1 > MAX_PROOF_LINES:
         raise WitnessRefusedError(f"more than {MAX_PROOF_LINES} proof lines", status=400)
     try:
         proof = [base64.b64decode(x, validate=True) for x in lines[1:]]
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or non-ASCII text
         raise WitnessRefusedError("proof line is not base64", status=400) from exc
     return int(old), proof, note
 
