@@ -154,6 +154,14 @@ class Ledger:
         for serial, revoked_at, reason in rows:
             yield int(serial, 16), _dt(revoked_at), RevocationReason(reason)
 
+    def revoked_rows(self) -> list[tuple[str, str, str]]:
+        """Raw ``(serial hex, revoked_at ISO, reason)`` rows, for `pki.crl.RevokedEntries`."""
+        with self._lock:
+            rows: list[tuple[str, str, str]] = self._db.execute(
+                "SELECT serial, revoked_at, reason FROM certificates WHERE revoked_at IS NOT NULL"
+            ).fetchall()
+        return rows
+
     def next_crl_number(self) -> int:
         """A monotonically increasing CRL number (RFC 5280 section 5.2.3)."""
         with self._lock:

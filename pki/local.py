@@ -41,7 +41,7 @@ from pki.builder import (
     build_root,
     ca_name,
 )
-from pki.crl import build_crl
+from pki.crl import RevokedEntries, crl_pem_from_der, sign_crl
 from pki.csr import verify_csr
 from pki.errors import ConfigError, CSRError, IssuanceRefusedError, KeyStoreError
 from pki.files import CAPaths, require_owner_only
@@ -233,6 +233,7 @@ class LocalCA:
         self._crl_lock = threading.Lock()
         self._crl: CRLBundle | None = None
         self._crl_stamp: tuple[int, int, int] | None = None
+        self._revoked_entries = RevokedEntries()
         self._aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuing_key.public_key())
         self._chain = (issuing, root)
 
@@ -363,16 +364,16 @@ class LocalCA:
             return None
         if not crl.is_signature_valid(self._key.public_key()):
             return None
-        return CRLBundle(crl=crl, pem=crl.public_bytes(serialization.Encoding.PEM), der=der)
+        return CRLBundle(crl=crl, pem=crl_pem_from_der(der), der=der)
 
     def publish_crl(self, *, now: datetime) -> CRLBundle:
         """Generate a new CRL from the ledger and replace ``crl.pem``/``crl.der`` atomically."""
         _require_aware(now)
         with self._crl_lock:
-            bundle = build_crl(
+            bundle = sign_crl(
                 issuer=self._issuing,
                 issuer_key=self._key,
-                revoked=self._ledger.revoked(),
+                entries=self._revoked_entries.entries(self._ledger.revoked_rows()),
                 crl_number=self._ledger.next_crl_number(),
                 now=now,
                 lifetime=self._config.crl_lifetime,
