@@ -14,13 +14,13 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from audit.checkpoint import verify_checkpoint
-from audit.errors import AuditConfigError, CheckpointError
+from audit.errors import AuditConfigError
 from audit.note import VerifierKey
 from audit.storage import RECORD_BYTES, LogPaths, iter_entries, read_index
 from audit.verify import VerifiedLog, verify_log
@@ -164,25 +164,22 @@ def build_report(
     end: datetime,
     now: datetime,
     csv_out: Path | None = None,
+    witness_keys: Sequence[VerifierKey] = (),
 ) -> Report:
     """Verify the log, then summarize entries with ``start <= time < end``. With ``csv_out``
     the matching entries are also streamed there, one row each."""
     if end <= start:
         raise AuditConfigError("the report period is empty (--to must be after --from)")
-    verified = verify_log(directory, log_key)
+    verified = verify_log(directory, log_key, witness_keys=witness_keys)
     report = Report(start, end, now, verified, log_key.vkey, bucket=_bucket_for(end - start))
-    paths = LogPaths(directory)
-    cosigned = directory / "checkpoint.cosigned"
-    if cosigned.exists():
-        try:
-            report.cosigners = list(verify_checkpoint(cosigned.read_text(), log_key).cosigners)
-        except CheckpointError:
-            report.cosigners = []
+    if verified.witnessed is not None:
+        report.cosigners = list(verified.witnessed.cosigners)
     csv_file = csv_out.open("w", newline="") if csv_out else None
     writer = csv.DictWriter(csv_file, CSV_FIELDS, extrasaction="ignore") if csv_file else None
     try:
         if writer:
             writer.writeheader()
+        paths = LogPaths(directory)
         for _i, data in iter_entries(paths, read_index(paths)[: verified.size * RECORD_BYTES]):
             entry = json.loads(data)
             when = parse_time(entry["time"])

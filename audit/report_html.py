@@ -130,7 +130,10 @@ def render_html(report: Report) -> str:
     cp = report.verified.checkpoint.checkpoint
     period = f"{report.start:%Y-%m-%d %H:%M} to {report.end:%Y-%m-%d %H:%M} UTC"
     denied = report.by_outcome.get("denied", 0)
-    cosign = ", ".join(f"{n} (at {t})" for n, t in report.cosigners) or "none recorded"
+    witnessed = report.verified.witnessed
+    cosign = ", ".join(f"{n} (at {t})" for n, t in report.cosigners) or "none verified"
+    if witnessed is not None:
+        cosign += f" on the witnessed checkpoint of size {witnessed.checkpoint.size}"
     seqs = (
         f"entries {report.first_seq} to {report.last_seq}"
         if report.first_seq is not None

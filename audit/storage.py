@@ -47,6 +47,11 @@ class LogPaths:
         return self.directory / "checkpoint"
 
     @property
+    def cosigned(self) -> Path:
+        """The latest checkpoint with witness cosignatures (``idmz audit witness submit``)."""
+        return self.directory / "checkpoint.cosigned"
+
+    @property
     def lock(self) -> Path:
         return self.directory / "lock"
 

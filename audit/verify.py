@@ -20,7 +20,7 @@ from pathlib import Path
 
 from audit.checkpoint import SignedCheckpoint, verify_checkpoint
 from audit.errors import CheckpointError, LogCorruptedError
-from audit.merkle import TreeBuilder
+from audit.merkle import EMPTY_ROOT, TreeBuilder
 from audit.note import VerifierKey
 from audit.storage import RECORD_BYTES, LogPaths, read_index
 
@@ -38,22 +38,23 @@ class VerifiedLog:
     checkpoint: SignedCheckpoint
     unsigned_entries: int
     torn_tail_bytes: int
+    witnessed: SignedCheckpoint | None = None
 
 
 def read_checkpoint(
-    paths: LogPaths,
+    path: Path,
     log_key: VerifierKey,
     *,
     witness_keys: Sequence[VerifierKey] = (),
     min_cosigners: int = 0,
 ) -> SignedCheckpoint:
-    """The log's latest checkpoint, verified against the pinned log key."""
+    """A checkpoint file of the log, verified against the pinned log key (and witnesses)."""
     try:
-        note = paths.checkpoint.read_text(encoding="utf-8")
+        note = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise LogCorruptedError(f"{paths.checkpoint} is missing (every log has one)") from exc
+        raise LogCorruptedError(f"{path} is missing") from exc
     except UnicodeDecodeError as exc:
-        raise LogCorruptedError(f"{paths.checkpoint} is not UTF-8 text") from exc
+        raise LogCorruptedError(f"{path} is not UTF-8 text") from exc
     try:
         return verify_checkpoint(
             note, log_key, witness_keys=witness_keys, min_cosigners=min_cosigners
@@ -70,15 +71,25 @@ def verify_log(
     min_cosigners: int = 0,
 ) -> VerifiedLog:
     """Verify every entry and the latest checkpoint; raise `LogCorruptedError` at the first
-    bad index. ``log_key`` should be pinned by the auditor, not read from the directory."""
+    bad index. ``log_key`` should be pinned by the auditor, not read from the directory. The
+    witnessed checkpoint (``checkpoint.cosigned``), if present, must also match the log;
+    with ``min_cosigners`` it must exist and carry that many cosignatures from
+    ``witness_keys``."""
     paths = LogPaths(directory)
     paths.check_format()
-    signed = read_checkpoint(paths, log_key, witness_keys=witness_keys, min_cosigners=min_cosigners)
+    signed = read_checkpoint(paths.checkpoint, log_key)
     cp = signed.checkpoint
+    witnessed: SignedCheckpoint | None = None
+    if paths.cosigned.exists() or min_cosigners > 0:
+        witnessed = read_checkpoint(
+            paths.cosigned, log_key, witness_keys=witness_keys, min_cosigners=min_cosigners
+        )
+    anchors = [cp] + ([witnessed.checkpoint] if witnessed else [])
+    targets = sorted({a.size for a in anchors})
+    roots: dict[int, bytes] = {0: EMPTY_ROOT}
     index = read_index(paths)
     n = len(index) // RECORD_BYTES
     tree = TreeBuilder()
-    checkpoint_root: bytes | None = cp.root_hash if cp.size == 0 else None
     sha256, loads = hashlib.sha256, json.loads
     with open(paths.entries, "rb") as fh:
         file_size = os.fstat(fh.fileno()).st_size
@@ -125,22 +136,24 @@ def verify_log(
                     )
                 hashes.append(h)
                 start = end
-            if first < cp.size <= last:
-                tree.extend(hashes[: cp.size - first])
-                checkpoint_root = tree.root()
-                tree.extend(hashes[cp.size - first :])
-            else:
-                tree.extend(hashes)
-    if cp.size > n:
-        raise LogCorruptedError(
-            f"the signed checkpoint covers {cp.size} entries but the log has {n}: entries "
-            f"from index {n} were removed (truncated log)",
-            index=n,
-        )
-    if checkpoint_root != cp.root_hash:
-        raise LogCorruptedError(
-            f"entries 0..{cp.size - 1} do not match the signed checkpoint's root (entries "
-            f"were rewritten together with the index)",
-            index=None,
-        )
-    return VerifiedLog(n, tree.root(), signed, n - cp.size, file_size - start)
+            pos = first
+            for t in targets:
+                if first < t <= last:
+                    tree.extend(hashes[pos - first : t - first])
+                    roots[t], pos = tree.root(), t
+            tree.extend(hashes[pos - first :])
+    for anchor in anchors:
+        what = "witnessed" if witnessed and anchor is witnessed.checkpoint else "signed"
+        if anchor.size > n:
+            raise LogCorruptedError(
+                f"the {what} checkpoint covers {anchor.size} entries but the log has {n}: "
+                f"entries from index {n} were removed (truncated log)",
+                index=n,
+            )
+        if roots.get(anchor.size) != anchor.root_hash:
+            raise LogCorruptedError(
+                f"entries 0..{anchor.size - 1} do not match the {what} checkpoint's root "
+                "(entries were rewritten together with the index)",
+                index=None,
+            )
+    return VerifiedLog(n, tree.root(), signed, n - cp.size, file_size - start, witnessed)

@@ -107,7 +107,7 @@ def submit_checkpoint(
     With ``witness_key`` the cosignature must verify under it."""
     note = paths.checkpoint.read_text()
     size = verify_checkpoint(note, log_key).checkpoint.size
-    cosigned_path = paths.directory / "checkpoint.cosigned"
+    cosigned_path = paths.cosigned
     old = 0
     if cosigned_path.exists():
         old = min(verify_checkpoint(cosigned_path.read_text(), log_key).checkpoint.size, size)

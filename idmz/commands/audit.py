@@ -103,12 +103,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
         "root_hash": result.root_hash.hex(),
         "checkpoint": {"origin": cp.origin, "size": cp.size, "root_hash": cp.root_hash.hex()},
         "unsigned_entries": result.unsigned_entries,
+        "witnessed": (
+            {
+                "size": result.witnessed.checkpoint.size,
+                "cosigners": [n for n, _ in result.witnessed.cosigners],
+            }
+            if result.witnessed
+            else None
+        ),
         "torn_tail_bytes": result.torn_tail_bytes,
     }
     human = (
         f"ok: {result.size} entries verified; checkpoint {cp.origin} size {cp.size} "
         f"root {cp.root_hash.hex()} matches the log"
     )
+    if result.witnessed is not None:
+        names = ", ".join(n for n, _ in result.witnessed.cosigners) or "no witness key given"
+        human += f"\nwitnessed checkpoint size {result.witnessed.checkpoint.size} ({names})"
     if result.unsigned_entries:
         human += f"\nnote: {result.unsigned_entries} newer entries are not yet in a checkpoint"
     if result.torn_tail_bytes:
@@ -140,7 +151,7 @@ def cmd_proof(args: argparse.Namespace) -> int:
 
     paths = LogPaths(_dir(args))
     paths.check_format()
-    source = paths.directory / "checkpoint.cosigned" if args.witnessed else paths.checkpoint
+    source = paths.cosigned if args.witnessed else paths.checkpoint
     signer = None
     if args.size is not None:
         signer = NoteSigner(
@@ -181,6 +192,7 @@ def cmd_verify_proof(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
+    from audit.note import VerifierKey
     from audit.report import build_report, parse_time
     from audit.report_html import render_html
 
@@ -192,6 +204,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         end=parse_time(args.end),
         now=datetime.now(UTC),
         csv_out=out if args.format == "csv" else None,
+        witness_keys=[VerifierKey.parse(v) for v in args.witness_key],
     )
     if args.format == "html":
         out.write_text(render_html(report))
@@ -301,6 +314,7 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
     p.add_argument("--format", choices=["html", "json", "csv"], default="html")
     p.add_argument("--out", required=True, metavar="FILE")
     p.add_argument("--key", metavar="VKEY", help="pinned log verifier key")
+    p.add_argument("--witness-key", action="append", default=[], metavar="VKEY")
 
     witness = cmds.add_parser("witness", help="independent witness: serve, key, submit")
     wcmds = witness.add_subparsers(dest="witness_command", metavar="ACTION", required=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from audit.events import AuditEvent, Outcome
 from audit.limits import AuditLimits
 from audit.log import AuditLog
+from audit.storage import LogPaths, pack_record
 
 ORIGIN = "plant1.example/idmz-audit"
 DEVICE = "acme/plant1/press/line1/cell2/press-07"
@@ -43,3 +45,17 @@ def audit_log(log_dir: Path) -> Iterator[AuditLog]:
                         admin_space_left_bytes=0))  # fmt: skip
     yield log
     log.close()
+
+
+def entry_lines(paths: LogPaths) -> list[bytes]:
+    return paths.entries.read_bytes().splitlines(keepends=True)
+
+
+def rewrite_consistently(paths: LogPaths, lines: list[bytes]) -> None:
+    """What a careful attacker does: rewrite entries AND a matching index."""
+    paths.entries.write_bytes(b"".join(lines))
+    end, records = 0, []
+    for line in lines:
+        end += len(line)
+        records.append(pack_record(end, hashlib.sha256(b"\x00" + line[:-1]).digest()))
+    paths.index.write_bytes(b"".join(records))

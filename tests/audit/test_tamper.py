@@ -14,9 +14,9 @@ from audit.keys import read_vkey
 from audit.log import AuditLog
 from audit.merkle import root_of
 from audit.note import NoteSigner, VerifierKey
-from audit.storage import LogPaths, pack_record
+from audit.storage import LogPaths
 from audit.verify import verify_log
-from tests.audit.conftest import ORIGIN, fill, refused
+from tests.audit.conftest import ORIGIN, entry_lines, fill, refused, rewrite_consistently
 
 N = 20
 
@@ -25,20 +25,6 @@ N = 20
 def closed_log(log_dir: Path) -> tuple[LogPaths, VerifierKey]:
     fill(log_dir, N)
     return LogPaths(log_dir), read_vkey(log_dir / "checkpoint.vkey")
-
-
-def _lines(paths: LogPaths) -> list[bytes]:
-    return paths.entries.read_bytes().splitlines(keepends=True)
-
-
-def _rewrite_consistently(paths: LogPaths, lines: list[bytes]) -> None:
-    """What a careful attacker does: rewrite entries AND a matching index."""
-    paths.entries.write_bytes(b"".join(lines))
-    end, records = 0, []
-    for line in lines:
-        end += len(line)
-        records.append(pack_record(end, hashlib.sha256(b"\x00" + line[:-1]).digest()))
-    paths.index.write_bytes(b"".join(records))
 
 
 def _first_bad(paths: LogPaths, key: VerifierKey) -> int | None:
@@ -55,7 +41,7 @@ def test_untouched_log_verifies(closed_log: tuple[LogPaths, VerifierKey]) -> Non
 
 def test_changed_byte_fails_at_that_entry(closed_log: tuple[LogPaths, VerifierKey]) -> None:
     paths, key = closed_log
-    lines = _lines(paths)
+    lines = entry_lines(paths)
     offset = sum(len(x) for x in lines[:7]) + lines[7].index(b"payload")
     data = bytearray(paths.entries.read_bytes())
     data[offset] ^= 0x20
@@ -65,7 +51,7 @@ def test_changed_byte_fails_at_that_entry(closed_log: tuple[LogPaths, VerifierKe
 
 def test_removed_entry_fails_at_its_index(closed_log: tuple[LogPaths, VerifierKey]) -> None:
     paths, key = closed_log
-    lines = _lines(paths)
+    lines = entry_lines(paths)
     paths.entries.write_bytes(b"".join(lines[:5] + lines[6:]))
     assert _first_bad(paths, key) == 5
 
@@ -74,8 +60,8 @@ def test_removed_entry_with_rebuilt_index_fails_at_its_index(
     closed_log: tuple[LogPaths, VerifierKey],
 ) -> None:
     paths, key = closed_log
-    lines = _lines(paths)
-    _rewrite_consistently(paths, lines[:5] + lines[6:])
+    lines = entry_lines(paths)
+    rewrite_consistently(paths, lines[:5] + lines[6:])
     assert _first_bad(paths, key) == 5
 
 
@@ -83,9 +69,9 @@ def test_reordered_entries_fail_verification_at_first_bad_index(
     closed_log: tuple[LogPaths, VerifierKey],
 ) -> None:
     paths, key = closed_log
-    lines = _lines(paths)
+    lines = entry_lines(paths)
     lines[3], lines[4] = lines[4], lines[3]
-    _rewrite_consistently(paths, lines)
+    rewrite_consistently(paths, lines)
     assert _first_bad(paths, key) == 3
 
 
@@ -93,12 +79,12 @@ def test_renumbered_rewrite_is_caught_by_the_signed_checkpoint(
     closed_log: tuple[LogPaths, VerifierKey],
 ) -> None:
     paths, key = closed_log
-    entries = [json.loads(line) for line in _lines(paths)]
+    entries = [json.loads(line) for line in entry_lines(paths)]
     del entries[5]
     for i, entry in enumerate(entries):
         entry["seq"] = i
     lines = [json.dumps(e, sort_keys=True, separators=(",", ":")).encode() + b"\n" for e in entries]
-    _rewrite_consistently(paths, lines)
+    rewrite_consistently(paths, lines)
     with pytest.raises(LogCorruptedError, match=r"truncated|do not match"):
         verify_log(paths.directory, key)
 
@@ -107,7 +93,7 @@ def test_truncated_entries_file_fails_at_the_first_missing_entry(
     closed_log: tuple[LogPaths, VerifierKey],
 ) -> None:
     paths, key = closed_log
-    lines = _lines(paths)
+    lines = entry_lines(paths)
     paths.entries.write_bytes(b"".join(lines[:15]) + lines[15][:10])
     assert _first_bad(paths, key) == 15
 
@@ -116,7 +102,7 @@ def test_log_truncated_consistently_below_the_checkpoint_fails(
     closed_log: tuple[LogPaths, VerifierKey],
 ) -> None:
     paths, key = closed_log
-    _rewrite_consistently(paths, _lines(paths)[:12])
+    rewrite_consistently(paths, entry_lines(paths)[:12])
     assert _first_bad(paths, key) == 12
 
 
@@ -124,8 +110,8 @@ def test_checkpoint_signed_by_another_key_is_rejected(
     closed_log: tuple[LogPaths, VerifierKey],
 ) -> None:
     paths, key = closed_log
-    lines = _lines(paths)[:12]
-    _rewrite_consistently(paths, lines)
+    lines = entry_lines(paths)[:12]
+    rewrite_consistently(paths, lines)
     forger = NoteSigner.generate(ORIGIN)
     leaves = [hashlib.sha256(b"\x00" + x[:-1]).digest() for x in lines]
     paths.checkpoint.write_text(sign_checkpoint(Checkpoint(ORIGIN, 12, root_of(leaves)), forger))

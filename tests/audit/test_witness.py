@@ -3,6 +3,8 @@ state persisted before answering. Exercised over real HTTP on loopback."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -11,16 +13,18 @@ from pathlib import Path
 import pytest
 
 from audit.checkpoint import Checkpoint, sign_checkpoint
-from audit.errors import WitnessRefusedError
+from audit.entry import canonical_json
+from audit.errors import LogCorruptedError, WitnessRefusedError
 from audit.keys import KEY_FILE, load_private_key, read_vkey, witness_cosigner
 from audit.limits import FixedClock
 from audit.log import AuditLog
 from audit.merkle import consistency_proof, leaf_hash, root_of
 from audit.note import NoteSigner, VerifierKey
 from audit.storage import LogPaths
+from audit.verify import verify_log
 from audit.witness import Witness, format_request
 from audit.witness_http import make_server, submit_checkpoint
-from tests.audit.conftest import ORIGIN, fill, refused
+from tests.audit.conftest import ORIGIN, entry_lines, fill, refused, rewrite_consistently
 
 NOW = FixedClock(datetime(2026, 11, 22, 3, 0, tzinfo=UTC))
 
@@ -162,4 +166,28 @@ def test_submit_detects_a_log_rolled_back_below_the_witness(
     log_paths.checkpoint.write_text(sign_checkpoint(Checkpoint(ORIGIN, 4, root_of(leaves)), signer))
     (log_paths.directory / "checkpoint.cosigned").unlink()
     with pytest.raises(WitnessRefusedError, match="rollback"):
+        submit_checkpoint(url, log_paths, log_key)
+
+
+def test_rewrite_resigned_with_the_hosts_own_key_fails_against_the_witnessed_checkpoint(
+    url: str, witness: Witness, log_paths: LogPaths, log_key: VerifierKey
+) -> None:
+    submit_checkpoint(url, log_paths, log_key, witness.cosigner.verifier)
+    # An intruder with root on the log host: drops entry 3, rebuilds the index, re-signs.
+    entries = [json.loads(x) for x in entry_lines(log_paths)]
+    del entries[3]
+    for i, e in enumerate(entries):
+        e["seq"] = i
+    lines = [canonical_json(e) + b"\n" for e in entries]
+    rewrite_consistently(log_paths, lines)
+    leaves = [hashlib.sha256(b"\x00" + x[:-1]).digest() for x in lines]
+    resigned = sign_checkpoint(Checkpoint(ORIGIN, len(leaves), root_of(leaves)), _signer(log_paths))
+    log_paths.checkpoint.write_text(resigned)
+    with pytest.raises(LogCorruptedError, match="witnessed"):
+        verify_log(
+            log_paths.directory, log_key, witness_keys=[witness.cosigner.verifier], min_cosigners=1
+        )
+    # ... and the witness refuses to cosign the rewritten history.
+    (log_paths.directory / "checkpoint.cosigned").unlink()
+    with pytest.raises(WitnessRefusedError):
         submit_checkpoint(url, log_paths, log_key)
