@@ -7,6 +7,7 @@ written with ``synchronous=FULL`` because the CRL is generated from them.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -82,6 +83,12 @@ def _dt(value: str) -> datetime:
 
 class Ledger:
     def __init__(self, path: Path) -> None:
+        try:
+            # Created owner-only: the ledger is the CA's inventory (SQLite gives its -wal/-shm
+            # files the same mode).
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise KeyStoreError(f"cannot create CA ledger {path}: {exc.strerror}") from exc
         try:
             self._db = sqlite3.connect(
                 path, timeout=30, isolation_level=None, check_same_thread=False

@@ -194,6 +194,16 @@ def test_refused_issue_exits_1_names_the_problem_issues_nothing_and_leaks_nothin
     ):
         assert secret not in out + err
     assert ("pki.cert.issued", "denied") in audit_actions(ready)
+    assert SECRET not in (ready / "audit" / "entries.jsonl").read_text()
+
+
+def test_init_refuses_to_overwrite_an_existing_ca(
+    ready: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = (ready / "ca" / "root.pem").read_bytes()
+    code, _, err = idmz(capsys, ready, "ca", "init")
+    assert code == 2 and "refusing to overwrite" in err
+    assert (ready / "ca" / "root.pem").read_bytes() == before
 
 
 def test_identity_that_is_not_a_device_path_is_refused(

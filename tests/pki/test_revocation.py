@@ -150,3 +150,15 @@ def test_every_serial_round_trips_through_hex_and_vault_forms(serial: int) -> No
 
     assert parse_serial(format_serial(serial)) == serial
     assert parse_serial(vault_serial(serial)) == serial
+
+
+def test_crl_pem_is_the_standard_encoding_of_the_der(local_ca: CAFixture) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    bundle = local_ca.ca.publish_crl(now=local_ca.now)
+    assert bundle.pem == bundle.crl.public_bytes(serialization.Encoding.PEM)
+    assert x509.load_pem_x509_crl(bundle.pem).public_bytes(serialization.Encoding.DER) == bundle.der
+
+
+def test_ledger_is_owner_only(local_ca: CAFixture) -> None:
+    assert (local_ca.dir / "ledger.sqlite").stat().st_mode & 0o077 == 0
