@@ -390,6 +390,14 @@ def _check_returned(
         ca = False
     if ca:
         problems.append("it says CA:true")
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        if not usage.digital_signature or usage.key_cert_sign or usage.crl_sign:
+            problems.append(
+                "keyUsage must include digitalSignature and exclude certificate/CRL signing"
+            )
+    except x509.ExtensionNotFound:
+        problems.append("keyUsage is missing")
     want = PROFILES[profile].extended_key_usage
     try:
         ekus = list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)

@@ -96,7 +96,19 @@ def _cmd_sign_intermediate(args: argparse.Namespace) -> int:
         now=ctx.now(),
         validity=timedelta(days=args.days),
     )
-    Path(args.out).write_bytes(cert)
+    from cryptography import x509
+
+    signed = x509.load_pem_x509_certificate(cert)
+    ctx.audit(
+        home,
+        "pki.cert.issued",
+        format(signed.serial_number, "x"),
+        "success",
+        profile="issuing-ca",
+        subject=signed.subject.rfc4514_string(),
+        not_after=signed.not_valid_after_utc.isoformat(),
+    )
+    ctx.write_public(Path(args.out), cert)
     print(f"wrote issuing CA certificate {args.out}")
     print(f"carry it and {home.ca_dir / 'root.pem'} back: idmz ca install-intermediate")
     return 0
@@ -166,15 +178,28 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ctx.CAUsageError(str(exc)) from exc
     reason = RevocationReason(args.reason)
+    from pki.errors import PKIError
+
     with ctx.authority(args) as ca:
-        record = ca.revoke(serial, reason, now=ctx.now())
+        try:
+            record = ca.revoke(serial, reason, now=ctx.now())
+        except PKIError as exc:
+            ctx.audit(home, "pki.cert.revoked", format_serial(serial), "denied", str(exc))
+            raise
     if record.already_revoked:
         print(
             f"{format_serial(serial)} was already revoked at {record.revoked_at:%Y-%m-%d %H:%M}Z "
             f"({record.reason}); the first revocation stands"
         )
         return 0
-    ctx.audit(home, "pki.cert.revoked", format_serial(serial), "success", reason.value)
+    ctx.audit(
+        home,
+        "pki.cert.revoked",
+        format_serial(serial),
+        "success",
+        reason.value,
+        backend=args.backend,
+    )
     print(f"revoked {format_serial(serial)} ({reason}); CRL regenerated")
     return 0
 
