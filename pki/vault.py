@@ -19,11 +19,9 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import hvac
 import hvac.exceptions
@@ -43,85 +41,15 @@ from pki.authority import (
 from pki.builder import subject_alt_names
 from pki.crl import load_crl
 from pki.csr import verify_csr
-from pki.errors import ConfigError, IssuanceRefusedError, KeyStoreError
+from pki.errors import IssuanceRefusedError, KeyStoreError
 from pki.identity import ConsumerIdentity, DeviceIdentity
-from pki.keys import KeyPolicy
 from pki.profiles import PROFILES, ProfileName, SignerName, Subject, check_subject_matches
+from pki.vault_config import VaultConfig as VaultConfig  # re-exported: pki.vault.VaultConfig
+from pki.vault_config import vault_serial as vault_serial
 
 _T = TypeVar("_T")
-_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 # Vault stamps NotBefore 30 s in the past and may round; anything within this is "as asked".
 VALIDITY_TOLERANCE = timedelta(minutes=5)
-
-
-@dataclass(frozen=True, slots=True)
-class VaultConfig:
-    """Where Vault is and how idmz logs in (AppRole). ``roles`` maps a profile to a Vault role
-    when profiles need different EKUs; ``role`` is used for any profile not listed."""
-
-    url: str
-    role_id: str = field(repr=False)
-    secret_id: str = field(repr=False)
-    mount: str = "pki"
-    role: str = "idmz-device"
-    roles: Mapping[ProfileName, str] = field(default_factory=dict)
-    approle_mount: str = "approle"
-    namespace: str | None = None
-    ca_bundle: str | None = None  # PEM bundle that signs Vault's TLS certificate
-    timeout_s: float = 10.0
-    key_policy: KeyPolicy = field(default_factory=KeyPolicy)
-
-    def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ConfigError(f"Vault URL must be https://host[:port]; found {self.url!r}")
-        if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
-            # The AppRole secret_id and the token would cross the network in clear text.
-            raise ConfigError(
-                f"Vault URL {self.url!r} is plain http to a remote host; use https "
-                "(plain http is accepted on loopback only)"
-            )
-        for name in ("role_id", "secret_id", "mount", "role"):
-            if not getattr(self, name):
-                raise ConfigError(f"Vault setting {name} is empty")
-
-    def role_for(self, profile: ProfileName) -> str:
-        return self.roles.get(profile, self.role)
-
-    @classmethod
-    def from_mapping(cls, settings: Mapping[str, Any]) -> VaultConfig:
-        """Build from a TOML table / environment mapping (keys as in docs/pki.md)."""
-        missing = [k for k in ("url", "role_id", "secret_id") if not settings.get(k)]
-        if missing:
-            raise ConfigError(
-                f"Vault backend needs {', '.join(missing)} "
-                "(VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID[_FILE] or <home>/ca/vault.toml)"
-            )
-        unknown = set(settings) - {
-            "url", "role_id", "secret_id", "mount", "role", "roles", "approle_mount",
-            "namespace", "ca_bundle", "timeout_s",
-        }  # fmt: skip
-        if unknown:
-            raise ConfigError(f"unknown Vault settings {sorted(unknown)}")
-        roles = {ProfileName(k): str(v) for k, v in dict(settings.get("roles", {})).items()}
-        return cls(
-            url=str(settings["url"]),
-            role_id=str(settings["role_id"]),
-            secret_id=str(settings["secret_id"]),
-            mount=str(settings.get("mount", "pki")),
-            role=str(settings.get("role", "idmz-device")),
-            roles=roles,
-            approle_mount=str(settings.get("approle_mount", "approle")),
-            namespace=settings.get("namespace"),
-            ca_bundle=settings.get("ca_bundle"),
-            timeout_s=float(settings.get("timeout_s", 10.0)),
-        )
-
-
-def vault_serial(serial: int) -> str:
-    """Vault's serial form: the serial's bytes as colon-separated lower-case hex pairs."""
-    raw = serial.to_bytes((serial.bit_length() + 7) // 8 or 1, "big")
-    return ":".join(f"{b:02x}" for b in raw)
 
 
 class VaultCA:
