@@ -8,6 +8,7 @@ end offset, the RFC 6962 compact range). Callers hold ``writer.lock()`` around
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -99,6 +100,9 @@ class LogWriter:
         os.fdatasync(self._entries_fd)
 
     def append(self, batch: list[PendingEntry]) -> bool:
+        """Write ``batch`` after the last entry (call under the lock, after ``catch_up``);
+        stamps each entry and sets its receipt. True if anything was written; ``sync`` must
+        succeed before any receipt is handed out."""
         shared = self.shared
         now = self.clock.now()
         stamp = now.isoformat(timespec="microseconds").replace("+00:00", "Z")
@@ -130,17 +134,17 @@ class LogWriter:
         self._check_capacity(len(blob) + RECORD_BYTES * len(records))
         try:
             pwrite_all(self._entries_fd, blob, shared.end_offset)
-        except OSError as exc:
-            os.ftruncate(self._entries_fd, shared.end_offset)  # no partial entry stays behind
-            raise AuditUnavailableError(
-                f"audit entries {shared.size}..{seq - 1} not recorded: {exc}"
-            ) from exc
-        try:
             # Not fsynced here: the entries are the durable record; the index is made
             # durable with each checkpoint and repaired from the entries after a crash.
             pwrite_all(self._index_fd, b"".join(records), shared.size * RECORD_BYTES)
         except OSError as exc:
-            _log.warning("audit log: index write failed (%s); it is rebuilt on open", exc)
+            # Nothing was acknowledged yet: take the batch back out of both files.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._entries_fd, shared.end_offset)
+                os.ftruncate(self._index_fd, shared.size * RECORD_BYTES)
+            raise AuditUnavailableError(
+                f"audit entries {shared.size}..{seq - 1} not recorded: {exc}"
+            ) from exc
         for slot, index, h in accepted:
             shared.tree.append(h)
             slot.receipt = AuditReceipt(index=index, leaf_hash=h)
