@@ -57,7 +57,7 @@ def load_csr(unverified: bytes) -> x509.CertificateSigningRequest:
         if data.lstrip().startswith(b"-----BEGIN"):
             return x509.load_pem_x509_csr(data)
         return x509.load_der_x509_csr(data)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise CSRError(
             "expected a PEM or DER PKCS#10 certificate request; could not parse it"
         ) from exc
@@ -79,16 +79,16 @@ def verify_csr(unverified: bytes, subject: Subject, policy: KeyPolicy) -> Verifi
     """Check a CSR for ``subject``: parse, proof of possession, key, extensions, names.
 
     1. Parse PEM/DER within the size limit.
-    2. Proof of possession: the CSR's signature verifies with its own public key.
-    3. Hash: SHA-256 or stronger (SHA-1/MD5 signatures are refused).
-    4. The key type and size are accepted by ``policy``.
+    2. Hash: SHA-256 or stronger (SHA-1/MD5 signatures are refused).
+    3. The key loads and its type and size are accepted by ``policy``.
+    4. Proof of possession: the CSR's signature verifies with its own public key.
     5. Extensions: only tolerated types; BasicConstraints must not say CA:true.
     6. A SAN, if present, must name exactly ``subject`` (a CSR asking for another device's
        name is refused, not rewritten).
     """
     csr = load_csr(unverified)  # (1)
-    # (3) before (2): cryptography will not verify a SHA-1 signature at all, and "signed with
-    # SHA-1" is a clearer refusal than "proof of possession failed".
+    # (2) cryptography will not verify a SHA-1 signature at all, and "signed with SHA-1" is a
+    # clearer refusal than "proof of possession failed".
     try:
         algorithm = csr.signature_hash_algorithm
         found = algorithm.name if algorithm is not None else "none"
@@ -101,11 +101,24 @@ def verify_csr(unverified: bytes, subject: Subject, policy: KeyPolicy) -> Verifi
         )
     if not isinstance(algorithm, hashes.SHA256 | hashes.SHA384 | hashes.SHA512):
         raise CSRError(f"CSR for {subject} must be signed with SHA-256 or stronger; found {found}")
-    if not csr.is_signature_valid:  # (2)
+    # (3) before (4): a key cryptography cannot even load (unknown curve, malformed point)
+    # would make the signature check raise instead of answer.
+    try:
+        unchecked_key = csr.public_key()
+    except (UnsupportedAlgorithm, ValueError) as exc:
+        raise CSRError(
+            f"CSR for {subject}: expected an ECDSA P-256/P-384 or RSA public key; found one "
+            "that is unsupported or malformed"
+        ) from exc
+    key = check_public_key(unchecked_key, policy)
+    try:
+        proven = csr.is_signature_valid  # (4)
+    except (UnsupportedAlgorithm, ValueError) as exc:
+        raise CSRError(f"CSR for {subject} has a malformed signature") from exc
+    if not proven:
         raise CSRError(
             f"CSR for {subject} failed proof of possession: its signature does not verify"
         )
-    key = check_public_key(csr.public_key(), policy)  # (4)
     try:
         extensions = list(csr.extensions)
     except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:

@@ -130,7 +130,7 @@ class VaultCA:
         data = _data(response, f"sign {subject}")
         try:
             cert = x509.load_pem_x509_certificate(str(data["certificate"]).encode())
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, x509.InvalidVersion) as exc:
             raise KeyStoreError(f"Vault's answer for {subject} holds no PEM certificate") from exc
         try:
             _check_returned(cert, verified.public_key, subject, profile, chain[0], not_after)
