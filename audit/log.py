@@ -4,16 +4,20 @@
     ...     receipt = log.record(AuditEvent("op", "operator.note", "-", Outcome.SUCCESS, "why"))
 
 ``record`` returns only after the entry is written and fsynced. Concurrent callers share
-fsyncs (group commit, ADR 0021): the first waiting thread becomes the writer, appends every
-pending entry under the cross-process ``flock`` (ADR 0022), hands the writer role on, and only
-then waits for its ``fdatasync``; so the next batch is being written while the previous one
-is being flushed. Batches are acknowledged in order, and none after a failed flush. The log
-stamps ``seq`` (the Merkle leaf index), ``time``, ``time_source`` and ``host``.
+fsyncs (group commit, ADR 0021): a writer thread appends every pending entry under the
+cross-process ``flock`` (ADR 0022) and hands the batch to a flusher thread, which
+``fdatasync``s once for every batch written since its last flush and wakes exactly the
+callers whose entries that covered. The next batch is written while the previous one
+flushes; batches are acknowledged in order, and none after a failed flush. The log stamps
+``seq`` (the Merkle leaf index), ``time``, ``time_source`` and ``host``. Open the log after
+forking worker processes, not before (threads do not survive ``fork``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import queue
 import socket
 import threading
 from collections.abc import Callable, Sequence
@@ -24,7 +28,7 @@ from types import TracebackType
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit.entry import EncodedEvent, encode_event
-from audit.errors import AuditUnavailableError, InvalidEventError
+from audit.errors import AuditConfigError, AuditUnavailableError, InvalidEventError
 from audit.events import AuditEvent, AuditReceipt
 from audit.keys import log_signer
 from audit.limits import AuditLimits, CapacityReport, Clock, SystemClock
@@ -36,10 +40,12 @@ _log = logging.getLogger("audit")
 
 @dataclass(frozen=True, slots=True)
 class LogStats:
-    """This process's writes: ``batches`` group commits carried ``entries`` entries."""
+    """This process's writes: ``entries`` entries in ``batches`` writes, made durable by
+    ``flushes`` fdatasync calls."""
 
     entries: int
     batches: int
+    flushes: int
 
 
 class AuditLog:
@@ -51,13 +57,21 @@ class AuditLog:
         self._writer = writer
         self._cv = threading.Condition()
         self._pending: list[PendingEntry] = []
-        self._writing = False  # a thread holds the writer role
-        self._next_ticket = 0  # batches are numbered as they are written ...
-        self._finished_ticket = 0  # ... and acknowledged in that order
         self._closed = False
         self._broken: BaseException | None = None
+        self._flushes = 0
+        self._pid = os.getpid()
+        self._file_mutex = threading.Lock()  # the writer thread vs. on-demand checkpoints
+        self._written: queue.SimpleQueue[tuple[list[PendingEntry], bool] | None] = (
+            queue.SimpleQueue()
+        )
         self._stop = threading.Event()
-        self._timer: threading.Thread | None = None
+        self._threads = [
+            threading.Thread(target=self._write_loop, name="audit-writer", daemon=True),
+            threading.Thread(target=self._flush_loop, name="audit-flusher", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @classmethod
     def open(
@@ -104,8 +118,10 @@ class AuditLog:
             raise
         log = cls(writer, host=host or socket.gethostname())
         if background_checkpoints:
-            log._timer = threading.Thread(target=log._checkpoint_loop, daemon=True)
-            log._timer.start()
+            timer = threading.Thread(target=log._checkpoint_loop, name="audit-checkpoints")
+            timer.daemon = True
+            timer.start()
+            log._threads.append(timer)
         return log
 
     def __enter__(self) -> AuditLog:
@@ -120,17 +136,15 @@ class AuditLog:
         self.close()
 
     def close(self) -> None:
-        """Stop accepting events, finish batches in flight, write a final checkpoint."""
+        """Stop accepting events, write and flush what is pending, write a final checkpoint."""
         with self._cv:
             if self._closed:
                 return
             self._closed = True
             self._cv.notify_all()
-            while self._writing or self._finished_ticket != self._next_ticket:
-                self._cv.wait()
         self._stop.set()
-        if self._timer is not None:
-            self._timer.join()
+        for thread in self._threads:
+            thread.join()
         try:
             if self._broken is None:
                 self._checkpoint_now()
@@ -152,7 +166,7 @@ class AuditLog:
 
     @property
     def stats(self) -> LogStats:
-        return LogStats(*self._writer.written)
+        return LogStats(*self._writer.written, self._flushes)
 
     # -- recording ----------------------------------------------------------------------
 
@@ -161,42 +175,22 @@ class AuditLog:
         it cannot be recorded (nothing of it is acknowledged) and `InvalidEventError` for an
         event that can never be recorded."""
         entry = PendingEntry(self._encode(event))
-        with self._cv:
-            self._pending.append(entry)
-            while not entry.done:
-                if self._closed and entry in self._pending:
-                    self._pending.remove(entry)
-                    raise AuditUnavailableError("the audit log is closed")
-                if self._writing or not self._pending:
-                    self._cv.wait()
-                    continue
-                self._writing = True
-                batch = self._pending[: self.limits.max_batch_entries]
-                del self._pending[: len(batch)]
-                self._write_and_sync(batch)
+        self._submit([entry])
+        entry.ready.wait()
         if entry.error is not None:
             raise entry.error
         assert entry.receipt is not None
         return entry.receipt
 
     def record_batch(self, events: Sequence[AuditEvent]) -> list[AuditReceipt]:
-        """Append ``events`` as consecutive entries (``max_batch_entries`` per flush) and
-        return their receipts once all are durable. On failure the error is raised; entries
-        of earlier chunks stay recorded."""
+        """Append ``events`` as consecutive entries and return their receipts once all are
+        durable. If any cannot be recorded its error is raised (others may be recorded)."""
         entries = [PendingEntry(self._encode(e)) for e in events]
-        step = self.limits.max_batch_entries
-        for i in range(0, len(entries), step):
-            chunk = entries[i : i + step]
-            with self._cv:
-                while self._writing and not self._closed:
-                    self._cv.wait()
-                if self._closed:
-                    raise AuditUnavailableError("the audit log is closed")
-                self._writing = True
-                self._write_and_sync(chunk)
-            for entry in chunk:
-                if entry.error is not None:
-                    raise entry.error
+        self._submit(entries)
+        for entry in entries:
+            entry.ready.wait()
+            if entry.error is not None:
+                raise entry.error
         return [e.receipt for e in entries if e.receipt is not None]
 
     def _encode(self, event: AuditEvent) -> EncodedEvent:
@@ -208,44 +202,64 @@ class AuditLog:
             )
         return encoded
 
-    def _write_and_sync(self, batch: list[PendingEntry]) -> None:
-        """Called holding ``_cv`` with the writer role taken; returns holding ``_cv`` once
-        ``batch`` is acknowledged or failed."""
-        ticket = self._next_ticket
-        self._next_ticket += 1
-        self._cv.release()
-        try:
-            wrote = self._write(batch)
-        finally:
-            self._cv.acquire()
-            self._writing = False  # the next batch may be written while this one flushes
-            self._cv.notify_all()
-        sync_error: OSError | None = None
-        if wrote:
-            self._cv.release()
-            try:
-                self._writer.sync()
-            except OSError as exc:
-                sync_error = exc
-            finally:
-                self._cv.acquire()
-        while self._finished_ticket != ticket:
-            self._cv.wait()
-        if sync_error is not None and self._broken is None:
-            # After a failed fsync the page cache state is unknown (fsyncgate): stop here,
-            # and acknowledge nothing written after it either.
-            _log.error("audit log: fdatasync failed, refusing further writes: %s", sync_error)
-            self._broken = sync_error
-        for entry in batch:
-            if not entry.done:
-                if self._broken is not None:
-                    entry.receipt = None
-                    entry.error = AuditUnavailableError(
-                        f"audit entry not recorded (flush failed: {self._broken})"
-                    )
-                entry.done = True
-        self._finished_ticket += 1
-        self._cv.notify_all()
+    def _submit(self, entries: list[PendingEntry]) -> None:
+        if os.getpid() != self._pid:
+            # The writer threads and the flock stayed with the parent process.
+            raise AuditConfigError(
+                f"this audit log was opened by process {self._pid}; open it again in each "
+                "process after fork"
+            )
+        with self._cv:
+            if self._closed:
+                raise AuditUnavailableError("the audit log is closed")
+            self._pending.extend(entries)
+            self._cv.notify()
+
+    def _write_loop(self) -> None:
+        """Writer thread: append whatever is pending as one batch, pass it to the flusher."""
+        while True:
+            with self._cv:
+                while not self._pending and not self._closed:
+                    self._cv.wait()
+                if not self._pending:
+                    break
+                batch = self._pending[: self.limits.max_batch_entries]
+                del self._pending[: len(batch)]
+            with self._file_mutex:
+                wrote = self._write(batch)
+            self._written.put((batch, wrote))
+        self._written.put(None)
+
+    def _flush_loop(self) -> None:
+        """Flusher thread: one fdatasync for every batch written since the last one (a later
+        flush covers earlier writes), then acknowledge those batches in order."""
+        done = False
+        while not done:
+            item = self._written.get()
+            items: list[tuple[list[PendingEntry], bool]] = []
+            while item is not None:
+                items.append(item)
+                if self._written.empty():
+                    break
+                item = self._written.get()
+            done = item is None
+            if any(wrote for _, wrote in items) and self._broken is None:
+                try:
+                    self._writer.sync()
+                    self._flushes += 1
+                except OSError as exc:
+                    # After a failed fsync the page cache state is unknown (fsyncgate):
+                    # acknowledge nothing from here on; reopen after checking the disk.
+                    _log.error("audit log: fdatasync failed, refusing further writes: %s", exc)
+                    self._broken = exc
+            for batch, _ in items:
+                for entry in batch:
+                    if entry.error is None and (self._broken is not None or entry.receipt is None):
+                        entry.receipt = None
+                        entry.error = AuditUnavailableError(
+                            f"audit entry not recorded (flush failed: {self._broken})"
+                        )
+                    entry.ready.set()
 
     def _write(self, batch: list[PendingEntry]) -> bool:
         """Append ``batch`` under the flock; True if bytes were written (need a flush)."""
@@ -265,8 +279,8 @@ class AuditLog:
                 error = AuditUnavailableError(f"audit entry not recorded: {exc}")
                 error.__cause__ = exc
             for entry in batch:
-                if not entry.done and entry.receipt is None:
-                    entry.error, entry.done = error, True
+                if entry.receipt is None and entry.error is None:
+                    entry.error = error
             return any(entry.receipt is not None for entry in batch)
 
     # -- checkpoints --------------------------------------------------------------------
@@ -279,18 +293,9 @@ class AuditLog:
         return self._checkpoint_now()
 
     def _checkpoint_now(self) -> str:
-        with self._cv:
-            while self._writing:
-                self._cv.wait()
-            self._writing = True
-        try:
-            with self._writer.lock():
-                self._writer.catch_up(recover=False)
-                return self._writer.write_checkpoint()
-        finally:
-            with self._cv:
-                self._writing = False
-                self._cv.notify_all()
+        with self._file_mutex, self._writer.lock():
+            self._writer.catch_up(recover=False)
+            return self._writer.write_checkpoint()
 
     def _checkpoint_loop(self) -> None:
         interval = self.limits.checkpoint_interval_s

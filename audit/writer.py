@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ class PendingEntry:
     encoded: EncodedEvent
     receipt: AuditReceipt | None = None
     error: BaseException | None = None
+    ready: threading.Event = field(default_factory=threading.Event)  # outcome is final
     done: bool = False
 
 
@@ -120,7 +122,6 @@ class LogWriter:
                 slot.error = InvalidEventError(
                     f"entry would be {len(data) + 1} bytes (max {self.limits.max_entry_bytes})"
                 )
-                slot.done = True
                 continue
             h = leaf_hash(data)
             end += len(data) + 1

@@ -159,7 +159,7 @@ def main() -> None:
         log_side.log.close()
         print(f"{args.threads} writer threads, {round(args.seconds)} interleaved 1 s rounds each")
         print(f"audit log (group commit): {rate['audit_log']:.0f} durable appends/s, "
-              f"{stats.entries / max(stats.batches, 1):.1f} entries per fsync")  # fmt: skip
+              f"{stats.entries / max(stats.flushes, 1):.1f} entries per fdatasync")  # fmt: skip
         print(f"raw write+fsync per event, in order (one lock): {rate['raw_ordered']:.0f}/s")
         print(f"raw write+fsync per event, threads racing (no order): {rate['raw_unordered']:.0f}/s"
               f" -> audit log / racing = {rate['audit_log'] / rate['raw_unordered']:.2f}")  # fmt: skip

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from audit.errors import AuditUnavailableError, InvalidEventError
+from audit.errors import AuditConfigError, AuditUnavailableError, InvalidEventError
 from audit.events import AuditEvent, Outcome
 from audit.keys import read_vkey
 from audit.limits import AuditLimits, CapacityReport, CapacityState, FixedClock
@@ -77,7 +77,7 @@ def test_concurrent_writers_share_fsyncs_and_get_distinct_indexes(audit_log: Aud
         t.join()
     assert sorted(indexes) == list(range(320))
     stats = audit_log.stats
-    assert stats.entries == 320 and stats.batches < 320  # group commit happened
+    assert stats.entries == 320 and stats.flushes < 320  # group commit happened
 
 
 def test_several_processes_append_to_one_log_without_gaps(log_dir: Path) -> None:
@@ -173,3 +173,21 @@ def test_stored_entries_are_canonical_json_of_their_own_fields(audit_log: AuditL
     paths = audit_log.paths
     data = read_entry(paths, read_index(paths), 0)
     assert canonical_json(json.loads(data)) == data and b"\n" not in data
+
+
+def test_a_log_inherited_across_fork_refuses_instead_of_hanging(log_dir: Path) -> None:
+    import os
+
+    log = AuditLog.open(log_dir, origin=ORIGIN)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: its copy has no writer threads and shares the flock
+            try:
+                log.record(refused())
+            except AuditConfigError:
+                os._exit(0)
+            os._exit(1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        log.close()
