@@ -105,8 +105,13 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
 
 
 def _describe(cert: x509.Certificate) -> str:
-    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    cn = str(cns[0].value) if cns else "(no CN)"
+    # Called while reporting a failure: the certificate may be malformed past its serial, and
+    # cryptography parses names lazily, so describing it must not raise.
+    try:
+        cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        cn = str(cns[0].value) if cns else "(no CN)"
+    except ValueError:
+        cn = "(malformed subject)"
     return f"certificate {format_serial(cert.serial_number)} ({cn})"
 
 

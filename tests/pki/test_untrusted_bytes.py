@@ -86,13 +86,14 @@ def test_any_single_byte_corruption_of_a_certificate_is_a_certificate_error(
     assert len(parsed) == 1
 
 
-def _one_certificate() -> bytes:
+def _one_ca() -> tuple[bytes, object]:
     import tempfile
     from datetime import UTC, datetime
     from pathlib import Path
 
     from pki.local import LocalCA, init_local_ca
     from pki.profiles import ProfileName
+    from pki.verifier import ChainVerifier
     from tests.pki.conftest import PASSPHRASE
 
     now = datetime.now(UTC)
@@ -100,9 +101,31 @@ def _one_certificate() -> bytes:
     init_local_ca(d, passphrase=PASSPHRASE, organization="acme", now=now)
     ca = LocalCA.open(d, passphrase=PASSPHRASE)
     try:
-        return ca.issue(make_csr(), DEVICE, profile=ProfileName.DEVICE, now=now).leaf_pem()
+        leaf = ca.issue(make_csr(), DEVICE, profile=ProfileName.DEVICE, now=now).leaf_pem()
+        verifier = ChainVerifier(roots=[ca.ca_chain()[-1]], crls=[ca.current_crl(now=now).crl])
+        return leaf, (verifier, ca.issuing_certificate, now)
     finally:
         ca.close()
 
 
-CERT_PEM = _one_certificate()
+CERT_PEM, VERIFY = _one_ca()
+
+
+@settings(max_examples=300)
+@given(st.integers(min_value=0, max_value=2000), st.integers(min_value=1, max_value=255))
+def test_a_corrupted_device_certificate_never_verifies_as_something_else(
+    offset: int, xor: int
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    verifier, issuing, now = VERIFY  # type: ignore[misc]
+    original = x509.load_pem_x509_certificate(CERT_PEM)
+    der = bytearray(original.public_bytes(serialization.Encoding.DER))
+    der[offset % len(der)] ^= xor
+    try:
+        leaf = load_certificates(bytes(der))[0]
+        peer = verifier.verify_device(leaf, [issuing], now=now)
+    except CertificateError:
+        return
+    assert leaf.tbs_certificate_bytes == original.tbs_certificate_bytes
+    assert peer.identity == DEVICE
