@@ -94,15 +94,16 @@ class Supervisor:
         cwd: Path | None = None,
         stdout_path: Path | None = None,
     ) -> Child:
-        log_path = stdout_path or self.log_dir / f"{name}.log"
+        # With ``stdout_path`` (a client's captured output) stderr still goes to the log file.
+        log_path = self.log_dir / f"{name}.log"
         full_env = dict(os.environ)
         if env:
             full_env.update(env)
-        with log_path.open("ab") as out:
+        with log_path.open("ab") as log, (stdout_path or log_path).open("ab") as out:
             proc = subprocess.Popen(
                 list(argv),
                 stdout=out,
-                stderr=subprocess.STDOUT if stdout_path is None else subprocess.DEVNULL,
+                stderr=log if stdout_path is not None else subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=full_env,
                 cwd=cwd,

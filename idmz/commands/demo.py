@@ -1,10 +1,147 @@
-"""`idmz demo`: not wired yet (in progress)."""
+"""`idmz demo`: the plant in a box. The whole chain on loopback, told step by step.
+
+    idmz demo                    build the plant under <home>/demo, tell the story, keep running
+    idmz demo --check            the same story unattended, within --timeout; exit 0 only if
+                                 every step passed (the end-to-end test CI runs)
+
+It starts a CA, the provisioning service, the relay with its OT-facing and IT-facing Mosquitto
+brokers, a simulated stamping line, an anomaly model and two gateways that enroll at first boot,
+each through its own command line. Then: healthy operation, a bearing fault and its local alarm,
+the event at IT with provenance, spoofing and IT-to-OT writes refused, a device revoked and cut
+off, the audit log verified and a compliance report written. ^C stops everything. docs/demo.md
+explains each step.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import sys
+import threading
+from types import FrameType
 from typing import Any
 
 
 def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
-    """Add the `demo` command group to the top-level parser."""
+    """Add the `demo` command to the top-level parser."""
+    p = sub.add_parser(
+        "demo",
+        help=summary,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="run unattended without colour; exit 0 only if every step passed",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="time bound for the whole story (default 300)",
+    )
+    p.set_defaults(func=cmd_demo)
+
+
+def _interrupt(_sig: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from idmz.demo.layout import DemoDirectoryError, DemoLayout
+    from idmz.demo.plant import Plant
+    from idmz.demo.processes import Deadline, DemoProcesses, sweep
+    from idmz.demo.runner import StoryRunner
+    from idmz.demo.story import Story
+    from idmz.home import SettingsError, resolve_home
+
+    layout = DemoLayout((resolve_home(args.home).root / "demo").resolve())
+    color = not args.check and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    runner = StoryRunner(color=color)
+    try:
+        leftovers = sweep(layout.root)  # from a previous demo that was killed hard
+        layout.prepare()
+    except DemoDirectoryError as exc:
+        raise SettingsError(str(exc)) from exc
+    deadline = Deadline(args.timeout)
+    procs = DemoProcesses(layout, deadline)
+    plant = Plant(layout, procs)
+    story = Story(plant)
+    runner.say(f"idmz demo: a stamping plant in a box, on loopback, in {layout.root}")
+    if leftovers:
+        runner.say(f"  (stopped {len(leftovers)} process(es) left over from an earlier demo)")
+    signal.signal(signal.SIGTERM, _interrupt)
+    code = 1
+    try:
+        acts = [("Act 0 · Building the plant", plant.steps()), *story.acts()]
+        failed = _tell(runner, acts, procs)
+        total = deadline.elapsed()
+        passed = sum(o.ok for o in runner.outcomes)
+        runner.heading(
+            f"{'✔' if not failed else '✘'} {passed} of {sum(len(s) for _, s in acts)} steps "
+            f"passed in {total:.0f} s"
+        )
+        _where(runner, plant)
+        code = 0 if not failed and runner.all_ok else 1
+        if code == 0 and not args.check:
+            runner.say("")
+            runner.say("The plant keeps running: look around (see above), then ^C to stop it.")
+            threading.Event().wait()
+    except KeyboardInterrupt:
+        runner.say("")
+        runner.say("interrupted")
+        code = 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        runner.say("stopping the plant…")
+        stray = procs.close()
+        for line in stray:
+            runner.say(f"  stopped a stray process: {line}")
+        runner.say(f"stopped; nothing of the demo is left running. Files: {layout.root}")
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    return code
+
+
+def _tell(runner: Any, acts: list[tuple[str, list[Any]]], procs: Any) -> bool:
+    """Run the acts in order; stop at the first failed step. Returns True when one failed."""
+    for heading, steps in acts:
+        runner.heading(heading)
+        for i, step in enumerate(steps):
+            if runner.run(step):
+                continue
+            for name in step.logs:
+                tail = procs.log_tail(name)
+                if tail:
+                    runner.say(f"    ── last lines of {procs.layout.logs / name}.log")
+                    for line in tail.splitlines():
+                        runner.say(f"    {line}")
+            for rest in steps[i + 1 :]:
+                runner.skip(rest)
+            later = acts[[h for h, _ in acts].index(heading) + 1 :]
+            for h, rest_steps in later:
+                runner.heading(h)
+                for rest in rest_steps:
+                    runner.skip(rest)
+            return True
+    return False
+
+
+def _where(runner: Any, plant: Any) -> None:
+    layout = plant.layout
+    p = plant.ports
+    runner.say(f"  files      {layout.root} (logs in {layout.logs})")
+    runner.say(f"  report     {layout.report}")
+    runner.say(f"  relay      {plant.relay_health_url}/health and /metrics")
+    runner.say(
+        f"  look       mosquitto_sub -V mqttv5 -h 127.0.0.1 -p {p.it} "
+        f"--cafile {layout.ca}/chain.pem --cert {layout.historian}/historian.pem "
+        f"--key {layout.historian}/historian.key -t 'acme/plant1/#' -F '%t %P %p'"
+    )
+    runner.say(
+        f'  audit      idmz --home {layout.root} audit verify --key "$(cat {layout.pinned_audit_key})"'
+    )

@@ -1,4 +1,10 @@
-"""Run a story of steps, one clear line each, with a tick or a cross and the time it took."""
+"""Run a story of steps, one clear line each, with a tick or a cross and the time it took.
+
+An action returns its detail: the first line goes on the step's line, any further lines are
+evidence (what an independent client printed, a file written) shown indented under it. An action
+that raises is a cross with the reason; the story stops there and the remaining steps are listed
+as not run, so a reader sees exactly how far the chain got.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +22,8 @@ class StepFailedError(Exception):
 @dataclass(frozen=True, slots=True)
 class Step:
     title: str
-    action: Callable[[], str]  # returns a one-line detail; raises on failure
+    action: Callable[[], str]  # returns a one-line detail (+ evidence lines); raises on failure
+    logs: tuple[str, ...] = ()  # process logs worth reading when this step fails
 
 
 @dataclass
@@ -39,6 +46,9 @@ class StoryRunner:
             return tick if ok else cross
         return f"\033[32m{tick}\033[0m" if ok else f"\033[31m{cross}\033[0m"
 
+    def _dim(self, text: str) -> str:
+        return f"\033[2m{text}\033[0m" if self.color else text
+
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
@@ -54,15 +64,25 @@ class StoryRunner:
             detail = step.action()
             ok = True
         except Exception as exc:  # noqa: BLE001 - every failure becomes a cross with its reason
-            detail = f"{type(exc).__name__}: {exc}"
+            detail = (
+                str(exc) if isinstance(exc, StepFailedError) else f"{type(exc).__name__}: {exc}"
+            )
             ok = False
         seconds = time.monotonic() - started
+        first, *evidence = (detail or "").splitlines() or [""]
         self.outcomes.append(StepOutcome(step.title, ok, detail, seconds))
         line = f"  {self._mark(ok)} {step.title}"
-        if detail:
-            line += f" — {detail}"
-        self.say(f"{line}  ({seconds:.1f}s)")
+        if first:
+            line += f" — {first}"
+        if self.color:
+            line += "\033[K"  # clear what is left of the "…" line
+        self.say(f"{line}  {self._dim(f'({seconds:.1f}s)')}")
+        for text in evidence:
+            self.say(self._dim(f"      │ {text}"))
         return ok
+
+    def skip(self, step: Step) -> None:
+        self.say(self._dim(f"  – {step.title} (not run)"))
 
     @property
     def all_ok(self) -> bool:
