@@ -21,6 +21,7 @@ from pathlib import Path
 from audit.log import AuditLog
 from idmz.home import Home, SettingsError, generate_secret_file, load_secret
 from pki.local import LocalCA, init_local_ca
+from provisioning.config import ServiceLimits
 from provisioning.registry import Registry
 from provisioning.service import ProvisioningService, RevocationListener
 from provisioning.tokens import TokenKey
@@ -88,6 +89,7 @@ def open_runtime(
     organization: str = "idmz",
     create_ca: bool = True,
     listeners: tuple[RevocationListener, ...] = (),
+    limits: ServiceLimits | None = None,
 ) -> Runtime:
     if create_ca:
         ensure_ca(home, organization=organization)
@@ -103,6 +105,7 @@ def open_runtime(
         token_key=token_key,
         crl_file=ca.paths.crl_der,
         listeners=listeners,
+        limits=limits,
     )
     return Runtime(home, ca, registry, audit, token_key, service)
 

@@ -16,6 +16,8 @@ if issuance fails the whole unit rolls back and the token stays unused.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event, func, update
+from sqlalchemy import bindparam, event, func, insert, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
@@ -123,56 +125,81 @@ def _token(row: TokenRow) -> TokenRecord:
     )
 
 
+_DEVICES = DeviceRow.__table__  # type: ignore[attr-defined]
+_GROUPS = GroupRow.__table__  # type: ignore[attr-defined]
+_CERTS = CertificateRow.__table__  # type: ignore[attr-defined]
+_TOKENS = TokenRow.__table__  # type: ignore[attr-defined]
+
+
+# The enrollment hot path as plain SQL (portable between SQLite >= 3.35 and PostgreSQL): built
+# once, so each request pays no statement construction or cache-key cost.
+_CONSUME_TOKEN = text(
+    "UPDATE tokens SET used_at = :now, used_by = :used_by"
+    " WHERE jti = :jti AND subject = :subject AND used_at IS NULL AND expires_at > :now"
+    " RETURNING jti"
+)
+_SELECT_DEVICE = text(
+    "SELECT path, status, device_class, asset, created_at, updated_at FROM devices WHERE path = :path"
+)
+_SELECT_GROUPS = text(
+    "SELECT prefix, device_class, validity_days, renewal_grace_days, created_at"
+    " FROM enrollment_groups WHERE prefix IN :prefixes"
+).bindparams(bindparam("prefixes", expanding=True))
+_INSERT_CERT = text(
+    "INSERT INTO certificates (serial, device_path, fingerprint, not_before, not_after, issued_at,"
+    " status, via, alerted_days) VALUES (:serial, :device_path, :fingerprint, :not_before,"
+    " :not_after, :issued_at, 'active', :via, NULL)"
+)
+_SUPERSEDE_CERT = text(
+    "UPDATE certificates SET status = 'superseded' WHERE serial = :serial AND status = 'active'"
+)
+_SET_DEVICE_STATUS = text(
+    "UPDATE devices SET status = :status, updated_at = :now WHERE path = :path"
+)
+
+
 class Unit:
-    """One transaction. Obtained from `Registry.unit`; committed when the block ends normally."""
+    """One transaction. Obtained from `Registry.unit`; committed when the block ends normally.
+
+    The enrollment hot path runs here, so it speaks SQLAlchemy Core on the session's connection
+    (a fraction of the ORM's per-statement cost); the tables are the SQLModel ones."""
 
     def __init__(self, session: Session) -> None:
         self._s = session
+        self._c = session.connection()
 
     def consume_token(self, jti: str, *, subject: str, used_by: str, now: datetime) -> bool:
         """Mark the token used if it exists, is bound to ``subject``, is unused and unexpired.
         True when this call consumed it; False when any condition failed."""
-        stmt = (
-            update(TokenRow)
-            .where(col(TokenRow.jti) == jti)
-            .where(col(TokenRow.subject) == subject)
-            .where(col(TokenRow.used_at).is_(None))
-            .where(col(TokenRow.expires_at) > _ts(now))
-            .values(used_at=_ts(now), used_by=used_by)
-            .returning(col(TokenRow.jti))
-        )
-        return self._s.execute(stmt).first() is not None
+        params = {"jti": jti, "subject": subject, "used_by": used_by, "now": _ts(now)}
+        return self._c.execute(_CONSUME_TOKEN, params).first() is not None
 
     def device(self, path: str) -> DeviceRecord | None:
-        row = self._s.get(DeviceRow, path)
-        return _device(row) if row is not None else None
+        row = self._c.execute(_SELECT_DEVICE, {"path": path}).first()
+        return _device(DeviceRow(**row._mapping)) if row is not None else None
 
     def insert_device(
         self, path: str, *, device_class: str, asset: str, status: str, now: datetime
     ) -> None:
-        self._s.add(
-            DeviceRow(
-                path=path,
-                status=status,
-                device_class=device_class,
-                asset=asset,
-                created_at=_ts(now),
-                updated_at=_ts(now),
-            )
-        )
         try:
-            self._s.flush()
+            with self._c.begin_nested():
+                self._c.execute(
+                    insert(_DEVICES).values(
+                        path=path,
+                        status=status,
+                        device_class=device_class,
+                        asset=asset,
+                        created_at=_ts(now),
+                        updated_at=_ts(now),
+                    )
+                )
         except IntegrityError as exc:
             raise DeviceStateError(
                 f"device {path} is already registered", code="device-exists"
             ) from exc
 
     def set_device_status(self, path: str, status: str, *, now: datetime) -> None:
-        self._s.execute(
-            update(DeviceRow)
-            .where(col(DeviceRow.path) == path)
-            .values(status=status, updated_at=_ts(now))
-        )
+        self._c.execute(_SET_DEVICE_STATUS, {"status": status, "now": _ts(now), "path": path})
 
     def record_certificate(
         self,
@@ -187,48 +214,56 @@ class Unit:
         supersedes: str | None = None,
     ) -> None:
         if supersedes is not None:
-            self._s.execute(
-                update(CertificateRow)
-                .where(col(CertificateRow.serial) == supersedes)
-                .where(col(CertificateRow.status) == "active")
-                .values(status="superseded")
-            )
-        self._s.add(
-            CertificateRow(
-                serial=serial,
-                device_path=device_path,
-                fingerprint=fingerprint,
-                not_before=_ts(not_before),
-                not_after=_ts(not_after),
-                issued_at=_ts(now),
-                status="active",
-                via=via,
-            )
+            self._c.execute(_SUPERSEDE_CERT, {"serial": supersedes})
+        self._c.execute(
+            _INSERT_CERT,
+            {
+                "serial": serial,
+                "device_path": device_path,
+                "fingerprint": fingerprint,
+                "not_before": _ts(not_before),
+                "not_after": _ts(not_after),
+                "issued_at": _ts(now),
+                "via": via,
+            },
         )
 
     def mark_certificates_revoked(self, device_path: str) -> list[str]:
-        rows = self._s.execute(
-            update(CertificateRow)
-            .where(col(CertificateRow.device_path) == device_path)
-            .where(col(CertificateRow.status) != "revoked")
+        rows = self._c.execute(
+            update(_CERTS)
+            .where(_CERTS.c.device_path == device_path)
+            .where(_CERTS.c.status != "revoked")
             .values(status="revoked")
-            .returning(col(CertificateRow.serial))
+            .returning(_CERTS.c.serial)
         ).all()
         return [r[0] for r in rows]
 
+    def insert_group(self, row: GroupRow) -> None:
+        try:
+            with self._c.begin_nested():
+                self._c.execute(insert(_GROUPS).values(**row.model_dump()))
+        except IntegrityError as exc:
+            raise UsageError(f"enrollment group {row.prefix} already exists") from exc
+
+    def insert_token(self, row: TokenRow) -> None:
+        self._c.execute(insert(_TOKENS).values(**row.model_dump()))
+
 
 class Registry:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, lock_file: str | None = None) -> None:
         self._engine = engine
         self._sqlite = engine.dialect.name == "sqlite"
-        # SQLite has one writer; queueing writers here is far faster than its busy-wait sleeps.
+        # SQLite has one writer; queueing writers on a lock (threads, then flock across
+        # processes) is far faster than SQLite's busy handler, which sleeps and retries.
         self._write_lock = threading.Lock() if self._sqlite else None
+        self._lock_fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600) if lock_file else None
 
     @classmethod
     def open(cls, url: str, *, pool_size: int = 8) -> Registry:
         """``sqlite:///path``, ``sqlite://`` (memory, tests) or ``postgresql+psycopg://...``."""
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url[len("postgresql://") :]
+        lock_file = None
         try:
             if url.startswith("sqlite"):
                 kwargs: dict[str, Any] = {
@@ -238,6 +273,9 @@ class Registry:
                     kwargs["poolclass"] = StaticPool
                 engine = create_engine(url, **kwargs)
                 _sqlite_pragmas(engine)
+                database = engine.url.database
+                if database and database != ":memory:":
+                    lock_file = f"{database}.lock"
             elif url.startswith("postgresql+psycopg://"):
                 engine = create_engine(
                     url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
@@ -249,10 +287,13 @@ class Registry:
             raise UpstreamError(
                 f"cannot open the registry database ({type(exc).__name__})"
             ) from exc
-        return cls(engine)
+        return cls(engine, lock_file=lock_file)
 
     def close(self) -> None:
         self._engine.dispose()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     @property
     def dialect(self) -> str:
@@ -274,12 +315,16 @@ class Registry:
         lock = self._write_lock
         if lock is not None:
             lock.acquire()
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
             with self._session() as session:
                 session.connection(execution_options={"idmz_write": True})
                 yield Unit(session)
                 session.commit()
         finally:
+            if self._lock_fd is not None:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             if lock is not None:
                 lock.release()
 
@@ -319,11 +364,8 @@ class Registry:
             renewal_grace_days=renewal_grace_days,
             created_at=_ts(now),
         )
-        try:
-            with self.unit() as u:
-                u._s.add(row)
-        except IntegrityError as exc:
-            raise UsageError(f"enrollment group {prefix} already exists") from exc
+        with self.unit() as u:
+            u.insert_group(row)
         return GroupRecord(prefix, device_class, validity_days, renewal_grace_days)
 
     def record_token(
@@ -346,6 +388,26 @@ class Registry:
         with self._session() as s:
             row = s.get(DeviceRow, path)
             return _device(row) if row is not None else None
+
+    def device_and_group(self, path: str) -> tuple[DeviceRecord | None, GroupRecord | None]:
+        """The device and its most specific group, in one round trip (the enrollment hot path)."""
+        levels = path.split("/")
+        candidates = ["/".join(levels[:n]) for n in range(len(levels), 0, -1)]
+        try:
+            with self._engine.connect() as conn:
+                row = conn.execute(_SELECT_DEVICE, {"path": path}).first()
+                groups = {
+                    g.prefix: g for g in conn.execute(_SELECT_GROUPS, {"prefixes": candidates})
+                }
+        except OperationalError as exc:
+            raise UpstreamError(
+                f"the registry database failed ({type(exc.orig).__name__})"
+            ) from exc
+        device = _device(DeviceRow(**row._mapping)) if row is not None else None
+        for prefix in candidates:
+            if prefix in groups:
+                return device, _group(GroupRow(**groups[prefix]._mapping))
+        return device, None
 
     def devices(self) -> list[DeviceRecord]:
         with self._session() as s:

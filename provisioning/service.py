@@ -56,7 +56,7 @@ from provisioning.errors import (
     UpstreamError,
     UsageError,
 )
-from provisioning.registry import DeviceStatus, Registry
+from provisioning.registry import DeviceStatus, GroupRecord, Registry
 from provisioning.tokens import EnrollmentClaims, OperatorClaims, Role, TokenKey
 
 _log = logging.getLogger("provisioning")
@@ -167,11 +167,8 @@ class ProvisioningService:
             )
             identity = self._identity_for(claims, requested_identity)
             actor = resource = identity.path
-            validity = self._check_device(identity, claims)
+            validity, group = self._check_device(identity, claims)
             verified_csr(unverified_csr, identity, self.key_policy)
-            group = (
-                self.registry.group_for(identity.path) if claims.group_prefix is not None else None
-            )
             with self.registry.unit() as unit:
                 if not unit.consume_token(
                     claims.token_id, subject=claims.subject, used_by=identity.path, now=now
@@ -250,8 +247,10 @@ class ProvisioningService:
             )
         return identity
 
-    def _check_device(self, identity: DeviceIdentity, claims: EnrollmentClaims) -> timedelta:
-        device = self.registry.device(identity.path)
+    def _check_device(
+        self, identity: DeviceIdentity, claims: EnrollmentClaims
+    ) -> tuple[timedelta, GroupRecord | None]:
+        device, group = self.registry.device_and_group(identity.path)
         if device is None and claims.device_path is not None:
             raise DeviceStateError(f"device {identity} is not registered", code="unknown-device")
         if device is not None and device.status == DeviceStatus.REVOKED:
@@ -259,13 +258,15 @@ class ProvisioningService:
                 f"device {identity} is revoked; register it again to re-enroll",
                 code="device-revoked",
             )
-        return self._validity_for(identity.path)
+        return self._validity(group), group
 
-    def _validity_for(self, path: str) -> timedelta:
-        group = self.registry.group_for(path)
+    def _validity(self, group: GroupRecord | None) -> timedelta:
         max_days = int(self.policy.max_validity_days.get("device", 90))
         days = group.validity_days if group is not None and group.validity_days else max_days
         return timedelta(days=min(days, max_days))
+
+    def _validity_for(self, path: str) -> timedelta:
+        return self._validity(self.registry.group_for(path))
 
     def _why_token_unusable(self, claims: EnrollmentClaims, now: datetime) -> TokenError:
         row = self.registry.token(claims.token_id)

@@ -1,0 +1,221 @@
+"""End-to-end enrollments per second vs raw in-process issuance, in the same run.
+
+One enrollment is the whole path a gateway takes: HTTPS (keep-alive), EdDSA token check, CSR
+proof of possession and key policy, the single-use token consumed in the registry, issuance by
+the local CA (its ledger written), the certificate and device rows written, and the audit
+record appended durably (fsynced, group commit) before the reply. The service runs as
+``idmz provisioning serve`` in its own process (SQLite registry); the clients are asyncio +
+httpx in this process, each with a keep-alive connection. The reference is `LocalCA.issue` on
+the same CSRs in a loop (ECDSA P-256, ledger write), with no network, token, registry or audit.
+
+    .venv/bin/python bench/enroll.py [--devices 600] [--concurrency 32]
+
+Last line: RESULT enroll enroll_per_s=<v> raw_issue_per_s=<v> ratio=<v>
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from idmz.home import Home
+from idmz.provisioning_runtime import open_runtime
+from pki.identity import DeviceIdentity
+from pki.profiles import ProfileName
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def csr() -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def prepare(home: Path, devices: int) -> tuple[list[str], list[str], list[bytes], str]:
+    runtime = open_runtime(Home(home), organization="bench")
+    try:
+        paths = [
+            f"acme/plant1/area{i % 5}/line{i % 7}/cell{i % 3}/gw-{i:05d}" for i in range(devices)
+        ]
+        now = datetime.now(UTC)
+        with ThreadPoolExecutor(16) as pool:  # audit group commit makes parallel setup fast
+            list(
+                pool.map(
+                    lambda p: runtime.service.add_device(p, operator="operator:bench", now=now),
+                    paths,
+                )
+            )
+            tokens = list(
+                pool.map(
+                    lambda p: runtime.service.create_enrollment_token(
+                        operator="operator:bench", now=now, device=p, ttl_s=3600
+                    )[0],
+                    paths,
+                )
+            )
+        csrs = [csr() for _ in paths]
+        return paths, tokens, csrs, str(runtime.ca.paths.root_cert)
+    finally:
+        runtime.close()
+
+
+def raw_issue_rate(home: Path, csrs: list[bytes], seconds: float) -> float:
+    runtime = open_runtime(Home(home), organization="bench", create_ca=False)
+    try:
+        identity = DeviceIdentity.parse("acme/plant1/bench/line1/cell1/raw")
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            runtime.ca.issue(
+                csrs[count % len(csrs)], identity, profile=ProfileName.DEVICE, now=datetime.now(UTC)
+            )
+            count += 1
+        return count / (time.perf_counter() - start)
+    finally:
+        runtime.close()
+
+
+async def enroll_all(
+    url: str, root: str, tokens: list[str], csrs: list[bytes], concurrency: int
+) -> tuple[int, float]:
+    ctx = ssl.create_default_context(cafile=root)
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(len(tokens)):
+        queue.put_nowait(i)
+    ok = 0
+
+    async def worker() -> None:
+        nonlocal ok
+        async with httpx.AsyncClient(
+            base_url=url, verify=ctx, timeout=60.0, limits=httpx.Limits(max_connections=1)
+        ) as http:
+            await http.get(
+                "/healthz"
+            )  # the TLS handshake happens once per client, not per enrollment
+            await ready.wait()
+            while True:
+                try:
+                    i = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                r = await http.post(
+                    "/v1/enroll",
+                    json={"csr": csrs[i].decode()},
+                    headers={"Authorization": f"Bearer {tokens[i]}"},
+                )
+                if r.status_code == 201:
+                    ok += 1
+                else:
+                    print(
+                        f"enrollment {i} answered {r.status_code}: {r.text[:200]}", file=sys.stderr
+                    )
+
+    ready = asyncio.Event()
+    tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    await asyncio.sleep(1.0)
+    start = time.perf_counter()
+    ready.set()
+    await asyncio.gather(*tasks)
+    return ok, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--devices", type=int, default=600)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--raw-seconds", type=float, default=2.0)
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="idmz-bench-enroll-"))
+    server = None
+    try:
+        _, tokens, csrs, root = prepare(home, args.devices)
+        raw = raw_issue_rate(home, csrs, args.raw_seconds)
+        port = _free_port()
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "idmz",
+                "--home",
+                str(home),
+                "provisioning",
+                "serve",
+                "--port",
+                str(port),
+                # All clients share 127.0.0.1; in a plant each gateway has its own address.
+                "--client-rate",
+                "100000",
+                "--client-burst",
+                "100000",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert server.stdout is not None
+        line = server.stdout.readline().decode()
+        if "https://" not in line:
+            raise SystemExit(f"service did not start: {line}")
+        _wait_port(port)
+        ok, elapsed = asyncio.run(
+            enroll_all(f"https://127.0.0.1:{port}", root, tokens, csrs, args.concurrency)
+        )
+        if ok != len(tokens):
+            raise SystemExit(f"only {ok} of {len(tokens)} enrollments succeeded")
+        rate = ok / elapsed
+        print(
+            f"{ok} enrollments in {elapsed:.2f} s with {args.concurrency} keep-alive clients; "
+            f"raw LocalCA.issue {raw:.0f}/s"
+        )
+        print(
+            f"RESULT enroll enroll_per_s={rate:.1f} raw_issue_per_s={raw:.1f} ratio={rate / raw:.3f}"
+        )
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, timeout_s: float = 30.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"port {port} did not open")
+
+
+if __name__ == "__main__":
+    main()
