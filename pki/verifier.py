@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import (
     Criticality,
@@ -227,29 +228,42 @@ class ChainVerifier:
     def _crl_for(
         self, issuer: x509.Certificate, *, now: datetime
     ) -> x509.CertificateRevocationList:
+        """The newest usable CRL signed by ``issuer``. Several may be loaded (old and new during
+        a rollover): CRLs with a bad signature are never used, the newest current one wins, and
+        if none is current the check fails closed, saying why."""
+        name = issuer.subject.rfc4514_string()
         issuer_key = issuer.public_key()
+        signed: list[x509.CertificateRevocationList] = []
+        forged = False
         for crl in self._crls:
-            if crl.issuer != issuer.subject:
-                continue
-            if not crl.is_signature_valid(issuer_key):  # type: ignore[arg-type]
-                raise CertificateError(
-                    f"the CRL for {issuer.subject.rfc4514_string()} has an invalid signature"
-                )
-            if crl.last_update_utc > now + CRL_CLOCK_SKEW:
-                raise CertificateError(
-                    f"the CRL for {issuer.subject.rfc4514_string()} is not valid until "
-                    f"{crl.last_update_utc}; the clock at {now} is behind it"
-                )
-            next_update = crl.next_update_utc
-            if next_update is None or next_update < now:
-                raise CertificateError(
-                    f"the CRL for {issuer.subject.rfc4514_string()} expired at {next_update}; "
-                    "refusing to verify against stale revocation data"
-                )
-            return crl
-        raise CertificateError(
-            f"no CRL from {issuer.subject.rfc4514_string()} is loaded; cannot check revocation"
-        )
+            try:
+                if crl.issuer != issuer.subject:
+                    continue
+                valid = crl.is_signature_valid(issuer_key)  # type: ignore[arg-type]
+            except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+                raise CertificateError(f"a loaded CRL for {name} is malformed") from exc
+            if valid:
+                signed.append(crl)
+            else:
+                forged = True
+        if not signed:
+            if forged:
+                raise CertificateError(f"the CRL for {name} has an invalid signature")
+            raise CertificateError(f"no CRL from {name} is loaded; cannot check revocation")
+        started = [c for c in signed if c.last_update_utc <= now + CRL_CLOCK_SKEW]
+        if not started:
+            first = min(c.last_update_utc for c in signed)
+            raise CertificateError(
+                f"the CRL for {name} is not valid until {first}; the clock at {now} is behind it"
+            )
+        crl = max(started, key=lambda c: c.last_update_utc)
+        next_update = crl.next_update_utc
+        if next_update is None or next_update < now:
+            raise CertificateError(
+                f"the CRL for {name} expired at {next_update}; "
+                "refusing to verify against stale revocation data"
+            )
+        return crl
 
     @staticmethod
     def _check_common_name(leaf: x509.Certificate, path: str) -> None:

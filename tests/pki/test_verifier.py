@@ -247,3 +247,37 @@ def test_leaf_built_by_the_product_builder_round_trips(local_ca: CAFixture) -> N
         .identity
         == DEVICE
     )
+
+
+def test_with_old_and_new_crls_loaded_the_newest_decides(local_ca: CAFixture) -> None:
+    cert = issue(local_ca)
+    old = local_ca.ca.current_crl(now=local_ca.now).crl
+    local_ca.ca.revoke(
+        cert.serial_number, RevocationReason.KEY_COMPROMISE, now=local_ca.now + timedelta(minutes=1)
+    )
+    new = local_ca.ca.current_crl(now=local_ca.now + timedelta(minutes=1)).crl
+    for crls in ([old, new], [new, old]):
+        v = ChainVerifier(roots=[local_ca.ca.ca_chain()[-1]], crls=crls)
+        with pytest.raises(RevokedCertificateError):
+            v.verify_device(
+                cert, [local_ca.ca.issuing_certificate], now=local_ca.now + timedelta(minutes=2)
+            )
+
+
+def test_a_forged_crl_next_to_the_real_one_is_ignored(local_ca: CAFixture) -> None:
+    cert = issue(local_ca)
+    local_ca.ca.revoke(cert.serial_number, RevocationReason.KEY_COMPROMISE, now=local_ca.now)
+    real = local_ca.ca.current_crl(now=local_ca.now).crl
+    forged = build_crl(  # claims nothing is revoked, newer, right name, wrong key
+        issuer=local_ca.ca.issuing_certificate,
+        issuer_key=ec.generate_private_key(ec.SECP256R1()),
+        revoked=[],
+        crl_number=10**6,
+        now=local_ca.now + timedelta(minutes=1),
+        lifetime=timedelta(days=1),
+    )
+    v = ChainVerifier(roots=[local_ca.ca.ca_chain()[-1]], crls=[forged.crl, real])
+    with pytest.raises(RevokedCertificateError):
+        v.verify_device(
+            cert, [local_ca.ca.issuing_certificate], now=local_ca.now + timedelta(minutes=2)
+        )
