@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import getpass
 import logging
+import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from audit.keys import existing_origin
 from audit.log import AuditLog
 from idmz.home import Home, SettingsError, generate_secret_file, load_secret
 from pki.local import LocalCA, init_local_ca
@@ -27,7 +29,6 @@ from provisioning.service import ProvisioningService, RevocationListener
 from provisioning.tokens import TokenKey
 
 _log = logging.getLogger("idmz.provisioning")
-AUDIT_ORIGIN = "idmz/audit"
 
 
 def now_utc() -> datetime:
@@ -96,7 +97,9 @@ def open_runtime(
     home.provisioning_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     ca = LocalCA.open(home.ca_dir, passphrase=ca_passphrase(home, create=False))
     registry = Registry.open(database_url or default_database_url(home))
-    audit = AuditLog.open(home.audit_dir, origin=AUDIT_ORIGIN)
+    # Same origin rule as `idmz audit`: keep the log's existing name, else <host>/idmz-audit.
+    origin = existing_origin(home.audit_dir) or f"{socket.gethostname()}/idmz-audit"
+    audit = AuditLog.open(home.audit_dir, origin=origin)
     token_key = TokenKey.load_or_create(home.provisioning_dir / "token-key.pem")
     service = ProvisioningService(
         ca=ca,

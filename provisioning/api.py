@@ -33,6 +33,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -305,6 +306,11 @@ def _operator(role: Role) -> Callable[[Request], OperatorClaims]:
 AuditorClaims = Annotated[OperatorClaims, Depends(_operator(Role.AUDITOR))]
 OperatorRoleClaims = Annotated[OperatorClaims, Depends(_operator(Role.OPERATOR))]
 
+_REFUSAL_ACTIONS = {
+    "/v1/enroll": "provisioning.enroll.refused",
+    "/v1/renew": "provisioning.renew.refused",
+}
+
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorOut} for s in (400, 401, 403, 413, 429, 503)
 }
@@ -371,7 +377,13 @@ def create_app(
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        action = _REFUSAL_ACTIONS.get(request.url.path)
+        if action is not None:  # a refused enrollment or renewal is audited even when malformed
+            refusal = RequestError("the request body does not match the API schema", code="schema")
+            await run_in_threadpool(
+                service.record_refusal, action, refusal, client=client_address(request), via="api"
+            )
         return _error(
             422, "invalid_request", "the request body or parameters do not match the API schema"
         )

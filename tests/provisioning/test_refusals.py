@@ -327,3 +327,16 @@ def test_operator_api_requires_the_role(env: Env) -> None:
     assert denied.status_code == 403
     assert wrong_kind.status_code == 401
     assert env.registry.device(DEVICE) is None
+
+
+def test_enrollment_body_that_does_not_match_the_schema_is_refused_and_audited(env: Env) -> None:
+    env.add_device()
+    before = env.snapshot()
+    with env.client() as http:
+        r = http.post(
+            "/v1/enroll",
+            json={"certificate_request": 42},
+            headers={"Authorization": f"Bearer {env.token()}"},
+        )
+    assert r.status_code == 422
+    assert_refused(env, before, r, action=ENROLL, reason="does not match the API schema")
