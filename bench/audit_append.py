@@ -132,6 +132,20 @@ def bench_verify(directory: Path, entries: int) -> float:
     return elapsed
 
 
+def scratch_parent() -> str:
+    """The temp dir, unless it is a tmpfs (where fsync is free): then the working dir."""
+    tmp = os.path.realpath(tempfile.gettempdir())
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return tmp
+    best = max(
+        (line.split() for line in mounts if len(line.split()) > 2),
+        key=lambda f: len(f[1]) if tmp == f[1] or tmp.startswith(f[1].rstrip("/") + "/") else -1,
+    )
+    return os.getcwd() if best[2] in ("tmpfs", "ramfs") else tmp
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=8)
@@ -139,7 +153,7 @@ def main() -> None:
     parser.add_argument("--verify-entries", type=int, default=1_000_000)
     parser.add_argument("--dir", help="scratch directory on the disk to measure (not tmpfs)")
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="audit-bench-", dir=args.dir or "bench"))
+    scratch = Path(tempfile.mkdtemp(prefix="audit-bench-", dir=args.dir or scratch_parent()))
     try:
         # Interleave 1-second slices so both sides see the same (shared, noisy) disk.
         log_side = AuditLogSide(scratch / "log")
