@@ -275,7 +275,7 @@ class AuditLog:
             return wrote
         except BaseException as exc:  # noqa: BLE001 - every waiter must learn the outcome
             error = exc
-            if not isinstance(exc, AuditUnavailableError | InvalidEventError):
+            if not isinstance(exc, AuditUnavailableError | AuditConfigError):
                 error = AuditUnavailableError(f"audit entry not recorded: {exc}")
                 error.__cause__ = exc
             for entry in batch:

@@ -7,7 +7,7 @@ import stat
 import subprocess
 import sys
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -191,3 +191,29 @@ def test_a_log_inherited_across_fork_refuses_instead_of_hanging(log_dir: Path) -
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
         log.close()
+
+
+def test_reopening_a_log_under_another_origin_or_key_is_refused(log_dir: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    AuditLog.open(log_dir, origin=ORIGIN).close()
+    with pytest.raises(AuditConfigError, match="refusing to switch"):
+        AuditLog.open(log_dir, origin="other.example/idmz-audit")
+    with pytest.raises(AuditConfigError, match="refusing to switch"):
+        AuditLog.open(log_dir, origin=ORIGIN, key=Ed25519PrivateKey.generate())
+
+
+def test_system_clock_is_utc_and_reports_its_sync_state() -> None:
+    from audit.limits import SystemClock
+
+    clock = SystemClock()
+    assert clock.now().utcoffset() == timedelta(0)
+    assert clock.source() in ("system", "system-ntp", "system-unsynchronized")
+
+
+def test_a_clock_without_timezone_is_a_configuration_error(log_dir: Path) -> None:
+    naive = FixedClock(datetime(2026, 11, 22, 10, 0))
+    with AuditLog.open(log_dir, origin=ORIGIN, clock=naive) as log:
+        with pytest.raises(AuditConfigError, match="UTC"):
+            log.record(refused())
+        assert log.size == 0
