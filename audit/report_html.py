@@ -71,7 +71,7 @@ def timeline_svg(points: Sequence[tuple[str, int]], title: str) -> str:
         if i % max(1, n // 6) == 0:
             parts.append(
                 f'<text x="{x + bar / 2:.1f}" y="{height - bottom + 16}" font-size="10" '
-                f'text-anchor="middle" fill="#5a6475">{escape(label[5:16])}</text>'
+                f'text-anchor="middle" fill="#5a6475">{escape(label[5:16].replace("T", " "))}</text>'
             )
     parts.append("</svg>")
     return "".join(parts)
@@ -104,11 +104,11 @@ def bars_svg(items: Sequence[tuple[str, int]], title: str, color: str = "#b3412f
 
 
 def _span(seconds: float) -> str:
-    if seconds % 86400 == 0:
-        return f"{int(seconds // 86400)} day(s)"
-    if seconds % 3600 == 0:
-        return f"{int(seconds // 3600)} hour(s)"
-    return f"{int(seconds // 60)} minutes"
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0:
+            n = int(seconds // size)
+            return unit if n == 1 else f"{n} {unit}s"
+    return f"{seconds:g} seconds"
 
 
 def _when(stamp: object) -> str:
@@ -131,7 +131,9 @@ def render_html(report: Report) -> str:
     period = f"{report.start:%Y-%m-%d %H:%M} to {report.end:%Y-%m-%d %H:%M} UTC"
     denied = report.by_outcome.get("denied", 0)
     witnessed = report.verified.witnessed
-    cosign = ", ".join(f"{n} (at {t})" for n, t in report.cosigners) or "none verified"
+    cosign = ", ".join(f"{n} (at {t})" for n, t in report.cosigners) or (
+        "none verified (submit checkpoints to a witness; pass its key with --witness-key)"
+    )
     if witnessed is not None:
         cosign += f" on the witnessed checkpoint of size {witnessed.checkpoint.size}"
     seqs = (
