@@ -165,6 +165,12 @@ class AuditLog:
         return self._writer.shared.size
 
     @property
+    def capacity(self) -> CapacityReport | None:
+        """The latest capacity assessment (state, headroom, log size) for a metrics gauge;
+        refreshed at least every 0.25 s while entries are written."""
+        return self._writer.capacity
+
+    @property
     def stats(self) -> LogStats:
         return LogStats(*self._writer.written, self._flushes)
 

@@ -83,6 +83,7 @@ class LogWriter:
         self.shared = SharedState()
         self.written = (0, 0)  # (entries, batches) appended by this process
         self._capacity_state = CapacityState.OK
+        self.capacity: CapacityReport | None = None  # the latest assessment, for metrics
         self._capacity_at = -1e9  # monotonic time of the last statvfs
         self._capacity_spent = 0  # bytes written since
         self._capacity_slack = 0  # bytes that may be written before checking again
@@ -162,6 +163,7 @@ class LogWriter:
             return
         log_bytes = self.shared.end_offset + self.shared.size * RECORD_BYTES
         report = assess_capacity(self.limits, self.paths.directory, log_bytes, batch_bytes)
+        self.capacity = report
         self._capacity_at, self._capacity_spent = mono, 0
         self._capacity_slack = max(
             0, (report.headroom_bytes - self.limits.space_left_bytes - batch_bytes) // 2

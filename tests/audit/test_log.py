@@ -117,6 +117,7 @@ def test_headroom_below_space_left_warns_and_still_records(log_dir: Path) -> Non
         log.record(refused())
         log.record(refused())
     assert [r.state for r in reports] == [CapacityState.SPACE_LEFT]  # once, not per entry
+    assert log.capacity is not None and log.capacity.state is CapacityState.SPACE_LEFT
 
 
 def test_log_size_cap_refuses_once_reached(log_dir: Path) -> None:
