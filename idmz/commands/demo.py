@@ -73,6 +73,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     runner.say(f"idmz demo: a stamping plant in a box, on loopback, in {layout.root}")
     if leftovers:
         runner.say(f"  (stopped {len(leftovers)} process(es) left over from an earlier demo)")
+    # ^C and SIGTERM both end in the same clean stop (even where a shell started us with
+    # SIGINT ignored, as it does for background jobs).
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     code = 1
     try:

@@ -175,13 +175,25 @@ def processes_naming(root: Path) -> list[tuple[int, str]]:
             cmd = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if needle not in cmd:
-            continue
         argv = cmd.split(b"\0")
+        if needle not in cmd:
+            # A relay worker (multiprocessing spawn) names no path; it carries our IDMZ_HOME.
+            if not any(b"multiprocessing" in a for a in argv[:4]) or not _home_is(entry, needle):
+                continue
+            found.append((int(entry.name), b" ".join(argv).decode(errors="replace")))
+            continue
         names = {Path(a.decode(errors="replace")).name.encode() for a in argv[:3]}
         if names & _OURS or (b"-m" in argv[:3] and b"idmz" in argv[:4]):
             found.append((int(entry.name), b" ".join(argv).decode(errors="replace")))
     return found
+
+
+def _home_is(proc: Path, root: bytes) -> bool:
+    try:
+        environ = (proc / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"IDMZ_HOME=" + root in environ
 
 
 def sweep(root: Path, grace_s: float = 5.0) -> list[str]:

@@ -286,11 +286,13 @@ class Story:
             "idmz_relay_broker_refused_total",
             device=PRESS_2,
         )
+        if refused < 1:
+            raise StepFailedError("the relay's metrics do not count press-02's refused publish")
         return (
-            f"press-02's own certificate, press-01's topic: PUBACK 0x87 (not authorized); "
-            f"audited ({record['details'].get('code')}); relay metrics count {refused:.0f}; "
+            f"press-02's own certificate on press-01's topic: PUBACK 0x87 (not authorized); "
+            f"audited as {record['details'].get('code')}, counted in the relay's metrics; "
             "nothing reached IT\n"
-            f"mosquitto_pub -V mqttv5 -q 1 --cert press-02 -t {topic}  →  RC:{rc}"
+            f"mosquitto_pub -V mqttv5 -q 1 --cert press-02/cert.pem -t {topic}  →  PUBACK RC:{rc}"
         )
 
     def forged(self) -> str:
@@ -323,35 +325,38 @@ class Story:
         rc_ot = self._puback(self._pub("it-write-ot", self.plant.ports.ot, cert, key, topic, body))
         if rc_it != NOT_AUTHORIZED or rc_ot != NOT_AUTHORIZED:
             raise StepFailedError(f"expected PUBACK 0x87 from both brokers; got {rc_it}, {rc_ot}")
-        self._refusal(HISTORIAN, topic)
+        self._refusal(HISTORIAN, topic, broker="it")
+        self._refusal(HISTORIAN, topic, broker="ot")
         self._flowing_after(self.plant.ot_observer, started, "OT-side observer")
         if self.plant.ot_observer.containing(marker):
             raise StepFailedError(f"the IT client's message {marker} reached the OT side")
-        audited = len(self.plant.audit.find("relay.message.refused", actor=HISTORIAN))
         return (
-            "historian's certificate: PUBACK 0x87 from the IT-facing broker and from the "
-            f"OT-facing broker; {audited} refusal(s) audited; the OT observer saw nothing; "
-            "the relay has no path from IT to OT"
+            "the historian's certificate: PUBACK 0x87 from the IT-facing and the OT-facing "
+            "broker, both audited; the OT-side observer saw nothing\n"
+            f"mosquitto_pub --cert historian.pem -t {topic} on both brokers  →  PUBACK RC:135"
         )
 
     # -- act 4 ---------------------------------------------------------------------------
 
     def revoke(self) -> str:
-        asked = now_utc()
         out = self.plant.idmz(
             "revoke-press-02", "provisioning", "revoke", PRESS_2, "--reason", "key-compromise"
         )
+        audit = self.plant.audit
         cutoff = self._wait(
-            lambda: self.plant.audit.find("relay.device.cutoff", resource=PRESS_2),
+            lambda: audit.find("relay.device.cutoff", resource=PRESS_2),
             "the relay's cut-off record for press-02",
             timeout_s=30,
         )[-1]
+        revoked = audit.find("provisioning.device.revoked", resource=PRESS_2)
         self.cutoff_at = parse_ts(cutoff.get("time")) or now_utc()
-        took = (self.cutoff_at - asked).total_seconds()
+        crl_at = parse_ts(revoked[-1].get("time")) if revoked else None
+        took = f"{(self.cutoff_at - crl_at).total_seconds():.1f} s" if crl_at else "soon"
         crl = re.search(r"CRL #(\d+)", out)
         return (
-            f"`idmz provisioning revoke` (key-compromise): CRL #{crl.group(1) if crl else '?'} "
-            f"published; the relay cut press-02 off {took:.1f} s after the request (audited)"
+            f"key-compromise: CRL #{crl.group(1) if crl else '?'} published; the relay saw it and "
+            f"cut press-02 off {took} later (both audited)\n"
+            f"idmz provisioning revoke {PRESS_2} --reason key-compromise"
         )
 
     def cut_off(self) -> str:
@@ -365,25 +370,36 @@ class Story:
             "press-02's uplink down with messages held in its outbox",
             timeout_s=30,
         )
-        gw2 = self.plant.press2.credentials
-        status = _envelope(PRESS_2, f"after-revoke-{secrets.token_hex(4)}", "status", {})
-        retry = self._pub(
-            "revoked-reconnect", self.plant.ports.ot, gw2 / "cert.pem", gw2 / "key.pem",
-            f"{PRESS_2}/status", status,
-        )  # fmt: skip
-        if retry.returncode == 0 or self._puback(retry) is not None:
-            raise StepFailedError(f"a revoked certificate could still publish:\n{retry.output}")
         after = self.cutoff_at + timedelta(seconds=1)
-        self._flowing_after(self.plant.historian, after, "IT historian")
+        self._flowing_after(self.plant.historian, after, "IT historian")  # broker back up
+        gw2 = self.plant.press2.credentials
+
+        def refused_at_tls() -> str | None:
+            msg_id = f"after-revoke-{secrets.token_hex(4)}"
+            done = self._pub(
+                "revoked-reconnect", self.plant.ports.ot, gw2 / "cert.pem", gw2 / "key.pem",
+                f"{PRESS_2}/status", _envelope(PRESS_2, msg_id, "status", {}),
+            )  # fmt: skip
+            if self._puback(done) is not None:
+                raise StepFailedError(f"a revoked certificate could still publish:\n{done.output}")
+            line = next((x for x in done.output.splitlines() if "certificate revoked" in x), None)
+            return line.strip() if line else None
+
+        reason = self._wait(refused_at_tls, "the OT broker to refuse press-02 at TLS", 20)
         late = [m for m in self.plant.historian.where(device=PRESS_2) if (m.ts or after) > after]
         if late:
             raise StepFailedError(f"{len(late)} press-02 message(s) reached IT after the cut-off")
         held = metric(http_text(url), "idmz_edge_outbox_depth_messages")
-        reason = (retry.output.strip().splitlines() or ["refused"])[-1]
+        restarts = metric(
+            http_text(self.plant.relay_health_url + "/metrics"),
+            "idmz_relay_broker_restarts_total",
+            broker="ot",
+        )
         return (
-            f"session dropped; reconnect refused at TLS ({_clip(reason, 40)}); "
-            f"{held:.0f} message(s) held in its outbox; nothing from it at IT since; "
-            "press-01 still flowing"
+            f"OT-facing broker restarted without it ({restarts:.0f}×): session dropped, "
+            f"reconnects refused at TLS; {held:.0f} message(s) stuck in its outbox; nothing "
+            "from it at IT since; press-01 still flowing\n"
+            f"mosquitto_pub --cert press-02/cert.pem  →  {_clip(reason, 110)}"
         )
 
     # -- act 5 ---------------------------------------------------------------------------
@@ -409,7 +425,8 @@ class Story:
         return (
             f"{n.group(1) if n else '?'} entries, Merkle root and signed checkpoint match\n"
             f"refusals: {counts or 'none'}; cut-offs ×{actions['relay.device.cutoff']}; "
-            f"enrollments ×{actions['provisioning.enroll.accepted']}; "
+            f"enrollments ×{actions['provisioning.enroll.accepted']} "
+            f"(refused ×{actions['provisioning.enroll.refused']}); "
             f"certificates issued ×{actions['pki.cert.issued']}"
         )
 
