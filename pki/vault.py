@@ -42,6 +42,7 @@ from pki.builder import subject_alt_names
 from pki.crl import load_crl
 from pki.csr import verify_csr
 from pki.errors import IssuanceRefusedError, KeyStoreError
+from pki.files import require_aware
 from pki.identity import ConsumerIdentity, DeviceIdentity
 from pki.profiles import PROFILES, ProfileName, SignerName, Subject, check_subject_matches
 from pki.vault_config import VaultConfig as VaultConfig  # re-exported: pki.vault.VaultConfig
@@ -88,6 +89,7 @@ class VaultCA:
         now: datetime,
         validity: timedelta | None = None,
     ) -> IssuedCertificate:
+        require_aware(now)
         check_subject_matches(profile, subject)
         verified = verify_csr(unverified_csr, subject, self._config.key_policy)
         spec = PROFILES[profile]
@@ -132,6 +134,10 @@ class VaultCA:
             cert = x509.load_pem_x509_certificate(str(data["certificate"]).encode())
         except (KeyError, ValueError, x509.InvalidVersion) as exc:
             raise KeyStoreError(f"Vault's answer for {subject} holds no PEM certificate") from exc
+        if not _issued_by(cert, chain[0]):
+            # The mount's issuer may have been rotated since the chain was cached: re-read once.
+            self._chain = None
+            chain = self.ca_chain()
         try:
             _check_returned(cert, verified.public_key, subject, profile, chain[0], not_after)
         except IssuanceRefusedError:
@@ -149,6 +155,7 @@ class VaultCA:
     def revoke(self, serial: int, reason: RevocationReason, *, now: datetime) -> RevocationRecord:
         """Revoke in Vault (which rebuilds its CRL). Vault records no reason code: the reason
         lives in the audit record the caller writes."""
+        require_aware(now)
         response = self._call(
             f"revoke {format_serial(serial)}",
             lambda: self._client.secrets.pki.revoke_certificate(
@@ -164,6 +171,7 @@ class VaultCA:
 
     def current_crl(self, *, now: datetime) -> CRLBundle:
         """Vault's current CRL (``crl/pem``), checked: signed by the issuing CA and not stale."""
+        require_aware(now)
         text = self._call(
             "read CRL", lambda: self._client.secrets.pki.read_crl(mount_point=self._config.mount)
         )
@@ -259,6 +267,14 @@ def _data(response: object, what: str) -> dict[str, Any]:
     return data
 
 
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
 def _checked_chain(pem_text: bytes) -> tuple[x509.Certificate, ...]:
     try:
         chain = tuple(x509.load_pem_x509_certificates(pem_text))
@@ -293,9 +309,7 @@ def _check_returned(
     problems: list[str] = []
     if cert.public_key() != public_key:
         problems.append("it certifies a different public key than the CSR's")
-    try:
-        cert.verify_directly_issued_by(issuing)
-    except (ValueError, TypeError, InvalidSignature):
+    if not _issued_by(cert, issuing):
         problems.append("it is not signed by the issuing CA in ca_chain")
     cns = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     if cns != [subject.path]:

@@ -281,3 +281,22 @@ def test_missing_settings_are_named() -> None:
 def test_serials_use_vaults_colon_form() -> None:
     assert vault_serial(0x1A2B03) == "1a:2b:03"
     assert vault_serial(0x0F) == "0f"
+
+
+@fake_only
+def test_a_rotated_vault_issuer_is_picked_up_not_mistaken_for_a_forgery(target: Target) -> None:
+    assert target.fake is not None
+    fake = FakeVault()
+    idmz_roles(fake)
+    with VaultTestServer(fake) as server:
+        from dataclasses import replace
+
+        vault = VaultCA.connect(
+            replace(target.config, url=server.url, role_id=fake.role_id, secret_id=fake.secret_id)
+        )
+        vault.issue(make_csr(), DEVICE, profile=ProfileName.DEVICE, now=now())  # caches the chain
+        fake.rotate_issuer()
+        issued = vault.issue(make_csr(), DEVICE, profile=ProfileName.DEVICE, now=now())
+        assert issued.chain[0].subject == fake.issuing.subject
+        assert fake.issued[issued.serial].revoked_at is None
+        vault.close()

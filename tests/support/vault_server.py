@@ -128,6 +128,16 @@ class FakeVault:
             .sign(signer, hashes.SHA256())
         )
 
+    def rotate_issuer(self) -> None:
+        """A new issuing key and certificate under the same root (``pki/root/rotate``-style)."""
+        now = datetime.now(UTC)
+        self.issuing_key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake vault issuing 2")])
+        self.issuing = self._ca_cert(
+            name, self.root.subject, self.issuing_key, self.root_key, now, 1825
+        )
+        self._rebuild_crl()
+
     def pem(self, cert: x509.Certificate) -> str:
         return cert.public_bytes(serialization.Encoding.PEM).decode()
 
