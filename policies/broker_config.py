@@ -17,6 +17,7 @@ for characters that would let a value inject configuration lines. No I/O happens
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -87,6 +88,31 @@ class RenderedDeployment:
     it: RenderedBroker
     # Registry entries that received no rights, with the reason (for the operator to read).
     notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+MIN_SHARE_SECRET_BYTES = 16
+
+
+def relay_subscription(policy: Policy, share_secret: bytes) -> str:
+    """The relay's OT subscription: ``$share/<group>/<enterprise>/#`` with an unguessable group.
+
+    Mosquitto 2.0's acl_file does not check SUBSCRIBE (read rights are checked per message on
+    delivery), so any authenticated client, a compromised gateway included, may join a shared
+    group it can name. The broker then hands that member its share of the messages and drops
+    them at the read check: silent loss for the relay (test_broker_integration proves both the
+    attack on a public group name and this defence). The group name is therefore
+    ``<policy share_group>-<32 hex digits derived from a secret only the relay holds>``; it
+    appears in no broker file, because the ACL is checked on the filter without the share
+    prefix. Every worker of one relay uses the same secret, hence the same group.
+    """
+    if len(share_secret) < MIN_SHARE_SECRET_BYTES:
+        raise PolicyConfigError(
+            f"the relay's share-group secret needs at least {MIN_SHARE_SECRET_BYTES} bytes; "
+            f"found {len(share_secret)}",
+            key="relay.share_group",
+        )
+    tag = hashlib.sha256(b"idmz relay share group\x00" + share_secret).hexdigest()[:32]
+    return f"$share/{policy.relay.share_group}-{tag}/{policy.enterprise}/#"
 
 
 def _value(name: str, value: str) -> str:

@@ -157,7 +157,10 @@ def _check_bridges(
 ) -> None:
     for bridge in conf.bridges:
         targets = _bridge_targets(bridge)
-        toward_ot_broker = any(t.rpartition(":")[2] in ot_ports for t in targets if ":" in t)
+        # An address without a port means Mosquitto's default, 1883.
+        toward_ot_broker = any(
+            (t.rpartition(":")[2] if ":" in t else "1883") in ot_ports for t in targets
+        )
         for topic in bridge.multi.get("topic", []):
             words = topic.value.split()
             direction = words[1] if len(words) > 1 else "out"

@@ -48,19 +48,23 @@ class Subscriber:
     """A `mosquitto_sub -v` process writing "topic payload" lines to a file."""
 
     def __init__(
-        self, endpoint: Endpoint, creds: ClientCredentials, topic_filter: str, out: Path
+        self,
+        endpoint: Endpoint,
+        creds: ClientCredentials,
+        topic_filter: str,
+        out: Path,
+        *,
+        debug: bool = False,
     ) -> None:
         self.out = out
         self._file = out.open("w")
+        argv = ["mosquitto_sub", *endpoint.args(creds), "-V", "mqttv5", "-q", "1", "-v"]
         self.process = subprocess.Popen(
+            # -d prints the SUBACK; stdbuf makes those lines reach the file at once.
             [
-                "mosquitto_sub",
-                *endpoint.args(creds),
-                "-V",
-                "mqttv5",
-                "-q",
-                "1",
-                "-v",
+                *(["stdbuf", "-oL"] if debug else []),
+                *argv,
+                *(["-d"] if debug else []),
                 "-t",
                 topic_filter,
             ],
@@ -70,6 +74,13 @@ class Subscriber:
 
     def lines(self) -> list[str]:
         return self.out.read_text(errors="replace").splitlines()
+
+    def wait_subscribed(self) -> None:
+        """With ``debug=True``: wait for the broker's SUBACK, for a subscriber that may never
+        receive anything (one the ACL starves)."""
+        wait_for(
+            lambda: any("SUBACK" in line for line in self.lines()), timeout_s=60, what="SUBACK"
+        )
 
     def wait_until_live(self, publish_probe: object) -> None:
         """Publish probes (via ``publish_probe(message)``) until one arrives: then the

@@ -236,3 +236,97 @@ def test_revoked_device_is_refused_after_the_crl_is_reloaded(plant, relay_on_ot)
     assert wait_until(refused, 60), plant.ot_broker.log()[-2000:]
     _sentinel(plant, relay_on_ot, "sentinel-revoked")
     assert not any(line.endswith(" after-revocation") for line in relay_on_ot.lines())
+
+
+def _publish_and_flush(plant: Plant, relay: Subscriber, messages: list[str]) -> None:
+    """Publish ``messages`` in order, then probes until one reaches ``relay``: the broker
+    handles messages in order, so anything of ``messages`` bound for the relay is there now."""
+    for m in messages:
+        publish(plant.ot, plant.creds[PRESS_1], f"{PRESS_1}/status", m)
+    relay.wait_until_live(lambda m: publish(plant.ot, plant.creds[PRESS_1], f"{PRESS_1}/status", m))
+
+
+def _payload_lines(sub: Subscriber, marker: str) -> list[str]:
+    return [line for line in sub.lines() if marker in line and "PUBLISH" not in line]
+
+
+def test_a_device_joining_a_public_share_group_swallows_the_relays_messages(
+    plant, tmp_path
+) -> None:
+    """The attack `relay_subscription` defends against, on Mosquitto 2.0.11: acl_file does not
+    check SUBSCRIBE, so a gateway's certificate may join the relay's share group, and the
+    broker drops that member's share of the messages at the read check."""
+    thief = Subscriber(
+        plant.ot, plant.creds[PRESS_2], "$share/public/acme/#", tmp_path / "t.txt", debug=True
+    )
+    relay = Subscriber(
+        plant.ot, plant.creds["acme/it/idmz-relay"], "$share/public/acme/#", tmp_path / "r.txt"
+    )
+    try:
+        thief.wait_subscribed()
+        relay.wait_until_live(
+            lambda m: publish(plant.ot, plant.creds[PRESS_1], f"{PRESS_1}/status", m)
+        )
+        _publish_and_flush(plant, relay, [f"msg-{i}" for i in range(6)])
+        received = _payload_lines(relay, " msg-")
+        assert len(received) < 6, received  # some went to the thief and were dropped: silent loss
+        assert not _payload_lines(thief, " msg-")  # ...and nothing leaked to it
+    finally:
+        relay.stop()
+        thief.stop()
+
+
+def test_secret_share_group_keeps_every_message_for_the_relay(plant, policy, tmp_path) -> None:
+    from policies.broker_config import relay_subscription
+
+    public_group = f"$share/{policy.relay.share_group}/acme/#"
+    thieves = [
+        Subscriber(plant.ot, plant.creds[PRESS_2], public_group, tmp_path / "t1.txt", debug=True),
+        Subscriber(
+            plant.ot, plant.creds["acme/it/historian"], "acme/#", tmp_path / "t2.txt", debug=True
+        ),
+    ]
+    secret_filter = relay_subscription(policy, b"0123456789abcdef-relay-secret")
+    relay = Subscriber(
+        plant.ot, plant.creds["acme/it/idmz-relay"], secret_filter, tmp_path / "r.txt"
+    )
+    try:
+        for t in thieves:
+            t.wait_subscribed()
+        relay.wait_until_live(
+            lambda m: publish(plant.ot, plant.creds[PRESS_1], f"{PRESS_1}/status", m)
+        )
+        _publish_and_flush(plant, relay, [f"msg-{i}" for i in range(6)])
+        got = [line.rsplit(" ", 1)[1] for line in _payload_lines(relay, " msg-")]
+        assert got == [f"msg-{i}" for i in range(6)]
+        assert not any(_payload_lines(t, " msg-") for t in thieves)
+    finally:
+        relay.stop()
+        for t in thieves:
+            t.stop()
+
+
+def test_other_identities_on_the_ot_broker_read_nothing(plant, relay_on_ot, tmp_path) -> None:
+    # Read rights are checked per message on delivery: an IT consumer's or a device's
+    # certificate on the OT-facing broker receives nothing, shared subscription or not.
+    snoops = [
+        Subscriber(
+            plant.ot,
+            plant.creds["acme/it/historian"],
+            "$share/other/acme/#",
+            tmp_path / "s.txt",
+            debug=True,
+        ),
+        Subscriber(
+            plant.ot, plant.creds["acme/it/historian"], "acme/#", tmp_path / "d.txt", debug=True
+        ),
+        Subscriber(plant.ot, plant.creds[PRESS_2], "acme/#", tmp_path / "p.txt", debug=True),
+    ]
+    try:
+        for s in snoops:
+            s.wait_subscribed()
+        _sentinel(plant, relay_on_ot, "sentinel-snoop")
+        assert not any(_payload_lines(s, "sentinel") for s in snoops)
+    finally:
+        for s in snoops:
+            s.stop()
