@@ -16,6 +16,7 @@ is set). Issuance, revocation and CRL publication are recorded in the audit log 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -308,15 +309,23 @@ def _cmd_list(args: argparse.Namespace) -> int:
     now = ctx.now()
     with ctx.local(ctx.home_of(args)) as ca:
         entries = ca.ledger.entries(subject=args.identity, revoked_only=args.revoked)
+    if args.expiring is not None:
+        horizon = now + timedelta(days=args.expiring)
+        entries = [e for e in entries if e.status(now) == "valid" and e.not_after <= horizon]
     rows = [entry.as_dict(now) for entry in entries]
     if args.json:
         print(json.dumps(rows, indent=2))
-        return 0
-    for r in rows:
-        print(
-            f"{r['serial']}  {r['status']:<8} {r['profile']:<12} {(r['not_after'] or '')[:10]}  {r['subject']}"
-        )
-    print(f"{len(rows)} certificate(s)", file=sys.stderr)
+    elif args.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["serial"])
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        for r in rows:
+            print(
+                f"{r['serial']}  {r['status']:<8} {r['profile']:<12} "
+                f"{(r['not_after'] or '')[:10]}  {r['subject']}"
+            )
+        print(f"{len(rows)} certificate(s)", file=sys.stderr)
     return 0
 
 
@@ -396,6 +405,11 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
     p.add_argument("--json", action="store_true")
 
     p = add("list", _cmd_list, "issued certificates from the ledger (local backend)")
-    p.add_argument("--json", action="store_true")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true")
+    form.add_argument("--csv", action="store_true", help="one row per certificate, for auditors")
+    p.add_argument(
+        "--expiring", type=ctx.days, metavar="DAYS", help="only valid ones expiring within DAYS"
+    )
     p.add_argument("--identity", help="only this identity path")
     p.add_argument("--revoked", action="store_true", help="only revoked certificates")

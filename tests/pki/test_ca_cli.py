@@ -600,3 +600,44 @@ def test_vault_settings_from_toml_with_a_secret_file(
         code, out, err = idmz(capsys, home, "ca", "status", "--backend", "vault", "--json")
         assert code == 0, err
         assert json.loads(out)["crl"]["entries"] == 0
+
+
+def test_list_exports_csv_and_finds_certificates_about_to_expire(
+    ready: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import csv
+    import io
+
+    _, csr = openssl_csr(tmp_path)
+    idmz(
+        capsys,
+        ready,
+        "ca",
+        "issue",
+        "--csr",
+        str(csr),
+        "--identity",
+        DEVICE.path,
+        "--days",
+        "5",
+        "--out",
+        str(tmp_path / "short.pem"),
+    )
+    idmz(
+        capsys,
+        ready,
+        "ca",
+        "issue",
+        "--csr",
+        str(csr),
+        "--identity",
+        DEVICE.path,
+        "--out",
+        str(tmp_path / "long.pem"),
+    )
+    code, out, _ = idmz(capsys, ready, "ca", "list", "--csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and len(rows) == 2 and {r["status"] for r in rows} == {"valid"}
+    code, out, _ = idmz(capsys, ready, "ca", "list", "--json", "--expiring", "30")
+    short = x509.load_pem_x509_certificate((tmp_path / "short.pem").read_bytes())
+    assert [r["serial"] for r in json.loads(out)] == [format(short.serial_number, "x")]
