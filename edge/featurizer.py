@@ -36,11 +36,12 @@ FloatArray = npt.NDArray[np.float64]
 
 G_M_S2 = 9.80665  # standard gravity, for accelerometers that report in g
 
-# The model's inputs, in order. Level-like features are logs (their spread is multiplicative).
+# The model's inputs, in order. Level-like features are logs: their spread is multiplicative,
+# so one floor on their healthy spread (10 %) means the same for every one of them. Peak is
+# left out: log_peak = log_rms + log_crest.
 FEATURE_NAMES: tuple[str, ...] = (
     "log_rms",
-    "log_peak",
-    "crest_factor",
+    "log_crest",
     "log_kurtosis",
     "log_velocity_rms",
     "resonance_share",
@@ -147,8 +148,7 @@ class Featurizer:
 
         return {
             "log_rms": float(np.log(rms + tiny)),
-            "log_peak": float(np.log(peak + tiny)),
-            "crest_factor": peak / rms if rms > tiny else 0.0,
+            "log_crest": float(np.log((peak + tiny) / (rms + tiny))),
             "log_kurtosis": float(np.log(kurt + tiny)),
             "log_velocity_rms": float(np.log(velocity_rms_mm_s + 1e-6)),
             "resonance_share": resonance_share,
@@ -159,6 +159,7 @@ class Featurizer:
             # Not model inputs; reported with every window.
             "rms": rms,
             "peak": peak,
+            "crest_factor": peak / rms if rms > tiny else 0.0,
             "kurtosis": kurt,
             "velocity_rms_mm_s": velocity_rms_mm_s,
         }

@@ -86,5 +86,5 @@ def test_scoring_with_the_wrong_number_of_features_is_an_inference_error(
     sim_model: tuple[bytes, float],
 ) -> None:
     scorer = Scorer.unsafe_from_unsigned_bytes(sim_model[0])
-    with pytest.raises(InferenceError, match="takes 10 features"):
+    with pytest.raises(InferenceError, match="takes 9 features"):
         scorer.score(np.zeros((1, 3)))

@@ -53,7 +53,7 @@ def test_a_model_signed_by_a_model_signer_of_the_trusted_ca_verifies(
     v = verify(model_bytes, bundle(model_bytes, test_ca.signer()), trust(test_ca))
     assert v.version == "sign-test-7"
     assert v.signer == "acme/signer/reliability"
-    assert len(v.feature_names) == 10 and v.threshold > 0
+    assert len(v.feature_names) == 9 and v.threshold > 0
 
 
 def test_a_model_changed_after_signing_is_refused(test_ca: ProductCA, model_bytes: bytes) -> None:
