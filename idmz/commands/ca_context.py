@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -116,29 +117,21 @@ def now() -> datetime:
 
 
 def record(home: Home, events: list[AuditEvent]) -> None:
-    """Append ``events`` to the audit log under ``<home>/audit`` (durable before we return)."""
-    try:
-        from audit.log import AuditLog
-    except ImportError:  # the audit package's log has not landed in this build
-        print("idmz: warning: audit log unavailable; CA action not recorded", file=sys.stderr)
-        return
-    origin = os.environ.get("IDMZ_AUDIT_ORIGIN") or audit_origin(home)
+    """Append ``events`` to the audit log under ``<home>/audit``; returns once they are durable
+    (an audit failure fails the command before any certificate file is written)."""
+    from audit.keys import existing_origin
+    from audit.log import AuditLog
+
+    # Same origin rule as `idmz audit` and the provisioning service: keep the log's existing
+    # name, else <host>/idmz-audit.
+    origin = existing_origin(home.audit_dir) or f"{socket.gethostname()}/idmz-audit"
     with AuditLog.open(home.audit_dir, origin=origin, background_checkpoints=False) as log:
-        for event in events:
-            log.record(event)
+        log.record_batch(events)
 
 
-def audit_origin(home: Home) -> str:
-    """Reuse the origin the log was created with (first line of its verifier key)."""
-    vkey = home.audit_dir / "checkpoint.vkey"
-    if vkey.exists():
-        name = vkey.read_text().split("+", 1)[0].strip()
-        if name:
-            return name
-    return "idmz/audit"
-
-
-def make_event(action: str, resource: str, outcome: str, reason: str = "", **details: Any) -> Any:
+def make_event(
+    action: str, resource: str, outcome: str, reason: str = "", **details: Any
+) -> AuditEvent:
     from audit.events import AuditEvent, Outcome
 
     actor = os.environ.get("USER") or "operator"
@@ -153,13 +146,10 @@ def make_event(action: str, resource: str, outcome: str, reason: str = "", **det
     )
 
 
-def audit(home: Home, action: str, resource: str, outcome: str, reason: str = "", **d: Any) -> None:
-    try:
-        event = make_event(action, resource, outcome, reason, **d)
-    except ImportError:
-        print("idmz: warning: audit log unavailable; CA action not recorded", file=sys.stderr)
-        return
-    record(home, [event])
+def audit(
+    home: Home, action: str, resource: str, outcome: str, reason: str = "", **details: Any
+) -> None:
+    record(home, [make_event(action, resource, outcome, reason, **details)])
 
 
 # -- helpers ------------------------------------------------------------------------------
