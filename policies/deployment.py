@@ -217,6 +217,8 @@ def _ot_ports(configs: list[tuple[BrokerConfigFile, Zone, MosquittoConfig]]) -> 
 
 def check_deployment(deployment: Deployment, *, now: datetime) -> Report:
     """Run every rule over ``deployment`` as of ``now`` (timezone-aware)."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware (certificate and CRL times are UTC)")
     c = Findings()
     policy: Policy | None = None
     if deployment.policy_text is None:
