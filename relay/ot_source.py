@@ -13,7 +13,6 @@ so a message is acknowledged only after the relay has made it safe.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,7 +58,6 @@ class OTSource:
         self._on_delivery = on_delivery
         self._on_state = on_state
         self._generation = 0
-        self._lock = threading.Lock()
         self._client = new_client(endpoint, client_id, manual_ack=True, auto_reconnect=True)
         self._client.reconnect_delay_set(1, 5)
         self._connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -90,9 +88,13 @@ class OTSource:
         """Acknowledge a delivery. False when its connection is gone: the OT broker will
         deliver the message again on the resumed session (and the dedup window drops it)."""
         generation, mid, qos = token
-        with self._lock:
-            if generation != self._generation:
-                return False
+        # No lock here: paho may hold its packet lock while it runs on_disconnect, and a lock
+        # taken around client.ack() would deadlock against it. A connection that drops between
+        # this check and the ack is harmless: Mosquitto resends an unacknowledged message with
+        # the same packet id on the resumed session, so a late ack can only confirm the same
+        # message, which is already safe.
+        if generation != self._generation:
+            return False
         return self._client.ack(mid, qos) == mqtt.MQTT_ERR_SUCCESS
 
     def stop(self) -> None:
@@ -108,8 +110,7 @@ class OTSource:
         if reason.is_failure:
             _log.error("OT broker refused the relay: %s", reason)
             return
-        with self._lock:
-            self._generation += 1
+        self._generation += 1  # only paho's thread writes it
         client.subscribe(self._subscription, qos=1)
         _log.info("connected to the OT broker; subscribed to %s", self._subscription)
         self._on_state(True)
@@ -117,8 +118,7 @@ class OTSource:
     def _handle_disconnect(
         self, _client: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
-        with self._lock:
-            self._generation += 1
+        self._generation += 1
         if not self._stopping:
             _log.warning("lost the OT broker (%s); reconnecting", reason)
         self._on_state(False)

@@ -112,13 +112,34 @@ class CrlWatcher:
         self._stamp: tuple[int, int, int] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._load_lock = threading.Lock()
+        self._ledger: Ledger | None = None
         self.state = RevocationState()
+
+    def refresh(self) -> RevocationState:
+        """Called on the hot path before each message: stat the CRL (about a microsecond) and
+        reload it synchronously if it changed. So a worker never judges a message with a view
+        older than the CRL file, even right after it was paused or a thread was slow."""
+        try:
+            st = os.stat(self._crl_path)
+        except FileNotFoundError:
+            return self.state
+        if (st.st_mtime_ns, st.st_size, st.st_ino) != self._stamp:
+            try:
+                self.load()
+            except Exception:  # noqa: BLE001 - keep the last good state; retried next message
+                _log.exception("reloading the CRL failed; keeping the previous state")
+        return self.state
 
     def load(self) -> RevocationState:
         """Read the files now (also done once before the thread starts)."""
+        with self._load_lock:
+            return self._load_locked()
+
+    def _load_locked(self) -> RevocationState:
         try:
             st = os.stat(self._crl_path)
-            self._stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
             crl_pem = self._crl_path.read_bytes()
         except FileNotFoundError:
             _log.warning(
@@ -130,18 +151,22 @@ class CrlWatcher:
             serials, number = read_crl(crl_pem, issuing)
         except CRLRejectedError as exc:
             _log.error("ignoring CRL %s: %s; keeping the previous state", self._crl_path, exc)
+            self._stamp = stamp
             return self.state
         entries: list[LedgerEntry] = []
         if self._ledger_path is not None and self._ledger_path.exists():
-            ledger = Ledger(self._ledger_path)
-            try:
-                entries = ledger.entries()
-            finally:
-                ledger.close()
+            if self._ledger is None:
+                # One connection for the watcher's lifetime: opening and closing a WAL database
+                # while the CA writes to it from the same process is what SQLite likes least.
+                self._ledger = Ledger(self._ledger_path)
+            entries = self._ledger.entries()
         new = build_revocation_state(serials, number, entries, self._clock())
         old, self.state = self.state, new
         if new != old:
             self._on_change(old, new)
+        # Only now: a concurrent `refresh_if_due` that sees a new stamp waits on the lock
+        # instead of judging a message with the old state.
+        self._stamp = stamp
         return new
 
     def start(self) -> None:
@@ -153,6 +178,8 @@ class CrlWatcher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._ledger is not None:
+            self._ledger.close()
 
     def _run(self) -> None:
         last_full = 0.0

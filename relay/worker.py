@@ -184,6 +184,8 @@ class Worker:
 
     def _on_delivery(self, d: Delivery) -> None:
         now = self._clock()
+        if self._crl is not None:
+            self._crl.refresh()
         verdict = self._inspector.inspect(d.topic, d.payload, d.property_msg_id, now)
         device = verdict.device.path if verdict.device is not None else ""
         with self._lock:

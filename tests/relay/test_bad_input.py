@@ -113,18 +113,18 @@ def _raw_publish_with_wildcard(relay: Relay, device: str) -> bytes:
 
     connect = utf8("MQTT") + bytes([5, 0x02]) + struct.pack(">H", 30) + b"\0" + utf8("wild")
     bad = utf8(f"{device}/#") + struct.pack(">H", 1) + b"\0" + b"{}"
-    with socket.create_connection(("127.0.0.1", relay.ot.port), timeout=10) as raw:
-        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
-            tls.sendall(packet(0x10, connect))
-            assert tls.recv(4)[0] == 0x20  # CONNACK
-            tls.sendall(packet(0x32, bad))  # PUBLISH QoS 1
-            data = b""
-            try:
-                while chunk := tls.recv(64):
-                    data += chunk
-            except (ConnectionError, ssl.SSLError, TimeoutError):
-                pass
-            return data
+    raw = socket.create_connection(("127.0.0.1", relay.ot.port), timeout=10)
+    with raw, ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(packet(0x10, connect))
+        assert tls.recv(4)[0] == 0x20  # CONNACK
+        tls.sendall(packet(0x32, bad))  # PUBLISH QoS 1
+        data = b""
+        try:
+            while chunk := tls.recv(64):
+                data += chunk
+        except (ConnectionError, ssl.SSLError, TimeoutError):
+            pass
+        return data
 
 
 def test_wildcard_publish_is_refused_as_a_protocol_error(

@@ -1,0 +1,103 @@
+"""One way by construction: the relay never subscribes on IT and never publishes on OT.
+
+The static tests read the relay's source: the OT adapter has no publish call, the IT adapter
+no subscribe call or message callback, and no other relay module touches paho. The live test
+shows the consequence: a message published on the IT broker (even by the relay's own identity,
+which may write there) never appears on the OT broker.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.policies.mqtt_clients import publish
+from tests.relay.conftest import PRESS_1, RELAY_ID, Relay, envelope
+from tests.support.net import wait_for
+
+RELAY_SRC = Path(__file__).resolve().parents[2] / "relay"
+PAHO_ADAPTERS = {"ot_source.py", "it_sink.py", "mqtt_session.py"}
+
+
+def _names_used(path: Path) -> set[str]:
+    """Every attribute and function name the module calls or reads."""
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.FunctionDef):
+            names.add(node.name)
+    return names
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+    return out
+
+
+def test_ot_adapter_has_no_publish_path() -> None:
+    used = _names_used(RELAY_SRC / "ot_source.py")
+    assert not {n for n in used if "publish" in n.lower()}, "the OT side must never publish"
+
+
+def test_it_adapter_has_no_subscribe_or_receive_path() -> None:
+    used = _names_used(RELAY_SRC / "it_sink.py")
+    forbidden = {"subscribe", "on_message", "message_callback_add", "manual_ack", "ack"}
+    assert not (used & forbidden), used & forbidden
+    assert not {n for n in used if "subscribe" in n.lower()}
+
+
+def test_the_shared_client_factory_neither_publishes_nor_subscribes() -> None:
+    used = _names_used(RELAY_SRC / "mqtt_session.py")
+    assert not {n for n in used if "publish" in n.lower() or "subscribe" in n.lower()}
+
+
+def test_only_the_adapters_import_paho() -> None:
+    for path in RELAY_SRC.glob("*.py"):
+        uses_paho = any(m == "paho" or m.startswith("paho.") for m in _imports(path))
+        if path.name not in PAHO_ADAPTERS:
+            assert not uses_paho, f"{path.name} imports paho"
+
+
+@pytest.mark.integration
+def test_message_published_on_it_never_appears_on_ot(relay: Relay, tmp_path: Path) -> None:
+    out = tmp_path / "ot.txt"
+    with out.open("w") as fh:
+        # The relay identity may read everything under acme/ on the OT broker: the widest view.
+        watcher = subprocess.Popen(
+            ["mosquitto_sub", *relay.ot.args(relay.plant.cred(RELAY_ID)), "-V", "mqttv5",
+             "-q", "1", "-v", "-t", "acme/#"],
+            stdout=fh, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            # Make the OT watcher live: a device message shows up on it.
+            def live() -> bool:
+                publish(relay.ot, relay.plant.cred(PRESS_1), f"{PRESS_1}/status",
+                        envelope(PRESS_1, "ot-live", "status", {}), v5=True)  # fmt: skip
+                return "ot-live" in out.read_text()
+
+            wait_for(live, timeout_s=60, interval_s=0.5, what="OT watcher live")
+            # The relay's own identity is allowed to write device topics on IT; do it.
+            result = publish(relay.it, relay.plant.cred(RELAY_ID), f"{PRESS_1}/telemetry",
+                             envelope(PRESS_1, "from-it-1"), v5=True)  # fmt: skip
+            assert result.returncode == 0, result.stdout + result.stderr
+            # A later OT message arrives on the watcher; the IT one never does.
+            publish(relay.ot, relay.plant.cred(PRESS_1), f"{PRESS_1}/status",
+                    envelope(PRESS_1, "ot-after", "status", {}), v5=True)  # fmt: skip
+            wait_for(lambda: "ot-after" in out.read_text(), timeout_s=60, what="later OT message")
+            assert "from-it-1" not in out.read_text()
+        finally:
+            watcher.terminate()
+            watcher.wait(timeout=10)
