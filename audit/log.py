@@ -180,9 +180,10 @@ class AuditLog:
         """Append ``event``; return once it is durable. Raises `AuditUnavailableError` when
         it cannot be recorded (nothing of it is acknowledged) and `InvalidEventError` for an
         event that can never be recorded."""
-        entry = PendingEntry(self._encode(event))
+        ready = threading.Event()
+        entry = PendingEntry(self._encode(event), ready=ready)
         self._submit([entry])
-        entry.ready.wait()
+        ready.wait()
         if entry.error is not None:
             raise entry.error
         assert entry.receipt is not None
@@ -192,9 +193,12 @@ class AuditLog:
         """Append ``events`` as consecutive entries and return their receipts once all are
         durable. If any cannot be recorded its error is raised (others may be recorded)."""
         entries = [PendingEntry(self._encode(e)) for e in events]
+        if not entries:
+            return []
+        last = entries[-1].ready = threading.Event()
         self._submit(entries)
+        last.wait()  # entries are finalized in order: the last one done means all are
         for entry in entries:
-            entry.ready.wait()
             if entry.error is not None:
                 raise entry.error
         return [e.receipt for e in entries if e.receipt is not None]
@@ -265,7 +269,8 @@ class AuditLog:
                         entry.error = AuditUnavailableError(
                             f"audit entry not recorded (flush failed: {self._broken})"
                         )
-                    entry.ready.set()
+                    if entry.ready is not None:
+                        entry.ready.set()
 
     def _write(self, batch: list[PendingEntry]) -> bool:
         """Append ``batch`` under the flock; True if bytes were written (need a flush)."""

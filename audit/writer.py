@@ -50,7 +50,9 @@ class PendingEntry:
     encoded: EncodedEvent
     receipt: AuditReceipt | None = None
     error: BaseException | None = None
-    ready: threading.Event = field(default_factory=threading.Event)  # outcome is final
+    # Set when the outcome is final. Entries are finalized in order, so a bulk submission
+    # gives an Event only to its last entry.
+    ready: threading.Event | None = None
     done: bool = False
 
 
