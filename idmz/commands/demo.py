@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import threading
 from types import FrameType
 from typing import Any
+
+# The independent programs the demo runs next to idmz (brokers, MQTT clients, key generation).
+TOOLS = ("mosquitto", "mosquitto_pub", "mosquitto_sub", "openssl")
 
 
 def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
@@ -58,6 +62,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from idmz.demo.story import Story
     from idmz.home import SettingsError, resolve_home
 
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        raise SettingsError(
+            f"idmz demo drives {', '.join(TOOLS)}; not on PATH: {', '.join(missing)} "
+            "(scripts/bootstrap installs them)"
+        )
     layout = DemoLayout((resolve_home(args.home).root / "demo").resolve())
     color = not args.check and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     runner = StoryRunner(color=color)

@@ -21,7 +21,7 @@ PRESS_2 = "acme/plant1/stamping/line1/cell1/press-02"  # legitimately enrolled, 
 HISTORIAN = "acme/it/historian"  # the IT consumer
 RELAY = "acme/it/idmz-relay"  # the relay's client identity on both brokers
 MODEL_SIGNER = "acme/signer/edge-models"
-AUDIT_ORIGIN = "idmz/audit"  # the origin `idmz provisioning` writes the shared log under
+AUDIT_ORIGIN = "demo.idmz.local/audit"  # the demo creates the log; every part appends to it
 
 
 class DemoDirectoryError(Exception):

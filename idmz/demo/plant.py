@@ -17,6 +17,7 @@ from pathlib import Path
 
 from idmz.demo.configs import Ports, gateway_toml, relay_toml
 from idmz.demo.layout import (
+    AUDIT_ORIGIN,
     HISTORIAN,
     MODEL_SIGNER,
     PRESS_1,
@@ -96,7 +97,8 @@ class Plant:
 
     def steps(self) -> list[Step]:
         return [
-            Step("stamping line simulated (OPC UA + Modbus TCP)", self.simulator, ("simulator",)),
+            Step("simulated stamping line and model training started", self.background),
+            Step("audit log started, its verifier key pinned by the auditor", self.audit_log),
             Step("certificate authority created", self.ca),
             Step("IDMZ certificates issued from CSRs", self.certificates),
             Step("provisioning service up", self.provisioning, ("provisioning",)),
@@ -106,6 +108,7 @@ class Plant:
             Step("anomaly model trained on healthy data and signed", self.model, ("model-train",)),
             Step("relay up with brokers rendered from the policy", self.relay, ("relay",)),
             Step("deployment passes `idmz policy check`", self.deployment_check),
+            Step("stamping line serving OPC UA and Modbus TCP", self.simulator, ("simulator",)),
             Step("IT historian subscribed (independent mosquitto_sub)", self.subscribers),
             Step(
                 "gateways streaming",
@@ -114,8 +117,8 @@ class Plant:
             ),
         ]
 
-    def simulator(self) -> str:
-        # The model trains in the background meanwhile (it needs nothing else).
+    def background(self) -> str:
+        """The two slow starters begin now and are waited for when they are needed."""
         self._start(
             "model-train",
             self.procs.idmz_argv(
@@ -126,19 +129,37 @@ class Plant:
         )  # fmt: skip
         self.layout.sim_control.write_text("{}\n")
         p = self.ports
-        sim = self._start(
+        self._start(
             "simulator",
             self.procs.idmz_argv(
                 "edge", "simulate", "--opcua-port", str(p.opcua), "--modbus-port", str(p.modbus),
                 "--seed", "3", "--control", str(self.layout.sim_control),
             ),
         )  # fmt: skip
+        return (
+            f"idmz edge simulate (OPC UA :{p.opcua}, Modbus :{p.modbus}); "
+            f"idmz model train --from-simulator {HEALTHY_TRAINING_S}"
+        )
+
+    def audit_log(self) -> str:
+        self.idmz(
+            "audit-start", "audit", "append", "--origin", AUDIT_ORIGIN,
+            "--actor", "operator:idmz-demo", "--action", "operator.plant.commissioned",
+            "--resource", str(self.layout.root), "--reason", "plant in a box started by idmz demo",
+        )  # fmt: skip
+        vkey = self.idmz("audit-key", "audit", "key").strip().splitlines()[-1]
+        self.layout.pinned_audit_key.parent.mkdir(mode=0o700)
+        self.layout.pinned_audit_key.write_text(vkey + "\n")
+        return f"{self.layout.audit} (origin {AUDIT_ORIGIN}); key {self.layout.pinned_audit_key}"
+
+    def simulator(self) -> str:
+        p = self.ports
         self.procs.wait_for(
             lambda: port_open(p.opcua) and port_open(p.modbus),
             what="the simulator's OPC UA and Modbus ports",
-            watch=[sim],
+            watch=[self.children["simulator"]],
         )
-        return f"OPC UA opc.tcp://127.0.0.1:{p.opcua}/idmz/sim, Modbus TCP 127.0.0.1:{p.modbus}"
+        return f"opc.tcp://127.0.0.1:{p.opcua}/idmz/sim, Modbus TCP 127.0.0.1:{p.modbus}"
 
     def ca(self) -> str:
         generate_secret_file(self.layout.ca_passphrase)
@@ -189,14 +210,9 @@ class Plant:
                 "--profile", profile, "--out", str(cert),
                 "--chain-out", str(cert.with_name(cert.stem + "-chain.pem")),
             )  # fmt: skip
-        # The auditor pins the log's verifier key now, while the log is young.
-        vkey = self.idmz("audit-key", "audit", "key").strip().splitlines()[-1]
-        self.layout.pinned_audit_key.parent.mkdir(mode=0o700)
-        self.layout.pinned_audit_key.write_text(vkey + "\n")
         return (
             "brokers (server, localhost/127.0.0.1), relay and historian (consumer), "
-            "model signer; audit key pinned\n"
-            f"audit log verifier key pinned in {self.layout.pinned_audit_key}"
+            "model signer; each key made by openssl where it is used"
         )
 
     def provisioning(self) -> str:
@@ -246,7 +262,15 @@ class Plant:
                 raise
             if (scratch / "cert.pem").exists():
                 raise StepFailedError("the replayed token still produced a certificate") from None
-            return f"press-01's token used again: {reason.removeprefix('idmz: error: ')}"
+            self.procs.wait_for(
+                lambda: self.audit.find("provisioning.enroll.refused"),
+                what="the refused enrollment in the audit log",
+                timeout_s=20,
+            )
+            return (
+                f"press-01's token used again: {reason.removeprefix('idmz: error: ')}; "
+                "nothing issued, refusal audited"
+            )
         raise StepFailedError("a second enrollment with the same token succeeded")
 
     def model(self) -> str:
