@@ -1,0 +1,84 @@
+"""Compliance report rules: SR 2.8 categories, period bounds, certificate lifecycle, refusals."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from audit.events import AuditEvent, Outcome
+from audit.keys import read_vkey
+from audit.limits import FixedClock
+from audit.log import AuditLog
+from audit.report import (
+    ACCESS_CONTROL,
+    AUDIT_LOG,
+    BACKUP_RESTORE,
+    CONFIGURATION,
+    CONTROL_SYSTEM,
+    REQUEST_ERRORS,
+    build_report,
+    category_of,
+)
+from audit.report_html import render_html
+from tests.audit.conftest import DEVICE, ORIGIN
+
+T0 = datetime(2026, 11, 20, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("action", "outcome", "category"),
+    [
+        ("pki.cert.issued", "success", ACCESS_CONTROL),
+        ("provisioning.enroll.refused", "denied", ACCESS_CONTROL),
+        ("relay.message.refused", "denied", ACCESS_CONTROL),
+        ("relay.device.cutoff", "success", ACCESS_CONTROL),
+        ("provisioning.enroll.refused", "failure", REQUEST_ERRORS),
+        ("relay.batch.forwarded", "success", CONTROL_SYSTEM),
+        ("policy.document.loaded", "success", CONFIGURATION),
+        ("config.relay.changed", "success", CONFIGURATION),
+        ("operator.ca.rotated", "success", CONFIGURATION),
+        ("pki.ca.backup.created", "success", BACKUP_RESTORE),
+        ("audit.checkpoint.witnessed", "success", AUDIT_LOG),
+    ],
+)
+def test_actions_map_to_iec_62443_sr_2_8_categories(
+    action: str, outcome: str, category: str
+) -> None:
+    assert category_of(action, outcome) == category
+
+
+def _log_at(log_dir: Path, when: datetime, event: AuditEvent) -> None:
+    with AuditLog.open(log_dir, origin=ORIGIN, clock=FixedClock(when)) as log:
+        log.record(event)
+
+
+def test_report_counts_only_its_period_and_lists_certificate_lifecycle(log_dir: Path) -> None:
+    issued = AuditEvent(DEVICE, "pki.cert.issued", "0a1b", Outcome.SUCCESS)
+    revoked = AuditEvent(DEVICE, "pki.cert.revoked", "0a1b", Outcome.SUCCESS, "keyCompromise")
+    refused = AuditEvent(DEVICE, "relay.message.refused", "t", Outcome.DENIED, "topic not allowed")
+    _log_at(log_dir, T0 - timedelta(seconds=1), refused)  # before the period
+    _log_at(log_dir, T0, issued)  # first instant: included
+    _log_at(log_dir, T0 + timedelta(hours=5), refused)
+    _log_at(log_dir, T0 + timedelta(days=1), revoked)  # the end is exclusive
+    report = build_report(
+        log_dir, read_vkey(log_dir / "checkpoint.vkey"),
+        start=T0, end=T0 + timedelta(days=1), now=T0 + timedelta(days=2),
+    )  # fmt: skip
+    assert report.total == 2 and (report.first_seq, report.last_seq) == (1, 2)
+    assert [c["action"] for c in report.certificates] == ["pki.cert.issued"]
+    assert report.refusals == {(DEVICE, "topic not allowed"): 1}
+    html = render_html(report)
+    assert "0a1b" in html and "topic not allowed" in html and "keyCompromise" not in html
+
+
+def test_report_escapes_hostile_text(log_dir: Path) -> None:
+    _log_at(log_dir, T0, AuditEvent(DEVICE, "relay.message.refused", "t", Outcome.DENIED,
+                                    "<script>alert(1)</script>"))  # fmt: skip
+    report = build_report(
+        log_dir, read_vkey(log_dir / "checkpoint.vkey"),
+        start=T0, end=T0 + timedelta(hours=1), now=T0,
+    )  # fmt: skip
+    html = render_html(report)
+    assert "<script>" not in html and "&lt;script&gt;" in html
