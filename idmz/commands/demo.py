@@ -15,13 +15,20 @@ explains each step.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from idmz.demo.layout import DemoLayout
 
 # The independent programs the demo runs next to idmz (brokers, MQTT clients, key generation).
 TOOLS = ("mosquitto", "mosquitto_pub", "mosquitto_sub", "openssl")
@@ -55,11 +62,7 @@ def _interrupt(_sig: int, _frame: FrameType | None) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from idmz.demo.layout import DemoDirectoryError, DemoLayout
-    from idmz.demo.plant import Plant
-    from idmz.demo.processes import Deadline, DemoProcesses, sweep
-    from idmz.demo.runner import StoryRunner
-    from idmz.demo.story import Story
+    from idmz.demo.layout import DemoLayout
     from idmz.home import SettingsError, resolve_home
 
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
@@ -68,18 +71,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"idmz demo drives {', '.join(TOOLS)}; not on PATH: {', '.join(missing)} "
             "(scripts/bootstrap installs them)"
         )
-    layout = DemoLayout((resolve_home(args.home).root / "demo").resolve())
+    home = resolve_home(args.home).ensure()
+    layout = DemoLayout((home.root / "demo").resolve())
+    with _one_demo_per_home(home.root / "demo.lock", layout.root):
+        return _run(args, layout)
+
+
+@contextlib.contextmanager
+def _one_demo_per_home(lock_path: Path, root: Path) -> Iterator[None]:
+    """A second demo on the same home would wipe the directory and sweep the first one's
+    processes. The lock lives beside the demo directory and dies with this process."""
+    from idmz.home import SettingsError
+
+    with lock_path.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SettingsError(
+                f"another idmz demo is running in {root}; stop it first or use another --home"
+            ) from None
+        yield
+
+
+def _run(args: argparse.Namespace, layout: DemoLayout) -> int:
+    from idmz.demo.layout import DemoDirectoryError
+    from idmz.demo.plant import Plant
+    from idmz.demo.processes import Deadline, DemoProcesses, sweep
+    from idmz.demo.runner import StoryRunner
+    from idmz.demo.story import Story
+    from idmz.home import SettingsError
+
     color = not args.check and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     runner = StoryRunner(color=color)
     try:
-        leftovers = sweep(layout.root)  # from a previous demo that was killed hard
+        leftovers = sweep(layout.root)  # from a previous demo that was killed too hard
         layout.prepare()
     except DemoDirectoryError as exc:
         raise SettingsError(str(exc)) from exc
     deadline = Deadline(args.timeout)
     procs = DemoProcesses(layout, deadline)
     plant = Plant(layout, procs)
-    story = Story(plant)
+    acts = [("Act 0 · Building the plant", plant.steps()), *Story(plant).acts()]
     runner.say(f"idmz demo: a stamping plant in a box, on loopback, in {layout.root}")
     if leftovers:
         runner.say(f"  (stopped {len(leftovers)} process(es) left over from an earlier demo)")
@@ -89,13 +121,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     code = 1
     try:
-        acts = [("Act 0 · Building the plant", plant.steps()), *story.acts()]
         failed = _tell(runner, acts, procs)
-        total = deadline.elapsed()
         passed = sum(o.ok for o in runner.outcomes)
         runner.heading(
-            f"{'✔' if not failed else '✘'} {passed} of {sum(len(s) for _, s in acts)} steps "
-            f"passed in {total:.0f} s"
+            f"{'✘' if failed else '✔'} {passed} of {sum(len(s) for _, s in acts)} steps "
+            f"passed in {deadline.elapsed():.0f} s"
         )
         _where(runner, plant)
         code = 0 if not failed and runner.all_ok else 1
@@ -108,11 +138,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         runner.say("interrupted")
         code = 130
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the stop finish
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         runner.say("stopping the plant…")
-        stray = procs.close()
-        for line in stray:
+        for line in procs.close():
             runner.say(f"  stopped a stray process: {line}")
         runner.say(f"stopped; nothing of the demo is left running. Files: {layout.root}")
         signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -6,26 +6,14 @@ Strings are written as TOML basic strings (JSON escaping is valid TOML for them)
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from idmz.demo.layout import AUDIT_ORIGIN, DemoLayout, Gateway
+from idmz.demo.ports import Ports
 
 
 def _s(value: str | Path) -> str:
     return json.dumps(str(value))
-
-
-@dataclass(frozen=True, slots=True)
-class Ports:
-    provisioning: int
-    ot: int
-    it: int
-    relay_health: int
-    opcua: int
-    modbus: int
-    press_1_metrics: int
-    press_2_metrics: int
 
 
 def relay_toml(layout: DemoLayout, ports: Ports) -> str:

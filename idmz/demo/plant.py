@@ -11,11 +11,10 @@ import functools
 import json
 import re
 import shutil
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from idmz.demo.configs import Ports, gateway_toml, relay_toml
+from idmz.demo.configs import gateway_toml, relay_toml
 from idmz.demo.layout import (
     AUDIT_ORIGIN,
     HISTORIAN,
@@ -27,33 +26,13 @@ from idmz.demo.layout import (
     Gateway,
 )
 from idmz.demo.observe import CAPTURE_FORMAT, AuditTail, Capture, http_json, now_utc
+from idmz.demo.ports import Ports, pick_ports, port_open
 from idmz.demo.processes import DemoProcesses
 from idmz.demo.runner import Step, StepFailedError
 from idmz.home import generate_secret_file
 from idmz.supervisor import Child
 
 HEALTHY_TRAINING_S = "60"  # seconds of simulated healthy vibration the model is fitted on
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def pick_ports() -> Ports:
-    chosen: set[int] = set()
-    while len(chosen) < len(Ports.__dataclass_fields__):
-        chosen.add(free_port())
-    return Ports(*sorted(chosen))
 
 
 def repo_policy() -> Path:

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from idmz.demo.configs import Ports, gateway_toml, relay_toml
+from idmz.demo.configs import gateway_toml, relay_toml
 from idmz.demo.layout import AUDIT_ORIGIN, PRESS_1, PRESS_2, DemoDirectoryError, DemoLayout
 from idmz.demo.observe import Capture, metric
-from idmz.demo.plant import pick_ports, repo_policy
+from idmz.demo.plant import repo_policy
+from idmz.demo.ports import LOW_PORT, Ports, ephemeral_start, pick_ports
 from idmz.demo.processes import Deadline, DemoProcesses, processes_naming, sweep
 from idmz.gateway_config import load_gateway_config
 from idmz.home import Home
@@ -45,9 +46,10 @@ def test_demo_wipes_its_own_previous_run(tmp_path: Path) -> None:
     assert layout.secrets.stat().st_mode & 0o077 == 0
 
 
-def test_every_listener_gets_its_own_port() -> None:
+def test_ports_are_distinct_and_below_the_ephemeral_range() -> None:
     ports = dataclasses.astuple(pick_ports())
     assert len(set(ports)) == len(ports)
+    assert all(LOW_PORT <= p < ephemeral_start() for p in ports)
 
 
 def test_relay_toml_loads_and_shares_the_provisioning_audit_log(tmp_path: Path) -> None:
