@@ -1,5 +1,8 @@
 """`VaultCA`: the `CertificateAuthority` backed by HashiCorp Vault's PKI secrets engine.
 
+Endpoints: ``auth/<approle>/login``, ``<mount>/sign/<role>``, ``<mount>/revoke``,
+``<mount>/cert/<serial>``, ``<mount>/ca_chain``, ``<mount>/crl/pem``.
+
 The only module that imports ``hvac``; every hvac/requests exception is translated here, once.
 
 >>> ca = VaultCA.connect(VaultConfig(url="https://vault.plant1:8200", mount="pki_int",
@@ -154,20 +157,37 @@ class VaultCA:
 
     def revoke(self, serial: int, reason: RevocationReason, *, now: datetime) -> RevocationRecord:
         """Revoke in Vault (which rebuilds its CRL). Vault records no reason code: the reason
-        lives in the audit record the caller writes."""
+        lives in the audit record the caller writes. Vault answers a second revocation with the
+        first one's time and no marker, so ``cert/<serial>`` is read first to tell them apart."""
         require_aware(now)
+        label = f"revoke {format_serial(serial)}"
+        earlier = self._revocation_time(serial)
+        if earlier is not None:
+            return RevocationRecord(serial, reason, earlier, already_revoked=True)
         response = self._call(
-            f"revoke {format_serial(serial)}",
+            label,
             lambda: self._client.secrets.pki.revoke_certificate(
                 serial_number=vault_serial(serial), mount_point=self._config.mount
             ),
         )
-        data = _data(response, f"revoke {format_serial(serial)}")
-        stamp = data.get("revocation_time")
+        stamp = _data(response, label).get("revocation_time")
         revoked_at = datetime.fromtimestamp(int(stamp), UTC) if stamp else now
-        warnings = response.get("warnings") if isinstance(response, dict) else None
-        already = isinstance(warnings, list) and any("already" in str(w) for w in warnings)
-        return RevocationRecord(serial, reason, revoked_at, already_revoked=already)
+        return RevocationRecord(serial, reason, revoked_at)
+
+    def _revocation_time(self, serial: int) -> datetime | None:
+        """When Vault revoked ``serial``, or None (not revoked, or unknown: revoke then says so)."""
+        try:
+            response = self._call(
+                f"read certificate {format_serial(serial)}",
+                # The hyphenated form Vault documents for URL paths (no escaping needed).
+                lambda: self._client.secrets.pki.read_certificate(
+                    serial=vault_serial(serial).replace(":", "-"), mount_point=self._config.mount
+                ),
+            )
+        except IssuanceRefusedError:
+            return None
+        stamp = _data(response, "read certificate").get("revocation_time")
+        return datetime.fromtimestamp(int(stamp), UTC) if stamp else None
 
     def current_crl(self, *, now: datetime) -> CRLBundle:
         """Vault's current CRL (``crl/pem``), checked: signed by the issuing CA and not stale."""
@@ -242,7 +262,7 @@ class VaultCA:
             if not translate_forbidden:
                 raise
             raise KeyStoreError(f"Vault refused {what}: permission denied") from exc
-        except hvac.exceptions.InvalidRequest as exc:
+        except (hvac.exceptions.InvalidRequest, hvac.exceptions.InvalidPath) as exc:
             raise IssuanceRefusedError(f"Vault refused {what}: {_errors(exc)}") from exc
         except hvac.exceptions.VaultError as exc:
             raise KeyStoreError(

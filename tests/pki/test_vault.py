@@ -125,7 +125,6 @@ def test_revocation_in_vault_reaches_its_crl_and_the_verifier(ca: VaultCA) -> No
         verifier.verify_device(issued.certificate, list(issued.chain[:-1]), now=now())
 
 
-@fake_only
 def test_revoking_twice_reports_the_first_revocation(ca: VaultCA) -> None:
     issued = ca.issue(make_csr(), DEVICE, profile=ProfileName.DEVICE, now=now())
     first = ca.revoke(issued.serial, RevocationReason.SUPERSEDED, now=now())

@@ -7,6 +7,7 @@ Implemented (Vault 1.x HTTP API, documented request/response bodies):
   "ttl", "format", "exclude_cn_from_sans"}`` -> ``{"data": {"certificate", "issuing_ca",
   "ca_chain", "serial_number", "expiration"}}``
 * ``POST /v1/<mount>/revoke`` ``{"serial_number"}`` -> ``{"data": {"revocation_time", ...}}``
+* ``GET /v1/<mount>/cert/<serial>`` -> ``{"data": {"certificate", "revocation_time", ...}}``
 * ``GET /v1/<mount>/ca_chain``, ``/ca/pem``, ``/crl/pem`` (PEM text) and ``/crl`` (DER),
   unauthenticated as in Vault.
 
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -299,16 +301,14 @@ class FakeVault:
             serial = int(text.replace(":", "").replace("-", ""), 16)
         except ValueError:
             return 400, {"errors": [f"invalid serial number {text}"]}
-        warnings = None
         with self.lock:
             entry = self.issued.get(serial)
             if entry is None:
                 return 400, {"errors": [f"certificate with serial {text} not found"]}
+            # Like Vault: a second revocation answers with the first one's time, no marker.
             if entry.revoked_at is None:
                 entry.revoked_at = datetime.now(UTC).replace(microsecond=0)
                 self._rebuild_crl()
-            else:
-                warnings = [f"certificate with serial {text} already revoked"]
         stamp = int(entry.revoked_at.timestamp())
         return 200, {
             "request_id": secrets.token_hex(8),
@@ -318,9 +318,37 @@ class FakeVault:
             "data": {
                 "revocation_time": stamp,
                 "revocation_time_rfc3339": entry.revoked_at.isoformat().replace("+00:00", "Z"),
+                "state": "revoked",
             },
             "wrap_info": None,
-            "warnings": warnings,
+            "warnings": None,
+            "auth": None,
+        }
+
+    def read_cert(self, text: str) -> tuple[int, dict[str, Any]]:
+        """``GET <mount>/cert/<serial>`` (unauthenticated, as in Vault)."""
+        try:
+            serial = int(text.replace(":", "").replace("-", ""), 16)
+        except ValueError:
+            return 400, {"errors": [f"invalid serial number {text}"]}
+        entry = self.issued.get(serial)
+        if entry is None:
+            return 404, {"errors": []}
+        revoked = entry.revoked_at
+        return 200, {
+            "request_id": secrets.token_hex(8),
+            "lease_id": "",
+            "renewable": False,
+            "lease_duration": 0,
+            "data": {
+                "certificate": self.pem(entry.cert),
+                "revocation_time": int(revoked.timestamp()) if revoked else 0,
+                "revocation_time_rfc3339": revoked.isoformat().replace("+00:00", "Z")
+                if revoked
+                else "",
+            },
+            "wrap_info": None,
+            "warnings": None,
             "auth": None,
         }
 
@@ -356,7 +384,7 @@ def _handler(vault: FakeVault) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             vault.requests.append(("GET", self.path))
-            path = self.path.split("?")[0]
+            path = unquote(self.path.split("?")[0])
             if path == prefix + "ca_chain":
                 text = (vault.pem(vault.issuing) + vault.pem(vault.root)).encode()
                 self._send(200, text, "application/pem-certificate-chain")
@@ -368,12 +396,14 @@ def _handler(vault: FakeVault) -> type[BaseHTTPRequestHandler]:
                 self._send(200, vault.crl_pem, "application/pem-certificate-chain")
             elif path == prefix + "crl":
                 self._send(200, vault.crl_der, "application/pkix-crl")
+            elif path.startswith(prefix + "cert/"):
+                self._json(*vault.read_cert(path[len(prefix + "cert/") :]))
             else:
                 self._json(404, {"errors": []})
 
         def do_POST(self) -> None:
             vault.requests.append(("POST", self.path))
-            path = self.path.split("?")[0]
+            path = unquote(self.path.split("?")[0])
             try:
                 body = self._body()
             except ValueError:
