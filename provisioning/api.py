@@ -31,7 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -257,6 +257,11 @@ def certificate_response(result: Enrolled) -> CertificateResponse:
     )
 
 
+def certificate_json(result: Enrolled) -> Response:
+    body = certificate_response(result).model_dump_json().encode()
+    return Response(body, status_code=201, media_type="application/json")
+
+
 def _error(
     status: int, error: str, detail: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -421,33 +426,49 @@ def create_app(
             root_sha256=fingerprint_sha256(service.root),
         )
 
-    @app.post("/v1/enroll", status_code=201, tags=["enrollment"])
-    def enroll(body: EnrollRequest, request: Request) -> CertificateResponse:
+    # The two hot endpoints are async with exactly one hop to the thread pool (the blocking
+    # service call) and answer with pre-serialized JSON: FastAPI would otherwise hop to threads
+    # for the sync endpoint and again to validate the response model (ADR 0045).
+    @app.post(
+        "/v1/enroll", status_code=201, tags=["enrollment"], response_model=CertificateResponse
+    )
+    async def enroll(body: EnrollRequest, request: Request) -> Response:
         """First enrollment with a one-time token (``Authorization: Bearer``)."""
         client = admit_client(request)
-        token = bearer_token_or_refuse(request, client)
-        limiters.token.admit(token_digest(token), now_s=monotonic())
-        result = service.enroll(
-            token, body.csr.encode(), now=clock(), client=client, requested_identity=body.identity
-        )
-        return certificate_response(result)
-
-    def bearer_token_or_refuse(request: Request, client: str) -> str:
         try:
-            return bearer_token(request)
+            token = bearer_token(request)
         except TokenError as exc:
-            service.record_refusal("provisioning.enroll.refused", exc, client=client, via="enroll")
+            await run_in_threadpool(
+                service.record_refusal,
+                "provisioning.enroll.refused",
+                exc,
+                client=client,
+                via="enroll",
+            )
             raise
+        limiters.token.admit(token_digest(token), now_s=monotonic())
+        result = await run_in_threadpool(
+            service.enroll,
+            token,
+            body.csr.encode(),
+            now=clock(),
+            client=client,
+            requested_identity=body.identity,
+        )
+        return certificate_json(result)
 
-    @app.post("/v1/renew", status_code=201, tags=["enrollment"])
-    def renew(body: RenewRequest, request: Request) -> CertificateResponse:
+    @app.post("/v1/renew", status_code=201, tags=["enrollment"], response_model=CertificateResponse)
+    async def renew(body: RenewRequest, request: Request) -> Response:
         """Renewal authenticated by the current certificate over mutual TLS."""
         client = admit_client(request)
-        return certificate_response(
-            service.renew(
-                peer_certificate_der(request), body.csr.encode(), now=clock(), client=client
-            )
+        result = await run_in_threadpool(
+            service.renew,
+            peer_certificate_der(request),
+            body.csr.encode(),
+            now=clock(),
+            client=client,
         )
+        return certificate_json(result)
 
     @app.get("/v1/devices", tags=["operator"])
     def devices(_: AuditorClaims) -> list[DeviceOut]:

@@ -97,6 +97,7 @@ def build_server(
         timeout_keep_alive=options.keep_alive_s,
         backlog=options.backlog,
         lifespan="off",
+        timeout_graceful_shutdown=10,
     )
     config.load()
     context = config.ssl

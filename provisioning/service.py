@@ -9,9 +9,10 @@ Order of an enrollment (each step refuses on failure):
 
 1. verify the token (signature with the pinned algorithm, audience, expiry) -> claims;
 2. resolve the device the token is bound to; it must be registered and not revoked;
-3. check the CSR (proof of possession, key policy, no foreign names) before spending the token;
-4. in one registry transaction: consume the token (conditional UPDATE), issue, record the
-   certificate, mark the device enrolled, append the audit record; commit.
+3. check the CSR's key against the certificate policy;
+4. in one registry transaction: consume the token (conditional UPDATE), issue (the CA checks
+   proof of possession and names; a refusal rolls the consumption back, so the token survives a
+   bad CSR), record the certificate, mark the device enrolled, append the audit record; commit.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pki.authority import (
     fingerprint_sha256,
     format_serial,
 )
-from pki.csr import verify_csr
+from pki.csr import load_csr
 from pki.errors import (
     CertificateError,
     CSRError,
@@ -43,7 +44,7 @@ from pki.errors import (
     RevokedCertificateError,
 )
 from pki.identity import DeviceIdentity, IdentityPrefix
-from pki.keys import KeyPolicy
+from pki.keys import KeyPolicy, check_public_key
 from pki.profiles import ProfileName
 from pki.verifier import ChainVerifier, VerifiedDevice
 from policies.document import CertificatePolicy
@@ -650,8 +651,11 @@ class _TokenUnusableError(Exception):
 
 
 def verified_csr(unverified_csr: bytes, identity: DeviceIdentity, policy: KeyPolicy) -> None:
+    """The certificate policy's key rules (stricter than the CA's defaults), checked on the
+    parsed CSR. Proof of possession and names are checked by the CA (`pki.csr.verify_csr`)
+    inside the registry transaction, so a CSR it refuses rolls the token consumption back."""
     try:
-        verify_csr(unverified_csr, identity, policy)
+        check_public_key(load_csr(unverified_csr).public_key(), policy)
     except CSRError as exc:
         raise RequestError(f"CSR refused: {exc}", code="bad-csr") from exc
 
