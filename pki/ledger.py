@@ -11,6 +11,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -99,6 +100,19 @@ class Ledger:
         except sqlite3.Error as exc:
             raise KeyStoreError(f"cannot open CA ledger {path}: {exc}") from exc
         self._lock = threading.Lock()
+        self._path = path
+
+    @contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        """Serialize access and turn SQLite failures (disk full, locked, corrupt) into
+        `KeyStoreError`, rolling back a transaction left open."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise KeyStoreError(f"CA ledger {self._path}: {what} failed: {exc}") from exc
 
     def close(self) -> None:
         self._db.close()
@@ -113,7 +127,7 @@ class Ledger:
         not_after: datetime,
         now: datetime,
     ) -> None:
-        with self._lock:
+        with self._guard("record issued"):
             self._db.execute(
                 "INSERT INTO certificates(serial, subject, profile, fingerprint, not_after, issued_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -121,7 +135,7 @@ class Ledger:
             )
 
     def get(self, serial: int) -> LedgerEntry | None:
-        with self._lock:
+        with self._guard("get"):
             row = self._db.execute(
                 "SELECT serial, subject, profile, fingerprint, not_after, issued_at, revoked_at, reason"
                 " FROM certificates WHERE serial = ?",
@@ -130,7 +144,7 @@ class Ledger:
         return _entry(row) if row else None
 
     def by_subject(self, subject: str) -> list[LedgerEntry]:
-        with self._lock:
+        with self._guard("by subject"):
             rows = self._db.execute(
                 "SELECT serial, subject, profile, fingerprint, not_after, issued_at, revoked_at, reason"
                 " FROM certificates WHERE subject = ? ORDER BY issued_at",
@@ -140,7 +154,7 @@ class Ledger:
 
     def mark_revoked(self, serial: int, reason: RevocationReason, now: datetime) -> bool:
         """Mark ``serial`` revoked; return False if it already was (the first reason stands)."""
-        with self._lock:
+        with self._guard("mark revoked"):
             self._db.execute("PRAGMA synchronous=FULL")
             try:
                 cur = self._db.execute(
@@ -154,7 +168,7 @@ class Ledger:
 
     def revoked(self) -> Iterator[tuple[int, datetime, RevocationReason]]:
         """Every revoked serial with its time and reason (for the CRL)."""
-        with self._lock:
+        with self._guard("revoked"):
             rows = self._db.execute(
                 "SELECT serial, revoked_at, reason FROM certificates WHERE revoked_at IS NOT NULL"
             ).fetchall()
@@ -163,7 +177,7 @@ class Ledger:
 
     def revoked_rows(self) -> list[tuple[str, str, str]]:
         """Raw ``(serial hex, revoked_at ISO, reason)`` rows, for `pki.crl.RevokedEntries`."""
-        with self._lock:
+        with self._guard("revoked rows"):
             rows: list[tuple[str, str, str]] = self._db.execute(
                 "SELECT serial, revoked_at, reason FROM certificates WHERE revoked_at IS NOT NULL"
             ).fetchall()
@@ -171,7 +185,7 @@ class Ledger:
 
     def next_crl_number(self) -> int:
         """A monotonically increasing CRL number (RFC 5280 section 5.2.3)."""
-        with self._lock:
+        with self._guard("next crl number"):
             self._db.execute("BEGIN IMMEDIATE")
             row = self._db.execute("SELECT value FROM meta WHERE key = 'crl_number'").fetchone()
             number = int(row[0]) + 1 if row else 1
@@ -202,13 +216,13 @@ class Ledger:
         if limit is not None:
             query += " LIMIT ?"
             params.append(int(limit))
-        with self._lock:
+        with self._guard("entries"):
             rows = self._db.execute(query, params).fetchall()
         return [_entry(r) for r in rows]
 
     def counts(self, now: datetime) -> LedgerCounts:
         """How many certificates were issued, are revoked, and are still valid at ``now``."""
-        with self._lock:
+        with self._guard("counts"):
             issued, revoked, active = self._db.execute(
                 "SELECT COUNT(*), COUNT(revoked_at),"
                 " SUM(CASE WHEN revoked_at IS NULL AND not_after > ? THEN 1 ELSE 0 END)"
@@ -219,14 +233,14 @@ class Ledger:
 
     def crl_number(self) -> int:
         """The number of the last CRL published (0 before the first)."""
-        with self._lock:
+        with self._guard("crl number"):
             row = self._db.execute("SELECT value FROM meta WHERE key = 'crl_number'").fetchone()
         return int(row[0]) if row else 0
 
     def bulk_record_revoked(self, rows: list[tuple[int, str, datetime]]) -> None:
         """Insert many already-revoked certificates in one transaction: ``(serial, subject,
         revoked_at)``. For CRL scale tests, the benchmark and importing another CA's history."""
-        with self._lock:
+        with self._guard("bulk record revoked"):
             self._db.execute("BEGIN")
             self._db.executemany(
                 "INSERT INTO certificates(serial, subject, profile, fingerprint, not_after, issued_at,"

@@ -276,6 +276,11 @@ class LocalCA:
                 f"{profile} certificates for {subject} may be valid for up to {limit.days} days; "
                 f"{lifetime.days} days were requested"
             )
+        if now < self._issuing.not_valid_before_utc - CLOCK_SKEW:
+            raise IssuanceRefusedError(
+                f"the issuing CA is not valid until {self._issuing.not_valid_before_utc:%Y-%m-%d %H:%M}Z "
+                f"but the time given is {now:%Y-%m-%d %H:%M}Z; check this host's clock"
+            )
         not_after = now + lifetime
         if not_after > self._issuing.not_valid_after_utc:
             raise IssuanceRefusedError(

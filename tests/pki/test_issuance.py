@@ -227,3 +227,24 @@ def test_naive_now_is_a_configuration_error_not_a_crash(local_ca: CAFixture) -> 
     local_ca.now = local_ca.now.replace(tzinfo=None)
     with pytest.raises(ConfigError, match="timezone-aware"):
         local_ca.ca.issue(make_csr(), DEVICE, profile=DEV, now=local_ca.now)
+
+
+def test_issuing_before_the_issuing_ca_is_valid_is_refused(local_ca: CAFixture) -> None:
+    local_ca.now = local_ca.ca.issuing_certificate.not_valid_before_utc - timedelta(days=1)
+    assert "check this host's clock" in refused(local_ca, make_csr(), IssuanceRefusedError)
+
+
+def test_ledger_failures_are_key_store_errors_not_crashes(local_ca: CAFixture) -> None:
+    from pki.errors import KeyStoreError
+
+    issued = local_ca.ca.issue(make_csr(), DEVICE, profile=DEV, now=local_ca.now)
+    with pytest.raises(KeyStoreError, match="record issued failed"):
+        local_ca.ca.ledger.record_issued(
+            serial=issued.serial,  # a duplicate serial: the ledger's primary key refuses it
+            subject=DEVICE.path,
+            profile="device",
+            fingerprint=issued.fingerprint,
+            not_after=issued.not_after,
+            now=local_ca.now,
+        )
+    assert local_ca.ledger_rows() == 1
