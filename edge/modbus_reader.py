@@ -23,7 +23,14 @@ from pymodbus.exceptions import ModbusException
 
 from edge.errors import PeerUnavailableError, UpstreamError
 from edge.sources import ModbusSource
-from edge.tagmap import Quality, Reading, RegisterBlock, TagSpec, plan_register_blocks
+from edge.tagmap import (
+    Quality,
+    Reading,
+    RegisterBlock,
+    TagSpec,
+    all_bad,
+    plan_register_blocks,
+)
 
 _log = logging.getLogger("idmz.edge.modbus")
 Sink = Callable[[Reading], None]
@@ -56,9 +63,8 @@ class ModbusReader:
         self.requests = 0
 
     def _report_all_bad(self, reason: str) -> None:
-        now = self._clock()
-        for tag in self.tags:
-            self._sink(Reading(tag.name, None, Quality.BAD, now, reason))
+        for reading in all_bad(self.tags, reason, self._clock()):
+            self._sink(reading)
 
     async def _connect(self) -> None:
         s = self.source

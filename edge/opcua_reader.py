@@ -32,7 +32,7 @@ from asyncua.ua.uaerrors import UaError
 
 from edge.errors import PeerUnavailableError, UpstreamError
 from edge.sources import OpcUaSource
-from edge.tagmap import Quality, Reading, TagSpec
+from edge.tagmap import Quality, Reading, TagSpec, all_bad
 
 _log = logging.getLogger("idmz.edge.opcua")
 Sink = Callable[[Reading], None]
@@ -98,9 +98,8 @@ class OpcUaReader:
         self._sink(Reading(tag.name, value, quality, ts, reason))
 
     def _report_all_bad(self, reason: str) -> None:
-        now = self._clock()
-        for tag in self.tags:
-            self._sink(Reading(tag.name, None, Quality.BAD, now, reason))
+        for reading in all_bad(self.tags, reason, self._clock()):
+            self._sink(reading)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read until `stop` is set; rebuild everything after any loss."""

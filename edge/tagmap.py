@@ -107,6 +107,11 @@ class Reading:
     reason: str = ""
 
 
+def all_bad(tags: tuple[TagSpec, ...], reason: str, now: float) -> list[Reading]:
+    """What a reader reports for every tag of a source it cannot reach."""
+    return [Reading(t.name, None, Quality.BAD, now, reason) for t in tags]
+
+
 def iso_ts(posix_s: float) -> str:
     return datetime.fromtimestamp(posix_s, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
