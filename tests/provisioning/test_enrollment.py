@@ -194,3 +194,70 @@ def test_revoke_cuts_the_device_off_and_publishes_the_crl(env: Env, tmp_path: Pa
         text=True,
     )
     assert check.returncode != 0 and "revoked" in (check.stdout + check.stderr)
+
+
+def test_renew_daemon_renews_when_due_and_stops_on_sigterm(env: Env, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    out = cli_enroll(env, tmp_path / "gw")
+    first = (out / "cert.pem").read_bytes()
+    # A tiny fraction makes the certificate due at once; the daemon renews and keeps watching.
+    daemon = subprocess.Popen(
+        [*IDMZ, "renew", "--out", str(out), "--daemon", "--fraction", "0.0000001"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while (out / "cert.pem").read_bytes() == first and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (out / "cert.pem").read_bytes() != first, "the daemon did not renew"
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(timeout=60)
+    assert code == 0
+    cert = x509.load_pem_x509_certificate((out / "cert.pem").read_bytes())
+    assert env.registry.certificate(format(cert.serial_number, "x")) is not None
+
+
+def test_group_token_enrolls_one_new_device_under_its_prefix(env: Env, tmp_path: Path) -> None:
+    env.service.add_group("acme/plant1/press/line1", operator="t", now=env.now(), validity_days=30)
+    token, _ = env.service.create_enrollment_token(
+        operator="t", now=env.now(), group="acme/plant1/press/line1"
+    )
+    outside = idmz(
+        "enroll",
+        "--server",
+        env.url,
+        "--token",
+        token,
+        "--ca-fingerprint",
+        env.fingerprint,
+        "--identity",
+        "acme/plant1/paint/line1/cell1/robot-1",
+        "--out",
+        tmp_path / "x",
+        check=False,
+    )
+    assert outside.returncode == 1
+    assert env.last_audit()["details"]["code"] == "other-device"
+    idmz(
+        "enroll",
+        "--server",
+        env.url,
+        "--token",
+        token,
+        "--ca-fingerprint",
+        env.fingerprint,
+        "--identity",
+        "acme/plant1/press/line1/cell9/new-gw",
+        "--out",
+        tmp_path / "gw",
+    )
+    device = env.registry.device("acme/plant1/press/line1/cell9/new-gw")
+    assert device is not None and device.status == "enrolled"
+    cert = x509.load_pem_x509_certificate((tmp_path / "gw" / "cert.pem").read_bytes())
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    assert 29 < lifetime.days <= 30
