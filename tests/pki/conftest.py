@@ -16,6 +16,7 @@ from cryptography.x509.oid import NameOID
 from pki.identity import DeviceIdentity
 from pki.keys import PrivateKey
 from pki.local import LocalCA, init_local_ca
+from tests.pki.cli import SECRET, idmz
 
 PASSPHRASE = b"test-passphrase-9f3a1c"  # distinctive, so tests can prove it never leaks
 DEVICE = DeviceIdentity.parse("acme/plant1/press/line1/cell2/press-07")
@@ -75,3 +76,17 @@ def local_ca(tmp_path: Path, now: datetime) -> Iterator[CAFixture]:
         yield CAFixture(ca_dir, ca, now)
     finally:
         ca.close()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for var in ("IDMZ_HOME", "IDMZ_CA_PASSPHRASE", "IDMZ_CA_PASSPHRASE_FILE", "VAULT_ADDR"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def ready(home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("IDMZ_CA_PASSPHRASE", SECRET)
+    assert idmz(capsys, home, "ca", "init", "--organization", "acme")[0] == 0
+    return home
