@@ -336,6 +336,10 @@ def create_app(
         version="1",
         description="Device enrollment, renewal (mutual TLS), EST (RFC 7030) and operator API.",
         responses=_RESPONSES,
+        # The interactive pages load scripts from a CDN; plants are often offline and a
+        # security service should not pull code into an operator's browser. /openapi.json stays.
+        docs_url=None,
+        redoc_url=None,
     )
 
     @app.exception_handler(TokenError)

@@ -76,6 +76,7 @@ class ServeOptions:
     log_level: str = "warning"
     keep_alive_s: int = 30
     backlog: int = 2048
+    max_connections: int = 4096  # beyond this uvicorn answers 503 instead of exhausting memory
 
 
 def build_server(
@@ -96,6 +97,7 @@ def build_server(
         server_header=False,
         timeout_keep_alive=options.keep_alive_s,
         backlog=options.backlog,
+        limit_concurrency=options.max_connections,
         lifespan="off",
         timeout_graceful_shutdown=10,
     )
@@ -108,17 +110,25 @@ def build_server(
     return uvicorn.Server(config)
 
 
-def default_server_names() -> ServerName:
+def default_server_names(extra: str = "") -> ServerName:
+    """localhost, 127.0.0.1, ::1, this host's name, plus ``extra`` (``"idmz.plant1,10.0.0.5"``),
+    the names gateways use to reach the service."""
     host = socket.gethostname().lower()
     names = ["localhost"]
-    if host and host != "localhost" and all(part for part in host.split(".")):
-        names.append(host)
-    try:
-        return ServerName(
-            tuple(names), (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
-        )
-    except ValueError:
-        return ServerName(("localhost",), (ipaddress.ip_address("127.0.0.1"),))
+    ips = [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
+    if extra:
+        try:
+            parsed = ServerName.parse(extra)
+        except ValueError as exc:
+            raise ConfigError(f"--server-names: {exc}") from exc
+        names += [n for n in parsed.dns_names if n not in names]
+        ips += [ip for ip in parsed.ip_addresses if ip not in ips]
+    if host and host not in names:
+        try:
+            return ServerName((*names, host), tuple(ips))
+        except ValueError:
+            pass  # a host name that is not a valid DNS name is simply not included
+    return ServerName(tuple(names), tuple(ips))
 
 
 def ensure_server_certificate(
@@ -131,14 +141,21 @@ def ensure_server_certificate(
 ) -> tuple[Path, Path]:
     """Issue the service's TLS certificate from the CA when missing or near expiry."""
     cert_path, key_path = directory / "server.pem", directory / "server.key.pem"
+    wanted: set[x509.GeneralName] = {x509.DNSName(n) for n in names.dns_names}
+    wanted |= {x509.IPAddress(ip) for ip in names.ip_addresses}
     if cert_path.exists() and key_path.exists():
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        if cert.not_valid_after_utc - now > renew_before:
+        try:
+            current = set(
+                cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            )
+        except x509.ExtensionNotFound:
+            current = set()
+        if cert.not_valid_after_utc - now > renew_before and current == wanted:
             return cert_path, key_path
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = generate_private_key("ec-p256")
-    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names.dns_names]
-    sans += [x509.IPAddress(ip) for ip in names.ip_addresses]
+    sans = sorted(wanted, key=str)
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names.path)]))

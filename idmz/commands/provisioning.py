@@ -69,6 +69,11 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
         "--expiry-interval", default="1h", help="how often to scan for expiring certificates"
     )
     s.add_argument("--workers", type=int, default=1, help="server processes sharing the port")
+    s.add_argument(
+        "--server-names",
+        default="",
+        help="extra DNS names/IPs for the service's TLS certificate, e.g. idmz.plant1,10.0.0.5",
+    )
     s.add_argument("--client-rate", type=float, default=50.0, help="requests/s per client address")
     s.add_argument("--client-burst", type=int, default=200, help="burst per client address")
     s.set_defaults(func=cmd_serve)
@@ -226,7 +231,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     rt = _runtime(args)
     try:
         cert, key = ensure_server_certificate(
-            rt.ca, rt.home.provisioning_dir, names=default_server_names(), now=now_utc()
+            rt.ca,
+            rt.home.provisioning_dir,
+            names=default_server_names(args.server_names),
+            now=now_utc(),
         )
         banner = (
             f"idmz provisioning: https://{args.host}:{args.port}  ca-fingerprint {rt.ca.root_fingerprint}"
