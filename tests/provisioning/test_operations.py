@@ -45,7 +45,7 @@ def limited(tmp_path: Path) -> Iterator[Env]:
     make_ca(tmp_path)
     limits = ServiceLimits(
         rates=RateLimits(
-            per_client_per_s=0.5, per_client_burst=4, per_token_per_s=0.1, per_token_burst=2
+            per_client_per_s=0.001, per_client_burst=4, per_token_per_s=0.001, per_token_burst=2
         )
     )
     e, running = start_service(tmp_path, f"sqlite:///{tmp_path / 'r.sqlite'}", limits=limits)
@@ -188,6 +188,8 @@ def test_air_gapped_enrollment_request_sign_import(tmp_path: Path) -> None:
     assert replay.returncode == 1
     listed = json.loads(idmz(home, "provisioning", "device", "list", "--json").stdout)
     assert listed[0]["status"] == "enrolled"
+    report = json.loads(idmz(home, "provisioning", "expiry", "--json", "--days", "400,100").stdout)
+    assert report["count"] == 1 and list(report["lines"]) == ["acme/plant1/press/line1"]
 
 
 # -- expiry alerts ----------------------------------------------------------------------------

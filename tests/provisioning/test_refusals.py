@@ -340,3 +340,33 @@ def test_enrollment_body_that_does_not_match_the_schema_is_refused_and_audited(e
         )
     assert r.status_code == 422
     assert_refused(env, before, r, action=ENROLL, reason="does not match the API schema")
+
+
+def test_operator_registers_mints_and_revokes_over_the_api(env: Env, tmp_path: Path) -> None:
+    from provisioning.tokens import Role
+
+    operator, _ = env.service.create_operator_token(
+        operator="t", name="bob", role=Role.OPERATOR, now=env.now()
+    )
+    auth = {"Authorization": f"Bearer {operator}"}
+    with env.client() as http:
+        assert (
+            http.post(
+                "/v1/devices", json={"path": DEVICE, "asset": "press 7"}, headers=auth
+            ).status_code
+            == 201
+        )
+        minted = http.post("/v1/tokens", json={"device": DEVICE, "ttl_s": 600}, headers=auth)
+        assert minted.status_code == 201
+        assert env.enroll(token=minted.json()["token"]).status_code == 201
+        revoked = http.post(
+            "/v1/revocations", json={"path": DEVICE, "reason": "key-compromise"}, headers=auth
+        )
+        assert revoked.status_code == 200 and len(revoked.json()["serials"]) == 1
+        again = http.post("/v1/devices", json={"path": DEVICE}, headers=auth)
+    assert again.status_code == 400
+    assert env.registry.device(DEVICE).status == "revoked"  # type: ignore[union-attr]
+    actors = {
+        r["actor"] for r in env.audit_records() if r["action"].startswith("provisioning.device.")
+    }
+    assert actors == {"bob"}
