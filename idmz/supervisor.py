@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,14 +68,36 @@ class Child:
                 os.killpg(self.process.pid, sig)
 
     def stop(self, grace_s: float = 10.0) -> None:
-        if not self.alive():
-            return
-        self.signal(signal.SIGTERM)
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.process.wait(timeout=grace_s)
+        self._stop_group(grace_s)
+
+    def _group_alive(self) -> bool:
         try:
-            self.process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
-            self.process.wait(timeout=grace_s)
+            os.killpg(self.process.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # a member changed user; it still exists
+            return True
+        return True
+
+    def _stop_group(self, grace_s: float) -> None:
+        """Members of the group can outlive its leader (a child's own children, when the
+        leader was killed hard): TERM them, then KILL. The group id is not reused while any
+        member is alive, so this reaches only processes this child started."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if not self._group_alive():
+                return
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, sig)
+            deadline = time.monotonic() + grace_s
+            while time.monotonic() < deadline and self._group_alive():
+                time.sleep(0.05)
 
 
 class Supervisor:

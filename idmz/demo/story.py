@@ -395,10 +395,18 @@ class Story:
             "idmz_relay_broker_restarts_total",
             broker="ot",
         )
+        in_flight = self.plant.audit.find(
+            "relay.message.refused", actor=PRESS_2, code="certificate_revoked"
+        )
+        caught = (
+            f"; {len(in_flight)} in-flight message(s) refused by the relay (audited)"
+            if in_flight
+            else ""
+        )
         return (
             f"OT-facing broker restarted without it ({restarts:.0f}×): session dropped, "
-            f"reconnects refused at TLS; {held:.0f} message(s) stuck in its outbox; nothing "
-            "from it at IT since; press-01 still flowing\n"
+            f"reconnects refused at TLS{caught}; {held:.0f} message(s) stuck in its outbox; "
+            "nothing from it at IT since; press-01 still flowing\n"
             f"mosquitto_pub --cert press-02/cert.pem  →  {_clip(reason, 110)}"
         )
 

@@ -6,7 +6,9 @@ half-written lines, and its sweep stops a leaked broker and nothing else."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from idmz.demo.processes import Deadline, DemoProcesses, processes_naming, sweep
 from idmz.gateway_config import load_gateway_config
 from idmz.home import Home
 from idmz.relay_config import load_relay_config
+from idmz.supervisor import Supervisor
 from tests.edge.pkifixtures import make_ca
 from tests.support.net import free_port, port_open, wait_for
 
@@ -167,3 +170,26 @@ def test_sweep_stops_a_leaked_broker_of_the_demo_and_spares_others(tmp_path: Pat
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(timeout=10)
+
+
+def test_supervisor_stops_what_a_hard_killed_child_left_behind(tmp_path: Path) -> None:
+    """`idmz relay run` killed by SIGKILL leaves its worker processes in its process group;
+    closing the supervisor must still stop them."""
+    sup = Supervisor(tmp_path / "logs")
+    pid_file = tmp_path / "grandchild.pid"
+    child = sup.start("parent", ["sh", "-c", f"sleep 300 & echo $! > {pid_file}; wait"])
+    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), what="grandchild")
+    grandchild = int(pid_file.read_text())
+    os.kill(child.pid, signal.SIGKILL)
+    child.process.wait(timeout=10)
+    assert Path(f"/proc/{grandchild}").exists()
+    sup.close()
+    wait_for(lambda: not _running(grandchild), timeout_s=10, what="grandchild stopped")
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
