@@ -203,16 +203,17 @@ def sweep(root: Path, grace_s: float = 5.0) -> list[str]:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGTERM)
     limit = time.monotonic() + grace_s
-    while time.monotonic() < limit and any(_alive(pid) for pid, _ in left):
+    while time.monotonic() < limit and any(process_running(pid) for pid, _ in left):
         time.sleep(0.1)
     for pid, _ in left:
-        if _alive(pid):
+        if process_running(pid):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
     return [f"pid {pid}: {cmd.strip()[:160]}" for pid, cmd in left]
 
 
-def _alive(pid: int) -> bool:
+def process_running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):

@@ -19,7 +19,13 @@ from idmz.demo.layout import AUDIT_ORIGIN, PRESS_1, PRESS_2, DemoDirectoryError,
 from idmz.demo.observe import Capture, metric
 from idmz.demo.plant import repo_policy
 from idmz.demo.ports import LOW_PORT, Ports, ephemeral_start, pick_ports
-from idmz.demo.processes import Deadline, DemoProcesses, processes_naming, sweep
+from idmz.demo.processes import (
+    Deadline,
+    DemoProcesses,
+    process_running,
+    processes_naming,
+    sweep,
+)
 from idmz.gateway_config import load_gateway_config
 from idmz.home import Home
 from idmz.relay_config import load_relay_config
@@ -184,12 +190,4 @@ def test_supervisor_stops_what_a_hard_killed_child_left_behind(tmp_path: Path) -
     child.process.wait(timeout=10)
     assert Path(f"/proc/{grandchild}").exists()
     sup.close()
-    wait_for(lambda: not _running(grandchild), timeout_s=10, what="grandchild stopped")
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+    wait_for(lambda: not process_running(grandchild), timeout_s=10, what="grandchild stopped")
