@@ -31,6 +31,10 @@ class ModelVerificationError(EdgeError):
     """A model or its signature bundle did not verify; the model must not be run."""
 
 
+class OutboxStorageError(EdgeError):
+    """The outbox's disk failed (full, read-only, I/O error); the message was not stored."""
+
+
 class OutboxFullError(EdgeError):
     """The outbox is full and its overflow policy refuses new messages."""
 

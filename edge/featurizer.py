@@ -23,8 +23,10 @@ True
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -122,35 +124,38 @@ class Featurizer:
         s = self.settings
         g = self._grid(x.size)
         x = x - x.mean()
-        power = float(np.dot(x, x)) / x.size
-        rms = float(np.sqrt(power))
-        peak = float(np.max(np.abs(x)))
+        x2 = x * x
+        power = float(x2.sum()) / x.size
+        rms = math.sqrt(power)
+        peak = float(np.abs(x).max())
         tiny = 1e-12
-        kurt = float(np.mean(x**4)) / (power * power) if power > tiny else 0.0
+        kurt = float(np.dot(x2, x2)) / x.size / (power * power) if power > tiny else 0.0
         spec = np.fft.rfft(x)
         mag2 = spec.real**2 + spec.imag**2
 
         # Velocity RMS by Parseval over one-sided bins: sum(2 |X_k|^2) / N^2 = mean square.
         to_m_s2 = G_M_S2 if s.acceleration_unit == "g" else 1.0
-        vel2 = mag2[g.vel_bins] * g.inv_omega2
+        vel2 = mag2[g.vel_bins] * g.inv_omega2  # a slice: a view, no copy
         velocity_rms_mm_s = float(np.sqrt(2.0 * vel2.sum()) / x.size) * to_m_s2 * 1000.0
 
         total = float(mag2[1:].sum())
         resonance_share = float(mag2[g.env_bins].sum()) / total if total > tiny else 0.0
 
-        # Envelope: keep the resonance band, double positive frequencies (analytic signal).
-        analytic_spec = np.zeros(x.size, dtype=np.complex128)
-        analytic_spec[g.env_bins] = 2.0 * spec[g.env_bins]
-        envelope = np.abs(np.fft.ifft(analytic_spec))
+        # Envelope: the resonance band's analytic signal, shifted down to 0 Hz (a frequency
+        # shift does not change its magnitude) so a short inverse FFT of `env_len` points
+        # gives the envelope at a lower sample rate, still far above 3 x BPFI.
+        band = np.zeros(g.env_len, dtype=np.complex128)
+        band[: g.env_bins.stop - g.env_bins.start] = spec[g.env_bins]
+        envelope = np.abs(np.fft.ifft(band))
         envelope -= envelope.mean()
         env_spec = np.abs(np.fft.rfft(envelope))
         lines = self._envelope_lines(env_spec, g, shaft_hz)
 
         return {
-            "log_rms": float(np.log(rms + tiny)),
-            "log_crest": float(np.log((peak + tiny) / (rms + tiny))),
-            "log_kurtosis": float(np.log(kurt + tiny)),
-            "log_velocity_rms": float(np.log(velocity_rms_mm_s + 1e-6)),
+            "log_rms": math.log(rms + tiny),
+            "log_crest": math.log((peak + tiny) / (rms + tiny)),
+            "log_kurtosis": math.log(kurt + tiny),
+            "log_velocity_rms": math.log(velocity_rms_mm_s + 1e-6),
             "resonance_share": resonance_share,
             "env_bpfo": lines["bpfo"],
             "env_bpfi": lines["bpfi"],
@@ -171,17 +176,17 @@ class Featurizer:
         targets = {"bpfo": d.bpfo_hz, "bpfi": d.bpfi_hz, "bsf2": 2 * d.bsf_hz, "ftf": d.ftf_hz}
         ref_band = env_spec[g.env_ref_bins]
         floor = float(np.median(ref_band)) + 1e-12 if ref_band.size else 1e-12
+        tol, df, top = s.line_tolerance, g.df, env_spec.size - 1
         out: dict[str, float] = {}
         for name, f0 in targets.items():
             levels = []
             for h in range(1, s.envelope_harmonics + 1):
                 fh = f0 * h
-                lo = int(np.floor(fh * (1 - s.line_tolerance) / g.df)) - 1
-                hi = int(np.ceil(fh * (1 + s.line_tolerance) / g.df)) + 1
-                lo, hi = max(lo, 1), min(hi, env_spec.size - 1)
+                lo = max(math.floor(fh * (1 - tol) / df) - 1, 1)
+                hi = min(math.ceil(fh * (1 + tol) / df) + 1, top)
                 if hi > lo:
                     levels.append(float(env_spec[lo : hi + 1].max()))
-            out[name] = float(np.log(np.mean(levels) / floor)) if levels else 0.0
+            out[name] = math.log(sum(levels) / len(levels) / floor) if levels else 0.0
         return out
 
     def feature_vector(self, features: dict[str, float], names: Sequence[str]) -> FloatArray:
@@ -197,22 +202,31 @@ class Featurizer:
 @dataclass(frozen=True, slots=True)
 class _Grid:
     df: float
-    vel_bins: npt.NDArray[np.intp]
+    vel_bins: slice
     inv_omega2: FloatArray
-    env_bins: npt.NDArray[np.intp]
-    env_ref_bins: npt.NDArray[np.intp]
+    env_bins: slice
+    env_len: int  # points of the baseband envelope (a power of two >= the band's bins)
+    env_ref_bins: slice
 
     @classmethod
     def build(cls, n: int, s: FeaturizerSettings) -> _Grid:
         freqs = np.fft.rfftfreq(n, d=1.0 / s.sample_rate_hz)
         vlo, vhi = s.velocity_band_hz
-        vel_bins = np.nonzero((freqs >= vlo) & (freqs <= vhi))[0]
+        vel_bins = _band(freqs, vlo, vhi)
         omega = 2 * np.pi * freqs[vel_bins]
         elo, ehi = s.envelope_band_hz
-        env_bins = np.nonzero((freqs >= elo) & (freqs <= ehi))[0]
-        env_ref_bins = np.nonzero((freqs >= 10.0) & (freqs <= 500.0))[0]
+        env_bins = _band(freqs, elo, ehi)
+        env_len = max(256, 1 << (env_bins.stop - env_bins.start - 1).bit_length())
+        df = float(freqs[1])
+        # The envelope keeps the window's duration, so its spectrum has the same df.
+        env_ref_bins = _band(np.arange(env_len // 2 + 1) * df, 10.0, 500.0)
         inv_omega2 = np.asarray(1.0 / omega**2, dtype=np.float64)
-        return cls(float(freqs[1]), vel_bins, inv_omega2, env_bins, env_ref_bins)
+        return cls(df, vel_bins, inv_omega2, env_bins, env_len, env_ref_bins)
+
+
+def _band(freqs: npt.NDArray[Any], lo: float, hi: float) -> slice:
+    """The bins with lo <= f <= hi, as a slice (frequency grids are sorted)."""
+    return slice(int(np.searchsorted(freqs, lo, "left")), int(np.searchsorted(freqs, hi, "right")))
 
 
 def temperature_slope_per_min(times_s: npt.ArrayLike, values: npt.ArrayLike) -> float:

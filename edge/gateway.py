@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.alarms import AlarmCallback, LocalAlarms
-from edge.errors import ConfigError, EdgeError, OutboxFullError
+from edge.errors import ConfigError, EdgeError, OutboxFullError, OutboxStorageError
 from edge.featurizer import Featurizer, FeaturizerSettings, temperature_slope_per_min
 from edge.inference import Scorer
 from edge.metrics import GatewayMetrics
@@ -173,6 +173,9 @@ class Gateway:
             self.outbox.append(topic, payload, now=now, msg_id=msg_id)
         except OutboxFullError as exc:
             _log.warning("outbox refused a %s message: %s", kind, exc)
+            return None
+        except OutboxStorageError as exc:  # disk full or failing: keep reading and alarming
+            _log.error("could not store a %s message: %s", kind, exc)
             return None
         if self.uplink is not None:
             self.uplink.notify()
@@ -333,7 +336,13 @@ class Gateway:
                 "dropped": ob.dropped,
             },
             "readers": readers,
-            "uplink": {"connected": self.uplink.stats.connected} if self.uplink else None,
+            "uplink": {
+                "connected": self.uplink.stats.connected,
+                "connections": self.uplink.stats.connections,
+                "last_error": self.uplink.stats.last_error,
+            }
+            if self.uplink
+            else None,
             "windows": self.windows,
             "anomalies": self.anomalies,
         }

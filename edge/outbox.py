@@ -26,11 +26,12 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.errors import ConfigError, OutboxFullError
+from edge.errors import ConfigError, OutboxFullError, OutboxStorageError
 
 DROP_OLDEST = "drop-oldest"
 REFUSE_NEW = "refuse-new"
@@ -93,35 +94,58 @@ CREATE TABLE IF NOT EXISTS messages (
     size INTEGER NOT NULL,
     created_at REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS messages_created_at ON messages(created_at);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
 class Outbox:
     """Thread-safe: the gateway appends from its event loop, PUBACKs arrive on the MQTT
-    client's thread. One connection, serialised by a lock (appends are small)."""
+    client's thread. One connection, serialised by a lock (appends are small). Depth and bytes
+    are kept in memory and adjusted by every statement that changes them, so no operation on
+    the hot path scans the table, however long the outage was."""
 
     def __init__(self, conn: sqlite3.Connection, limits: OutboxLimits, path: Path) -> None:
         self._db = conn
         self.limits = limits
         self.path = path
         self._lock = threading.Lock()
-        row = conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages").fetchone()
-        self._depth, self._bytes = int(row[0]), int(row[1])
+        self._depth = self._bytes = 0
+        self._recount()
 
     @classmethod
     def open(cls, path: Path, limits: OutboxLimits) -> Outbox:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")  # fsync the WAL on every commit
-        conn.executescript(_SCHEMA)
-        os.chmod(path, 0o600)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")  # fsync the WAL on every commit
+            conn.executescript(_SCHEMA)
+            os.chmod(path, 0o600)
+        except (OSError, sqlite3.Error) as exc:
+            raise OutboxStorageError(f"cannot open the outbox {path}: {exc}") from exc
         return cls(conn, limits, path)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One durable transaction under the lock; storage failures become
+        `OutboxStorageError` (disk full, I/O error) and leave the counts consistent."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    self._recount()
+                    raise
+            except sqlite3.Error as exc:
+                raise OutboxStorageError(f"outbox {self.path}: {exc}") from exc
 
     def _count(self, name: str, n: int) -> None:
         if n:
@@ -145,55 +169,53 @@ class Outbox:
         now: float,
         msg_ids: Iterable[str | None] | None = None,
     ) -> list[OutboxMessage]:
-        """Append several messages in one transaction (one fsync)."""
+        """Append several messages in one transaction (one fsync); all or none."""
         items = list(items)
-        ids = list(msg_ids) if msg_ids is not None else [None] * len(items)
+        ids: list[str | None] = list(msg_ids) if msg_ids is not None else [None] * len(items)
+        try:
+            with self._tx() as db:
+                return self._insert(db, items, ids, now)
+        except OutboxFullError:
+            with self._tx():  # nothing of the batch is stored; the refusal is counted
+                self._count("refused", len(items))
+            raise
+
+    def _insert(
+        self,
+        db: sqlite3.Connection,
+        items: list[tuple[str, bytes]],
+        ids: list[str | None],
+        now: float,
+    ) -> list[OutboxMessage]:
         lim = self.limits
         out: list[OutboxMessage] = []
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for (topic, payload), given in zip(items, ids, strict=True):
-                    size = len(payload) + len(topic)
-                    if len(payload) > lim.max_message_bytes:
-                        raise OutboxFullError(
-                            f"message for {topic} is {len(payload)} bytes; "
-                            f"max_message_bytes is {lim.max_message_bytes}"
-                        )
-                    if self._bytes + size > lim.max_outbox_bytes:
-                        if lim.overflow == REFUSE_NEW:
-                            raise OutboxFullError(
-                                f"outbox holds {self._bytes} of {lim.max_outbox_bytes} bytes; "
-                                f"refusing a {size}-byte message for {topic} (refuse-new)"
-                            )
-                        self._evict_oldest(self._bytes + size - lim.max_outbox_bytes)
-                    msg_id = given or uuid7(now)
-                    cur = self._db.execute(
-                        "INSERT INTO messages(id, topic, payload, size, created_at) "
-                        "VALUES(?, ?, ?, ?, ?)",
-                        (msg_id, topic, payload, size, now),
+        for (topic, payload), given in zip(items, ids, strict=True):
+            size = len(payload) + len(topic)
+            if len(payload) > lim.max_message_bytes:
+                raise OutboxFullError(
+                    f"message for {topic} is {len(payload)} bytes; "
+                    f"max_message_bytes is {lim.max_message_bytes}"
+                )
+            if self._bytes + size > lim.max_outbox_bytes:
+                if lim.overflow == REFUSE_NEW:
+                    raise OutboxFullError(
+                        f"outbox holds {self._bytes} of {lim.max_outbox_bytes} bytes; "
+                        f"refusing a {size}-byte message for {topic} (refuse-new)"
                     )
-                    self._depth += 1
-                    self._bytes += size
-                    out.append(OutboxMessage(int(cur.lastrowid or 0), msg_id, topic, payload, now))
-                self._count("appended", len(out))
-                self._db.execute("COMMIT")
-            except OutboxFullError:
-                # Nothing of this batch is stored; the refusal itself is counted durably.
-                self._db.execute("ROLLBACK")
-                self._recount()
-                self._db.execute("BEGIN IMMEDIATE")
-                self._count("refused", len(items))
-                self._db.execute("COMMIT")
-                raise
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                self._recount()
-                raise
+                self._evict_oldest(self._bytes + size - lim.max_outbox_bytes)
+            msg_id = given or uuid7(now)
+            cur = db.execute(
+                "INSERT INTO messages(id, topic, payload, size, created_at) VALUES(?, ?, ?, ?, ?)",
+                (msg_id, topic, payload, size, now),
+            )
+            self._depth += 1
+            self._bytes += size
+            out.append(OutboxMessage(int(cur.lastrowid or 0), msg_id, topic, payload, now))
+        self._count("appended", len(out))
         return out
 
     def _evict_oldest(self, need_bytes: int) -> None:
-        freed = dropped = 0
+        freed = dropped = last = 0
         for seq, size in self._db.execute("SELECT seq, size FROM messages ORDER BY seq"):
             if freed >= need_bytes:
                 break
@@ -210,18 +232,18 @@ class Outbox:
         row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages").fetchone()
         self._depth, self._bytes = int(row[0]), int(row[1])
 
+    def _delete(self, where: str, args: tuple[object, ...]) -> int:
+        sizes = self._db.execute(f"DELETE FROM messages WHERE {where} RETURNING size", args)  # noqa: S608 - fixed clauses
+        freed = [int(r[0]) for r in sizes.fetchall()]
+        self._depth -= len(freed)
+        self._bytes -= sum(freed)
+        return len(freed)
+
     def expire(self, *, now: float) -> int:
         """Delete messages older than the TTL; returns how many (counted as ``expired``)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            cur = self._db.execute(
-                "DELETE FROM messages WHERE created_at < ?", (now - self.limits.ttl_s,)
-            )
-            n = cur.rowcount
+        with self._tx():
+            n = self._delete("created_at < ?", (now - self.limits.ttl_s,))
             self._count("expired", n)
-            self._db.execute("COMMIT")
-            if n:
-                self._recount()
         return n
 
     def next_batch(
@@ -248,25 +270,22 @@ class Outbox:
         ids = list(msg_ids)
         if not ids:
             return 0
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            n = 0
-            for msg_id in ids:
-                n += self._db.execute("DELETE FROM messages WHERE id = ?", (msg_id,)).rowcount
+        with self._tx():
+            n = sum(self._delete("id = ?", (msg_id,)) for msg_id in ids)
             self._count("acked", n)
-            self._db.execute("COMMIT")
-            self._recount()
         return n
 
     def stats(self, *, now: float) -> OutboxStats:
         with self._lock:
-            oldest = self._db.execute("SELECT MIN(created_at) FROM messages").fetchone()[0]
+            oldest = self._db.execute(
+                "SELECT created_at FROM messages ORDER BY seq LIMIT 1"
+            ).fetchone()
             counters = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
             depth, nbytes = self._depth, self._bytes
         return OutboxStats(
             depth=depth,
             bytes=nbytes,
-            oldest_age_s=max(0.0, now - float(oldest)) if oldest is not None else 0.0,
+            oldest_age_s=max(0.0, now - float(oldest[0])) if oldest is not None else 0.0,
             dropped={r: int(counters.get(r, 0)) for r in DROP_REASONS},
             appended=int(counters.get("appended", 0)),
             acked=int(counters.get("acked", 0)),

@@ -104,7 +104,7 @@ class ProductCA:
 
 
 def make_ca(directory: Path, organization: str = "acme") -> ProductCA:
-    init_local_ca(
-        directory, passphrase=PASSPHRASE, organization=organization, now=datetime.now(UTC)
-    )
+    # Made a year ago, so tests can issue backdated (already expired) certificates from it.
+    born = datetime.now(UTC) - timedelta(days=365)
+    init_local_ca(directory, passphrase=PASSPHRASE, organization=organization, now=born)
     return ProductCA(LocalCA.open(directory, passphrase=PASSPHRASE), directory)
