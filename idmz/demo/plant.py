@@ -280,6 +280,10 @@ class Plant:
         )
 
     def relay(self) -> str:
+        if not repo_policy().is_file():
+            raise StepFailedError(
+                f"the example policy {repo_policy()} is missing; run the demo from a clone"
+            )
         shutil.copyfile(repo_policy(), self.layout.policy)
         out = self.idmz("policy-validate", "policy", "validate", str(self.layout.policy))
         m = re.search(r"content sha256: ([0-9a-f]{64})", out)
