@@ -36,7 +36,7 @@ class CertificateRow(SQLModel, table=True):
     not_before: int
     not_after: int = Field(index=True)
     issued_at: int
-    status: str = Field(max_length=16)  # active | superseded | revoked
+    status: str = Field(max_length=16)  # pending (until audited) | active | superseded | revoked
     via: str = Field(max_length=16)  # enroll | est | renew | offline
     alerted_days: int | None = None  # the smallest expiry threshold already alerted
 

@@ -148,8 +148,12 @@ _SELECT_GROUPS = text(
 _INSERT_CERT = text(
     "INSERT INTO certificates (serial, device_path, fingerprint, not_before, not_after, issued_at,"
     " status, via, alerted_days) VALUES (:serial, :device_path, :fingerprint, :not_before,"
-    " :not_after, :issued_at, 'active', :via, NULL)"
+    " :not_after, :issued_at, :status, :via, NULL)"
 )
+_ACTIVATE_CERT = text(
+    "UPDATE certificates SET status = 'active' WHERE serial = :serial AND status = 'pending'"
+)
+_SET_CERT_STATUS = text("UPDATE certificates SET status = :status WHERE serial = :serial")
 _SUPERSEDE_CERT = text(
     "UPDATE certificates SET status = 'superseded' WHERE serial = :serial AND status = 'active'"
 )
@@ -212,6 +216,7 @@ class Unit:
         via: str,
         now: datetime,
         supersedes: str | None = None,
+        status: str = "active",
     ) -> None:
         if supersedes is not None:
             self._c.execute(_SUPERSEDE_CERT, {"serial": supersedes})
@@ -224,9 +229,19 @@ class Unit:
                 "not_before": _ts(not_before),
                 "not_after": _ts(not_after),
                 "issued_at": _ts(now),
+                "status": status,
                 "via": via,
             },
         )
+
+    def activate_certificate(self, serial: str, *, supersedes: str | None) -> None:
+        """A pending certificate whose audit record is durable becomes the device's current one."""
+        if supersedes is not None:
+            self._c.execute(_SUPERSEDE_CERT, {"serial": supersedes})
+        self._c.execute(_ACTIVATE_CERT, {"serial": serial})
+
+    def set_certificate_status(self, serial: str, status: str) -> None:
+        self._c.execute(_SET_CERT_STATUS, {"serial": serial, "status": status})
 
     def mark_certificates_revoked(self, device_path: str) -> list[str]:
         rows = self._c.execute(

@@ -57,7 +57,7 @@ from provisioning.errors import (
     UpstreamError,
     UsageError,
 )
-from provisioning.registry import DeviceStatus, GroupRecord, Registry
+from provisioning.registry import DeviceStatus, GroupRecord, Registry, Unit
 from provisioning.tokens import EnrollmentClaims, OperatorClaims, Role, TokenKey
 
 _log = logging.getLogger("provisioning")
@@ -184,31 +184,26 @@ class ProvisioningService:
                         now=now,
                     )
                 issued = self._issue(unverified_csr, identity, validity, now)
-                unit.record_certificate(
-                    serial=issued.serial_hex,
-                    device_path=identity.path,
-                    fingerprint=issued.fingerprint,
-                    not_before=issued.certificate.not_valid_before_utc,
-                    not_after=issued.not_after,
-                    via=via,
-                    now=now,
-                )
-                unit.set_device_status(identity.path, DeviceStatus.ENROLLED, now=now)
-                self.audit.record(
-                    AuditEvent(
-                        actor=identity.path,
-                        action="provisioning.enroll.accepted",
-                        resource=issued.serial_hex,
-                        outcome=Outcome.SUCCESS,
-                        details={
-                            "via": via,
-                            "client": client,
-                            "token_id": claims.token_id,
-                            "fingerprint": issued.fingerprint,
-                            "not_after": issued.not_after.isoformat(),
-                        },
-                    )
-                )
+                self._record_pending(unit, issued, identity, via=via, now=now)
+            self._audit_then_activate(
+                issued,
+                AuditEvent(
+                    actor=identity.path,
+                    action="provisioning.enroll.accepted",
+                    resource=issued.serial_hex,
+                    outcome=Outcome.SUCCESS,
+                    details={
+                        "via": via,
+                        "client": client,
+                        "token_id": claims.token_id,
+                        "fingerprint": issued.fingerprint,
+                        "not_after": issued.not_after.isoformat(),
+                    },
+                ),
+                device=identity.path,
+                supersedes=None,
+                now=now,
+            )
         except _TokenUnusableError:
             # Asked after the transaction ended: SQLite has one writer, and the reason is
             # only for the audit record (the client hears the same generic refusal).
@@ -221,6 +216,56 @@ class ProvisioningService:
                 "provisioning.enroll.refused", actor, resource, exc, client=client, via=via
             ) from None
         return Enrolled(identity, issued)
+
+    # Why two registry transactions around the audit append: the registry transaction holds
+    # SQLite's single write lock, and waiting for the audit fsync inside it would serialize
+    # every enrollment behind one fsync each. The certificate is recorded `pending` (never handed
+    # out, never renewable); it becomes `active` only after its audit record is durable. If the
+    # record cannot be written, the certificate is revoked at once and the request fails: no
+    # usable certificate exists without its audit record (ADR 0024, ADR 0045).
+
+    @staticmethod
+    def _record_pending(
+        unit: Unit, issued: IssuedCertificate, identity: DeviceIdentity, *, via: str, now: datetime
+    ) -> None:
+        unit.record_certificate(
+            serial=issued.serial_hex,
+            device_path=identity.path,
+            fingerprint=issued.fingerprint,
+            not_before=issued.certificate.not_valid_before_utc,
+            not_after=issued.not_after,
+            via=via,
+            now=now,
+            status="pending",
+        )
+
+    def _audit_then_activate(
+        self,
+        issued: IssuedCertificate,
+        event: AuditEvent,
+        *,
+        device: str,
+        supersedes: str | None,
+        now: datetime,
+    ) -> None:
+        try:
+            self.audit.record(event)
+        except Exception as exc:
+            self._withdraw_unaudited(issued, now=now)
+            raise UpstreamError(
+                f"the audit log could not record the issuance of {issued.serial_hex} for {device}; "
+                "the certificate was revoked"
+            ) from exc
+        with self.registry.unit() as unit:
+            unit.activate_certificate(issued.serial_hex, supersedes=supersedes)
+            unit.set_device_status(device, DeviceStatus.ENROLLED, now=now)
+
+    def _withdraw_unaudited(self, issued: IssuedCertificate, *, now: datetime) -> None:
+        try:
+            self.ca.revoke(issued.serial, RevocationReason.CESSATION_OF_OPERATION, now=now)
+        finally:
+            with self.registry.unit() as unit:
+                unit.set_certificate_status(issued.serial_hex, "revoked")
 
     def _identity_for(self, claims: EnrollmentClaims, requested: str | None) -> DeviceIdentity:
         try:
@@ -434,35 +479,27 @@ class ProvisioningService:
             validity = self._validity_for(peer.identity.path)
             with self.registry.unit() as unit:
                 issued = self._issue(unverified_csr, peer.identity, validity, now)
-                unit.record_certificate(
-                    serial=issued.serial_hex,
-                    device_path=peer.identity.path,
-                    fingerprint=issued.fingerprint,
-                    not_before=issued.certificate.not_valid_before_utc,
-                    not_after=issued.not_after,
-                    via=via,
-                    now=now,
-                    supersedes=peer.serial_hex,
-                )
-                self.audit.record(
-                    AuditEvent(
-                        actor=peer.identity.path,
-                        action="provisioning.renew.accepted",
-                        resource=issued.serial_hex,
-                        outcome=Outcome.SUCCESS,
-                        before={"serial": peer.serial_hex},
-                        after={
-                            "serial": issued.serial_hex,
-                            "not_after": issued.not_after.isoformat(),
-                        },
-                        details={
-                            "via": via,
-                            "client": client,
-                            "expired_within_grace": now > peer.not_after,
-                            "fingerprint": issued.fingerprint,
-                        },
-                    )
-                )
+                self._record_pending(unit, issued, peer.identity, via=via, now=now)
+            self._audit_then_activate(
+                issued,
+                AuditEvent(
+                    actor=peer.identity.path,
+                    action="provisioning.renew.accepted",
+                    resource=issued.serial_hex,
+                    outcome=Outcome.SUCCESS,
+                    before={"serial": peer.serial_hex},
+                    after={"serial": issued.serial_hex, "not_after": issued.not_after.isoformat()},
+                    details={
+                        "via": via,
+                        "client": client,
+                        "expired_within_grace": now > peer.not_after,
+                        "fingerprint": issued.fingerprint,
+                    },
+                ),
+                device=peer.identity.path,
+                supersedes=peer.serial_hex,
+                now=now,
+            )
         except RefusedError as exc:
             raise self._refuse(
                 "provisioning.renew.refused", actor, resource, exc, client=client, via=via

@@ -370,3 +370,16 @@ def test_operator_registers_mints_and_revokes_over_the_api(env: Env, tmp_path: P
         r["actor"] for r in env.audit_records() if r["action"].startswith("provisioning.device.")
     }
     assert actors == {"bob"}
+
+
+def test_no_usable_certificate_exists_when_the_audit_log_cannot_record_it(env: Env) -> None:
+    env.add_device()
+    token = env.token()
+    env.audit.close()  # the audit log is unavailable from here on
+    r = post_enroll(env, token)
+    assert r.status_code == 503  # type: ignore[attr-defined]
+    [cert] = env.registry.certificates(DEVICE)
+    assert cert.status == "revoked"
+    entry = env.ca.lookup(int(cert.serial, 16))
+    assert entry is not None and entry.revoked_at is not None
+    assert env.registry.device(DEVICE).status == "registered"  # type: ignore[union-attr]
