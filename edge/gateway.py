@@ -18,78 +18,23 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from edge.alarms import AlarmCallback, LocalAlarms
+from edge.config import GatewayConfig, VibrationChannel
 from edge.errors import ConfigError, EdgeError, OutboxFullError, OutboxStorageError
-from edge.featurizer import Featurizer, FeaturizerSettings, temperature_slope_per_min
+from edge.featurizer import Featurizer, temperature_slope_per_min
 from edge.inference import Scorer
 from edge.metrics import GatewayMetrics
 from edge.modbus_reader import ModbusReader
 from edge.opcua_reader import OpcUaReader
-from edge.outbox import Outbox, OutboxLimits, uuid7
-from edge.sources import ModbusSource, OpcUaSource
+from edge.outbox import Outbox, uuid7
 from edge.tagmap import Quality, Reading, TagSpec, describe, iso_ts
-from edge.uplink import Uplink, UplinkSettings
-from pki.identity import DeviceIdentity
+from edge.uplink import Uplink
 
 _log = logging.getLogger("idmz.edge.gateway")
-
-
-@dataclass(frozen=True, slots=True)
-class VibrationChannel:
-    """A waveform tag to featurize and score, and where its context comes from."""
-
-    tag: str
-    featurizer: FeaturizerSettings
-    window_s: float = 1.0
-    shaft_speed_tag: str | None = None  # rpm; falls back to shaft_rpm when bad or absent
-    shaft_rpm: float | None = None
-    temperature_tag: str | None = None
-    temperature_window_s: float = 300.0
-    realarm_interval_s: float = 60.0  # while an anomaly persists, re-raise this often
-
-    def __post_init__(self) -> None:
-        if self.shaft_speed_tag is None and self.shaft_rpm is None:
-            raise ConfigError(f"vibration channel {self.tag}: set shaft_speed_tag or shaft_rpm")
-        if not 0.1 <= self.window_s <= 10.0:
-            raise ConfigError(f"vibration channel {self.tag}: window_s must be in [0.1, 10]")
-
-
-@dataclass(frozen=True, slots=True)
-class GatewayConfig:
-    identity: DeviceIdentity
-    tags: tuple[TagSpec, ...]
-    outbox_path: Path
-    opcua: tuple[OpcUaSource, ...] = ()
-    modbus: tuple[ModbusSource, ...] = ()
-    vibration: tuple[VibrationChannel, ...] = ()
-    outbox: OutboxLimits = field(default_factory=OutboxLimits)
-    uplink: UplinkSettings | None = None
-    telemetry_interval_s: float = 1.0
-    status_interval_s: float = 10.0
-    stale_after_s: float = 10.0
-    alarm_log: Path | None = None
-    metrics_port: int | None = None
-    metrics_host: str = "127.0.0.1"
-
-    def __post_init__(self) -> None:
-        names = [t.name for t in self.tags]
-        dupes = {n for n in names if names.count(n) > 1}
-        if dupes:
-            raise ConfigError(f"duplicate tag names: {sorted(dupes)}")
-        sources = {s.name for s in self.opcua} | {s.name for s in self.modbus}
-        for t in self.tags:
-            if t.source not in sources:
-                raise ConfigError(f"tag {t.name}: unknown source {t.source!r}")
-        by_name = {t.name: t for t in self.tags}
-        for ch in self.vibration:
-            if ch.tag not in by_name or by_name[ch.tag].kind != "waveform":
-                raise ConfigError(f"vibration channel {ch.tag}: not a waveform tag")
 
 
 class _Channel:

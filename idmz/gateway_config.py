@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from edge.bearing import SKF_6205, BearingGeometry
+from edge.config import GatewayConfig, VibrationChannel
 from edge.credentials import load_credentials
 from edge.errors import ConfigError
 from edge.featurizer import FeaturizerSettings, IsoZones
-from edge.gateway import GatewayConfig, VibrationChannel
 from edge.model_signing import ModelTrust, load_trust
 from edge.outbox import OutboxLimits
 from edge.sources import Backoff, ModbusSource, OpcUaSource

@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from edge.config import GatewayConfig, VibrationChannel
 from edge.featurizer import FeaturizerSettings
-from edge.gateway import Gateway, GatewayConfig, VibrationChannel
+from edge.gateway import Gateway
 from edge.inference import Scorer
 from edge.model_signing import ModelTrust, sign_model, verify_model
 from edge.outbox import Outbox, OutboxLimits
