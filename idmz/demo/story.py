@@ -137,7 +137,7 @@ class Story(Scene):
         return (
             f"{alarm['asset']}: score {score:.1f} > threshold {threshold:.2f} "
             f"(model {alarm['model_version']}), within {after:.1f} s of the fault\n"
-            f"local alarm file (works with the uplink down): {path}"
+            f"the alarm file on the gateway itself: {path}"
         )
 
     def anomaly_at_it(self) -> str:
