@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, event, func, insert, text, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, col, create_engine, select
@@ -168,9 +168,8 @@ class Unit:
     The enrollment hot path runs here, so it speaks SQLAlchemy Core on the session's connection
     (a fraction of the ORM's per-statement cost); the tables are the SQLModel ones."""
 
-    def __init__(self, session: Session) -> None:
-        self._s = session
-        self._c = session.connection()
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
 
     def consume_token(self, jti: str, *, subject: str, used_by: str, now: datetime) -> bool:
         """Mark the token used if it exists, is bound to ``subject``, is unused and unexpired.
@@ -260,6 +259,17 @@ class Unit:
         except IntegrityError as exc:
             raise UsageError(f"enrollment group {row.prefix} already exists") from exc
 
+    def mark_alerted(self, serial: str, days: int) -> list[Any]:
+        return list(
+            self._c.execute(
+                update(_CERTS)
+                .where(_CERTS.c.serial == serial)
+                .where(_CERTS.c.alerted_days.is_(None) | (_CERTS.c.alerted_days > days))
+                .values(alerted_days=days)
+                .returning(_CERTS.c.serial)
+            ).all()
+        )
+
     def insert_token(self, row: TokenRow) -> None:
         self._c.execute(insert(_TOKENS).values(**row.model_dump()))
 
@@ -333,10 +343,14 @@ class Registry:
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
-            with self._session() as session:
-                session.connection(execution_options={"idmz_write": True})
-                yield Unit(session)
-                session.commit()
+            with self._engine.connect() as conn:
+                conn = conn.execution_options(idmz_write=True)
+                with conn.begin():
+                    yield Unit(conn)
+        except OperationalError as exc:
+            raise UpstreamError(
+                f"the registry database failed ({type(exc.orig).__name__})"
+            ) from exc
         finally:
             if self._lock_fd is not None:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -387,7 +401,7 @@ class Registry:
         self, jti: str, subject: str, *, created_at: datetime, expires_at: datetime, created_by: str
     ) -> None:
         with self.unit() as u:
-            u._s.add(
+            u.insert_token(
                 TokenRow(
                     jti=jti,
                     subject=subject,
@@ -479,16 +493,7 @@ class Registry:
         """Remember that ``serial`` was alerted at threshold ``days``; False if it already was
         (at this or a smaller threshold), so each threshold alerts once across instances."""
         with self.unit() as u:
-            rows = u._s.execute(
-                update(CertificateRow)
-                .where(col(CertificateRow.serial) == serial)
-                .where(
-                    (col(CertificateRow.alerted_days).is_(None))
-                    | (col(CertificateRow.alerted_days) > days)
-                )
-                .values(alerted_days=days)
-                .returning(col(CertificateRow.serial))
-            ).all()
+            rows = u.mark_alerted(serial, days)
         return bool(rows)
 
     def counts(self) -> dict[str, int]:
