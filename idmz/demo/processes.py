@@ -86,9 +86,12 @@ class DemoProcesses:
             child.process.wait(timeout=self.deadline.cap(timeout_s))
         except subprocess.TimeoutExpired:
             child.stop(grace_s=2.0)
-            raise StepFailedError(
-                f"`{_short(argv)}` did not finish in time\n{child.log_tail(8)}"
-            ) from None
+            why = (
+                f"the demo's time bound ({self.deadline.total_s:.0f} s) ran out"
+                if self.deadline.remaining() <= 0
+                else f"it did not finish within {timeout_s:.0f} s"
+            )
+            raise StepFailedError(f"`{describe(argv)}`: {why}\n{child.log_tail(8)}") from None
         return Completed(tuple(argv), child.process.returncode, child.log_path.read_text())
 
     def idmz(self, name: str, *args: str, timeout_s: float = 60.0) -> str:
@@ -96,7 +99,7 @@ class DemoProcesses:
         done = self.run(name, self.idmz_argv(*args), timeout_s=timeout_s)
         if done.returncode != 0:
             tail = "\n".join(done.output.strip().splitlines()[-6:])
-            raise StepFailedError(f"`idmz {' '.join(args[:3])} …` exited {done.returncode}\n{tail}")
+            raise StepFailedError(f"`{describe(done.argv)}` exited {done.returncode}\n{tail}")
         return done.output
 
     # -- waiting -------------------------------------------------------------------------
@@ -151,8 +154,16 @@ class DemoProcesses:
         return sweep(self.layout.root)
 
 
-def _short(argv: Sequence[str]) -> str:
-    args = list(argv)
+SECRET_OPTIONS = ("--token",)  # values never printed (one-time enrollment tokens)
+
+
+def redact(argv: Sequence[str]) -> list[str]:
+    return ["***" if i > 0 and argv[i - 1] in SECRET_OPTIONS else a for i, a in enumerate(argv)]
+
+
+def describe(argv: Sequence[str]) -> str:
+    """A command as a failure message shows it: short, secrets masked."""
+    args = redact(argv)
     if len(args) > 4 and args[1:3] == ["-m", "idmz"]:
         args = ["idmz", *args[5:]]
     text = " ".join(Path(args[0]).name if i == 0 else a for i, a in enumerate(args))
@@ -180,12 +191,16 @@ def processes_naming(root: Path) -> list[tuple[int, str]]:
             # A relay worker (multiprocessing spawn) names no path; it carries our IDMZ_HOME.
             if not any(b"multiprocessing" in a for a in argv[:4]) or not _home_is(entry, needle):
                 continue
-            found.append((int(entry.name), b" ".join(argv).decode(errors="replace")))
+            found.append((int(entry.name), _text(argv)))
             continue
         names = {Path(a.decode(errors="replace")).name.encode() for a in argv[:3]}
         if names & _OURS or (b"-m" in argv[:3] and b"idmz" in argv[:4]):
-            found.append((int(entry.name), b" ".join(argv).decode(errors="replace")))
+            found.append((int(entry.name), _text(argv)))
     return found
+
+
+def _text(argv: list[bytes]) -> str:
+    return " ".join(redact([a.decode(errors="replace") for a in argv if a]))
 
 
 def _home_is(proc: Path, root: bytes) -> bool:

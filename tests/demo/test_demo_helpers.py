@@ -22,6 +22,7 @@ from idmz.demo.ports import LOW_PORT, Ports, ephemeral_start, pick_ports
 from idmz.demo.processes import (
     Deadline,
     DemoProcesses,
+    describe,
     process_running,
     processes_naming,
     sweep,
@@ -191,3 +192,11 @@ def test_supervisor_stops_what_a_hard_killed_child_left_behind(tmp_path: Path) -
     assert Path(f"/proc/{grandchild}").exists()
     sup.close()
     wait_for(lambda: not process_running(grandchild), timeout_s=10, what="grandchild stopped")
+
+
+def test_failure_messages_never_show_an_enrollment_token() -> None:
+    token = "eyJhbGciOiJFZERTQSJ9.secret.signature"
+    argv = ["/venv/bin/python", "-m", "idmz", "--home", "/d", "enroll", "--token", token]
+    shown = describe(argv)
+    assert token not in shown
+    assert shown.startswith("idmz enroll --token ***")
