@@ -28,9 +28,11 @@ from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.node import Node
 from asyncua.common.subscription import DataChangeNotif
+from asyncua.crypto import security_policies
 from asyncua.ua.uaerrors import UaError
 
 from edge.errors import PeerUnavailableError, UpstreamError
+from edge.opcua_certs import application_uri_of
 from edge.sources import OpcUaSource
 from edge.tagmap import Quality, Reading, TagSpec, all_bad
 
@@ -128,6 +130,7 @@ class OpcUaReader:
             watchdog_intervall=s.watchdog_interval_s,
             auto_reconnect=False,
         )
+        await self._secure(client)
         lost = asyncio.Event()
 
         async def on_lost(exc: Exception) -> None:
@@ -165,6 +168,34 @@ class OpcUaReader:
             self._by_node = {}
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.disconnect(), timeout=2.0)
+
+    async def _secure(self, client: Client) -> None:
+        sec = self.source.security
+        if sec is None:
+            _log.warning(
+                "OPC UA %s: SecurityPolicy None: values are neither authenticated nor encrypted",
+                self.source.name,
+            )
+            return
+        policy = {
+            "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
+            "Aes128_Sha256_RsaOaep": security_policies.SecurityPolicyAes128Sha256RsaOaep,
+            "Aes256_Sha256_RsaPss": security_policies.SecurityPolicyAes256Sha256RsaPss,
+        }[sec.policy]
+        mode = getattr(ua.MessageSecurityMode, sec.mode)
+        client.application_uri = application_uri_of(sec.certificate)
+        try:
+            await client.set_security(
+                policy,  # type: ignore[type-abstract]
+                certificate=str(sec.certificate),
+                private_key=str(sec.private_key),
+                server_certificate=str(sec.server_certificate),
+                mode=mode,
+            )
+        except (OSError, ValueError, UaError) as exc:
+            raise PeerUnavailableError(
+                f"OPC UA server {self.source.name}: cannot set up {sec.policy} {sec.mode}: {exc}"
+            ) from exc
 
     async def _subscribe(self, client: Client, lost: asyncio.Event) -> None:
         s = self.source

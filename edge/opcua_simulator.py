@@ -11,8 +11,9 @@ name them before the server exists):
 ``ns=2;s=press01.bearing_de.accel``    Double[block], g, one block per `block_s`
 =====================================  ==============================================
 
-The server listens on loopback by default and offers SecurityPolicy None only: it is a
-simulator, never deployed in front of a real machine.
+The server listens on loopback by default and offers SecurityPolicy None, or, when given a
+certificate, Basic256Sha256 SignAndEncrypt only (to exercise the gateway's secure channel). It
+is a simulator, never deployed in front of a real machine.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import contextlib
 import logging
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 from asyncua import ua
@@ -31,6 +33,9 @@ from edge.errors import PeerUnavailableError
 from edge.plant import StampingLine
 
 NAMESPACE_URI = "urn:idmz:sim:stamping-line"
+# The server's ApplicationUri (and its certificate's URI SAN); it takes namespace index 1, so
+# the line's namespace stays at index 2 as the tag maps expect.
+APPLICATION_URI = "urn:idmz:sim:stamping-line:server"
 _log = logging.getLogger("idmz.edge.sim.opcua")
 
 SCALARS = {
@@ -58,8 +63,12 @@ class OpcUaPlantServer:
         host: str = "127.0.0.1",
         block_s: float = 0.1,
         scalar_interval_s: float = 0.5,
+        security: tuple[Path, Path] | None = None,
     ) -> None:
+        """`security`: (certificate, private key) of the server; then it offers
+        Basic256Sha256 SignAndEncrypt only, else SecurityPolicy None only."""
         self.line = line
+        self.security = security
         self.port = port
         self.host = host
         self.block_s = block_s
@@ -78,7 +87,13 @@ class OpcUaPlantServer:
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name("idmz stamping-line simulator")
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        await server.set_application_uri(APPLICATION_URI)
+        if self.security is None:
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        else:
+            server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+            await server.load_certificate(str(self.security[0]))
+            await server.load_private_key(str(self.security[1]))
         idx = await server.register_namespace(NAMESPACE_URI)
         press = await server.nodes.objects.add_object(_node_id("press01", idx), "Press01")
         for node_name in SCALARS:

@@ -33,7 +33,8 @@ import numpy.typing as npt
 
 from edge.errors import ConfigError
 from edge.modbus_simulator import ModbusPlantServer
-from edge.opcua_simulator import OpcUaPlantServer
+from edge.opcua_certs import make_application_certificate
+from edge.opcua_simulator import APPLICATION_URI, OpcUaPlantServer
 from edge.plant import Fault, LineSettings, StampingLine
 from edge.recordings import load_recording
 
@@ -50,18 +51,30 @@ class SimulatorSettings:
     block_s: float = 0.1
     scalar_interval_s: float = 0.5
     line: LineSettings = field(default_factory=LineSettings)
+    # A directory with the OPC UA server's cert.pem/key.pem (made there on first use):
+    # then the server offers Basic256Sha256 SignAndEncrypt only.
+    opcua_security_dir: Path | None = None
 
 
 class PlantSimulator:
     def __init__(self, settings: SimulatorSettings) -> None:
         self.settings = settings
         self.line = StampingLine(seed=settings.seed, settings=settings.line)
+        security = None
+        if settings.opcua_security_dir is not None:
+            d = settings.opcua_security_dir
+            if not (d / "key.pem").exists():
+                make_application_certificate(
+                    d, APPLICATION_URI, "idmz stamping-line simulator", server=True
+                )
+            security = (d / "cert.pem", d / "key.pem")
         self.opcua = OpcUaPlantServer(
             self.line,
             port=settings.opcua_port,
             host=settings.host,
             block_s=settings.block_s,
             scalar_interval_s=settings.scalar_interval_s,
+            security=security,
         )
         self.modbus = ModbusPlantServer(self.line, port=settings.modbus_port, host=settings.host)
 

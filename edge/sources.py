@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from edge.errors import ConfigError
 
@@ -20,6 +21,35 @@ class Backoff:
         return max(0.0, base * (1.0 + 0.2 * jitter))
 
 
+SECURITY_POLICIES = ("Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss")
+SECURITY_MODES = ("Sign", "SignAndEncrypt")
+
+
+@dataclass(frozen=True, slots=True)
+class OpcUaSecurity:
+    """OPC UA secure channel (OPC 10000-4 section 5.5, 10000-7 security policies). The server's
+    certificate is pinned: the channel is built only with that certificate's key."""
+
+    policy: str
+    mode: str
+    certificate: Path  # the gateway's application instance certificate (PEM)
+    private_key: Path
+    server_certificate: Path
+
+    def __post_init__(self) -> None:
+        if self.policy not in SECURITY_POLICIES:
+            raise ConfigError(
+                f"OPC UA security_policy must be one of {SECURITY_POLICIES}; found {self.policy!r}"
+            )
+        if self.mode not in SECURITY_MODES:
+            raise ConfigError(
+                f"OPC UA security_mode must be one of {SECURITY_MODES}; found {self.mode!r}"
+            )
+        for p in (self.certificate, self.private_key, self.server_certificate):
+            if not p.is_file():
+                raise ConfigError(f"OPC UA security: {p} does not exist")
+
+
 @dataclass(frozen=True, slots=True)
 class OpcUaSource:
     name: str
@@ -30,6 +60,7 @@ class OpcUaSource:
     request_timeout_s: float = 4.0
     watchdog_interval_s: float = 1.0
     backoff: Backoff = Backoff()
+    security: OpcUaSecurity | None = None  # None: SecurityPolicy None (a warning per session)
 
     def __post_init__(self) -> None:
         if not self.endpoint.startswith("opc.tcp://"):

@@ -21,7 +21,7 @@ from edge.errors import ConfigError
 from edge.featurizer import FeaturizerSettings, IsoZones
 from edge.model_signing import ModelTrust, load_trust
 from edge.outbox import OutboxLimits
-from edge.sources import Backoff, ModbusSource, OpcUaSource
+from edge.sources import Backoff, ModbusSource, OpcUaSecurity, OpcUaSource
 from edge.tagmap import TagSpec
 from edge.uplink import UplinkSettings
 from pki.errors import MalformedIdentityError
@@ -227,6 +227,21 @@ def parse_gateway_config(
     opcua = []
     for i, raw in enumerate(root.array("opcua")):
         t = _Table(raw, f"opcua[{i}]")
+        security = None
+        policy = t.text("security_policy", "None")
+        if policy != "None":
+            cert, key, server_cert = (
+                _path(base, t.text(k, required=True))
+                for k in ("certificate", "private_key", "server_certificate")
+            )
+            assert cert and key and server_cert
+            security = OpcUaSecurity(
+                policy=policy,
+                mode=t.text("security_mode", "SignAndEncrypt"),
+                certificate=cert,
+                private_key=key,
+                server_certificate=server_cert,
+            )
         opcua.append(
             OpcUaSource(
                 name=t.text("name", required=True),
@@ -237,6 +252,7 @@ def parse_gateway_config(
                 request_timeout_s=t.number("request_timeout_s", 4.0),
                 watchdog_interval_s=t.number("watchdog_interval_s", 1.0),
                 backoff=_backoff(t),
+                security=security,
             )
         )
         t.done()

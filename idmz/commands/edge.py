@@ -4,6 +4,8 @@
     idmz edge check --config gateway.toml        validate the config and the model signature
     idmz edge simulate --opcua-port 4840 --modbus-port 5020 [--fault bearing-outer-race]
         [--replay OR007@6_0.mat --replay-rate 12000] [--control control.json]
+        [--opcua-security DIR]
+    idmz edge opcua-cert --out DIR --uri urn:acme:plant1:gw-01   OPC UA client certificate
 
 The gateway opens no listening socket except the optional metrics endpoint, which binds to
 loopback only. See docs/edge.md for the configuration reference.
@@ -120,7 +122,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from edge.simulator import PlantSimulator, SimulatorSettings
 
     settings = SimulatorSettings(
-        opcua_port=args.opcua_port, modbus_port=args.modbus_port, host=args.host, seed=args.seed
+        opcua_port=args.opcua_port,
+        modbus_port=args.modbus_port,
+        host=args.host,
+        seed=args.seed,
+        opcua_security_dir=Path(args.opcua_security) if args.opcua_security else None,
     )
     sim = PlantSimulator(settings)
 
@@ -146,6 +152,16 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             await sim.stop()
 
     asyncio.run(main())
+    return 0
+
+
+def _cmd_opcua_cert(args: argparse.Namespace) -> int:
+    from edge.opcua_certs import make_application_certificate
+
+    cert, key = make_application_certificate(
+        Path(args.out), args.uri, args.name, server=False, days=args.days
+    )
+    print(f"idmz edge: wrote {cert} and {key}; add {cert} to the PLC's trusted clients")
     return 0
 
 
@@ -186,4 +202,18 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
     p.add_argument("--replay", help="replay a recorded vibration file (.npy, or .mat with scipy)")
     p.add_argument("--replay-rate", type=float, default=12000.0, help="its sample rate in Hz")
     p.add_argument("--control", help="a JSON control file to watch (fault, replay, modbus, opcua)")
+    p.add_argument(
+        "--opcua-security",
+        metavar="DIR",
+        help="offer only Basic256Sha256 SignAndEncrypt, with the server certificate in DIR "
+        "(cert.pem/key.pem, made on first use)",
+    )
     p.set_defaults(func=_cmd_simulate)
+
+    text = "make the gateway's OPC UA application certificate (cert.pem, key.pem 0600)"
+    p = cmds.add_parser("opcua-cert", help=text, description=text)
+    p.add_argument("--out", required=True, help="directory to write into")
+    p.add_argument("--uri", required=True, help="ApplicationUri, e.g. urn:acme:plant1:gw-01")
+    p.add_argument("--name", default="idmz edge gateway", help="certificate common name")
+    p.add_argument("--days", type=int, default=730)
+    p.set_defaults(func=_cmd_opcua_cert)

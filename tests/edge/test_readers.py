@@ -6,17 +6,19 @@ import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from edge.modbus_reader import ModbusReader
+from edge.opcua_certs import make_application_certificate
 from edge.opcua_reader import OpcUaReader
-from edge.simulator import SimulatorThread
-from edge.sources import Backoff, ModbusSource, OpcUaSource
+from edge.simulator import SimulatorSettings, SimulatorThread
+from edge.sources import Backoff, ModbusSource, OpcUaSecurity, OpcUaSource
 from edge.tagmap import Quality, Reading, TagSpec
 from tests.edge.harness import ASSET, simulator_tags
-from tests.support.net import wait_for
+from tests.support.net import free_port, wait_for
 
 pytestmark = pytest.mark.integration
 FAST = Backoff(initial_s=0.2, max_s=1.0)
@@ -163,5 +165,62 @@ def test_modbus_reads_one_request_per_contiguous_block(simulator: SimulatorThrea
         polls = sum(1 for r in rt.since(0) if r.tag == "motor_current")
         assert [(b.start, b.count) for b in rt.reader.blocks] == [(0, 4), (6, 2)]
         assert rt.reader.requests in (2 * polls, 2 * polls + 1)
+    finally:
+        rt.stop()
+
+
+def secure_reader(sim: SimulatorThread, tmp: Path, server_cert: Path) -> ReaderThread:
+    cert, key = make_application_certificate(
+        tmp / "gw-opcua", "urn:acme:gw-01:opcua", "gw-01", server=False
+    )
+    sec = OpcUaSecurity("Basic256Sha256", "SignAndEncrypt", cert, key, server_cert)
+    src = OpcUaSource("press-plc", sim.sim.opcua_endpoint, backoff=FAST, security=sec)
+    tags = tuple(t for t in simulator_tags() if t.name in ("press_tonnage", "bearing_de_accel"))
+    return ReaderThread(lambda sink: OpcUaReader(src, tags, sink))
+
+
+@pytest.fixture
+def secure_simulator(tmp_path: Path) -> Iterator[SimulatorThread]:
+    sim = SimulatorThread(
+        SimulatorSettings(
+            opcua_port=free_port(),
+            modbus_port=free_port(),
+            opcua_security_dir=tmp_path / "sim-opcua",
+        )
+    )
+    sim.start()
+    yield sim
+    sim.stop()
+
+
+def test_values_flow_over_a_signed_and_encrypted_channel_to_the_pinned_server(
+    secure_simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    rt = secure_reader(secure_simulator, tmp_path, tmp_path / "sim-opcua" / "cert.pem")
+    try:
+        wait_for(
+            lambda: {"press_tonnage", "bearing_de_accel"} <= good_tags(rt.since(0)),
+            timeout_s=60,
+            what="values over Basic256Sha256 SignAndEncrypt",
+        )
+    finally:
+        rt.stop()
+
+
+def test_a_server_that_is_not_the_pinned_one_gets_no_session(
+    secure_simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    impostor, _ = make_application_certificate(
+        tmp_path / "other", "urn:mallory:plc", "plc", server=True
+    )
+    rt = secure_reader(secure_simulator, tmp_path, impostor)
+    try:
+        wait_for(
+            lambda: sum(1 for r in rt.since(0) if r.quality is Quality.BAD) >= 4,
+            timeout_s=60,
+            what="tags reported bad",
+        )
+        assert rt.reader.sessions == 0
+        assert not good_tags(rt.since(0))
     finally:
         rt.stop()
