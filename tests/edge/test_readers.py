@@ -224,3 +224,33 @@ def test_a_server_that_is_not_the_pinned_one_gets_no_session(
         assert not good_tags(rt.since(0))
     finally:
         rt.stop()
+
+
+def test_a_blackholed_server_times_out_reports_bad_and_is_retried(tmp_path: Path) -> None:
+    """A listener that accepts TCP and never answers (a hung PLC, a half-open firewall):
+    the reader must not hang in connect (asyncua #1660)."""
+    import socket
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)
+    port = hole.getsockname()[1]
+    src = OpcUaSource(
+        "press-plc",
+        f"opc.tcp://127.0.0.1:{port}/x",
+        connect_timeout_s=1.0,
+        backoff=Backoff(initial_s=0.1, max_s=0.2),
+    )
+    tags = tuple(t for t in simulator_tags() if t.name == "press_tonnage")
+    rt = ReaderThread(lambda sink: OpcUaReader(src, tags, sink))
+    try:
+        wait_for(
+            lambda: sum(1 for r in rt.since(0) if r.quality is Quality.BAD) >= 3,
+            timeout_s=30,
+            what="three failed attempts, each reported bad",
+        )
+        assert "press-plc unavailable" in rt.since(0)[0].reason
+        assert rt.reader.sessions == 0
+    finally:
+        rt.stop()
+        hole.close()
