@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -32,12 +32,12 @@ from cryptography.hazmat.primitives import serialization
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
-from pki.authority import RevocationReason, fingerprint_sha256, pem
+from pki.authority import fingerprint_sha256, pem
+from provisioning.bodylimit import BodyLimit
 from provisioning.config import ServiceLimits
 from provisioning.errors import (
     AccessDeniedError,
@@ -51,168 +51,25 @@ from provisioning.errors import (
 )
 from provisioning.expiry import scan_expiry
 from provisioning.ratelimit import KeyedRateLimiter
+from provisioning.schemas import (
+    CAResponse,
+    CertificateResponse,
+    DeviceIn,
+    DeviceOut,
+    EnrollRequest,
+    ErrorOut,
+    GroupIn,
+    RenewRequest,
+    RevokeIn,
+    RevokeOut,
+    TokenIn,
+    TokenOut,
+)
 from provisioning.service import Enrolled, ProvisioningService
 from provisioning.tokens import OperatorClaims, Role, token_digest
 
 _log = logging.getLogger("provisioning.api")
 Clock = Callable[[], datetime]
-MAX_CSR_CHARS = 24 * 1024
-
-
-# -- request and response bodies ----------------------------------------------------------
-
-
-class EnrollRequest(BaseModel):
-    csr: str = Field(
-        max_length=MAX_CSR_CHARS, description="PEM PKCS#10 request; the key never leaves the device"
-    )
-    identity: str | None = Field(
-        default=None, max_length=400, description="optional: the identity the device expects"
-    )
-
-
-class RenewRequest(BaseModel):
-    csr: str = Field(max_length=MAX_CSR_CHARS)
-
-
-class CertificateResponse(BaseModel):
-    identity: str
-    serial: str
-    fingerprint: str
-    not_after: datetime
-    certificate: str = Field(description="leaf, PEM")
-    chain: str = Field(description="issuing CA, PEM (leaf and root excluded)")
-    root: str = Field(description="root CA, PEM")
-
-
-class CAResponse(BaseModel):
-    root: str
-    chain: str
-    root_sha256: str
-
-
-class DeviceIn(BaseModel):
-    path: str = Field(max_length=400)
-    device_class: str = Field(
-        default="gateway", max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$"
-    )
-    asset: str = Field(default="", max_length=400)
-
-
-class DeviceOut(BaseModel):
-    path: str
-    status: str
-    device_class: str
-    asset: str
-
-
-class GroupIn(BaseModel):
-    prefix: str = Field(max_length=400)
-    device_class: str = Field(
-        default="gateway", max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$"
-    )
-    validity_days: int | None = Field(default=None, ge=1, le=3650)
-    renewal_grace_days: int = Field(default=0, ge=0, le=3650)
-
-
-class TokenIn(BaseModel):
-    device: str | None = Field(default=None, max_length=400)
-    group: str | None = Field(default=None, max_length=400)
-    ttl_s: int | None = Field(default=None, ge=1, le=30 * 86400)
-
-
-class TokenOut(BaseModel):
-    token: str
-    token_id: str
-    expires_at: datetime
-
-
-class RevokeIn(BaseModel):
-    path: str = Field(max_length=400)
-    reason: RevocationReason = RevocationReason.UNSPECIFIED
-
-
-class RevokeOut(BaseModel):
-    device: str
-    serials: list[str]
-    crl_number: int | None
-
-
-class ErrorOut(BaseModel):
-    error: str
-    detail: str
-
-
-# -- the body limit ------------------------------------------------------------------------
-
-
-class _BodyTooLargeError(Exception):
-    pass
-
-
-class BodyLimit:
-    """Refuse bodies over ``max_body_bytes`` with 413, whether declared or streamed."""
-
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
-        self.app = app
-        self.max = max_body_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.max):
-                await _too_large(send)
-                return
-        seen = 0
-        exceeded = False
-        answered = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen, exceeded
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max:
-                    exceeded = True
-                    raise _BodyTooLargeError
-            return message
-
-        async def guarded_send(message: Message) -> None:
-            # FastAPI turns any error while reading the body into a 400; once the limit was
-            # crossed, whatever the app answers is replaced by the 413.
-            nonlocal answered
-            if exceeded:
-                if not answered and message["type"] == "http.response.start":
-                    answered = True
-                    await _too_large(send)
-                return
-            answered = answered or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, guarded_send)
-        except _BodyTooLargeError:
-            if not answered:
-                answered = True
-                await _too_large(send)
-
-
-async def _too_large(send: Send) -> None:
-    body = b'{"error":"too_large","detail":"the request body is larger than this service accepts"}'
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -543,9 +400,6 @@ def create_app(
         app, service, clock=clock, admit_client=admit_client, limiters=limiters, monotonic=monotonic
     )
     return app
-
-
-Middleware = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def wrap(app: FastAPI, limits: ServiceLimits) -> ASGIApp:

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from provisioning.service import RevocationNotice
+from provisioning.operations import RevocationNotice
 
 _log = logging.getLogger("provisioning.notify")
 

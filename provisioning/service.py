@@ -12,41 +12,38 @@ Order of an enrollment (each step refuses on failure):
 3. check the CSR's key against the certificate policy;
 4. in one registry transaction: consume the token (conditional UPDATE), issue (the CA checks
    proof of possession and names; a refusal rolls the consumption back, so the token survives a
-   bad CSR), record the certificate, mark the device enrolled, append the audit record; commit.
+   bad CSR) and record the certificate as ``pending``; commit;
+5. append the audit record (durable; concurrent requests share fsyncs), then mark the
+   certificate ``active`` and the device ``enrolled``. If the audit append fails, the
+   certificate is revoked and the request fails.
+
+Renewal authenticates the client certificate with `provisioning.peers.PeerVerifier`, requires
+it to be the device's current (``active``) certificate, then follows steps 3-5.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-
-from cryptography import x509
 
 from audit.events import AuditEvent, AuditSink, Outcome
 from pki.authority import (
     CertificateAuthority,
     IssuedCertificate,
     RevocationReason,
-    fingerprint_sha256,
-    format_serial,
 )
 from pki.csr import load_csr
 from pki.errors import (
-    CertificateError,
     CSRError,
     IssuanceRefusedError,
     MalformedIdentityError,
     PKIError,
-    RevokedCertificateError,
 )
 from pki.identity import DeviceIdentity, IdentityPrefix
 from pki.keys import KeyPolicy, check_public_key
 from pki.profiles import ProfileName
-from pki.verifier import ChainVerifier, VerifiedDevice
 from policies.document import CertificatePolicy
 from provisioning.config import ServiceLimits
 from provisioning.errors import (
@@ -55,25 +52,14 @@ from provisioning.errors import (
     RequestError,
     TokenError,
     UpstreamError,
-    UsageError,
 )
-from provisioning.registry import DeviceStatus, GroupRecord, Registry, Unit
-from provisioning.tokens import EnrollmentClaims, OperatorClaims, Role, TokenKey
+from provisioning.operations import OperatorActions, RevocationListener, RevocationNotice
+from provisioning.peers import PeerVerifier
+from provisioning.records import DeviceStatus, GroupRecord
+from provisioning.registry import Registry, Unit
+from provisioning.tokens import EnrollmentClaims, TokenKey
 
 _log = logging.getLogger("provisioning")
-
-RevocationListener = Callable[["RevocationNotice"], None]
-
-
-@dataclass(frozen=True, slots=True)
-class RevocationNotice:
-    """What listeners (the relay, webhooks, MQTT) learn when a device is revoked."""
-
-    device: str
-    serials: tuple[str, ...]
-    reason: str
-    revoked_at: datetime
-    crl_number: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +79,7 @@ def key_policy_for(policy: CertificatePolicy) -> KeyPolicy:
     )
 
 
-class ProvisioningService:
+class ProvisioningService(OperatorActions):
     def __init__(
         self,
         *,
@@ -113,13 +99,10 @@ class ProvisioningService:
         self.policy = policy or CertificatePolicy()
         self.limits = limits or ServiceLimits()
         self.key_policy = key_policy_for(self.policy)
-        self._crl_file = crl_file
         self._listeners = listeners
         chain = ca.ca_chain()
         self.issuing, self.root = chain[0], chain[-1]
-        self._verifier_lock = threading.Lock()
-        self._verifier: tuple[object, ChainVerifier] | None = None
-        self._grace_verifier: ChainVerifier | None = None
+        self.peers = PeerVerifier(ca=ca, registry=registry, policy=self.policy, crl_file=crl_file)
 
     # -- audit helpers ----------------------------------------------------------------------
 
@@ -143,10 +126,6 @@ class ProvisioningService:
     def record_refusal(self, action: str, exc: RefusedError, *, client: str, via: str) -> None:
         """Audit a refusal the HTTP layer detected before reaching the service."""
         self._refuse(action, f"client:{client}", "-", exc, client=client, via=via)
-
-    @property
-    def max_device_validity(self) -> timedelta:
-        return timedelta(days=int(self.policy.max_validity_days.get("device", 90)))
 
     # -- enrollment -------------------------------------------------------------------------
 
@@ -351,104 +330,6 @@ class ProvisioningService:
 
     # -- renewal ----------------------------------------------------------------------------
 
-    def verifier(self, *, now: datetime) -> ChainVerifier:
-        """A verifier over the current CRL (re-read when the CRL file changes)."""
-        crl_bundle = self.ca.current_crl(now=now)
-        crl = crl_bundle.crl
-        key: object = crl_bundle.der
-        if self._crl_file is not None:
-            try:
-                st = self._crl_file.stat()
-                key = (st.st_mtime_ns, st.st_size)
-                with self._verifier_lock:
-                    cached = self._verifier
-                if cached is not None and cached[0] == key:
-                    return cached[1]
-                crl = x509.load_der_x509_crl(self._crl_file.read_bytes())
-            except (OSError, ValueError) as exc:
-                raise UpstreamError(f"cannot read the CRL {self._crl_file}") from exc
-        else:
-            with self._verifier_lock:
-                cached = self._verifier
-            if cached is not None and cached[0] == key:
-                return cached[1]
-        verifier = ChainVerifier(roots=[self.root], crls=[crl])
-        with self._verifier_lock:
-            self._verifier = (key, verifier)
-        return verifier
-
-    def authenticate_device(self, peer_der: bytes | None, *, now: datetime) -> VerifiedDevice:
-        """Verify a TLS client certificate: chain, CRL, profile; expired only within grace."""
-        if not peer_der:
-            raise TokenError("no client certificate was presented", code="no-client-certificate")
-        try:
-            leaf = x509.load_der_x509_certificate(peer_der)
-        except ValueError as exc:
-            raise TokenError(
-                "the client certificate does not parse", code="bad-certificate"
-            ) from exc
-        verify_at = now
-        if now > leaf.not_valid_after_utc:
-            grace = self._grace_for(leaf)
-            if now > leaf.not_valid_after_utc + grace:
-                raise DeviceStateError(
-                    f"certificate {format_serial(leaf.serial_number)} expired at {leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"
-                    f" and its group allows {grace.days} days of grace",
-                    code="expired-certificate",
-                )
-            verify_at = leaf.not_valid_after_utc - timedelta(seconds=1)
-        try:
-            if verify_at == now:
-                return self.verifier(now=now).verify_device(leaf, [self.issuing], now=now)
-            return self._verify_within_grace(leaf, verify_at=verify_at, now=now)
-        except RevokedCertificateError as exc:
-            raise DeviceStateError(str(exc), code="revoked-certificate") from exc
-        except CertificateError as exc:
-            raise TokenError(f"client certificate refused: {exc}", code="bad-certificate") from exc
-
-    def _verify_within_grace(
-        self, leaf: x509.Certificate, *, verify_at: datetime, now: datetime
-    ) -> VerifiedDevice:
-        """An expired certificate inside its group's grace: the chain and profile are checked as
-        of its last valid second, revocation against today's CRL (a CRL never predates itself,
-        so the chain verifier cannot check both at one time)."""
-        with self._verifier_lock:
-            if self._grace_verifier is None:
-                self._grace_verifier = ChainVerifier(roots=[self.root], unsafe_skip_revocation=True)
-            grace_verifier = self._grace_verifier
-        peer = grace_verifier.verify_device(leaf, [self.issuing], now=verify_at)
-        crl = self._current_crl(now)
-        if not crl.is_signature_valid(self.issuing.public_key()):  # type: ignore[arg-type]
-            raise UpstreamError("the current CRL does not verify with the issuing CA key")
-        if crl.get_revoked_certificate_by_serial_number(leaf.serial_number) is not None:
-            raise RevokedCertificateError(
-                f"certificate {peer.serial_hex} ({peer.identity}) is revoked"
-            )
-        return peer
-
-    def _current_crl(self, now: datetime) -> x509.CertificateRevocationList:
-        if self._crl_file is not None:
-            try:
-                return x509.load_der_x509_crl(self._crl_file.read_bytes())
-            except (OSError, ValueError) as exc:
-                raise UpstreamError(f"cannot read the CRL {self._crl_file}") from exc
-        return self.ca.current_crl(now=now).crl
-
-    def _grace_for(self, unverified_leaf: x509.Certificate) -> timedelta:
-        # The name is read before verification only to look up the group's grace period;
-        # verification below still decides who this is.
-        try:
-            uri = unverified_leaf.extensions.get_extension_for_class(
-                x509.SubjectAlternativeName
-            ).value
-            names = uri.get_values_for_type(x509.UniformResourceIdentifier)
-            path = DeviceIdentity.from_spiffe(names[0]).path if len(names) == 1 else None
-        except (x509.ExtensionNotFound, MalformedIdentityError, ValueError):
-            path = None
-        group = self.registry.group_for(path) if path else None
-        days = group.renewal_grace_days if group is not None else self.policy.renewal_grace_days
-        return timedelta(days=days)
-
     def renew(
         self,
         peer_der: bytes | None,
@@ -460,7 +341,7 @@ class ProvisioningService:
     ) -> Enrolled:
         actor, resource = f"client:{client}", "-"
         try:
-            peer = self.authenticate_device(peer_der, now=now)
+            peer = self.peers.authenticate(peer_der, now=now)
             actor, resource = peer.identity.path, peer.serial_hex
             device = self.registry.device(peer.identity.path)
             if device is None or device.status != DeviceStatus.ENROLLED:
@@ -506,182 +387,6 @@ class ProvisioningService:
             ) from None
         return Enrolled(peer.identity, issued)
 
-    # -- operator actions -------------------------------------------------------------------
-
-    def add_device(
-        self,
-        path: str,
-        *,
-        operator: str,
-        now: datetime,
-        device_class: str = "gateway",
-        asset: str = "",
-    ) -> None:
-        identity = parse_device(path)
-        self.registry.add_device(identity.path, now=now, device_class=device_class, asset=asset)
-        self.audit.record(
-            AuditEvent(
-                operator,
-                "provisioning.device.added",
-                identity.path,
-                Outcome.SUCCESS,
-                details={"class": device_class, "asset": asset[:200]},
-            )
-        )
-
-    def add_group(
-        self,
-        prefix: str,
-        *,
-        operator: str,
-        now: datetime,
-        device_class: str = "gateway",
-        validity_days: int | None = None,
-        renewal_grace_days: int = 0,
-    ) -> None:
-        try:
-            parsed = IdentityPrefix.parse(prefix)
-        except MalformedIdentityError as exc:
-            raise UsageError(str(exc)) from exc
-        max_days = int(self.policy.max_validity_days.get("device", 90))
-        if validity_days is not None and not 0 < validity_days <= max_days:
-            raise UsageError(
-                f"group validity must be 1..{max_days} days (certificate policy); found {validity_days}"
-            )
-        if renewal_grace_days < 0:
-            raise UsageError("renewal grace must be >= 0 days")
-        self.registry.add_group(
-            parsed.path,
-            now=now,
-            device_class=device_class,
-            validity_days=validity_days,
-            renewal_grace_days=renewal_grace_days,
-        )
-        self.audit.record(
-            AuditEvent(
-                operator,
-                "provisioning.group.added",
-                parsed.path,
-                Outcome.SUCCESS,
-                details={"validity_days": validity_days, "renewal_grace_days": renewal_grace_days},
-            )
-        )
-
-    def create_enrollment_token(
-        self,
-        *,
-        operator: str,
-        now: datetime,
-        device: str | None = None,
-        group: str | None = None,
-        ttl_s: int | None = None,
-    ) -> tuple[str, EnrollmentClaims]:
-        ttl = ttl_s if ttl_s is not None else self.limits.tokens.enrollment_ttl_s
-        if not 0 < ttl <= self.limits.tokens.max_enrollment_ttl_s:
-            raise UsageError(
-                f"token lifetime must be 1..{self.limits.tokens.max_enrollment_ttl_s} s; found {ttl}"
-            )
-        if (device is None) == (group is None):
-            raise UsageError("a token is bound to exactly one device or one group")
-        if device is not None:
-            identity = parse_device(device)
-            record = self.registry.device(identity.path)
-            if record is None:
-                raise UsageError(
-                    f"device {identity} is not registered; run `idmz provisioning device add {identity}` first"
-                )
-            if record.status == DeviceStatus.REVOKED:
-                raise UsageError(f"device {identity} is revoked")
-            subject = f"device:{identity.path}"
-        else:
-            assert group is not None
-            if not any(g.prefix == group for g in self.registry.groups()):
-                raise UsageError(f"enrollment group {group} does not exist")
-            subject = f"group:{group}"
-        token, claims = self.token_key.mint_enrollment(subject, ttl_s=ttl, now=now)
-        self.registry.record_token(
-            claims.token_id,
-            subject,
-            created_at=claims.issued_at,
-            expires_at=claims.expires_at,
-            created_by=operator,
-        )
-        self.audit.record(
-            AuditEvent(
-                operator,
-                "provisioning.token.created",
-                subject,
-                Outcome.SUCCESS,
-                details={"token_id": claims.token_id, "expires_at": claims.expires_at.isoformat()},
-            )
-        )
-        return token, claims
-
-    def create_operator_token(
-        self, *, operator: str, name: str, role: Role, now: datetime, ttl_s: int | None = None
-    ) -> tuple[str, OperatorClaims]:
-        ttl = ttl_s if ttl_s is not None else self.limits.tokens.operator_ttl_s
-        if not 0 < ttl <= self.limits.tokens.max_operator_ttl_s:
-            raise UsageError(
-                f"operator token lifetime must be 1..{self.limits.tokens.max_operator_ttl_s} s"
-            )
-        token, claims = self.token_key.mint_operator(name, role, ttl_s=ttl, now=now)
-        self.audit.record(
-            AuditEvent(
-                operator,
-                "provisioning.token.created",
-                f"operator:{name}",
-                Outcome.SUCCESS,
-                details={
-                    "token_id": claims.token_id,
-                    "role": role.value,
-                    "expires_at": claims.expires_at.isoformat(),
-                },
-            )
-        )
-        return token, claims
-
-    def revoke_device(
-        self,
-        path: str,
-        *,
-        operator: str,
-        now: datetime,
-        reason: RevocationReason = RevocationReason.UNSPECIFIED,
-    ) -> RevocationNotice:
-        identity = parse_device(path)
-        if self.registry.device(identity.path) is None:
-            raise UsageError(f"device {identity} is not registered")
-        with self.registry.unit() as unit:
-            serials = unit.mark_certificates_revoked(identity.path)
-            for serial in serials:
-                try:
-                    self.ca.revoke(int(serial, 16), reason, now=now)  # regenerates the CRL
-                except PKIError as exc:
-                    raise UpstreamError(f"the CA could not revoke {serial}: {exc}") from exc
-            if not serials:
-                self.ca.current_crl(now=now)
-            unit.set_device_status(identity.path, DeviceStatus.REVOKED, now=now)
-            self.audit.record(
-                AuditEvent(
-                    operator,
-                    "provisioning.device.revoked",
-                    identity.path,
-                    Outcome.SUCCESS,
-                    reason=reason.value,
-                    after={"status": DeviceStatus.REVOKED},
-                    details={"serials": ",".join(serials)[:4000], "count": len(serials)},
-                )
-            )
-        crl_number = _crl_number(self.ca.current_crl(now=now).crl)
-        notice = RevocationNotice(identity.path, tuple(serials), reason.value, now, crl_number)
-        for listener in self._listeners:
-            try:
-                listener(notice)
-            except Exception:  # noqa: BLE001 - a failed listener must not undo a revocation
-                _log.exception("revocation listener failed for %s", identity)
-        return notice
-
 
 class _TokenUnusableError(Exception):
     """The conditional UPDATE matched nothing; the reason is looked up afterwards."""
@@ -697,18 +402,4 @@ def verified_csr(unverified_csr: bytes, identity: DeviceIdentity, policy: KeyPol
         raise RequestError(f"CSR refused: {exc}", code="bad-csr") from exc
 
 
-def parse_device(path: str) -> DeviceIdentity:
-    try:
-        return DeviceIdentity.parse(path)
-    except MalformedIdentityError as exc:
-        raise UsageError(str(exc)) from exc
-
-
-def _crl_number(crl: x509.CertificateRevocationList) -> int | None:
-    try:
-        return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
-    except x509.ExtensionNotFound:
-        return None
-
-
-__all__ = ["Enrolled", "ProvisioningService", "RevocationNotice", "fingerprint_sha256"]
+__all__ = ["Enrolled", "ProvisioningService", "RevocationListener", "RevocationNotice"]

@@ -1,0 +1,244 @@
+"""Operator actions: register devices and groups, mint tokens, revoke. Every one is audited
+with the operator as the actor; the CLI (on the CA host) and the operator API call the same
+methods (ADR 0042).
+
+`OperatorActions` is mixed into `ProvisioningService`, which provides the attributes declared
+below.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography import x509
+
+from audit.events import AuditEvent, AuditSink, Outcome
+from pki.authority import CertificateAuthority, RevocationReason
+from pki.errors import MalformedIdentityError, PKIError
+from pki.identity import DeviceIdentity, IdentityPrefix
+from policies.document import CertificatePolicy
+from provisioning.config import ServiceLimits
+from provisioning.errors import UpstreamError, UsageError
+from provisioning.records import DeviceStatus
+from provisioning.registry import Registry
+from provisioning.tokens import EnrollmentClaims, OperatorClaims, Role, TokenKey
+
+_log = logging.getLogger("provisioning")
+
+RevocationListener = Callable[["RevocationNotice"], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationNotice:
+    """What listeners (the relay, webhooks, MQTT) learn when a device is revoked."""
+
+    device: str
+    serials: tuple[str, ...]
+    reason: str
+    revoked_at: datetime
+    crl_number: int | None
+
+
+class OperatorActions:
+    ca: CertificateAuthority
+    registry: Registry
+    audit: AuditSink
+    token_key: TokenKey
+    policy: CertificatePolicy
+    limits: ServiceLimits
+    _listeners: tuple[RevocationListener, ...]
+
+    @property
+    def max_device_validity(self) -> timedelta:
+        return timedelta(days=int(self.policy.max_validity_days.get("device", 90)))
+
+    def add_device(
+        self,
+        path: str,
+        *,
+        operator: str,
+        now: datetime,
+        device_class: str = "gateway",
+        asset: str = "",
+    ) -> None:
+        identity = parse_device(path)
+        self.registry.add_device(identity.path, now=now, device_class=device_class, asset=asset)
+        self.audit.record(
+            AuditEvent(
+                operator,
+                "provisioning.device.added",
+                identity.path,
+                Outcome.SUCCESS,
+                details={"class": device_class, "asset": asset[:200]},
+            )
+        )
+
+    def add_group(
+        self,
+        prefix: str,
+        *,
+        operator: str,
+        now: datetime,
+        device_class: str = "gateway",
+        validity_days: int | None = None,
+        renewal_grace_days: int = 0,
+    ) -> None:
+        try:
+            parsed = IdentityPrefix.parse(prefix)
+        except MalformedIdentityError as exc:
+            raise UsageError(str(exc)) from exc
+        max_days = int(self.policy.max_validity_days.get("device", 90))
+        if validity_days is not None and not 0 < validity_days <= max_days:
+            raise UsageError(
+                f"group validity must be 1..{max_days} days (certificate policy); found {validity_days}"
+            )
+        if renewal_grace_days < 0:
+            raise UsageError("renewal grace must be >= 0 days")
+        self.registry.add_group(
+            parsed.path,
+            now=now,
+            device_class=device_class,
+            validity_days=validity_days,
+            renewal_grace_days=renewal_grace_days,
+        )
+        self.audit.record(
+            AuditEvent(
+                operator,
+                "provisioning.group.added",
+                parsed.path,
+                Outcome.SUCCESS,
+                details={"validity_days": validity_days, "renewal_grace_days": renewal_grace_days},
+            )
+        )
+
+    def create_enrollment_token(
+        self,
+        *,
+        operator: str,
+        now: datetime,
+        device: str | None = None,
+        group: str | None = None,
+        ttl_s: int | None = None,
+    ) -> tuple[str, EnrollmentClaims]:
+        ttl = ttl_s if ttl_s is not None else self.limits.tokens.enrollment_ttl_s
+        if not 0 < ttl <= self.limits.tokens.max_enrollment_ttl_s:
+            raise UsageError(
+                f"token lifetime must be 1..{self.limits.tokens.max_enrollment_ttl_s} s; found {ttl}"
+            )
+        if (device is None) == (group is None):
+            raise UsageError("a token is bound to exactly one device or one group")
+        if device is not None:
+            identity = parse_device(device)
+            record = self.registry.device(identity.path)
+            if record is None:
+                raise UsageError(
+                    f"device {identity} is not registered; run `idmz provisioning device add {identity}` first"
+                )
+            if record.status == DeviceStatus.REVOKED:
+                raise UsageError(f"device {identity} is revoked")
+            subject = f"device:{identity.path}"
+        else:
+            assert group is not None
+            if not any(g.prefix == group for g in self.registry.groups()):
+                raise UsageError(f"enrollment group {group} does not exist")
+            subject = f"group:{group}"
+        token, claims = self.token_key.mint_enrollment(subject, ttl_s=ttl, now=now)
+        self.registry.record_token(
+            claims.token_id,
+            subject,
+            created_at=claims.issued_at,
+            expires_at=claims.expires_at,
+            created_by=operator,
+        )
+        self.audit.record(
+            AuditEvent(
+                operator,
+                "provisioning.token.created",
+                subject,
+                Outcome.SUCCESS,
+                details={"token_id": claims.token_id, "expires_at": claims.expires_at.isoformat()},
+            )
+        )
+        return token, claims
+
+    def create_operator_token(
+        self, *, operator: str, name: str, role: Role, now: datetime, ttl_s: int | None = None
+    ) -> tuple[str, OperatorClaims]:
+        ttl = ttl_s if ttl_s is not None else self.limits.tokens.operator_ttl_s
+        if not 0 < ttl <= self.limits.tokens.max_operator_ttl_s:
+            raise UsageError(
+                f"operator token lifetime must be 1..{self.limits.tokens.max_operator_ttl_s} s"
+            )
+        token, claims = self.token_key.mint_operator(name, role, ttl_s=ttl, now=now)
+        self.audit.record(
+            AuditEvent(
+                operator,
+                "provisioning.token.created",
+                f"operator:{name}",
+                Outcome.SUCCESS,
+                details={
+                    "token_id": claims.token_id,
+                    "role": role.value,
+                    "expires_at": claims.expires_at.isoformat(),
+                },
+            )
+        )
+        return token, claims
+
+    def revoke_device(
+        self,
+        path: str,
+        *,
+        operator: str,
+        now: datetime,
+        reason: RevocationReason = RevocationReason.UNSPECIFIED,
+    ) -> RevocationNotice:
+        identity = parse_device(path)
+        if self.registry.device(identity.path) is None:
+            raise UsageError(f"device {identity} is not registered")
+        with self.registry.unit() as unit:
+            serials = unit.mark_certificates_revoked(identity.path)
+            for serial in serials:
+                try:
+                    self.ca.revoke(int(serial, 16), reason, now=now)  # regenerates the CRL
+                except PKIError as exc:
+                    raise UpstreamError(f"the CA could not revoke {serial}: {exc}") from exc
+            if not serials:
+                self.ca.current_crl(now=now)
+            unit.set_device_status(identity.path, DeviceStatus.REVOKED, now=now)
+            self.audit.record(
+                AuditEvent(
+                    operator,
+                    "provisioning.device.revoked",
+                    identity.path,
+                    Outcome.SUCCESS,
+                    reason=reason.value,
+                    after={"status": DeviceStatus.REVOKED},
+                    details={"serials": ",".join(serials)[:4000], "count": len(serials)},
+                )
+            )
+        crl_number = _crl_number(self.ca.current_crl(now=now).crl)
+        notice = RevocationNotice(identity.path, tuple(serials), reason.value, now, crl_number)
+        for listener in self._listeners:
+            try:
+                listener(notice)
+            except Exception:  # noqa: BLE001 - a failed listener must not undo a revocation
+                _log.exception("revocation listener failed for %s", identity)
+        return notice
+
+
+def parse_device(path: str) -> DeviceIdentity:
+    try:
+        return DeviceIdentity.parse(path)
+    except MalformedIdentityError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _crl_number(crl: x509.CertificateRevocationList) -> int | None:
+    try:
+        return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        return None
