@@ -14,10 +14,8 @@ idmz provisioning expiry [--json]              certificates about to expire, by 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -218,118 +216,9 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import os
-    import signal
-    import socket
+    from idmz.provisioning_serve import serve
 
-    from idmz.provisioning_runtime import now_utc, operator_name
-    from provisioning.server import default_server_names, ensure_server_certificate
-
-    if args.workers < 1:
-        raise _usage("--workers must be >= 1")
-    # Once, in the parent: the CA (created if missing), the service's TLS certificate.
-    rt = _runtime(args)
-    try:
-        cert, key = ensure_server_certificate(
-            rt.ca,
-            rt.home.provisioning_dir,
-            names=default_server_names(args.server_names),
-            now=now_utc(),
-        )
-        banner = (
-            f"idmz provisioning: https://{args.host}:{args.port}  ca-fingerprint {rt.ca.root_fingerprint}"
-            f"  registry {rt.registry.dialect}  workers {args.workers}  started by {operator_name()}"
-        )
-    finally:
-        rt.close()
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    print(banner, flush=True)
-    if args.workers == 1:
-        _serve_worker(args, sock, cert, key, index=0)
-        return 0
-    # Several processes accept on one socket: TLS, JSON and signing use both cores. Each opens
-    # its own CA, registry and audit log (all safe across processes: flock + group commit).
-    children: list[int] = []
-    for index in range(args.workers):
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child
-            code = 0
-            try:
-                _serve_worker(args, sock, cert, key, index=index)
-            except BaseException:  # noqa: BLE001 - report, then leave without running the parent's cleanup
-                _log.exception("worker %d failed", index)
-                code = 1
-            os._exit(code)
-        children.append(pid)
-
-    def forward(signum: int, _frame: object) -> None:
-        for child in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    status = 0
-    for child in children:
-        _, code = os.waitpid(child, 0)
-        status = status or (1 if code else 0)
-    return status
-
-
-def _serve_worker(
-    args: argparse.Namespace, sock: Any, cert: Path, key: Path, *, index: int
-) -> None:
-    from idmz.provisioning_runtime import client_ca_file, now_utc
-    from provisioning.api import create_app, wrap
-    from provisioning.config import RateLimits, ServiceLimits, parse_duration
-    from provisioning.expiry import alert_expiring, scan_expiry
-    from provisioning.server import ServeOptions, build_server
-
-    notifier = _notifier(args)
-    limits = ServiceLimits(
-        rates=RateLimits(per_client_per_s=args.client_rate, per_client_burst=args.client_burst)
-    )
-    rt = _runtime(args, listeners=(notifier.revoked,) if notifier else (), limits=limits)
-    interval_s = parse_duration(args.expiry_interval).total_seconds()
-    stop = threading.Event()
-    try:
-        app = wrap(create_app(rt.service, clock=now_utc), rt.service.limits)
-        options = ServeOptions(
-            args.host, args.port, cert, key, client_ca_file(rt.home), log_level=args.log_level
-        )
-        server = build_server(app, options)
-
-        def expiry_loop() -> None:
-            while not stop.wait(interval_s):
-                try:
-                    report = scan_expiry(
-                        rt.registry,
-                        now=now_utc(),
-                        alert_days=rt.service.policy.expiry_alert_days,
-                        issuing_not_after=rt.service.issuing.not_valid_after_utc,
-                        device_validity=rt.service.max_device_validity,
-                    )
-                    alert_expiring(
-                        report,
-                        registry=rt.registry,
-                        audit=rt.audit,
-                        actor="service:provisioning",
-                        notifiers=(notifier,) if notifier else (),
-                    )
-                except Exception:  # noqa: BLE001 - keep serving; the next scan retries
-                    _log.exception("expiry scan failed")
-
-        if index == 0:  # one scanner per service; alerts are deduplicated in the registry anyway
-            threading.Thread(target=expiry_loop, name="expiry", daemon=True).start()
-        server.run(sockets=[sock])
-    finally:
-        stop.set()
-        rt.close()
+    return serve(args, open_runtime=_runtime, notifier=_notifier)
 
 
 def _usage(message: str) -> Exception:
