@@ -92,6 +92,7 @@ class Gateway:
             missing = [n for n in scorer.feature_names if n not in _known_features()]
             if missing:
                 raise ConfigError(f"model {scorer.version} wants unknown features {missing}")
+            _check_model_fits(scorer, config)
             self.metrics.model.info(
                 {"version": scorer.version, "sha256": scorer.sha256, "signer": scorer.signer}
             )
@@ -364,6 +365,22 @@ class Gateway:
         n = self.outbox.expire(now=self.clock())
         if n:
             _log.warning("outbox: %d messages expired undelivered (ttl_s)", n)
+
+
+def _check_model_fits(scorer: Scorer, config: GatewayConfig) -> None:
+    """A model scores windows like the ones it was fitted on: same length, same sample rate."""
+    summary = scorer.training_summary
+    for ch in config.vibration:
+        for key, have in (
+            ("window_s", ch.window_s),
+            ("sample_rate_hz", ch.featurizer.sample_rate_hz),
+        ):
+            want = summary.get(key)
+            if isinstance(want, int | float) and abs(float(want) - have) > 1e-9:
+                raise ConfigError(
+                    f"model {scorer.version} was fitted on {key} = {want}; vibration channel "
+                    f"{ch.tag} has {key} = {have}"
+                )
 
 
 def _known_features() -> set[str]:

@@ -44,12 +44,14 @@ class Scorer:
         self.threshold = threshold
         self.sha256 = ""
         self.signer = ""
+        self.training_summary: dict[str, object] = {}
 
     @classmethod
     def from_verified(cls, model: VerifiedModel) -> Scorer:
         scorer = cls(model.model_bytes, model.version, model.feature_names, model.threshold)
         scorer.sha256 = model.sha256
         scorer.signer = model.signer
+        scorer.training_summary = dict(model.training_summary)
         return scorer
 
     @classmethod
@@ -58,12 +60,14 @@ class Scorer:
         import onnx
 
         meta = model_metadata(onnx.load_from_string(model_bytes))
-        return cls(
+        scorer = cls(
             model_bytes,
             meta["model_version"],
             tuple(json.loads(meta["feature_names"])),
             float(meta["threshold"]),
         )
+        scorer.training_summary = dict(json.loads(meta.get("training_summary", "{}")))
+        return scorer
 
     def score(self, features: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Scores for rows of features in `feature_names` order."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -88,3 +89,26 @@ def test_scoring_with_the_wrong_number_of_features_is_an_inference_error(
     scorer = Scorer.unsafe_from_unsigned_bytes(sim_model[0])
     with pytest.raises(InferenceError, match="takes 9 features"):
         scorer.score(np.zeros((1, 3)))
+
+
+def test_a_model_fitted_on_other_windows_is_refused_by_the_gateway(tmp_path: Path) -> None:
+    from edge.config import GatewayConfig, VibrationChannel
+    from edge.gateway import Gateway
+    from edge.outbox import Outbox, OutboxLimits
+    from edge.sources import OpcUaSource
+    from edge.tagmap import TagSpec
+    from pki.identity import DeviceIdentity
+
+    rec = simulator_recording(20.0, seed=1, settings=LineSettings())
+    fitted = train([rec], FZ, WindowPlan(0.5, 0.25), version="half-s", default_shaft_rpm=1797.0)
+    scorer = Scorer.unsafe_from_unsigned_bytes(fitted.to_onnx().SerializeToString())
+    wave = TagSpec("vib", "plc", "ns=2;s=v", "g", "press01", "a/b/c/d/e/f", kind="waveform")
+    config = GatewayConfig(
+        identity=DeviceIdentity.parse("a/b/c/d/e/f"),
+        tags=(wave,),
+        outbox_path=tmp_path / "o.db",
+        opcua=(OpcUaSource("plc", "opc.tcp://127.0.0.1:1/x"),),
+        vibration=(VibrationChannel("vib", FZ, window_s=1.0, shaft_rpm=1797.0),),
+    )
+    with pytest.raises(ConfigError, match="window_s"):
+        Gateway(config, outbox=Outbox.open(tmp_path / "o.db", OutboxLimits()), scorer=scorer)
