@@ -23,6 +23,7 @@ from audit.keys import existing_origin
 from audit.log import AuditLog
 from idmz.home import Home, SettingsError, generate_secret_file, load_secret
 from pki.local import LocalCA, init_local_ca
+from policies.document import CertificatePolicy
 from provisioning.config import ServiceLimits
 from provisioning.registry import Registry
 from provisioning.service import ProvisioningService, RevocationListener
@@ -68,6 +69,22 @@ def ensure_ca(home: Home, *, organization: str) -> None:
     _log.warning("created a new local CA in %s", home.ca_dir)
 
 
+POLICY_NAMES = ("policy.toml", "policy.yaml", "policy.yml")
+
+
+def certificate_policy(home: Home) -> CertificatePolicy:
+    """The certificate policy (validity, renewal window and grace, key rules, expiry alert
+    thresholds) from the policy document under ``<home>/policy/`` when there is one, else the
+    defaults. A policy document that does not load stops the service (fail closed)."""
+    for name in POLICY_NAMES:
+        path = home.policy_dir / name
+        if path.exists():
+            from policies import load_policy
+
+            return load_policy(path.read_text(encoding="utf-8"), source=str(path)).certificates
+    return CertificatePolicy()
+
+
 @dataclass
 class Runtime:
     home: Home
@@ -106,6 +123,7 @@ def open_runtime(
         registry=registry,
         audit=audit,
         token_key=token_key,
+        policy=certificate_policy(home),
         crl_file=ca.paths.crl_der,
         listeners=listeners,
         limits=limits,

@@ -315,3 +315,55 @@ def test_revocation_is_published_over_mqtt_with_tls(env: Env, tmp_path: Path) ->
         and message["kind"] == "device-revoked"
         and len(message["serials"]) == 1
     )
+
+
+def test_certificate_policy_comes_from_the_policy_document_when_there_is_one(
+    tmp_path: Path,
+) -> None:
+    from cryptography import x509
+
+    home, gw = tmp_path / "home", tmp_path / "gw"
+    plant = (Path(__file__).resolve().parents[2] / "deploy" / "policy" / "plant.toml").read_text()
+    (home / "policy").mkdir(parents=True)
+    (home / "policy" / "policy.toml").write_text(
+        plant.replace("\ndevice = 90\n", "\ndevice = 30\n")
+    )
+    fingerprint = idmz(home, "provisioning", "init").stdout.split("ca-fingerprint: ")[1].strip()
+    idmz(home, "provisioning", "device", "add", DEVICE)
+    token = (
+        idmz(home, "provisioning", "token", "create", "--device", DEVICE)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    idmz(
+        home,
+        "enroll",
+        "--offline-request",
+        tmp_path / "req.json",
+        "--identity",
+        DEVICE,
+        "--out",
+        gw,
+    )
+    idmz(
+        home,
+        "provisioning",
+        "sign-request",
+        tmp_path / "req.json",
+        "--token",
+        token,
+        "--out",
+        tmp_path / "resp.json",
+    )
+    idmz(
+        home,
+        "enroll",
+        "--import",
+        tmp_path / "resp.json",
+        "--ca-fingerprint",
+        fingerprint,
+        "--out",
+        gw,
+    )
+    cert = x509.load_pem_x509_certificate((gw / "cert.pem").read_bytes())
+    assert 29 <= (cert.not_valid_after_utc - cert.not_valid_before_utc).days <= 30
