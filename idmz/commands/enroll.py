@@ -31,7 +31,12 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
     )
     p.add_argument("--out", type=Path, required=True, help="credential directory")
     p.add_argument("--server", help="provisioning service URL, e.g. https://idmz.plant1:8443")
-    p.add_argument("--token", help="one-time enrollment token")
+    p.add_argument(
+        "--token",
+        help="one-time enrollment token (visible in the process list: prefer --token-file or "
+        "IDMZ_ENROLL_TOKEN on shared hosts)",
+    )
+    p.add_argument("--token-file", type=Path, help="read the enrollment token from this file")
     p.add_argument("--ca-fingerprint", help="SHA-256 of the root CA (from the operator)")
     p.add_argument(
         "--identity", help="expected identity path (checked against the token's binding)"
@@ -95,6 +100,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         creds = client.offline_import(args.import_file, args.out, args.ca_fingerprint)
         print(f"installed {creds.identity.read_text().strip()} in {args.out}")
         return 0
+    args.token = enrollment_token(args)
     missing = [
         f"--{n.replace('_', '-')}"
         for n in ("server", "token", "ca_fingerprint")
@@ -116,6 +122,17 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         f"valid until {cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}; credentials in {args.out}"
     )
     return 0
+
+
+def enrollment_token(args: argparse.Namespace) -> str | None:
+    """``--token``, else ``--token-file``, else ``IDMZ_ENROLL_TOKEN``."""
+    import os
+
+    if args.token:
+        return str(args.token)
+    if args.token_file is not None:
+        return str(args.token_file.read_text(encoding="utf-8").strip())
+    return os.environ.get("IDMZ_ENROLL_TOKEN") or None
 
 
 def cmd_renew(args: argparse.Namespace) -> int:

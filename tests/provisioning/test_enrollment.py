@@ -79,6 +79,25 @@ def test_idmz_enroll_writes_the_credential_directory_of_the_contract(
     assert record["resource"] == format(cert.serial_number, "x")
 
 
+def test_enroll_reads_the_token_from_a_file_so_it_stays_out_of_the_process_list(
+    env: Env, tmp_path: Path
+) -> None:
+    env.add_device()
+    (token_file := tmp_path / "token").write_text(env.token() + "\n")
+    idmz(
+        "enroll",
+        "--server",
+        env.url,
+        "--token-file",
+        token_file,
+        "--ca-fingerprint",
+        env.fingerprint,
+        "--out",
+        tmp_path / "gw",
+    )
+    assert (tmp_path / "gw" / "cert.pem").exists()
+
+
 def test_enroll_refuses_a_server_whose_root_does_not_match_the_pin(
     env: Env, tmp_path: Path
 ) -> None:
