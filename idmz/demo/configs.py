@@ -120,6 +120,12 @@ def gateway_toml(
         f'endpoint = "opc.tcp://127.0.0.1:{ports.opcua}/idmz/sim"',
         "backoff_initial_s = 0.2",
         "backoff_max_s = 2.0",
+        # A signed and encrypted channel to the PLC, whose certificate is pinned.
+        'security_policy = "Basic256Sha256"',
+        'security_mode = "SignAndEncrypt"',
+        f"certificate = {_s(gw.opcua / 'cert.pem')}",
+        f"private_key = {_s(gw.opcua / 'key.pem')}",
+        f"server_certificate = {_s(layout.opcua_server / 'cert.pem')}",
         "",
     ]
     node = "ns=2;s=press01."

@@ -45,6 +45,11 @@ class Gateway:
         return self.dir / "gateway.toml"
 
     @property
+    def opcua(self) -> Path:
+        """The gateway's OPC UA application certificate (not its MQTT identity)."""
+        return self.dir / "opcua"
+
+    @property
     def state(self) -> Path:
         return self.dir / "state"
 
@@ -114,6 +119,11 @@ class DemoLayout:
     @property
     def plant(self) -> Path:
         return self.root / "plant"
+
+    @property
+    def opcua_server(self) -> Path:
+        """The simulated PLC's OPC UA server certificate (made by the simulator)."""
+        return self.plant / "opcua-server"
 
     @property
     def sim_control(self) -> Path:

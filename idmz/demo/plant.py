@@ -113,6 +113,7 @@ class Plant:
             self.procs.idmz_argv(
                 "edge", "simulate", "--opcua-port", str(p.opcua), "--modbus-port", str(p.modbus),
                 "--seed", "3", "--control", str(self.layout.sim_control),
+                "--opcua-security", str(self.layout.opcua_server),
             ),
         )  # fmt: skip
         return (
@@ -133,12 +134,16 @@ class Plant:
 
     def simulator(self) -> str:
         p = self.ports
+        server_cert = self.layout.opcua_server / "cert.pem"
         self.procs.wait_for(
-            lambda: port_open(p.opcua) and port_open(p.modbus),
+            lambda: port_open(p.opcua) and port_open(p.modbus) and server_cert.exists(),
             what="the simulator's OPC UA and Modbus ports",
             watch=[self.children["simulator"]],
         )
-        return f"opc.tcp://127.0.0.1:{p.opcua}/idmz/sim, Modbus TCP 127.0.0.1:{p.modbus}"
+        return (
+            f"opc.tcp://127.0.0.1:{p.opcua}/idmz/sim (Basic256Sha256, SignAndEncrypt only), "
+            f"Modbus TCP 127.0.0.1:{p.modbus}"
+        )
 
     def ca(self) -> str:
         generate_secret_file(self.layout.ca_passphrase)
@@ -370,6 +375,11 @@ class Plant:
         )
 
     def gateways(self) -> str:
+        # press-01's OPC UA application certificate: its own key, not the MQTT identity.
+        self.idmz(
+            "opcua-cert-press-01", "edge", "opcua-cert", "--out", str(self.press1.opcua),
+            "--uri", "urn:acme:plant1:stamping:press-01-gateway", "--name", "press-01 gateway",
+        )  # fmt: skip
         for gw, metrics, model in (
             (self.press1, self.ports.press_1_metrics, True),
             (self.press2, self.ports.press_2_metrics, False),
@@ -389,6 +399,11 @@ class Plant:
                 watch=watch,
             )
         log = self.children["gateway-press-01"].log_tail(40)
+        if "SecurityPolicy None" in log:
+            raise StepFailedError("press-01 read the PLC over an unsecured OPC UA channel")
         m = re.search(r"model (\S+) verified", log)
         verified = f"press-01 verified model {m.group(1)}" if m else "press-01 model verified"
-        return f"{verified}; both gateways' telemetry reached the IT historian via the relay"
+        return (
+            f"{verified}, reads the PLC over OPC UA SignAndEncrypt (server certificate pinned); "
+            "both gateways' telemetry reached the IT historian via the relay"
+        )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.opcua_certs import make_application_certificate
 from idmz.demo.configs import gateway_toml, relay_toml
 from idmz.demo.layout import AUDIT_ORIGIN, PRESS_1, PRESS_2, DemoDirectoryError, DemoLayout
 from idmz.demo.observe import Capture, metric
@@ -89,6 +90,10 @@ def test_gateway_toml_loads_with_enrolled_credentials(
         gw = layout.gateway(identity.rsplit("/", 1)[1], identity)
         ca.write_credentials(gw.credentials, ca.device(identity), identity)
         (layout.model / "model.onnx").write_bytes(b"not read by the loader")
+        make_application_certificate(gw.opcua, "urn:test:gateway", "gw", server=False, days=30)
+        make_application_certificate(
+            layout.opcua_server, "urn:test:plc", "plc", server=True, days=30
+        )
         gw.config.write_text(
             gateway_toml(
                 layout, gw, PORTS, metrics_port=PORTS.press_1_metrics, with_model=with_model
@@ -103,6 +108,7 @@ def test_gateway_toml_loads_with_enrolled_credentials(
     assert cfg.metrics_host == "127.0.0.1"
     assert (loaded.model is not None) is with_model
     assert bool(cfg.vibration) is with_model and bool(cfg.opcua) is with_model
+    assert all(s.security is not None for s in cfg.opcua)  # never SecurityPolicy None
     assert [m.port for m in cfg.modbus] == [PORTS.modbus]
 
 
