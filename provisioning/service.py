@@ -154,7 +154,7 @@ class ProvisioningService(OperatorActions):
                     claims.token_id, subject=claims.subject, used_by=identity.path, now=now
                 ):
                     raise _TokenUnusableError
-                if claims.group_prefix is not None and unit.device(identity.path) is None:
+                if claims.group_prefix is not None:  # a new device (checked above; unique key)
                     unit.insert_device(
                         identity.path,
                         device_class=group.device_class if group else "gateway",
@@ -282,6 +282,14 @@ class ProvisioningService(OperatorActions):
             raise DeviceStateError(
                 f"device {identity} is revoked; register it again to re-enroll",
                 code="device-revoked",
+            )
+        if device is not None and claims.group_prefix is not None:
+            # A group token must never mint a second identity for a device that exists:
+            # whoever holds it could otherwise impersonate any registered device on the line.
+            raise DeviceStateError(
+                f"group token {claims.token_id} enrolls new devices only; {identity} is already "
+                "registered (mint a device token for it)",
+                code="device-exists",
             )
         return self._validity(group), group
 

@@ -275,6 +275,28 @@ def test_group_token_enrolls_one_new_device_under_its_prefix(env: Env, tmp_path:
         "--out",
         tmp_path / "gw",
     )
+    existing = "acme/plant1/press/line1/cell2/press-07"
+    env.add_device(existing)
+    token2, _ = env.service.create_enrollment_token(
+        operator="t", now=env.now(), group="acme/plant1/press/line1"
+    )
+    before = env.snapshot()
+    hijack = idmz(
+        "enroll",
+        "--server",
+        env.url,
+        "--token",
+        token2,
+        "--ca-fingerprint",
+        env.fingerprint,
+        "--identity",
+        existing,
+        "--out",
+        tmp_path / "y",
+        check=False,
+    )
+    assert hijack.returncode == 1 and env.snapshot() == before
+    assert env.last_audit()["details"]["code"] == "device-exists"
     device = env.registry.device("acme/plant1/press/line1/cell9/new-gw")
     assert device is not None and device.status == "enrolled"
     cert = x509.load_pem_x509_certificate((tmp_path / "gw" / "cert.pem").read_bytes())
