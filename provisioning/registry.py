@@ -112,6 +112,10 @@ _INSERT_CERT = text(
 _ACTIVATE_CERT = text(
     "UPDATE certificates SET status = 'active' WHERE serial = :serial AND status = 'pending'"
 )
+_SUPERSEDE_OTHERS = text(
+    "UPDATE certificates SET status = 'superseded'"
+    " WHERE device_path = :path AND status = 'active' AND serial <> :serial"
+)
 _SET_CERT_STATUS = text("UPDATE certificates SET status = :status WHERE serial = :serial")
 _SUPERSEDE_CERT = text(
     "UPDATE certificates SET status = 'superseded' WHERE serial = :serial AND status = 'active'"
@@ -192,10 +196,11 @@ class Unit:
             },
         )
 
-    def activate_certificate(self, serial: str, *, supersedes: str | None) -> None:
-        """A pending certificate whose audit record is durable becomes the device's current one."""
-        if supersedes is not None:
-            self._c.execute(_SUPERSEDE_CERT, {"serial": supersedes})
+    def activate_certificate(self, serial: str, *, device_path: str) -> None:
+        """A pending certificate whose audit record is durable becomes the device's one current
+        certificate; any other active one is superseded (it stays valid until it expires or is
+        revoked, but can no longer renew)."""
+        self._c.execute(_SUPERSEDE_OTHERS, {"path": device_path, "serial": serial})
         self._c.execute(_ACTIVATE_CERT, {"serial": serial})
 
     def set_certificate_status(self, serial: str, status: str) -> None:

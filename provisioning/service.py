@@ -180,7 +180,6 @@ class ProvisioningService(OperatorActions):
                     },
                 ),
                 device=identity.path,
-                supersedes=None,
                 now=now,
             )
         except _TokenUnusableError:
@@ -224,7 +223,6 @@ class ProvisioningService(OperatorActions):
         event: AuditEvent,
         *,
         device: str,
-        supersedes: str | None,
         now: datetime,
     ) -> None:
         try:
@@ -236,7 +234,7 @@ class ProvisioningService(OperatorActions):
                 "the certificate was revoked"
             ) from exc
         with self.registry.unit() as unit:
-            unit.activate_certificate(issued.serial_hex, supersedes=supersedes)
+            unit.activate_certificate(issued.serial_hex, device_path=device)
             unit.set_device_status(device, DeviceStatus.ENROLLED, now=now)
 
     def _withdraw_unaudited(self, issued: IssuedCertificate, *, now: datetime) -> None:
@@ -386,7 +384,6 @@ class ProvisioningService(OperatorActions):
                     },
                 ),
                 device=peer.identity.path,
-                supersedes=peer.serial_hex,
                 now=now,
             )
         except RefusedError as exc:

@@ -302,3 +302,24 @@ def test_group_token_enrolls_one_new_device_under_its_prefix(env: Env, tmp_path:
     cert = x509.load_pem_x509_certificate((tmp_path / "gw" / "cert.pem").read_bytes())
     lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
     assert 29 < lifetime.days <= 30
+
+
+def test_re_enrollment_makes_the_old_certificate_unable_to_renew(env: Env, tmp_path: Path) -> None:
+    old = cli_enroll(env, tmp_path / "old")
+    idmz(
+        "enroll",
+        "--server",
+        env.url,
+        "--token",
+        env.token(),
+        "--ca-fingerprint",
+        env.fingerprint,
+        "--out",
+        tmp_path / "new",
+    )  # replacement hardware, same identity
+    statuses = sorted(c.status for c in env.registry.certificates(DEVICE))
+    assert statuses == ["active", "superseded"]
+    refused = idmz("renew", "--out", old, "--force", check=False)
+    assert refused.returncode == 1
+    assert env.last_audit()["details"]["code"] == "certificate-not-current"
+    idmz("renew", "--out", tmp_path / "new", "--force")
