@@ -51,6 +51,8 @@ class _Channel:
         self.temps: deque[tuple[float, float]] = deque()
         self.in_anomaly = False
         self.last_alarm_ts = 0.0
+        self.next_block_ts: float | None = None  # where the next block should start
+        self.gaps = 0  # lost or out-of-order blocks: windows restarted
 
 
 class Gateway:
@@ -151,8 +153,18 @@ class Gateway:
             return
         if reading.quality is not Quality.GOOD or not isinstance(reading.value, np.ndarray):
             ch.blocks, ch.buffered, ch.window_start_ts = [], 0, None  # a gap: start over
+            ch.next_block_ts = None
             return
         block = reading.value
+        # Block timestamps are the first sample's acquisition time. A block that does not start
+        # where the previous one ended (a lost block, a server restart) would splice two
+        # stretches of signal into one window and fake impacts: start the window over.
+        block_s = block.size / ch.spec.featurizer.sample_rate_hz
+        expected = ch.next_block_ts
+        ch.next_block_ts = reading.source_ts + block_s
+        if expected is not None and abs(reading.source_ts - expected) > block_s / 2:
+            ch.gaps += 1
+            ch.blocks, ch.buffered, ch.window_start_ts = [], 0, None
         if ch.window_start_ts is None:
             ch.window_start_ts = reading.source_ts
         ch.blocks.append(block)
@@ -290,6 +302,7 @@ class Gateway:
             if self.uplink
             else None,
             "windows": self.windows,
+            "vibration_gaps": sum(ch.gaps for ch in self._channels.values()),
             "anomalies": self.anomalies,
         }
 

@@ -127,11 +127,13 @@ class OpcUaPlantServer:
             await self._server.stop()
             self._server = None
 
-    async def _write(self, name: str, value: object, vtype: ua.VariantType) -> None:
+    async def _write(
+        self, name: str, value: object, vtype: ua.VariantType, ts: datetime | None = None
+    ) -> None:
         assert self._server is not None
         dv = ua.DataValue(
             ua.Variant(value, vtype),
-            SourceTimestamp=datetime.now(UTC),  # type: ignore[arg-type]
+            SourceTimestamp=ts or datetime.now(UTC),  # type: ignore[arg-type]
         )
         await self._server.write_attribute_value(self._nodes[name], dv)
 
@@ -140,11 +142,18 @@ class OpcUaPlantServer:
         start = time.monotonic()
         next_scalar = start
         blocks = 0
+        # A waveform block's SourceTimestamp is the acquisition time of its first sample, on
+        # the sample clock (t0 + samples / fs), so a reader can tell a lost block from jitter.
+        t0 = time.time()
+        fs = self.line.settings.sample_rate_hz
         while True:
             # Pace by the wall clock so the block rate matches the sample rate on average.
+            first_sample_ts = datetime.fromtimestamp(t0 + blocks * n / fs, UTC)
             blocks += 1
             block = self.line.vibration_block(n)
-            await self._write(WAVEFORM, block.astype(np.float64).tolist(), ua.VariantType.Double)
+            await self._write(
+                WAVEFORM, block.astype(np.float64).tolist(), ua.VariantType.Double, first_sample_ts
+            )
             self.blocks_written += 1
             now = time.monotonic()
             if now >= next_scalar:
