@@ -45,6 +45,11 @@ class Gateway:
         return self.dir / "gateway.toml"
 
     @property
+    def token_file(self) -> Path:
+        """The one-time enrollment token as the operator hands it over (0600)."""
+        return self.dir / "enrollment-token"
+
+    @property
     def opcua(self) -> Path:
         """The gateway's OPC UA application certificate (not its MQTT identity)."""
         return self.dir / "opcua"

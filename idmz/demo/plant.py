@@ -29,7 +29,7 @@ from idmz.demo.observe import CAPTURE_FORMAT, AuditTail, Capture, http_json, now
 from idmz.demo.ports import Ports, pick_ports, port_open
 from idmz.demo.processes import DemoProcesses
 from idmz.demo.runner import Step, StepFailedError
-from idmz.home import generate_secret_file
+from idmz.home import generate_secret_file, write_secret_file
 from idmz.supervisor import Child
 
 HEALTHY_TRAINING_S = "60"  # seconds of simulated healthy vibration the model is fitted on
@@ -49,7 +49,6 @@ class Plant:
     policy_hash: str = ""
     model_version: str = ""
     threshold: float = 0.0
-    tokens: dict[str, str] = field(default_factory=dict)
     children: dict[str, Child] = field(default_factory=dict)
     started_at: str = field(default_factory=lambda: now_utc().isoformat(timespec="seconds"))
 
@@ -214,20 +213,20 @@ class Plant:
             out = self.idmz(
                 f"token-{gw.name}", "provisioning", "token", "create", "--device", gw.identity
             )
-            self.tokens[gw.name] = out.strip().splitlines()[-1].strip()
-        return f"{PRESS_1}, {PRESS_2}; each token single-use, 15 min"
+            # Handed to the gateway as a 0600 file, never on a command line.
+            write_secret_file(gw.token_file, out.strip().splitlines()[-1].strip().encode())
+        return f"{PRESS_1}, {PRESS_2}; each token single-use, 15 min, handed over in a 0600 file"
 
     def _enroll(self, gw: Gateway, out: Path, label: str) -> str:
         return self.idmz(
             label, "enroll", "--server", f"https://127.0.0.1:{self.ports.provisioning}",
-            "--token", self.tokens[gw.name], "--ca-fingerprint", self.fingerprint,
+            "--token-file", str(gw.token_file), "--ca-fingerprint", self.fingerprint,
             "--identity", gw.identity, "--out", str(out),
         )  # fmt: skip
 
     def enroll(self) -> str:
         lines = []
         for gw in (self.press1, self.press2):
-            gw.dir.mkdir(parents=True, mode=0o700)
             out = self._enroll(gw, gw.credentials, f"enroll-{gw.name}").strip().splitlines()[-1]
             if (gw.credentials / "key.pem").stat().st_mode & 0o077:
                 raise StepFailedError(f"{gw.credentials}/key.pem is readable by others")
