@@ -15,13 +15,14 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 
+from audit.errors import AuditError
 from audit.events import AuditEvent, AuditSink, Outcome
 from pki.authority import CertificateAuthority, RevocationReason
 from pki.errors import MalformedIdentityError, PKIError
 from pki.identity import DeviceIdentity, IdentityPrefix
 from policies.document import CertificatePolicy
 from provisioning.config import ServiceLimits
-from provisioning.errors import UpstreamError, UsageError
+from provisioning.errors import DeviceStateError, UpstreamError, UsageError
 from provisioning.records import DeviceStatus
 from provisioning.registry import Registry
 from provisioning.tokens import EnrollmentClaims, OperatorClaims, Role, TokenKey
@@ -55,6 +56,15 @@ class OperatorActions:
     def max_device_validity(self) -> timedelta:
         return timedelta(days=int(self.policy.max_validity_days.get("device", 90)))
 
+    def _record(self, event: AuditEvent) -> None:
+        """Append to the audit log; an unavailable log is an upstream failure (503 / exit 3).
+        Operator changes call this inside their registry transaction, so a change that cannot
+        be recorded is not committed (ADR 0024)."""
+        try:
+            self.audit.record(event)
+        except AuditError as exc:
+            raise UpstreamError(f"the audit log cannot record {event.action}: {exc}") from exc
+
     def add_device(
         self,
         path: str,
@@ -65,16 +75,26 @@ class OperatorActions:
         asset: str = "",
     ) -> None:
         identity = parse_device(path)
-        self.registry.add_device(identity.path, now=now, device_class=device_class, asset=asset)
-        self.audit.record(
-            AuditEvent(
-                operator,
-                "provisioning.device.added",
-                identity.path,
-                Outcome.SUCCESS,
-                details={"class": device_class, "asset": asset[:200]},
-            )
-        )
+        try:
+            with self.registry.unit() as unit:
+                unit.insert_device(
+                    identity.path,
+                    device_class=device_class,
+                    asset=asset,
+                    status=DeviceStatus.REGISTERED,
+                    now=now,
+                )
+                self._record(
+                    AuditEvent(
+                        operator,
+                        "provisioning.device.added",
+                        identity.path,
+                        Outcome.SUCCESS,
+                        details={"class": device_class, "asset": asset[:200]},
+                    )
+                )
+        except DeviceStateError as exc:
+            raise UsageError(str(exc)) from exc
 
     def add_group(
         self,
@@ -97,22 +117,26 @@ class OperatorActions:
             )
         if renewal_grace_days < 0:
             raise UsageError("renewal grace must be >= 0 days")
-        self.registry.add_group(
-            parsed.path,
-            now=now,
-            device_class=device_class,
-            validity_days=validity_days,
-            renewal_grace_days=renewal_grace_days,
-        )
-        self.audit.record(
-            AuditEvent(
-                operator,
-                "provisioning.group.added",
+        with self.registry.unit() as unit:
+            unit.insert_group(
                 parsed.path,
-                Outcome.SUCCESS,
-                details={"validity_days": validity_days, "renewal_grace_days": renewal_grace_days},
+                device_class=device_class,
+                validity_days=validity_days,
+                renewal_grace_days=renewal_grace_days,
+                now=now,
             )
-        )
+            self._record(
+                AuditEvent(
+                    operator,
+                    "provisioning.group.added",
+                    parsed.path,
+                    Outcome.SUCCESS,
+                    details={
+                        "validity_days": validity_days,
+                        "renewal_grace_days": renewal_grace_days,
+                    },
+                )
+            )
 
     def create_enrollment_token(
         self,
@@ -146,22 +170,26 @@ class OperatorActions:
                 raise UsageError(f"enrollment group {group} does not exist")
             subject = f"group:{group}"
         token, claims = self.token_key.mint_enrollment(subject, ttl_s=ttl, now=now)
-        self.registry.record_token(
-            claims.token_id,
-            subject,
-            created_at=claims.issued_at,
-            expires_at=claims.expires_at,
-            created_by=operator,
-        )
-        self.audit.record(
-            AuditEvent(
-                operator,
-                "provisioning.token.created",
+        with self.registry.unit() as unit:
+            unit.insert_token(
+                claims.token_id,
                 subject,
-                Outcome.SUCCESS,
-                details={"token_id": claims.token_id, "expires_at": claims.expires_at.isoformat()},
+                created_at=claims.issued_at,
+                expires_at=claims.expires_at,
+                created_by=operator,
             )
-        )
+            self._record(
+                AuditEvent(
+                    operator,
+                    "provisioning.token.created",
+                    subject,
+                    Outcome.SUCCESS,
+                    details={
+                        "token_id": claims.token_id,
+                        "expires_at": claims.expires_at.isoformat(),
+                    },
+                )
+            )
         return token, claims
 
     def create_operator_token(
@@ -173,7 +201,7 @@ class OperatorActions:
                 f"operator token lifetime must be 1..{self.limits.tokens.max_operator_ttl_s} s"
             )
         token, claims = self.token_key.mint_operator(name, role, ttl_s=ttl, now=now)
-        self.audit.record(
+        self._record(
             AuditEvent(
                 operator,
                 "provisioning.token.created",
@@ -209,7 +237,7 @@ class OperatorActions:
             if not serials:
                 self.ca.current_crl(now=now)
             unit.set_device_status(identity.path, DeviceStatus.REVOKED, now=now)
-            self.audit.record(
+            self._record(
                 AuditEvent(
                     operator,
                     "provisioning.device.revoked",

@@ -10,7 +10,10 @@ if issuance fails the whole unit rolls back and the token stays unused.
 
 >>> reg = Registry.open("sqlite://")
 >>> from datetime import UTC, datetime
->>> reg.add_device("acme/p1/press/l1/c2/press-07", now=datetime.now(UTC)).status
+>>> with reg.unit() as unit:
+...     unit.insert_device("acme/p1/press/l1/c2/press-07", device_class="gateway", asset="",
+...                        status="registered", now=datetime.now(UTC))
+>>> reg.device("acme/p1/press/l1/c2/press-07").status
 'registered'
 """
 
@@ -35,7 +38,6 @@ from provisioning.errors import ConfigError, DeviceStateError, UpstreamError, Us
 from provisioning.records import (
     CertificateRecord,
     DeviceRecord,
-    DeviceStatus,
     GroupRecord,
     TokenRecord,
 )
@@ -216,12 +218,27 @@ class Unit:
         ).all()
         return [r[0] for r in rows]
 
-    def insert_group(self, row: GroupRow) -> None:
+    def insert_group(
+        self,
+        prefix: str,
+        *,
+        device_class: str,
+        validity_days: int | None,
+        renewal_grace_days: int,
+        now: datetime,
+    ) -> None:
+        row = GroupRow(
+            prefix=prefix,
+            device_class=device_class,
+            validity_days=validity_days,
+            renewal_grace_days=renewal_grace_days,
+            created_at=_ts(now),
+        )
         try:
             with self._c.begin_nested():
                 self._c.execute(insert(_GROUPS).values(**row.model_dump()))
         except IntegrityError as exc:
-            raise UsageError(f"enrollment group {row.prefix} already exists") from exc
+            raise UsageError(f"enrollment group {prefix} already exists") from exc
 
     def mark_alerted(self, serial: str, days: int) -> list[Any]:
         return list(
@@ -234,7 +251,16 @@ class Unit:
             ).all()
         )
 
-    def insert_token(self, row: TokenRow) -> None:
+    def insert_token(
+        self, jti: str, subject: str, *, created_at: datetime, expires_at: datetime, created_by: str
+    ) -> None:
+        row = TokenRow(
+            jti=jti,
+            subject=subject,
+            created_at=_ts(created_at),
+            expires_at=_ts(expires_at),
+            created_by=created_by,
+        )
         self._c.execute(insert(_TOKENS).values(**row.model_dump()))
 
 
@@ -322,58 +348,6 @@ class Registry:
                 lock.release()
 
     # -- operator actions -----------------------------------------------------------------
-
-    def add_device(
-        self, path: str, *, now: datetime, device_class: str = "gateway", asset: str = ""
-    ) -> DeviceRecord:
-        try:
-            with self.unit() as u:
-                u.insert_device(
-                    path,
-                    device_class=device_class,
-                    asset=asset,
-                    status=DeviceStatus.REGISTERED,
-                    now=now,
-                )
-        except DeviceStateError as exc:
-            raise UsageError(str(exc)) from exc
-        record = self.device(path)
-        assert record is not None
-        return record
-
-    def add_group(
-        self,
-        prefix: str,
-        *,
-        now: datetime,
-        device_class: str = "gateway",
-        validity_days: int | None = None,
-        renewal_grace_days: int = 0,
-    ) -> GroupRecord:
-        row = GroupRow(
-            prefix=prefix,
-            device_class=device_class,
-            validity_days=validity_days,
-            renewal_grace_days=renewal_grace_days,
-            created_at=_ts(now),
-        )
-        with self.unit() as u:
-            u.insert_group(row)
-        return GroupRecord(prefix, device_class, validity_days, renewal_grace_days)
-
-    def record_token(
-        self, jti: str, subject: str, *, created_at: datetime, expires_at: datetime, created_by: str
-    ) -> None:
-        with self.unit() as u:
-            u.insert_token(
-                TokenRow(
-                    jti=jti,
-                    subject=subject,
-                    created_at=_ts(created_at),
-                    expires_at=_ts(expires_at),
-                    created_by=created_by,
-                )
-            )
 
     # -- queries --------------------------------------------------------------------------
 

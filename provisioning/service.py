@@ -109,7 +109,7 @@ class ProvisioningService(OperatorActions):
     def _refuse(
         self, action: str, actor: str, resource: str, exc: RefusedError, *, client: str, via: str
     ) -> RefusedError:
-        self.audit.record(
+        self._record(
             AuditEvent(
                 actor=actor,
                 action=action,

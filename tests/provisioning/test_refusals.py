@@ -383,3 +383,14 @@ def test_no_usable_certificate_exists_when_the_audit_log_cannot_record_it(env: E
     entry = env.ca.lookup(int(cert.serial, 16))
     assert entry is not None and entry.revoked_at is not None
     assert env.registry.device(DEVICE).status == "registered"  # type: ignore[union-attr]
+
+
+def test_operator_change_that_cannot_be_audited_is_not_committed(env: Env) -> None:
+    import pytest
+
+    from provisioning.errors import UpstreamError
+
+    env.audit.close()
+    with pytest.raises(UpstreamError):
+        env.service.add_device(DEVICE, operator="t", now=env.now())
+    assert env.registry.device(DEVICE) is None
