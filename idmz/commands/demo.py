@@ -121,7 +121,7 @@ def _run(args: argparse.Namespace, layout: DemoLayout) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     code = 1
     try:
-        failed = _tell(runner, acts, procs)
+        failed = not runner.tell(acts, lambda step: _show_logs(procs, step, runner))
         passed = sum(o.ok for o in runner.outcomes)
         runner.heading(
             f"{'✘' if failed else '✔'} {passed} of {sum(len(s) for _, s in acts)} steps "
@@ -149,28 +149,13 @@ def _run(args: argparse.Namespace, layout: DemoLayout) -> int:
     return code
 
 
-def _tell(runner: Any, acts: list[tuple[str, list[Any]]], procs: Any) -> bool:
-    """Run the acts in order; stop at the first failed step. Returns True when one failed."""
-    for heading, steps in acts:
-        runner.heading(heading)
-        for i, step in enumerate(steps):
-            if runner.run(step):
-                continue
-            for name in step.logs:
-                tail = procs.log_tail(name)
-                if tail:
-                    runner.say(f"    ── last lines of {procs.layout.logs / name}.log")
-                    for line in tail.splitlines():
-                        runner.say(f"    {line}")
-            for rest in steps[i + 1 :]:
-                runner.skip(rest)
-            later = acts[[h for h, _ in acts].index(heading) + 1 :]
-            for h, rest_steps in later:
-                runner.heading(h)
-                for rest in rest_steps:
-                    runner.skip(rest)
-            return True
-    return False
+def _show_logs(procs: Any, step: Any, runner: Any) -> None:
+    for name in step.logs:
+        tail = procs.log_tail(name)
+        if tail:
+            runner.say(f"    ── last lines of {procs.layout.logs / name}.log")
+            for line in tail.splitlines():
+                runner.say(f"    {line}")
 
 
 def _where(runner: Any, plant: Any) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -24,6 +24,9 @@ class Step:
     title: str
     action: Callable[[], str]  # returns a one-line detail (+ evidence lines); raises on failure
     logs: tuple[str, ...] = ()  # process logs worth reading when this step fails
+
+
+Act = tuple[str, Sequence[Step]]  # a heading and its steps
 
 
 @dataclass
@@ -83,6 +86,24 @@ class StoryRunner:
 
     def skip(self, step: Step) -> None:
         self.say(self._dim(f"  – {step.title} (not run)"))
+
+    def tell(self, acts: Sequence[Act], on_failure: Callable[[Step], None]) -> bool:
+        """Run the acts in order. At the first failed step call ``on_failure`` (to show the
+        logs that explain it) and list every remaining step as not run. True if all passed."""
+        for n, (heading, steps) in enumerate(acts):
+            self.heading(heading)
+            for i, step in enumerate(steps):
+                if self.run(step):
+                    continue
+                on_failure(step)
+                for rest in steps[i + 1 :]:
+                    self.skip(rest)
+                for later_heading, later_steps in acts[n + 1 :]:
+                    self.heading(later_heading)
+                    for rest in later_steps:
+                        self.skip(rest)
+                return False
+        return True
 
     @property
     def all_ok(self) -> bool:

@@ -6,6 +6,7 @@ half-written lines, and its sweep stops a leaked broker and nothing else."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import shutil
 import signal
@@ -28,6 +29,7 @@ from idmz.demo.processes import (
     processes_naming,
     sweep,
 )
+from idmz.demo.runner import Step, StepFailedError, StoryRunner
 from idmz.gateway_config import load_gateway_config
 from idmz.home import Home
 from idmz.relay_config import load_relay_config
@@ -206,3 +208,26 @@ def test_failure_messages_never_show_an_enrollment_token() -> None:
     shown = describe(argv)
     assert token not in shown
     assert shown.startswith("idmz enroll --token ***")
+
+
+def test_a_failed_step_shows_its_logs_and_lists_the_rest_as_not_run() -> None:
+    out = io.StringIO()
+    runner = StoryRunner(out=out)
+    explained: list[str] = []
+
+    def refused() -> str:
+        raise StepFailedError("the relay forwarded a spoofed message\nmarker spoof-1 at IT")
+
+    acts = [
+        ("Act 1", [Step("healthy", lambda: "3 windows\nevidence line")]),
+        ("Act 2", [Step("spoof refused", refused, ("relay",)), Step("forged refused", str)]),
+        ("Act 3", [Step("revoked", str)]),
+    ]
+    assert runner.tell(acts, lambda step: explained.append(",".join(step.logs))) is False
+    text = out.getvalue()
+    assert "  ✔ healthy — 3 windows" in text and "      │ evidence line" in text
+    assert "  ✘ spoof refused — the relay forwarded a spoofed message" in text
+    assert "      │ marker spoof-1 at IT" in text
+    assert "  – forged refused (not run)" in text and "  – revoked (not run)" in text
+    assert "Act 3" in text and explained == ["relay"]
+    assert [o.ok for o in runner.outcomes] == [True, False] and not runner.all_ok
