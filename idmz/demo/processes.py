@@ -128,6 +128,11 @@ class DemoProcesses:
                         f"{what}\n{child.log_tail(8)}"
                     )
             if time.monotonic() >= limit:
+                if self.deadline.remaining() <= 0:
+                    raise StepFailedError(
+                        f"the demo's time bound ({self.deadline.total_s:.0f} s) ran out "
+                        f"waiting for {what}"
+                    )
                 raise StepFailedError(f"timed out waiting for {what}")
             time.sleep(interval_s)
 
