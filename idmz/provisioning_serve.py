@@ -112,6 +112,7 @@ def _serve_worker(
     from provisioning.api import create_app, wrap
     from provisioning.config import RateLimits, ServiceLimits, parse_duration
     from provisioning.expiry import alert_expiring, scan_expiry
+    from provisioning.operations import withdraw_stale_pending
     from provisioning.server import ServeOptions, build_server
 
     notifier = make_notifier(args)
@@ -145,6 +146,7 @@ def _serve_worker(
                         actor="service:provisioning",
                         notifiers=(notifier,) if notifier else (),
                     )
+                    withdraw_stale_pending(rt.ca, rt.registry, rt.audit, now=now_utc())
                 except Exception:  # noqa: BLE001 - keep serving; the next scan retries
                     _log.exception("expiry scan failed")
 

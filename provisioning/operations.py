@@ -258,6 +258,40 @@ class OperatorActions:
         return notice
 
 
+def withdraw_stale_pending(
+    ca: CertificateAuthority,
+    registry: Registry,
+    audit: AuditSink,
+    *,
+    now: datetime,
+    older_than: timedelta = timedelta(minutes=10),
+    actor: str = "service:provisioning",
+) -> list[str]:
+    """Revoke certificates left ``pending`` by a crash between issuance and activation: they
+    were never handed out with an audit record, so none may stay usable. Run with the expiry
+    scan; returns the serials withdrawn."""
+    withdrawn: list[str] = []
+    for cert in registry.pending_certificates_before(now - older_than):
+        try:
+            ca.revoke(int(cert.serial, 16), RevocationReason.CESSATION_OF_OPERATION, now=now)
+        except PKIError as exc:
+            raise UpstreamError(f"the CA could not revoke pending {cert.serial}: {exc}") from exc
+        with registry.unit() as unit:
+            unit.set_certificate_status(cert.serial, "revoked")
+            audit.record(
+                AuditEvent(
+                    actor,
+                    "pki.cert.revoked",
+                    cert.serial,
+                    Outcome.SUCCESS,
+                    reason="cessation-of-operation: issued but never activated (no audit record)",
+                    details={"device": cert.device_path, "issued_at": cert.issued_at.isoformat()},
+                )
+            )
+        withdrawn.append(cert.serial)
+    return withdrawn
+
+
 def parse_device(path: str) -> DeviceIdentity:
     try:
         return DeviceIdentity.parse(path)

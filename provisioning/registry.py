@@ -427,6 +427,17 @@ class Registry:
             )
             return [_cert(r) for r in s.exec(q)]
 
+    def pending_certificates_before(self, limit: datetime) -> list[CertificateRecord]:
+        """Certificates still ``pending`` (issued, never audited and activated) since before
+        ``limit``: left behind by a crash between issuance and activation."""
+        with self._session() as s:
+            q = (
+                select(CertificateRow)
+                .where(col(CertificateRow.status) == "pending")
+                .where(col(CertificateRow.issued_at) < _ts(limit))
+            )
+            return [_cert(r) for r in s.exec(q)]
+
     def mark_alerted(self, serial: str, days: int) -> bool:
         """Remember that ``serial`` was alerted at threshold ``days``; False if it already was
         (at this or a smaller threshold), so each threshold alerts once across instances."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -385,6 +386,7 @@ def cmd_sign_request(args: argparse.Namespace) -> int:
 def cmd_expiry(args: argparse.Namespace) -> int:
     from idmz.provisioning_runtime import now_utc, operator_name
     from provisioning.expiry import alert_expiring, scan_expiry
+    from provisioning.operations import withdraw_stale_pending
 
     notifier = _notifier(args)
     rt = _runtime(args)
@@ -408,6 +410,15 @@ def cmd_expiry(args: argparse.Namespace) -> int:
             actor=operator_name(),
             notifiers=(notifier,) if notifier else (),
         )
+        withdrawn = withdraw_stale_pending(
+            rt.ca, rt.registry, rt.audit, now=now_utc(), actor=operator_name()
+        )
+        if withdrawn:
+            print(
+                f"revoked {len(withdrawn)} certificate(s) issued but never activated: "
+                f"{', '.join(withdrawn)}",
+                file=sys.stderr,
+            )
         if args.json:
             print(json.dumps(report.as_json(), indent=2))
         else:

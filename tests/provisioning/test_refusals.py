@@ -394,3 +394,32 @@ def test_operator_change_that_cannot_be_audited_is_not_committed(env: Env) -> No
     with pytest.raises(UpstreamError):
         env.service.add_device(DEVICE, operator="t", now=env.now())
     assert env.registry.device(DEVICE) is None
+
+
+def test_certificate_left_pending_by_a_crash_is_withdrawn(env: Env) -> None:
+    from pki.identity import DeviceIdentity
+    from provisioning.operations import withdraw_stale_pending
+
+    env.add_device()
+    past = env.now() - timedelta(hours=1)
+    issued = env.ca.issue(
+        csr_for(new_key()), DeviceIdentity.parse(DEVICE), profile=ProfileName.DEVICE, now=past
+    )
+    with env.registry.unit() as u:  # what a crash between issuance and activation leaves behind
+        u.record_certificate(
+            serial=issued.serial_hex,
+            device_path=DEVICE,
+            fingerprint=issued.fingerprint,
+            not_before=past,
+            not_after=issued.not_after,
+            via="enroll",
+            now=past,
+            status="pending",
+        )
+    assert withdraw_stale_pending(env.ca, env.registry, env.audit, now=env.now()) == [
+        issued.serial_hex
+    ]
+    assert env.registry.certificate(issued.serial_hex).status == "revoked"  # type: ignore[union-attr]
+    assert env.ca.lookup(issued.serial).revoked_at is not None  # type: ignore[union-attr]
+    assert env.last_audit()["action"] == "pki.cert.revoked"
+    assert withdraw_stale_pending(env.ca, env.registry, env.audit, now=env.now()) == []
