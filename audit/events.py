@@ -15,6 +15,8 @@ category in reports:
 ``provisioning.renew.*``       ``accepted`` / ``refused`` renewal
 ``provisioning.token.*``       ``created`` / ``refused`` (replayed, expired, forged)
 ``provisioning.device.*``      ``added`` / ``revoked`` / ``expiring``
+``provisioning.group.added``   an enrollment group was created
+``provisioning.ca.expiring``   the issuing CA expires before a certificate issued today would
 ``policy.document.loaded``     a policy was loaded (after = content hash)
 ``relay.message.refused``      a message was refused (reason = the policy decision)
 ``relay.batch.forwarded``      accepted traffic, per batch (details: count, hash)
