@@ -21,6 +21,7 @@ from idmz.demo.scene import NOT_AUTHORIZED, Scene, clip, envelope
 @dataclass
 class Attacks(Scene):
     cutoff_at: datetime | None = None
+    cutoff_index: int | None = None  # the relay's cut-off record in the audit log
 
     # -- act 3 ---------------------------------------------------------------------------
 
@@ -109,6 +110,7 @@ class Attacks(Scene):
         )[-1]
         revoked = audit.find("provisioning.device.revoked", resource=PRESS_2)
         self.cutoff_at = parse_ts(cutoff.get("time")) or now_utc()
+        self.cutoff_index = int(cutoff["seq"])
         crl_at = parse_ts(revoked[-1].get("time")) if revoked else None
         took = f"{(self.cutoff_at - crl_at).total_seconds():.1f} s" if crl_at else "soon"
         crl = re.search(r"CRL #(\d+)", out)

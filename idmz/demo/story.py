@@ -72,6 +72,7 @@ class Story(Scene):
                 "Act 5 · The auditor's view",
                 [
                     Step("audit log verified against the pinned key", self.verify_audit),
+                    Step("the cut-off record proven in the log, offline", self.proof),
                     Step("HTML compliance report written", self.report),
                 ],
             ),
@@ -215,6 +216,24 @@ class Story(Scene):
             f"enrollments ×{actions['provisioning.enroll.accepted']} "
             f"(refused ×{actions['provisioning.enroll.refused']}); "
             f"certificates issued ×{actions['pki.cert.issued']}"
+        )
+
+    def proof(self) -> str:
+        """An inclusion proof an auditor checks with the pinned key and nothing else."""
+        index = self.attacks.cutoff_index
+        if index is None:
+            raise StepFailedError("no cut-off record to prove")
+        path = self.plant.layout.pinned_audit_key.parent / f"entry-{index}.tlog-proof"
+        self.plant.idmz("audit-proof", "audit", "proof", "--index", str(index), "--out", str(path))
+        out = self.plant.idmz(
+            "audit-verify-proof", "audit", "verify-proof", "--key", self._pinned_key(), str(path)
+        )
+        ok = next((line for line in out.splitlines() if line.startswith("ok:")), "")
+        if not ok:
+            raise StepFailedError(f"`idmz audit verify-proof` did not say ok:\n{out}")
+        return (
+            f"press-02's relay.device.cutoff: {ok.removeprefix('ok: ')}, checked with the pinned "
+            f"key and the proof file alone\n{path}"
         )
 
     def report(self) -> str:
