@@ -68,13 +68,17 @@ class Child:
                 os.killpg(self.process.pid, sig)
 
     def stop(self, grace_s: float = 10.0) -> None:
-        if self.alive():
-            self.signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                self.signal(signal.SIGKILL)
-                self.process.wait(timeout=grace_s)
+        # Once the child is gone and reaped, its group id may name someone else's group
+        # (PIDs are reused): never signal it then. A child killed hard can leave processes
+        # behind; whoever runs it must find those another way (the demo sweeps its directory).
+        if not self.alive():
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.process.wait(timeout=grace_s)
         self._stop_group(grace_s)
 
     def _group_alive(self) -> bool:
@@ -87,9 +91,10 @@ class Child:
         return True
 
     def _stop_group(self, grace_s: float) -> None:
-        """Members of the group can outlive its leader (a child's own children, when the
-        leader was killed hard): TERM them, then KILL. The group id is not reused while any
-        member is alive, so this reaches only processes this child started."""
+        """Members of the group can outlive its leader (a child's own workers that ignore or
+        are slow on SIGTERM): TERM them, then KILL. Called right after the leader exited: the
+        kernel does not reuse a group id while a member holds it, so this reaches only
+        processes this child started."""
         for sig in (signal.SIGTERM, signal.SIGKILL):
             if not self._group_alive():
                 return
