@@ -225,10 +225,11 @@ def sweep(root: Path, grace_s: float = 5.0) -> list[str]:
     limit = time.monotonic() + grace_s
     while time.monotonic() < limit and any(process_running(pid) for pid, _ in left):
         time.sleep(0.1)
-    for pid, _ in left:
-        if process_running(pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+    # Look again before SIGKILL: a PID that exited meanwhile may already be someone else's.
+    still = {pid for pid, cmd in processes_naming(root) if (pid, cmd) in left}
+    for pid in still:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
     return [f"pid {pid}: {cmd.strip()[:160]}" for pid, cmd in left]
 
 
