@@ -15,6 +15,7 @@ managed OT-facing broker so their connections are closed and their reconnects re
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import multiprocessing
@@ -253,9 +254,12 @@ class Appliance:
     # -- supervision ----------------------------------------------------------------------
 
     def _start_worker(self, index: int) -> None:
+        worker = dataclasses.replace(
+            self.config.worker, shared_subscription=self.config.workers > 1
+        )
         proc = _SPAWN.Process(
             target=run_worker_process,
-            args=(self.config.worker, index, self._log_level),
+            args=(worker, index, self._log_level),
             name=f"idmz-relay-worker-{index}",
             daemon=False,
         )

@@ -147,6 +147,7 @@ class MosquittoProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self.restarts = 0
+        self._paused = False
         self.log_path = config.with_suffix(".log")
         self.stderr_path = config.with_suffix(".stderr")
 
@@ -201,10 +202,22 @@ class MosquittoProcess:
             self.restarts += 1
             self._start_locked()
 
+    def pause(self) -> None:
+        """Stop it and do not restart it until `resume` (maintenance; fault tests)."""
+        with self._lock:
+            self._paused = True
+            self._stop_locked()
+
+    def resume(self) -> None:
+        with self._lock:
+            self._paused = False
+            if self._proc is None or self._proc.poll() is not None:
+                self._start_locked()
+
     def supervise(self) -> bool:
         """Restart if it died; return True when it had to."""
         with self._lock:
-            if self._proc is None or self._proc.poll() is None:
+            if self._paused or self._proc is None or self._proc.poll() is None:
                 return False
             _log.error("%s broker exited with %s; restarting", self.name, self._proc.returncode)
             self.restarts += 1

@@ -100,6 +100,8 @@ class WorkerConfig:
     accepted_audit: AcceptedAudit = AcceptedAudit.PER_BATCH
     limits: RelayLimits = field(default_factory=RelayLimits)
     client_id_prefix: str = "idmz-relay"
+    # False only for a single worker (see ADR 0052); the appliance sets it from ``workers``.
+    shared_subscription: bool = True
     session_expiry_s: int = 7 * 24 * 3600
 
 

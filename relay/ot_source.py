@@ -46,7 +46,7 @@ class OTSource:
         endpoint: BrokerEndpoint,
         *,
         client_id: str,
-        share_group: str,
+        share_group: str | None,
         topic_filter: str,
         receive_maximum: int,
         session_expiry_s: int,
@@ -54,7 +54,12 @@ class OTSource:
         on_state: Callable[[bool], None],
     ) -> None:
         self._endpoint = endpoint
-        self._subscription = f"$share/{share_group}/{topic_filter}"
+        # One worker: a plain persistent subscription (Mosquitto 2.0.11 restores it from
+        # persistence after a broker restart and keeps strict order). Several workers: an
+        # MQTT 5 shared subscription (ADR 0052 explains what 2.0.11 loses across a restart).
+        self._subscription = (
+            topic_filter if share_group is None else f"$share/{share_group}/{topic_filter}"
+        )
         self._on_delivery = on_delivery
         self._on_state = on_state
         self._generation = 0

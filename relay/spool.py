@@ -93,11 +93,11 @@ class Spool:
     def sync(self) -> None:
         """Write buffered records and fsync: after this they survive a crash."""
         if self._buffer:
-            view = memoryview(self._buffer)
-            while view:
-                n = os.write(self._fd, view)
-                view = view[n:]
-            self.end += len(self._buffer)
+            data = bytes(self._buffer)
+            written = 0
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+            self.end += len(data)
             self._buffer.clear()
         os.fsync(self._fd)
 

@@ -135,7 +135,7 @@ class Worker:
         self._ot = OTSource(
             config.ot,
             client_id=prefix,
-            share_group=self.policy.relay.share_group,
+            share_group=self.policy.relay.share_group if config.shared_subscription else None,
             topic_filter=f"{self.policy.enterprise}/#",
             receive_maximum=limits.max_inflight,
             session_expiry_s=config.session_expiry_s,
@@ -323,9 +323,9 @@ class Worker:
         self._advance_drain()
         self._retry_held()
         with self._lock:
-            newly, self._unsynced = self._unsynced, []
             if self._spool.dirty:
-                self._spool.sync()
+                self._spool.sync()  # raises before anything below counts as safe
+            newly, self._unsynced = self._unsynced, []
         for item in newly:
             item.it_done = True
             touched.append(item)
