@@ -25,6 +25,7 @@ the IT broker. The machine is shared: read ratios, not absolute numbers. Last li
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import json
 import multiprocessing as mp
@@ -122,7 +123,7 @@ def _publisher(port: int, cafile: Path, cred: tuple[Path, Path], device: str, co
     client.loop_start()
     ready.put(device)
     go.wait()
-    name = device.rsplit("/", 1)[1]
+    name = f"{device.rsplit('/', 1)[1]}-{time.monotonic_ns()}"  # fresh ids: no dedup hits
     start = time.monotonic()
     for i in range(count):
         msg_id = f"{name}-{i}"
@@ -164,10 +165,8 @@ def _consumer(
         if not times["first"]:
             times["first"] = now
         times["last"] = now
-        try:
+        with contextlib.suppress(ValueError, KeyError):
             lat.append(now - json.loads(msg.payload)["data"]["t"])
-        except (ValueError, KeyError):
-            pass
 
     client.on_message = on_message
     client.on_subscribe = lambda *_a: ready.put("consumer")
@@ -233,6 +232,8 @@ def main() -> int:
     ap.add_argument("--messages", type=int, default=20000, help="messages per throughput phase")
     ap.add_argument("--workers", type=int, default=2, help="N for the multi-worker phase")
     ap.add_argument("--latency-seconds", type=float, default=10.0)
+    ap.add_argument("--no-broker-denial-audit", action="store_true",
+                    help="relay brokers at normal log level (no audit of broker ACL refusals)")  # fmt: skip
     args = ap.parse_args()
     if shutil.which("mosquitto") is None:
         print("mosquitto not found", file=sys.stderr)
@@ -322,7 +323,8 @@ def main() -> int:
             ledger_path=tmp / "ca" / "ledger.sqlite", limits=RelayLimits(),
         )  # fmt: skip
         cfg = ApplianceConfig(worker=wc, workers=workers, managed_ot=managed(ot_p), managed_it=managed(it_p),
-                              broker_dir=home / "brokers", health_port=_free_port())  # fmt: skip
+                              broker_dir=home / "brokers", health_port=_free_port(),
+                              audit_broker_denials=not args.no_broker_denial_audit)  # fmt: skip
         audit = AuditLog.open(home / "audit", origin="bench/idmz-audit")
         app = Appliance(cfg, audit=audit)
         app.start()
