@@ -1,1 +1,9 @@
-"""relay: the IDMZ data path from the OT-facing broker to the IT-facing broker, one way."""
+"""The IDMZ data path: OT-facing broker -> checks -> audit -> IT-facing broker, one way only.
+
+>>> from relay.appliance import Appliance
+>>> appliance = Appliance(config, audit=audit_log)  # config: relay.config.ApplianceConfig  # doctest: +SKIP
+>>> appliance.start()  # managed brokers up, N workers connected  # doctest: +SKIP
+>>> appliance.stop()  # doctest: +SKIP
+
+See docs/relay.md for the data path, configuration, failure behaviour and metrics.
+"""
