@@ -66,12 +66,11 @@ def pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-@dataclass(frozen=True, slots=True)
-class IssuedCertificate:
+class CertificateFacts:
+    """What every holder of one leaf certificate can say about it (serial, fingerprint, validity)."""
+
+    __slots__ = ()
     certificate: x509.Certificate
-    chain: tuple[x509.Certificate, ...]  # issuing CA first, root last
-    profile: ProfileName
-    subject: Subject
 
     @property
     def serial(self) -> int:
@@ -88,6 +87,18 @@ class IssuedCertificate:
     @property
     def not_after(self) -> datetime:
         return self.certificate.not_valid_after_utc
+
+    @property
+    def not_before(self) -> datetime:
+        return self.certificate.not_valid_before_utc
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCertificate(CertificateFacts):
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...]  # issuing CA first, root last
+    profile: ProfileName
+    subject: Subject
 
     def leaf_pem(self) -> bytes:
         return pem(self.certificate)

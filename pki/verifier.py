@@ -32,7 +32,7 @@ from cryptography.x509.verification import (
 )
 from cryptography.x509.verification import VerificationError as _ChainError
 
-from pki.authority import fingerprint_sha256, format_serial
+from pki.authority import CertificateFacts, format_serial
 from pki.errors import CertificateError, MalformedIdentityError, RevokedCertificateError
 from pki.identity import ConsumerIdentity, DeviceIdentity
 from pki.profiles import SignerName
@@ -47,31 +47,11 @@ CRL_CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True, slots=True)
-class VerifiedPeer:
+class VerifiedPeer(CertificateFacts):
     """A certificate that chained to a trusted root, is not revoked and fits its profile."""
 
     certificate: x509.Certificate
     chain: tuple[x509.Certificate, ...]  # leaf first, root last
-
-    @property
-    def serial(self) -> int:
-        return self.certificate.serial_number
-
-    @property
-    def serial_hex(self) -> str:
-        return format_serial(self.certificate.serial_number)
-
-    @property
-    def fingerprint(self) -> str:
-        return fingerprint_sha256(self.certificate)
-
-    @property
-    def not_after(self) -> datetime:
-        return self.certificate.not_valid_after_utc
-
-    @property
-    def not_before(self) -> datetime:
-        return self.certificate.not_valid_before_utc
 
 
 @dataclass(frozen=True, slots=True)
