@@ -8,6 +8,8 @@ Action names are dotted, ``<area>.<object>.<verb>``; the first part picks the IE
 category in reports:
 
 =============================  ==========================================================
+``pki.ca.created``             a new CA was created (resource = root serial; details: root
+                               fingerprint, organization; never the passphrase)
 ``pki.cert.issued``            a certificate was issued (resource = serial)
 ``pki.cert.revoked``           a certificate was revoked (reason = RFC 5280 reason)
 ``pki.crl.published``          a CRL was generated

@@ -1,7 +1,7 @@
 """Wiring for the provisioning commands: the CA, the registry, the audit log and the token key
 under one ``--home``. The CLI is the operator's console on the CA host: operator commands work
-directly on these files (and are audited as ``operator:<login>``); the same actions are on the
-HTTP API for remote operators with a role token.
+directly on these files (and are audited as ``operator:<name>``, see `idmz.operator`); the same
+actions are on the HTTP API for remote operators with a role token.
 
 Files under ``<home>/provisioning/``: ``registry.sqlite`` (default registry), ``token-key.pem``
 (Ed25519, 0600, signs enrollment and operator tokens), ``server.pem``/``server.key.pem`` (the
@@ -12,15 +12,13 @@ generated when the CA is first created here.
 
 from __future__ import annotations
 
-import getpass
 import logging
-import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from audit.keys import existing_origin
 from audit.log import AuditLog
+from idmz.audit_log import open_audit_log
 from idmz.home import Home, SettingsError, generate_secret_file, load_secret
 from pki.local import LocalCA, init_local_ca
 from policies.document import CertificatePolicy
@@ -34,13 +32,6 @@ _log = logging.getLogger("idmz.provisioning")
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
-
-
-def operator_name() -> str:
-    try:
-        return f"operator:{getpass.getuser()}"
-    except (OSError, KeyError):
-        return "operator:unknown"
 
 
 def default_database_url(home: Home) -> str:
@@ -65,7 +56,12 @@ def ensure_ca(home: Home, *, organization: str) -> None:
         return
     home.ensure()
     passphrase = ca_passphrase(home, create=True)
-    init_local_ca(home.ca_dir, passphrase=passphrase, organization=organization, now=now_utc())
+    paths = init_local_ca(
+        home.ca_dir, passphrase=passphrase, organization=organization, now=now_utc()
+    )
+    from idmz.commands.ca_context import ca_created_event, record
+
+    record(home, [ca_created_event(paths.root_cert, organization=organization, via="provisioning")])
     _log.warning("created a new local CA in %s", home.ca_dir)
 
 
@@ -114,9 +110,7 @@ def open_runtime(
     home.provisioning_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     ca = LocalCA.open(home.ca_dir, passphrase=ca_passphrase(home, create=False))
     registry = Registry.open(database_url or default_database_url(home))
-    # Same origin rule as `idmz audit`: keep the log's existing name, else <host>/idmz-audit.
-    origin = existing_origin(home.audit_dir) or f"{socket.gethostname()}/idmz-audit"
-    audit = AuditLog.open(home.audit_dir, origin=origin)
+    audit = open_audit_log(home)
     token_key = TokenKey.load_or_create(home.provisioning_dir / "token-key.pem")
     service = ProvisioningService(
         ca=ca,

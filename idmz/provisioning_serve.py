@@ -29,7 +29,8 @@ def serve(args: argparse.Namespace, *, open_runtime: OpenRuntime, notifier: Make
     import signal
     import socket
 
-    from idmz.provisioning_runtime import now_utc, operator_name
+    from idmz.operator import operator_actor
+    from idmz.provisioning_runtime import now_utc
     from provisioning.server import default_server_names, ensure_server_certificate
 
     if args.workers < 1:
@@ -45,7 +46,7 @@ def serve(args: argparse.Namespace, *, open_runtime: OpenRuntime, notifier: Make
         )
         banner = (
             f"idmz provisioning: https://{args.host}:{args.port}  ca-fingerprint {rt.ca.root_fingerprint}"
-            f"  registry {rt.registry.dialect}  workers {args.workers}  started by {operator_name()}"
+            f"  registry {rt.registry.dialect}  workers {args.workers}  started by {operator_actor()}"
         )
     finally:
         rt.close()

@@ -36,12 +36,14 @@ def _pinned_key(args: argparse.Namespace, directory: Path) -> Any:
 
 
 def _open_log(args: argparse.Namespace) -> Any:
-    from audit.keys import existing_origin
-    from audit.log import AuditLog
+    from idmz.audit_log import open_audit_log
 
-    directory = _dir(args)
-    origin = args.origin or existing_origin(directory) or f"{socket.gethostname()}/idmz-audit"
-    return AuditLog.open(directory, origin=origin, background_checkpoints=False)
+    return open_audit_log(
+        resolve_home(args.home),
+        directory=_dir(args),
+        origin=args.origin,
+        background_checkpoints=False,
+    )
 
 
 def _emit(args: argparse.Namespace, data: dict[str, Any], human: str) -> None:
@@ -51,6 +53,7 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], human: str) -> None:
 def cmd_append(args: argparse.Namespace) -> int:
     from audit.errors import AuditConfigError
     from audit.events import AuditEvent, Outcome
+    from idmz.operator import operator_actor
 
     if not args.action.startswith("operator."):
         raise AuditConfigError("manual actions are recorded as operator.<what> actions")
@@ -61,7 +64,7 @@ def cmd_append(args: argparse.Namespace) -> int:
             raise AuditConfigError(f"--detail takes NAME=VALUE, got {item!r}")
         details[name] = value
     event = AuditEvent(
-        actor=args.actor,
+        actor=args.actor or operator_actor(),
         action=args.action,
         resource=args.resource,
         outcome=Outcome(args.outcome),
@@ -277,7 +280,9 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
         return p
 
     p = add("append", "record a manual operator action (reason required)", cmd_append)
-    p.add_argument("--actor", required=True, help="who (operator name)")
+    p.add_argument(
+        "--actor", default=None, help="who (default: operator:<IDMZ_OPERATOR or your login>)"
+    )
     p.add_argument("--action", required=True, help="operator.<what>, e.g. operator.ca.rotated")
     p.add_argument("--resource", required=True, help="what was acted on")
     p.add_argument("--reason", required=True, help="why (21 CFR Part 11 wants the reason)")

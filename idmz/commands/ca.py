@@ -58,6 +58,17 @@ def _cmd_init(args: argparse.Namespace) -> int:
         issuing_validity=timedelta(days=args.issuing_days),
         root_only=args.root_only,
     )
+    ctx.record(
+        home,
+        [
+            ctx.ca_created_event(
+                paths.root_cert,
+                organization=args.organization,
+                key_type=args.key_type,
+                root_only=args.root_only,
+            )
+        ],
+    )
     print(f"created root CA {paths.root_cert}")
     if args.root_only:
         print(
@@ -180,8 +191,11 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
         raise ctx.CAUsageError(str(exc)) from exc
     reason = RevocationReason(args.reason)
     from pki.errors import PKIError
+    from pki.local import LocalCA
 
     with ctx.authority(args) as ca:
+        # The subject for the audit record (the lifecycle report); Vault keeps its own.
+        entry = ca.lookup(serial) if isinstance(ca, LocalCA) else None
         try:
             record = ca.revoke(serial, reason, now=ctx.now())
         except PKIError as exc:
@@ -200,6 +214,9 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
         "success",
         reason.value,
         backend=args.backend,
+        identity=entry.subject if entry else None,
+        profile=entry.profile if entry else None,
+        not_after=entry.not_after.isoformat() if entry else None,
     )
     print(f"revoked {format_serial(serial)} ({reason}); CRL regenerated")
     return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -119,13 +118,9 @@ def now() -> datetime:
 def record(home: Home, events: list[AuditEvent]) -> None:
     """Append ``events`` to the audit log under ``<home>/audit``; returns once they are durable
     (an audit failure fails the command before any certificate file is written)."""
-    from audit.keys import existing_origin
-    from audit.log import AuditLog
+    from idmz.audit_log import open_audit_log
 
-    # Same origin rule as `idmz audit` and the provisioning service: keep the log's existing
-    # name, else <host>/idmz-audit.
-    origin = existing_origin(home.audit_dir) or f"{socket.gethostname()}/idmz-audit"
-    with AuditLog.open(home.audit_dir, origin=origin, background_checkpoints=False) as log:
+    with open_audit_log(home, background_checkpoints=False) as log:
         log.record_batch(events)
 
 
@@ -133,16 +128,37 @@ def make_event(
     action: str, resource: str, outcome: str, reason: str = "", **details: Any
 ) -> AuditEvent:
     from audit.events import AuditEvent, Outcome
+    from idmz.operator import operator_actor
 
-    actor = os.environ.get("USER") or "operator"
     return AuditEvent(
-        actor=f"operator:{actor}",
+        actor=operator_actor(),
         action=action,
         resource=resource,
         outcome=Outcome(outcome),
         reason=reason,
         zone="idmz",
         details={k: v for k, v in details.items() if v is not None},
+    )
+
+
+def ca_created_event(root_cert: Path, *, organization: str, **details: Any) -> AuditEvent:
+    """``pki.ca.created`` for a new CA under ``<home>/ca``: the root's serial as the resource,
+    its SHA-256 fingerprint (the pin gateways use) and organization in details. Written by
+    `idmz ca init` and by the provisioning service when it creates the CA itself."""
+    from cryptography import x509
+
+    from pki.authority import fingerprint_sha256, format_serial
+
+    root = x509.load_pem_x509_certificate(root_cert.read_bytes())
+    return make_event(
+        "pki.ca.created",
+        format_serial(root.serial_number),
+        "success",
+        fingerprint=fingerprint_sha256(root),
+        organization=organization,
+        subject=root.subject.rfc4514_string(),
+        not_after=root.not_valid_after_utc.isoformat(),
+        **details,
     )
 
 

@@ -229,13 +229,14 @@ def _usage(message: str) -> Exception:
 
 
 def cmd_device_add(args: argparse.Namespace) -> int:
-    from idmz.provisioning_runtime import now_utc, operator_name
+    from idmz.operator import operator_actor
+    from idmz.provisioning_runtime import now_utc
 
     rt = _runtime(args)
     try:
         rt.service.add_device(
             args.path,
-            operator=operator_name(),
+            operator=operator_actor(),
             now=now_utc(),
             device_class=args.device_class,
             asset=args.asset,
@@ -274,13 +275,14 @@ def cmd_device_list(args: argparse.Namespace) -> int:
 
 
 def cmd_group_add(args: argparse.Namespace) -> int:
-    from idmz.provisioning_runtime import now_utc, operator_name
+    from idmz.operator import operator_actor
+    from idmz.provisioning_runtime import now_utc
 
     rt = _runtime(args)
     try:
         rt.service.add_group(
             args.prefix,
-            operator=operator_name(),
+            operator=operator_actor(),
             now=now_utc(),
             device_class=args.device_class,
             validity_days=args.validity_days,
@@ -296,9 +298,8 @@ def cmd_group_add(args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    import getpass
-
-    from idmz.provisioning_runtime import now_utc, operator_name
+    from idmz.operator import operator_actor, operator_name
+    from idmz.provisioning_runtime import now_utc
     from provisioning.config import parse_duration
     from provisioning.tokens import Role
 
@@ -306,9 +307,9 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     rt = _runtime(args)
     try:
         if args.role:
-            name = args.name or getpass.getuser()
+            name = args.name or operator_name()
             token, claims = rt.service.create_operator_token(
-                operator=operator_name(),
+                operator=operator_actor(),
                 name=name,
                 role=Role(args.role),
                 now=now_utc(),
@@ -317,7 +318,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
             print(f"{args.role} token for {name}, expires {claims.expires_at:%Y-%m-%dT%H:%M:%SZ}")
         else:
             token, claims = rt.service.create_enrollment_token(
-                operator=operator_name(),
+                operator=operator_actor(),
                 now=now_utc(),
                 device=args.device,
                 group=args.group,
@@ -335,14 +336,18 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from idmz.provisioning_runtime import now_utc, operator_name
+    from idmz.operator import operator_actor
+    from idmz.provisioning_runtime import now_utc
     from pki.authority import RevocationReason
 
     notifier = _notifier(args)
     rt = _runtime(args, listeners=(notifier.revoked,) if notifier else ())
     try:
         notice = rt.service.revoke_device(
-            args.path, operator=operator_name(), now=now_utc(), reason=RevocationReason(args.reason)
+            args.path,
+            operator=operator_actor(),
+            now=now_utc(),
+            reason=RevocationReason(args.reason),
         )
         print(
             f"revoked {notice.device}: {len(notice.serials)} certificate(s) "
@@ -384,7 +389,8 @@ def cmd_sign_request(args: argparse.Namespace) -> int:
 
 
 def cmd_expiry(args: argparse.Namespace) -> int:
-    from idmz.provisioning_runtime import now_utc, operator_name
+    from idmz.operator import operator_actor
+    from idmz.provisioning_runtime import now_utc
     from provisioning.expiry import alert_expiring, scan_expiry
     from provisioning.operations import withdraw_stale_pending
 
@@ -407,11 +413,11 @@ def cmd_expiry(args: argparse.Namespace) -> int:
             report,
             registry=rt.registry,
             audit=rt.audit,
-            actor=operator_name(),
+            actor=operator_actor(),
             notifiers=(notifier,) if notifier else (),
         )
         withdrawn = withdraw_stale_pending(
-            rt.ca, rt.registry, rt.audit, now=now_utc(), actor=operator_name()
+            rt.ca, rt.registry, rt.audit, now=now_utc(), actor=operator_actor()
         )
         if withdrawn:
             print(

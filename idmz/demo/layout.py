@@ -22,6 +22,7 @@ HISTORIAN = "acme/it/historian"  # the IT consumer
 RELAY = "acme/it/idmz-relay"  # the relay's client identity on both brokers
 MODEL_SIGNER = "acme/signer/edge-models"
 AUDIT_ORIGIN = "demo.idmz.local/audit"  # the demo creates the log; every part appends to it
+DEMO_OPERATOR = "idmz-demo"  # IDMZ_OPERATOR for every idmz child: audited as operator:idmz-demo
 
 
 class DemoDirectoryError(Exception):

@@ -123,7 +123,7 @@ class Plant:
     def audit_log(self) -> str:
         self.idmz(
             "audit-start", "audit", "append", "--origin", AUDIT_ORIGIN,
-            "--actor", "operator:idmz-demo", "--action", "operator.plant.commissioned",
+            "--action", "operator.plant.commissioned",
             "--resource", str(self.layout.root), "--reason", "plant in a box started by idmz demo",
         )  # fmt: skip
         vkey = self.idmz("audit-key", "audit", "key").strip().splitlines()[-1]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from idmz.demo.layout import AUDIT_ORIGIN, DemoLayout
+from idmz.demo.layout import AUDIT_ORIGIN, DEMO_OPERATOR, DemoLayout
 from idmz.demo.runner import StepFailedError
 from idmz.supervisor import Child, Supervisor
 
@@ -59,11 +59,13 @@ class DemoProcesses:
         self.deadline = deadline
         self.supervisor = Supervisor(layout.logs)
         self._runs = 0
-        # Every idmz child sees the same CA passphrase file and audit origin, whatever the
-        # caller's environment says, so the demo never touches the caller's own CA or log.
+        # Every idmz child sees the same CA passphrase file, audit origin and operator name,
+        # whatever the caller's environment says, so the demo never touches the caller's own
+        # CA or log (idmz.audit_log, idmz.operator).
         self.env = {
             "IDMZ_CA_PASSPHRASE_FILE": str(layout.ca_passphrase),
             "IDMZ_AUDIT_ORIGIN": AUDIT_ORIGIN,
+            "IDMZ_OPERATOR": DEMO_OPERATOR,
             "IDMZ_HOME": str(layout.root),
             "PYTHONUNBUFFERED": "1",
             "NO_COLOR": "1",

@@ -358,3 +358,18 @@ def test_list_exports_csv_and_finds_certificates_about_to_expire(
     code, out, _ = idmz(capsys, ready, "ca", "list", "--json", "--expiring", "30")
     short = x509.load_pem_x509_certificate((tmp_path / "short.pem").read_bytes())
     assert [r["serial"] for r in json.loads(out)] == [format(short.serial_number, "x")]
+
+
+def test_ca_init_writes_an_audit_event_with_fingerprint_and_organization_never_the_passphrase(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = idmz(capsys, home, "ca", "init", "--organization", "acme")
+    assert code == 0
+    entries = [json.loads(line) for line in (home / "audit" / "entries.jsonl").open()]
+    created = [e for e in entries if e["action"] == "pki.ca.created"]
+    assert len(created) == 1 and created[0]["outcome"] == "success"
+    details = created[0]["details"]
+    assert details["organization"] == "acme"
+    assert details["fingerprint"] in out  # the pin `ca init` printed
+    secret = (home / "ca" / "passphrase").read_text().strip()
+    assert secret not in (home / "audit" / "entries.jsonl").read_text()
