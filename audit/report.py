@@ -48,8 +48,17 @@ _PREFIXES = (
     ("restore.", BACKUP_RESTORE),
     ("audit.", AUDIT_LOG),
 )
-CERT_ACTIONS = ("pki.cert.issued", "pki.cert.renewed", "pki.cert.revoked",
-                "provisioning.renew.accepted", "provisioning.device.revoked")  # fmt: skip
+# Certificate lifecycle: every action that issues, renews or revokes a certificate, whichever
+# part wrote it (`idmz ca`, enrollment, renewal, a device revocation), with what the row shows.
+CERT_EVENTS = {
+    "pki.cert.issued": "issued",
+    "provisioning.enroll.accepted": "issued",
+    "pki.cert.renewed": "renewed",
+    "provisioning.renew.accepted": "renewed",
+    "pki.cert.revoked": "revoked",
+    "provisioning.device.revoked": "revoked",
+}
+CERT_ACTIONS = tuple(CERT_EVENTS)
 CSV_FIELDS = ("seq", "time", "category", "actor", "action", "resource", "outcome", "reason",
               "zone", "host", "time_source")  # fmt: skip
 
@@ -64,6 +73,29 @@ def category_of(action: str, outcome: str) -> str:
         if action.startswith(prefix):
             return category
     return AUDIT_LOG
+
+
+def certificate_fields(entry: dict[str, Any]) -> dict[str, Any]:
+    """What a lifecycle row shows, from where each writer puts it: ``resource`` is the serial
+    (a device path for ``provisioning.device.revoked``, whose serials are in details); the
+    subject is ``details.identity`` (else ``subject``, ``device``, or the enrolling actor)."""
+    action = str(entry["action"])
+    details = entry.get("details") or {}
+    after = entry.get("after") or {}
+    serial, subject = entry.get("resource"), details.get("identity")
+    if action == "provisioning.device.revoked":
+        serial, subject = details.get("serials") or "", entry.get("resource")
+    if not subject:
+        subject = details.get("subject") or details.get("device")
+    if not subject and action.startswith("provisioning.") and action.endswith(".accepted"):
+        subject = entry.get("actor")  # older records: the device itself enrolled or renewed
+    return {
+        "event": CERT_EVENTS[action],
+        "serial": serial,
+        "subject": subject or "",
+        "profile": details.get("profile") or "",
+        "not_after": details.get("not_after") or after.get("not_after") or "",
+    }
 
 
 def parse_time(value: str) -> datetime:
@@ -115,8 +147,8 @@ class Report:
             self.refusals[(str(entry["actor"]), str(entry["reason"]))] += 1
             self.refusal_reasons[str(entry["reason"])] += 1
         row = {k: entry.get(k) for k in ("seq", "time", "actor", "action", "resource", "reason")}
-        if action in CERT_ACTIONS and len(self.certificates) < 10_000:
-            self.certificates.append(row)
+        if action in CERT_EVENTS and outcome == "success" and len(self.certificates) < 10_000:
+            self.certificates.append({**row, **certificate_fields(entry)})
         if action.startswith("operator.") and len(self.operator_actions) < 10_000:
             self.operator_actions.append(row)
 

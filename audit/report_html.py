@@ -116,6 +116,16 @@ def _when(stamp: object) -> str:
     return str(stamp)[:19].replace("T", " ")
 
 
+CERT_HEADERS = ("serial", "subject", "profile", "not after (UTC)", "event", "actor", "time (UTC)",
+                "reason")  # fmt: skip
+
+
+def _certificate_row(r: dict[str, Any]) -> list[Any]:
+    when = _when(r["not_after"]) if r["not_after"] else ""
+    return [r["serial"], r["subject"], r["profile"], when, r["event"], r["actor"],
+            _when(r["time"]), r["reason"]]  # fmt: skip
+
+
 def _timeline_points(report: Report) -> list[tuple[str, int]]:
     points: list[tuple[str, int]] = []
     t = report.start
@@ -183,13 +193,7 @@ def render_html(report: Report) -> str:
             numeric=2,
         ),
         "<h2>5. Certificate lifecycle</h2>",
-        _table(
-            ["seq", "time (UTC)", "event", "serial / resource", "subject", "reason"],
-            [
-                [r["seq"], _when(r["time"]), r["action"], r["resource"], r["actor"], r["reason"]]
-                for r in report.certificates[:2000]
-            ],
-        ),
+        _table(CERT_HEADERS, [_certificate_row(r) for r in report.certificates[:2000]]),
         "<h2>6. Manual operator actions</h2>",
         _table(
             ["seq", "time (UTC)", "operator", "action", "resource", "reason given"],

@@ -285,7 +285,11 @@ def withdraw_stale_pending(
                     cert.serial,
                     Outcome.SUCCESS,
                     reason="cessation-of-operation: issued but never activated (no audit record)",
-                    details={"device": cert.device_path, "issued_at": cert.issued_at.isoformat()},
+                    details={
+                        "device": cert.device_path,
+                        "identity": cert.device_path,
+                        "issued_at": cert.issued_at.isoformat(),
+                    },
                 )
             )
         withdrawn.append(cert.serial)

@@ -82,3 +82,39 @@ def test_report_escapes_hostile_text(log_dir: Path) -> None:
     )  # fmt: skip
     html = render_html(report)
     assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_certificate_lifecycle_shows_subject_profile_and_expiry_for_every_issuer(
+    log_dir: Path,
+) -> None:
+    path, after = DEVICE, "2027-02-20T00:00:00+00:00"
+    events = [
+        AuditEvent("operator:alice", "pki.cert.issued", "0a1b", Outcome.SUCCESS,
+                   details={"identity": path, "profile": "device", "not_after": after}),
+        AuditEvent(path, "provisioning.enroll.accepted", "0c2d", Outcome.SUCCESS,
+                   details={"identity": path, "profile": "device", "not_after": after}),
+        AuditEvent(path, "provisioning.renew.accepted", "0e3f", Outcome.SUCCESS,
+                   after={"serial": "0e3f", "not_after": after}),  # an older record
+        AuditEvent("operator:bob", "provisioning.device.revoked", path, Outcome.SUCCESS,
+                   "keyCompromise", details={"serials": "0c2d,0e3f", "count": 2}),
+        AuditEvent("operator:bob", "pki.cert.issued", path, Outcome.DENIED, "bad CSR"),
+    ]  # fmt: skip
+    for i, event in enumerate(events):
+        _log_at(log_dir, T0 + timedelta(minutes=i), event)
+    report = build_report(
+        log_dir, read_vkey(log_dir / "checkpoint.vkey"),
+        start=T0, end=T0 + timedelta(hours=1), now=T0 + timedelta(hours=2),
+    )  # fmt: skip
+    rows = [(c["serial"], c["subject"], c["event"], c["actor"]) for c in report.certificates]
+    assert rows == [
+        ("0a1b", path, "issued", "operator:alice"),
+        ("0c2d", path, "issued", path),
+        ("0e3f", path, "renewed", path),
+        ("0c2d,0e3f", path, "revoked", "operator:bob"),
+    ]  # a refusal is not a lifecycle event
+    assert [c["not_after"] for c in report.certificates[:3]] == [after] * 3
+    html = render_html(report)
+    section = html[html.index("5. Certificate lifecycle") : html.index("6. Manual")]
+    assert "<th>subject</th>" in section and "operator:alice" in section
+    assert section.count(f"<td>{path}</td>") == 4 + 2  # four subjects, two enrolling actors
+    assert "2027-02-20 00:00:00" in section

@@ -77,6 +77,9 @@ def test_idmz_enroll_writes_the_credential_directory_of_the_contract(
     record = env.last_audit()
     assert record["action"] == "provisioning.enroll.accepted" and record["actor"] == DEVICE
     assert record["resource"] == format(cert.serial_number, "x")
+    # What the audit report's certificate lifecycle table shows (subject, profile, expiry).
+    assert record["details"]["identity"] == DEVICE and record["details"]["profile"] == "device"
+    assert record["details"]["not_after"] == cert.not_valid_after_utc.isoformat()
 
 
 def test_enroll_reads_the_token_from_a_file_so_it_stays_out_of_the_process_list(
@@ -145,7 +148,10 @@ def test_renew_over_mutual_tls_replaces_key_and_certificate(env: Env, tmp_path: 
     old = x509.load_pem_x509_certificate(old_cert)
     assert env.registry.certificate(format(old.serial_number, "x")).status == "superseded"  # type: ignore[union-attr]
     assert env.registry.certificate(format(new.serial_number, "x")).status == "active"  # type: ignore[union-attr]
-    assert env.last_audit()["action"] == "provisioning.renew.accepted"
+    renewed = env.last_audit()
+    assert renewed["action"] == "provisioning.renew.accepted"
+    assert renewed["details"]["identity"] == DEVICE and renewed["details"]["profile"] == "device"
+    assert renewed["details"]["not_after"] == new.not_valid_after_utc.isoformat()
 
 
 def test_superseded_certificate_cannot_renew_again(env: Env, tmp_path: Path) -> None:
