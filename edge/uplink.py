@@ -22,6 +22,7 @@ import contextlib
 import logging
 import queue
 import random
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,7 +88,21 @@ class _Connection:
         c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
+        c.on_log = self._on_log
         self.client = c
+        # paho reports a lost connection as "Unspecified error"; the cause (e.g. the broker's
+        # TLS alert "certificate revoked", which TLS 1.3 delivers after the handshake, on the
+        # first read) only reaches its error log. Keep the last one to say why.
+        self.socket_error = ""
+
+    def _on_log(self, _c: Any, _u: Any, level: int, buf: str) -> None:
+        # Only paho's error lines: socket and TLS failures, never payloads (those are debug).
+        if level == mqtt.MQTT_LOG_ERR:
+            self.socket_error = buf[:300]
+
+    def why(self, reason: Any) -> str:
+        """``reason`` (a reason code or text) with the socket error behind it, if any."""
+        return f"{reason} ({self.socket_error})" if self.socket_error else str(reason)
 
     def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self.events.put(("connect", reason))
@@ -149,6 +164,10 @@ class Uplink:
             await loop.run_in_executor(
                 None, lambda: client.connect(s.host, s.port, keepalive=s.keepalive_s)
             )
+        except ssl.SSLError as exc:  # TLS 1.2 refuses in the handshake itself
+            self.stats.last_error = f"broker {s.host}:{s.port} refused TLS: {exc}"
+            _log.warning("uplink: %s", self.stats.last_error)
+            return False
         except OSError as exc:
             self.stats.last_error = f"broker {s.host}:{s.port} unreachable: {exc}"
             _log.warning("uplink: %s", self.stats.last_error)
@@ -178,7 +197,7 @@ class Uplink:
                 continue
             if kind == "connect" and not reason.is_failure:
                 return True
-            self.stats.last_error = f"broker refused the connection: {reason}"
+            self.stats.last_error = f"broker refused the connection: {conn.why(reason)}"
             _log.warning("uplink: %s", self.stats.last_error)
             return False
         self.stats.last_error = "no CONNACK within connect_timeout_s"
@@ -261,7 +280,7 @@ class Uplink:
                 elif msg_id is not None:
                     _log.warning("uplink: broker refused message %s: %s", msg_id, reason)
             elif kind in ("disconnect", "fail"):
-                self.stats.last_error = f"connection lost: {value}"
+                self.stats.last_error = f"connection lost: {conn.why(value)}"
                 _log.warning("uplink: %s", self.stats.last_error)
                 lost = True
         if acked:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from edge.errors import ConfigError
 from edge.outbox import Outbox, OutboxLimits
 from edge.sources import Backoff
 from edge.uplink import Uplink, UplinkSettings
+from pki.authority import RevocationReason
 from tests.edge.conftest import mtls_broker_config
 from tests.edge.harness import LoopThread, start_collector
 from tests.edge.pkifixtures import GATEWAY_ID, ProductCA
@@ -90,6 +93,39 @@ def test_a_broker_certificate_from_another_root_is_refused_and_nothing_is_sent(
     finally:
         runner.stop()
         impostor.stop()
+        box.close()
+
+
+def test_a_revoked_certificate_refusal_is_logged_with_its_tls_reason(
+    test_ca: ProductCA, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # TLS 1.3: the broker checks the client certificate after the client's handshake is done,
+    # so its "certificate revoked" alert arrives on the first read, not in connect().
+    device = test_ca.device("acme/plant1/press/line1/cell2/gw-revoked")
+    test_ca.ca.revoke(device.serial, RevocationReason.KEY_COMPROMISE, now=datetime.now(UTC))
+    port = free_port()
+    config = mtls_broker_config(test_ca, tmp_path / "b", port).replace(
+        "tls_version tlsv1.2", f"tls_version tlsv1.3\ncrlfile {test_ca.crl_path}"
+    )
+    broker = start_broker(config, port, tmp_path / "b")
+    creds = test_ca.write_credentials(
+        tmp_path / "creds", device, path="acme/plant1/press/line1/cell2/gw-revoked"
+    )
+    box = Outbox.open(tmp_path / "o.db", OutboxLimits())
+    uplink = Uplink(settings(port, creds), box)
+    runner = LoopThread(uplink.run)
+    try:
+        with caplog.at_level(logging.WARNING, logger="idmz.edge.uplink"):
+            wait_for(
+                lambda: "certificate revoked" in uplink.stats.last_error,
+                timeout_s=30,
+                what="certificate revoked in the uplink's last error",
+            )
+            wait_for(lambda: "certificate revoked" in caplog.text, timeout_s=5, what="the log line")
+        assert uplink.stats.connections == 0
+    finally:
+        runner.stop()
+        broker.stop()
         box.close()
 
 
