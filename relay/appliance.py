@@ -43,10 +43,16 @@ _log = logging.getLogger("relay.appliance")
 _SPAWN = multiprocessing.get_context("spawn")
 
 
-def run_worker_process(config: WorkerConfig, index: int, log_level: str) -> None:
-    """Entry point of a worker process: run until SIGTERM/SIGINT."""
+def run_worker_process(
+    config: WorkerConfig, index: int, log_level: str, parent_pid: int | None = None
+) -> None:
+    """Entry point of a worker process: run until SIGTERM/SIGINT (or its appliance dies)."""
     from audit.log import AuditLog
+    from relay.deathsig import die_with_parent
     from relay.worker import Worker
+
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
 
     logging.basicConfig(
         level=log_level.upper(),
@@ -187,6 +193,7 @@ class Appliance:
             directory=cfg.broker_dir,
             audit_denials=cfg.audit_broker_denials,
             run_as_user=cfg.broker_user or ("root" if os.geteuid() == 0 else None),
+            policy_document=(wc.policy_source, wc.policy_text),
         )
         return ot_changed, it_changed
 
@@ -259,7 +266,7 @@ class Appliance:
         )
         proc = _SPAWN.Process(
             target=run_worker_process,
-            args=(worker, index, self._log_level),
+            args=(worker, index, self._log_level, os.getpid()),
             name=f"idmz-relay-worker-{index}",
             daemon=False,
         )

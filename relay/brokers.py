@@ -14,6 +14,7 @@ already answered the MQTT 5 client with PUBACK reason 0x87, not authorized).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -32,6 +33,7 @@ from pki.ledger import LedgerEntry
 from policies import Policy
 from policies.broker_config import BrokerSettings, Registry, TlsFiles, render_brokers
 from relay.config import ManagedBroker
+from relay.deathsig import preexec_die_with_parent
 from relay.errors import BrokerStartUpstreamError
 
 _log = logging.getLogger("relay.brokers")
@@ -84,8 +86,15 @@ def render_files(
     directory: Path,
     audit_denials: bool,
     run_as_user: str | None,
+    policy_document: tuple[str, str] | None = None,
 ) -> tuple[RenderedFiles, bool, bool]:
-    """Render both brokers into ``directory``; return the paths and whether each changed."""
+    """Render both brokers into ``directory``; return the paths and whether each changed.
+
+    With ``policy_document`` (the source name and text ``policy`` was loaded from) a copy is
+    written next to the configs as ``policy.toml`` (``policy.yaml`` for a YAML source), so the
+    directory is a complete deployment that ``idmz policy check --deployment`` can judge: it
+    needs the policy the configs were rendered from.
+    """
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     files = RenderedFiles(
         directory / "ot.conf", directory / "it.conf", directory / "ot.acl", directory / "it.acl"
@@ -127,6 +136,10 @@ def render_files(
     it_changed = _write(files.it_acl, rendered.it.acl)
     _write(files.ot_config, ot_conf)
     _write(files.it_config, it_conf)
+    if policy_document is not None:
+        source, text = policy_document
+        yaml = Path(source).suffix.lower() in (".yaml", ".yml")
+        _write(directory / ("policy.yaml" if yaml else "policy.toml"), text)
     return files, acl_changed, it_changed
 
 
@@ -168,7 +181,9 @@ class MosquittoProcess:
                 [self._mosquitto, "-c", str(self.config)],
                 stdout=subprocess.DEVNULL,
                 stderr=err,
-                start_new_session=True,
+                start_new_session=True,  # a ^C to the appliance's group is not a broker stop
+                # The kernel stops it (SIGTERM) if the appliance dies without stopping it.
+                preexec_fn=functools.partial(preexec_die_with_parent, os.getpid()),
             )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
