@@ -133,7 +133,7 @@ class Report:
 
     def bucket_of(self, when: datetime) -> str:
         steps = (when - self.start) // self.bucket
-        return (self.start + steps * self.bucket).strftime("%Y-%m-%dT%H:%MZ")
+        return (self.start + steps * self.bucket).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def add(self, entry: dict[str, Any], when: datetime) -> None:
         action, outcome = str(entry["action"]), str(entry["outcome"])
@@ -182,7 +182,15 @@ class Report:
 
 
 def _bucket_for(span: timedelta) -> timedelta:
-    for step in (timedelta(minutes=5), timedelta(hours=1), timedelta(hours=6), timedelta(days=1)):
+    steps = (
+        timedelta(seconds=10),
+        timedelta(minutes=1),
+        timedelta(minutes=5),
+        timedelta(hours=1),
+        timedelta(hours=6),
+        timedelta(days=1),
+    )
+    for step in steps:
         if span / step <= 48:
             return step
     return timedelta(days=7)

@@ -61,6 +61,8 @@ def timeline_svg(points: Sequence[tuple[str, int]], title: str) -> str:
         'fill="#5a6475">0</text>',
     ]
     usable = height - bottom - 12
+    # Axis labels: month-day hour:minute, or hour:minute:second for sub-minute buckets.
+    sub_minute = any(label[17:19] not in ("", "00") for label, _ in points)
     for i, (label, count) in enumerate(points):
         h = usable * count / peak
         x = left + i * bar
@@ -71,7 +73,8 @@ def timeline_svg(points: Sequence[tuple[str, int]], title: str) -> str:
         if i % max(1, n // 6) == 0:
             parts.append(
                 f'<text x="{x + bar / 2:.1f}" y="{height - bottom + 16}" font-size="10" '
-                f'text-anchor="middle" fill="#5a6475">{escape(label[5:16].replace("T", " "))}</text>'
+                f'text-anchor="middle" fill="#5a6475">'
+                f"{escape(label[11:19] if sub_minute else label[5:16].replace('T', ' '))}</text>"
             )
     parts.append("</svg>")
     return "".join(parts)

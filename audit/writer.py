@@ -8,6 +8,7 @@ end offset, the RFC 6962 compact range). Callers hold ``writer.lock()`` around
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
@@ -242,6 +243,30 @@ class LogWriter:
             shared.checkpoint_size = int(lines[1]) if len(lines) > 2 else -1
             shared.checkpoint_mtime_ns = mtime
 
+    def _refuse_to_shrink(self, size: int, root: bytes) -> None:
+        """Never sign over a log that lost signed entries: a checkpoint of a shorter tree (or
+        of the same size with another root) would launder truncation or rewriting."""
+        try:
+            lines = self.paths.checkpoint.read_text().split("\n")
+            old_size, old_root = int(lines[1]), base64.b64decode(lines[2], validate=True)
+        except FileNotFoundError:
+            return
+        except (IndexError, ValueError) as exc:
+            raise LogCorruptedError(
+                f"the stored checkpoint {self.paths.checkpoint} is malformed"
+            ) from exc
+        if size < old_size:
+            raise LogCorruptedError(
+                f"the log holds {size} entries but its last checkpoint signed {old_size}; "
+                f"entries {size}..{old_size - 1} are missing; refusing to sign a shorter log",
+                index=size,
+            )
+        if size == old_size and root != old_root:
+            raise LogCorruptedError(
+                f"the log's {size} entries no longer hash to the signed checkpoint's root; "
+                "refusing to sign over a rewritten log"
+            )
+
     def checkpoint_if_due(self) -> None:
         shared = self.shared
         if shared.size == shared.checkpoint_size:
@@ -254,12 +279,12 @@ class LogWriter:
 
     def write_checkpoint(self) -> str:
         shared = self.shared
+        root = shared.tree.root()
+        self._refuse_to_shrink(shared.size, root)
         # Only durable entries are signed, and the index up to a checkpoint never needs repair.
         os.fdatasync(self._entries_fd)
         os.fdatasync(self._index_fd)
-        note = sign_checkpoint(
-            Checkpoint(self.signer.name, shared.size, shared.tree.root()), self.signer
-        )
+        note = sign_checkpoint(Checkpoint(self.signer.name, shared.size, root), self.signer)
         write_atomically(self.paths.checkpoint, note.encode())
         self.read_checkpoint_size()
         return note

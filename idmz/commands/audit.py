@@ -41,7 +41,7 @@ def _open_log(args: argparse.Namespace) -> Any:
     return open_audit_log(
         resolve_home(args.home),
         directory=_dir(args),
-        origin=args.origin,
+        origin=getattr(args, "origin", None),
         background_checkpoints=False,
     )
 
@@ -195,11 +195,17 @@ def cmd_verify_proof(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
+    from audit.keys import KEY_FILE
     from audit.note import VerifierKey
     from audit.report import build_report, parse_time
     from audit.report_html import render_html
 
     directory, out = _dir(args), Path(args.out)
+    if not args.no_checkpoint and (directory / KEY_FILE).exists():
+        # On the log's own host, sign a checkpoint first so the report is anchored to every
+        # entry it summarizes; an auditor's copy without the key reports on the last checkpoint.
+        with _open_log(args) as log:
+            log.checkpoint()
     report = build_report(
         directory,
         _pinned_key(args, directory),
@@ -320,6 +326,11 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
     p.add_argument("--out", required=True, metavar="FILE")
     p.add_argument("--key", metavar="VKEY", help="pinned log verifier key")
     p.add_argument("--witness-key", action="append", default=[], metavar="VKEY")
+    p.add_argument(
+        "--no-checkpoint",
+        action="store_true",
+        help="do not sign a fresh checkpoint first (default: sign one when the log key is here)",
+    )
 
     witness = cmds.add_parser("witness", help="independent witness: serve, key, submit")
     wcmds = witness.add_subparsers(dest="witness_command", metavar="ACTION", required=True)
