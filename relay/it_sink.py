@@ -13,6 +13,7 @@ message published on it and not yet acknowledged is handed back to the worker in
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,6 +27,46 @@ from relay.mqtt_session import new_client
 
 _log = logging.getLogger("relay.it")
 CONNECT_TIMEOUT_S = 10.0
+_USER_PROPERTY = b"\x26"  # MQTT 5 property identifier 38: a UTF-8 string pair
+
+
+def pack_user_properties(pairs: Sequence[tuple[str, str]]) -> bytes:
+    """The MQTT 5 PUBLISH property block (length + properties) holding only user properties:
+    the bytes paho's generic `Properties.pack` produces, at a fraction of its cost."""
+    body = bytearray()
+    for key, value in pairs:
+        body += _USER_PROPERTY
+        for text in (key, value):
+            raw = text.encode("utf-8")  # strict: a lone surrogate is an error, as in paho
+            if len(raw) > 0xFFFF:
+                raise ValueError("an MQTT user property string is longer than 65535 bytes")
+            body += struct.pack("!H", len(raw))
+            body += raw
+    n, prefix = len(body), bytearray()
+    while True:  # Variable Byte Integer
+        n, digit = divmod(n, 128)
+        prefix.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(prefix + body)
+
+
+class UserProperties(Properties):
+    """PUBLISH properties made of user properties only, encoded once at construction.
+
+    paho calls only ``pack()`` on a publish's properties (again for a resend); its generic
+    encoder and attribute checks cost about a fifth of a worker's CPU per message."""
+
+    def __init__(self, pairs: Sequence[tuple[str, str]]) -> None:
+        super().__init__(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        object.__setattr__(self, "_pairs", tuple(pairs))
+        object.__setattr__(self, "_packed", pack_user_properties(pairs))
+
+    def pack(self) -> bytes:
+        packed: bytes = object.__getattribute__(self, "_packed")
+        return packed
+
+    def __str__(self) -> str:
+        return f"[UserProperty : {list(object.__getattribute__(self, '_pairs'))}]"
 
 
 class ITSink:
@@ -75,8 +116,7 @@ class ITSink:
         self, topic: str, payload: bytes, properties: Sequence[tuple[str, str]], ref: object
     ) -> bool:
         """Publish QoS 1. False when not connected (the caller spools the message)."""
-        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        props.UserProperty = list(properties)
+        props = UserProperties(properties)
         with self._lock:
             client = self._client
             if not self._up or client is None:

@@ -263,7 +263,8 @@ class Worker:
 
     def _on_it_acked(self, ref: object, ok: bool) -> None:
         self._it_acks.append((ref, ok))  # paho's lock is held: only queue
-        self._wake.set()
+        if not self._wake.is_set():  # Event.set takes a lock and notifies: once per cycle
+            self._wake.set()
 
     def _on_it_down(self, refs: Sequence[object]) -> None:
         with self._lock:
