@@ -8,10 +8,13 @@ are errors: a typo must not silently fall back to a default. See deploy/relay.to
 
 from __future__ import annotations
 
+import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from idmz.audit_log import audit_origin
 from idmz.home import Home
 from relay.config import (
     AcceptedAudit,
@@ -63,7 +66,13 @@ def _path(home: Home, value: object, key: str) -> Path:
     return p if p.is_absolute() else home.root / p
 
 
-def load_relay_config(text: str, *, home: Home, source: Path) -> ApplianceConfig:
+def load_relay_config(
+    text: str, *, home: Home, source: Path, environ: Mapping[str, str] = os.environ
+) -> ApplianceConfig:
+    """``audit_origin`` defaults to the one rule every idmz command uses (`idmz.audit_log`):
+    the existing log's origin, else ``IDMZ_AUDIT_ORIGIN``, else ``<hostname>/idmz-audit``; so
+    the relay opens a log another command created first. An explicit ``audit_origin`` is an
+    operator's choice and a log with another origin refuses it."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -133,6 +142,11 @@ def load_relay_config(text: str, *, home: Home, source: Path) -> ApplianceConfig
         raise RelayConfigError(
             f"{source}: accepted_audit must be 'per-batch' or 'per-message'"
         ) from exc
+    origin = doc.get("audit_origin")
+    if origin is None:
+        origin = audit_origin(home, environ)
+    elif not isinstance(origin, str) or not origin.strip():
+        raise RelayConfigError(f"{source}: audit_origin must be a non-empty string")
     health = _table(doc, "health", _HEALTH)
     brokers = _table(doc, "brokers", _BROKERS)
     relay_dir = home.relay_dir
@@ -143,7 +157,7 @@ def load_relay_config(text: str, *, home: Home, source: Path) -> ApplianceConfig
         policy_source=str(policy_path),
         state_dir=relay_dir / "state",
         audit_dir=home.audit_dir,
-        audit_origin=str(doc.get("audit_origin", "idmz.local/idmz-audit")),
+        audit_origin=origin,
         crl_path=home.ca_dir / "crl.pem",
         issuing_ca_path=home.ca_dir / "issuing.pem",
         ledger_path=home.ca_dir / "ledger.sqlite",
