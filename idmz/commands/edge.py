@@ -59,6 +59,8 @@ def _scorer(loaded: LoadedGatewayConfig) -> Scorer | None:
 async def _run_until_signal(main: Any, stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
+        # asyncio has no signal handlers on some platforms (it raises NotImplementedError
+        # there); ^C then still ends the run through KeyboardInterrupt.
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await main
