@@ -58,6 +58,15 @@ def certs_only(certs: list[Any]) -> bytes:
     return base64.encodebytes(der)
 
 
+def certs_response(certs: list[Any], media_type: str = PKCS7_CERTS_ONLY) -> Response:
+    """The one shape of every EST certificate answer: base64 certs-only CMS."""
+    return Response(
+        certs_only(certs),
+        media_type=media_type,
+        headers={"Content-Transfer-Encoding": "base64"},
+    )
+
+
 def decode_pkcs10(body: bytes) -> bytes:
     """RFC 7030 section 4.2.1: base64 DER. PEM is accepted too (what some clients send)."""
     if body.lstrip().startswith(b"-----BEGIN"):
@@ -108,11 +117,7 @@ def add_est_routes(
 
     @app.get(f"{base}/cacerts", tags=["est"], responses=_PKCS7_RESPONSE, response_class=Response)
     def cacerts() -> Response:
-        return Response(
-            certs_only([service.issuing, service.root]),
-            media_type="application/pkcs7-mime",
-            headers={"Content-Transfer-Encoding": "base64"},
-        )
+        return certs_response([service.issuing, service.root], "application/pkcs7-mime")
 
     @app.post(
         f"{base}/simpleenroll",
@@ -140,11 +145,7 @@ def add_est_routes(
         result = await run_in_threadpool(
             service.enroll, token, csr, now=clock(), client=client, via="est"
         )
-        return Response(
-            certs_only([result.issued.certificate]),
-            media_type=PKCS7_CERTS_ONLY,
-            headers={"Content-Transfer-Encoding": "base64"},
-        )
+        return certs_response([result.issued.certificate])
 
     @app.post(
         f"{base}/simplereenroll",
@@ -165,8 +166,4 @@ def add_est_routes(
         result = await run_in_threadpool(
             service.renew, peer, csr, now=clock(), client=client, via="est-reenroll"
         )
-        return Response(
-            certs_only([result.issued.certificate]),
-            media_type=PKCS7_CERTS_ONLY,
-            headers={"Content-Transfer-Encoding": "base64"},
-        )
+        return certs_response([result.issued.certificate])
