@@ -7,7 +7,7 @@
 fsyncs (group commit, ADR 0021): a writer thread appends every pending entry under the
 cross-process ``flock`` (ADR 0022) and hands the batch to a flusher thread, which
 ``fdatasync``s once for every batch written since its last flush and wakes exactly the
-callers whose entries that covered. The next batch is written while the previous one
+callers whose entries that covered (each sleeps on its own plain lock). The next batch is written while the previous one
 flushes; batches are acknowledged in order, and none after a failed flush. The log stamps
 ``seq`` (the Merkle leaf index), ``time``, ``time_source`` and ``host``. Open the log after
 forking worker processes, not before (threads do not survive ``fork``).
@@ -55,7 +55,12 @@ class AuditLog:
     def __init__(self, writer: LogWriter, *, host: str) -> None:
         self.host = host
         self._writer = writer
-        self._cv = threading.Condition()
+        # Plain locks, not Condition/Event: each wake-up through them costs a few µs of
+        # Python under the GIL, and every append needs one (ADR 0021).
+        self._mutex = threading.Lock()  # guards _pending, _closed and _writer_idle
+        self._wake_writer = threading.Lock()  # held while the writer thread sleeps
+        self._wake_writer.acquire()
+        self._writer_idle = False
         self._pending: list[PendingEntry] = []
         self._closed = False
         self._broken: BaseException | None = None
@@ -137,11 +142,11 @@ class AuditLog:
 
     def close(self) -> None:
         """Stop accepting events, write and flush what is pending, write a final checkpoint."""
-        with self._cv:
+        with self._mutex:
             if self._closed:
                 return
             self._closed = True
-            self._cv.notify_all()
+            self._wake_writer_locked()
         self._stop.set()
         for thread in self._threads:
             thread.join()
@@ -180,10 +185,9 @@ class AuditLog:
         """Append ``event``; return once it is durable. Raises `AuditUnavailableError` when
         it cannot be recorded (nothing of it is acknowledged) and `InvalidEventError` for an
         event that can never be recorded."""
-        ready = threading.Event()
-        entry = PendingEntry(self._encode(event), ready=ready)
+        entry = PendingEntry(self._encode(event), ready=_held_lock())
         self._submit([entry])
-        ready.wait()
+        entry.ready.acquire()  # type: ignore[union-attr]  # released by the flusher
         if entry.error is not None:
             raise entry.error
         assert entry.receipt is not None
@@ -195,9 +199,9 @@ class AuditLog:
         entries = [PendingEntry(self._encode(e)) for e in events]
         if not entries:
             return []
-        last = entries[-1].ready = threading.Event()
+        last = entries[-1].ready = _held_lock()
         self._submit(entries)
-        last.wait()  # entries are finalized in order: the last one done means all are
+        last.acquire()  # entries are finalized in order: the last one done means all are
         for entry in entries:
             if entry.error is not None:
                 raise entry.error
@@ -219,22 +223,33 @@ class AuditLog:
                 f"this audit log was opened by process {self._pid}; open it again in each "
                 "process after fork"
             )
-        with self._cv:
+        with self._mutex:
             if self._closed:
                 raise AuditUnavailableError("the audit log is closed")
             self._pending.extend(entries)
-            self._cv.notify()
+            self._wake_writer_locked()
+
+    def _wake_writer_locked(self) -> None:
+        # Called with _mutex held: release the sleeping writer exactly once per sleep.
+        if self._writer_idle:
+            self._writer_idle = False
+            self._wake_writer.release()
 
     def _write_loop(self) -> None:
         """Writer thread: append whatever is pending as one batch, pass it to the flusher."""
         while True:
-            with self._cv:
-                while not self._pending and not self._closed:
-                    self._cv.wait()
-                if not self._pending:
+            with self._mutex:
+                if not self._pending and not self._closed:
+                    self._writer_idle = True
+                    batch = None
+                elif not self._pending:
                     break
-                batch = self._pending[: self.limits.max_batch_entries]
-                del self._pending[: len(batch)]
+                else:
+                    batch = self._pending[: self.limits.max_batch_entries]
+                    del self._pending[: len(batch)]
+            if batch is None:
+                self._wake_writer.acquire()  # released by _submit or close
+                continue
             with self._file_mutex:
                 wrote = self._write(batch)
             self._written.put((batch, wrote))
@@ -270,7 +285,7 @@ class AuditLog:
                             f"audit entry not recorded (flush failed: {self._broken})"
                         )
                     if entry.ready is not None:
-                        entry.ready.set()
+                        entry.ready.release()
 
     def _write(self, batch: list[PendingEntry]) -> bool:
         """Append ``batch`` under the flock; True if bytes were written (need a flush)."""
@@ -298,7 +313,7 @@ class AuditLog:
 
     def checkpoint(self) -> str:
         """Sign and write a checkpoint of the whole log now; returns the signed note."""
-        with self._cv:
+        with self._mutex:
             if self._closed:
                 raise AuditUnavailableError("the audit log is closed")
         return self._checkpoint_now()
@@ -319,3 +334,11 @@ class AuditLog:
                 return  # closed
             except Exception:  # noqa: BLE001 - keep the timer alive; record() reports failures
                 _log.exception("audit log: periodic checkpoint failed")
+
+
+def _held_lock() -> threading.Lock:
+    """A lock that its creator will block on until the flusher releases it: the cheapest
+    one-shot wake-up CPython has (an Event is a Condition and a Lock in Python code)."""
+    lock = threading.Lock()
+    lock.acquire()
+    return lock

@@ -44,17 +44,16 @@ from audit.storage import (
 _log = logging.getLogger("audit")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class PendingEntry:
     """One event on its way into the log, and its outcome once known."""
 
     encoded: EncodedEvent
     receipt: AuditReceipt | None = None
     error: BaseException | None = None
-    # Set when the outcome is final. Entries are finalized in order, so a bulk submission
-    # gives an Event only to its last entry.
-    ready: threading.Event | None = None
-    done: bool = False
+    # Held while its caller waits, released when the outcome is final. Entries are finalized
+    # in order, so a bulk submission gives a lock only to its last entry.
+    ready: threading.Lock | None = None
 
 
 @dataclass
