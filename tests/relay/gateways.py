@@ -19,7 +19,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from tests.policies.mqtt_clients import publish
 from tests.relay.conftest import HISTORIAN, Relay, envelope
+from tests.support.net import wait_for
 
 
 class Gateway:
@@ -111,6 +113,20 @@ class PersistentConsumer:
             if "idmz-msg-id:" in line:
                 out.append(line.split("idmz-msg-id:", 1)[1].split()[0].split("\t")[0])
         return out
+
+
+def wait_consumer_live(relay: Relay, consumer: PersistentConsumer, device: str) -> None:
+    """Publish probes from ``device`` until one reaches ``consumer``: its subscription is in
+    place (a probe sent before mosquitto_sub subscribed is, rightly, not for it)."""
+    probes = iter(range(1000))
+
+    def live() -> bool:
+        n = next(probes)
+        publish(relay.ot, relay.plant.cred(device), f"{device}/status",
+                envelope(device, f"probe-{n}", "status", {}), v5=True)  # fmt: skip
+        return any(i.startswith("probe-") for i in consumer.ids())
+
+    wait_for(live, timeout_s=90, interval_s=0.5, what="consumer live")
 
 
 def check_delivery(gateways: list[Gateway], received: list[str]) -> tuple[int, int]:

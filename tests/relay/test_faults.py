@@ -15,9 +15,14 @@ from pathlib import Path
 import pytest
 
 from relay.config import RelayLimits
-from tests.policies.mqtt_clients import publish
-from tests.relay.conftest import Plant, Relay, envelope, start_relay, stop_relay
-from tests.relay.gateways import Gateway, PersistentConsumer, check_delivery, stream
+from tests.relay.conftest import Plant, Relay, start_relay, stop_relay
+from tests.relay.gateways import (
+    Gateway,
+    PersistentConsumer,
+    check_delivery,
+    stream,
+    wait_consumer_live,
+)
 from tests.support.net import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -46,17 +51,7 @@ def _run_stream(
         relay, tmp_path / "it.txt", f"fault-consumer-{time.monotonic_ns()}"
     )
     gateways = [Gateway(relay, d) for d in DEVICES]
-    # The consumer's subscription must be in place before the stream: publish probes until
-    # one arrives (a probe sent before mosquitto_sub subscribed is, rightly, not for it).
-    probes = iter(range(1000))
-
-    def live() -> bool:
-        n = next(probes)
-        publish(relay.ot, relay.plant.cred(DEVICES[0]), f"{DEVICES[0]}/status",
-                envelope(DEVICES[0], f"probe-{n}", "status", {}), v5=True)  # fmt: skip
-        return any(i.startswith("probe-") for i in consumer.ids())
-
-    wait_for(live, timeout_s=90, interval_s=0.5, what="consumer live")
+    wait_consumer_live(relay, consumer, DEVICES[0])
     stop = threading.Event()
     streamer = threading.Thread(target=stream, args=(gateways, count, RATE_PER_S, stop))
     streamer.start()
