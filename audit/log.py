@@ -63,7 +63,6 @@ class AuditLog:
         self._writer_idle = False
         self._pending: list[PendingEntry] = []
         self._closed = False
-        self._broken: BaseException | None = None
         self._flushes = 0
         self._pid = os.getpid()
         self._file_mutex = threading.Lock()  # the writer thread vs. on-demand checkpoints
@@ -151,7 +150,7 @@ class AuditLog:
         for thread in self._threads:
             thread.join()
         try:
-            if self._broken is None:
+            if self._writer.broken is None:
                 self._checkpoint_now()
         finally:
             self._writer.close()
@@ -268,32 +267,28 @@ class AuditLog:
                     break
                 item = self._written.get()
             done = item is None
-            if any(wrote for _, wrote in items) and self._broken is None:
+            if any(wrote for _, wrote in items) and self._writer.broken is None:
                 try:
                     self._writer.sync()
                     self._flushes += 1
-                except OSError as exc:
-                    # After a failed fsync the page cache state is unknown (fsyncgate):
-                    # acknowledge nothing from here on; reopen after checking the disk.
-                    _log.error("audit log: fdatasync failed, refusing further writes: %s", exc)
-                    self._broken = exc
+                except AuditUnavailableError:
+                    pass  # the writer is broken now: acknowledge nothing from here on
+            # Read after the flush: a failed fdatasync elsewhere (a checkpoint's) may have
+            # consumed the error this flush would have seen.
+            broken = self._writer.broken
             for batch, _ in items:
                 for entry in batch:
-                    if entry.error is None and (self._broken is not None or entry.receipt is None):
+                    if entry.error is None and (broken is not None or entry.receipt is None):
                         entry.receipt = None
-                        entry.error = AuditUnavailableError(
-                            f"audit entry not recorded (flush failed: {self._broken})"
-                        )
+                        entry.error = self._writer.refusal()
                     if entry.ready is not None:
                         entry.ready.release()
 
     def _write(self, batch: list[PendingEntry]) -> bool:
         """Append ``batch`` under the flock; True if bytes were written (need a flush)."""
         try:
-            if self._broken is not None:
-                raise AuditUnavailableError(
-                    "the audit log stopped after a write failure; reopen it after checking the disk"
-                ) from self._broken
+            if self._writer.broken is not None:
+                raise self._writer.refusal()
             with self._writer.lock():
                 self._writer.catch_up(recover=False)
                 wrote = self._writer.append(batch)
@@ -312,10 +307,14 @@ class AuditLog:
     # -- checkpoints --------------------------------------------------------------------
 
     def checkpoint(self) -> str:
-        """Sign and write a checkpoint of the whole log now; returns the signed note."""
+        """Sign and write a checkpoint of the whole log now; returns the signed note.
+        Refused (`AuditUnavailableError`) once a flush has failed: it would sign entries
+        whose durability is unknown."""
         with self._mutex:
             if self._closed:
                 raise AuditUnavailableError("the audit log is closed")
+        if self._writer.broken is not None:
+            raise self._writer.refusal()
         return self._checkpoint_now()
 
     def _checkpoint_now(self) -> str:
@@ -328,10 +327,10 @@ class AuditLog:
         shared = self._writer.shared
         while not self._stop.wait(interval):
             try:
-                if shared.size != shared.checkpoint_size and self._broken is None:
+                if shared.size != shared.checkpoint_size and self._writer.broken is None:
                     self.checkpoint()
             except AuditUnavailableError:
-                return  # closed
+                return  # closed, or broken by a failed flush (logged where it failed)
             except Exception:  # noqa: BLE001 - keep the timer alive; record() reports failures
                 _log.exception("audit log: periodic checkpoint failed")
 

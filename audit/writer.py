@@ -89,6 +89,11 @@ class LogWriter:
         self._capacity_at = -1e9  # monotonic time of the last statvfs
         self._capacity_spent = 0  # bytes written since
         self._capacity_slack = 0  # bytes that may be written before checking again
+        # The first failed fdatasync, after which nothing is acknowledged or signed: Linux
+        # reports a writeback error to one fsync caller only, so a later fsync that succeeds
+        # proves nothing about the pages the failed one covered ("fsyncgate").
+        self.broken: OSError | None = None
+        self._sync_lock = threading.Lock()
         self._lock_fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
         self._entries_fd = os.open(paths.entries, os.O_RDWR | os.O_CREAT, 0o640)
         self._index_fd = os.open(paths.index, os.O_RDWR | os.O_CREAT, 0o640)
@@ -102,7 +107,30 @@ class LogWriter:
 
     def sync(self) -> None:
         """Make every entry appended so far durable (fdatasync of the entries file)."""
-        os.fdatasync(self._entries_fd)
+        self._datasync(self._entries_fd)
+
+    def _datasync(self, fd: int) -> None:
+        """fdatasync, unless a flush failed before; the first failure breaks the writer.
+        Every fdatasync of the log goes through here, under one lock, so no flush can slip
+        between a failure and the moment it is recorded."""
+        with self._sync_lock:
+            if self.broken is not None:
+                raise self.refusal()
+            try:
+                os.fdatasync(fd)
+            except OSError as exc:
+                self.broken = exc
+                _log.error("audit log: fdatasync failed, refusing further writes: %s", exc)
+                raise self.refusal() from exc
+
+    def refusal(self) -> AuditUnavailableError:
+        """The error for anything asked of a broken writer."""
+        error = AuditUnavailableError(
+            f"audit log flush failed ({self.broken}): nothing from that flush on is recorded "
+            "or signed; reopen the log after checking the disk"
+        )
+        error.__cause__ = self.broken
+        return error
 
     def append(self, batch: list[PendingEntry]) -> bool:
         """Write ``batch`` after the last entry (call under the lock, after ``catch_up``);
@@ -281,8 +309,8 @@ class LogWriter:
         root = shared.tree.root()
         self._refuse_to_shrink(shared.size, root)
         # Only durable entries are signed, and the index up to a checkpoint never needs repair.
-        os.fdatasync(self._entries_fd)
-        os.fdatasync(self._index_fd)
+        self._datasync(self._entries_fd)
+        self._datasync(self._index_fd)
         note = sign_checkpoint(Checkpoint(self.signer.name, shared.size, root), self.signer)
         write_atomically(self.paths.checkpoint, note.encode())
         self.read_checkpoint_size()
