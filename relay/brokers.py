@@ -34,11 +34,12 @@ from policies import Policy
 from policies.broker_config import BrokerSettings, Registry, TlsFiles, render_brokers
 from relay.config import ManagedBroker
 from relay.deathsig import preexec_die_with_parent
-from relay.errors import BrokerStartUpstreamError
+from relay.errors import BrokerStartUpstreamError, RelayConfigError
 
 _log = logging.getLogger("relay.brokers")
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
+REVOKED_FILE = "revoked.txt"  # read by the revoke plugin (relay/native/idmz_revoke.c)
 
 
 def registry_from_ledger(
@@ -76,6 +77,14 @@ def _write(path: Path, text: str) -> bool:
     return True
 
 
+def _conf_path(path: Path) -> str:
+    # Mosquitto splits option values at whitespace: such a path would load something else.
+    text = str(path)
+    if any(c.isspace() for c in text):
+        raise RelayConfigError(f"Mosquitto cannot take a path with whitespace; found {text!r}")
+    return text
+
+
 def render_files(
     policy: Policy,
     registry: Registry,
@@ -87,8 +96,14 @@ def render_files(
     audit_denials: bool,
     run_as_user: str | None,
     policy_document: tuple[str, str] | None = None,
+    revoke_plugin: Path | None = None,
+    revoked_devices: frozenset[str] = frozenset(),
 ) -> tuple[RenderedFiles, bool, bool]:
     """Render both brokers into ``directory``; return the paths and whether each changed.
+
+    With ``revoke_plugin`` (the compiled `relay.revoke_plugin`) the OT broker loads it and
+    ``revoked_devices`` are written, one per line, to ``revoked.txt`` (atomically: the plugin
+    reads it on SIGHUP). The OT ACL is reported as changed when that file changed.
 
     With ``policy_document`` (the source name and text ``policy`` was loaded from) a copy is
     written next to the configs as ``policy.toml`` (``policy.yaml`` for a YAML source), so the
@@ -130,9 +145,19 @@ def render_files(
     ]
     if audit_denials:
         extra.append("log_type debug")
-    ot_conf = rendered.ot.config + "\n".join(extra) + "\n"
+    ot_extra = list(extra)
+    revoked_changed = False
+    if revoke_plugin is not None:
+        revoked_file = directory / REVOKED_FILE
+        ot_extra += [
+            "# evicts revoked devices on SIGHUP; defers every other decision to acl_file",
+            f"plugin {_conf_path(revoke_plugin)}",
+            f"plugin_opt_revoked_file {_conf_path(revoked_file)}",
+        ]
+        revoked_changed = _write(revoked_file, "".join(f"{d}\n" for d in sorted(revoked_devices)))
+    ot_conf = rendered.ot.config + "\n".join(ot_extra) + "\n"
     it_conf = rendered.it.config + "\n".join(extra) + "\n"
-    acl_changed = _write(files.ot_acl, rendered.ot.acl)
+    acl_changed = _write(files.ot_acl, rendered.ot.acl) or revoked_changed
     it_changed = _write(files.it_acl, rendered.it.acl)
     _write(files.ot_config, ot_conf)
     _write(files.it_config, it_conf)

@@ -26,6 +26,7 @@ from relay.config import (
     TLSFiles,
     WorkerConfig,
 )
+from relay.revoke_plugin import RevokePluginUnavailableError, build_plugin
 from tests.policies.mqtt_clients import Endpoint
 from tests.policies.testpki import ClientCredentials, PKIFixture, make_test_pki
 from tests.support.net import free_port, wait_for
@@ -117,6 +118,15 @@ class Relay:
             )
 
         wait_for(ready, timeout_s=60, what="relay workers connected to both brokers")
+
+
+@pytest.fixture(scope="module")
+def revoke_plugin() -> Path:
+    """The compiled revoke plugin; the test is skipped, saying why, where it cannot be built."""
+    try:
+        return build_plugin()
+    except RevokePluginUnavailableError as exc:
+        pytest.skip(f"the revoke plugin cannot be built here: {exc}")
 
 
 @pytest.fixture(scope="module")
