@@ -8,9 +8,13 @@ revocation and the health/metrics endpoint.
 Worker processes are started with the ``spawn`` method (no state inherited from this process
 but the frozen `WorkerConfig`) and restarted when they die. Revocation: a `CrlWatcher` in this
 process notices a changed CRL within ``crl_poll_interval_s``; for devices newly revoked the
-appliance writes ``relay.device.cutoff``, re-renders the ACLs without them, and restarts the
-managed OT-facing broker so their connections are closed and their reconnects refused at TLS
-(ADR 0051). Every worker refuses their messages on its own from the moment it sees the CRL.
+appliance writes ``relay.device.cutoff``, re-renders the ACLs without them and the revoked-list
+file of the managed OT broker's revoke plugin (`relay.revoke_plugin`), and sends SIGHUP: the
+plugin disconnects exactly those devices, the broker keeps running and every other gateway
+stays connected; their reconnects are refused at TLS (new CRL). Where the plugin cannot be
+built (no compiler or Mosquitto headers; logged as a warning at start) the appliance restarts
+the OT broker instead, which disconnects everyone once (ADR 0051, ADR 0057). Every worker
+refuses their messages on its own from the moment it sees the CRL.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from audit.errors import AuditError
@@ -37,10 +42,12 @@ from relay.config import ApplianceConfig, WorkerConfig
 from relay.health import HealthServer
 from relay.records import cutoff_event
 from relay.revocation import CrlWatcher, RevocationState
+from relay.revoke_plugin import RevokePluginUnavailableError, build_plugin
 from relay.stats import read_snapshots
 
 _log = logging.getLogger("relay.appliance")
 _SPAWN = multiprocessing.get_context("spawn")
+RELOAD_AGAIN_S = 1.0  # a second SIGHUP after a revocation (see _on_revocation)
 
 
 def run_worker_process(
@@ -86,6 +93,7 @@ class Appliance:
         self.worker_restarts = 0
         self._broker_refused: Counter[tuple[str, str]] = Counter()
         self._brokers: dict[str, MosquittoProcess] = {}
+        self._revoke_plugin: Path | None = None  # compiled at start; None: restart on revocation
         self._tails: list[LogTail] = []
         self._revocation = RevocationState()
         self._registry_key: tuple[Any, ...] = ()
@@ -194,6 +202,8 @@ class Appliance:
             audit_denials=cfg.audit_broker_denials,
             run_as_user=cfg.broker_user or ("root" if os.geteuid() == 0 else None),
             policy_document=(wc.policy_source, wc.policy_text),
+            revoke_plugin=self._revoke_plugin,
+            revoked_devices=self._revocation.revoked_devices,
         )
         return ot_changed, it_changed
 
@@ -202,6 +212,14 @@ class Appliance:
         assert (
             cfg.managed_ot is not None and cfg.managed_it is not None and cfg.broker_dir is not None
         )
+        try:
+            self._revoke_plugin = build_plugin()
+        except RevokePluginUnavailableError as exc:
+            _log.warning(
+                "revoke plugin unavailable, so a revoked device is disconnected by restarting the "
+                "OT-facing broker (every gateway reconnects once): %s",
+                exc,
+            )
         self._render()
         for name, b in (("ot", cfg.managed_ot), ("it", cfg.managed_it)):
             # A broker bound to every interface is dialled on loopback.
@@ -248,15 +266,28 @@ class Appliance:
                     len(added),
                 )
             return
-        self._render()
-        if added:
+        self._render()  # ACLs without them; the plugin's revoked file with them
+        if added and self._revoke_plugin is None:
             _log.warning(
-                "revoked %s: restarting the OT-facing broker to close their sessions",
+                "revoked %s: restarting the OT-facing broker to close their sessions "
+                "(no revoke plugin)",
                 ", ".join(added),
             )
             self._brokers["ot"].restart()
-        else:
-            self._brokers["ot"].reload()  # a re-issued CRL (new nextUpdate) must be loaded
+            return
+        if added:
+            _log.warning(
+                "revoked %s: the OT-facing broker's revoke plugin disconnects them (SIGHUP)",
+                ", ".join(added),
+            )
+        # SIGHUP: the new CRL for new handshakes, the ACLs, and the plugin kicks the revoked.
+        # Also for a re-issued CRL that revokes nobody new (fresh nextUpdate, Mosquitto #1826).
+        self._brokers["ot"].reload()
+        if added and not self._stop.wait(RELOAD_AGAIN_S):
+            # Mosquitto 2.0.11 drops a SIGHUP that arrives while it is still reloading (seen in
+            # tests/relay/test_revoke_plugin.py). The plugin notices its file by itself, but the
+            # CRL that refuses their reconnects at TLS is re-read only on SIGHUP: send another.
+            self._brokers["ot"].reload()
 
     # -- supervision ----------------------------------------------------------------------
 

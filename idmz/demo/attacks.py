@@ -132,7 +132,7 @@ class Attacks(Scene):
             timeout_s=30,
         )
         after = self.cutoff_at + timedelta(seconds=1)
-        self._flowing_after(self.plant.historian, after, "IT historian")  # broker back up
+        self._flowing_after(self.plant.historian, after, "IT historian")  # press-01 still flows
         gw2 = self.plant.press2.credentials
 
         def refused_at_tls() -> str | None:
@@ -164,8 +164,13 @@ class Attacks(Scene):
             if in_flight
             else ""
         )
+        evicted = (
+            "OT-facing broker's revoke plugin evicted it (no broker restart)"
+            if restarts == 0
+            else f"OT-facing broker restarted without it ({restarts:.0f}×, no revoke plugin)"
+        )
         return (
-            f"OT-facing broker restarted without it ({restarts:.0f}×): session dropped, "
+            f"{evicted}: session dropped, "
             f"reconnects refused at TLS{caught}; {held:.0f} message(s) stuck in its outbox; "
             "nothing from it at IT since; press-01 still flowing\n"
             f"mosquitto_pub --cert press-02/cert.pem  →  {clip(reason, 110)}"

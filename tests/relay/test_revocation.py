@@ -1,6 +1,8 @@
 """Live revocation: when the CA revokes a device, it is cut off within 5 seconds without
-restarting the appliance; its messages still in flight are refused and audited; its reconnects
-are refused at TLS; other devices keep flowing."""
+restarting the appliance or the OT broker (the revoke plugin evicts only that device); its
+messages still in flight are refused and audited; its reconnects are refused at TLS; other
+gateways stay connected on the same session and keep flowing. Without the plugin the appliance
+falls back to restarting the OT broker."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from pki.authority import RevocationReason
+from relay.revoke_plugin import RevokePluginUnavailableError
 from tests.policies.mqtt_clients import publish
 from tests.relay.conftest import Plant, Relay, envelope, start_relay, stop_relay, utcnow
 from tests.relay.test_forwarding import ITConsumer, make_live
@@ -25,11 +28,14 @@ from tests.support.net import wait_for
 pytestmark = pytest.mark.integration
 VICTIM = "acme/plant1/stamping/line1/cell2/press-07"
 BYSTANDER = "acme/plant1/stamping/line1/cell2/press-08"
+FALLBACK_VICTIM = "acme/plant1/stamping/line1/cell2/press-09"
 CUTOFF_DEADLINE_S = 5.0
 
 
 @pytest.fixture(scope="module")
-def relay(plant: Plant, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
+def relay(
+    plant: Plant, revoke_plugin: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Relay]:
     plant.cred(VICTIM)
     plant.cred(BYSTANDER)
     r = start_relay(plant, tmp_path_factory.mktemp("relay-revocation"), workers=1)
@@ -51,12 +57,17 @@ class DeviceConnection:
         ctx.load_cert_chain(str(creds.cert), str(creds.key))
         self.client.tls_set_context(ctx)
         self.connected = threading.Event()
+        self.connects = 0  # CONNACKs received: 1 means one session, never reconnected
         self.dropped_at: float | None = None
-        self.client.on_connect = lambda *a: self.connected.set()
+        self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.connect("127.0.0.1", relay.ot.port, keepalive=30)
         self.client.loop_start()
         assert self.connected.wait(30), "device could not connect"
+
+    def _on_connect(self, *_args: object) -> None:
+        self.connects += 1
+        self.connected.set()
 
     def _on_disconnect(self, *_args: object) -> None:
         if self.dropped_at is None:
@@ -77,11 +88,20 @@ def _worker_pids(relay: Relay) -> list[int]:
     return [pid for pid in relay.appliance.worker_pids() if pid is not None]
 
 
+def _connected_as(relay: Relay, client_id: str) -> int:
+    """How often the OT broker logged a connection with this client id."""
+    log = (relay.home / "brokers" / "ot.log").read_text(errors="replace")
+    return log.count(f" as {client_id} (")
+
+
 def test_revoked_device_is_cut_off_refused_and_its_in_flight_messages_are_audited(
     relay: Relay, tmp_path: Path
 ) -> None:
     consumer = ITConsumer(relay, tmp_path / "it.txt")
     make_live(relay, consumer, BYSTANDER)
+    ot_broker = relay.appliance.broker("ot")
+    ot_pid = ot_broker.pid
+    bystander = DeviceConnection(relay, BYSTANDER)
     victim = DeviceConnection(relay, VICTIM)
     # Freeze the workers so the victim's messages are in flight (held by the OT broker for the
     # relay's persistent session) when the CRL changes.
@@ -102,13 +122,15 @@ def test_revoked_device_is_cut_off_refused_and_its_in_flight_messages_are_audite
         relay.plant.pki.ca.revoke(serial, RevocationReason.KEY_COMPROMISE, now=utcnow())
         wait_for(lambda: victim.dropped_at is not None, timeout_s=30, what="victim disconnected")
         assert victim.dropped_at is not None
-        assert victim.dropped_at - revoked_at < CUTOFF_DEADLINE_S
+        cutoff_s = victim.dropped_at - revoked_at
+        print(f"cut-off {cutoff_s:.2f}s after the CRL was written")  # -s shows it; see ADR 0057
+        assert cutoff_s < CUTOFF_DEADLINE_S
     finally:
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
         victim.close()
 
-    # Its reconnect is refused at TLS.
+    # Its reconnect is refused at TLS (the CRL re-read on SIGHUP).
     again = publish(
         relay.ot,
         relay.plant.cred(VICTIM),
@@ -135,11 +157,58 @@ def test_revoked_device_is_cut_off_refused_and_its_in_flight_messages_are_audite
     )
     wait_for(lambda: 'reason="certificate_revoked"' in relay.metrics(), timeout_s=30, what="metric")
 
-    # Nothing of the victim's reached IT; the bystander still flows.
-    publish(relay.ot, relay.plant.cred(BYSTANDER), f"{BYSTANDER}/status",
-            envelope(BYSTANDER, "bystander-after", "status", {}), v5=True)  # fmt: skip
+    # Nothing of the victim's reached IT. The other gateway was never disconnected: the same
+    # connection (one CONNACK, no on_disconnect, one "New client connected" in the broker's log)
+    # still publishes, and the broker is the same process, never restarted.
+    info = bystander.client.publish(
+        f"{BYSTANDER}/status", envelope(BYSTANDER, "bystander-after", "status", {}), qos=1
+    )
+    info.wait_for_publish(timeout=30)
     wait_for(
         lambda: consumer.payloads_with("bystander-after"), timeout_s=60, what="bystander flows"
     )
     assert not consumer.payloads_with("inflight-")
+    assert bystander.dropped_at is None
+    assert bystander.connects == 1
+    assert bystander.client.is_connected()
+    assert _connected_as(relay, BYSTANDER) == 1
+    assert ot_broker.pid == ot_pid and ot_broker.running()
+    assert relay.appliance.status()["broker_restarts"]["ot"] == 0
+    bystander.close()
     consumer.stop()
+
+
+def test_without_the_plugin_revocation_falls_back_to_restarting_the_ot_broker(
+    plant: Plant, tmp_path_factory: pytest.TempPathFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    def unavailable() -> Path:
+        raise RevokePluginUnavailableError("no C compiler 'gcc' on PATH (simulated)")
+
+    plant.cred(FALLBACK_VICTIM)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("relay.appliance.build_plugin", unavailable)
+        fallback = start_relay(plant, tmp_path_factory.mktemp("relay-fallback"), workers=1)
+    try:
+        assert "revoke plugin unavailable" in caplog.text
+        ot_conf = (fallback.home / "brokers" / "ot.conf").read_text().splitlines()
+        assert not [line for line in ot_conf if line.startswith("plugin")]
+        ot_broker = fallback.appliance.broker("ot")
+        ot_pid = ot_broker.pid
+        victim = DeviceConnection(fallback, FALLBACK_VICTIM)
+        try:
+            serial = plant.pki.ca.certificates_for(FALLBACK_VICTIM)[-1].serial
+            revoked_at = time.monotonic()
+            plant.pki.ca.revoke(serial, RevocationReason.KEY_COMPROMISE, now=utcnow())
+            wait_for(lambda: victim.dropped_at is not None, timeout_s=30, what="victim dropped")
+            assert victim.dropped_at is not None
+            print(f"fallback cut-off {victim.dropped_at - revoked_at:.2f}s (broker restart)")
+            assert victim.dropped_at - revoked_at < CUTOFF_DEADLINE_S
+        finally:
+            victim.close()
+        assert ot_broker.pid != ot_pid
+        assert fallback.appliance.status()["broker_restarts"]["ot"] == 1
+        again = publish(fallback.ot, plant.cred(FALLBACK_VICTIM), f"{FALLBACK_VICTIM}/telemetry",
+                        envelope(FALLBACK_VICTIM, "after-fallback"), v5=True)  # fmt: skip
+        assert again.returncode != 0
+    finally:
+        stop_relay(fallback)
