@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
@@ -41,6 +42,7 @@
 
 #define IDMZ_MAX_LINE 1024
 #define IDMZ_MAX_ENTRIES 1000000
+#define IDMZ_TICK_CHECK_NS 100000000L /* stat the file at most every 100 ms */
 
 struct revoked_set {
 	char **names;
@@ -62,6 +64,7 @@ struct idmz_state {
 	char *path;
 	struct revoked_set set;
 	struct file_seen seen;
+	struct timespec checked;
 };
 
 static struct idmz_state state;
@@ -116,16 +119,55 @@ static bool is_space(char c)
 	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
 }
 
+/* Add one line (NUL-terminated, no newline) to the set unless it is blank or a comment.
+ * Returns MOSQ_ERR_SUCCESS or MOSQ_ERR_NOMEM. */
+static int add_line(struct revoked_set *set, size_t *capacity, char *line)
+{
+	char *start = line;
+	char *end;
+
+	while(*start != '\0' && is_space(*start)){
+		start++;
+	}
+	end = start + strlen(start);
+	while(end > start && is_space(end[-1])){
+		end--;
+	}
+	*end = '\0';
+	if(*start == '\0' || *start == '#'){
+		return MOSQ_ERR_SUCCESS;
+	}
+	if(set->count == *capacity){
+		size_t grown = *capacity ? *capacity * 2 : 16;
+		char **names = mosquitto_realloc(set->names, grown * sizeof(char *));
+		if(names == NULL){
+			return MOSQ_ERR_NOMEM;
+		}
+		set->names = names;
+		*capacity = grown;
+	}
+	set->names[set->count] = mosquitto_strdup(start);
+	if(set->names[set->count] == NULL){
+		return MOSQ_ERR_NOMEM;
+	}
+	set->count++;
+	return MOSQ_ERR_SUCCESS;
+}
+
 /* Read the file into *out. Returns MOSQ_ERR_SUCCESS (a missing file is an empty set) or an
- * error, in which case *out is untouched. */
+ * error, in which case *out is untouched. Byte by byte, so a NUL or an over-long line can
+ * never swallow the line after it. */
 static int read_revoked(const char *path, struct revoked_set *out)
 {
 	FILE *fh;
-	char line[IDMZ_MAX_LINE + 2];
+	char line[IDMZ_MAX_LINE + 1];
 	struct revoked_set set = {NULL, 0};
 	size_t capacity = 0;
+	size_t len = 0;
 	size_t lineno = 0;
 	bool too_long = false;
+	bool has_nul = false;
+	int c;
 
 	fh = fopen(path, "r");
 	if(fh == NULL){
@@ -136,57 +178,48 @@ static int read_revoked(const char *path, struct revoked_set *out)
 		mosquitto_log_printf(MOSQ_LOG_ERR, "idmz_revoke: cannot open %s: %s", path, strerror(errno));
 		return MOSQ_ERR_UNKNOWN;
 	}
-	while(fgets(line, (int)sizeof(line), fh) != NULL){
-		size_t len = strlen(line);
-		char *start = line;
-		char *end;
-		bool newline = len > 0 && line[len - 1] == '\n';
-		bool complete = newline || feof(fh);
-
-		if(too_long){
-			/* Still inside an over-long line: skip to its end. */
-			too_long = !complete;
+	for(;;){
+		c = getc(fh);
+		if(c != EOF && c != '\n'){
+			if(c == '\0'){
+				has_nul = true;
+			}
+			if(len < IDMZ_MAX_LINE){
+				line[len++] = (char)c;
+			}else{
+				too_long = true;
+			}
 			continue;
 		}
+		if(c == EOF && len == 0 && !too_long){
+			break; /* the end, after a final newline (or an empty file) */
+		}
 		lineno++;
-		if(!complete || len - (newline ? 1 : 0) > IDMZ_MAX_LINE){
+		line[len] = '\0';
+		if(too_long){
 			mosquitto_log_printf(MOSQ_LOG_WARNING,
 					"idmz_revoke: %s line %zu is longer than %d bytes; ignored",
 					path, lineno, IDMZ_MAX_LINE);
-			too_long = !complete;
-			continue;
-		}
-		while(*start != '\0' && is_space(*start)){
-			start++;
-		}
-		end = start + strlen(start);
-		while(end > start && is_space(end[-1])){
-			end--;
-		}
-		*end = '\0';
-		if(*start == '\0' || *start == '#'){
-			continue;
-		}
-		if(set.count >= IDMZ_MAX_ENTRIES){
+		}else if(has_nul){
+			mosquitto_log_printf(MOSQ_LOG_WARNING,
+					"idmz_revoke: %s line %zu contains a NUL byte; ignored", path, lineno);
+		}else if(set.count >= IDMZ_MAX_ENTRIES){
 			mosquitto_log_printf(MOSQ_LOG_WARNING,
 					"idmz_revoke: %s has more than %d entries; the rest are ignored",
 					path, IDMZ_MAX_ENTRIES);
 			break;
+		}else if(add_line(&set, &capacity, line) != MOSQ_ERR_SUCCESS){
+			mosquitto_log_printf(MOSQ_LOG_ERR, "idmz_revoke: out of memory reading %s", path);
+			fclose(fh);
+			set_free(&set);
+			return MOSQ_ERR_NOMEM;
 		}
-		if(set.count == capacity){
-			size_t grown = capacity ? capacity * 2 : 16;
-			char **names = mosquitto_realloc(set.names, grown * sizeof(char *));
-			if(names == NULL){
-				goto nomem;
-			}
-			set.names = names;
-			capacity = grown;
+		len = 0;
+		too_long = false;
+		has_nul = false;
+		if(c == EOF){
+			break;
 		}
-		set.names[set.count] = mosquitto_strdup(start);
-		if(set.names[set.count] == NULL){
-			goto nomem;
-		}
-		set.count++;
 	}
 	if(ferror(fh)){
 		mosquitto_log_printf(MOSQ_LOG_ERR, "idmz_revoke: error reading %s", path);
@@ -198,12 +231,6 @@ static int read_revoked(const char *path, struct revoked_set *out)
 	set_finish(&set);
 	*out = set;
 	return MOSQ_ERR_SUCCESS;
-
-nomem:
-	mosquitto_log_printf(MOSQ_LOG_ERR, "idmz_revoke: out of memory reading %s", path);
-	fclose(fh);
-	set_free(&set);
-	return MOSQ_ERR_NOMEM;
 }
 
 static struct file_seen look(const char *path)
@@ -278,10 +305,22 @@ static int on_reload(int event, void *event_data, void *userdata)
 static int on_tick(int event, void *event_data, void *userdata)
 {
 	struct file_seen now;
+	struct timespec clock_now;
+	long elapsed_ns;
 
 	(void)event;
 	(void)event_data;
 	(void)userdata;
+	/* Ticks come with every pass of the broker's loop: under load, many per millisecond. */
+	if(clock_gettime(CLOCK_MONOTONIC, &clock_now) != 0){
+		return MOSQ_ERR_SUCCESS;
+	}
+	elapsed_ns = (long)(clock_now.tv_sec - state.checked.tv_sec) * 1000000000L
+		+ (clock_now.tv_nsec - state.checked.tv_nsec);
+	if(elapsed_ns >= 0 && elapsed_ns < IDMZ_TICK_CHECK_NS){
+		return MOSQ_ERR_SUCCESS;
+	}
+	state.checked = clock_now;
 	now = look(state.path);
 	if(!same_file(&now, &state.seen)){
 		load(true);

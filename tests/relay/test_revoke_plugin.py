@@ -175,6 +175,7 @@ def test_malformed_missing_or_unreadable_revoked_file_never_crashes_the_broker(
     junk = (
         b"# a comment, then blank lines and junk\n\n   \n"
         + b"x" * 5000 + b"\n"  # over-long: skipped and logged
+        + b"nul\x00byte\n"  # skipped and logged; the next line still counts
         + f"  {OTHER}\t\r\n".encode()  # whitespace and CRLF stripped
         + b"\xff\xfe not an identity \x01\n"
         + f"#{KEPT}\n".encode()  # commented out
@@ -184,6 +185,7 @@ def test_malformed_missing_or_unreadable_revoked_file_never_crashes_the_broker(
     # OTHER, LISTED and the junk line:
     broker.change_and_wait(replace_with(junk), marker + "3 revoked identities")
     assert "is longer than 1024 bytes; ignored" in broker.log()
+    assert "contains a NUL byte; ignored" in broker.log()
     assert "not authori" in broker.publish_own(OTHER).lower()
     assert "not authori" in broker.publish_own(LISTED).lower()
     assert broker.publish_own(KEPT) == "ok"
