@@ -3,9 +3,12 @@
 Configuration and ACLs come from `policies.render_brokers` (the one renderer), with the device
 and consumer registry taken from the CA ledger: every identity the CA issued a certificate to
 and that is not fully revoked. The appliance calls `MosquittoProcess.reload` (SIGHUP: ACL file
-and CRL re-read, for new connections) when the registry changes, and `restart` when a device
-is revoked, because Mosquitto 2.0 does not re-check connected clients against a new CRL
-(docs/adr/0051-live-revocation.md).
+and CRL re-read, for new connections) when the registry changes. Mosquitto 2.0 does not
+re-check connected clients against a new CRL, so the OT broker (only it) loads the revoke plugin
+(`relay.revoke_plugin`, relay/native/idmz_revoke.c) with ``revoked.txt`` rendered here: on
+SIGHUP it disconnects exactly the listed devices and refuses them on every ACL check, deferring
+every other decision to the rendered acl_file. Without the plugin the appliance calls `restart`
+instead (docs/adr/0051-live-revocation.md, docs/adr/0057-revoke-plugin.md).
 
 With ``audit_denials`` the broker logs at debug level and `LogTail` turns each
 ``Denied PUBLISH`` line into a refusal the appliance audits and counts (Mosquitto itself has

@@ -2,10 +2,11 @@
 
 Mosquitto 2.0.11 does not disconnect a connected client whose certificate a new CRL revokes
 (ADR 0051, ADR 0057). ``relay/native/idmz_revoke.c`` is a small plugin (plugin API version 5):
-it reads a file of revoked identities (certificate CN = MQTT username) at start and on SIGHUP,
-kicks those usernames and refuses them on authentication and ACL checks, deferring every other
-decision to the rendered ``acl_file``. This module compiles it with the machine's C compiler
-against the ``mosquitto-dev`` headers, once per source version, into a git-ignored cache:
+it reads a file of revoked identities (certificate CN = MQTT username) at start, on SIGHUP and
+when it sees the file changed, kicks those usernames and refuses them on ACL checks, deferring
+every other decision to the rendered ``acl_file``. This module compiles it with gcc against the
+``mosquitto-dev``/``libmosquitto-dev`` headers, once per source version, into a git-ignored
+cache (``relay/native/build/``):
 
 >>> path = build_plugin()          # doctest: +SKIP
 >>> path.name                      # doctest: +SKIP

@@ -23,8 +23,8 @@
  *   plugin_opt_revoked_file /path/to/revoked.txt
  *
  * The file: one identity per line; blank lines and lines starting with '#' are ignored;
- * surrounding whitespace is stripped; a line longer than IDMZ_MAX_LINE bytes is skipped and
- * logged (identity paths are at most 6 x 63 + 5 characters). A missing file means nobody is
+ * surrounding whitespace is stripped; a line longer than IDMZ_MAX_LINE bytes or containing a
+ * NUL byte is skipped and logged (identity paths are at most 6 x 63 + 5 characters). A missing file means nobody is
  * revoked; a file that cannot be read on reload keeps the previous list (never forgets a
  * revocation because of an I/O error); at start it stops the broker.
  */
