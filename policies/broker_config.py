@@ -162,8 +162,14 @@ def _listener_lines(s: BrokerSettings) -> list[str]:
     ]
 
 
-def _config(policy: Policy, zone: Zone, s: BrokerSettings, purpose: str) -> str:
+def max_packet_bytes(policy: Policy) -> int:
+    """The brokers' ``max_packet_size``: the largest payload any limit allows plus room for the
+    topic, properties and fixed header. The relay's OT reader announces more than this."""
     largest = max((lim.max_message_bytes for lim in policy.limits.values()), default=0)
+    return largest + PACKET_OVERHEAD_BYTES
+
+
+def _config(policy: Policy, zone: Zone, s: BrokerSettings, purpose: str) -> str:
     lines = [
         f"# idmz {zone.upper()}-facing broker: {purpose}",
         f"# idmz-zone: {zone}",
@@ -174,7 +180,7 @@ def _config(policy: Policy, zone: Zone, s: BrokerSettings, purpose: str) -> str:
         "per_listener_settings false",
         "allow_anonymous false",
         f"acl_file {_value('acl_file', s.acl_file)}",
-        f"max_packet_size {largest + PACKET_OVERHEAD_BYTES}",
+        f"max_packet_size {max_packet_bytes(policy)}",
         "connection_messages true",
         "log_type error",
         "log_type warning",

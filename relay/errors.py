@@ -4,6 +4,8 @@
 ``UpstreamError``        a broker the relay talks to failed; the relay retries on its own and
                          reports it here only when a caller must decide (start-up, shutdown).
 ``OTBrokerUpstreamError`` / ``ITBrokerUpstreamError``  which side failed.
+``MQTTProtocolError``     a broker sent bytes MQTT 5 forbids, or more than we allowed: the
+                         relay drops that connection and reconnects.
 ``BrokerStartUpstreamError``  a managed Mosquitto did not start (its log tail is in the message).
 ``SpoolFullError``       the spool reached ``spool_max_bytes``: the relay stops acknowledging the
                          OT side (the OT broker and the gateways keep the data) and alarms.
@@ -32,6 +34,11 @@ class OTBrokerUpstreamError(UpstreamError):
 
 class ITBrokerUpstreamError(UpstreamError):
     """The IT-facing broker could not be reached or refused the relay."""
+
+
+class MQTTProtocolError(UpstreamError):
+    """A broker sent a malformed packet, one we did not allow (QoS 2, a Topic Alias), or one
+    larger than the Maximum Packet Size we announced. The connection is dropped and retried."""
 
 
 class BrokerStartUpstreamError(UpstreamError):

@@ -1,16 +1,14 @@
-"""The one place that builds a paho client (mutual TLS, MQTT 5). Private to the two adapters,
-`relay.ot_source` and `relay.it_sink`; no other module imports paho, and no generic client
-object leaves this package's adapters."""
+"""The one place that builds a paho client (mutual TLS, MQTT 5), for the IT side
+(`relay.it_sink`). The OT side has its own reader (`relay.ot_source`, ADR 0055); no other module
+imports paho, and no generic client object leaves the IT adapter."""
 
 from __future__ import annotations
-
-import ssl
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from relay.config import BrokerEndpoint
-from relay.errors import UpstreamError
+from relay.tls_channel import client_context
 
 
 def new_client(
@@ -23,15 +21,7 @@ def new_client(
         manual_ack=manual_ack,
         reconnect_on_failure=auto_reconnect,
     )
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(endpoint.tls.cafile))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(str(endpoint.tls.certfile), str(endpoint.tls.keyfile))
-    except (OSError, ssl.SSLError) as exc:
-        raise UpstreamError(
-            f"cannot load the relay's client certificate {endpoint.tls.certfile}: {exc}"
-        ) from exc
-    client.tls_set_context(context)
+    client.tls_set_context(client_context(endpoint))
     # The broker certificate must name the host we dial (DNS or IP SAN), even on loopback.
     client.tls_insecure_set(False)
     client.max_queued_messages_set(0)

@@ -2,7 +2,7 @@
 
 The data path for one message (numbers match docs/relay.md):
 
-1. `OTSource` delivers it (paho network thread); nothing is acknowledged yet.
+1. `OTSource` delivers it (its reader thread); nothing is acknowledged yet.
 2. `Inspector` names the sender from the broker-verified topic prefix and checks revocation,
    policy, rate, size and schema. A refusal is queued for its own audit record (step 5).
 3. Duplicates (same device + message id already safe, here or in another worker) are not
@@ -36,6 +36,7 @@ from typing import Any
 from audit.errors import AuditError
 from audit.events import AuditEvent, AuditSink
 from policies import AuditFailureMode, load_policy
+from policies.broker_config import PACKET_OVERHEAD_BYTES, max_packet_bytes
 from relay.config import AcceptedAudit, WorkerConfig
 from relay.dedup import DedupWindow
 from relay.errors import SpoolFullError
@@ -139,6 +140,8 @@ class Worker:
             topic_filter=f"{self.policy.enterprise}/#",
             receive_maximum=limits.max_inflight,
             session_expiry_s=config.session_expiry_s,
+            # Above what the OT broker accepts, so it never has to drop a message for us.
+            max_packet_bytes=max_packet_bytes(self.policy) + PACKET_OVERHEAD_BYTES,
             on_delivery=self._on_delivery,
             on_state=self._on_ot_state,
         )
@@ -397,6 +400,7 @@ class Worker:
         forwarded: Counter[str] = Counter()
         now = self._clock()
         lat_sum = 0.0
+        tokens = []
         for item in touched:
             if item.acked or not (item.audit_done and item.it_done):
                 if item.audit_done and not item.it_done:
@@ -404,11 +408,12 @@ class Worker:
                 continue
             self._waiting.pop(item.seq, None)
             item.acked = True
-            self._ot.ack(item.token)
+            tokens.append(item.token)
             if not item.code and not item.duplicate:
                 remember.append((item.device, item.msg_id))
                 forwarded[item.device] += 1
                 lat_sum += now - item.t0
+        self._ot.ack_many(tokens)  # one socket write for the whole batch
         if remember:
             self._dedup_write.remember(remember, time.time())
             with self._lock:

@@ -1,7 +1,8 @@
 """One way by construction: the relay never subscribes on IT and never publishes on OT.
 
-The static tests read the relay's source: the OT adapter has no publish call, the IT adapter
-no subscribe call or message callback, and no other relay module touches paho. The live test
+The static tests read the relay's source: the OT reader and its codec have nothing named
+*publish* and no encoder for an application message, the IT adapter no subscribe call or
+message callback, and no other relay module touches paho. The live test
 shows the consequence: a message published on the IT broker (even by the relay's own identity,
 which may write there) never appears on the OT broker.
 """
@@ -19,7 +20,9 @@ from tests.relay.conftest import PRESS_1, RELAY_ID, Relay, envelope
 from tests.support.net import wait_for
 
 RELAY_SRC = Path(__file__).resolve().parents[2] / "relay"
-PAHO_ADAPTERS = {"ot_source.py", "it_sink.py", "mqtt_session.py"}
+PAHO_ADAPTERS = {"it_sink.py", "mqtt_session.py"}
+# What the OT side may put on the wire: CONNECT, SUBSCRIBE, PUBACK, PINGREQ, DISCONNECT.
+OT_ENCODERS = {"encode_connect", "encode_subscribe", "encode_pubacks"}
 
 
 def _names_used(path: Path) -> set[str]:
@@ -47,9 +50,29 @@ def _imports(path: Path) -> set[str]:
     return out
 
 
-def test_ot_adapter_has_no_publish_path() -> None:
-    used = _names_used(RELAY_SRC / "ot_source.py")
+def _defined(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    return {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.ClassDef)}
+
+
+@pytest.mark.parametrize("module", ["ot_source.py", "mqtt_codec.py", "tls_channel.py"])
+def test_ot_side_has_no_publish_path(module: str) -> None:
+    used = _names_used(RELAY_SRC / module)
     assert not {n for n in used if "publish" in n.lower()}, "the OT side must never publish"
+
+
+def test_ot_codec_encodes_only_what_a_subscriber_sends() -> None:
+    encoders = {n for n in _defined(RELAY_SRC / "mqtt_codec.py") if n.startswith("encode")}
+    assert encoders == OT_ENCODERS
+    src = (RELAY_SRC / "mqtt_codec.py").read_text()
+    # The only other packets it holds are fixed bytes: PINGREQ and DISCONNECT.
+    assert "MESSAGE << 4" not in src and "0x30" not in src and "\\x3" not in src
+
+
+def test_ot_reader_sends_only_through_the_codec() -> None:
+    used = _names_used(RELAY_SRC / "ot_source.py")
+    assert {n for n in used if n.startswith("encode_")} <= OT_ENCODERS
+    assert not {n for n in used if "paho" in n or n == "mqtt"}
 
 
 def test_it_adapter_has_no_subscribe_or_receive_path() -> None:
