@@ -39,10 +39,11 @@ from pki.ledger import Ledger, LedgerEntry
 from policies import load_policy
 from relay.brokers import LogTail, MosquittoProcess, registry_from_ledger, render_files
 from relay.config import ApplianceConfig, WorkerConfig
+from relay.errors import RevokePluginUnavailableError
 from relay.health import HealthServer
 from relay.records import cutoff_event
 from relay.revocation import CrlWatcher, RevocationState
-from relay.revoke_plugin import RevokePluginUnavailableError, build_plugin
+from relay.revoke_plugin import build_plugin
 from relay.stats import read_snapshots
 
 _log = logging.getLogger("relay.appliance")

@@ -7,6 +7,9 @@
 ``MQTTProtocolError``     a broker sent bytes MQTT 5 forbids, or more than we allowed: the
                          relay drops that connection and reconnects.
 ``BrokerStartUpstreamError``  a managed Mosquitto did not start (its log tail is in the message).
+``RevokePluginUnavailableError``  the OT broker's revoke plugin cannot be built here (no gcc, no
+                         Mosquitto headers): install what it names; until then a revocation
+                         restarts the OT broker (ADR 0057).
 ``SpoolFullError``       the spool reached ``spool_max_bytes``: the relay stops acknowledging the
                          OT side (the OT broker and the gateways keep the data) and alarms.
 ``SpoolCorruptedError``  a spool file failed its checksum: data on disk is damaged; the relay
@@ -43,6 +46,12 @@ class MQTTProtocolError(UpstreamError):
 
 class BrokerStartUpstreamError(UpstreamError):
     """A managed Mosquitto process did not start or keep running."""
+
+
+class RevokePluginUnavailableError(RelayError):
+    """The revoke plugin cannot be built here (no compiler, no Mosquitto headers, unwritable
+    cache). The appliance falls back to restarting the OT broker on revocation; install what the
+    message names to get live eviction."""
 
 
 class SpoolFullError(RelayError):

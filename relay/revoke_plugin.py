@@ -24,14 +24,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from relay.errors import RelayError
-
-
-class RevokePluginUnavailableError(RelayError):
-    """The plugin cannot be built here (no compiler, no Mosquitto headers, unwritable cache).
-    The appliance falls back to restarting the OT broker on revocation; install what the
-    message names to get live eviction."""
-
+from relay.errors import RevokePluginUnavailableError
 
 SOURCE = Path(__file__).resolve().parent / "native" / "idmz_revoke.c"
 BUILD_DIR = Path(__file__).resolve().parent / "native" / "build"

@@ -26,7 +26,8 @@ from relay.config import (
     TLSFiles,
     WorkerConfig,
 )
-from relay.revoke_plugin import RevokePluginUnavailableError, build_plugin
+from relay.errors import RevokePluginUnavailableError
+from relay.revoke_plugin import build_plugin
 from tests.policies.mqtt_clients import Endpoint
 from tests.policies.testpki import ClientCredentials, PKIFixture, make_test_pki
 from tests.support.net import free_port, wait_for

@@ -19,7 +19,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from pki.authority import RevocationReason
-from relay.revoke_plugin import RevokePluginUnavailableError
+from relay.errors import RevokePluginUnavailableError
 from tests.policies.mqtt_clients import publish
 from tests.relay.conftest import Plant, Relay, envelope, start_relay, stop_relay, utcnow
 from tests.relay.test_forwarding import ITConsumer, make_live

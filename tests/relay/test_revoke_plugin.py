@@ -17,7 +17,8 @@ from pki.ledger import Ledger
 from policies import load_policy
 from relay.brokers import REVOKED_FILE, MosquittoProcess, registry_from_ledger, render_files
 from relay.config import ManagedBroker
-from relay.revoke_plugin import RevokePluginUnavailableError, build_plugin
+from relay.errors import RevokePluginUnavailableError
+from relay.revoke_plugin import build_plugin
 from tests.policies.mqtt_clients import Endpoint, publish
 from tests.policies.testpki import ClientCredentials, PKIFixture, make_test_pki
 from tests.relay.conftest import POLICY_PATH, envelope
