@@ -26,7 +26,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from pki.identity import DeviceIdentity
-from policies import Action, Policy, RateLimiter, check_payload, evaluate, split_device_topic
+from policies import (
+    Action,
+    Decision,
+    Policy,
+    RateLimiter,
+    check_payload,
+    evaluate,
+    split_device_topic,
+)
 from relay.revocation import RevocationState
 
 MAX_MSG_ID_CHARS = 128
@@ -75,17 +83,37 @@ def message_id(topic: str, payload: bytes, property_id: str | None) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+ROUTE_CACHE_MAX = 4096
+
+
 class Inspector:
-    """Checks one message at a time. Not thread-safe (it owns a rate limiter): one per worker."""
+    """Checks one message at a time. Not thread-safe (it owns a rate limiter): one per worker.
+
+    The sender and the policy decision depend on the topic alone (the policy is fixed for the
+    worker's life and `policies.evaluate` is pure), so they are remembered per topic, up to
+    ``ROUTE_CACHE_MAX`` topics; revocation, rate and payload are checked on every message."""
 
     def __init__(self, policy: Policy, revocation: RevocationState) -> None:
         self.policy = policy
         self.revocation = revocation
         self._limiter = RateLimiter(policy)
+        self._routes: dict[str, tuple[DeviceIdentity, Decision]] = {}
+
+    def _route(self, topic: str) -> tuple[DeviceIdentity, Decision] | None:
+        found = self._routes.get(topic)
+        if found is None:
+            split = split_device_topic(topic)
+            if split is None:
+                return None
+            found = (split[0], evaluate(self.policy, split[0], Action.PUBLISH, topic))
+            if len(self._routes) >= ROUTE_CACHE_MAX:
+                self._routes.clear()
+            self._routes[topic] = found
+        return found
 
     def inspect(self, topic: str, payload: bytes, property_id: str | None, now: float) -> Verdict:
-        split = split_device_topic(topic)
-        if split is None:
+        route = self._route(topic)
+        if route is None:
             return Verdict(
                 False,
                 RelayReason.SENDER_UNKNOWN,
@@ -93,7 +121,7 @@ class Inspector:
                 None,
                 message_id(topic, payload, property_id),
             )
-        device = split[0]
+        device, decision = route
         msg_id = message_id(topic, payload, property_id)
         if device.path in self.revocation.revoked_devices:
             return Verdict(
@@ -103,7 +131,6 @@ class Inspector:
                 device,
                 msg_id,
             )
-        decision = evaluate(self.policy, device, Action.PUBLISH, topic)
         if decision.allowed:
             decision = self._limiter.admit(device, topic, now)
         if decision.allowed:
