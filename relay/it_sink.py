@@ -1,77 +1,48 @@
 """The IT side: publish. Nothing else.
 
-`ITSink` can publish QoS 1 messages with MQTT 5 user properties and tells the worker when the
-IT broker acknowledged each one. It has no method that subscribes, and this module never calls
-a subscribe function (``tests/relay/test_one_way.py`` checks the source): nothing from the IT
-side can ever reach the relay, so nothing can flow from IT toward OT.
+`ITSink` publishes QoS 1 messages with MQTT 5 user properties and tells the worker when the IT
+broker acknowledged each one. It is a small MQTT 5 writer of our own (ADR 0056) on a
+`relay.mqtt_link.Link` (mutual TLS, one thread reading PUBACKs). It has no method that
+subscribes, its codec (`relay.it_codec`) has no SUBSCRIBE encoder and no decoder for an
+application message, and any application message the IT broker might send is a protocol error
+(``tests/relay/test_one_way.py`` checks the source): nothing from the IT side can ever reach
+the relay, so nothing can flow from IT toward OT.
 
-Each connection uses a fresh paho client with a clean session. When a connection drops, every
-message published on it and not yet acknowledged is handed back to the worker in publish order
-(``on_down``), which spools it; paho never replays it behind our back.
+Each connection starts a clean session. Messages are queued by `publish` and written many per
+TLS write: by `flush` (the worker calls it after each OT read and each drain batch) or once
+``FLUSH_EVERY_MESSAGES`` are queued. When a connection drops, every message published on it and
+not yet acknowledged is handed back to the worker in publish order (``on_down``), which spools
+it; nothing is ever resent behind the worker's back.
+
+    sink = ITSink(endpoint, client_id="idmz-relay-0-it", on_acked=queue_ack,
+                  on_down=spool_all, on_up=lambda: None)
+    sink.start()
+    if sink.publish("acme/.../telemetry", payload, [("idmz-msg-id", "m-1")], ref):
+        sink.flush()
 """
 
 from __future__ import annotations
 
 import logging
-import struct
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
-
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from relay.config import BrokerEndpoint
-from relay.mqtt_session import new_client
+from relay.errors import MQTTProtocolError
+from relay.it_codec import PUBACK, decode_puback, encode_qos1_message, pack_user_properties
+from relay.mqtt_codec import Connack, encode_connect
+from relay.mqtt_link import Link
 
 _log = logging.getLogger("relay.it")
-CONNECT_TIMEOUT_S = 10.0
-_USER_PROPERTY = b"\x26"  # MQTT 5 property identifier 38: a UTF-8 string pair
+FLUSH_EVERY_MESSAGES = 32  # bounds what a long OT read holds back before it is written
+_INBOUND_MAX_BYTES = 64 * 1024  # we only read CONNACK, PUBACK, PINGRESP and DISCONNECT
 
-
-def pack_user_properties(pairs: Sequence[tuple[str, str]]) -> bytes:
-    """The MQTT 5 PUBLISH property block (length + properties) holding only user properties:
-    the bytes paho's generic `Properties.pack` produces, at a fraction of its cost."""
-    body = bytearray()
-    for key, value in pairs:
-        body += _USER_PROPERTY
-        for text in (key, value):
-            raw = text.encode("utf-8")  # strict: a lone surrogate is an error, as in paho
-            if len(raw) > 0xFFFF:
-                raise ValueError("an MQTT user property string is longer than 65535 bytes")
-            body += struct.pack("!H", len(raw))
-            body += raw
-    n, prefix = len(body), bytearray()
-    while True:  # Variable Byte Integer
-        n, digit = divmod(n, 128)
-        prefix.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(prefix + body)
-
-
-class UserProperties(Properties):
-    """PUBLISH properties made of user properties only, encoded once at construction.
-
-    paho calls only ``pack()`` on a publish's properties (again for a resend); its generic
-    encoder and attribute checks cost about a fifth of a worker's CPU per message."""
-
-    def __init__(self, pairs: Sequence[tuple[str, str]]) -> None:
-        super().__init__(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        object.__setattr__(self, "_pairs", tuple(pairs))
-        object.__setattr__(self, "_packed", pack_user_properties(pairs))
-
-    def pack(self) -> bytes:
-        packed: bytes = object.__getattribute__(self, "_packed")
-        return packed
-
-    def __str__(self) -> str:
-        return f"[UserProperty : {list(object.__getattribute__(self, '_pairs'))}]"
+__all__ = ["ITSink", "pack_user_properties"]
 
 
 class ITSink:
-    """``on_acked(ref, ok)`` runs on paho's thread with paho's lock held: it must only queue.
-    ``on_down(refs)`` and ``on_up()`` run on the sink's own thread."""
+    """``on_acked(ref, ok)``, ``on_down(refs)`` and ``on_up()`` run on the link's thread;
+    ``on_acked`` must only queue. `publish` and `flush` may be called from any thread."""
 
     def __init__(
         self,
@@ -84,138 +55,122 @@ class ITSink:
         reconnect_delay_s: float = 0.5,
         max_reconnect_delay_s: float = 5.0,
     ) -> None:
-        self._endpoint = endpoint
-        self._client_id = client_id
         self._on_acked = on_acked
         self._on_down = on_down
         self._on_up = on_up
-        self._delay = (reconnect_delay_s, max_reconnect_delay_s)
-        self._lock = threading.Lock()  # publish vs. connection changes
-        self._map_lock = threading.Lock()  # leaf lock: mid -> ref
-        self._refs: dict[int, object] = {}
-        self._early: dict[int, bool] = {}
-        self._client: mqtt.Client | None = None
+        self._lock = threading.Lock()  # connection state, queued bytes, packet id -> ref
+        self._room = threading.Condition(self._lock)  # a PUBACK freed the broker's window
+        self._window_wait_s = float(endpoint.keepalive_s)
         self._up = False
-        self._lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="it-sink", daemon=True)
+        self._generation = -1
+        self._window = 0  # the IT broker's Receive Maximum
+        self._next_id = 0
+        self._refs: dict[int, object] = {}  # in publish order
+        self._out: list[bytes] = []
+        self._link = Link(
+            endpoint,
+            side="IT",
+            connect_packet=encode_connect(
+                client_id,
+                clean_start=True,
+                keepalive_s=endpoint.keepalive_s,
+                session_expiry_s=0,
+                receive_maximum=1,  # it never sends us messages; 0 is not allowed
+                maximum_packet_size=_INBOUND_MAX_BYTES,
+            ),
+            max_packet_bytes=_INBOUND_MAX_BYTES,
+            handler=self,
+            reconnect_delay_s=(reconnect_delay_s, max_reconnect_delay_s),
+        )
 
     @property
     def up(self) -> bool:
         return self._up
 
     def start(self) -> None:
-        self._thread.start()
+        self._link.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._lost.set()
-        self._thread.join(timeout=10)
+        self._link.stop()
 
     def publish(
         self, topic: str, payload: bytes, properties: Sequence[tuple[str, str]], ref: object
     ) -> bool:
-        """Publish QoS 1. False when not connected (the caller spools the message)."""
-        props = UserProperties(properties)
+        """Queue a QoS 1 publish. When the broker's Receive Maximum is reached, waits (up to
+        the keepalive) for a PUBACK. False when not connected or still no room: the caller
+        spools the message."""
+        packed = pack_user_properties(properties)
         with self._lock:
-            client = self._client
-            if not self._up or client is None:
+            if self._up and len(self._refs) >= self._window:
+                # Back-pressure: the caller (the OT reader, the drainer) waits for a PUBACK, so
+                # the OT broker keeps the backlog; only a lost or stuck connection spools.
+                self._flush_locked()
+                self._room.wait_for(self._has_room_locked, timeout=self._window_wait_s)
+            if not self._up or len(self._refs) >= self._window:
                 return False
-            info = client.publish(topic, payload, qos=1, properties=props)
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                self._take_down_locked()
-                return False
-            with self._map_lock:
-                early = self._early.pop(info.mid, None)
-                if early is None:
-                    self._refs[info.mid] = ref
-        if early is not None:
-            self._on_acked(ref, early)
+            packet_id = self._next_id
+            while True:  # ends: fewer than 65535 ids are in flight
+                packet_id = packet_id % 0xFFFF + 1
+                if packet_id not in self._refs:
+                    break
+            self._next_id = packet_id
+            self._out.append(encode_qos1_message(topic, packet_id, packed, payload))
+            self._refs[packet_id] = ref
+            if len(self._out) >= FLUSH_EVERY_MESSAGES:
+                self._flush_locked()
         return True
 
-    # -- connection management (own thread) --------------------------------------------
+    def _has_room_locked(self) -> bool:
+        return not self._up or len(self._refs) < self._window
 
-    def _run(self) -> None:
-        delay = self._delay[0]
-        while not self._stop.is_set():
-            client = self._connect()
-            if client is None:
-                self._stop.wait(delay)
-                delay = min(delay * 2, self._delay[1])
-                continue
-            delay = self._delay[0]
-            self._lost.wait()
-            with self._lock:
-                self._take_down_locked()
-            client.disconnect()
-            client.loop_stop()
-
-    def _connect(self) -> mqtt.Client | None:
-        connected = threading.Event()
-        result: list[Any] = []
-        client = new_client(self._endpoint, self._client_id, manual_ack=False, auto_reconnect=False)
-        client.max_inflight_messages_set(65535)
-
-        def on_connect(_c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-            result.append(reason)
-            connected.set()
-
-        def on_disconnect(_c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-            if not self._stop.is_set():
-                _log.warning("lost the IT broker (%s)", reason)
-            connected.set()
-            self._lost.set()
-
-        client.on_connect = on_connect
-        client.on_disconnect = on_disconnect
-        client.on_publish = self._handle_publish
-        self._lost.clear()
-        try:
-            client.connect(self._endpoint.host, self._endpoint.port, self._endpoint.keepalive_s)
-        except OSError as exc:
-            _log.warning(
-                "cannot reach the IT broker %s:%s: %s",
-                self._endpoint.host,
-                self._endpoint.port,
-                exc,
-            )
-            return None
-        client.loop_start()
-        if not connected.wait(CONNECT_TIMEOUT_S) or not result or result[0].is_failure:
-            _log.warning(
-                "IT broker did not accept the relay: %s", result[0] if result else "timeout"
-            )
-            client.loop_stop()
-            return None
+    def flush(self) -> None:
+        """Write everything queued, in one TLS write."""
         with self._lock:
-            self._client = client
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self._out:
+            data = b"".join(self._out)
+            self._out.clear()
+            # False means the connection is gone; the link's thread then hands the refs back.
+            self._link.send(data, self._generation)
+
+    # -- LinkHandler (the link's thread) ----------------------------------------------------
+
+    def on_connected(self, connack: Connack, generation: int) -> None:
+        with self._lock:
+            self._generation = generation
+            self._window = connack.receive_maximum
             self._up = True
         _log.info("connected to the IT broker")
         self._on_up()
-        if self._lost.is_set():  # dropped between CONNACK and now
-            return client
-        return client
 
-    def _take_down_locked(self) -> None:
-        """Mark the connection down and hand every unacknowledged message back, in order."""
-        was_up, self._up = self._up, False
-        with self._map_lock:
-            refs = [self._refs[mid] for mid in sorted(self._refs, key=self._refs_order)]
+    def on_packets(self, packets: list[tuple[int, bytes]], generation: int) -> None:
+        done: list[tuple[object, bool]] = []
+        try:
+            with self._lock:
+                for first, body in packets:
+                    if first >> 4 != PUBACK:  # an application message included: never read
+                        raise MQTTProtocolError(
+                            f"unexpected packet 0x{first:02X} from the IT broker"
+                        )
+                    packet_id, code = decode_puback(first & 0x0F, body)
+                    ref = self._refs.pop(packet_id, None)
+                    if ref is None:
+                        raise MQTTProtocolError(f"a PUBACK for packet {packet_id}, not in flight")
+                    done.append((ref, code < 0x80))
+                if len(self._refs) + len(done) >= self._window:
+                    self._room.notify_all()
+        finally:
+            for ref, ok in done:
+                self._on_acked(ref, ok)
+
+    def on_disconnected(self, was_up: bool) -> None:
+        with self._lock:
+            self._up = False
+            refs = list(self._refs.values())
             self._refs.clear()
-            self._early.clear()
-        self._lost.set()
+            self._out.clear()
+            self._room.notify_all()
         if was_up or refs:
             self._on_down(refs)
-
-    def _refs_order(self, mid: int) -> int:
-        ref = self._refs[mid]
-        return int(getattr(ref, "seq", 0))
-
-    def _handle_publish(self, _c: mqtt.Client, _u: Any, mid: int, reason: Any, _p: Any) -> None:
-        ok = not reason.is_failure
-        with self._map_lock:
-            ref = self._refs.pop(mid, None)
-            if ref is None:
-                self._early[mid] = ok
-                return
-        self._on_acked(ref, ok)

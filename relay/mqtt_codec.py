@@ -66,7 +66,8 @@ def reason_name(code: int) -> str:
 # -- encoders (client -> server) -------------------------------------------------------------
 
 
-def _vbi(n: int) -> bytes:
+def variable_byte_integer(n: int) -> bytes:
+    """§1.5.5: seven bits per byte, least significant first, high bit = more follows."""
     out = bytearray()
     while True:
         n, digit = divmod(n, 128)
@@ -83,27 +84,29 @@ def _utf8(text: str) -> bytes:
 
 
 def _packet(first: int, body: bytes) -> bytes:
-    return bytes((first,)) + _vbi(len(body)) + body
+    return bytes((first,)) + variable_byte_integer(len(body)) + body
 
 
 def encode_connect(
     client_id: str,
     *,
+    clean_start: bool,
     keepalive_s: int,
     session_expiry_s: int,
     receive_maximum: int,
     maximum_packet_size: int,
 ) -> bytes:
-    """CONNECT (§3.1): protocol level 5, Clean Start 0, no will, no user name or password
-    (the client certificate is the identity)."""
+    """CONNECT (§3.1): protocol level 5, no will, no user name or password (the client
+    certificate is the identity)."""
     props = (
         bytes((SESSION_EXPIRY,)) + struct.pack("!I", session_expiry_s)
         + bytes((RECEIVE_MAXIMUM,)) + struct.pack("!H", receive_maximum)
         + bytes((MAXIMUM_PACKET_SIZE,)) + struct.pack("!I", maximum_packet_size)
     )  # fmt: skip
     body = (
-        _utf8("MQTT") + b"\x05\x00" + struct.pack("!H", keepalive_s)
-        + _vbi(len(props)) + props + _utf8(client_id)
+        _utf8("MQTT") + b"\x05" + (b"\x02" if clean_start else b"\x00")
+        + struct.pack("!H", keepalive_s)
+        + variable_byte_integer(len(props)) + props + _utf8(client_id)
     )  # fmt: skip
     return _packet(CONNECT << 4, body)
 
@@ -300,9 +303,10 @@ class Connack:
     reason_code: int
     server_keepalive_s: int | None
     reason_string: str | None
+    receive_maximum: int  # QoS 1 messages the server takes unacknowledged from us (§3.2.2.3.3)
 
 
-_CONNACK_WANTED = frozenset({SERVER_KEEP_ALIVE, REASON_STRING})
+_CONNACK_WANTED = frozenset({SERVER_KEEP_ALIVE, REASON_STRING, RECEIVE_MAXIMUM})
 
 
 def decode_connack(flags: int, body: bytes) -> Connack:
@@ -317,11 +321,15 @@ def decode_connack(flags: int, body: bytes) -> Connack:
         raise MQTTProtocolError("CONNACK longer than its contents")
     keepalive = props.get(SERVER_KEEP_ALIVE)
     reason = props.get(REASON_STRING)
+    receive_maximum = props.get(RECEIVE_MAXIMUM, 65535)
+    if not receive_maximum or not isinstance(receive_maximum, int):
+        raise MQTTProtocolError("a CONNACK with Receive Maximum 0")
     return Connack(
         bool(body[0] & 1),
         body[1],
         keepalive if isinstance(keepalive, int) else None,
         reason if isinstance(reason, str) else None,
+        receive_maximum,
     )
 
 

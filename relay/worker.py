@@ -144,6 +144,7 @@ class Worker:
             max_packet_bytes=max_packet_bytes(self.policy) + PACKET_OVERHEAD_BYTES,
             on_delivery=self._on_delivery,
             on_state=self._on_ot_state,
+            on_read_done=lambda: self._it.flush(),  # many IT publishes per TLS write
         )
         self._it = ITSink(
             config.it,
@@ -265,7 +266,7 @@ class Worker:
     # -- IT callbacks ---------------------------------------------------------------------
 
     def _on_it_acked(self, ref: object, ok: bool) -> None:
-        self._it_acks.append((ref, ok))  # paho's lock is held: only queue
+        self._it_acks.append((ref, ok))  # the IT link thread: only queue
         if not self._wake.is_set():  # Event.set takes a lock and notifies: once per cycle
             self._wake.set()
 
@@ -491,6 +492,7 @@ class Worker:
                         break
                     self._read_offset = end
                     self._drain_out.append(ref)
+            self._it.flush()
 
     # -- stats ----------------------------------------------------------------------------
 

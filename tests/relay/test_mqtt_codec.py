@@ -55,7 +55,7 @@ def _read_packet(sock: socket.socket) -> bytes:
     return head + raw + body
 
 
-def _paho_encoded_message(props: Properties, payload: bytes, qos: int) -> bytes:
+def paho_encoded_message(props: Properties, payload: bytes, qos: int) -> bytes:
     """The bytes paho's own encoder puts on the wire for one publish, read by a plain TCP
     listener that answers CONNECT with a hand-written CONNACK."""
     server = socket.create_server(("127.0.0.1", 0))
@@ -89,7 +89,7 @@ def test_decodes_a_message_paho_encoded_with_every_kind_of_property() -> None:
     props.ResponseTopic = "x/y"
     props.CorrelationData = b"\x00\x01corr"
     props.UserProperty = [("other", "v"), ("idmz-msg-id", "m-42"), ("idmz-msg-id", "second")]
-    raw = _paho_encoded_message(props, b'{"a":1}', qos=1)
+    raw = paho_encoded_message(props, b'{"a":1}', qos=1)
     [(first, body)] = _packets(raw)
     topic, packet_id, qos, msg_id, payload = decode_message(first & 0x0F, body, KEY)
     assert (topic, qos, msg_id, payload) == (b"acme/a/b", 1, "m-42", b'{"a":1}')
@@ -97,7 +97,7 @@ def test_decodes_a_message_paho_encoded_with_every_kind_of_property() -> None:
 
 
 def test_decodes_a_qos0_message_without_properties() -> None:
-    raw = _paho_encoded_message(Properties(PacketTypes.PUBLISH), b"", qos=0)
+    raw = paho_encoded_message(Properties(PacketTypes.PUBLISH), b"", qos=0)
     [(first, body)] = _packets(raw)
     assert decode_message(first & 0x0F, body, KEY) == (b"acme/a/b", 0, 0, None, b"")
 
@@ -108,7 +108,7 @@ def test_mosquitto_reads_our_packets_and_we_read_its(tmp_path: Path) -> None:
     broker = start_broker(conf, port, tmp_path, name="plain")
     try:
         sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        sock.sendall(encode_connect("codec-test", keepalive_s=60, session_expiry_s=300,
+        sock.sendall(encode_connect("codec-test", clean_start=False, keepalive_s=60, session_expiry_s=300,
                                     receive_maximum=5, maximum_packet_size=4096))  # fmt: skip
         [(first, body)] = _packets(_read_packet(sock))
         connack = decode_connack(first & 0x0F, body)
@@ -173,7 +173,7 @@ def test_a_malformed_property_block_is_a_protocol_error(props: bytes) -> None:
 
 def test_encoders_never_produce_an_application_message() -> None:
     packets = [
-        encode_connect("c", keepalive_s=5, session_expiry_s=1, receive_maximum=1,
+        encode_connect("c", clean_start=True, keepalive_s=5, session_expiry_s=1, receive_maximum=1,
                        maximum_packet_size=100),
         encode_subscribe(1, "a/#"),
         encode_pubacks([1, 2, 65535]),

@@ -1,8 +1,9 @@
 """One way by construction: the relay never subscribes on IT and never publishes on OT.
 
-The static tests read the relay's source: the OT reader and its codec have nothing named
-*publish* and no encoder for an application message, the IT adapter no subscribe call or
-message callback, and no other relay module touches paho. The live test
+The static tests read the relay's source: the OT reader, its codec and the connection code it
+shares with the IT side have nothing named *publish* and no encoder for an application message;
+the IT writer and its codec nothing named *subscribe*, no message callback and no decoder for an
+application message; no relay module uses paho. The live test
 shows the consequence: a message published on the IT broker (even by the relay's own identity,
 which may write there) never appears on the OT broker.
 """
@@ -20,9 +21,12 @@ from tests.relay.conftest import PRESS_1, RELAY_ID, Relay, envelope
 from tests.support.net import wait_for
 
 RELAY_SRC = Path(__file__).resolve().parents[2] / "relay"
-PAHO_ADAPTERS = {"it_sink.py", "mqtt_session.py"}
+OT_SIDE = ["ot_source.py", "mqtt_codec.py", "mqtt_link.py", "tls_channel.py"]
+IT_SIDE = ["it_sink.py", "it_codec.py", "mqtt_link.py", "tls_channel.py"]
 # What the OT side may put on the wire: CONNECT, SUBSCRIBE, PUBACK, PINGREQ, DISCONNECT.
 OT_ENCODERS = {"encode_connect", "encode_subscribe", "encode_pubacks"}
+# What the IT side may put on the wire: CONNECT, QoS 1 messages, PINGREQ, DISCONNECT.
+IT_ENCODERS = {"encode_connect", "encode_qos1_message"}
 
 
 def _names_used(path: Path) -> set[str]:
@@ -55,7 +59,7 @@ def _defined(path: Path) -> set[str]:
     return {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.ClassDef)}
 
 
-@pytest.mark.parametrize("module", ["ot_source.py", "mqtt_codec.py", "tls_channel.py"])
+@pytest.mark.parametrize("module", OT_SIDE)
 def test_ot_side_has_no_publish_path(module: str) -> None:
     used = _names_used(RELAY_SRC / module)
     assert not {n for n in used if "publish" in n.lower()}, "the OT side must never publish"
@@ -72,26 +76,30 @@ def test_ot_codec_encodes_only_what_a_subscriber_sends() -> None:
 def test_ot_reader_sends_only_through_the_codec() -> None:
     used = _names_used(RELAY_SRC / "ot_source.py")
     assert {n for n in used if n.startswith("encode_")} <= OT_ENCODERS
-    assert not {n for n in used if "paho" in n or n == "mqtt"}
+    assert not {n for n in _names_used(RELAY_SRC / "mqtt_link.py") if n.startswith("encode_")}
 
 
-def test_it_adapter_has_no_subscribe_or_receive_path() -> None:
-    used = _names_used(RELAY_SRC / "it_sink.py")
-    forbidden = {"subscribe", "on_message", "message_callback_add", "manual_ack", "ack"}
+@pytest.mark.parametrize("module", IT_SIDE)
+def test_it_side_has_no_subscribe_or_receive_path(module: str) -> None:
+    used = _names_used(RELAY_SRC / module)
+    forbidden = {"on_message", "message_callback_add", "manual_ack", "ack", "ack_many",
+                 "decode_message", "encode_pubacks", "encode_subscribe"}  # fmt: skip
     assert not (used & forbidden), used & forbidden
     assert not {n for n in used if "subscribe" in n.lower()}
 
 
-def test_the_shared_client_factory_neither_publishes_nor_subscribes() -> None:
-    used = _names_used(RELAY_SRC / "mqtt_session.py")
-    assert not {n for n in used if "publish" in n.lower() or "subscribe" in n.lower()}
+def test_it_codec_encodes_only_what_a_publisher_sends_and_decodes_only_puback() -> None:
+    defined = _defined(RELAY_SRC / "it_codec.py")
+    assert {n for n in defined if n.startswith("encode")} <= IT_ENCODERS
+    assert {n for n in defined if n.startswith("decode")} == {"decode_puback"}
+    used = _names_used(RELAY_SRC / "it_sink.py")
+    assert {n for n in used if n.startswith("encode_")} <= IT_ENCODERS
+    assert {n for n in used if n.startswith("decode_")} == {"decode_puback"}
 
 
-def test_only_the_adapters_import_paho() -> None:
+def test_no_relay_module_uses_paho() -> None:
     for path in RELAY_SRC.glob("*.py"):
-        uses_paho = any(m == "paho" or m.startswith("paho.") for m in _imports(path))
-        if path.name not in PAHO_ADAPTERS:
-            assert not uses_paho, f"{path.name} imports paho"
+        assert not any(m == "paho" or m.startswith("paho.") for m in _imports(path)), path.name
 
 
 @pytest.mark.integration
