@@ -32,6 +32,7 @@ _TOP = {
     "workers",
     "accepted_audit",
     "audit_origin",
+    "share_secret",
     "ot",
     "it",
     "tls",
@@ -163,6 +164,9 @@ def load_relay_config(
         ledger_path=home.ca_dir / "ledger.sqlite",
         accepted_audit=accepted,
         limits=limits,
+        share_secret_file=(
+            _path(home, doc["share_secret"], "share_secret") if "share_secret" in doc else None
+        ),
     )
     return ApplianceConfig(
         worker=worker,

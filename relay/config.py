@@ -102,6 +102,9 @@ class WorkerConfig:
     client_id_prefix: str = "idmz-relay"
     # False only for a single worker (see ADR 0052); the appliance sets it from ``workers``.
     shared_subscription: bool = True
+    # The share-group secret (ADR 0034, relay.share_secret); None: <state_dir>/share-secret,
+    # generated on first use. A path, never the secret: configs may be logged, it may not.
+    share_secret_file: Path | None = None
     session_expiry_s: int = 7 * 24 * 3600
 
 

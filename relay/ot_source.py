@@ -13,8 +13,8 @@ safe and audited (ADR 0050). Acks carry the connection generation they were rece
 for an older connection is dropped (the broker redelivers on the resumed session, and the
 dedup window drops the copy).
 
-    source = OTSource(endpoint, client_id="idmz-relay-0", share_group=None,
-                      topic_filter="acme/#", receive_maximum=1000, session_expiry_s=604800,
+    source = OTSource(endpoint, client_id="idmz-relay-0", subscription="acme/#",
+                      receive_maximum=1000, session_expiry_s=604800,
                       max_packet_bytes=1 << 20, on_delivery=handle, on_state=print,
                       on_read_done=lambda: None)
     source.start()   # connects in the background, reconnects (1..5 s backoff) until stop()
@@ -68,8 +68,7 @@ class OTSource:
         endpoint: BrokerEndpoint,
         *,
         client_id: str,
-        share_group: str | None,
-        topic_filter: str,
+        subscription: str,
         receive_maximum: int,
         session_expiry_s: int,
         max_packet_bytes: int,
@@ -78,12 +77,8 @@ class OTSource:
         on_read_done: Callable[[], None] | None = None,
         reconnect_delay_s: tuple[float, float] = (1.0, 5.0),
     ) -> None:
-        # One worker: a plain persistent subscription (Mosquitto 2.0.11 restores it from
-        # persistence after a broker restart and keeps strict order). Several workers: an
-        # MQTT 5 shared subscription (ADR 0052 explains what 2.0.11 loses across a restart).
-        self._subscription = (
-            topic_filter if share_group is None else f"$share/{share_group}/{topic_filter}"
-        )
+        self._subscription = subscription
+        self._label = _redacted(subscription)
         self._on_delivery = on_delivery
         self._on_state = on_state
         self._on_read_done = on_read_done
@@ -138,7 +133,7 @@ class OTSource:
         _log.info(
             "connected to the OT broker (session %s); subscribing to %s",
             "resumed" if connack.session_present else "new",
-            self._subscription,
+            self._label,
         )
         self._on_state(True)
 
@@ -176,8 +171,16 @@ class OTSource:
             raise MQTTProtocolError(f"a SUBACK for packet {packet_id}, which we did not send")
         if codes[0] != 0x01:  # below QoS 1 the broker would not hold messages for us
             raise OTBrokerUpstreamError(
-                f"the OT broker did not grant the subscription {self._subscription} at QoS 1: "
+                f"the OT broker did not grant the subscription {self._label} at QoS 1: "
                 f"{reason_name(codes[0])}"
             )
         self._subscribed = True
-        _log.info("subscribed to %s", self._subscription)
+        _log.info("subscribed to %s", self._label)
+
+
+def _redacted(subscription: str) -> str:
+    """A shared subscription's group name is derived from the relay's secret (ADR 0034):
+    whoever reads the logs must not learn it."""
+    if subscription.startswith("$share/"):
+        return "$share/<group>/" + subscription.split("/", 2)[2]
+    return subscription

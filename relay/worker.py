@@ -36,7 +36,7 @@ from typing import Any
 from audit.errors import AuditError
 from audit.events import AuditEvent, AuditSink
 from policies import AuditFailureMode, load_policy
-from policies.broker_config import PACKET_OVERHEAD_BYTES, max_packet_bytes
+from policies.broker_config import PACKET_OVERHEAD_BYTES, max_packet_bytes, relay_subscription
 from relay.config import AcceptedAudit, WorkerConfig
 from relay.dedup import DedupWindow
 from relay.errors import SpoolFullError
@@ -45,6 +45,7 @@ from relay.it_sink import ITSink
 from relay.ot_source import Delivery, OTSource
 from relay.records import AcceptedLine, batch_digest, batch_event, message_event, refusal_event
 from relay.revocation import CrlWatcher, RevocationState
+from relay.share_secret import ensure_share_secret
 from relay.spool import Spool, SpoolRecord
 from relay.stats import WorkerStats, write_snapshot
 
@@ -136,8 +137,7 @@ class Worker:
         self._ot = OTSource(
             config.ot,
             client_id=prefix,
-            share_group=self.policy.relay.share_group if config.shared_subscription else None,
-            topic_filter=f"{self.policy.enterprise}/#",
+            subscription=self._subscription(config),
             receive_maximum=limits.max_inflight,
             session_expiry_s=config.session_expiry_s,
             # Above what the OT broker accepts, so it never has to drop a message for us.
@@ -158,6 +158,16 @@ class Worker:
             threading.Thread(target=self._drain_loop, name="drainer", daemon=True),
             threading.Thread(target=self._stats_loop, name="stats", daemon=True),
         ]
+
+    def _subscription(self, config: WorkerConfig) -> str:
+        """One worker: a plain persistent subscription (Mosquitto 2.0.11 restores it from
+        persistence after a broker restart and keeps strict order). Several: an MQTT 5 shared
+        subscription (ADR 0052) whose group is derived from the relay's secret (ADR 0034), so a
+        gateway that knows the policy's public group name cannot join it."""
+        if not config.shared_subscription:
+            return f"{self.policy.enterprise}/#"
+        secret_file = config.share_secret_file or config.state_dir / "share-secret"
+        return relay_subscription(self.policy, ensure_share_secret(secret_file))
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ class Reader:
         self.deliveries: list[Delivery] = []
         self.states: list[bool] = []
         self.source = OTSource(
-            endpoint, client_id=client_id, share_group=None, topic_filter="acme/#",
+            endpoint, client_id=client_id, subscription="acme/#",
             receive_maximum=100, session_expiry_s=600, max_packet_bytes=64 * 1024,
             on_delivery=self.deliveries.append, on_state=self.states.append,
             reconnect_delay_s=(0.2, 0.5),
