@@ -27,7 +27,6 @@ class AcceptedLine:
     msg_id: str
     payload_sha256: bytes
     duplicate: bool
-    spooled: bool
 
 
 def refusal_event(
@@ -65,7 +64,6 @@ def batch_event(
     lines: Sequence[AcceptedLine], digest: str, prev: str, policy_sha256: str, worker: str
 ) -> AuditEvent:
     duplicates = sum(1 for x in lines if x.duplicate)
-    spooled = sum(1 for x in lines if x.spooled and not x.duplicate)
     return AuditEvent(
         actor=worker,
         action="relay.batch.forwarded",
@@ -74,7 +72,6 @@ def batch_event(
         details={
             "count": len(lines) - duplicates,
             "duplicates": duplicates,
-            "spooled": spooled,
             "devices": len({x.device for x in lines}),
             "first_msg_id": lines[0].msg_id,
             "last_msg_id": lines[-1].msg_id,
@@ -95,7 +92,6 @@ def message_event(line: AcceptedLine, topic: str, policy_sha256: str, worker: st
             "msg_id": line.msg_id,
             "payload_sha256": line.payload_sha256.hex(),
             "duplicate": line.duplicate,
-            "spooled": line.spooled,
             "policy_sha256": policy_sha256,
             "worker": worker,
         },

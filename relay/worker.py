@@ -1,19 +1,22 @@
-"""One relay worker: OT shared subscription in, checks, audit, IT out, ack after durable.
+"""One relay worker: OT subscription in, checks, audit, IT out, ack after durable.
 
 The data path for one message (numbers match docs/relay.md):
 
 1. `OTSource` delivers it (its reader thread); nothing is acknowledged yet.
 2. `Inspector` names the sender from the broker-verified topic prefix and checks revocation,
-   policy, rate, size and schema. A refusal is queued for its own audit record (step 5).
+   policy, rate, size and schema. A refusal is queued for its own audit record.
 3. Duplicates (same device + message id already safe, here or in another worker) are not
    forwarded; they are counted, audited in the batch, then acknowledged.
-4. Accepted: published to IT at once (QoS 1, same topic, provenance user properties) when the
-   IT broker is up and the device has nothing spooled; otherwise appended to the spool, so
-   that every device's messages leave in the order they arrived.
-5. The committer thread, every ``audit_batch_interval_ms`` or ``audit_batch_max`` messages:
-   fsyncs the spool, writes the audit records (group commit), then acknowledges on OT every
-   message that is both audited and safe (IT PUBACK received, or fsynced in the spool), and
-   remembers its id in the shared dedup window.
+4. The committer thread, every ``audit_batch_interval_ms`` or ``audit_batch_max`` messages,
+   writes the audit records (group commit) first. Only then are the accepted messages routed,
+   in arrival order: published to IT (QoS 1, same topic, provenance user properties) when the
+   IT broker is up and the device has nothing spooled, otherwise appended to the spool, so
+   that every device's messages leave in the order they arrived. Nothing reaches IT before
+   its audit record is durable; with ``on_audit_failure = "refuse"`` nothing is forwarded
+   while the log cannot record (``forward-and-alarm`` forwards and raises the alarm).
+5. A later cycle fsyncs the spool and acknowledges on OT every message that is both audited
+   and safe (IT PUBACK received, or fsynced in the spool), and remembers its id in the shared
+   dedup window.
 6. The drainer thread sends spooled messages to IT in order at ``drain_rate_per_s`` and
    advances the spool cursor over the prefix the IT broker acknowledged.
 
@@ -144,7 +147,6 @@ class Worker:
             max_packet_bytes=max_packet_bytes(self.policy) + PACKET_OVERHEAD_BYTES,
             on_delivery=self._on_delivery,
             on_state=self._on_ot_state,
-            on_read_done=lambda: self._it.flush(),  # many IT publishes per TLS write
         )
         self._it = ITSink(
             config.it,
@@ -230,8 +232,7 @@ class Worker:
             ("idmz-policy-sha256", self.policy.content_hash),
             ("idmz-msg-id", item.msg_id),
         )
-        self._accepted.append(item)
-        self._route(item)
+        self._accepted.append(item)  # routed by the committer once audited
         if len(self._accepted) >= self._limits.audit_batch_max:
             self._wake.set()
 
@@ -337,6 +338,22 @@ class Worker:
                 ref.acked = ok
         self._advance_drain()
         self._retry_held()
+        refusals = [self._refusals.popleft() for _ in range(len(self._refusals))]
+        accepted = [self._accepted.popleft() for _ in range(len(self._accepted))]
+        if refusals or accepted:
+            if self._record(refusals, accepted):
+                for item in refusals + accepted:
+                    item.audit_done = True
+                for item in accepted:
+                    if not item.duplicate:
+                        self._route(item)  # audited: now it may leave, in arrival order
+                self._it.flush()
+                touched.extend(refusals)
+                touched.extend(accepted)
+            else:
+                self._refusals.extendleft(reversed(refusals))
+                self._accepted.extendleft(reversed(accepted))
+                time.sleep(0.2)
         with self._lock:
             if self._spool.dirty:
                 self._spool.sync()  # raises before anything below counts as safe
@@ -344,18 +361,6 @@ class Worker:
         for item in newly:
             item.it_done = True
             touched.append(item)
-        refusals = [self._refusals.popleft() for _ in range(len(self._refusals))]
-        accepted = [self._accepted.popleft() for _ in range(len(self._accepted))]
-        if refusals or accepted:
-            if self._record(refusals, accepted):
-                for item in refusals + accepted:
-                    item.audit_done = True
-                touched.extend(refusals)
-                touched.extend(accepted)
-            else:
-                self._refusals.extendleft(reversed(refusals))
-                self._accepted.extendleft(reversed(accepted))
-                time.sleep(0.2)
         self._complete(touched)
 
     def _record(self, refusals: list[_Item], accepted: list[_Item]) -> bool:
@@ -367,9 +372,7 @@ class Worker:
         ]
         if accepted:
             lines = [
-                AcceptedLine(
-                    i.device, i.msg_id, hashlib.sha256(i.payload).digest(), i.duplicate, i.spooled
-                )
+                AcceptedLine(i.device, i.msg_id, hashlib.sha256(i.payload).digest(), i.duplicate)
                 for i in accepted
             ]
             policy_hash = self.policy.content_hash
@@ -436,7 +439,9 @@ class Worker:
                 st.device_forwarded[st.device_key(st.device_forwarded, device)] += n
             st.latency_ms_sum += lat_sum * 1000
             st.latency_count += len(remember)
-            st.inflight = len(self._waiting) + len(self._held)
+            st.inflight = (
+                len(self._accepted) + len(self._refusals) + len(self._waiting) + len(self._held)
+            )
 
     def _retry_held(self) -> None:
         with self._lock:
