@@ -77,7 +77,8 @@ class DeviceIdentity:
     @property
     def path(self) -> str:
         """The ISA-95 path, which is also the device's MQTT topic prefix and audit actor."""
-        return "/".join(getattr(self, name) for name in LEVELS)
+        # Spelled out (not a join over LEVELS): the relay asks for it on every message.
+        return f"{self.enterprise}/{self.site}/{self.area}/{self.line}/{self.cell}/{self.device}"
 
     @property
     def spiffe_id(self) -> str:

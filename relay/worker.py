@@ -102,10 +102,7 @@ class Worker:
         state = config.state_dir / self.name
         self._spool = Spool(state / "spool", max_bytes=limits.spool_max_bytes)
         dedup_path = config.state_dir / "dedup.sqlite"
-        self._dedup_read = DedupWindow(
-            dedup_path, window_s=limits.dedup_window_s, max_ids=limits.dedup_max_ids
-        )
-        self._dedup_write = DedupWindow(
+        self._dedup = DedupWindow(  # used by the committer thread only
             dedup_path, window_s=limits.dedup_window_s, max_ids=limits.dedup_max_ids
         )
         self._inspector = Inspector(self.policy, RevocationState())
@@ -193,8 +190,7 @@ class Worker:
             self._crl.stop()
         self._pool.shutdown()
         self._spool.close()
-        self._dedup_read.close()
-        self._dedup_write.close()
+        self._dedup.close()
 
     # -- OT thread ----------------------------------------------------------------------
 
@@ -218,10 +214,8 @@ class Worker:
             self._wake.set()
             return
         key2 = (device, item.msg_id)
-        if key2 in self._inproc or self._dedup_read.seen(device, item.msg_id):
-            item.duplicate = item.it_done = True
-            with self.stats.lock:
-                self.stats.duplicates += 1
+        if key2 in self._inproc:  # the shared window is asked per batch (_drop_duplicates)
+            self._duplicate(item)
             self._accepted.append(item)
             self._wake.set()
             return
@@ -235,6 +229,26 @@ class Worker:
         self._accepted.append(item)  # routed by the committer once audited
         if len(self._accepted) >= self._limits.audit_batch_max:
             self._wake.set()
+
+    def _duplicate(self, item: _Item) -> None:
+        item.duplicate = item.it_done = True
+        with self.stats.lock:
+            self.stats.duplicates += 1
+
+    def _drop_duplicates(self, accepted: list[_Item]) -> None:
+        """Mark the messages of a batch that are already safe (here or in another worker),
+        with one query to the shared window for the whole batch."""
+        fresh = [i for i in accepted if not i.duplicate]
+        if not fresh:
+            return
+        known = self._dedup.seen_many([(i.device, i.msg_id) for i in fresh])
+        if not known:
+            return
+        for item in fresh:
+            if (item.device, item.msg_id) in known:
+                self._duplicate(item)
+        with self._lock:
+            self._inproc.difference_update(known)
 
     def _route(self, item: _Item) -> None:
         """Direct to IT when possible, else spool; keeps each device's order."""
@@ -320,7 +334,7 @@ class Worker:
                 time.sleep(0.5)
             if time.monotonic() - last_prune > 60:
                 last_prune = time.monotonic()
-                self._dedup_write.prune(time.time())
+                self._dedup.prune(time.time())
 
     def _commit_cycle(self) -> None:
         touched: list[_Item] = []
@@ -340,6 +354,7 @@ class Worker:
         self._retry_held()
         refusals = [self._refusals.popleft() for _ in range(len(self._refusals))]
         accepted = [self._accepted.popleft() for _ in range(len(self._accepted))]
+        self._drop_duplicates(accepted)
         if refusals or accepted:
             if self._record(refusals, accepted):
                 for item in refusals + accepted:
@@ -429,7 +444,7 @@ class Worker:
                 lat_sum += now - item.t0
         self._ot.ack_many(tokens)  # one socket write for the whole batch
         if remember:
-            self._dedup_write.remember(remember, time.time())
+            self._dedup.remember(remember, time.time())
             with self._lock:
                 self._inproc.difference_update(remember)
         with self.stats.lock:
