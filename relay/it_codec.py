@@ -8,7 +8,6 @@ module's source). CONNECT, CONNACK, keepalive and DISCONNECT come from `relay.mq
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 
 from relay.errors import MQTTProtocolError
@@ -22,16 +21,21 @@ _QOS1_MESSAGE = b"\x32"  # packet type 3, QoS 1, not DUP, not RETAIN (§3.3.1)
 def pack_user_properties(pairs: Sequence[tuple[str, str]]) -> bytes:
     """The property block (length + properties) holding only user properties: byte for byte
     what paho's generic `Properties.pack` produces (tests/relay/test_it_sink.py)."""
-    body = bytearray()
+    parts: list[bytes] = []
     for key, value in pairs:
-        body += _USER_PROPERTY
-        for text in (key, value):
-            raw = text.encode("utf-8")  # strict: a lone surrogate is an error, as in paho
-            if len(raw) > 0xFFFF:
-                raise ValueError("an MQTT user property string is longer than 65535 bytes")
-            body += struct.pack("!H", len(raw))
-            body += raw
-    return variable_byte_integer(len(body)) + bytes(body)
+        raw_key = key.encode("utf-8")  # strict: a lone surrogate is an error, as in paho
+        raw_value = value.encode("utf-8")
+        if len(raw_key) > 0xFFFF or len(raw_value) > 0xFFFF:
+            raise ValueError("an MQTT user property string is longer than 65535 bytes")
+        parts += (
+            _USER_PROPERTY,
+            len(raw_key).to_bytes(2, "big"),
+            raw_key,
+            len(raw_value).to_bytes(2, "big"),
+            raw_value,
+        )
+    body = b"".join(parts)
+    return variable_byte_integer(len(body)) + body
 
 
 def encode_qos1_message(topic: str, packet_id: int, properties: bytes, payload: bytes) -> bytes:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from audit.events import AuditEvent, Outcome
 
 
-@dataclass(frozen=True, slots=True)
-class AcceptedLine:
+class AcceptedLine(NamedTuple):
+    """One accepted message in a batch record (a tuple: built for every message)."""
+
     device: str
     msg_id: str
     payload_sha256: bytes
