@@ -30,7 +30,7 @@ category in reports:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -79,3 +79,8 @@ class AuditSink(Protocol):
     and raises `audit.errors.AuditUnavailableError` when it cannot be recorded."""
 
     def record(self, event: AuditEvent) -> AuditReceipt: ...
+
+    def record_batch(self, events: Sequence[AuditEvent]) -> list[AuditReceipt]:
+        """Consecutive entries, durable together; raises if any cannot be recorded (others
+        may have been)."""
+        ...

@@ -33,7 +33,6 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from audit.errors import AuditError
@@ -132,7 +131,6 @@ class Worker:
         self._drain_gen = 0
         self._drain_out: deque[_DrainRef] = deque()
         self._prev_digest = ""
-        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="audit")
         prefix = f"{config.client_id_prefix}-{index}"
         self._ot = OTSource(
             config.ot,
@@ -188,7 +186,6 @@ class Worker:
         self._it.stop()
         if self._crl is not None:
             self._crl.stop()
-        self._pool.shutdown()
         self._spool.close()
         self._dedup.close()
 
@@ -408,7 +405,7 @@ class Worker:
             if len(events) == 1:
                 self._audit.record(events[0])
             else:
-                list(self._pool.map(self._audit.record, events))
+                self._audit.record_batch(events)  # one group commit for the whole cycle
         except AuditError as exc:
             with self.stats.lock:
                 self.stats.audit_failures += 1
