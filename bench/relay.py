@@ -29,6 +29,7 @@ import contextlib
 import ipaddress
 import json
 import multiprocessing as mp
+import os
 import shutil
 import ssl
 import statistics
@@ -70,6 +71,12 @@ from relay.config import (  # noqa: E402
 PASS = b"bench-passphrase"
 DEVICES = [f"acme/plant1/stamping/line1/cell1/press-{i:02d}" for i in range(4)]
 RELAY_ID, CONSUMER = "acme/it/idmz-relay", "acme/it/historian"
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads) so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:
@@ -337,13 +344,19 @@ def main() -> int:
                 ):
                     break
                 time.sleep(0.1)
+            pids = [p for p in app.worker_pids() if p is not None]
+            cpu0 = sum(_cpu_seconds(p) for p in pids)
             r = run_load(ot_p, it_p, creds, cafile, per_device, None)
             if r["count"] < r["expected"]:
                 raise SystemExit(f"relay delivered {r['count']}/{r['expected']}")
+            cpu = sum(_cpu_seconds(p) for p in pids) - cpu0
             rate = r["count"] / (r["last"] - r["t0"])
             results[f"relay{workers}"] = rate
+            results[f"cpu_us{workers}"] = cpu / r["count"] * 1e6
             print(
-                f"relay, {workers} worker(s): {r['count']}/{r['expected']} in {r['last'] - r['t0']:.2f}s = {rate:.0f} msg/s",
+                f"relay, {workers} worker(s): {r['count']}/{r['expected']} in {r['last'] - r['t0']:.2f}s = {rate:.0f} msg/s; "
+                f"worker CPU {results[f'cpu_us{workers}']:.0f} us/msg "
+                f"(a worker with a core to itself: ~{1e6 / results[f'cpu_us{workers}']:.0f} msg/s)",
                 flush=True,
             )
             if latency:
@@ -369,7 +382,9 @@ def main() -> int:
     print(
         f"RESULT relay msgs_per_s={best:.0f} bridge_msgs_per_s={results['bridge']:.0f} "
         f"ratio={best / results['bridge']:.2f} p50_ms={results['p50']:.2f} p99_ms={results['p99']:.2f} "
-        f"per_worker_msgs_per_s={results['relay1']:.0f}"
+        f"per_worker_msgs_per_s={results['relay1']:.0f} "
+        f"worker_cpu_us_per_msg={results['cpu_us1']:.0f} "
+        f"per_worker_core_msgs_per_s={1e6 / results['cpu_us1']:.0f}"
     )
     shutil.rmtree(tmp, ignore_errors=True)
     return 0  # on failure tmp is kept for its broker logs
