@@ -175,6 +175,12 @@ class AuditLog:
         return self._writer.capacity
 
     @property
+    def broken(self) -> bool:
+        """True once an fdatasync failed: the log refuses every write and checkpoint until it
+        is reopened (ADR 0024)."""
+        return self._writer.broken is not None
+
+    @property
     def stats(self) -> LogStats:
         return LogStats(*self._writer.written, self._flushes)
 

@@ -26,6 +26,7 @@ import multiprocessing
 import multiprocessing.context
 import os
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -69,14 +70,23 @@ def run_worker_process(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    fatal: list[str] = []
+
+    def on_fatal(why: str) -> None:
+        fatal.append(why)
+        stop.set()
+
     audit = AuditLog.open(config.audit_dir, origin=config.audit_origin)
-    worker = Worker(config, index, audit=audit)
+    worker = Worker(config, index, audit=audit, on_fatal=on_fatal)
     worker.start()
     try:
         stop.wait()
     finally:
         worker.stop()
         audit.close()
+    if fatal:
+        logging.getLogger("relay.worker").error("worker-%d exits: %s", index, fatal[0])
+        sys.exit(3)  # the appliance restarts it after worker_restart_backoff_s
 
 
 class Appliance:

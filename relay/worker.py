@@ -85,6 +85,7 @@ class Worker:
         *,
         audit: AuditSink,
         clock: Callable[[], float] = time.monotonic,
+        on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
         self.name = f"worker-{index}"
@@ -93,6 +94,7 @@ class Worker:
         self.stats.policy_sha256 = self.policy.content_hash
         self._clock = clock
         self._audit = audit
+        self._on_fatal = on_fatal
         limits = config.limits
         self._limits = limits
         self._refuse_on_audit_failure = (
@@ -410,6 +412,10 @@ class Worker:
             with self.stats.lock:
                 self.stats.audit_failures += 1
                 self.stats.audit_ok = False
+            if getattr(self._audit, "broken", False) and self._on_fatal is not None:
+                # A failed fdatasync: this log object refuses everything until reopened, and
+                # reopening is a restart (the OT broker keeps every unacknowledged message).
+                self._on_fatal(f"audit log flush failed ({exc}); restarting to reopen it")
             if self._refuse_on_audit_failure:
                 _log.error("audit unavailable (%s): holding %d messages", exc, len(events))
                 return False

@@ -144,3 +144,27 @@ def test_forward_and_alarm_keeps_data_flowing_and_raises_the_alarm(
     publish(relay.ot, relay.plant.cred(DEVICE), f"{DEVICE}/status",
             envelope(DEVICE, "after-heal", "status", {}), v5=True)  # fmt: skip
     wait_for(lambda: relay.health()[0] == 200, timeout_s=30, what="alarm cleared after heal")
+
+
+def test_a_failed_audit_fsync_restarts_the_worker_and_loses_nothing(
+    relay_with: Callable[[str], Relay], fs: FaultyFs, tmp_path: Path
+) -> None:
+    """After a failed fdatasync the worker's log refuses everything until reopened (ADR 0024),
+    so the worker exits and the appliance restarts it; while the disk still fails, reopening
+    fails too. The OT broker keeps every unacknowledged message meanwhile."""
+    relay = relay_with("refuse")
+    consumer = PersistentConsumer(relay, tmp_path / "it.txt", f"audit-{time.monotonic_ns()}")
+    wait_consumer_live(relay, consumer, DEVICE)
+    fs.fail("fsync", errno.EIO, name="entries.jsonl")
+    _publish_all(relay)
+    wait_for(lambda: relay.appliance.worker_restarts >= 1, timeout_s=60,
+             what="the worker restarted after the failed flush")  # fmt: skip
+    time.sleep(2)
+    assert _arrived(consumer) == [], "forwarded although the audit flush failed"
+
+    fs.heal()
+    wait_for(lambda: _arrived(consumer) == MESSAGES, timeout_s=90,
+             what="every message delivered in order once the log could be reopened")  # fmt: skip
+    wait_for(lambda: relay.health()[0] == 200, timeout_s=60, what="healthy again")
+    events = relay.audit_events()  # the log on disk parses and holds the batch records
+    assert any(e["action"] == "relay.batch.forwarded" for e in events)
