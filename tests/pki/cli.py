@@ -19,6 +19,21 @@ def idmz(capsys: pytest.CaptureFixture[str], home: Path, *args: str) -> tuple[in
     return code, out, err
 
 
+def issue(
+    capsys: pytest.CaptureFixture[str],
+    home: Path,
+    csr: Path,
+    identity: str,
+    out: Path,
+    *extra: str,
+) -> tuple[int, str, str]:
+    """`idmz ca issue --csr CSR --identity ID [extra...] --out OUT`."""
+    return idmz(
+        capsys, home, "ca", "issue", "--csr", str(csr), "--identity", identity, *extra,
+        "--out", str(out),
+    )  # fmt: skip
+
+
 def openssl_csr(
     tmp_path: Path,
     name: str = "dev",

@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tests.pki.cli import SECRET, audit_actions, idmz, issued_count, openssl_csr
+from tests.pki.cli import SECRET, audit_actions, idmz, issue, issued_count, openssl_csr
 from tests.pki.conftest import DEVICE
 from tests.support.net import wait_for
 
@@ -59,18 +59,7 @@ def test_wrong_passphrase_is_a_clear_error_that_does_not_echo_it(
 ) -> None:
     monkeypatch.setenv("IDMZ_CA_PASSPHRASE", "not-the-passphrase-31")
     _, csr = openssl_csr(tmp_path)
-    code, out, err = idmz(
-        capsys,
-        ready,
-        "ca",
-        "issue",
-        "--csr",
-        str(csr),
-        "--identity",
-        DEVICE.path,
-        "--out",
-        str(tmp_path / "c.pem"),
-    )
+    code, out, err = issue(capsys, ready, csr, DEVICE.path, tmp_path / "c.pem")
     assert code == 3 and "wrong passphrase" in err
     assert "not-the-passphrase-31" not in out + err and SECRET not in out + err
 
@@ -80,19 +69,14 @@ def test_issue_accepts_an_openssl_csr_and_writes_leaf_and_chain(
 ) -> None:
     _, csr = openssl_csr(tmp_path)
     out_pem, chain_pem = tmp_path / "cert.pem", tmp_path / "chain.pem"
-    code, out, _ = idmz(
+    code, out, _ = issue(
         capsys,
         ready,
-        "ca",
-        "issue",
-        "--csr",
-        str(csr),
-        "--identity",
+        csr,
         DEVICE.path,
+        out_pem,
         "--profile",
         "device",
-        "--out",
-        str(out_pem),
         "--chain-out",
         str(chain_pem),
     )
@@ -110,18 +94,7 @@ def test_refused_issue_exits_1_names_the_problem_issues_nothing_and_leaks_nothin
     ready: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     key, csr = openssl_csr(tmp_path, "weak", ("-newkey", "rsa:1024"))
-    code, out, err = idmz(
-        capsys,
-        ready,
-        "ca",
-        "issue",
-        "--csr",
-        str(csr),
-        "--identity",
-        DEVICE.path,
-        "--out",
-        str(tmp_path / "c.pem"),
-    )
+    code, out, err = issue(capsys, ready, csr, DEVICE.path, tmp_path / "c.pem")
     assert code == 1
     assert "at least 2048" in err and "1024" in err
     assert not (tmp_path / "c.pem").exists()
@@ -149,18 +122,7 @@ def test_identity_that_is_not_a_device_path_is_refused(
     ready: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, csr = openssl_csr(tmp_path)
-    code, _, err = idmz(
-        capsys,
-        ready,
-        "ca",
-        "issue",
-        "--csr",
-        str(csr),
-        "--identity",
-        "acme/plant1/+/line1/cell2/x",
-        "--out",
-        str(tmp_path / "c.pem"),
-    )
+    code, _, err = issue(capsys, ready, csr, "acme/plant1/+/line1/cell2/x", tmp_path / "c.pem")
     assert code == 1 and "found '+'" in err
 
 
@@ -171,18 +133,7 @@ def test_validity_beyond_the_issuing_ca_is_refused_with_dates(
     other = tmp_path / "short"
     assert idmz(capsys, other, "ca", "init", "--issuing-days", "30")[0] == 0
     _, csr = openssl_csr(tmp_path)
-    code, _, err = idmz(
-        capsys,
-        other,
-        "ca",
-        "issue",
-        "--csr",
-        str(csr),
-        "--identity",
-        DEVICE.path,
-        "--out",
-        str(tmp_path / "c.pem"),
-    )
+    code, _, err = issue(capsys, other, csr, DEVICE.path, tmp_path / "c.pem")
     assert code == 1 and "outlive the issuing CA" in err
     code, out, _ = idmz(capsys, other, "ca", "status", "--json")
     assert code == 0 and json.loads(out)["warnings"], "status warns before the cliff"
@@ -192,18 +143,7 @@ def test_revoke_regenerates_the_crl_and_records_it(
     ready: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, csr = openssl_csr(tmp_path)
-    idmz(
-        capsys,
-        ready,
-        "ca",
-        "issue",
-        "--csr",
-        str(csr),
-        "--identity",
-        DEVICE.path,
-        "--out",
-        str(tmp_path / "c.pem"),
-    )
+    issue(capsys, ready, csr, DEVICE.path, tmp_path / "c.pem")
     serial = x509.load_pem_x509_certificate((tmp_path / "c.pem").read_bytes()).serial_number
     colon = ":".join(f"{b:02x}" for b in serial.to_bytes((serial.bit_length() + 7) // 8, "big"))
     code, out, _ = idmz(capsys, ready, "ca", "revoke", colon, "--reason", "key-compromise")
@@ -304,18 +244,7 @@ def test_a_ca_key_whose_mode_drifted_is_refused(
 ) -> None:
     (ready / "ca" / "issuing.key.pem").chmod(0o644)
     _, csr = openssl_csr(tmp_path)
-    code, _, err = idmz(
-        capsys,
-        ready,
-        "ca",
-        "issue",
-        "--csr",
-        str(csr),
-        "--identity",
-        DEVICE.path,
-        "--out",
-        str(tmp_path / "c.pem"),
-    )
+    code, _, err = issue(capsys, ready, csr, DEVICE.path, tmp_path / "c.pem")
     assert code == 2 and "0600" in err and "0644" in err
 
 
@@ -326,32 +255,8 @@ def test_list_exports_csv_and_finds_certificates_about_to_expire(
     import io
 
     _, csr = openssl_csr(tmp_path)
-    idmz(
-        capsys,
-        ready,
-        "ca",
-        "issue",
-        "--csr",
-        str(csr),
-        "--identity",
-        DEVICE.path,
-        "--days",
-        "5",
-        "--out",
-        str(tmp_path / "short.pem"),
-    )
-    idmz(
-        capsys,
-        ready,
-        "ca",
-        "issue",
-        "--csr",
-        str(csr),
-        "--identity",
-        DEVICE.path,
-        "--out",
-        str(tmp_path / "long.pem"),
-    )
+    issue(capsys, ready, csr, DEVICE.path, tmp_path / "short.pem", "--days", "5")
+    issue(capsys, ready, csr, DEVICE.path, tmp_path / "long.pem")
     code, out, _ = idmz(capsys, ready, "ca", "list", "--csv")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert code == 0 and len(rows) == 2 and {r["status"] for r in rows} == {"valid"}
