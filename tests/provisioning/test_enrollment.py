@@ -21,19 +21,24 @@ def idmz(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[s
     return result
 
 
+def enroll(
+    env: Env,
+    out: Path,
+    *,
+    token: str | None = None,
+    fingerprint: str | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """`idmz enroll` against the test service (a fresh token and the right root by default)."""
+    return idmz(
+        "enroll", "--server", env.url, "--token", token if token is not None else env.token(),
+        "--ca-fingerprint", fingerprint or env.fingerprint, "--out", out, check=check,
+    )  # fmt: skip
+
+
 def cli_enroll(env: Env, out: Path) -> Path:
     env.add_device()
-    idmz(
-        "enroll",
-        "--server",
-        env.url,
-        "--token",
-        env.token(),
-        "--ca-fingerprint",
-        env.fingerprint,
-        "--out",
-        out,
-    )
+    enroll(env, out)
     return out
 
 
@@ -42,17 +47,7 @@ def test_idmz_enroll_writes_the_credential_directory_of_the_contract(
 ) -> None:
     env.add_device()
     out = tmp_path / "gw"
-    idmz(
-        "enroll",
-        "--server",
-        env.url,
-        "--token",
-        env.token(),
-        "--ca-fingerprint",
-        env.fingerprint,
-        "--out",
-        out,
-    )
+    enroll(env, out)
     assert stat.S_IMODE((out / "key.pem").stat().st_mode) == 0o600
     assert (out / "identity").read_text().strip() == DEVICE
     cert = x509.load_pem_x509_certificate((out / "cert.pem").read_bytes())
@@ -108,18 +103,7 @@ def test_enroll_refuses_a_server_whose_root_does_not_match_the_pin(
     token = env.token()
     before = env.snapshot()
     wrong = "ab" * 32
-    result = idmz(
-        "enroll",
-        "--server",
-        env.url,
-        "--token",
-        token,
-        "--ca-fingerprint",
-        wrong,
-        "--out",
-        tmp_path / "gw",
-        check=False,
-    )
+    result = enroll(env, tmp_path / "gw", token=token, fingerprint=wrong, check=False)
     assert result.returncode == 1 and "refusing to trust it" in result.stderr
     assert not (tmp_path / "gw" / "key.pem").exists()
     assert env.snapshot() == before  # the token was never sent
@@ -128,17 +112,7 @@ def test_enroll_refuses_a_server_whose_root_does_not_match_the_pin(
 def test_renew_over_mutual_tls_replaces_key_and_certificate(env: Env, tmp_path: Path) -> None:
     env.add_device()
     out = tmp_path / "gw"
-    idmz(
-        "enroll",
-        "--server",
-        env.url,
-        "--token",
-        env.token(),
-        "--ca-fingerprint",
-        env.fingerprint,
-        "--out",
-        out,
-    )
+    enroll(env, out)
     old_cert, old_key = (out / "cert.pem").read_bytes(), (out / "key.pem").read_bytes()
     not_due = idmz("renew", "--out", out)
     assert "not due" in not_due.stdout and (out / "cert.pem").read_bytes() == old_cert
@@ -157,17 +131,7 @@ def test_renew_over_mutual_tls_replaces_key_and_certificate(env: Env, tmp_path: 
 def test_superseded_certificate_cannot_renew_again(env: Env, tmp_path: Path) -> None:
     env.add_device()
     out = tmp_path / "gw"
-    idmz(
-        "enroll",
-        "--server",
-        env.url,
-        "--token",
-        env.token(),
-        "--ca-fingerprint",
-        env.fingerprint,
-        "--out",
-        out,
-    )
+    enroll(env, out)
     stolen = tmp_path / "stolen"
     stolen.mkdir()
     for name in ("cert.pem", "key.pem", "chain.pem", "ca.pem", "identity", "server"):
@@ -183,17 +147,7 @@ def test_superseded_certificate_cannot_renew_again(env: Env, tmp_path: Path) -> 
 def test_revoke_cuts_the_device_off_and_publishes_the_crl(env: Env, tmp_path: Path) -> None:
     env.add_device()
     out = tmp_path / "gw"
-    idmz(
-        "enroll",
-        "--server",
-        env.url,
-        "--token",
-        env.token(),
-        "--ca-fingerprint",
-        env.fingerprint,
-        "--out",
-        out,
-    )
+    enroll(env, out)
     crl_before = env.ca.paths.crl_der.read_bytes()
     notice = env.service.revoke_device(DEVICE, operator="operator:test", now=env.now())
     assert env.ca.paths.crl_der.read_bytes() != crl_before
@@ -312,17 +266,7 @@ def test_group_token_enrolls_one_new_device_under_its_prefix(env: Env, tmp_path:
 
 def test_re_enrollment_makes_the_old_certificate_unable_to_renew(env: Env, tmp_path: Path) -> None:
     old = cli_enroll(env, tmp_path / "old")
-    idmz(
-        "enroll",
-        "--server",
-        env.url,
-        "--token",
-        env.token(),
-        "--ca-fingerprint",
-        env.fingerprint,
-        "--out",
-        tmp_path / "new",
-    )  # replacement hardware, same identity
+    enroll(env, tmp_path / "new")  # replacement hardware, same identity
     statuses = sorted(c.status for c in env.registry.certificates(DEVICE))
     assert statuses == ["active", "superseded"]
     refused = idmz("renew", "--out", old, "--force", check=False)
