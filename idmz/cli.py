@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from idmz.logs import configure_logging
 
@@ -43,6 +43,17 @@ exit codes: 0 ok, 1 a check failed, 2 usage/configuration error, 3 upstream fail
 """
 
 
+# The global options and their defaults. People type them where they think of them
+# (`idmz ca init --home X` as often as `idmz --home X ca init`), so every subcommand accepts
+# them too; there they default to SUPPRESS, so an option given before the subcommand is kept
+# unless the same option is given again after it (the later one wins, as usual).
+GLOBAL_DEFAULTS: dict[str, str | None] = {
+    "home": None,
+    "log_level": "warning",
+    "log_format": "text",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="idmz",
@@ -54,21 +65,46 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--home", metavar="DIR", help="data directory (default: $IDMZ_HOME or ./idmz-data)"
-    )
-    parser.add_argument(
-        "--log-level",
-        default="warning",
-        choices=["debug", "info", "warning", "error"],
-        help="log verbosity (logs go to stderr)",
-    )
-    parser.add_argument("--log-format", default="text", choices=["text", "json"], help="log format")
+    _add_global_options(parser, defaults=GLOBAL_DEFAULTS)
     sub = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
     for name, summary in COMMAND_GROUPS:
         module = importlib.import_module(f"idmz.commands.{name}")
         module.register(sub, summary)
+    _accept_global_options_everywhere(parser)
     return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, defaults: Mapping[str, object]) -> None:
+    group = parser.add_argument_group("global options (accepted before or after the command)")
+    group.add_argument(
+        "--home",
+        metavar="DIR",
+        default=defaults.get("home"),
+        help="data directory (default: $IDMZ_HOME or ./idmz-data)",
+    )
+    group.add_argument(
+        "--log-level",
+        default=defaults.get("log_level"),
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity (logs go to stderr)",
+    )
+    group.add_argument(
+        "--log-format",
+        default=defaults.get("log_format"),
+        choices=["text", "json"],
+        help="log format",
+    )
+
+
+def _accept_global_options_everywhere(parser: argparse.ArgumentParser) -> None:
+    for action in parser._actions:  # argparse has no public walk
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                own = {opt for a in child._actions for opt in a.option_strings}
+                if not own & {"--home", "--log-level", "--log-format"}:
+                    suppressed = dict.fromkeys(GLOBAL_DEFAULTS, argparse.SUPPRESS)
+                    _add_global_options(child, defaults=suppressed)
+                _accept_global_options_everywhere(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
