@@ -200,17 +200,25 @@ def build_report(
     directory: Path,
     log_key: VerifierKey,
     *,
-    start: datetime,
-    end: datetime,
+    start: datetime | None = None,
+    end: datetime | None = None,
     now: datetime,
     csv_out: Path | None = None,
     witness_keys: Sequence[VerifierKey] = (),
 ) -> Report:
-    """Verify the log, then summarize entries with ``start <= time < end``. With ``csv_out``
-    the matching entries are also streamed there, one row each."""
+    """Verify the log, then summarize entries with ``start <= time < end``. A missing ``start``
+    is the first verified entry's time and a missing ``end`` is just after the last one's (or
+    ``now`` for an empty log): without either, the report covers the whole log. With
+    ``csv_out`` the matching entries are also streamed there, one row each."""
+    verified = verify_log(directory, log_key, witness_keys=witness_keys)
+    paths = LogPaths(directory)
+    verified_records = read_index(paths)[: verified.size * RECORD_BYTES]
+    if start is None or end is None:
+        first, last = _time_span(paths, verified_records)
+        start = start or first or now
+        end = end or ((last + timedelta(seconds=1)) if last else now)
     if end <= start:
         raise AuditConfigError("the report period is empty (--to must be after --from)")
-    verified = verify_log(directory, log_key, witness_keys=witness_keys)
     report = Report(start, end, now, verified, log_key.vkey, bucket=_bucket_for(end - start))
     if verified.witnessed is not None:
         report.cosigners = list(verified.witnessed.cosigners)
@@ -219,8 +227,7 @@ def build_report(
     try:
         if writer:
             writer.writeheader()
-        paths = LogPaths(directory)
-        for _i, data in iter_entries(paths, read_index(paths)[: verified.size * RECORD_BYTES]):
+        for _i, data in iter_entries(paths, verified_records):
             entry = json.loads(data)
             when = parse_time(entry["time"])
             if start <= when < end:
@@ -233,6 +240,17 @@ def build_report(
         if csv_file:
             csv_file.close()
     return report
+
+
+def _time_span(paths: LogPaths, records: bytes) -> tuple[datetime | None, datetime | None]:
+    """The earliest and latest entry times among the verified entries (several processes may
+    append, so entries are not strictly in time order)."""
+    first = last = None
+    for _i, data in iter_entries(paths, records):
+        when = parse_time(json.loads(data)["time"])
+        first = when if first is None or when < first else first
+        last = when if last is None or when > last else last
+    return first, last
 
 
 def verification_steps(report: Report, log_dir: str = "<audit dir>") -> list[str]:

@@ -15,7 +15,8 @@ margin:2rem auto;padding:0 1.25rem}
 h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2.2rem;
 border-bottom:2px solid #d8dee8;padding-bottom:.25rem}
 .sub{color:#5a6475;margin-top:0}table{border-collapse:collapse;width:100%;margin:.6rem 0}
-th,td{text-align:left;padding:.3rem .55rem;border-bottom:1px solid #e4e8ef;vertical-align:top}
+th,td{text-align:left;padding:.3rem .55rem;border-bottom:1px solid #e4e8ef;vertical-align:top;
+overflow-wrap:anywhere}.wide{overflow-x:auto;max-width:100%}
 th{background:#f3f5f9;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
 code,.mono{font-family:ui-monospace,"SFMono-Regular",Menlo,monospace;font-size:.85em;
 word-break:break-all}.cards{display:flex;gap:.8rem;flex-wrap:wrap}
@@ -40,7 +41,9 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], numeric: int =
         + "</tr>"
         for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    # Serials, fingerprints and identity paths are long unbroken strings: cells may break
+    # anywhere, and a table that still cannot fit scrolls inside its box, not the page.
+    return f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def timeline_svg(points: Sequence[tuple[str, int]], title: str) -> str:

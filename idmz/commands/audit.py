@@ -209,8 +209,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     report = build_report(
         directory,
         _pinned_key(args, directory),
-        start=parse_time(args.start),
-        end=parse_time(args.end),
+        start=parse_time(args.start) if args.start else None,
+        end=parse_time(args.end) if args.end else None,
         now=datetime.now(UTC),
         csv_out=out if args.format == "csv" else None,
         witness_keys=[VerifierKey.parse(v) for v in args.witness_key],
@@ -320,8 +320,12 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
     p.add_argument("--min-cosigners", type=int, default=0)
 
     p = add("report", "compliance report (SR 2.8 categories, refusals, certs)", cmd_report)
-    p.add_argument("--from", dest="start", required=True, metavar="TIME", help="ISO 8601")
-    p.add_argument("--to", dest="end", required=True, metavar="TIME", help="ISO 8601")
+    p.add_argument(
+        "--from", dest="start", metavar="TIME", help="ISO 8601 (default: the first entry)"
+    )
+    p.add_argument(
+        "--to", dest="end", metavar="TIME", help="ISO 8601, exclusive (default: after the last)"
+    )
     p.add_argument("--format", choices=["html", "json", "csv"], default="html")
     p.add_argument("--out", required=True, metavar="FILE")
     p.add_argument("--key", metavar="VKEY", help="pinned log verifier key")

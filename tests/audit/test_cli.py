@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from audit.report import parse_time
 from tests.audit.audit_cli import main
 from tests.audit.conftest import fill
 
@@ -120,6 +121,24 @@ def test_report_is_written_in_each_format(
         assert "<svg" in text and "Verify this report yourself" in text
         # Opens offline: no scripts, no external stylesheets, images or fonts.
         assert "<script" not in text and not re.search(r"(src|href)=", text)
+
+
+def test_report_without_a_period_covers_the_whole_log(
+    log: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log_dir, key = log
+    out = tmp_path / "report.json"
+    code, _, err = _run(
+        capsys, "audit", "report", "--dir", str(log_dir), "--key", key, "--format", "json",
+        "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    assert data["events"]["total"] == 12
+    times = [parse_time(json.loads(line)["time"]) for line in (log_dir / "entries.jsonl").open()]
+    period = data["period"]
+    assert parse_time(period["from"]) <= min(times)
+    assert parse_time(period["to"]) > max(times)
 
 
 def test_report_refuses_a_tampered_log(
