@@ -15,8 +15,8 @@ margin:2rem auto;padding:0 1.25rem}
 h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2.2rem;
 border-bottom:2px solid #d8dee8;padding-bottom:.25rem}
 .sub{color:#5a6475;margin-top:0}table{border-collapse:collapse;width:100%;margin:.6rem 0}
-th,td{text-align:left;padding:.3rem .55rem;border-bottom:1px solid #e4e8ef;vertical-align:top;
-overflow-wrap:anywhere}.wide{overflow-x:auto;max-width:100%}
+th,td{text-align:left;padding:.3rem .55rem;border-bottom:1px solid #e4e8ef;vertical-align:top}
+td.brk{overflow-wrap:anywhere}.wide{overflow-x:auto;max-width:100%}
 th{background:#f3f5f9;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
 code,.mono{font-family:ui-monospace,"SFMono-Regular",Menlo,monospace;font-size:.85em;
 word-break:break-all}.cards{display:flex;gap:.8rem;flex-wrap:wrap}
@@ -28,21 +28,24 @@ word-break:break-all;font-size:.8em}ol li{margin:.3rem 0}
 """
 
 
+def _cell(value: str, *, numeric: bool) -> str:
+    if numeric:
+        return f'<td class="n">{escape(value)}</td>'
+    # Serials, fingerprints and identity paths are long unbroken strings: such a cell may
+    # break anywhere, so the certificate table fits a laptop window; words stay whole.
+    long_token = len(value) > 24 and " " not in value
+    return f'<td class="brk">{escape(value)}</td>' if long_token else f"<td>{escape(value)}</td>"
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], numeric: int = -1) -> str:
     if not rows:
         return '<p class="note">None in this period.</p>'
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="n">{escape(str(v))}</td>' if i == numeric else f"<td>{escape(str(v))}</td>"
-            for i, v in enumerate(row)
-        )
-        + "</tr>"
+        "<tr>" + "".join(_cell(str(v), numeric=i == numeric) for i, v in enumerate(row)) + "</tr>"
         for row in rows
     )
-    # Serials, fingerprints and identity paths are long unbroken strings: cells may break
-    # anywhere, and a table that still cannot fit scrolls inside its box, not the page.
+    # A table that still cannot fit scrolls inside its box, not the page.
     return f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 

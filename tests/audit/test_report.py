@@ -116,5 +116,5 @@ def test_certificate_lifecycle_shows_subject_profile_and_expiry_for_every_issuer
     html = render_html(report)
     section = html[html.index("5. Certificate lifecycle") : html.index("6. Manual")]
     assert "<th>subject</th>" in section and "operator:alice" in section
-    assert section.count(f"<td>{path}</td>") == 4 + 2  # four subjects, two enrolling actors
+    assert section.count(f">{path}</td>") == 4 + 2  # four subjects, two enrolling actors
     assert "2027-02-20 00:00:00" in section
