@@ -5,8 +5,6 @@ beyond the limit (security review H2, L2)."""
 from __future__ import annotations
 
 import json
-import math
-import re
 from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
@@ -15,6 +13,7 @@ from hypothesis import strategies as st
 from pki.identity import DeviceIdentity
 from policies import Decision, Policy, ReasonCode, check_payload, load_policy
 from tests.policies.conftest import PLANT_POLICY
+from tests.support.portable_json import portable_depth
 
 PRESS = DeviceIdentity.parse("acme/plant1/stamping/line1/cell1/press-01")
 POLICY: Policy = load_policy(PLANT_POLICY.read_text())
@@ -88,30 +87,12 @@ def envelopes(draw: st.DrawFn) -> tuple[str, bytes]:
     return f"{PRESS.path}/{sub}", ("{" + text + "}").encode()
 
 
-def _depth(value: Any) -> int:
-    """Assert every string (keys too) is valid Unicode and every number finite; return the
-    nesting depth of arrays and objects."""
-    if isinstance(value, str):
-        assert not re.search("[\ud800-\udfff]", value)
-    elif isinstance(value, float):
-        assert math.isfinite(value)
-    elif isinstance(value, int) and not isinstance(value, bool):
-        assert math.isfinite(float(value))
-    elif isinstance(value, dict):
-        for key in value:
-            _depth(key)
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    elif isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
-    return 0
-
-
 def _check_total(topic: str, payload: bytes) -> Decision:
     decision = check_payload(POLICY, PRESS, topic, payload)
     assert isinstance(decision, Decision)
     assert decision.reason.isprintable()
     if decision.allowed:
-        assert _depth(json.loads(payload)) <= MAX_DEPTH  # what is forwarded is portable
+        assert portable_depth(json.loads(payload)) <= MAX_DEPTH  # what is forwarded is portable
     return decision
 
 
