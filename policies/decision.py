@@ -55,6 +55,12 @@ class ReasonCode(StrEnum):
     ENVELOPE_DEVICE_MISMATCH = "envelope_device_mismatch"
     ENVELOPE_KIND_MISMATCH = "envelope_kind_mismatch"
     RATE_LIMITED = "rate_limited"
+    # strict JSON (policies.strict_json), before any schema runs
+    PAYLOAD_LONE_SURROGATE = "payload_lone_surrogate"  # a "\\ud800"-style escape, unpaired
+    PAYLOAD_NUMBER_OUT_OF_RANGE = "payload_number_out_of_range"  # 1e400: infinity as a double
+    PAYLOAD_TOO_DEEP = "payload_too_deep"  # arrays/objects nested beyond max_json_depth
+    # the check itself failed (a validator exception, a bug): refused, never passed or raised
+    INSPECTION_ERROR = "inspection_error"
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,10 @@ from policies.decision import Action
 POLICY_VERSION = 1
 CERT_PROFILES = ("device", "consumer", "server", "model-signer", "issuing-ca", "root-ca")
 KEY_TYPES = ("rsa", "ec-p256", "ec-p384", "ec-p521", "ed25519")
+# Nesting of a message's arrays and objects: the envelope needs 3-4 levels; a parser's stack
+# and a schema walk stay small below the ceiling whatever a device sends.
+DEFAULT_MAX_JSON_DEPTH = 32
+MAX_JSON_DEPTH_CEILING = 128
 
 
 class Zone(StrEnum):
@@ -85,6 +89,8 @@ class TopicLimits:
     burst: int
     schema: str  # a key of Policy.schemas
     envelope_kind: str | None = None  # when set, the envelope's "kind" must equal it
+    # Arrays and objects nested deeper are refused before parsing (policies.strict_json).
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +261,7 @@ class Policy:
                     "burst": lim.burst,
                     "schema": lim.schema,
                     **({"envelope_kind": lim.envelope_kind} if lim.envelope_kind else {}),
+                    "max_json_depth": lim.max_json_depth,
                 }
                 for n, lim in self.limits.items()
             },

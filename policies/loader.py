@@ -25,7 +25,9 @@ from pki.identity import ConsumerIdentity, IdentityPrefix
 from policies.decision import Action
 from policies.document import (
     CERT_PROFILES,
+    DEFAULT_MAX_JSON_DEPTH,
     KEY_TYPES,
+    MAX_JSON_DEPTH_CEILING,
     POLICY_VERSION,
     AuditFailureMode,
     CertificatePolicy,
@@ -208,7 +210,8 @@ def _limits(
     for topic_class, raw in doc.table(data, [], "limits").items():
         path = ["limits", topic_class]
         raw = doc.typed(raw, path, dict)
-        keys = {"max_message_bytes", "max_messages_per_s", "burst", "schema", "envelope_kind"}
+        keys = {"max_message_bytes", "max_messages_per_s", "burst", "schema", "envelope_kind",
+                "max_json_depth"}  # fmt: skip
         doc.only(raw, path, keys)
         size = doc.positive(raw, path, "max_message_bytes", int)
         if size > MAX_MESSAGE_BYTES_CEILING:
@@ -217,6 +220,11 @@ def _limits(
         if schema not in schemas:
             doc.fail([*path, "schema"], f"no schema named {schema!r} under [schemas]")
         kind = raw.get("envelope_kind")
+        depth = DEFAULT_MAX_JSON_DEPTH
+        if "max_json_depth" in raw:
+            depth = doc.positive(raw, path, "max_json_depth", int)
+            if depth > MAX_JSON_DEPTH_CEILING:
+                doc.fail([*path, "max_json_depth"], f"at most {MAX_JSON_DEPTH_CEILING}")
         out[topic_class] = TopicLimits(
             topic_class,
             size,
@@ -224,6 +232,7 @@ def _limits(
             doc.positive(raw, path, "burst", int),
             schema,
             None if kind is None else doc.typed(kind, [*path, "envelope_kind"], str),
+            depth,
         )
     return out
 

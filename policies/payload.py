@@ -1,41 +1,47 @@
 """Payload checks for one message: size, UTF-8, strict JSON, schema, envelope sender and kind.
 
-Strict JSON means: no duplicate object keys (a relay reading the first value and a consumer
-reading the last would disagree), no ``NaN``/``Infinity``, bounded nesting. Refusal texts name
-the schema location and keyword, never payload values.
+UTF-8 and strict JSON (`policies.strict_json`) refuse, before any schema runs: duplicate object keys,
+``NaN``/``Infinity``, numbers beyond the double range (``1e400``), lone surrogate escapes,
+nesting beyond the topic class's ``max_json_depth``. `check_payload` is total: whatever the
+bytes, it returns a `Decision`; an exception from the schema validator (a library we do not
+control) is an ``inspection_error`` refusal, never an exception. Refusal texts name the schema
+location and keyword, never payload values.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pki.identity import DeviceIdentity
 from policies.decision import Action, Decision, ReasonCode
 from policies.document import Policy
 from policies.engine import evaluate
+from policies.strict_json import StrictJSONRefusal, parse_strict
 
 _ACCEPTED = Decision.allow("payload accepted")
 
 
-class _StrictJSONError(ValueError):
-    pass
-
-
-def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise _StrictJSONError("duplicate object key")
-    return obj
-
-
-def _constant(name: str) -> Any:
-    raise _StrictJSONError(f"{name} is not JSON")
-
-
-# One decoder for every message: json.loads with hooks builds a new JSONDecoder per call
-# (~6 % of a busy relay worker).
-_STRICT_JSON = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_constant)
+def _schema_decision(policy: Policy, schema: str, document: Any) -> Decision | None:
+    """The schema's refusal, or None when the document conforms. ``jsonschema_rs`` is foreign
+    code: any exception it raises is translated here, once, into a refusal (fail closed)."""
+    validator = policy.validators[schema]
+    try:
+        if validator.is_valid(document):
+            return None
+        error = next(iter(validator.iter_errors(document)), None)
+    except Exception as exc:  # noqa: BLE001 - the validator's own failure refuses the message
+        return Decision.deny(
+            ReasonCode.INSPECTION_ERROR,
+            f"the validator for schema {schema!r} failed ({type(exc).__name__})",
+        )
+    if error is None:
+        return Decision.deny(ReasonCode.PAYLOAD_SCHEMA_VIOLATION, f"fails schema {schema!r}")
+    where = "/" + "/".join(str(p) for p in error.instance_path)
+    keyword = error.schema_path[-1] if error.schema_path else "schema"
+    return Decision.deny(
+        ReasonCode.PAYLOAD_SCHEMA_VIOLATION,
+        f"fails schema {schema!r} at {where[:160]!a} ({keyword})",
+    )
 
 
 def check_payload(policy: Policy, identity: DeviceIdentity, topic: str, payload: bytes) -> Decision:
@@ -53,26 +59,12 @@ def check_payload(policy: Policy, identity: DeviceIdentity, topic: str, payload:
             ReasonCode.PAYLOAD_TOO_LARGE,
             f"{len(payload)} bytes on {topic_class!r}; the limit is {limits.max_message_bytes}",
         )
-    try:
-        text = bytes(payload).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return Decision.deny(ReasonCode.PAYLOAD_NOT_UTF8, f"not UTF-8 at byte {exc.start}")
-    try:
-        document = _STRICT_JSON.decode(text)
-    except (ValueError, RecursionError) as exc:
-        what = str(exc) if isinstance(exc, _StrictJSONError) else type(exc).__name__
-        if isinstance(exc, json.JSONDecodeError):
-            what = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
-        return Decision.deny(ReasonCode.PAYLOAD_NOT_JSON, f"not strict JSON: {what}")
-    validator = policy.validators[limits.schema]
-    if not validator.is_valid(document):
-        error = next(iter(validator.iter_errors(document)))
-        where = "/" + "/".join(str(p) for p in error.instance_path)
-        keyword = error.schema_path[-1] if error.schema_path else "schema"
-        return Decision.deny(
-            ReasonCode.PAYLOAD_SCHEMA_VIOLATION,
-            f"fails schema {limits.schema!r} at {where} ({keyword})",
-        )
+    document = parse_strict(payload, max_depth=limits.max_json_depth)
+    if isinstance(document, StrictJSONRefusal):
+        return Decision.deny(document.code, document.reason)
+    refused = _schema_decision(policy, limits.schema, document)
+    if refused is not None:
+        return refused
     if not isinstance(document, dict) or document.get("device") != identity.path:
         return Decision.deny(
             ReasonCode.ENVELOPE_DEVICE_MISMATCH,

@@ -14,6 +14,12 @@ refusal names a stable reason code:
 4. the per-device rate limit (`policies.RateLimiter`);
 5. size, strict JSON, JSON Schema, envelope device == sender (`policies.check_payload`).
 
+`Inspector.inspect` is total: whatever the topic, bytes and properties, it returns a `Verdict`.
+An exception inside it (a bug, a library surprise) is a refusal with the code
+``inspection_error`` that carries the exception in ``Verdict.error``, so the worker can log the
+traceback and audit the refusal; it never reaches the OT link, where it would drop the
+connection and have the broker redeliver the same message forever (security review H2).
+
 The message id is the MQTT 5 user property ``idmz-msg-id``, else the envelope ``id``, else a
 SHA-256 of topic and payload (docs/contracts.md section 4).
 """
@@ -31,6 +37,7 @@ from policies import (
     Decision,
     Policy,
     RateLimiter,
+    ReasonCode,
     check_payload,
     evaluate,
     split_device_topic,
@@ -49,13 +56,15 @@ class RelayReason(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """The outcome for one message. ``reason_code`` is a stable code for metrics and audit."""
+    """The outcome for one message. ``reason_code`` is a stable code for metrics and audit.
+    ``error`` is set only for ``inspection_error``: what the inspection raised, for the log."""
 
     accepted: bool
     reason_code: str
     reason: str
     device: DeviceIdentity | None
     msg_id: str
+    error: Exception | None = None
 
 
 def _valid_msg_id(value: str | None) -> str | None:
@@ -79,8 +88,40 @@ def message_id(topic: str, payload: bytes, property_id: str | None) -> str:
         found = None
     if found is not None:
         return found
-    digest = hashlib.sha256(topic.encode("utf-8", "surrogateescape") + b"\0" + payload)
-    return "sha256:" + digest.hexdigest()
+    return _digest_id(topic, payload)
+
+
+def _digest_id(topic: str, payload: bytes) -> str:
+    try:  # a non-UTF-8 topic from the OT reader holds surrogateescape characters
+        raw = topic.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # other lone surrogates: only from a caller's own string
+        raw = topic.encode("utf-8", "surrogatepass")
+    return "sha256:" + hashlib.sha256(raw + b"\0" + bytes(payload)).hexdigest()
+
+
+def inspection_failed(
+    topic: str, payload: bytes, property_id: str | None, exc: Exception
+) -> Verdict:
+    """The refusal for a message whose inspection raised ``exc``: the sender as the topic names
+    it (when it does), a message id that cannot fail, and no payload or exception text in the
+    reason (an exception message may quote the payload)."""
+    try:
+        split = split_device_topic(topic)
+        device = split[0] if split is not None else None
+    except Exception:  # noqa: BLE001 - the refusal must not fail in turn
+        device = None
+    try:
+        msg_id = message_id(topic, payload, property_id)
+    except Exception:  # noqa: BLE001 - as above
+        msg_id = _digest_id(topic, payload)
+    return Verdict(
+        False,
+        ReasonCode.INSPECTION_ERROR,
+        f"inspecting the message raised {type(exc).__name__}; refused (fail closed)",
+        device,
+        msg_id,
+        exc,
+    )
 
 
 ROUTE_CACHE_MAX = 4096
@@ -112,6 +153,13 @@ class Inspector:
         return found
 
     def inspect(self, topic: str, payload: bytes, property_id: str | None, now: float) -> Verdict:
+        """The verdict on one message; never raises (see the module docstring)."""
+        try:
+            return self._inspect(topic, payload, property_id, now)
+        except Exception as exc:  # noqa: BLE001 - total: a refusal the worker logs and audits
+            return inspection_failed(topic, payload, property_id, exc)
+
+    def _inspect(self, topic: str, payload: bytes, property_id: str | None, now: float) -> Verdict:
         route = self._route(topic)
         if route is None:
             return Verdict(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import IntEnum
 
 from relay.errors import MQTTProtocolError
 
@@ -111,10 +112,25 @@ def encode_connect(
     return _packet(CONNECT << 4, body)
 
 
-def encode_subscribe(packet_id: int, topic_filter: str) -> bytes:
-    """SUBSCRIBE (§3.8) to one filter at QoS 1; no local, retain-as-published and retain
-    handling left at 0. Flags 0b0010 are mandatory (§2.1.3)."""
-    body = struct.pack("!H", packet_id) + b"\x00" + _utf8(topic_filter) + b"\x01"
+class RetainHandling(IntEnum):
+    """Subscription option bits 4-5 (§3.8.3.1): whether the broker sends its retained messages
+    when the subscription is made."""
+
+    SEND_ON_SUBSCRIBE = 0
+    SEND_IF_NEW_SUBSCRIPTION = 1
+    DO_NOT_SEND = 2
+
+
+def encode_subscribe(
+    packet_id: int,
+    topic_filter: str,
+    *,
+    retain_handling: RetainHandling = RetainHandling.SEND_ON_SUBSCRIBE,
+) -> bytes:
+    """SUBSCRIBE (§3.8) to one filter at QoS 1 with ``retain_handling``; no local and
+    retain-as-published left at 0. Flags 0b0010 are mandatory (§2.1.3)."""
+    options = bytes((0x01 | retain_handling << 4,))
+    body = struct.pack("!H", packet_id) + b"\x00" + _utf8(topic_filter) + options
     return _packet(SUBSCRIBE << 4 | 0x02, body)
 
 

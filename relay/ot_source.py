@@ -7,7 +7,11 @@ code that could encode an application message (``tests/relay/test_one_way.py`` c
 source): the relay cannot send anything toward OT, whatever the rest of the code does.
 
 The session is persistent (Clean Start 0 with a Session Expiry Interval), so messages that
-arrive while a worker is down wait in the OT broker. Nothing is acknowledged automatically: a
+arrive while a worker is down wait in the OT broker. The subscription asks for no retained
+messages (Retain Handling 2, MQTT 5 §3.8.3.1): the SUBSCRIBE sent on every reconnect would
+otherwise replay each device's retained message as fresh data once the dedup window has
+passed (security review S2). Messages published while the relay is away are queued in its
+session and still arrive; only the broker's stored copies are not replayed. Nothing is acknowledged automatically: a
 PUBACK leaves only through `ack`/`ack_many`, which the worker calls after it made the message
 safe and audited (ADR 0050). Acks carry the connection generation they were received on; one
 for an older connection is dropped (the broker redelivers on the resumed session, and the
@@ -32,6 +36,7 @@ from relay.mqtt_codec import (
     MESSAGE,
     SUBACK,
     Connack,
+    RetainHandling,
     decode_message,
     decode_suback,
     encode_connect,
@@ -129,7 +134,10 @@ class OTSource:
 
     def on_connected(self, connack: Connack, generation: int) -> None:
         self._subscribed = False
-        self._link.send(encode_subscribe(_SUBSCRIBE_ID, self._subscription), generation)
+        subscribe = encode_subscribe(
+            _SUBSCRIBE_ID, self._subscription, retain_handling=RetainHandling.DO_NOT_SEND
+        )
+        self._link.send(subscribe, generation)
         _log.info(
             "connected to the OT broker (session %s); subscribing to %s",
             "resumed" if connack.session_present else "new",

@@ -31,6 +31,7 @@ import hashlib
 import logging
 import threading
 import time
+import traceback
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -42,7 +43,7 @@ from policies.broker_config import PACKET_OVERHEAD_BYTES, max_packet_bytes, rela
 from relay.config import AcceptedAudit, WorkerConfig
 from relay.dedup import DedupWindow
 from relay.errors import SpoolFullError
-from relay.inspector import Inspector
+from relay.inspector import Inspector, inspection_failed
 from relay.it_sink import ITSink
 from relay.ot_source import Delivery, OTSource
 from relay.records import AcceptedLine, batch_digest, batch_event, message_event, refusal_event
@@ -194,10 +195,25 @@ class Worker:
     # -- OT thread ----------------------------------------------------------------------
 
     def _on_delivery(self, d: Delivery) -> None:
+        """Judge one delivery. Total: an exception here would reach the OT link, which drops
+        the connection, and the broker would redeliver the same message first, forever (review
+        H2). Any failure of the checks is an audited ``inspection_error`` refusal, acknowledged
+        once its record is durable like every refusal, and the worker goes on."""
         now = self._clock()
-        if self._crl is not None:
-            self._crl.refresh()
-        verdict = self._inspector.inspect(d.topic, d.payload, d.property_msg_id, now)
+        try:
+            if self._crl is not None:
+                self._crl.refresh()
+            verdict = self._inspector.inspect(d.topic, d.payload, d.property_msg_id, now)
+        except Exception as exc:  # noqa: BLE001 - refused and audited below, never a reconnect
+            verdict = inspection_failed(d.topic, d.payload, d.property_msg_id, exc)
+        if verdict.error is not None:
+            # The traceback's frames, not the exception's text: that may quote payload bytes.
+            _log.error(
+                "%s: inspecting message %s from %s on %a raised %s; refused as %s\n%s",
+                self.name, verdict.msg_id, verdict.device or "an unknown sender", d.topic[:120],
+                type(verdict.error).__name__, verdict.reason_code,
+                "".join(traceback.format_tb(verdict.error.__traceback__)).rstrip(),
+            )  # fmt: skip
         device = verdict.device.path if verdict.device is not None else ""
         with self._lock:
             self._seq += 1

@@ -53,7 +53,6 @@ def test_non_utf8_payload_is_refused(policy, press) -> None:
         b"not json",
         b'{"v": 1, "v": 1}',  # duplicate keys: relay and consumer could read different values
         b'{"v": NaN}',
-        b"[" * 20000 + b"]" * 20000,  # nesting bomb within the size limit
     ],
 )
 def test_malformed_or_ambiguous_json_is_refused(policy, press, body) -> None:
