@@ -5,12 +5,10 @@ refusal the witness has cosigned nothing and still serves honest clients."""
 from __future__ import annotations
 
 import contextlib
-import select
 import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +19,15 @@ from audit.limits import SystemClock
 from audit.note import NoteSigner
 from audit.witness import MAX_REQUEST_BYTES, Witness
 from audit.witness_http import WitnessHttpLimits, make_server
-from tests.support.net import free_port, wait_for
+from tests.support.net import (
+    dribble_until_closed,
+    free_port,
+    http_status,
+    peak_rss_bytes,
+    read_until_closed,
+    stream_until_cut,
+    wait_for,
+)
 
 ORIGIN = "plant1.example/idmz-audit"
 MiB = 1024 * 1024
@@ -59,41 +65,10 @@ def post_head(port: int, *headers: str) -> socket.socket:
     return sock
 
 
-def read_reply(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection."""
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    return data
-
-
-def status(reply: bytes) -> int:
-    return int(reply.split(b" ", 2)[1])
-
-
 def vkey_served(port: int) -> bool:
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(b"GET /vkey HTTP/1.1\r\nHost: w\r\nConnection: close\r\n\r\n")
-        return status(read_reply(sock)) == 200
-
-
-def stream(sock: socket.socket, total_bytes: int) -> int:
-    """Send up to ``total_bytes``; how many went out before the server cut the connection."""
-    chunk, sent = b"A" * MiB, 0
-    try:
-        while sent < total_bytes:
-            sock.sendall(chunk)
-            sent += len(chunk)
-    except OSError:
-        pass
-    return sent
-
-
-def peak_rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc status")
+        return http_status(read_until_closed(sock)) == 200
 
 
 def test_negative_content_length_with_a_200_mib_body_is_refused_without_buffering(
@@ -110,8 +85,8 @@ def test_negative_content_length_with_a_200_mib_body_is_refused_without_bufferin
         before = peak_rss_bytes(proc.pid)
         with post_head(port, "Content-Length: -1") as sock:
             reply = sock.recv(4096)
-            sent = stream(sock, 200 * MiB)
-        assert status(reply) == 400 and b"Connection: close" in reply
+            sent = stream_until_cut(sock, 200 * MiB)
+        assert http_status(reply) == 400 and b"Connection: close" in reply
         assert sent < 200 * MiB  # the server closed the connection instead of reading
         assert peak_rss_bytes(proc.pid) - before < 16 * MiB
         assert vkey_served(port)
@@ -143,24 +118,10 @@ def test_untrustworthy_content_length_is_refused_before_the_body(
     witness: Witness, port: int, headers: tuple[str, ...], expected: int
 ) -> None:
     with post_head(port, *headers) as sock:
-        reply = read_reply(sock)  # the server answers on the headers alone, then closes
-    assert status(reply) == expected and b"100 Continue" not in reply
+        reply = read_until_closed(sock)  # the server answers on the headers alone, then closes
+    assert http_status(reply) == expected and b"100 Continue" not in reply
     assert witness.latest(ORIGIN) is None
     assert vkey_served(port)
-
-
-def dribble_until_cut(sock: socket.socket, give_up_s: float = 120.0) -> float:
-    """Send one header byte every 50 ms, never finishing; seconds until the server hangs up."""
-    start = time.monotonic()
-    while time.monotonic() - start < give_up_s:
-        try:
-            sock.send(b"a")
-            readable, _, _ = select.select([sock], [], [], 0.05)
-            if readable and not sock.recv(4096):
-                return time.monotonic() - start
-        except OSError:
-            return time.monotonic() - start
-    raise AssertionError(f"connection still open after {give_up_s}s")
 
 
 @pytest.fixture
@@ -173,14 +134,14 @@ def slow_port(witness: Witness) -> Iterator[int]:
 def test_slowloris_headers_are_cut_after_the_header_timeout(slow_port: int) -> None:
     with socket.create_connection(("127.0.0.1", slow_port), timeout=30) as sock:
         sock.sendall(b"POST /add-checkpoint HTTP/1.1\r\nX-Pad: ")
-        assert dribble_until_cut(sock) >= 0.9
+        assert dribble_until_closed(sock)[0] >= 0.9
     # Its only connection slot is free again.
     wait_for(lambda: vkey_served(slow_port), what="the slot to be released")
 
 
 def test_slowloris_body_is_cut_after_the_body_timeout(witness: Witness, slow_port: int) -> None:
     with post_head(slow_port, f"Content-Length: {MAX_REQUEST_BYTES}") as sock:
-        assert dribble_until_cut(sock) >= 0.9
+        assert dribble_until_closed(sock)[0] >= 0.9
     assert witness.latest(ORIGIN) is None
     wait_for(lambda: vkey_served(slow_port), what="the slot to be released")
 
@@ -190,8 +151,8 @@ def test_connections_beyond_the_cap_are_refused_with_503(witness: Witness) -> No
     with serve(witness, limits) as port:
         idle = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(2)]
         with socket.create_connection(("127.0.0.1", port), timeout=30) as third:
-            reply = read_reply(third)
-        assert status(reply) == 503
+            reply = read_until_closed(third)
+        assert http_status(reply) == 503
         idle.pop().close()
         wait_for(lambda: vkey_served(port), what="a slot to be released")
         idle.pop().close()
