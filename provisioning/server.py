@@ -30,6 +30,7 @@ from cryptography.x509.oid import NameOID
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from pki.authority import CertificateAuthority
+from pki.files import write_atomic
 from pki.keys import generate_private_key, write_private_key
 from pki.profiles import ProfileName, ServerName
 from provisioning.config import HttpLimits
@@ -277,7 +278,5 @@ def ensure_server_certificate(
         csr.public_bytes(serialization.Encoding.PEM), names, profile=ProfileName.SERVER, now=now
     )
     write_private_key(key_path, key, None)
-    tmp = cert_path.with_name(cert_path.name + ".tmp")
-    tmp.write_bytes(issued.leaf_pem() + issued.chain_pem())
-    tmp.replace(cert_path)
+    write_atomic(cert_path, issued.leaf_pem() + issued.chain_pem())
     return cert_path, key_path
