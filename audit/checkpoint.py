@@ -77,7 +77,12 @@ def verify_checkpoint(
     min_cosigners: int = 0,
 ) -> SignedCheckpoint:
     """Verify ``note`` was signed by ``log_key`` and its origin is that key's name; count the
-    valid cosignatures from ``witness_keys`` and require ``min_cosigners`` of them."""
+    valid cosignatures from distinct ``witness_keys`` public keys (`open_note`) and require
+    ``min_cosigners`` of them."""
+    if any(w.public_key == log_key.public_key for w in witness_keys):
+        # A witness is only worth counting if it is not the log: the log's key is exactly what
+        # an attacker who rewrites history holds.
+        raise CheckpointError(f"a witness key is the log key {log_key.name}'s own public key")
     verified = open_note(note, [log_key, *witness_keys])
     if log_key.name not in verified.signers:
         raise CheckpointError(f"checkpoint is not signed by the log key {log_key.name}")

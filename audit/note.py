@@ -167,8 +167,9 @@ class SignatureLine:
 
 @dataclass(frozen=True, slots=True)
 class VerifiedNote:
-    """A note whose text was signed by at least one trusted key. ``cosignatures`` maps each
-    verified cosigner name to its timestamp."""
+    """A note whose text was signed by at least one trusted key. ``signers`` and
+    ``cosignatures`` hold one entry per distinct public key (a cosignature: the name and
+    timestamp of that key's first valid line)."""
 
     text: str
     signers: tuple[str, ...]
@@ -206,15 +207,22 @@ def split_note(note: str) -> tuple[str, list[SignatureLine], list[str]]:
 def open_note(note: str, keys: Sequence[VerifierKey]) -> VerifiedNote:
     """Verify a signed note against trusted keys. Signatures from unknown (name, key ID) pairs
     are ignored; a known key with a bad signature rejects the note; at least one note
-    signature (type 0x01) from a known key must verify."""
+    signature (type 0x01) from a known key must verify.
+
+    Signers and cosigners are distinct public keys: a repeated line, or lines from one public
+    key trusted under several names, are all verified but count once (the first one), so a
+    quorum of ``n`` cosignatures always means ``n`` different witness keys."""
     text, sigs, raw = split_note(note)
     by_id = {(k.name, k.key_id): k for k in keys}
     signers: list[str] = []
     cosigs: list[tuple[str, int]] = []
+    counted: set[tuple[int, bytes]] = set()  # (signature type, raw public key)
     for sig in sigs:
         key = by_id.get((sig.name, sig.key_id))
         if key is None:
             continue
+        first = (key.sig_type, key.public_key) not in counted
+        counted.add((key.sig_type, key.public_key))
         if key.sig_type == COSIGNATURE_V1:
             if len(sig.signature) != 8 + 64:
                 raise CheckpointError(f"cosignature by {sig.name} has the wrong length")
@@ -222,10 +230,12 @@ def open_note(note: str, keys: Sequence[VerifierKey]) -> VerifiedNote:
             if ts >= 2**63:
                 raise CheckpointError(f"cosignature by {sig.name} has timestamp out of range")
             key._verify(sig.signature[8:], cosigned_message(text, ts))
-            cosigs.append((sig.name, ts))
+            if first:
+                cosigs.append((sig.name, ts))
         else:
             key._verify(sig.signature, text.encode())
-            signers.append(sig.name)
+            if first:
+                signers.append(sig.name)
     if not signers:
         raise CheckpointError("note is not signed by any trusted key")
     return VerifiedNote(text, tuple(signers), tuple(cosigs), tuple(raw))

@@ -31,6 +31,11 @@ class ModelVerificationError(EdgeError):
     """A model or its signature bundle did not verify; the model must not be run."""
 
 
+class ModelRollbackError(ModelVerificationError):
+    """A validly signed model is older than the release this gateway already accepted, and is
+    not a rollback signed by a rollback signer; the model must not be run."""
+
+
 class OutboxStorageError(EdgeError):
     """The outbox's disk failed (full, read-only, I/O error); the message was not stored."""
 

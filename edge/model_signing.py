@@ -9,7 +9,12 @@ A bundle (``model.onnx.sig``) is JSON::
      "signed_at": "<UTC ISO 8601>"}
 
 The signature covers a domain-separated statement, ``idmz-model-signature/v1\\n<sha256>\\n``,
-so it cannot be replayed as a signature over anything else. The gateway accepts a model only
+so it cannot be replayed as a signature over anything else. A ``v2`` bundle also carries a
+signed release number, ``"release": n`` (n >= 1, increasing with every model a fleet gets) and
+``"rollback_of": f`` (0, or the release this model deliberately replaces, f > n), in the
+statement ``idmz-model-signature/v2\\n<sha256>\\nrelease <n>\\nrollback-of <f>\\n``; a gateway
+refuses to go back to a lower release except through such a rollback, signed by one of its
+``rollback_signers`` (`edge.model_release`). A ``v1`` bundle counts as release 0. The gateway accepts a model only
 if, in this order: the bundle parses; the model's SHA-256 equals the bundle's; the signer
 certificate chains to the configured model trust root, carries extendedKeyUsage codeSigning,
 is valid now and is not on the CRL (`pki.verifier.ChainVerifier.verify_signer`, the product's
@@ -44,12 +49,31 @@ from pki.verifier import ChainVerifier, load_certificates
 
 _log = logging.getLogger("idmz.edge.model")
 FORMAT = "idmz-model-signature/v1"
+FORMAT_V2 = "idmz-model-signature/v2"  # v1 plus a signed release number and rollback marker
 MAX_BUNDLE_BYTES = 256 * 1024
 MAX_MODEL_BYTES = 64 * 1024 * 1024
+MAX_RELEASE = 2**53  # exact in JSON numbers everywhere
 
 
-def _statement(sha256_hex: str) -> bytes:
-    return f"{FORMAT}\n{sha256_hex}\n".encode()
+def _statement(sha256_hex: str, release: int = 0, rollback_of: int = 0) -> bytes:
+    if release == 0:
+        return f"{FORMAT}\n{sha256_hex}\n".encode()
+    return f"{FORMAT_V2}\n{sha256_hex}\nrelease {release}\nrollback-of {rollback_of}\n".encode()
+
+
+def _check_release(release: object, rollback_of: object) -> tuple[int, int]:
+    """A release is an integer 1..2**53; ``rollback_of`` 0 or a higher release."""
+    if (
+        type(release) is not int
+        or type(rollback_of) is not int
+        or not 0 < release <= MAX_RELEASE
+        or not (rollback_of == 0 or release < rollback_of <= MAX_RELEASE)
+    ):
+        raise ValueError(
+            f"release must be an integer in 1..{MAX_RELEASE} and rollback_of 0 or a higher "
+            f"release; found release={release!r}, rollback_of={rollback_of!r}"
+        )
+    return release, rollback_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +84,7 @@ class ModelTrust:
     crls: tuple[x509.CertificateRevocationList, ...] = ()
     allowed_signers: tuple[str, ...] = ()  # signer paths "<ent>/signer/<name>"; empty = any
     unsafe_skip_revocation: bool = False
+    rollback_signers: tuple[str, ...] = ()  # who may sign a rollback; empty = nobody
 
     def __post_init__(self) -> None:
         if not self.roots:
@@ -84,6 +109,8 @@ class VerifiedModel:
     signer_fingerprint: str
     signer_not_after: datetime
     training_summary: dict[str, object]
+    release: int = 0  # signed release number (0: a v1 bundle, no release)
+    rollback_of: int = 0  # the release a signed rollback replaces; 0 when not a rollback
 
 
 def sign_model(
@@ -95,8 +122,16 @@ def sign_model(
     chain_pem: bytes,
     now: datetime,
     key_password: bytes | None = None,
+    release: int = 0,
+    rollback_of: int = 0,
 ) -> bytes:
-    """Make the signature bundle (JSON bytes) for `model_bytes`."""
+    """Make the signature bundle (JSON bytes) for `model_bytes`: v2 with ``release`` (and
+    ``rollback_of`` for a rollback), v1 without a release."""
+    if release or rollback_of:
+        try:
+            _check_release(release, rollback_of)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
     try:
         key = serialization.load_pem_private_key(signer_key_pem, password=key_password)
         cert = x509.load_pem_x509_certificate(signer_cert_pem)
@@ -106,7 +141,7 @@ def sign_model(
     if cert.public_key() != key.public_key():
         raise ConfigError("the signer certificate does not belong to the signer key")
     digest = hashlib.sha256(model_bytes).hexdigest()
-    msg = _statement(digest)
+    msg = _statement(digest, release, rollback_of)
     if isinstance(key, ec.EllipticCurvePrivateKey):
         h: hashes.HashAlgorithm = hashes.SHA384() if key.curve.key_size > 256 else hashes.SHA256()
         signature = key.sign(msg, ec.ECDSA(h))
@@ -122,8 +157,8 @@ def sign_model(
     chain_text = "".join(
         c.public_bytes(serialization.Encoding.PEM).decode() for c in [cert, *intermediates]
     )
-    bundle = {
-        "format": FORMAT,
+    bundle: dict[str, object] = {
+        "format": FORMAT_V2 if release else FORMAT,
         "artifact": artifact,
         "sha256": digest,
         "model_version": version,
@@ -132,6 +167,8 @@ def sign_model(
         "certificate_chain": chain_text,
         "signed_at": now.astimezone(UTC).isoformat(),
     }
+    if release:
+        bundle |= {"release": release, "rollback_of": rollback_of}
     return (json.dumps(bundle, indent=2, sort_keys=True) + "\n").encode()
 
 
@@ -173,10 +210,15 @@ def verify_model(
         algorithm = str(bundle["algorithm"])
         signature = base64.b64decode(bundle["signature"], validate=True)
         chain = load_certificates(str(bundle["certificate_chain"]).encode())
+        release, rollback_of = 0, 0
+        if fmt == FORMAT_V2:
+            release, rollback_of = _check_release(bundle["release"], bundle["rollback_of"])
     except (ValueError, KeyError, TypeError, binascii.Error, PKIError) as exc:
         raise ModelVerificationError(f"malformed model signature bundle: {exc!r}") from exc
-    if fmt != FORMAT:
-        raise ModelVerificationError(f"signature bundle format {fmt!r}; expected {FORMAT!r}")
+    if fmt not in (FORMAT, FORMAT_V2):
+        raise ModelVerificationError(
+            f"signature bundle format {fmt!r}; expected {FORMAT!r} or {FORMAT_V2!r}"
+        )
     got_sha = hashlib.sha256(model_bytes).hexdigest()
     if got_sha != want_sha:
         raise ModelVerificationError(
@@ -196,7 +238,8 @@ def verify_model(
         raise ModelVerificationError(
             f"{artifact}: signer {signer.identity.path} is not in allowed_signers"
         )
-    _check_signature(leaf, algorithm, signature, _statement(got_sha), artifact)
+    statement = _statement(got_sha, release, rollback_of)
+    _check_signature(leaf, algorithm, signature, statement, artifact)
     try:
         meta = model_metadata(onnx.load_from_string(model_bytes))
         version = meta["model_version"]
@@ -219,6 +262,8 @@ def verify_model(
         signer_fingerprint=signer.fingerprint,
         signer_not_after=signer.not_after,
         training_summary=dict(summary),
+        release=release,
+        rollback_of=rollback_of,
     )
 
 
@@ -228,6 +273,7 @@ def load_trust(
     *,
     allowed_signers: Sequence[str] = (),
     unsafe_skip_revocation: bool = False,
+    rollback_signers: Sequence[str] = (),
 ) -> ModelTrust:
     """Read trust roots and CRLs (PEM or DER) from files."""
     roots: list[x509.Certificate] = []
@@ -246,7 +292,13 @@ def load_trust(
         raise ConfigError(f"cannot read model trust roots or CRL: {exc}") from exc
     if unsafe_skip_revocation:
         _log.warning("model signer revocation is NOT checked (unsafe_skip_revocation)")
-    return ModelTrust(tuple(roots), tuple(crls), tuple(allowed_signers), unsafe_skip_revocation)
+    return ModelTrust(
+        tuple(roots),
+        tuple(crls),
+        tuple(allowed_signers),
+        unsafe_skip_revocation,
+        tuple(rollback_signers),
+    )
 
 
 def load_verified_model(

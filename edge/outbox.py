@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -99,6 +100,37 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 """
 
 
+def _side_files(path: Path) -> tuple[Path, Path]:
+    return path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
+
+
+def _private_directory(directory: Path) -> None:
+    """Create ``directory`` 0700, or make an existing one of this user's 0700. Someone else's
+    directory, or a shared sticky one such as /tmp, is refused: whoever may write there could
+    replace the side files."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = directory.stat()
+    if st.st_uid != os.geteuid() or st.st_mode & stat.S_ISVTX:
+        raise ConfigError(
+            f"the outbox directory {directory} must be this user's own (not shared, not sticky)"
+        )
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(directory, 0o700)
+
+
+def _owner_only(path: Path, *, create: bool) -> None:
+    """Make ``path`` mode 0600 through a descriptor that never follows a symlink (ELOOP)."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileNotFoundError:
+        return  # a side file SQLite has not created yet: it will copy the database's mode
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 class Outbox:
     """Thread-safe: the gateway appends from its event loop, PUBACKs arrive on the MQTT
     client's thread. One connection, serialised by a lock (appends are small). Depth and bytes
@@ -115,13 +147,19 @@ class Outbox:
 
     @classmethod
     def open(cls, path: Path, limits: OutboxLimits) -> Outbox:
+        """Open (or create) the outbox at ``path``. Messages are plant data: the directory is
+        made 0700 and the database and its ``-wal``/``-shm`` side files 0600 before SQLite
+        touches them (SQLite gives new side files the database file's mode), whatever the
+        umask, and side files left looser by an older version are tightened."""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _private_directory(path.parent)
+            _owner_only(path, create=True)
+            for side in _side_files(path):
+                _owner_only(side, create=False)
             conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")  # fsync the WAL on every commit
             conn.executescript(_SCHEMA)
-            os.chmod(path, 0o600)
         except (OSError, sqlite3.Error) as exc:
             raise OutboxStorageError(f"cannot open the outbox {path}: {exc}") from exc
         return cls(conn, limits, path)

@@ -220,6 +220,7 @@ def parse_gateway_config(
             crls,
             allowed_signers=[str(s) for s in mt.array("allowed_signers")],
             unsafe_skip_revocation=mt.flag("unsafe_skip_revocation"),
+            rollback_signers=[str(s) for s in mt.array("rollback_signers")],
         )
         model = ModelFiles(model_path, sig, trust)
         mt.done()

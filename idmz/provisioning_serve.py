@@ -126,7 +126,13 @@ def _serve_worker(
     try:
         app = wrap(create_app(rt.service, clock=now_utc), rt.service.limits)
         options = ServeOptions(
-            args.host, args.port, cert, key, client_ca_file(rt.home), log_level=args.log_level
+            args.host,
+            args.port,
+            cert,
+            key,
+            client_ca_file(rt.home),
+            log_level=args.log_level,
+            http=rt.service.limits.http,
         )
         server = build_server(app, options)
 

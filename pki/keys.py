@@ -6,7 +6,6 @@ accepted in CSRs. Nothing weaker: no RSA < 2048, no other curves, no DSA.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from pki.errors import ConfigError, CSRError, KeyStoreError
+from pki.files import write_atomic
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
@@ -88,15 +88,9 @@ def private_key_pem(key: PrivateKey, passphrase: bytes | None) -> bytes:
 
 
 def write_private_key(path: Path, key: PrivateKey, passphrase: bytes | None) -> None:
-    """Write a private key to a new file created 0600 (never readable by others, even briefly)."""
-    data = private_key_pem(key, passphrase)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write a private key, replacing ``path`` atomically, mode 0600 from the first byte
+    (`pki.files.write_atomic`: never through a planted tmp file or symlink)."""
+    write_atomic(path, private_key_pem(key, passphrase), 0o600)
 
 
 def load_private_key(path: Path, passphrase: bytes | None) -> PrivateKey:

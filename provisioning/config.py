@@ -46,8 +46,19 @@ class RateLimits:
 
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
+    """What one connection may cost before and while the app reads a request (ADR 0046)."""
+
     max_body_bytes: int = 64 * 1024  # a CSR is < 16 KiB (pki.csr.MAX_CSR_BYTES); JSON adds little
-    max_header_bytes: int = 16 * 1024
+    max_header_bytes: int = 16 * 1024  # request line + header lines; beyond: 431 and close
+    header_timeout_s: float = 10.0  # connection (or first byte) to end of headers; then 408
+    body_timeout_s: float = 60.0  # end of headers to end of body
+    max_connections: int = 4096  # open at once; the next one is answered 503 and closed
+
+    def __post_init__(self) -> None:
+        if min(self.max_body_bytes, self.max_header_bytes, self.max_connections) < 1:
+            raise ConfigError("HTTP byte and connection limits must be >= 1")
+        if min(self.header_timeout_s, self.body_timeout_s) <= 0:
+            raise ConfigError("HTTP timeouts must be > 0 seconds")
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from provisioning.errors import RequestError, TokenError
+from provisioning.errors import RefusedError, RequestError, TokenError
 from provisioning.service import ProvisioningService
 from provisioning.tokens import token_digest
 
@@ -102,6 +102,14 @@ def est_token(request: Request) -> str:
     )
 
 
+async def record_refusal_off_loop(
+    service: ProvisioningService, action: str, exc: RefusedError, *, client: str, via: str
+) -> None:
+    """Audit a refusal from an ``async`` handler: the durable append waits for an fsync, which
+    must not stall every other request on this event loop (as ``/v1/enroll`` does it)."""
+    await run_in_threadpool(service.record_refusal, action, exc, client=client, via=via)
+
+
 def add_est_routes(
     app: FastAPI,
     service: ProvisioningService,
@@ -131,8 +139,12 @@ def add_est_routes(
         try:
             token = est_token(request)
         except TokenError as exc:
-            service.record_refusal(
-                "provisioning.enroll.refused", exc, client=client_address(request), via="est"
+            await record_refusal_off_loop(
+                service,
+                "provisioning.enroll.refused",
+                exc,
+                client=client_address(request),
+                via="est",
             )
             raise
         limiters.token.admit(token_digest(token), now_s=monotonic())
@@ -140,7 +152,9 @@ def add_est_routes(
         try:
             csr = decode_pkcs10(body)
         except RequestError as exc:
-            service.record_refusal("provisioning.enroll.refused", exc, client=client, via="est")
+            await record_refusal_off_loop(
+                service, "provisioning.enroll.refused", exc, client=client, via="est"
+            )
             raise
         result = await run_in_threadpool(
             service.enroll, token, csr, now=clock(), client=client, via="est"
@@ -161,7 +175,9 @@ def add_est_routes(
         try:
             csr = decode_pkcs10(body)
         except RequestError as exc:
-            service.record_refusal("provisioning.renew.refused", exc, client=client, via="est")
+            await record_refusal_off_loop(
+                service, "provisioning.renew.refused", exc, client=client, via="est"
+            )
             raise
         result = await run_in_threadpool(
             service.renew, peer, csr, now=clock(), client=client, via="est-reenroll"

@@ -180,11 +180,10 @@ def read_input(path: str) -> bytes:
 
 def write_public(path: Path, data: bytes) -> None:
     """Certificates and CRLs are public: 0644, replaced atomically."""
+    from pki.files import write_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    write_atomic(path, data, 0o644)
 
 
 def fingerprint_file(path: Path) -> str:

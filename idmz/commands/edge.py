@@ -37,9 +37,17 @@ def _load(path: str) -> LoadedGatewayConfig:
     return load_gateway_config(Path(path))
 
 
-def _scorer(loaded: LoadedGatewayConfig) -> Scorer | None:
-    """Verify and load the configured model; refuse to start on a model that does not verify."""
+def _scorer(loaded: LoadedGatewayConfig, *, record: bool) -> Scorer | None:
+    """Verify and load the configured model; refuse to start on a model that does not verify
+    or would roll the gateway back (`edge.model_release`). With ``record`` the accepted
+    release is remembered, durably, before the model is used."""
     from edge.inference import Scorer
+    from edge.model_release import (
+        admit_release,
+        read_accepted,
+        record_accepted,
+        release_state_path,
+    )
     from edge.model_signing import load_verified_model
 
     if loaded.model is None:
@@ -47,9 +55,15 @@ def _scorer(loaded: LoadedGatewayConfig) -> Scorer | None:
         return None
     m = loaded.model
     verified = load_verified_model(m.model, m.signature, m.trust, now=datetime.now(UTC))
+    state = release_state_path(m.model)
+    accepted = admit_release(verified, read_accepted(state), m.trust)
+    if record:
+        record_accepted(state, accepted)
     _log.warning(
-        "model %s verified (sha256 %s..., signer %s)",
+        "model %s verified (release %d%s, sha256 %s..., signer %s)",
         verified.version,
+        verified.release,
+        f", rollback of release {verified.rollback_of}" if verified.rollback_of else "",
         verified.sha256[:16],
         verified.signer,
     )
@@ -71,7 +85,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from edge.outbox import Outbox
 
     loaded = _load(args.config)
-    scorer = _scorer(loaded)
+    scorer = _scorer(loaded, record=True)
     cfg = loaded.gateway
     outbox = Outbox.open(cfg.outbox_path, cfg.outbox)
 
@@ -94,7 +108,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     loaded = _load(args.config)
-    scorer = _scorer(loaded)
+    scorer = _scorer(loaded, record=False)  # a check changes nothing
     cfg = loaded.gateway
     print(
         json.dumps(

@@ -92,7 +92,14 @@ def _cmd_sign(args: argparse.Namespace) -> int:
         chain_pem=Path(args.chain).read_bytes() if args.chain else b"",
         now=datetime.now(UTC),
         key_password=password,
+        release=args.release or 0,
+        rollback_of=args.rollback_of or 0,
     )
+    if not args.release:
+        print(
+            "idmz model: no --release: gateways that already run a model will refuse this one",
+            file=sys.stderr,
+        )
     out = Path(args.out) if args.out else model.with_name(model.name + ".sig")
     out.write_bytes(bundle)
     print(f"idmz model: wrote {out}", file=sys.stderr)
@@ -114,6 +121,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         json.dumps(
             {
                 "version": v.version,
+                "release": v.release,
+                "rollback_of": v.rollback_of,
                 "sha256": v.sha256,
                 "signer": v.signer,
                 "signer_fingerprint": v.signer_fingerprint,
@@ -157,6 +166,17 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
     p.add_argument("--key-password-file", help="a 0600 file with the key's password")
     p.add_argument("--chain", help="intermediate CA certificate(s) (PEM)")
     p.add_argument("--out", help="bundle path (default <model>.sig)")
+    p.add_argument(
+        "--release",
+        type=int,
+        help="release number, higher than every model the gateways ran before (signed)",
+    )
+    p.add_argument(
+        "--rollback-of",
+        type=int,
+        metavar="RELEASE",
+        help="sign a deliberate rollback replacing RELEASE (needs a rollback signer)",
+    )
     p.set_defaults(func=_cmd_sign)
 
     text = "verify a model's signature bundle as a gateway would"

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from audit.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
 from audit.errors import AuditError, CheckpointError
 from audit.merkle import leaf_hash
-from audit.note import Cosigner, NoteSigner, VerifierKey, open_note
+from audit.note import COSIGNATURE_V1, Cosigner, NoteSigner, VerifierKey, open_note
 from audit.proof import verify_proof
 from audit.witness import parse_request
 
@@ -83,3 +83,56 @@ def test_hostile_witness_requests_and_proofs_raise_only_our_errors(junk: bytes) 
         parse_request(junk) if not junk.startswith(b"old ") else parse_request(b"\xff" + junk)
     with pytest.raises(AuditError):
         verify_proof(junk.decode("utf-8", "replace"), SIGNER.verifier)
+
+
+def _witnessed(
+    witnesses: tuple[Cosigner, ...], *, timestamp: int = 1_796_598_027
+) -> tuple[str, str, VerifierKey]:
+    """A checkpoint note signed by a fresh log key, and one cosignature line per witness."""
+    log = NoteSigner.generate(ORIGIN)
+    checkpoint = Checkpoint(ORIGIN, 5, leaf_hash(b"x"))
+    lines = "".join(w.signature_line(checkpoint.body(), timestamp=timestamp) for w in witnesses)
+    return sign_checkpoint(checkpoint, log), lines, log.verifier
+
+
+def _cosigner(name: str) -> Cosigner:
+    return Cosigner(name, NoteSigner.generate(name).private_key)
+
+
+def test_repeated_cosignature_line_meeting_the_quorum_is_refused() -> None:
+    one, two = _cosigner("witness-one.example"), _cosigner("witness-two.example")
+    note, line, log_key = _witnessed((one,))
+    keys = [one.verifier, two.verifier]
+    with pytest.raises(CheckpointError, match="1 valid cosignatures, 2 required"):
+        verify_checkpoint(note + line + line, log_key, witness_keys=keys, min_cosigners=2)
+    # Counted once, and listed once, when one cosignature is all that is asked.
+    signed = verify_checkpoint(note + line + line, log_key, witness_keys=keys, min_cosigners=1)
+    assert signed.cosigners == (("witness-one.example", 1_796_598_027),)
+
+
+def test_one_witness_key_under_two_names_meeting_the_quorum_is_refused() -> None:
+    one = _cosigner("witness-one.example")
+    alias = Cosigner("witness-two.example", one.private_key)  # the same key, another name
+    note, lines, log_key = _witnessed((one, alias))
+    keys = [one.verifier, alias.verifier]
+    with pytest.raises(CheckpointError, match="1 valid cosignatures, 2 required"):
+        verify_checkpoint(note + lines, log_key, witness_keys=keys, min_cosigners=2)
+    assert open_note(note + lines, [log_key, *keys]).cosignatures == (
+        ("witness-one.example", 1_796_598_027),
+    )
+
+
+def test_two_distinct_witnesses_meet_a_two_witness_quorum() -> None:
+    one, two = _cosigner("witness-one.example"), _cosigner("witness-two.example")
+    note, lines, log_key = _witnessed((one, two))
+    signed = verify_checkpoint(
+        note + lines, log_key, witness_keys=[one.verifier, two.verifier], min_cosigners=2
+    )
+    assert [name for name, _ in signed.cosigners] == ["witness-one.example", "witness-two.example"]
+
+
+def test_log_key_posing_as_a_witness_is_refused() -> None:
+    note, _, log_key = _witnessed(())
+    posing = VerifierKey("witness-one.example", COSIGNATURE_V1, log_key.public_key)
+    with pytest.raises(CheckpointError, match="log key"):
+        verify_checkpoint(note, log_key, witness_keys=[posing], min_cosigners=1)

@@ -32,7 +32,7 @@ def trust(ca: ProductCA, **kw: object) -> ModelTrust:
     return ModelTrust(roots=(ca.ca.root_certificate,), crls=(crl,), **kw)  # type: ignore[arg-type]
 
 
-def bundle(model: bytes, signer: Issued) -> bytes:
+def bundle(model: bytes, signer: Issued, *, release: int = 0, rollback_of: int = 0) -> bytes:
     return sign_model(
         model,
         artifact="model.onnx",
@@ -40,6 +40,8 @@ def bundle(model: bytes, signer: Issued) -> bytes:
         signer_key_pem=signer.key_pem,
         chain_pem=signer.chain_pem,
         now=datetime.now(UTC),
+        release=release,
+        rollback_of=rollback_of,
     )
 
 

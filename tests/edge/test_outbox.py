@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import signal
+import sqlite3
+import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.errors import ConfigError, OutboxFullError
+from edge.errors import ConfigError, OutboxFullError, OutboxStorageError
 from edge.outbox import Outbox, OutboxLimits
 
 UUID7 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
@@ -144,3 +148,71 @@ def test_depth_and_bytes_always_match_what_is_stored(ops: list[tuple[str, int]])
             dropped = s.dropped["overflow"] + s.dropped["expired"]
             assert s.appended == s.depth + s.acked + dropped
         box.close()
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+@contextlib.contextmanager
+def _umask(mask: int) -> Iterator[None]:
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_outbox_side_files_are_not_readable_by_other_local_users(tmp_path: Path) -> None:
+    """Messages sit in the -wal file until a checkpoint: it is as private as the database."""
+    state = tmp_path / "edge-state"
+    with _umask(0):  # the loosest umask a gateway could be started with
+        box = Outbox.open(state / "outbox.db", OutboxLimits())
+        box.append(T, b'{"secret": 1}', now=1000.0)
+        files = [state / "outbox.db", state / "outbox.db-wal", state / "outbox.db-shm"]
+        assert all(f.exists() for f in files)
+        assert [_mode(f) for f in files] == [0o600, 0o600, 0o600]
+        assert _mode(state) == 0o700
+        box.close()
+
+
+def test_side_files_left_readable_by_an_older_version_are_tightened(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    with _umask(0o022):  # what the old code left: side files 0644 while a connection is open
+        old = sqlite3.connect(path)
+        old.execute("PRAGMA journal_mode=WAL")
+        old.execute("CREATE TABLE t(x)")
+    wal, shm = tmp_path / "o.db-wal", tmp_path / "o.db-shm"
+    assert _mode(wal) == 0o644
+    box = Outbox.open(path, OutboxLimits())
+    assert [_mode(path), _mode(wal), _mode(shm)] == [0o600, 0o600, 0o600]
+    box.close()
+    old.close()
+
+
+def test_symlinked_wal_file_is_refused(tmp_path: Path) -> None:
+    readable = tmp_path / "readable-by-all"
+    readable.write_bytes(b"")
+    readable.chmod(0o644)
+    (tmp_path / "state").mkdir(mode=0o700)
+    (tmp_path / "state" / "o.db-wal").symlink_to(readable)
+    with pytest.raises(OutboxStorageError):
+        Outbox.open(tmp_path / "state" / "o.db", OutboxLimits())
+    assert readable.read_bytes() == b"" and _mode(readable) == 0o644
+
+
+def test_outbox_directory_open_to_others_is_made_owner_only(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o777)
+    Outbox.open(state / "o.db", OutboxLimits()).close()
+    assert _mode(state) == 0o700
+
+
+def test_outbox_in_a_shared_sticky_directory_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp: chmod-ing it would break everyone else
+    with pytest.raises(ConfigError, match="own"):
+        Outbox.open(shared / "o.db", OutboxLimits())
+    assert _mode(shared) == 0o1777 and not (shared / "o.db").exists()

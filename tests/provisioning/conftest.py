@@ -257,16 +257,18 @@ def start_service(
         ca, home / "provisioning", names=default_server_names(), now=env.now()
     )
     app = wrap(create_app(service, clock=env.now, limits=limits), limits)
-    server = build_server(app, ServeOptions("127.0.0.1", port, cert, key, ca.paths.chain))
+    options = ServeOptions("127.0.0.1", port, cert, key, ca.paths.chain, http=limits.http)
+    server = build_server(app, options)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for(lambda: server.started, timeout_s=30, what="uvicorn to start")
     return env, Running(thread, server)
 
 
-def _serving(home: Path, database_url: str) -> Iterator[Env]:
+def serving(home: Path, database_url: str, limits: ServiceLimits | None = None) -> Iterator[Env]:
+    """A CA, a registry and the service over HTTPS, stopped and closed after use."""
     make_ca(home)
-    e, running = start_service(home, database_url)
+    e, running = start_service(home, database_url, limits=limits)
     try:
         yield e
     finally:
@@ -278,9 +280,9 @@ def _serving(home: Path, database_url: str) -> Iterator[Env]:
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
-    yield from _serving(tmp_path, f"sqlite:///{tmp_path / 'registry.sqlite'}")
+    yield from serving(tmp_path, f"sqlite:///{tmp_path / 'registry.sqlite'}")
 
 
 @pytest.fixture
 def pg_env(tmp_path: Path, pg_database: str) -> Iterator[Env]:
-    yield from _serving(tmp_path, pg_database)
+    yield from serving(tmp_path, pg_database)

@@ -1,10 +1,13 @@
-"""Loopback ports and waiting on conditions (never fixed sleeps)."""
+"""Loopback ports, waiting on conditions (never fixed sleeps), and raw-socket clients that
+behave badly on purpose (slowloris, floods)."""
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -42,3 +45,60 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
             return True
     except OSError:
         return False
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the peer sends until it closes the connection (or resets it)."""
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except OSError:  # a reset, or TLS closed without close_notify: what came before counts
+        pass
+    return data
+
+
+def http_status(reply: bytes) -> int:
+    """The status code of a raw HTTP/1.1 reply (0 when there is none)."""
+    parts = reply.split(b" ", 2)
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+def dribble_until_closed(
+    sock: socket.socket, *, interval_s: float = 0.05, give_up_s: float = 120.0
+) -> tuple[float, bytes]:
+    """Slowloris: send one byte every ``interval_s`` and never finish. Returns the seconds
+    until the peer closed the connection and what it sent before; fails after ``give_up_s``."""
+    start, received = time.monotonic(), b""
+    while time.monotonic() - start < give_up_s:
+        try:
+            sock.send(b"a")
+            readable, _, _ = select.select([sock], [], [], interval_s)
+            if readable:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return time.monotonic() - start, received
+                received += chunk
+        except OSError:
+            return time.monotonic() - start, received
+    raise AssertionError(f"the connection was still open after {give_up_s}s")
+
+
+def stream_until_cut(sock: socket.socket, total_bytes: int, chunk_bytes: int = 1 << 20) -> int:
+    """Send up to ``total_bytes``; how many went out before the peer cut the connection."""
+    chunk, sent = b"A" * chunk_bytes, 0
+    try:
+        while sent < total_bytes:
+            sock.sendall(chunk)
+            sent += len(chunk)
+    except OSError:
+        pass
+    return sent
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """A process's peak resident memory (VmHWM), to show that input was not buffered."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM in /proc/{pid}/status")
