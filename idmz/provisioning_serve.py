@@ -111,14 +111,20 @@ def _serve_worker(
 ) -> None:
     from idmz.provisioning_runtime import client_ca_file, now_utc
     from provisioning.api import create_app, wrap
-    from provisioning.config import RateLimits, ServiceLimits, parse_duration
+    from provisioning.config import RateLimits, RenewalPolicy, ServiceLimits, parse_duration
     from provisioning.expiry import alert_expiring, scan_expiry
     from provisioning.operations import withdraw_stale_pending
     from provisioning.server import ServeOptions, build_server
 
     notifier = make_notifier(args)
+    grace = args.superseded_grace.strip()
     limits = ServiceLimits(
-        rates=RateLimits(per_client_per_s=args.client_rate, per_client_burst=args.client_burst)
+        rates=RateLimits(per_client_per_s=args.client_rate, per_client_burst=args.client_burst),
+        renewal=RenewalPolicy(
+            superseded_grace_s=0
+            if grace in ("0", "0s")
+            else int(parse_duration(grace).total_seconds())
+        ),
     )
     rt = open_runtime(args, listeners=(notifier.revoked,) if notifier else (), limits=limits)
     interval_s = parse_duration(args.expiry_interval).total_seconds()
@@ -151,8 +157,20 @@ def _serve_worker(
                 except Exception:  # noqa: BLE001 - keep serving; the next scan retries
                     _log.exception("expiry scan failed")
 
+        # Superseded certificates are revoked soon after their grace (ADR 0047), not only at
+        # the next hourly scan: a quarter of the grace, at least every 30 s.
+        sweep_s = max(30.0, rt.service.limits.renewal.superseded_grace_s / 4)
+
+        def supersession_loop() -> None:
+            while not stop.wait(sweep_s):
+                try:
+                    rt.service.revoke_superseded(now=now_utc())
+                except Exception:  # noqa: BLE001 - keep serving; the next sweep retries
+                    _log.exception("revoking superseded certificates failed")
+
         if index == 0:  # one scanner per service; alerts are deduplicated in the registry anyway
             threading.Thread(target=expiry_loop, name="expiry", daemon=True).start()
+            threading.Thread(target=supersession_loop, name="supersession", daemon=True).start()
         server.run(sockets=[sock])
     finally:
         stop.set()

@@ -12,17 +12,19 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol, runtime_checkable
 
 from cryptography import x509
 
 from audit.errors import AuditError
 from audit.events import AuditEvent, AuditSink, Outcome
-from pki.authority import CertificateAuthority, RevocationReason
+from pki.authority import CertificateAuthority, RevocationReason, format_serial
 from pki.errors import MalformedIdentityError, PKIError
 from pki.identity import DeviceIdentity, IdentityPrefix
+from pki.ledger import LedgerEntry
 from policies.document import CertificatePolicy
 from provisioning.config import ServiceLimits
-from provisioning.errors import DeviceStateError, UpstreamError, UsageError
+from provisioning.errors import DeviceStateError, TokenError, UpstreamError, UsageError
 from provisioning.records import DeviceStatus
 from provisioning.registry import Registry
 from provisioning.tokens import EnrollmentClaims, OperatorClaims, Role, TokenKey
@@ -224,11 +226,19 @@ class OperatorActions:
         now: datetime,
         reason: RevocationReason = RevocationReason.UNSPECIFIED,
     ) -> RevocationNotice:
+        """Revoke the device and every certificate the CA ever issued to it that is still
+        valid: the registry's rows and, where the CA keeps a ledger, its entries for the
+        subject (a certificate issued but never recorded, e.g. by a unit that rolled back).
+
+        The device row is locked first, as issuance and activation lock it (H1): a renewal or
+        enrollment either committed its ``pending`` certificate before (revoked here) or
+        re-checks the status after this commits (refused)."""
         identity = parse_device(path)
-        if self.registry.device(identity.path) is None:
-            raise UsageError(f"device {identity} is not registered")
         with self.registry.unit() as unit:
+            if unit.lock_device(identity.path) is None:
+                raise UsageError(f"device {identity} is not registered")
             serials = unit.mark_certificates_revoked(identity.path)
+            serials += self._unrevoked_in_ca(identity.path, known=serials, now=now)
             for serial in serials:
                 try:
                     self.ca.revoke(int(serial, 16), reason, now=now)  # regenerates the CRL
@@ -256,6 +266,120 @@ class OperatorActions:
             except Exception:  # noqa: BLE001 - a failed listener must not undo a revocation
                 _log.exception("revocation listener failed for %s", identity)
         return notice
+
+    def _unrevoked_in_ca(self, subject: str, *, known: list[str], now: datetime) -> list[str]:
+        """Serials of unexpired, unrevoked certificates the CA's own inventory holds for
+        ``subject`` beyond ``known``. A CA without an inventory (Vault) returns none: there the
+        registry, which records every issuance under the device lock, is the inventory."""
+        if not isinstance(self.ca, IssuanceInventory):
+            return []
+        seen = set(known)
+        return [
+            hex_serial
+            for entry in self.ca.certificates_for(subject)
+            if entry.revoked_at is None
+            and entry.not_after > now
+            and (hex_serial := format_serial(entry.serial)) not in seen
+        ]
+
+    def revoke_superseded(self, *, now: datetime, actor: str = "service:provisioning") -> list[str]:
+        """Revoke (reason ``superseded``) the superseded certificates whose grace is over
+        (`RenewalPolicy`, ADR 0047); returns their serials. Safe to run on several instances
+        at once: each certificate is taken by one conditional update."""
+        policy = self.limits.renewal
+        cutoff = now - timedelta(seconds=policy.superseded_grace_s)
+        revoked: list[str] = []
+        for serial, device in self.registry.supersessions_due(cutoff, limit=policy.sweep_batch):
+            with self.registry.unit() as unit:
+                if not unit.retire_superseded(serial, device_path=device):
+                    continue
+                try:
+                    self.ca.revoke(int(serial, 16), RevocationReason.SUPERSEDED, now=now)
+                except PKIError as exc:
+                    raise UpstreamError(f"the CA could not revoke {serial}: {exc}") from exc
+                self._record(
+                    AuditEvent(
+                        actor,
+                        "pki.cert.revoked",
+                        serial,
+                        Outcome.SUCCESS,
+                        reason="superseded: a newer certificate of the device is active and "
+                        "the switch-over grace is over",
+                        details={"device": device, "identity": device},
+                    )
+                )
+            revoked.append(serial)
+        return revoked
+
+    def revoke_operator_token(
+        self, token: str, *, operator: str, now: datetime, leeway_s: int = 30
+    ) -> OperatorClaims:
+        """Put a (verified) operator token on the registry's deny-list: from then on every
+        instance refuses it, and the refusal is audited (`authenticate_operator`). Returns its
+        claims; the token itself is never recorded, only its ``jti``."""
+        claims = self._operator_claims(token, now=now, leeway_s=leeway_s)
+        subject = f"operator:{claims.operator}"
+        with self.registry.unit() as unit:
+            added = unit.deny_token(
+                claims.token_id,
+                subject=subject,
+                expires_at=claims.expires_at,
+                now=now,
+                revoked_by=operator,
+            )
+            if added:
+                self._record(
+                    AuditEvent(
+                        operator,
+                        "provisioning.token.revoked",
+                        subject,
+                        Outcome.SUCCESS,
+                        details={
+                            "token_id": claims.token_id,
+                            "role": claims.role.value,
+                            "expires_at": claims.expires_at.isoformat(),
+                        },
+                    )
+                )
+        return claims
+
+    def authenticate_operator(
+        self, token: str, *, now: datetime, client: str, leeway_s: int = 30
+    ) -> OperatorClaims:
+        """The operator token's claims if it verifies (signature, audience, expiry) and is not
+        on the deny-list; otherwise an audited `TokenError`."""
+        try:
+            claims = self._operator_claims(token, now=now, leeway_s=leeway_s)
+            revoked_at = self.registry.token_revoked_at(claims.token_id)
+            if revoked_at is not None:
+                raise TokenError(
+                    f"operator token {claims.token_id} of {claims.operator} was revoked at "
+                    f"{revoked_at:%Y-%m-%dT%H:%M:%SZ}",
+                    code="token-revoked",
+                )
+        except TokenError as exc:
+            self._record(
+                AuditEvent(
+                    f"client:{client}",
+                    "provisioning.token.refused",
+                    "-",
+                    Outcome.DENIED,
+                    reason=exc.reason,
+                    details={"code": exc.code, "client": client},
+                )
+            )
+            raise
+        return claims
+
+    def _operator_claims(self, token: str, *, now: datetime, leeway_s: int) -> OperatorClaims:
+        return self.token_key.verify_operator(token, now=now, leeway_s=leeway_s)
+
+
+@runtime_checkable
+class IssuanceInventory(Protocol):
+    """A CA that can list what it issued to a subject (`pki.local.LocalCA` and its ledger)."""
+
+    def certificates_for(self, subject: str) -> list[LedgerEntry]: ...
 
 
 def withdraw_stale_pending(

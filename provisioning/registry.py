@@ -27,13 +27,20 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, event, func, insert, text, update
+from sqlalchemy import bindparam, delete, event, func, insert, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, col, create_engine, select
 
-from provisioning._tables import CertificateRow, DeviceRow, GroupRow, TokenRow
+from provisioning._tables import (
+    CertificateRow,
+    DeviceRow,
+    GroupRow,
+    RevokedTokenRow,
+    SupersessionRow,
+    TokenRow,
+)
 from provisioning.errors import ConfigError, DeviceStateError, UpstreamError, UsageError
 from provisioning.records import (
     CertificateRecord,
@@ -90,6 +97,8 @@ _DEVICES = DeviceRow.__table__  # type: ignore[attr-defined]
 _GROUPS = GroupRow.__table__  # type: ignore[attr-defined]
 _CERTS = CertificateRow.__table__  # type: ignore[attr-defined]
 _TOKENS = TokenRow.__table__  # type: ignore[attr-defined]
+_SUPERSESSIONS = SupersessionRow.__table__  # type: ignore[attr-defined]
+_REVOKED_TOKENS = RevokedTokenRow.__table__  # type: ignore[attr-defined]
 
 
 # The enrollment hot path as plain SQL (portable between SQLite >= 3.35 and PostgreSQL): built
@@ -102,6 +111,11 @@ _CONSUME_TOKEN = text(
 _SELECT_DEVICE = text(
     "SELECT path, status, device_class, asset, created_at, updated_at FROM devices WHERE path = :path"
 )
+_SELECT_CERT = text(
+    "SELECT serial, device_path, fingerprint, not_before, not_after, issued_at, status, via,"
+    " alerted_days FROM certificates WHERE serial = :serial"
+)
+_LOCK_DEVICE = text(_SELECT_DEVICE.text + " FOR UPDATE")
 _SELECT_GROUPS = text(
     "SELECT prefix, device_class, validity_days, renewal_grace_days, created_at"
     " FROM enrollment_groups WHERE prefix IN :prefixes"
@@ -111,19 +125,27 @@ _INSERT_CERT = text(
     " status, via, alerted_days) VALUES (:serial, :device_path, :fingerprint, :not_before,"
     " :not_after, :issued_at, :status, :via, NULL)"
 )
-_ACTIVATE_CERT = text(
-    "UPDATE certificates SET status = 'active' WHERE serial = :serial AND status = 'pending'"
-)
-_SUPERSEDE_OTHERS = text(
-    "UPDATE certificates SET status = 'superseded'"
-    " WHERE device_path = :path AND status = 'active' AND serial <> :serial"
-)
 _SET_CERT_STATUS = text("UPDATE certificates SET status = :status WHERE serial = :serial")
 _SUPERSEDE_CERT = text(
     "UPDATE certificates SET status = 'superseded' WHERE serial = :serial AND status = 'active'"
 )
 _SET_DEVICE_STATUS = text(
     "UPDATE devices SET status = :status, updated_at = :now WHERE path = :path"
+)
+# Activation never overwrites `revoked` (review H1): the conditions are in the statements, and
+# the device row is locked first (`Unit.lock_device`), so a revocation either committed before
+# (nothing matches, the activation is refused) or waits until this unit has committed.
+_ACTIVATE_PENDING = text(
+    "UPDATE certificates SET status = 'active' WHERE serial = :serial AND device_path = :path"
+    " AND status = 'pending' RETURNING serial"
+)
+_SUPERSEDE_ACTIVE = text(
+    "UPDATE certificates SET status = 'superseded'"
+    " WHERE device_path = :path AND status = 'active' AND serial <> :serial RETURNING serial"
+)
+_ENROLL_DEVICE = text(
+    "UPDATE devices SET status = 'enrolled', updated_at = :now"
+    " WHERE path = :path AND status <> 'revoked'"
 )
 
 
@@ -145,6 +167,20 @@ class Unit:
     def device(self, path: str) -> DeviceRecord | None:
         row = self._c.execute(_SELECT_DEVICE, {"path": path}).first()
         return _device(DeviceRow(**row._mapping)) if row is not None else None
+
+    def lock_device(self, path: str) -> DeviceRecord | None:
+        """The device row, locked until this unit ends: every unit that issues to a device,
+        activates its certificate or revokes it takes this lock first, so they serialize per
+        device. PostgreSQL: ``SELECT ... FOR UPDATE`` (a concurrent locker waits, then reads
+        the committed row). SQLite: the unit already holds the database's one write lock
+        (``BEGIN IMMEDIATE``, plus the registry's process and file locks)."""
+        stmt = _LOCK_DEVICE if self._c.dialect.name == "postgresql" else _SELECT_DEVICE
+        row = self._c.execute(stmt, {"path": path}).first()
+        return _device(DeviceRow(**row._mapping)) if row is not None else None
+
+    def certificate(self, serial: str) -> CertificateRecord | None:
+        row = self._c.execute(_SELECT_CERT, {"serial": serial}).first()
+        return _cert(CertificateRow(**row._mapping)) if row is not None else None
 
     def insert_device(
         self, path: str, *, device_class: str, asset: str, status: str, now: datetime
@@ -198,17 +234,59 @@ class Unit:
             },
         )
 
-    def activate_certificate(self, serial: str, *, device_path: str) -> None:
+    def activate_certificate(self, serial: str, *, device_path: str, now: datetime) -> list[str]:
         """A pending certificate whose audit record is durable becomes the device's one current
-        certificate; any other active one is superseded (it stays valid until it expires or is
-        revoked, but can no longer renew)."""
-        self._c.execute(_SUPERSEDE_OTHERS, {"path": device_path, "serial": serial})
-        self._c.execute(_ACTIVATE_CERT, {"serial": serial})
+        certificate; any other active one is superseded (it can no longer renew, and is revoked
+        after the supersession grace, ADR 0047). Returns the superseded serials.
+
+        Raises `DeviceStateError` and changes nothing when the device was revoked meanwhile (or
+        the certificate is no longer pending: a revocation took it)."""
+        device = self.lock_device(device_path)
+        if device is None or device.status == "revoked":
+            raise DeviceStateError(
+                f"device {device_path} was revoked while certificate {serial} was being issued",
+                code="device-revoked",
+            )
+        params = {"path": device_path, "serial": serial}
+        if self._c.execute(_ACTIVATE_PENDING, params).first() is None:
+            raise DeviceStateError(
+                f"certificate {serial} of {device_path} is no longer pending (revoked or withdrawn)",
+                code="certificate-withdrawn",
+            )
+        superseded = [r[0] for r in self._c.execute(_SUPERSEDE_ACTIVE, params).all()]
+        if superseded:
+            self._c.execute(
+                insert(_SUPERSESSIONS),
+                [
+                    {"serial": old, "device_path": device_path, "superseded_at": _ts(now)}
+                    for old in superseded
+                ],
+            )
+        self._c.execute(_ENROLL_DEVICE, {"path": device_path, "now": _ts(now)})
+        return superseded
+
+    def retire_superseded(self, serial: str, *, device_path: str) -> bool:
+        """Mark a superseded certificate revoked (its grace is over) and drop its supersession
+        row. False when it is no longer ``superseded`` (a device revocation or another
+        instance got there first): the caller then leaves it alone."""
+        self.lock_device(device_path)
+        self._c.execute(delete(_SUPERSESSIONS).where(_SUPERSESSIONS.c.serial == serial))
+        row = self._c.execute(
+            update(_CERTS)
+            .where(_CERTS.c.serial == serial)
+            .where(_CERTS.c.status == "superseded")
+            .values(status="revoked")
+            .returning(_CERTS.c.serial)
+        ).first()
+        return row is not None
 
     def set_certificate_status(self, serial: str, status: str) -> None:
         self._c.execute(_SET_CERT_STATUS, {"serial": serial, "status": status})
 
     def mark_certificates_revoked(self, device_path: str) -> list[str]:
+        """Every certificate of the device that is not revoked yet (pending, active, superseded)
+        becomes revoked; returns their serials. Call with the device row locked."""
+        self._c.execute(delete(_SUPERSESSIONS).where(_SUPERSESSIONS.c.device_path == device_path))
         rows = self._c.execute(
             update(_CERTS)
             .where(_CERTS.c.device_path == device_path)
@@ -262,6 +340,25 @@ class Unit:
             created_by=created_by,
         )
         self._c.execute(insert(_TOKENS).values(**row.model_dump()))
+
+    def deny_token(
+        self, jti: str, *, subject: str, expires_at: datetime, now: datetime, revoked_by: str
+    ) -> bool:
+        """Put an operator token's ``jti`` on the deny-list; False if it was there already."""
+        try:
+            with self._c.begin_nested():
+                self._c.execute(
+                    insert(_REVOKED_TOKENS).values(
+                        jti=jti,
+                        subject=subject,
+                        expires_at=_ts(expires_at),
+                        revoked_at=_ts(now),
+                        revoked_by=revoked_by,
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
 
 
 class Registry:
@@ -403,6 +500,12 @@ class Registry:
             row = s.get(TokenRow, jti)
             return _token(row) if row is not None else None
 
+    def token_revoked_at(self, jti: str) -> datetime | None:
+        """When the operator token ``jti`` was put on the deny-list, or None if it never was."""
+        with self._session() as s:
+            row = s.get(RevokedTokenRow, jti)
+            return _dt(row.revoked_at) if row is not None else None
+
     def certificate(self, serial: str) -> CertificateRecord | None:
         with self._session() as s:
             row = s.get(CertificateRow, serial)
@@ -437,6 +540,18 @@ class Registry:
                 .where(col(CertificateRow.issued_at) < _ts(limit))
             )
             return [_cert(r) for r in s.exec(q)]
+
+    def supersessions_due(self, cutoff: datetime, *, limit: int) -> list[tuple[str, str]]:
+        """``(serial, device path)`` of superseded certificates superseded at or before
+        ``cutoff`` (their grace is over), oldest first, at most ``limit``."""
+        with self._session() as s:
+            q = (
+                select(SupersessionRow.serial, SupersessionRow.device_path)
+                .where(col(SupersessionRow.superseded_at) <= _ts(cutoff))
+                .order_by(col(SupersessionRow.superseded_at))
+                .limit(limit)
+            )
+            return [(serial, path) for serial, path in s.exec(q)]
 
     def mark_alerted(self, serial: str, days: int) -> bool:
         """Remember that ``serial`` was alerted at threshold ``days``; False if it already was

@@ -67,6 +67,12 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
     s.add_argument(
         "--expiry-interval", default="1h", help="how often to scan for expiring certificates"
     )
+    s.add_argument(
+        "--superseded-grace",
+        default="15m",
+        help="how long a renewed gateway's previous certificate stays valid for the switch-over "
+        "before it is revoked (reason superseded); 0s revokes it at once (ADR 0047)",
+    )
     s.add_argument("--workers", type=int, default=1, help="server processes sharing the port")
     s.add_argument(
         "--server-names",
@@ -423,6 +429,13 @@ def cmd_expiry(args: argparse.Namespace) -> int:
             print(
                 f"revoked {len(withdrawn)} certificate(s) issued but never activated: "
                 f"{', '.join(withdrawn)}",
+                file=sys.stderr,
+            )
+        retired = rt.service.revoke_superseded(now=now_utc(), actor=operator_actor())
+        if retired:
+            print(
+                f"revoked {len(retired)} superseded certificate(s) past the switch-over grace: "
+                f"{', '.join(retired)}",
                 file=sys.stderr,
             )
         if args.json:
