@@ -172,26 +172,10 @@ class OperatorActions:
                 raise UsageError(f"enrollment group {group} does not exist")
             subject = f"group:{group}"
         token, claims = self.token_key.mint_enrollment(subject, ttl_s=ttl, now=now)
-        with self.registry.unit() as unit:
-            unit.insert_token(
-                claims.token_id,
-                subject,
-                created_at=claims.issued_at,
-                expires_at=claims.expires_at,
-                created_by=operator,
-            )
-            self._record(
-                AuditEvent(
-                    operator,
-                    "provisioning.token.created",
-                    subject,
-                    Outcome.SUCCESS,
-                    details={
-                        "token_id": claims.token_id,
-                        "expires_at": claims.expires_at.isoformat(),
-                    },
-                )
-            )
+        self._record_token(
+            claims.token_id, subject, operator=operator, now=claims.issued_at,
+            expires_at=claims.expires_at,
+        )  # fmt: skip
         return token, claims
 
     def create_operator_token(
@@ -203,20 +187,37 @@ class OperatorActions:
                 f"operator token lifetime must be 1..{self.limits.tokens.max_operator_ttl_s} s"
             )
         token, claims = self.token_key.mint_operator(name, role, ttl_s=ttl, now=now)
-        self._record(
-            AuditEvent(
-                operator,
-                "provisioning.token.created",
-                f"operator:{name}",
-                Outcome.SUCCESS,
-                details={
-                    "token_id": claims.token_id,
-                    "role": role.value,
-                    "expires_at": claims.expires_at.isoformat(),
-                },
-            )
-        )
+        # Recorded (never used up) so that it can be revoked by id (review S7).
+        self._record_token(
+            claims.token_id, f"operator:{name}", operator=operator, now=now,
+            expires_at=claims.expires_at, role=role,
+        )  # fmt: skip
         return token, claims
+
+    def _record_token(
+        self,
+        jti: str,
+        subject: str,
+        *,
+        operator: str,
+        now: datetime,
+        expires_at: datetime,
+        role: Role | None = None,
+    ) -> None:
+        """Register a minted token's id (never the token) and audit it, in one unit."""
+        details = {"token_id": jti, "expires_at": expires_at.isoformat()}
+        if role is not None:
+            details["role"] = role.value
+        with self.registry.unit() as unit:
+            unit.insert_token(
+                jti, subject, created_at=now, expires_at=expires_at, created_by=operator
+            )
+            self._record(
+                AuditEvent(
+                    operator, "provisioning.token.created", subject, Outcome.SUCCESS,
+                    details=details,
+                )
+            )  # fmt: skip
 
     def revoke_device(
         self,
@@ -312,46 +313,66 @@ class OperatorActions:
         return revoked
 
     def revoke_operator_token(
-        self, token: str, *, operator: str, now: datetime, leeway_s: int = 30
-    ) -> OperatorClaims:
-        """Put a (verified) operator token on the registry's deny-list: from then on every
-        instance refuses it, and the refusal is audited (`authenticate_operator`). Returns its
-        claims; the token itself is never recorded, only its ``jti``."""
-        claims = self._operator_claims(token, now=now, leeway_s=leeway_s)
-        subject = f"operator:{claims.operator}"
-        with self.registry.unit() as unit:
-            added = unit.deny_token(
+        self,
+        *,
+        operator: str,
+        now: datetime,
+        token_id: str | None = None,
+        token: str | None = None,
+    ) -> str:
+        """Put an operator token on the registry's deny-list, named by its id (``jti``, printed
+        when it was minted) or given whole; from then on every instance refuses it, audited
+        (`authenticate_operator`). Only the ``jti`` is stored, never the token. Returns the id."""
+        if (token_id is None) == (token is None):
+            raise UsageError("name the operator token by its id or give the token, not both")
+        if token is not None:
+            try:
+                claims = self.token_key.verify_operator(
+                    token, now=now, leeway_s=self.limits.tokens.clock_leeway_s
+                )
+            except TokenError as exc:
+                raise UsageError(f"not a live operator token of this service: {exc}") from exc
+            jti, subject, expires_at = (
                 claims.token_id,
-                subject=subject,
-                expires_at=claims.expires_at,
-                now=now,
-                revoked_by=operator,
+                f"operator:{claims.operator}",
+                claims.expires_at,
             )
-            if added:
+        else:
+            assert token_id is not None
+            record = self.registry.token(token_id[:64])
+            if record is None or not record.subject.startswith("operator:"):
+                raise UsageError(
+                    f"no operator token with id {token_id[:64]} was minted by this registry; "
+                    "pass the token itself (--token-file)"
+                )
+            jti, subject, expires_at = record.jti, record.subject, record.expires_at
+        with self.registry.unit() as unit:
+            if unit.deny_token(
+                jti, subject=subject, expires_at=expires_at, now=now, revoked_by=operator
+            ):
                 self._record(
                     AuditEvent(
                         operator,
                         "provisioning.token.revoked",
                         subject,
                         Outcome.SUCCESS,
-                        details={
-                            "token_id": claims.token_id,
-                            "role": claims.role.value,
-                            "expires_at": claims.expires_at.isoformat(),
-                        },
+                        details={"token_id": jti, "expires_at": expires_at.isoformat()},
                     )
                 )
-        return claims
+        return jti
 
-    def authenticate_operator(
-        self, token: str, *, now: datetime, client: str, leeway_s: int = 30
-    ) -> OperatorClaims:
-        """The operator token's claims if it verifies (signature, audience, expiry) and is not
-        on the deny-list; otherwise an audited `TokenError`."""
+    def authenticate_operator(self, token: str, *, now: datetime, client: str) -> OperatorClaims:
+        """The operator token's claims if it verifies (pinned algorithm, audience, expiry) and
+        is not on the deny-list. Every refusal is audited (`provisioning.token.refused`); a
+        revoked token, whose signature did verify, under the operator it names."""
+        actor = f"client:{client}"
         try:
-            claims = self._operator_claims(token, now=now, leeway_s=leeway_s)
+            claims = self.token_key.verify_operator(
+                token, now=now, leeway_s=self.limits.tokens.clock_leeway_s
+            )
             revoked_at = self.registry.token_revoked_at(claims.token_id)
             if revoked_at is not None:
+                actor = f"operator:{claims.operator}"
                 raise TokenError(
                     f"operator token {claims.token_id} of {claims.operator} was revoked at "
                     f"{revoked_at:%Y-%m-%dT%H:%M:%SZ}",
@@ -360,19 +381,16 @@ class OperatorActions:
         except TokenError as exc:
             self._record(
                 AuditEvent(
-                    f"client:{client}",
+                    actor,
                     "provisioning.token.refused",
-                    "-",
+                    "-" if actor.startswith("client:") else actor,
                     Outcome.DENIED,
                     reason=exc.reason,
-                    details={"code": exc.code, "client": client},
+                    details={"code": exc.code, "client": client, "via": "operator-api"},
                 )
             )
             raise
         return claims
-
-    def _operator_claims(self, token: str, *, now: datetime, leeway_s: int) -> OperatorClaims:
-        return self.token_key.verify_operator(token, now=now, leeway_s=leeway_s)
 
 
 @runtime_checkable
