@@ -10,15 +10,19 @@ Order of an enrollment (each step refuses on failure):
 1. verify the token (signature with the pinned algorithm, audience, expiry) -> claims;
 2. resolve the device the token is bound to; it must be registered and not revoked;
 3. check the CSR's key against the certificate policy;
-4. in one registry transaction: consume the token (conditional UPDATE), issue (the CA checks
-   proof of possession and names; a refusal rolls the consumption back, so the token survives a
-   bad CSR) and record the certificate as ``pending``; commit;
-5. append the audit record (durable; concurrent requests share fsyncs), then mark the
-   certificate ``active`` and the device ``enrolled``. If the audit append fails, the
-   certificate is revoked and the request fails.
+4. in one registry transaction: consume the token (conditional UPDATE), lock the device row
+   and check again that it is not revoked, issue (the CA checks proof of possession and names;
+   a refusal rolls the consumption back, so the token survives a bad CSR) and record the
+   certificate as ``pending``; commit;
+5. append the audit record (durable; concurrent requests share fsyncs), then, under the device
+   lock again, mark the certificate ``active`` and the device ``enrolled`` unless the device was
+   revoked meanwhile (then the certificate is revoked and the request refused). If the audit
+   append fails, the certificate is revoked and the request fails.
 
 Renewal authenticates the client certificate with `provisioning.peers.PeerVerifier`, requires
-it to be the device's current (``active``) certificate, then follows steps 3-5.
+it to be the device's current (``active``) certificate (checked again under the device lock),
+then follows steps 3-5; the certificate it replaces is revoked after the switch-over grace.
+A revocation locks the same row first, so it and an issuance never interleave (ADR 0046).
 """
 
 from __future__ import annotations
