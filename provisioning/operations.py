@@ -292,7 +292,7 @@ class OperatorActions:
         revoked: list[str] = []
         for serial, device in self.registry.supersessions_due(cutoff, limit=policy.sweep_batch):
             with self.registry.unit() as unit:
-                if not unit.retire_superseded(serial, device_path=device):
+                if not unit.revoke_certificate_if(serial, device_path=device, status="superseded"):
                     continue
                 try:
                     self.ca.revoke(int(serial, 16), RevocationReason.SUPERSEDED, now=now)
@@ -414,12 +414,19 @@ def withdraw_stale_pending(
     scan; returns the serials withdrawn."""
     withdrawn: list[str] = []
     for cert in registry.pending_certificates_before(now - older_than):
-        try:
-            ca.revoke(int(cert.serial, 16), RevocationReason.CESSATION_OF_OPERATION, now=now)
-        except PKIError as exc:
-            raise UpstreamError(f"the CA could not revoke pending {cert.serial}: {exc}") from exc
         with registry.unit() as unit:
-            unit.set_certificate_status(cert.serial, "revoked")
+            # Conditional, under the device lock: a late activation either ran first (the
+            # certificate is active and stays so) or finds it revoked and refuses (ADR 0046).
+            if not unit.revoke_certificate_if(
+                cert.serial, device_path=cert.device_path, status="pending"
+            ):
+                continue
+            try:
+                ca.revoke(int(cert.serial, 16), RevocationReason.CESSATION_OF_OPERATION, now=now)
+            except PKIError as exc:
+                raise UpstreamError(
+                    f"the CA could not revoke pending {cert.serial}: {exc}"
+                ) from exc
             audit.record(
                 AuditEvent(
                     actor,

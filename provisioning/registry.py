@@ -265,16 +265,17 @@ class Unit:
         self._c.execute(_ENROLL_DEVICE, {"path": device_path, "now": _ts(now)})
         return superseded
 
-    def retire_superseded(self, serial: str, *, device_path: str) -> bool:
-        """Mark a superseded certificate revoked (its grace is over) and drop its supersession
-        row. False when it is no longer ``superseded`` (a device revocation or another
-        instance got there first): the caller then leaves it alone."""
+    def revoke_certificate_if(self, serial: str, *, device_path: str, status: str) -> bool:
+        """Mark one certificate revoked if it is still ``status`` (``superseded`` past its
+        grace, ``pending`` left by a crash), under the device lock, and drop its supersession
+        row. False when it is not (a device revocation, an activation or another instance got
+        there first): the caller then leaves it alone."""
         self.lock_device(device_path)
         self._c.execute(delete(_SUPERSESSIONS).where(_SUPERSESSIONS.c.serial == serial))
         row = self._c.execute(
             update(_CERTS)
             .where(_CERTS.c.serial == serial)
-            .where(_CERTS.c.status == "superseded")
+            .where(_CERTS.c.status == status)
             .values(status="revoked")
             .returning(_CERTS.c.serial)
         ).first()
