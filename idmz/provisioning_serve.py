@@ -23,6 +23,16 @@ OpenRuntime = Callable[..., Any]
 MakeNotifier = Callable[[argparse.Namespace], Any]
 
 
+def renewal_policy(superseded_grace: str) -> Any:
+    """``--superseded-grace`` (``15m``, ``90s``; ``0``/``0s`` = revoke at once) as a
+    `provisioning.config.RenewalPolicy`; a malformed or too long value is a `ConfigError`."""
+    from provisioning.config import RenewalPolicy, parse_duration
+
+    text = superseded_grace.strip().lower()
+    seconds = 0 if text in ("0", "0s") else int(parse_duration(text).total_seconds())
+    return RenewalPolicy(superseded_grace_s=seconds)
+
+
 def serve(args: argparse.Namespace, *, open_runtime: OpenRuntime, notifier: MakeNotifier) -> int:
     """Run ``idmz provisioning serve``: prepare once, then one or ``--workers`` processes."""
     import os
@@ -35,6 +45,7 @@ def serve(args: argparse.Namespace, *, open_runtime: OpenRuntime, notifier: Make
 
     if args.workers < 1:
         raise UsageError("--workers must be >= 1")
+    renewal_policy(args.superseded_grace)  # a bad value stops here, not in every worker
     # Once, in the parent: the CA (created if missing), the service's TLS certificate.
     rt = open_runtime(args)
     try:
@@ -111,20 +122,15 @@ def _serve_worker(
 ) -> None:
     from idmz.provisioning_runtime import client_ca_file, now_utc
     from provisioning.api import create_app, wrap
-    from provisioning.config import RateLimits, RenewalPolicy, ServiceLimits, parse_duration
+    from provisioning.config import RateLimits, ServiceLimits, parse_duration
     from provisioning.expiry import alert_expiring, scan_expiry
     from provisioning.operations import withdraw_stale_pending
     from provisioning.server import ServeOptions, build_server
 
     notifier = make_notifier(args)
-    grace = args.superseded_grace.strip()
     limits = ServiceLimits(
         rates=RateLimits(per_client_per_s=args.client_rate, per_client_burst=args.client_burst),
-        renewal=RenewalPolicy(
-            superseded_grace_s=0
-            if grace in ("0", "0s")
-            else int(parse_duration(grace).total_seconds())
-        ),
+        renewal=renewal_policy(args.superseded_grace),
     )
     rt = open_runtime(args, listeners=(notifier.revoked,) if notifier else (), limits=limits)
     interval_s = parse_duration(args.expiry_interval).total_seconds()

@@ -75,7 +75,10 @@ class RenewalPolicy:
 
     def __post_init__(self) -> None:
         if not 0 <= self.superseded_grace_s <= self.max_superseded_grace_s:
-            raise ConfigError("need 0 <= superseded_grace_s <= max_superseded_grace_s")
+            raise ConfigError(
+                f"the superseded-certificate grace must be 0..{self.max_superseded_grace_s} s; "
+                f"found {self.superseded_grace_s}"
+            )
         if self.sweep_batch < 1:
             raise ConfigError("sweep_batch must be >= 1")
 
