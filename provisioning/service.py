@@ -58,7 +58,8 @@ from provisioning.errors import (
     TokenError,
     UpstreamError,
 )
-from provisioning.operations import OperatorActions, RevocationListener, RevocationNotice
+from provisioning.operations import RevocationListener, RevocationNotice
+from provisioning.operator_tokens import OperatorTokens
 from provisioning.peers import PeerVerifier
 from provisioning.records import CertificateRecord, DeviceRecord, DeviceStatus, GroupRecord
 from provisioning.registry import Registry, Unit
@@ -84,7 +85,7 @@ def key_policy_for(policy: CertificatePolicy) -> KeyPolicy:
     )
 
 
-class ProvisioningService(OperatorActions):
+class ProvisioningService(OperatorTokens):
     def __init__(
         self,
         *,
