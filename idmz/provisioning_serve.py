@@ -23,6 +23,16 @@ OpenRuntime = Callable[..., Any]
 MakeNotifier = Callable[[argparse.Namespace], Any]
 
 
+def renewal_policy(superseded_grace: str) -> Any:
+    """``--superseded-grace`` (``15m``, ``90s``; ``0``/``0s`` = revoke at once) as a
+    `provisioning.config.RenewalPolicy`; a malformed or too long value is a `ConfigError`."""
+    from provisioning.config import RenewalPolicy, parse_duration
+
+    text = superseded_grace.strip().lower()
+    seconds = 0 if text in ("0", "0s") else int(parse_duration(text).total_seconds())
+    return RenewalPolicy(superseded_grace_s=seconds)
+
+
 def serve(args: argparse.Namespace, *, open_runtime: OpenRuntime, notifier: MakeNotifier) -> int:
     """Run ``idmz provisioning serve``: prepare once, then one or ``--workers`` processes."""
     import os
@@ -35,6 +45,7 @@ def serve(args: argparse.Namespace, *, open_runtime: OpenRuntime, notifier: Make
 
     if args.workers < 1:
         raise UsageError("--workers must be >= 1")
+    renewal_policy(args.superseded_grace)  # a bad value stops here, not in every worker
     # Once, in the parent: the CA (created if missing), the service's TLS certificate.
     rt = open_runtime(args)
     try:
@@ -118,7 +129,8 @@ def _serve_worker(
 
     notifier = make_notifier(args)
     limits = ServiceLimits(
-        rates=RateLimits(per_client_per_s=args.client_rate, per_client_burst=args.client_burst)
+        rates=RateLimits(per_client_per_s=args.client_rate, per_client_burst=args.client_burst),
+        renewal=renewal_policy(args.superseded_grace),
     )
     rt = open_runtime(args, listeners=(notifier.revoked,) if notifier else (), limits=limits)
     interval_s = parse_duration(args.expiry_interval).total_seconds()
@@ -157,8 +169,20 @@ def _serve_worker(
                 except Exception:  # noqa: BLE001 - keep serving; the next scan retries
                     _log.exception("expiry scan failed")
 
+        # Superseded certificates are revoked soon after their grace (ADR 0047), not only at
+        # the next hourly scan: a quarter of the grace, at least every 30 s.
+        sweep_s = max(30.0, rt.service.limits.renewal.superseded_grace_s / 4)
+
+        def supersession_loop() -> None:
+            while not stop.wait(sweep_s):
+                try:
+                    rt.service.revoke_superseded(now=now_utc())
+                except Exception:  # noqa: BLE001 - keep serving; the next sweep retries
+                    _log.exception("revoking superseded certificates failed")
+
         if index == 0:  # one scanner per service; alerts are deduplicated in the registry anyway
             threading.Thread(target=expiry_loop, name="expiry", daemon=True).start()
+            threading.Thread(target=supersession_loop, name="supersession", daemon=True).start()
         server.run(sockets=[sock])
     finally:
         stop.set()

@@ -51,3 +51,27 @@ class TokenRow(SQLModel, table=True):
     created_by: str = Field(default="", max_length=200)
     used_at: int | None = None
     used_by: str | None = Field(default=None, max_length=400)
+
+
+class SupersessionRow(SQLModel, table=True):
+    """A certificate superseded by a newer one of its device, waiting out the supersession grace
+    before it is revoked (ADR 0047). A table of its own so that registries created before it
+    gain it with ``create_all`` (no column migration)."""
+
+    __tablename__ = "supersessions"
+
+    serial: str = Field(primary_key=True, max_length=64)
+    device_path: str = Field(max_length=400)
+    superseded_at: int = Field(index=True)
+
+
+class RevokedTokenRow(SQLModel, table=True):
+    """An operator token's ``jti`` on the deny-list (until its expiry, then prunable)."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: str = Field(primary_key=True, max_length=64)
+    subject: str = Field(max_length=410)  # operator:<name>, for the audit trail
+    expires_at: int = Field(index=True)
+    revoked_at: int
+    revoked_by: str = Field(default="", max_length=200)

@@ -155,8 +155,8 @@ def _operator(role: Role) -> Callable[[Request], OperatorClaims]:
     def check(request: Request) -> OperatorClaims:
         state = request.app.state
         state.admit_client(request)
-        claims: OperatorClaims = state.service.token_key.verify_operator(
-            bearer_token(request), now=state.clock()
+        claims: OperatorClaims = state.service.authenticate_operator(
+            bearer_token(request), now=state.clock(), client=client_address(request)
         )
         if not claims.role.allows(role):
             raise AccessDeniedError(f"{claims.operator} has role {claims.role}; {role} is needed")

@@ -72,11 +72,35 @@ class ExpiryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class RenewalPolicy:
+    """What happens to a certificate once its successor is active (ADR 0047).
+
+    ``superseded_grace_s``: how long the superseded certificate stays valid for the gateway to
+    switch over (reload its files and reconnect); then it is revoked with reason
+    ``superseded``. 0 revokes it as soon as the successor is active. ``sweep_batch`` bounds how
+    many overdue certificates one sweep revokes (each regenerates the CRL)."""
+
+    superseded_grace_s: int = 15 * 60
+    max_superseded_grace_s: int = 24 * 3600
+    sweep_batch: int = 64
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.superseded_grace_s <= self.max_superseded_grace_s:
+            raise ConfigError(
+                f"the superseded-certificate grace must be 0..{self.max_superseded_grace_s} s; "
+                f"found {self.superseded_grace_s}"
+            )
+        if self.sweep_batch < 1:
+            raise ConfigError("sweep_batch must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceLimits:
     tokens: TokenLimits = field(default_factory=TokenLimits)
     rates: RateLimits = field(default_factory=RateLimits)
     http: HttpLimits = field(default_factory=HttpLimits)
     expiry: ExpiryPolicy = field(default_factory=ExpiryPolicy)
+    renewal: RenewalPolicy = field(default_factory=RenewalPolicy)
 
 
 def parse_duration(text: str) -> timedelta:

@@ -12,14 +12,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol, runtime_checkable
 
 from cryptography import x509
 
 from audit.errors import AuditError
 from audit.events import AuditEvent, AuditSink, Outcome
-from pki.authority import CertificateAuthority, RevocationReason
+from pki.authority import CertificateAuthority, RevocationReason, format_serial
 from pki.errors import MalformedIdentityError, PKIError
 from pki.identity import DeviceIdentity, IdentityPrefix
+from pki.ledger import LedgerEntry
 from policies.document import CertificatePolicy
 from provisioning.config import ServiceLimits
 from provisioning.errors import DeviceStateError, UpstreamError, UsageError
@@ -170,26 +172,10 @@ class OperatorActions:
                 raise UsageError(f"enrollment group {group} does not exist")
             subject = f"group:{group}"
         token, claims = self.token_key.mint_enrollment(subject, ttl_s=ttl, now=now)
-        with self.registry.unit() as unit:
-            unit.insert_token(
-                claims.token_id,
-                subject,
-                created_at=claims.issued_at,
-                expires_at=claims.expires_at,
-                created_by=operator,
-            )
-            self._record(
-                AuditEvent(
-                    operator,
-                    "provisioning.token.created",
-                    subject,
-                    Outcome.SUCCESS,
-                    details={
-                        "token_id": claims.token_id,
-                        "expires_at": claims.expires_at.isoformat(),
-                    },
-                )
-            )
+        self._record_token(
+            claims.token_id, subject, operator=operator, now=claims.issued_at,
+            expires_at=claims.expires_at,
+        )  # fmt: skip
         return token, claims
 
     def create_operator_token(
@@ -201,20 +187,37 @@ class OperatorActions:
                 f"operator token lifetime must be 1..{self.limits.tokens.max_operator_ttl_s} s"
             )
         token, claims = self.token_key.mint_operator(name, role, ttl_s=ttl, now=now)
-        self._record(
-            AuditEvent(
-                operator,
-                "provisioning.token.created",
-                f"operator:{name}",
-                Outcome.SUCCESS,
-                details={
-                    "token_id": claims.token_id,
-                    "role": role.value,
-                    "expires_at": claims.expires_at.isoformat(),
-                },
-            )
-        )
+        # Recorded (never used up) so that it can be revoked by id (review S7).
+        self._record_token(
+            claims.token_id, f"operator:{name}", operator=operator, now=now,
+            expires_at=claims.expires_at, role=role,
+        )  # fmt: skip
         return token, claims
+
+    def _record_token(
+        self,
+        jti: str,
+        subject: str,
+        *,
+        operator: str,
+        now: datetime,
+        expires_at: datetime,
+        role: Role | None = None,
+    ) -> None:
+        """Register a minted token's id (never the token) and audit it, in one unit."""
+        details = {"token_id": jti, "expires_at": expires_at.isoformat()}
+        if role is not None:
+            details["role"] = role.value
+        with self.registry.unit() as unit:
+            unit.insert_token(
+                jti, subject, created_at=now, expires_at=expires_at, created_by=operator
+            )
+            self._record(
+                AuditEvent(
+                    operator, "provisioning.token.created", subject, Outcome.SUCCESS,
+                    details=details,
+                )
+            )  # fmt: skip
 
     def revoke_device(
         self,
@@ -224,11 +227,19 @@ class OperatorActions:
         now: datetime,
         reason: RevocationReason = RevocationReason.UNSPECIFIED,
     ) -> RevocationNotice:
+        """Revoke the device and every certificate the CA ever issued to it that is still
+        valid: the registry's rows and, where the CA keeps a ledger, its entries for the
+        subject (a certificate issued but never recorded, e.g. by a unit that rolled back).
+
+        The device row is locked first, as issuance and activation lock it (H1): a renewal or
+        enrollment either committed its ``pending`` certificate before (revoked here) or
+        re-checks the status after this commits (refused)."""
         identity = parse_device(path)
-        if self.registry.device(identity.path) is None:
-            raise UsageError(f"device {identity} is not registered")
         with self.registry.unit() as unit:
+            if unit.lock_device(identity.path) is None:
+                raise UsageError(f"device {identity} is not registered")
             serials = unit.mark_certificates_revoked(identity.path)
+            serials += self._unrevoked_in_ca(identity.path, known=serials, now=now)
             for serial in serials:
                 try:
                     self.ca.revoke(int(serial, 16), reason, now=now)  # regenerates the CRL
@@ -257,6 +268,57 @@ class OperatorActions:
                 _log.exception("revocation listener failed for %s", identity)
         return notice
 
+    def _unrevoked_in_ca(self, subject: str, *, known: list[str], now: datetime) -> list[str]:
+        """Serials of unexpired, unrevoked certificates the CA's own inventory holds for
+        ``subject`` beyond ``known``. A CA without an inventory (Vault) returns none: there the
+        registry, which records every issuance under the device lock, is the inventory."""
+        if not isinstance(self.ca, IssuanceInventory):
+            return []
+        seen = set(known)
+        return [
+            hex_serial
+            for entry in self.ca.certificates_for(subject)
+            if entry.revoked_at is None
+            and entry.not_after > now
+            and (hex_serial := format_serial(entry.serial)) not in seen
+        ]
+
+    def revoke_superseded(self, *, now: datetime, actor: str = "service:provisioning") -> list[str]:
+        """Revoke (reason ``superseded``) the superseded certificates whose grace is over
+        (`RenewalPolicy`, ADR 0047); returns their serials. Safe to run on several instances
+        at once: each certificate is taken by one conditional update."""
+        policy = self.limits.renewal
+        cutoff = now - timedelta(seconds=policy.superseded_grace_s)
+        revoked: list[str] = []
+        for serial, device in self.registry.supersessions_due(cutoff, limit=policy.sweep_batch):
+            with self.registry.unit() as unit:
+                if not unit.revoke_certificate_if(serial, device_path=device, status="superseded"):
+                    continue
+                try:
+                    self.ca.revoke(int(serial, 16), RevocationReason.SUPERSEDED, now=now)
+                except PKIError as exc:
+                    raise UpstreamError(f"the CA could not revoke {serial}: {exc}") from exc
+                self._record(
+                    AuditEvent(
+                        actor,
+                        "pki.cert.revoked",
+                        serial,
+                        Outcome.SUCCESS,
+                        reason="superseded: a newer certificate of the device is active and "
+                        "the switch-over grace is over",
+                        details={"device": device, "identity": device},
+                    )
+                )
+            revoked.append(serial)
+        return revoked
+
+
+@runtime_checkable
+class IssuanceInventory(Protocol):
+    """A CA that can list what it issued to a subject (`pki.local.LocalCA` and its ledger)."""
+
+    def certificates_for(self, subject: str) -> list[LedgerEntry]: ...
+
 
 def withdraw_stale_pending(
     ca: CertificateAuthority,
@@ -272,12 +334,19 @@ def withdraw_stale_pending(
     scan; returns the serials withdrawn."""
     withdrawn: list[str] = []
     for cert in registry.pending_certificates_before(now - older_than):
-        try:
-            ca.revoke(int(cert.serial, 16), RevocationReason.CESSATION_OF_OPERATION, now=now)
-        except PKIError as exc:
-            raise UpstreamError(f"the CA could not revoke pending {cert.serial}: {exc}") from exc
         with registry.unit() as unit:
-            unit.set_certificate_status(cert.serial, "revoked")
+            # Conditional, under the device lock: a late activation either ran first (the
+            # certificate is active and stays so) or finds it revoked and refuses (ADR 0046).
+            if not unit.revoke_certificate_if(
+                cert.serial, device_path=cert.device_path, status="pending"
+            ):
+                continue
+            try:
+                ca.revoke(int(cert.serial, 16), RevocationReason.CESSATION_OF_OPERATION, now=now)
+            except PKIError as exc:
+                raise UpstreamError(
+                    f"the CA could not revoke pending {cert.serial}: {exc}"
+                ) from exc
             audit.record(
                 AuditEvent(
                     actor,

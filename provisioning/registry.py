@@ -24,244 +24,43 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, event, func, insert, text, update
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy import event, func
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, col, create_engine, select
 
-from provisioning._tables import CertificateRow, DeviceRow, GroupRow, TokenRow
-from provisioning.errors import ConfigError, DeviceStateError, UpstreamError, UsageError
+from provisioning._tables import (
+    CertificateRow,
+    DeviceRow,
+    GroupRow,
+    RevokedTokenRow,
+    SupersessionRow,
+    TokenRow,
+)
+from provisioning.errors import ConfigError, UpstreamError
 from provisioning.records import (
     CertificateRecord,
     DeviceRecord,
     GroupRecord,
     TokenRecord,
 )
-
-
-def _ts(value: datetime) -> int:
-    return int(value.timestamp())
-
-
-def _dt(value: int) -> datetime:
-    return datetime.fromtimestamp(value, UTC)
-
-
-def _device(row: DeviceRow) -> DeviceRecord:
-    return DeviceRecord(
-        row.path, row.status, row.device_class, row.asset, _dt(row.created_at), _dt(row.updated_at)
-    )
-
-
-def _group(row: GroupRow) -> GroupRecord:
-    return GroupRecord(row.prefix, row.device_class, row.validity_days, row.renewal_grace_days)
-
-
-def _cert(row: CertificateRow) -> CertificateRecord:
-    return CertificateRecord(
-        row.serial,
-        row.device_path,
-        row.fingerprint,
-        _dt(row.not_before),
-        _dt(row.not_after),
-        _dt(row.issued_at),
-        row.status,
-        row.via,
-        row.alerted_days,
-    )
-
-
-def _token(row: TokenRow) -> TokenRecord:
-    return TokenRecord(
-        row.jti,
-        row.subject,
-        _dt(row.created_at),
-        _dt(row.expires_at),
-        _dt(row.used_at) if row.used_at is not None else None,
-        row.used_by,
-    )
-
-
-_DEVICES = DeviceRow.__table__  # type: ignore[attr-defined]
-_GROUPS = GroupRow.__table__  # type: ignore[attr-defined]
-_CERTS = CertificateRow.__table__  # type: ignore[attr-defined]
-_TOKENS = TokenRow.__table__  # type: ignore[attr-defined]
-
-
-# The enrollment hot path as plain SQL (portable between SQLite >= 3.35 and PostgreSQL): built
-# once, so each request pays no statement construction or cache-key cost.
-_CONSUME_TOKEN = text(
-    "UPDATE tokens SET used_at = :now, used_by = :used_by"
-    " WHERE jti = :jti AND subject = :subject AND used_at IS NULL AND expires_at > :now"
-    " RETURNING jti"
-)
-_SELECT_DEVICE = text(
-    "SELECT path, status, device_class, asset, created_at, updated_at FROM devices WHERE path = :path"
-)
-_SELECT_GROUPS = text(
-    "SELECT prefix, device_class, validity_days, renewal_grace_days, created_at"
-    " FROM enrollment_groups WHERE prefix IN :prefixes"
-).bindparams(bindparam("prefixes", expanding=True))
-_INSERT_CERT = text(
-    "INSERT INTO certificates (serial, device_path, fingerprint, not_before, not_after, issued_at,"
-    " status, via, alerted_days) VALUES (:serial, :device_path, :fingerprint, :not_before,"
-    " :not_after, :issued_at, :status, :via, NULL)"
-)
-_ACTIVATE_CERT = text(
-    "UPDATE certificates SET status = 'active' WHERE serial = :serial AND status = 'pending'"
-)
-_SUPERSEDE_OTHERS = text(
-    "UPDATE certificates SET status = 'superseded'"
-    " WHERE device_path = :path AND status = 'active' AND serial <> :serial"
-)
-_SET_CERT_STATUS = text("UPDATE certificates SET status = :status WHERE serial = :serial")
-_SUPERSEDE_CERT = text(
-    "UPDATE certificates SET status = 'superseded' WHERE serial = :serial AND status = 'active'"
-)
-_SET_DEVICE_STATUS = text(
-    "UPDATE devices SET status = :status, updated_at = :now WHERE path = :path"
+from provisioning.unit import (
+    _SELECT_DEVICE,
+    _SELECT_GROUPS,
+    Unit,
+    _cert,
+    _device,
+    _dt,
+    _group,
+    _token,
+    _ts,
 )
 
-
-class Unit:
-    """One transaction. Obtained from `Registry.unit`; committed when the block ends normally.
-
-    The enrollment hot path runs here, so it speaks SQLAlchemy Core on the session's connection
-    (a fraction of the ORM's per-statement cost); the tables are the SQLModel ones."""
-
-    def __init__(self, connection: Connection) -> None:
-        self._c = connection
-
-    def consume_token(self, jti: str, *, subject: str, used_by: str, now: datetime) -> bool:
-        """Mark the token used if it exists, is bound to ``subject``, is unused and unexpired.
-        True when this call consumed it; False when any condition failed."""
-        params = {"jti": jti, "subject": subject, "used_by": used_by, "now": _ts(now)}
-        return self._c.execute(_CONSUME_TOKEN, params).first() is not None
-
-    def device(self, path: str) -> DeviceRecord | None:
-        row = self._c.execute(_SELECT_DEVICE, {"path": path}).first()
-        return _device(DeviceRow(**row._mapping)) if row is not None else None
-
-    def insert_device(
-        self, path: str, *, device_class: str, asset: str, status: str, now: datetime
-    ) -> None:
-        try:
-            with self._c.begin_nested():
-                self._c.execute(
-                    insert(_DEVICES).values(
-                        path=path,
-                        status=status,
-                        device_class=device_class,
-                        asset=asset,
-                        created_at=_ts(now),
-                        updated_at=_ts(now),
-                    )
-                )
-        except IntegrityError as exc:
-            raise DeviceStateError(
-                f"device {path} is already registered", code="device-exists"
-            ) from exc
-
-    def set_device_status(self, path: str, status: str, *, now: datetime) -> None:
-        self._c.execute(_SET_DEVICE_STATUS, {"status": status, "now": _ts(now), "path": path})
-
-    def record_certificate(
-        self,
-        *,
-        serial: str,
-        device_path: str,
-        fingerprint: str,
-        not_before: datetime,
-        not_after: datetime,
-        via: str,
-        now: datetime,
-        supersedes: str | None = None,
-        status: str = "active",
-    ) -> None:
-        if supersedes is not None:
-            self._c.execute(_SUPERSEDE_CERT, {"serial": supersedes})
-        self._c.execute(
-            _INSERT_CERT,
-            {
-                "serial": serial,
-                "device_path": device_path,
-                "fingerprint": fingerprint,
-                "not_before": _ts(not_before),
-                "not_after": _ts(not_after),
-                "issued_at": _ts(now),
-                "status": status,
-                "via": via,
-            },
-        )
-
-    def activate_certificate(self, serial: str, *, device_path: str) -> None:
-        """A pending certificate whose audit record is durable becomes the device's one current
-        certificate; any other active one is superseded (it stays valid until it expires or is
-        revoked, but can no longer renew)."""
-        self._c.execute(_SUPERSEDE_OTHERS, {"path": device_path, "serial": serial})
-        self._c.execute(_ACTIVATE_CERT, {"serial": serial})
-
-    def set_certificate_status(self, serial: str, status: str) -> None:
-        self._c.execute(_SET_CERT_STATUS, {"serial": serial, "status": status})
-
-    def mark_certificates_revoked(self, device_path: str) -> list[str]:
-        rows = self._c.execute(
-            update(_CERTS)
-            .where(_CERTS.c.device_path == device_path)
-            .where(_CERTS.c.status != "revoked")
-            .values(status="revoked")
-            .returning(_CERTS.c.serial)
-        ).all()
-        return [r[0] for r in rows]
-
-    def insert_group(
-        self,
-        prefix: str,
-        *,
-        device_class: str,
-        validity_days: int | None,
-        renewal_grace_days: int,
-        now: datetime,
-    ) -> None:
-        row = GroupRow(
-            prefix=prefix,
-            device_class=device_class,
-            validity_days=validity_days,
-            renewal_grace_days=renewal_grace_days,
-            created_at=_ts(now),
-        )
-        try:
-            with self._c.begin_nested():
-                self._c.execute(insert(_GROUPS).values(**row.model_dump()))
-        except IntegrityError as exc:
-            raise UsageError(f"enrollment group {prefix} already exists") from exc
-
-    def mark_alerted(self, serial: str, days: int) -> list[Any]:
-        return list(
-            self._c.execute(
-                update(_CERTS)
-                .where(_CERTS.c.serial == serial)
-                .where(_CERTS.c.alerted_days.is_(None) | (_CERTS.c.alerted_days > days))
-                .values(alerted_days=days)
-                .returning(_CERTS.c.serial)
-            ).all()
-        )
-
-    def insert_token(
-        self, jti: str, subject: str, *, created_at: datetime, expires_at: datetime, created_by: str
-    ) -> None:
-        row = TokenRow(
-            jti=jti,
-            subject=subject,
-            created_at=_ts(created_at),
-            expires_at=_ts(expires_at),
-            created_by=created_by,
-        )
-        self._c.execute(insert(_TOKENS).values(**row.model_dump()))
+__all__ = ["Registry", "Unit"]
 
 
 class Registry:
@@ -403,6 +202,12 @@ class Registry:
             row = s.get(TokenRow, jti)
             return _token(row) if row is not None else None
 
+    def token_revoked_at(self, jti: str) -> datetime | None:
+        """When the operator token ``jti`` was put on the deny-list, or None if it never was."""
+        with self._session() as s:
+            row = s.get(RevokedTokenRow, jti)
+            return _dt(row.revoked_at) if row is not None else None
+
     def certificate(self, serial: str) -> CertificateRecord | None:
         with self._session() as s:
             row = s.get(CertificateRow, serial)
@@ -437,6 +242,18 @@ class Registry:
                 .where(col(CertificateRow.issued_at) < _ts(limit))
             )
             return [_cert(r) for r in s.exec(q)]
+
+    def supersessions_due(self, cutoff: datetime, *, limit: int) -> list[tuple[str, str]]:
+        """``(serial, device path)`` of superseded certificates superseded at or before
+        ``cutoff`` (their grace is over), oldest first, at most ``limit``."""
+        with self._session() as s:
+            q = (
+                select(SupersessionRow.serial, SupersessionRow.device_path)
+                .where(col(SupersessionRow.superseded_at) <= _ts(cutoff))
+                .order_by(col(SupersessionRow.superseded_at))
+                .limit(limit)
+            )
+            return [(serial, path) for serial, path in s.exec(q)]
 
     def mark_alerted(self, serial: str, days: int) -> bool:
         """Remember that ``serial`` was alerted at threshold ``days``; False if it already was

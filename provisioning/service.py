@@ -10,15 +10,19 @@ Order of an enrollment (each step refuses on failure):
 1. verify the token (signature with the pinned algorithm, audience, expiry) -> claims;
 2. resolve the device the token is bound to; it must be registered and not revoked;
 3. check the CSR's key against the certificate policy;
-4. in one registry transaction: consume the token (conditional UPDATE), issue (the CA checks
-   proof of possession and names; a refusal rolls the consumption back, so the token survives a
-   bad CSR) and record the certificate as ``pending``; commit;
-5. append the audit record (durable; concurrent requests share fsyncs), then mark the
-   certificate ``active`` and the device ``enrolled``. If the audit append fails, the
-   certificate is revoked and the request fails.
+4. in one registry transaction: consume the token (conditional UPDATE), lock the device row
+   and check again that it is not revoked, issue (the CA checks proof of possession and names;
+   a refusal rolls the consumption back, so the token survives a bad CSR) and record the
+   certificate as ``pending``; commit;
+5. append the audit record (durable; concurrent requests share fsyncs), then, under the device
+   lock again, mark the certificate ``active`` and the device ``enrolled`` unless the device was
+   revoked meanwhile (then the certificate is revoked and the request refused). If the audit
+   append fails, the certificate is revoked and the request fails.
 
 Renewal authenticates the client certificate with `provisioning.peers.PeerVerifier`, requires
-it to be the device's current (``active``) certificate, then follows steps 3-5.
+it to be the device's current (``active``) certificate (checked again under the device lock),
+then follows steps 3-5; the certificate it replaces is revoked after the switch-over grace.
+A revocation locks the same row first, so it and an issuance never interleave (ADR 0049).
 """
 
 from __future__ import annotations
@@ -48,14 +52,16 @@ from policies.document import CertificatePolicy
 from provisioning.config import ServiceLimits
 from provisioning.errors import (
     DeviceStateError,
+    ProvisioningError,
     RefusedError,
     RequestError,
     TokenError,
     UpstreamError,
 )
-from provisioning.operations import OperatorActions, RevocationListener, RevocationNotice
+from provisioning.operations import RevocationListener, RevocationNotice
+from provisioning.operator_tokens import OperatorTokens
 from provisioning.peers import PeerVerifier
-from provisioning.records import DeviceStatus, GroupRecord
+from provisioning.records import CertificateRecord, DeviceRecord, DeviceStatus, GroupRecord
 from provisioning.registry import Registry, Unit
 from provisioning.tokens import EnrollmentClaims, TokenKey
 
@@ -79,7 +85,7 @@ def key_policy_for(policy: CertificatePolicy) -> KeyPolicy:
     )
 
 
-class ProvisioningService(OperatorActions):
+class ProvisioningService(OperatorTokens):
     def __init__(
         self,
         *,
@@ -162,6 +168,8 @@ class ProvisioningService(OperatorActions):
                         status=DeviceStatus.REGISTERED,
                         now=now,
                     )
+                else:  # checked again under the device lock: a revocation may have committed
+                    _require_issuable(unit.lock_device(identity.path), identity)
                 issued = self._issue(unverified_csr, identity, validity, now)
                 self._record_pending(unit, issued, identity, via=via, now=now)
             self._audit_then_activate(
@@ -230,18 +238,40 @@ class ProvisioningService(OperatorActions):
         try:
             self.audit.record(event)
         except Exception as exc:
-            self._withdraw_unaudited(issued, now=now)
+            self._withdraw(issued, now=now)
             raise UpstreamError(
                 f"the audit log could not record the issuance of {issued.serial_hex} for {device}; "
                 "the certificate was revoked"
             ) from exc
-        with self.registry.unit() as unit:
-            unit.activate_certificate(issued.serial_hex, device_path=device)
-            unit.set_device_status(device, DeviceStatus.ENROLLED, now=now)
+        try:
+            with self.registry.unit() as unit:
+                superseded = unit.activate_certificate(
+                    issued.serial_hex, device_path=device, now=now
+                )
+        except DeviceStateError:
+            # The device was revoked after this certificate was recorded `pending`: the
+            # revocation revoked it already; make sure of it, and refuse (audited by the caller).
+            self._withdraw(issued, now=now)
+            raise
+        if superseded:
+            self._sweep_superseded(now)
 
-    def _withdraw_unaudited(self, issued: IssuedCertificate, *, now: datetime) -> None:
+    def _sweep_superseded(self, now: datetime) -> None:
+        """Revoke superseded certificates whose grace is over (this renewal's own one at once
+        when the grace is 0). The periodic scan does the same; a failure here must not fail a
+        renewal that succeeded, so it is logged and left to the next sweep."""
+        try:
+            self.revoke_superseded(now=now)
+        except ProvisioningError:
+            _log.exception("revoking superseded certificates failed; the next sweep retries")
+
+    def _withdraw(self, issued: IssuedCertificate, *, now: datetime) -> None:
+        """Revoke a certificate that must never be used (no audit record, or its device was
+        revoked while it was issued). Idempotent: a serial revoked already keeps its reason."""
         try:
             self.ca.revoke(issued.serial, RevocationReason.CESSATION_OF_OPERATION, now=now)
+        except PKIError as exc:
+            raise UpstreamError(f"the CA could not revoke {issued.serial_hex}: {exc}") from exc
         finally:
             with self.registry.unit() as unit:
                 unit.set_certificate_status(issued.serial_hex, "revoked")
@@ -276,13 +306,8 @@ class ProvisioningService(OperatorActions):
         self, identity: DeviceIdentity, claims: EnrollmentClaims
     ) -> tuple[timedelta, GroupRecord | None]:
         device, group = self.registry.device_and_group(identity.path)
-        if device is None and claims.device_path is not None:
-            raise DeviceStateError(f"device {identity} is not registered", code="unknown-device")
-        if device is not None and device.status == DeviceStatus.REVOKED:
-            raise DeviceStateError(
-                f"device {identity} is revoked; register it again to re-enroll",
-                code="device-revoked",
-            )
+        if device is not None or claims.device_path is not None:
+            _require_issuable(device, identity)
         if device is not None and claims.group_prefix is not None:
             # A group token must never mint a second identity for a device that exists:
             # whoever holds it could otherwise impersonate any registered device on the line.
@@ -351,22 +376,23 @@ class ProvisioningService(OperatorActions):
         try:
             peer = self.peers.authenticate(peer_der, now=now)
             actor, resource = peer.identity.path, peer.serial_hex
-            device = self.registry.device(peer.identity.path)
-            if device is None or device.status != DeviceStatus.ENROLLED:
-                raise DeviceStateError(
-                    f"device {peer.identity} is {device.status if device else 'not registered'}",
-                    code="device-not-enrolled",
-                )
-            record = self.registry.certificate(peer.serial_hex)
-            if record is None or record.status != "active":
-                raise DeviceStateError(
-                    f"certificate {peer.serial_hex} of {peer.identity} is {record.status if record else 'unknown to the registry'}; "
-                    "only the current certificate renews",
-                    code="certificate-not-current",
-                )
+            # Checked without the write lock first (a flood of refused renewals must not queue
+            # on it), then again under the device lock, where the decision is made.
+            _require_renewable(
+                self.registry.device(peer.identity.path),
+                self.registry.certificate(peer.serial_hex),
+                peer.identity,
+                peer.serial_hex,
+            )
             verified_csr(unverified_csr, peer.identity, self.key_policy)
             validity = self._validity_for(peer.identity.path)
             with self.registry.unit() as unit:
+                _require_renewable(
+                    unit.lock_device(peer.identity.path),
+                    unit.certificate(peer.serial_hex),
+                    peer.identity,
+                    peer.serial_hex,
+                )
                 issued = self._issue(unverified_csr, peer.identity, validity, now)
                 self._record_pending(unit, issued, peer.identity, via=via, now=now)
             self._audit_then_activate(
@@ -396,6 +422,36 @@ class ProvisioningService(OperatorActions):
                 "provisioning.renew.refused", actor, resource, exc, client=client, via=via
             ) from None
         return Enrolled(peer.identity, issued)
+
+
+def _require_issuable(device: DeviceRecord | None, identity: DeviceIdentity) -> None:
+    if device is None:
+        raise DeviceStateError(f"device {identity} is not registered", code="unknown-device")
+    if device.status == DeviceStatus.REVOKED:
+        raise DeviceStateError(
+            f"device {identity} is revoked; register it again to re-enroll",
+            code="device-revoked",
+        )
+
+
+def _require_renewable(
+    device: DeviceRecord | None,
+    record: CertificateRecord | None,
+    identity: DeviceIdentity,
+    serial: str,
+) -> None:
+    """Only an enrolled device's current certificate renews."""
+    if device is None or device.status != DeviceStatus.ENROLLED:
+        raise DeviceStateError(
+            f"device {identity} is {device.status if device else 'not registered'}",
+            code="device-not-enrolled",
+        )
+    if record is None or record.status != "active" or record.device_path != identity.path:
+        raise DeviceStateError(
+            f"certificate {serial} of {identity} is {record.status if record else 'unknown to the registry'}; "
+            "only the current certificate renews",
+            code="certificate-not-current",
+        )
 
 
 class _TokenUnusableError(Exception):

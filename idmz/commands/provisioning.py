@@ -6,8 +6,9 @@ idmz provisioning device add PATH              register a device
 idmz provisioning group add PREFIX             an enrollment group (validity, renewal grace)
 idmz provisioning token create --device PATH   one-time enrollment token (last line)
 idmz provisioning token create --role operator --name NAME    operator/admin/auditor token
+idmz provisioning token revoke --id JTI        deny an operator token from now on (or --token-file)
 idmz provisioning revoke PATH                  revoke a device's certificates, new CRL, notify
-idmz provisioning sign-request FILE --token T --out RESPONSE  air-gapped enrollment
+idmz provisioning sign-request FILE --token-file T --out RESPONSE  air-gapped enrollment
 idmz provisioning expiry [--json]              certificates about to expire, by line
 """
 
@@ -21,6 +22,10 @@ from pathlib import Path
 from typing import Any
 
 _log = logging.getLogger("idmz.provisioning")
+
+# The same variable `idmz enroll` reads: a token never needs to be on a command line (S10).
+ENROLLMENT_VAR = "IDMZ_ENROLL_TOKEN"
+READ_FROM_HELP = "read the token from this file, or from standard input with '-'"
 
 
 def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
@@ -66,6 +71,12 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
     s.add_argument("--port", type=int, default=8443)
     s.add_argument(
         "--expiry-interval", default="1h", help="how often to scan for expiring certificates"
+    )
+    s.add_argument(
+        "--superseded-grace",
+        default="15m",
+        help="how long a renewed gateway's previous certificate stays valid for the switch-over "
+        "before it is revoked (reason superseded); 0s revokes it at once (ADR 0047)",
     )
     s.add_argument("--workers", type=int, default=1, help="server processes sharing the port")
     s.add_argument(
@@ -127,6 +138,16 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
     )
     s.set_defaults(func=cmd_token_create)
 
+    s = tok.add_parser(
+        "revoke",
+        help="revoke an operator token: every instance refuses it from now on (audited)",
+    )
+    common(s)
+    which = s.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", metavar="JTI", help="the token's id, as `token create` printed it")
+    which.add_argument("--token-file", metavar="FILE", type=Path, help=READ_FROM_HELP)
+    s.set_defaults(func=cmd_token_revoke)
+
     s = g.add_parser("revoke", help="revoke all certificates of a device, publish the CRL, notify")
     common(s)
     notify_args(s)
@@ -148,7 +169,16 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
     s = g.add_parser("sign-request", help="air-gapped: sign a gateway's offline request file")
     common(s)
     s.add_argument("request", type=Path)
-    s.add_argument("--token", required=True, help="the device's one-time enrollment token")
+    s.add_argument(
+        "--token-file",
+        metavar="FILE",
+        type=Path,
+        help=f"the device's one-time enrollment token: {READ_FROM_HELP}; without it, "
+        f"${ENROLLMENT_VAR} (never on the command line, where the process list shows it)",
+    )
+    # Refused with a clear message rather than unknown, so that argparse does not take
+    # `--token T` as an abbreviation of `--token-file T` and echo the token as a file name.
+    s.add_argument("--token", dest="token_on_command_line", help=argparse.SUPPRESS)
     s.add_argument("--out", type=Path, required=True, help="response file to carry back")
     s.set_defaults(func=cmd_sign_request)
 
@@ -315,7 +345,11 @@ def cmd_token_create(args: argparse.Namespace) -> int:
                 now=now_utc(),
                 ttl_s=ttl_s,
             )
-            print(f"{args.role} token for {name}, expires {claims.expires_at:%Y-%m-%dT%H:%M:%SZ}")
+            print(
+                f"{args.role} token for {name} (id {claims.token_id}, revoke with `idmz "
+                f"provisioning token revoke --id {claims.token_id}`), "
+                f"expires {claims.expires_at:%Y-%m-%dT%H:%M:%SZ}"
+            )
         else:
             token, claims = rt.service.create_enrollment_token(
                 operator=operator_actor(),
@@ -333,6 +367,52 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     finally:
         rt.close()
     return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from idmz.operator import operator_actor
+    from idmz.provisioning_runtime import now_utc
+
+    token = read_token(args.token_file) if args.token_file is not None else None
+    rt = _runtime(args)
+    try:
+        jti = rt.service.revoke_operator_token(
+            operator=operator_actor(), now=now_utc(), token_id=args.id, token=token
+        )
+        print(f"operator token {jti} is revoked; every instance refuses it from now on")
+    finally:
+        rt.close()
+    return 0
+
+
+def read_token(path: Path | None, *, env_var: str | None = None) -> str:
+    """A bearer token from a file, from standard input (``-``), else from ``env_var``: never
+    from the command line, where every user of the host sees it (review S10). Bounded."""
+    from provisioning.errors import UsageError
+    from provisioning.tokens import MAX_TOKEN_CHARS
+
+    if path is not None:
+        try:
+            raw = (
+                sys.stdin.read(MAX_TOKEN_CHARS + 1)
+                if str(path) == "-"
+                else path.open(encoding="utf-8").read(MAX_TOKEN_CHARS + 1)
+            )
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read the token from {path}: {exc}") from exc
+        source = "standard input" if str(path) == "-" else str(path)
+    else:
+        import os
+
+        raw = os.environ.get(env_var, "") if env_var else ""
+        source = f"${env_var}"
+    token = raw.strip()
+    if not token:
+        wanted = f"--token-file FILE, --token-file - (stdin) or ${env_var}" if env_var else "FILE"
+        raise UsageError(f"no token in {source}; give it with {wanted}")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise UsageError(f"the token in {source} is longer than any token this service mints")
+    return token
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
@@ -362,11 +442,19 @@ def cmd_sign_request(args: argparse.Namespace) -> int:
     from idmz.provisioning_runtime import now_utc
     from provisioning.client import offline_response, parse_offline_request
 
+    if args.token_on_command_line is not None:
+        from provisioning.errors import UsageError
+
+        raise UsageError(
+            "--token is not accepted: a token on the command line shows in the process list; "
+            f"use --token-file FILE, --token-file - (stdin) or ${ENROLLMENT_VAR}"
+        )
+    token = read_token(args.token_file, env_var=ENROLLMENT_VAR)
     identity, csr = parse_offline_request(args.request.read_bytes())
     rt = _runtime(args)
     try:
         result = rt.service.enroll(
-            args.token,
+            token,
             csr,
             now=now_utc(),
             client="offline",
@@ -423,6 +511,13 @@ def cmd_expiry(args: argparse.Namespace) -> int:
             print(
                 f"revoked {len(withdrawn)} certificate(s) issued but never activated: "
                 f"{', '.join(withdrawn)}",
+                file=sys.stderr,
+            )
+        retired = rt.service.revoke_superseded(now=now_utc(), actor=operator_actor())
+        if retired:
+            print(
+                f"revoked {len(retired)} superseded certificate(s) past the switch-over grace: "
+                f"{', '.join(retired)}",
                 file=sys.stderr,
             )
         if args.json:

@@ -286,3 +286,16 @@ def env(tmp_path: Path) -> Iterator[Env]:
 @pytest.fixture
 def pg_env(tmp_path: Path, pg_database: str) -> Iterator[Env]:
     yield from serving(tmp_path, pg_database)
+
+
+@pytest.fixture
+def second_instance(pg_env: Env, pg_database: str) -> Iterator[Env]:
+    """Another service process-alike on the same home (CA, audit log) and the same database."""
+    other, running = start_service(pg_env.home, pg_database)
+    try:
+        yield other
+    finally:
+        running.stop()
+        other.audit.close()
+        other.registry.close()
+        other.ca.close()

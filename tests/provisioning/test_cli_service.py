@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,29 +33,28 @@ def idmz(home: Path, *args: str | Path, check: bool = True) -> subprocess.Comple
     return result
 
 
-def test_serve_enroll_renew_revoke_with_the_cli(tmp_path: Path) -> None:
-    home, gw = tmp_path / "home", tmp_path / "gw"
+@contextmanager
+def serving(home: Path, *options: str) -> Iterator[str]:
+    """``idmz provisioning serve`` in its own process; yields its URL, stops it with SIGTERM."""
     port = free_port()
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "idmz",
-            "--home",
-            str(home),
-            "provisioning",
-            "serve",
-            "--port",
-            str(port),
-            "--server-names",
-            "idmz.plant1.example",
-        ],
+        [sys.executable, "-m", "idmz", "--home", str(home), "provisioning", "serve",
+         "--port", str(port), *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
+    )  # fmt: skip
     try:
         wait_for(lambda: port_open(port), timeout_s=60, what="idmz provisioning serve")
+        yield f"https://127.0.0.1:{port}"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+def test_serve_enroll_renew_revoke_with_the_cli(tmp_path: Path) -> None:
+    home, gw = tmp_path / "home", tmp_path / "gw"
+    with serving(home, "--server-names", "idmz.plant1.example") as url:
         fingerprint = idmz(home, "provisioning", "fingerprint").stdout.strip()
         idmz(
             home,
@@ -69,7 +70,6 @@ def test_serve_enroll_renew_revoke_with_the_cli(tmp_path: Path) -> None:
         token = idmz(
             home, "provisioning", "token", "create", "--device", DEVICE, "--ttl", "15m"
         ).stdout.splitlines()[-1]
-        url = f"https://127.0.0.1:{port}"
         enrolled = idmz(
             home,
             "enroll",
@@ -95,6 +95,37 @@ def test_serve_enroll_renew_revoke_with_the_cli(tmp_path: Path) -> None:
         assert refused.returncode == 1 and "403" in refused.stderr
         listed = idmz(home, "provisioning", "device", "list").stdout
         assert listed.startswith("revoked")
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
+
+
+def test_superseded_certificate_is_refused_after_a_cli_renewal(tmp_path: Path) -> None:
+    """`serve --superseded-grace 0s`: the certificate a renewal replaced is on the CRL before
+    the renewal returns; openssl, as an independent peer, refuses it and accepts the new one."""
+    home, gw = tmp_path / "home", tmp_path / "gw"
+    with serving(home, "--superseded-grace", "0s") as url:
+        fingerprint = idmz(home, "provisioning", "fingerprint").stdout.strip()
+        idmz(home, "provisioning", "device", "add", DEVICE)
+        token_file = tmp_path / "token"
+        token_file.write_text(
+            idmz(home, "provisioning", "token", "create", "--device", DEVICE).stdout.splitlines()[
+                -1
+            ]
+        )
+        idmz(home, "enroll", "--server", url, "--token-file", token_file,
+             "--ca-fingerprint", fingerprint, "--out", gw)  # fmt: skip
+        old = tmp_path / "old.pem"
+        old.write_bytes((gw / "cert.pem").read_bytes())
+        idmz(home, "renew", "--out", gw, "--force")
+
+        def verify(leaf: Path) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                ["openssl", "verify", "-crl_check", "-CAfile", str(home / "ca" / "root.pem"),
+                 "-untrusted", str(gw / "chain.pem"), "-CRLfile", str(home / "ca" / "crl.pem"),
+                 str(leaf)],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+
+        refused = verify(old)
+        assert refused.returncode != 0 and "certificate revoked" in refused.stdout + refused.stderr
+        assert verify(gw / "cert.pem").returncode == 0
+        listed = idmz(home, "provisioning", "device", "list").stdout
+        assert listed.startswith("enrolled")

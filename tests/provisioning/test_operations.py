@@ -26,11 +26,22 @@ from tests.support.net import free_port, wait_for
 IDMZ = [sys.executable, "-m", "idmz"]
 
 
-def idmz(home: Path, *args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    environ = {**os.environ, "IDMZ_HOME": str(home)}
+def idmz(
+    home: Path,
+    *args: str | Path,
+    check: bool = True,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, "IDMZ_HOME": str(home), **(env or {})}
     environ.pop("IDMZ_CA_PASSPHRASE", None)
     result = subprocess.run(
-        [*IDMZ, *map(str, args)], capture_output=True, text=True, timeout=120, env=environ
+        [*IDMZ, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environ,
+        input=stdin,
     )
     if check:
         assert result.returncode == 0, result.stderr
@@ -103,13 +114,30 @@ def test_air_gapped_enrollment_request_sign_import(tmp_path: Path) -> None:
     )
     assert (gw / "pending.key.pem").stat().st_mode & 0o777 == 0o600
     assert "PRIVATE" not in (tmp_path / "request.json").read_text()
-    idmz(
+    # The token on the command line is refused (the process list would show it), before
+    # anything is read or issued; then it is read from a file.
+    on_command_line = idmz(
         home,
         "provisioning",
         "sign-request",
         tmp_path / "request.json",
         "--token",
         token,
+        "--out",
+        tmp_path / "response.json",
+        check=False,
+    )
+    assert on_command_line.returncode == 2 and "--token-file" in on_command_line.stderr
+    assert token not in on_command_line.stderr and not (tmp_path / "response.json").exists()
+    token_file = tmp_path / "token.txt"
+    token_file.write_text(token + "\n")
+    idmz(
+        home,
+        "provisioning",
+        "sign-request",
+        tmp_path / "request.json",
+        "--token-file",
+        token_file,
         "--out",
         tmp_path / "response.json",
     )
@@ -179,11 +207,12 @@ def test_air_gapped_enrollment_request_sign_import(tmp_path: Path) -> None:
         "provisioning",
         "sign-request",
         tmp_path / "request.json",
-        "--token",
-        token,
+        "--token-file",
+        "-",
         "--out",
         tmp_path / "again.json",
         check=False,
+        stdin=token,
     )
     assert replay.returncode == 1
     listed = json.loads(idmz(home, "provisioning", "device", "list", "--json").stdout)
@@ -350,10 +379,9 @@ def test_certificate_policy_comes_from_the_policy_document_when_there_is_one(
         "provisioning",
         "sign-request",
         tmp_path / "req.json",
-        "--token",
-        token,
         "--out",
         tmp_path / "resp.json",
+        env={"IDMZ_ENROLL_TOKEN": token},
     )
     idmz(
         home,

@@ -3,28 +3,14 @@ stays one-time when many requests race for it across instances."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.provisioning.conftest import DEVICE, Env, csr_for, new_key, start_service
+from tests.provisioning.conftest import DEVICE, Env, csr_for, new_key
 
 pytestmark = [pytest.mark.postgres, pytest.mark.integration]
-
-
-@pytest.fixture
-def second_instance(pg_env: Env, pg_database: str) -> Iterator[Env]:
-    """Another service process-alike on the same home (CA, audit log) and the same database."""
-    other, running = start_service(pg_env.home, pg_database)
-    try:
-        yield other
-    finally:
-        running.stop()
-        other.audit.close()
-        other.registry.close()
-        other.ca.close()
 
 
 def test_enrollment_and_renewal_on_postgresql(pg_env: Env, tmp_path: Path) -> None:
