@@ -336,7 +336,7 @@ def withdraw_stale_pending(
     for cert in registry.pending_certificates_before(now - older_than):
         with registry.unit() as unit:
             # Conditional, under the device lock: a late activation either ran first (the
-            # certificate is active and stays so) or finds it revoked and refuses (ADR 0046).
+            # certificate is active and stays so) or finds it revoked and refuses (ADR 0049).
             if not unit.revoke_certificate_if(
                 cert.serial, device_path=cert.device_path, status="pending"
             ):

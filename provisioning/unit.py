@@ -4,7 +4,7 @@ conversions the registry shares. `provisioning.registry.Registry.unit` opens one
 The enrollment hot path runs here, so it speaks SQLAlchemy Core on the transaction's connection
 (a fraction of the ORM's per-statement cost); the tables are the SQLModel ones in `_tables`.
 Every unit that issues to a device, activates its certificate, retires one or revokes the
-device locks the device row first (`Unit.lock_device`, ADR 0046).
+device locks the device row first (`Unit.lock_device`, ADR 0049).
 """
 
 from __future__ import annotations
