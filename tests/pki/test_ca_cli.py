@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -222,6 +223,10 @@ def test_crl_watch_republishes_a_crl_that_is_near_next_update(ready: Path) -> No
     def number() -> int:
         return crl().extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
 
+    def published() -> list[dict[str, Any]]:
+        entries = (ready / "audit" / "entries.jsonl").read_text().splitlines()
+        return [e for e in map(json.loads, entries) if e["action"] == "pki.crl.published"]
+
     first = number()
     proc = subprocess.Popen(
         [sys.executable, "-m", "idmz", "--home", str(ready), "ca", "crl", "--watch",
@@ -234,23 +239,27 @@ def test_crl_watch_republishes_a_crl_that_is_near_next_update(ready: Path) -> No
         near = ca.publish_crl(now=datetime.now(UTC) - timedelta(hours=23))
         ca.close()
         near_number = near.crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
-        assert near_number == first + 2 and near.next_update < datetime.now(UTC) + timedelta(
-            hours=2
-        )
+        assert near_number == first + 2
+        assert near.next_update < datetime.now(UTC) + timedelta(hours=2)
         wait_for(lambda: number() == first + 3, timeout_s=60, what="the near-expiry CRL replaced")
         next_update = crl().next_update_utc
         assert next_update is not None and next_update > datetime.now(UTC) + timedelta(hours=23)
+        wait_for(
+            lambda: published()[-1]["resource"] == f"crl/{first + 3}",
+            timeout_s=60,
+            what="the republication audited",
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=20)
-    records = [
-        json.loads(line) for line in (ready / "audit" / "entries.jsonl").read_text().splitlines()
-    ]
-    published = [r for r in records if r["action"] == "pki.crl.published"]
-    assert published[-1]["resource"] == f"crl/{first + 3}"
-    assert published[-1]["details"]["next_update"] == next_update.isoformat()
+    records = published()
+    assert records[-1]["details"] == {
+        "crl_number": first + 3,
+        "entries": 0,
+        "next_update": next_update.isoformat(),
+    }
     # The fresh CRL published at start was not republished on every round.
-    assert [r["resource"] for r in published[-2:]] == [f"crl/{first + 1}", f"crl/{first + 3}"]
+    assert [r["resource"] for r in records[-2:]] == [f"crl/{first + 1}", f"crl/{first + 3}"]
 
 
 def test_a_ca_key_whose_mode_drifted_is_refused(
