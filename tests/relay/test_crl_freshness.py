@@ -1,0 +1,178 @@
+"""Review M6 from the relay's side: the appliance alarms when its brokers' CRL nears or passes
+nextUpdate (health degraded, gauge, audit), and each zone's ``on_stale_crl`` decides what its
+broker does with a stale CRL: ``keep-last`` keeps the plant connected and still refuses revoked
+devices, ``fail-closed`` refuses every new handshake (real Mosquitto, real appliance).
+
+Time is an input: CRLs are published "as of" a moment in the past, so their nextUpdate is hours
+or seconds away; nobody waits for a day.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from pki.authority import RevocationReason
+from tests.policies.mqtt_clients import publish
+from tests.relay.conftest import (
+    HISTORIAN,
+    POLICY_PATH,
+    PRESS_1,
+    Plant,
+    Relay,
+    envelope,
+    start_relay,
+    stop_relay,
+    utcnow,
+)
+from tests.support.net import wait_for
+
+pytestmark = pytest.mark.integration
+REVOKED = "acme/plant1/stamping/line1/cell2/press-11"
+STALE_IN_S = 8  # a CRL "published a day minus this ago" goes stale this many seconds from now
+
+
+def crl_seconds_left(relay: Relay) -> float:
+    match = re.search(r"^idmz_relay_crl_seconds_to_next_update (\S+)$", relay.metrics(), re.M)
+    assert match, "no CRL gauge in /metrics"
+    return float(match.group(1))
+
+
+def events(relay: Relay, action: str) -> list[dict[str, object]]:
+    return [e for e in relay.audit_events() if e["action"] == action]
+
+
+def health_problems(relay: Relay) -> list[str]:
+    code, report = relay.health()
+    problems = report["problems"]
+    assert isinstance(problems, list)
+    return [str(p) for p in problems] if code == 503 else []
+
+
+def crl_problem(relay: Relay) -> bool:
+    return any("CRL" in p for p in health_problems(relay))
+
+
+def publish_status(relay: Relay, device: str, msg: str) -> str:
+    """A new TLS handshake and one QoS 1 publish on the OT broker: "ok", or what failed."""
+    result = publish(relay.ot, relay.plant.cred(device), f"{device}/status",
+                     envelope(device, msg, "status", {}), v5=True)  # fmt: skip
+    text = (result.stdout + result.stderr).strip()
+    return text or "ok" if result.returncode == 0 else f"rc={result.returncode} {text}"
+
+
+def make_stale_soon(plant: Plant) -> None:
+    """REVOKED revoked (as of a day ago, once per module) and a CRL going stale in STALE_IN_S."""
+    as_of = utcnow() - timedelta(days=1, seconds=-STALE_IN_S)
+    plant.pki.ca.revoke(plant.cred(REVOKED).serial, RevocationReason.KEY_COMPROMISE, now=as_of)
+    plant.pki.ca.publish_crl(now=as_of)
+
+
+@pytest.fixture
+def relay(plant: Plant, revoke_plugin: Path, tmp_path: Path) -> Iterator[Relay]:
+    plant.cred(REVOKED)
+    plant.cred(HISTORIAN)
+    plant.pki.ca.publish_crl(now=utcnow())
+    r = start_relay(plant, tmp_path, workers=1)
+    try:
+        yield r
+    finally:
+        stop_relay(r)
+        plant.pki.ca.publish_crl(now=utcnow())
+
+
+def test_relay_health_degrades_before_and_after_the_crl_goes_stale(relay: Relay) -> None:
+    wait_for(lambda: relay.health()[0] == 200, timeout_s=60, what="a healthy relay")
+    assert crl_seconds_left(relay) > 23 * 3600
+    # 1 h before nextUpdate: the CA host missed its republishing; alarm while nothing broke yet.
+    relay.plant.pki.ca.publish_crl(now=utcnow() - timedelta(hours=23))
+    wait_for(lambda: crl_problem(relay), timeout_s=30, what="health degraded by an expiring CRL")
+    assert 0 < crl_seconds_left(relay) < 3600
+    assert not events(relay, "relay.crl.stale")
+    # Stale: the alarm stays, the gauge goes negative, one audit record.
+    make_stale_soon(relay.plant)
+    wait_for(lambda: events(relay, "relay.crl.stale"), timeout_s=60, what="relay.crl.stale")
+    assert crl_seconds_left(relay) < 0 and crl_problem(relay)
+    (stale,) = events(relay, "relay.crl.stale")
+    details = stale["details"]
+    assert isinstance(details, dict)
+    assert details["on_stale_crl_ot"] == "keep-last"
+    assert details["on_stale_crl_it"] == "fail-closed"
+    assert stale["resource"] == f"crl/{details['crl_number']}"
+    # A fresh CRL clears the alarm.
+    relay.plant.pki.ca.publish_crl(now=utcnow())
+    wait_for(lambda: relay.health()[0] == 200, timeout_s=60, what="healthy after republishing")
+    assert crl_seconds_left(relay) > 23 * 3600
+
+
+def test_keep_last_zone_keeps_the_plant_connected_and_fail_closed_zone_refuses(
+    relay: Relay,
+) -> None:
+    """Default policy: OT keep-last, IT fail-closed (ADR 0035)."""
+    assert publish_status(relay, PRESS_1, "before") == "ok"
+    make_stale_soon(relay.plant)
+    wait_for(lambda: events(relay, "config.broker.changed"), timeout_s=60, what="keep-last")
+    (change,) = events(relay, "config.broker.changed")
+    assert change["resource"] == "broker/ot" and "keep-last" in str(change["after"])
+    ot_conf = (relay.home / "brokers" / "ot.conf").read_text()
+    assert "\ncrlfile " not in ot_conf and "# idmz-keep-last-crl:" in ot_conf
+    assert "\ncrlfile " in (relay.home / "brokers" / "it.conf").read_text()
+    # OT, keep-last: a gateway's new handshake succeeds after nextUpdate ...
+    wait_for(
+        lambda: publish_status(relay, PRESS_1, "after") == "ok",
+        timeout_s=60,
+        what="a gateway connecting to the keep-last OT broker",
+    )
+    # ... and the device revoked before the CRL went stale is still refused.
+    assert "not authori" in publish_status(relay, REVOKED, "revoked").lower()
+    # IT, fail-closed: a consumer's new handshake is refused.
+    wait_for(
+        lambda: publish(relay.it, relay.plant.cred(HISTORIAN), "acme/x", "x").returncode != 0,
+        timeout_s=60,
+        what="the fail-closed IT broker refusing a consumer",
+    )
+    it_log = (relay.home / "brokers" / "it.log").read_text(errors="replace")
+    assert "certificate verify failed" in it_log
+    # A fresh CRL restores crlfile on OT (audited) and lets IT consumers in again.
+    relay.plant.pki.ca.publish_crl(now=utcnow())
+    wait_for(
+        lambda: len(events(relay, "config.broker.changed")) == 2,
+        timeout_s=60,
+        what="crlfile restored",
+    )
+    assert "\ncrlfile " in (relay.home / "brokers" / "ot.conf").read_text()
+    wait_for(
+        lambda: publish(relay.it, relay.plant.cred(HISTORIAN), "acme/x", "x").returncode == 0,
+        timeout_s=60,
+        what="an IT consumer connecting with a fresh CRL",
+    )
+
+
+def test_fail_closed_ot_zone_refuses_gateways_with_a_stale_crl(
+    plant: Plant, revoke_plugin: Path, tmp_path: Path
+) -> None:
+    text = POLICY_PATH.read_text().replace(
+        "[zones.ot]\n", '[zones.ot]\non_stale_crl = "fail-closed"\n', 1
+    )
+    plant.pki.ca.publish_crl(now=utcnow())
+    relay = start_relay(plant, tmp_path, workers=1, policy_text=text)
+    try:
+        make_stale_soon(relay.plant)
+        wait_for(lambda: events(relay, "relay.crl.stale"), timeout_s=60, what="relay.crl.stale")
+        (stale,) = events(relay, "relay.crl.stale")
+        assert isinstance(stale["details"], dict)
+        assert stale["details"]["on_stale_crl_ot"] == "fail-closed"
+        wait_for(
+            lambda: publish_status(relay, PRESS_1, "stale").startswith("rc="),
+            timeout_s=60,
+            what="the fail-closed OT broker refusing a gateway",
+        )
+        assert not events(relay, "config.broker.changed")
+        assert "\ncrlfile " in (relay.home / "brokers" / "ot.conf").read_text()
+    finally:
+        stop_relay(relay)
+        plant.pki.ca.publish_crl(now=utcnow())
