@@ -312,15 +312,15 @@ class Appliance:
     def _on_crl_freshness(self, old: CrlStatus, new: CrlStatus) -> None:
         self._crl_alarm.changed(old, new, crl_number=self._revocation.crl_number)
         without = brokers_without_crl(self.policy, new)
-        if without == self._without_crl:
-            return
+        if self.config.managed_ot is None or without == self._without_crl:
+            return  # external brokers: the alarm only
         changed, self._without_crl = without ^ self._without_crl, without
-        if not self._brokers:  # before start: the first render already uses it
-            return
-        self._render()
+        if self._brokers:  # else (at start) the first render uses it
+            self._render()
         for name in sorted(changed):
             # Mosquitto does not re-read listener options on SIGHUP: a restart drops/restores it.
-            self._brokers[name].restart()
+            if name in self._brokers:
+                self._brokers[name].restart()
             self._record(
                 crlfile_change_event(
                     name,

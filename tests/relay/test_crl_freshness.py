@@ -176,3 +176,65 @@ def test_fail_closed_ot_zone_refuses_gateways_with_a_stale_crl(
     finally:
         stop_relay(relay)
         plant.pki.ca.publish_crl(now=utcnow())
+
+
+def test_a_relay_started_with_a_stale_crl_under_keep_last_comes_up_and_audits_it(
+    plant: Plant, revoke_plugin: Path, tmp_path: Path
+) -> None:
+    """After a long CA outage the relay restarts: with keep-last in both zones the brokers come
+    up without crlfile (the relay itself could not connect otherwise), audited at once."""
+    text = POLICY_PATH.read_text().replace(
+        "[zones.it]\n", '[zones.it]\non_stale_crl = "keep-last"\n', 1
+    )
+    plant.pki.ca.publish_crl(now=utcnow() - timedelta(days=2))
+    relay = start_relay(plant, tmp_path, workers=1, policy_text=text)
+    try:
+        changes = events(relay, "config.broker.changed")
+        assert sorted(str(e["resource"]) for e in changes) == ["broker/it", "broker/ot"]
+        assert len(events(relay, "relay.crl.stale")) == 1
+        assert crl_seconds_left(relay) < -23 * 3600 and crl_problem(relay)
+        assert publish_status(relay, PRESS_1, "restarted") == "ok"
+        assert "not authori" in publish_status(relay, REVOKED, "revoked").lower()
+    finally:
+        stop_relay(relay)
+        plant.pki.ca.publish_crl(now=utcnow())
+
+
+def test_the_provisioning_service_republishes_and_the_relay_never_sees_a_stale_crl(
+    plant: Plant, revoke_plugin: Path, tmp_path: Path
+) -> None:
+    """End to end, nobody running a command: the CRL is STALE_IN_S from nextUpdate, the
+    provisioning service (sharing the CA directory) republishes it, the appliance reloads its
+    brokers, and a gateway's new handshake after the old nextUpdate succeeds with crlfile
+    still configured."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.policies.testpki import PASSPHRASE
+    from tests.support.net import free_port, port_open
+
+    old = plant.pki.ca.publish_crl(now=utcnow() - timedelta(days=1, seconds=-STALE_IN_S * 3))
+    relay = start_relay(plant, tmp_path / "relay", workers=1)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDMZ_")}
+    env["IDMZ_CA_PASSPHRASE"] = PASSPHRASE.decode()
+    service = subprocess.Popen(
+        [sys.executable, "-m", "idmz", "--home", str(plant.pki.dir), "provisioning", "serve",
+         "--port", str(port), "--expiry-interval", "1s"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: port_open(port), timeout_s=90, what="idmz provisioning serve")
+        wait_for(lambda: crl_seconds_left(relay) > 23 * 3600, timeout_s=60, what="republished")
+        wait_for(lambda: utcnow() > old.next_update, timeout_s=STALE_IN_S * 3 + 60,
+                 what="the old CRL's nextUpdate to pass")  # fmt: skip
+        assert publish_status(relay, PRESS_1, "after-old-next-update") == "ok"
+        assert "\ncrlfile " in (relay.home / "brokers" / "ot.conf").read_text()
+        assert not events(relay, "relay.crl.stale")
+        assert not events(relay, "config.broker.changed")
+    finally:
+        service.terminate()
+        service.wait(timeout=30)
+        stop_relay(relay)
+        plant.pki.ca.publish_crl(now=utcnow())
