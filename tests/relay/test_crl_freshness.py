@@ -9,15 +9,20 @@ or seconds away; nobody waits for a day.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from pki.authority import RevocationReason
 from tests.policies.mqtt_clients import publish
+from tests.policies.testpki import PASSPHRASE
 from tests.relay.conftest import (
     HISTORIAN,
     POLICY_PATH,
@@ -29,7 +34,7 @@ from tests.relay.conftest import (
     stop_relay,
     utcnow,
 )
-from tests.support.net import wait_for
+from tests.support.net import free_port, port_open, wait_for
 
 pytestmark = pytest.mark.integration
 REVOKED = "acme/plant1/stamping/line1/cell2/press-11"
@@ -66,23 +71,43 @@ def publish_status(relay: Relay, device: str, msg: str) -> str:
 
 
 def make_stale_soon(plant: Plant) -> None:
-    """REVOKED revoked (as of a day ago, once per module) and a CRL going stale in STALE_IN_S."""
+    """REVOKED revoked and a CRL going stale in STALE_IN_S."""
     as_of = utcnow() - timedelta(days=1, seconds=-STALE_IN_S)
-    plant.pki.ca.revoke(plant.cred(REVOKED).serial, RevocationReason.KEY_COMPROMISE, now=as_of)
+    revoke(plant, as_of=as_of)
     plant.pki.ca.publish_crl(now=as_of)
+
+
+def revoke(plant: Plant, *, as_of: datetime) -> None:
+    """Revoke REVOKED (once per module: revoking again keeps the first time)."""
+    plant.pki.ca.revoke(plant.cred(REVOKED).serial, RevocationReason.KEY_COMPROMISE, now=as_of)
+
+
+@contextlib.contextmanager
+def running_relay(
+    plant: Plant, home: Path, *, crl_as_of: datetime | None = None, policy_text: str | None = None
+) -> Iterator[Relay]:
+    """An appliance started on a CRL published as of ``crl_as_of`` (default: now); a fresh CRL
+    is published again when it stops, for the next test of the module."""
+    plant.cred(HISTORIAN)
+    plant.pki.ca.publish_crl(now=crl_as_of or utcnow())
+    relay = start_relay(plant, home, workers=1, policy_text=policy_text)
+    try:
+        yield relay
+    finally:
+        stop_relay(relay)
+        plant.pki.ca.publish_crl(now=utcnow())
+
+
+def policy_with(zone: str, mode: str) -> str:
+    return POLICY_PATH.read_text().replace(
+        f"[zones.{zone}]\n", f'[zones.{zone}]\non_stale_crl = "{mode}"\n', 1
+    )
 
 
 @pytest.fixture
 def relay(plant: Plant, revoke_plugin: Path, tmp_path: Path) -> Iterator[Relay]:
-    plant.cred(REVOKED)
-    plant.cred(HISTORIAN)
-    plant.pki.ca.publish_crl(now=utcnow())
-    r = start_relay(plant, tmp_path, workers=1)
-    try:
+    with running_relay(plant, tmp_path) as r:
         yield r
-    finally:
-        stop_relay(r)
-        plant.pki.ca.publish_crl(now=utcnow())
 
 
 def test_relay_health_degrades_before_and_after_the_crl_goes_stale(relay: Relay) -> None:
@@ -155,12 +180,7 @@ def test_keep_last_zone_keeps_the_plant_connected_and_fail_closed_zone_refuses(
 def test_fail_closed_ot_zone_refuses_gateways_with_a_stale_crl(
     plant: Plant, revoke_plugin: Path, tmp_path: Path
 ) -> None:
-    text = POLICY_PATH.read_text().replace(
-        "[zones.ot]\n", '[zones.ot]\non_stale_crl = "fail-closed"\n', 1
-    )
-    plant.pki.ca.publish_crl(now=utcnow())
-    relay = start_relay(plant, tmp_path, workers=1, policy_text=text)
-    try:
+    with running_relay(plant, tmp_path, policy_text=policy_with("ot", "fail-closed")) as relay:
         make_stale_soon(relay.plant)
         wait_for(lambda: events(relay, "relay.crl.stale"), timeout_s=60, what="relay.crl.stale")
         (stale,) = events(relay, "relay.crl.stale")
@@ -173,9 +193,6 @@ def test_fail_closed_ot_zone_refuses_gateways_with_a_stale_crl(
         )
         assert not events(relay, "config.broker.changed")
         assert "\ncrlfile " in (relay.home / "brokers" / "ot.conf").read_text()
-    finally:
-        stop_relay(relay)
-        plant.pki.ca.publish_crl(now=utcnow())
 
 
 def test_a_relay_started_with_a_stale_crl_under_keep_last_comes_up_and_audits_it(
@@ -183,21 +200,17 @@ def test_a_relay_started_with_a_stale_crl_under_keep_last_comes_up_and_audits_it
 ) -> None:
     """After a long CA outage the relay restarts: with keep-last in both zones the brokers come
     up without crlfile (the relay itself could not connect otherwise), audited at once."""
-    text = POLICY_PATH.read_text().replace(
-        "[zones.it]\n", '[zones.it]\non_stale_crl = "keep-last"\n', 1
-    )
-    plant.pki.ca.publish_crl(now=utcnow() - timedelta(days=2))
-    relay = start_relay(plant, tmp_path, workers=1, policy_text=text)
-    try:
+    days_ago = utcnow() - timedelta(days=2)
+    revoke(plant, as_of=days_ago)
+    with running_relay(
+        plant, tmp_path, crl_as_of=days_ago, policy_text=policy_with("it", "keep-last")
+    ) as relay:
         changes = events(relay, "config.broker.changed")
         assert sorted(str(e["resource"]) for e in changes) == ["broker/it", "broker/ot"]
         assert len(events(relay, "relay.crl.stale")) == 1
         assert crl_seconds_left(relay) < -23 * 3600 and crl_problem(relay)
         assert publish_status(relay, PRESS_1, "restarted") == "ok"
         assert "not authori" in publish_status(relay, REVOKED, "revoked").lower()
-    finally:
-        stop_relay(relay)
-        plant.pki.ca.publish_crl(now=utcnow())
 
 
 def test_the_provisioning_service_republishes_and_the_relay_never_sees_a_stale_crl(
@@ -207,15 +220,22 @@ def test_the_provisioning_service_republishes_and_the_relay_never_sees_a_stale_c
     provisioning service (sharing the CA directory) republishes it, the appliance reloads its
     brokers, and a gateway's new handshake after the old nextUpdate succeeds with crlfile
     still configured."""
-    import os
-    import subprocess
-    import sys
+    as_of = utcnow() - timedelta(days=1, seconds=-STALE_IN_S * 3)
+    with running_relay(plant, tmp_path / "relay", crl_as_of=as_of) as relay:
+        old_next_update = as_of + timedelta(days=1)
+        with provisioning_service(plant):
+            wait_for(lambda: crl_seconds_left(relay) > 23 * 3600, timeout_s=60, what="republished")
+            wait_for(lambda: utcnow() > old_next_update, timeout_s=STALE_IN_S * 3 + 60,
+                     what="the old CRL's nextUpdate to pass")  # fmt: skip
+            assert publish_status(relay, PRESS_1, "after-old-next-update") == "ok"
+            assert "\ncrlfile " in (relay.home / "brokers" / "ot.conf").read_text()
+            assert not events(relay, "relay.crl.stale")
+            assert not events(relay, "config.broker.changed")
 
-    from tests.policies.testpki import PASSPHRASE
-    from tests.support.net import free_port, port_open
 
-    old = plant.pki.ca.publish_crl(now=utcnow() - timedelta(days=1, seconds=-STALE_IN_S * 3))
-    relay = start_relay(plant, tmp_path / "relay", workers=1)
+@contextlib.contextmanager
+def provisioning_service(plant: Plant) -> Iterator[None]:
+    """`idmz provisioning serve` on the plant's CA directory, checking every second."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDMZ_")}
     env["IDMZ_CA_PASSPHRASE"] = PASSPHRASE.decode()
@@ -226,15 +246,7 @@ def test_the_provisioning_service_republishes_and_the_relay_never_sees_a_stale_c
     )  # fmt: skip
     try:
         wait_for(lambda: port_open(port), timeout_s=90, what="idmz provisioning serve")
-        wait_for(lambda: crl_seconds_left(relay) > 23 * 3600, timeout_s=60, what="republished")
-        wait_for(lambda: utcnow() > old.next_update, timeout_s=STALE_IN_S * 3 + 60,
-                 what="the old CRL's nextUpdate to pass")  # fmt: skip
-        assert publish_status(relay, PRESS_1, "after-old-next-update") == "ok"
-        assert "\ncrlfile " in (relay.home / "brokers" / "ot.conf").read_text()
-        assert not events(relay, "relay.crl.stale")
-        assert not events(relay, "config.broker.changed")
+        yield
     finally:
         service.terminate()
         service.wait(timeout=30)
-        stop_relay(relay)
-        plant.pki.ca.publish_crl(now=utcnow())
