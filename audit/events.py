@@ -12,7 +12,7 @@ category in reports:
                                fingerprint, organization; never the passphrase)
 ``pki.cert.issued``            a certificate was issued (resource = serial)
 ``pki.cert.revoked``           a certificate was revoked (reason = RFC 5280 reason)
-``pki.crl.published``          a CRL was generated
+``pki.crl.published``          a CRL was generated (details: crl_number, entries, next_update)
 ``provisioning.enroll.*``      ``accepted`` / ``refused`` enrollment
 ``provisioning.renew.*``       ``accepted`` / ``refused`` renewal
 ``provisioning.token.*``       ``created`` / ``refused`` (replayed, expired, forged)
@@ -23,6 +23,8 @@ category in reports:
 ``relay.message.refused``      a message was refused (reason = the policy decision)
 ``relay.batch.forwarded``      accepted traffic, per batch (details: count, hash)
 ``relay.device.cutoff``        a revoked device was disconnected
+``relay.crl.stale``            the brokers' CRL passed nextUpdate (details: CRL number,
+                               nextUpdate, each zone's on_stale_crl)
 ``config.*.changed``           configuration changed (before/after)
 ``operator.*``                 a manual action recorded by an operator with their reason
 =============================  ==========================================================

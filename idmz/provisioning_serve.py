@@ -120,6 +120,7 @@ def _serve_worker(
     open_runtime: OpenRuntime,
     make_notifier: MakeNotifier,
 ) -> None:
+    from idmz.crl_publisher import crl_published_event, republish_crl
     from idmz.provisioning_runtime import client_ca_file, now_utc
     from provisioning.api import create_app, wrap
     from provisioning.config import RateLimits, ServiceLimits, parse_duration
@@ -180,9 +181,23 @@ def _serve_worker(
                 except Exception:  # noqa: BLE001 - keep serving; the next sweep retries
                     _log.exception("revoking superseded certificates failed")
 
+        def crl_loop() -> None:
+            # Republish the CRL well before nextUpdate even when nothing renews or revokes for
+            # days (review M6, ADR 0016): at start, then every --expiry-interval.
+            while True:
+                try:
+                    bundle = republish_crl(rt.ca, now=now_utc())
+                    if bundle is not None:
+                        rt.audit.record(crl_published_event(bundle, actor="service:provisioning"))
+                except Exception:  # noqa: BLE001 - keep serving; logged, the next round retries
+                    _log.exception("republishing the CRL failed")
+                if stop.wait(interval_s):
+                    return
+
         if index == 0:  # one scanner per service; alerts are deduplicated in the registry anyway
             threading.Thread(target=expiry_loop, name="expiry", daemon=True).start()
             threading.Thread(target=supersession_loop, name="supersession", daemon=True).start()
+            threading.Thread(target=crl_loop, name="crl", daemon=True).start()
         server.run(sockets=[sock])
     finally:
         stop.set()

@@ -64,8 +64,9 @@ from pki.profiles import PROFILES, ProfileName, Subject, check_subject_matches
 class LocalCAConfig:
     key_policy: KeyPolicy = field(default_factory=KeyPolicy)
     crl_lifetime: timedelta = timedelta(days=1)
-    # Regenerate the CRL on the next call once less than this remains before nextUpdate.
-    crl_refresh_margin: timedelta = timedelta(hours=12)
+    # Regenerate the CRL once less than this remains before nextUpdate (None: half the
+    # lifetime, so a republisher that runs at least that often never lets it go stale; ADR 0016).
+    crl_refresh_margin: timedelta | None = None
     max_validity: dict[ProfileName, timedelta] = field(
         default_factory=lambda: {name: p.max_validity for name, p in PROFILES.items()}
     )
@@ -330,6 +331,23 @@ class LocalCA:
         return RevocationRecord(serial, reason, now)
 
     def current_crl(self, *, now: datetime) -> CRLBundle:
+        fresh = self.republish_crl_if_due(now=now)
+        if fresh is not None:
+            return fresh
+        with self._crl_lock:
+            crl = self._crl
+        return crl if crl is not None else self.publish_crl(now=now)
+
+    def crl_due(self, crl: CRLBundle, *, now: datetime) -> bool:
+        """Whether ``crl`` should be replaced now: less than the refresh margin is left."""
+        margin = self._config.crl_refresh_margin
+        if margin is None:
+            margin = self._config.crl_lifetime / 2
+        return crl.next_update - now < margin
+
+    def republish_crl_if_due(self, *, now: datetime) -> CRLBundle | None:
+        """The new CRL if one was published now, else None (the current one, possibly published
+        by another process, is still fresh enough). The background republishers call this."""
         _require_aware(now)
         with self._crl_lock:
             # Another process sharing this CA directory (`idmz ca revoke` next to the
@@ -341,9 +359,9 @@ class LocalCA:
             ):
                 self._crl = published
             crl = self._crl
-        if crl is None or crl.next_update - now < self._config.crl_refresh_margin:
-            crl = self.publish_crl(now=now)
-        return crl
+        if crl is not None and not self.crl_due(crl, now=now):
+            return None
+        return self.publish_crl(now=now)
 
     def _load_published_crl_if_changed(self) -> CRLBundle | None:
         """The CRL on disk if the file changed since we last looked (one stat per call)."""

@@ -51,6 +51,12 @@ class TlsFiles:
     certfile: str  # the broker's server certificate
     keyfile: str  # the broker's private key
     crlfile: str  # the CA's CRL (PEM); Mosquitto re-reads it on SIGHUP
+    # on_stale_crl = "keep-last" in effect (ADR 0036): crlfile is past nextUpdate, so it is left
+    # out (a comment names it); the ACLs and the revoke plugin carry the last known revocations.
+    unsafe_without_crl: bool = False
+
+
+KEPT_LAST_CRL_MARK = "# idmz-keep-last-crl:"  # followed by the crlfile left out
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +160,8 @@ def _listener_lines(s: BrokerSettings) -> list[str]:
         f"cafile {_value('cafile', s.tls.cafile)}",
         f"certfile {_value('certfile', s.tls.certfile)}",
         f"keyfile {_value('keyfile', s.tls.keyfile)}",
-        f"crlfile {_value('crlfile', s.tls.crlfile)}",
+        (f"{KEPT_LAST_CRL_MARK} " if s.tls.unsafe_without_crl else "crlfile ")
+        + _value("crlfile", s.tls.crlfile),
         "tls_version tlsv1.2",
         f"ciphers {TLS12_CIPHERS}",
         "require_certificate true",

@@ -4,7 +4,7 @@ the listener trusts, and not past nextUpdate (RFC 5280 section 5.1.2.5)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -13,6 +13,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from policies.document import CertificatePolicy
 from policies.findings import Findings
+
+# Warn this long before a CRL's nextUpdate (the CA host republishes at half of its 1-day life).
+CRL_WARN_BEFORE = timedelta(hours=12)
 
 _CURVES = {"secp256r1": "ec-p256", "secp384r1": "ec-p384", "secp521r1": "ec-p521"}
 
@@ -110,8 +113,24 @@ def check_certificates(
                       "re-key and re-issue")  # fmt: skip
 
 
+def read_crl_next_update(data: bytes | None) -> datetime | None:
+    """The nextUpdate of a PEM or DER CRL; None when unreadable or absent."""
+    if data is None:
+        return None
+    try:
+        crl = (x509.load_pem_x509_crl if b"-----BEGIN" in data else x509.load_der_x509_crl)(data)
+    except ValueError:
+        return None
+    return crl.next_update_utc
+
+
 def check_crl(
-    out: Findings, name: str, data: bytes | None, ca_certs: list[x509.Certificate], now: datetime
+    out: Findings,
+    name: str,
+    data: bytes | None,
+    ca_certs: list[x509.Certificate],
+    now: datetime,
+    warn_before: timedelta = CRL_WARN_BEFORE,
 ) -> None:
     if data is None:
         out.error("crl.missing", name, None, f"crlfile {name} is missing: Mosquitto will not start, or "
@@ -128,6 +147,12 @@ def check_crl(
         when = f"{next_update:%Y-%m-%d %H:%M}Z" if next_update else "never (no nextUpdate)"
         out.error("crl.expired", name, None, f"CRL nextUpdate is {when}; it is stale, so recent "
                   "revocations may be missing", "re-publish the CRL and keep `idmz ca crl --watch` running")  # fmt: skip
+    elif next_update - now < warn_before:
+        hours = (next_update - now).total_seconds() / 3600
+        out.warn("crl.expiring", name, None,
+                 f"CRL nextUpdate is {next_update:%Y-%m-%d %H:%M}Z, {hours:.1f} h away: the CA host has not "
+                 "republished it (it does at half the lifetime); brokers refuse every handshake once it passes",
+                 "check the provisioning service or idmz-crl.service on the CA host; `idmz ca crl` publishes now")  # fmt: skip
     if ca_certs and not any(_signed_by(crl, ca) for ca in ca_certs):
         out.error("crl.wrong_issuer", name, None,
                   f"the CRL (issuer {crl.issuer.rfc4514_string()}) is not signed by a CA in the listener's cafile",

@@ -10,11 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from policies.certificates import check_certificates, check_crl, load_pem_certificates
-from policies.document import CertificatePolicy, Policy, Zone
+from policies.broker_config import KEPT_LAST_CRL_MARK
+from policies.certificates import (
+    CRL_WARN_BEFORE,
+    check_certificates,
+    check_crl,
+    load_pem_certificates,
+    read_crl_next_update,
+)
+from policies.document import CertificatePolicy, Policy, StaleCrlMode, Zone
 from policies.errors import PolicyConfigError
 from policies.findings import Finding, Findings, Severity
 from policies.loader import load_policy
@@ -126,9 +133,6 @@ def _check_listener(
         c.warn("listener.websockets", name, protocol.line,
                f"{where} speaks WebSockets, where Mosquitto 2.0 does not check the CRL",
                "serve MQTT over TLS (protocol mqtt) so revoked certificates are refused")  # fmt: skip
-    if lst.get("crlfile") is None:
-        c.error("crl.not_configured", name, lst.line, f"{where} has no crlfile: revoked certificates are accepted",
-                "set crlfile to the CA's crl.pem")  # fmt: skip
     anon = conf.security(lst, "allow_anonymous")
     if anon is not None and anon.value == "true":
         c.error("auth.anonymous", name, anon.line, f"anonymous clients may connect to {where}",
@@ -215,8 +219,45 @@ def _ot_ports(configs: list[tuple[BrokerConfigFile, Zone, MosquittoConfig]]) -> 
     return {lst.name for _, zone, conf in configs if zone is Zone.OT for lst in conf.listeners}
 
 
-def check_deployment(deployment: Deployment, *, now: datetime) -> Report:
-    """Run every rule over ``deployment`` as of ``now`` (timezone-aware)."""
+def _kept_last_crl(config_text: str) -> str | None:
+    """The crlfile the relay left out under on_stale_crl = keep-last (its marker comment)."""
+    for raw in config_text.splitlines():
+        if raw.startswith(KEPT_LAST_CRL_MARK):
+            return raw.removeprefix(KEPT_LAST_CRL_MARK).strip() or None
+    return None
+
+
+def _check_without_crlfile(
+    c: Findings,
+    cfg: BrokerConfigFile,
+    zone: Zone,
+    lst: Section,
+    policy: Policy | None,
+    files: Mapping[str, bytes],
+    now: datetime,
+) -> None:
+    """A listener without crlfile is an error, unless the relay left it out because the zone
+    chose keep-last and the CRL named by the marker really is stale (ADR 0036): a warning."""
+    where = f"listener {lst.name}"
+    kept = _kept_last_crl(cfg.text)
+    next_update = read_crl_next_update(files.get(kept)) if kept else None
+    mode = policy.on_stale_crl.get(zone) if policy else None
+    if kept and mode is StaleCrlMode.KEEP_LAST and next_update is not None and next_update <= now:
+        c.warn("crl.kept_last", cfg.name, lst.line,
+               f"{where} runs without crlfile: {kept} passed nextUpdate at {next_update:%Y-%m-%d %H:%M}Z "
+               f"and zone {zone} chose on_stale_crl = keep-last; revocations published before then are "
+               "enforced by the ACL and the revoke plugin, later ones only by the relay",
+               "republish the CRL on the CA host (idmz ca crl); the relay restores crlfile by itself")  # fmt: skip
+        return
+    c.error("crl.not_configured", cfg.name, lst.line, f"{where} has no crlfile: revoked certificates are accepted",
+            "set crlfile to the CA's crl.pem")  # fmt: skip
+
+
+def check_deployment(
+    deployment: Deployment, *, now: datetime, crl_warn_before: timedelta = CRL_WARN_BEFORE
+) -> Report:
+    """Run every rule over ``deployment`` as of ``now`` (timezone-aware); a CRL closer than
+    ``crl_warn_before`` to its nextUpdate is a warning (``crl.expiring``)."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware (certificate and CRL times are UTC)")
     c = Findings()
@@ -261,7 +302,11 @@ def check_deployment(deployment: Deployment, *, now: datetime) -> Report:
             )
             crl = lst.get("crlfile")
             if crl is not None:
-                check_crl(c, crl.value, deployment.files.get(crl.value), ca_certs, now)
+                check_crl(
+                    c, crl.value, deployment.files.get(crl.value), ca_certs, now, crl_warn_before
+                )
+            else:
+                _check_without_crlfile(c, cfg, zone, lst, policy, deployment.files, now)
             for key in ("cafile", "certfile"):
                 opt = lst.get(key)
                 if opt is not None and opt.value not in seen_certs:
@@ -301,7 +346,8 @@ def referenced_paths(config_text: str) -> list[str]:
     """The file paths a broker config names (``acl_file``, ``cafile``, ``certfile``,
     ``crlfile``), as written, for the caller to read into `Deployment.files`."""
     conf = parse_config(config_text)
-    found: list[str] = []
+    kept = _kept_last_crl(config_text)
+    found: list[str] = [kept] if kept else []
     for section in (conf.global_section, *conf.listeners, *conf.bridges):
         for key in REFERENCED_OPTIONS:
             for opt in section.multi.get(key, []):

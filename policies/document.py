@@ -51,6 +51,23 @@ class AuditFailureMode(StrEnum):
     FORWARD_AND_ALARM = "forward-and-alarm"  # keep data flowing, raise an alarm per message
 
 
+class StaleCrlMode(StrEnum):
+    """What a broker does for the clients of a zone once its CRL is past nextUpdate (ADR 0036).
+    Mosquitto 2.0.11 refuses every TLS handshake with such a CRL."""
+
+    FAIL_CLOSED = "fail-closed"  # keep the stale crlfile: every new handshake is refused
+    # Render the broker without crlfile until a fresh CRL arrives; the last known revocations
+    # stay enforced by the ACLs (revoked identities removed) and the revoke plugin's list.
+    KEEP_LAST = "keep-last"
+
+
+# The zones whose clients hold TLS sessions with a broker: OT gateways (OT-facing broker) and
+# IT consumers (IT-facing broker). Defaults: the plant keeps running, IT reads wait (ADR 0036).
+STALE_CRL_DEFAULTS: Mapping[Zone, StaleCrlMode] = MappingProxyType(
+    {Zone.OT: StaleCrlMode.KEEP_LAST, Zone.IT: StaleCrlMode.FAIL_CLOSED}
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Conduit:
     """Principals in ``from_zone`` may perform ``actions`` on brokers in ``to_zone``."""
@@ -162,6 +179,8 @@ class Policy:
     schemas: Mapping[str, Mapping[str, Any]]  # name -> JSON Schema
     certificates: CertificatePolicy
     relay: RelayPolicy
+    # zone -> what its broker does with a CRL past nextUpdate (ot and it only)
+    on_stale_crl: Mapping[Zone, StaleCrlMode] = field(default_factory=lambda: STALE_CRL_DEFAULTS)
 
     content_hash: str = field(init=False)
     # Precomputed lookups for the decision engine (see policies.engine).
@@ -235,7 +254,17 @@ class Policy:
             "version": self.version,
             "enterprise": self.enterprise,
             "description": self.description,
-            "zones": {str(z): {"description": d} for z, d in self.zones.items()},
+            "zones": {
+                str(z): {
+                    "description": d,
+                    **(
+                        {"on_stale_crl": str(self.on_stale_crl[z])}
+                        if z in self.on_stale_crl
+                        else {}
+                    ),
+                }
+                for z, d in self.zones.items()
+            },
             "conduits": [
                 {
                     "name": c.name,

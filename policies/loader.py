@@ -29,6 +29,7 @@ from policies.document import (
     KEY_TYPES,
     MAX_JSON_DEPTH_CEILING,
     POLICY_VERSION,
+    STALE_CRL_DEFAULTS,
     AuditFailureMode,
     CertificatePolicy,
     Conduit,
@@ -36,6 +37,7 @@ from policies.document import (
     DeviceClass,
     Policy,
     RelayPolicy,
+    StaleCrlMode,
     TopicLimits,
     Zone,
 )
@@ -333,10 +335,13 @@ def load_policy(text: str, *, fmt: str | None = None, source: str = "") -> Polic
     zones_raw = doc.get(data, [], "zones", dict)
     doc.only(zones_raw, ["zones"], {z.value for z in Zone})
     zones = {}
+    on_stale_crl = dict(STALE_CRL_DEFAULTS)
     for zone in Zone:
         raw = doc.get(zones_raw, ["zones"], zone.value, dict)
-        doc.only(raw, ["zones", zone.value], {"description"})
+        doc.only(raw, ["zones", zone.value], {"description", "on_stale_crl"})
         zones[zone] = doc.opt(raw, ["zones", zone.value], "description", str, "")
+        if "on_stale_crl" in raw:
+            on_stale_crl[zone] = _stale_crl_mode(doc, raw, zone)
 
     classes = _device_classes(doc, data)
     assignments = {}
@@ -386,4 +391,17 @@ def load_policy(text: str, *, fmt: str | None = None, source: str = "") -> Polic
         schemas=MappingProxyType(schemas),
         certificates=_certificates(doc, data),
         relay=relay,
+        on_stale_crl=MappingProxyType(on_stale_crl),
     )
+
+
+def _stale_crl_mode(doc: _Doc, raw: dict[str, Any], zone: Zone) -> StaleCrlMode:
+    path: list[str | int] = ["zones", zone.value, "on_stale_crl"]
+    if zone not in STALE_CRL_DEFAULTS:
+        doc.fail(
+            path, "on_stale_crl applies to the zones whose clients connect to a broker: ot, it"
+        )
+    mode = doc.typed(raw["on_stale_crl"], path, str)
+    if mode not in set(StaleCrlMode):
+        doc.fail(path, f"expected fail-closed or keep-last; found {mode!r}")
+    return StaleCrlMode(mode)

@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +40,11 @@ from pki.ledger import Ledger, LedgerEntry
 from policies import load_policy
 from relay.brokers import LogTail, MosquittoProcess, registry_from_ledger, render_files
 from relay.config import ApplianceConfig, WorkerConfig
+from relay.crl_alarm import CrlAlarm, brokers_without_crl, crlfile_change_event
 from relay.errors import RevokePluginUnavailableError
 from relay.health import HealthServer
 from relay.records import cutoff_event
-from relay.revocation import CrlWatcher, RevocationState
+from relay.revocation import CrlStatus, CrlWatcher, RevocationState
 from relay.revoke_plugin import build_plugin
 from relay.stats import read_snapshots
 
@@ -109,6 +110,9 @@ class Appliance:
         self._revocation = RevocationState()
         self._registry_key: tuple[Any, ...] = ()
         self._crl: CrlWatcher | None = None
+        # CRL freshness (ADR 0016/0036): alarm, and brokers whose zone keeps the last revocations.
+        self._crl_alarm = CrlAlarm(self.policy, record=self._record)
+        self._without_crl: frozenset[str] = frozenset()
         if wc.crl_path is not None:
             self._crl = CrlWatcher(
                 wc.crl_path,
@@ -117,6 +121,8 @@ class Appliance:
                 clock=lambda: datetime.now(UTC),
                 on_change=self._on_revocation,
                 poll_interval_s=wc.limits.crl_poll_interval_s,
+                on_freshness=self._on_crl_freshness,
+                warn_before=timedelta(seconds=wc.limits.crl_warn_before_s),
             )
         self._health = HealthServer(
             config.health_host, config.health_port, self.snapshots, self.status
@@ -132,6 +138,7 @@ class Appliance:
             old.unlink()
         if self._crl is not None:
             self._revocation = self._crl.load()
+            self._crl.check_freshness()  # so the brokers are first rendered for it
         if self.config.managed_ot is not None:
             self._start_brokers()
         for i in range(self.config.workers):
@@ -215,6 +222,7 @@ class Appliance:
             policy_document=(wc.policy_source, wc.policy_text),
             revoke_plugin=self._revoke_plugin,
             revoked_devices=self._revocation.revoked_devices,
+            without_crl=self._without_crl,
         )
         return ot_changed, it_changed
 
@@ -294,11 +302,33 @@ class Appliance:
         # SIGHUP: the new CRL for new handshakes, the ACLs, and the plugin kicks the revoked.
         # Also for a re-issued CRL that revokes nobody new (fresh nextUpdate, Mosquitto #1826).
         self._brokers["ot"].reload()
+        self._brokers["it"].reload()  # its crlfile is the same CRL (ADR 0016)
         if added and not self._stop.wait(RELOAD_AGAIN_S):
             # Mosquitto 2.0.11 drops a SIGHUP that arrives while it is still reloading (seen in
             # tests/relay/test_revoke_plugin.py). The plugin notices its file by itself, but the
             # CRL that refuses their reconnects at TLS is re-read only on SIGHUP: send another.
             self._brokers["ot"].reload()
+
+    def _on_crl_freshness(self, old: CrlStatus, new: CrlStatus) -> None:
+        self._crl_alarm.changed(old, new, crl_number=self._revocation.crl_number)
+        without = brokers_without_crl(self.policy, new)
+        if self.config.managed_ot is None or without == self._without_crl:
+            return  # external brokers: the alarm only
+        changed, self._without_crl = without ^ self._without_crl, without
+        if self._brokers:  # else (at start) the first render uses it
+            self._render()
+        for name in sorted(changed):
+            # Mosquitto does not re-read listener options on SIGHUP: a restart drops/restores it.
+            if name in self._brokers:
+                self._brokers[name].restart()
+            self._record(
+                crlfile_change_event(
+                    name,
+                    dropped=name in without,
+                    status=new,
+                    crl_path=str(self.config.worker.crl_path),
+                )
+            )
 
     # -- supervision ----------------------------------------------------------------------
 
@@ -358,6 +388,7 @@ class Appliance:
         for b in self._brokers.values():
             if not b.running():
                 problems.append(f"{b.name} broker down (restarting)")
+        problems += self._crl_alarm.problems()
         with self._lock:
             refused = dict(self._broker_refused)
         return {
@@ -365,6 +396,7 @@ class Appliance:
             "worker_restarts": self.worker_restarts,
             "broker_restarts": {n: b.restarts for n, b in self._brokers.items()},
             "broker_refused": refused,
+            "crl": self._crl_alarm.report(),
             "problems": problems,
         }
 

@@ -101,6 +101,7 @@ def render_files(
     policy_document: tuple[str, str] | None = None,
     revoke_plugin: Path | None = None,
     revoked_devices: frozenset[str] = frozenset(),
+    without_crl: frozenset[str] = frozenset(),
 ) -> tuple[RenderedFiles, bool, bool]:
     """Render both brokers into ``directory``; return the paths and whether each changed.
 
@@ -112,6 +113,9 @@ def render_files(
     written next to the configs as ``policy.toml`` (``policy.yaml`` for a YAML source), so the
     directory is a complete deployment that ``idmz policy check --deployment`` can judge: it
     needs the policy the configs were rendered from.
+
+    The brokers named in ``without_crl`` (``"ot"``, ``"it"``) are rendered without ``crlfile``:
+    their zone's ``on_stale_crl = "keep-last"`` is in effect (ADR 0036).
     """
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     files = RenderedFiles(
@@ -122,7 +126,13 @@ def render_files(
         (directory / f"{name}-data").mkdir(exist_ok=True, mode=0o700)
         return BrokerSettings(
             port=b.port,
-            tls=TlsFiles(str(b.cafile), str(b.certfile), str(b.keyfile), str(crl_path)),
+            tls=TlsFiles(
+                str(b.cafile),
+                str(b.certfile),
+                str(b.keyfile),
+                str(crl_path),
+                unsafe_without_crl=name in without_crl,
+            ),
             acl_file=str(acl),
             bind_address=b.bind_address,
             persistence_dir=str(directory / f"{name}-data"),

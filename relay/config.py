@@ -66,6 +66,8 @@ class RelayLimits:
     dedup_max_ids: int = 1_000_000
     # How often the CRL file is checked for changes.
     crl_poll_interval_s: float = 0.25
+    # Alarm (health degraded, error log) once the CRL's nextUpdate is closer than this.
+    crl_warn_before_s: float = 12 * 3600.0
 
     def __post_init__(self) -> None:
         for name in ("max_inflight", "audit_batch_max", "spool_max_bytes", "dedup_max_ids"):
@@ -78,6 +80,7 @@ class RelayLimits:
             "drain_rate_per_s",
             "dedup_window_s",
             "crl_poll_interval_s",
+            "crl_warn_before_s",
         ):
             if not getattr(self, name) > 0:
                 raise RelayConfigError(f"relay limit {name} must be positive")

@@ -7,7 +7,7 @@ Metric names (all prefixed ``idmz_relay_``): ``forwarded_total``, ``refused_tota
 ``inflight``, ``spool_full`` (alarm), ``audit_ok``, ``audit_failures_total``,
 ``it_connected``, ``ot_connected``, ``revoked_devices``, ``broker_refused_total{broker,device}``,
 ``broker_restarts_total{broker}``, ``worker_restarts_total``, ``workers_alive``,
-``added_latency_seconds_avg``. Counters are per worker (label ``worker``) and survive
+``added_latency_seconds_avg``, ``crl_seconds_to_next_update``. Counters are per worker (label ``worker``) and survive
 nothing: a restarted worker starts at zero, which Prometheus ``rate()`` handles.
 """
 
@@ -114,6 +114,14 @@ class _Collector:
             "worker processes running",
             value=float(status.get("workers_alive", 0)),
         )
+        # CRL freshness (ADR 0016): alert well above 0; negative once the CRL is stale.
+        crl_left = status.get("crl", {}).get("seconds_to_next_update")
+        if crl_left is not None:
+            yield GaugeMetricFamily(
+                p + "crl_seconds_to_next_update",
+                "seconds until the brokers' CRL passes nextUpdate (negative: stale)",
+                value=float(crl_left),
+            )
 
 
 class HealthServer:
@@ -171,6 +179,7 @@ class HealthServer:
         return {
             "status": "ok" if not problems else "degraded",
             "problems": problems,
+            "crl": status.get("crl"),
             "workers_alive": status.get("workers_alive", 0),
             "workers": {
                 w: {

@@ -9,6 +9,11 @@ not). `CrlWatcher` re-reads the files when the CRL's (mtime, size, inode) change
 A CRL whose signature does not verify against the issuing CA is ignored (the previous state
 stays) and reported: an attacker who can write the file must not be able to un-revoke anyone.
 Revocations recorded in the ledger count even before the CRL is republished.
+
+Freshness (ADR 0016, review M6): the state carries the CRL's nextUpdate; `crl_status` (pure)
+says whether it is fresh, expiring (less than ``warn_before`` left) or stale, and a watcher given
+``on_freshness`` calls it on every change of that verdict (the appliance alarms and applies the
+zones' ``on_stale_crl``).
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 
@@ -36,14 +42,59 @@ class RevocationState:
     fingerprints: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     crl_number: int | None = None
     revoked_serials: frozenset[int] = frozenset()
+    next_update: datetime | None = None  # of the CRL the state was built from
+
+
+class CrlFreshness(StrEnum):
+    UNKNOWN = "unknown"  # no valid CRL loaded yet
+    FRESH = "fresh"
+    EXPIRING = "expiring"  # less than warn_before left: the CA host has not republished it
+    STALE = "stale"  # past nextUpdate: Mosquitto refuses every handshake with this crlfile
+
+
+@dataclass(frozen=True, slots=True)
+class CrlStatus:
+    freshness: CrlFreshness
+    next_update: datetime | None = None
+    seconds_to_next_update: float | None = None  # negative once stale
+
+    def describe(self) -> str:
+        if self.next_update is None:
+            return "no valid CRL loaded"
+        left = self.seconds_to_next_update or 0.0
+        when = f"{self.next_update:%Y-%m-%d %H:%M:%S}Z"
+        if left < 0:
+            return f"the CRL is stale: nextUpdate {when} passed {-left / 3600:.1f} h ago"
+        return f"the CRL's nextUpdate {when} is {left / 3600:.1f} h away"
+
+
+def crl_status(next_update: datetime | None, *, now: datetime, warn_before: timedelta) -> CrlStatus:
+    """How fresh a CRL with ``next_update`` is at ``now`` (pure)."""
+    if next_update is None:
+        return CrlStatus(CrlFreshness.UNKNOWN)
+    left = next_update - now
+    if left <= timedelta(0):
+        freshness = CrlFreshness.STALE
+    elif left < warn_before:
+        freshness = CrlFreshness.EXPIRING
+    else:
+        freshness = CrlFreshness.FRESH
+    return CrlStatus(freshness, next_update, left.total_seconds())
 
 
 class CRLRejectedError(Exception):
     """The CRL file is not a CRL signed by the issuing CA; it was not applied."""
 
 
-def read_crl(crl_pem: bytes, issuing_pem: bytes | None) -> tuple[frozenset[int], int | None]:
-    """The revoked serials and CRL number of a CRL that ``issuing_pem`` signed."""
+@dataclass(frozen=True, slots=True)
+class CrlContents:
+    serials: frozenset[int]
+    number: int | None
+    next_update: datetime | None
+
+
+def read_crl(crl_pem: bytes, issuing_pem: bytes | None) -> CrlContents:
+    """The revoked serials, CRL number and nextUpdate of a CRL that ``issuing_pem`` signed."""
     try:
         crl = x509.load_pem_x509_crl(crl_pem)
     except ValueError as exc:
@@ -58,7 +109,7 @@ def read_crl(crl_pem: bytes, issuing_pem: bytes | None) -> tuple[frozenset[int],
         number: int | None = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
     except x509.ExtensionNotFound:
         number = None
-    return frozenset(r.serial_number for r in crl), number
+    return CrlContents(frozenset(r.serial_number for r in crl), number, crl.next_update_utc)
 
 
 def build_revocation_state(
@@ -66,6 +117,7 @@ def build_revocation_state(
     crl_number: int | None,
     entries: Iterable[LedgerEntry],
     now: datetime,
+    next_update: datetime | None = None,
 ) -> RevocationState:
     by_subject: dict[str, list[LedgerEntry]] = {}
     for entry in entries:
@@ -84,7 +136,7 @@ def build_revocation_state(
         elif any(c.revoked_at is not None or c.serial in revoked_serials for c in certs):
             revoked.add(subject)
     return RevocationState(
-        frozenset(revoked), MappingProxyType(fingerprints), crl_number, revoked_serials
+        frozenset(revoked), MappingProxyType(fingerprints), crl_number, revoked_serials, next_update
     )
 
 
@@ -93,7 +145,9 @@ STAT_EVERY_S = 0.001
 
 class CrlWatcher:
     """Polls the CRL file; on a change (or every ``refresh_s`` for expiry) rebuilds the state
-    and calls ``on_change(old, new)``. Runs in its own daemon thread."""
+    and calls ``on_change(old, new)``. Runs in its own daemon thread. With ``on_freshness`` it
+    also calls ``on_freshness(old, new)`` (`CrlStatus`) whenever the loaded CRL's verdict
+    changes (checked every poll, and right after each load)."""
 
     def __init__(
         self,
@@ -105,6 +159,8 @@ class CrlWatcher:
         on_change: Callable[[RevocationState, RevocationState], None],
         poll_interval_s: float = 0.25,
         refresh_s: float = 60.0,
+        on_freshness: Callable[[CrlStatus, CrlStatus], None] | None = None,
+        warn_before: timedelta = timedelta(hours=12),
     ) -> None:
         self._crl_path = crl_path
         self._issuing_path = issuing_path
@@ -120,6 +176,19 @@ class CrlWatcher:
         self._load_lock = threading.Lock()
         self._ledger: Ledger | None = None
         self.state = RevocationState()
+        self._on_freshness = on_freshness
+        self._warn_before = warn_before
+        self._freshness_lock = threading.Lock()
+        self.crl_status = CrlStatus(CrlFreshness.UNKNOWN)
+
+    def check_freshness(self) -> CrlStatus:
+        """Judge the loaded CRL's nextUpdate now; report a changed verdict to ``on_freshness``."""
+        new = crl_status(self.state.next_update, now=self._clock(), warn_before=self._warn_before)
+        with self._freshness_lock:
+            old, self.crl_status = self.crl_status, new
+        if old.freshness is not new.freshness and self._on_freshness is not None:
+            self._on_freshness(old, new)
+        return new
 
     def refresh(self) -> RevocationState:
         """Called on the hot path before each message: stat the CRL (at most once per
@@ -159,7 +228,7 @@ class CrlWatcher:
             return self.state
         issuing = self._issuing_path.read_bytes() if self._issuing_path else None
         try:
-            serials, number = read_crl(crl_pem, issuing)
+            contents = read_crl(crl_pem, issuing)
         except CRLRejectedError as exc:
             _log.error("ignoring CRL %s: %s; keeping the previous state", self._crl_path, exc)
             self._stamp = stamp
@@ -171,7 +240,9 @@ class CrlWatcher:
                 # while the CA writes to it from the same process is what SQLite likes least.
                 self._ledger = Ledger(self._ledger_path)
             entries = self._ledger.entries()
-        new = build_revocation_state(serials, number, entries, self._clock())
+        new = build_revocation_state(
+            contents.serials, contents.number, entries, self._clock(), contents.next_update
+        )
         old, self.state = self.state, new
         if new != old:
             self._on_change(old, new)
@@ -182,6 +253,8 @@ class CrlWatcher:
 
     def start(self) -> None:
         self.load()
+        if self._on_freshness is not None:
+            self.check_freshness()
         self._thread = threading.Thread(target=self._run, name="crl-watcher", daemon=True)
         self._thread.start()
 
@@ -197,14 +270,20 @@ class CrlWatcher:
         elapsed = 0.0
         while not self._stop.wait(self._poll_s):
             elapsed += self._poll_s
+            stamp: tuple[int, int, int] | None
             try:
                 st = os.stat(self._crl_path)
                 stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
             except FileNotFoundError:
-                continue
+                stamp = self._stamp  # nothing to reload; the loaded CRL still ages
             if stamp != self._stamp or elapsed - last_full >= self._refresh_s:
                 last_full = elapsed
                 try:
                     self.load()
                 except Exception:  # noqa: BLE001 - keep watching; the error is logged
                     _log.exception("reloading the CRL failed; keeping the previous state")
+            if self._on_freshness is not None:
+                try:
+                    self.check_freshness()
+                except Exception:  # noqa: BLE001 - keep watching; the error is logged
+                    _log.exception("reporting the CRL's freshness failed")

@@ -223,36 +223,35 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def _cmd_crl(args: argparse.Namespace) -> int:
+    """Publish once; with ``--watch`` check every ``--interval`` seconds and republish when less
+    than half the CRL's lifetime is left (ADR 0016; deploy/systemd/idmz-crl.service)."""
     home = ctx.home_of(args)
     out_dir = Path(args.out_dir) if args.out_dir else None
-    from pki.health import crl_number
+    from idmz.crl_publisher import crl_published_event, republish_crl
+    from idmz.operator import operator_actor
     from pki.local import LocalCA
 
     with ctx.authority(args) as ca:
+        force = True  # the first round publishes: the operator asked for a CRL
         while True:
-            now = ctx.now()
-            bundle = ca.publish_crl(now=now) if isinstance(ca, LocalCA) else ca.current_crl(now=now)
-            number = crl_number(bundle.crl)
-            if out_dir is not None:
-                out_dir.mkdir(parents=True, exist_ok=True)
-                ctx.write_public(out_dir / "crl.pem", bundle.pem)
-                ctx.write_public(out_dir / "crl.der", bundle.der)
-            ctx.audit(
-                home,
-                "pki.crl.published",
-                f"crl/{number}",
-                "success",
-                entries=len(bundle.crl),
-                next_update=bundle.next_update.isoformat(),
-            )
-            print(
-                f"published CRL #{number} with {len(bundle.crl)} entries, next update "
-                f"{bundle.next_update:%Y-%m-%d %H:%M}Z",
-                flush=True,
-            )
+            bundle = republish_crl(ca, now=ctx.now(), force=force)
+            if bundle is not None:
+                if out_dir is not None:
+                    out_dir.mkdir(parents=True, exist_ok=True)
+                    ctx.write_public(out_dir / "crl.pem", bundle.pem)
+                    ctx.write_public(out_dir / "crl.der", bundle.der)
+                event = crl_published_event(bundle, actor=operator_actor())
+                ctx.record(home, [event])
+                print(
+                    f"published CRL #{event.details['crl_number']} with {len(bundle.crl)} "
+                    f"entries, next update {bundle.next_update:%Y-%m-%d %H:%M}Z",
+                    flush=True,
+                )
             if not args.watch:
                 return 0
             time.sleep(args.interval)
+            # A Vault mount rebuilds its own CRL: keep reading, checking and copying it.
+            force = not isinstance(ca, LocalCA)
 
 
 def _cmd_fingerprint(args: argparse.Namespace) -> int:
@@ -411,8 +410,14 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
 
     p = add("crl", _cmd_crl, "publish a signed CRL (PEM and DER) with nextUpdate", backend=True)
     p.add_argument("--out-dir", help="also copy crl.pem and crl.der here")
-    p.add_argument("--watch", action="store_true", help="keep regenerating every --interval")
-    p.add_argument("--interval", type=ctx.positive, default=3600.0, help="seconds (default 3600)")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="keep running: every --interval, republish once less than half the lifetime is left",
+    )
+    p.add_argument(
+        "--interval", type=ctx.positive, default=600.0, help="check every N seconds (default 600)"
+    )
 
     p = add(
         "fingerprint", _cmd_fingerprint, "print the root's SHA-256 fingerprint (hex)", backend=True

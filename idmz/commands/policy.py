@@ -18,7 +18,7 @@ import json
 import os
 import tempfile
 import tomllib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -214,7 +214,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
         now = datetime.fromisoformat(args.now)
         if now.tzinfo is None:
             raise PolicyUsageError("--now needs a timezone, e.g. 2026-11-22T10:00:00+00:00")
-    report = check_deployment(gather_deployment(Path(args.deployment)), now=now)
+    report = check_deployment(
+        gather_deployment(Path(args.deployment)),
+        now=now,
+        crl_warn_before=timedelta(hours=args.crl_warn_hours),
+    )
     print(json.dumps(report.to_json(), indent=2) if args.json else report.to_text())
     return 0 if report.passed else 1
 
@@ -283,6 +287,12 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
     p.add_argument("--deployment", required=True, help="directory written by `idmz policy render`")
     p.add_argument("--json", action="store_true", help="JSON report")
     p.add_argument("--now", help="evaluate dates as of this ISO 8601 time (default: now)")
+    p.add_argument(
+        "--crl-warn-hours",
+        type=float,
+        default=12.0,
+        help="warn (crl.expiring) when a CRL's nextUpdate is closer than this (default 12)",
+    )
     p.set_defaults(func=_cmd_check)
 
     p = cmds.add_parser("evaluate", help="explain one decision (exit 1 when refused)")

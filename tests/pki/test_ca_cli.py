@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -206,37 +207,59 @@ def test_status_and_crl_commands(
     assert ("pki.crl.published", "success") in audit_actions(ready)
 
 
-def test_crl_watch_regenerates_on_schedule(ready: Path) -> None:
+def test_crl_watch_republishes_a_crl_that_is_near_next_update(ready: Path) -> None:
+    """`idmz ca crl --watch` (the systemd service) publishes at start, then again whenever less
+    than half the CRL's lifetime is left, here a CRL another process published 23 h ago."""
+    from datetime import UTC, datetime, timedelta
+
+    from pki.local import LocalCA
+
     env = {**os.environ, "IDMZ_CA_PASSPHRASE": SECRET}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "idmz",
-            "--home",
-            str(ready),
-            "ca",
-            "crl",
-            "--watch",
-            "--interval",
-            "0.3",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
     crl_path = ready / "ca" / "crl.der"
 
+    def crl() -> x509.CertificateRevocationList:
+        return x509.load_der_x509_crl(crl_path.read_bytes())
+
     def number() -> int:
-        crl = x509.load_der_x509_crl(crl_path.read_bytes())
-        return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        return crl().extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+
+    def published() -> list[dict[str, Any]]:
+        entries = (ready / "audit" / "entries.jsonl").read_text().splitlines()
+        return [e for e in map(json.loads, entries) if e["action"] == "pki.crl.published"]
 
     first = number()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "idmz", "--home", str(ready), "ca", "crl", "--watch",
+         "--interval", "0.3"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
     try:
-        wait_for(lambda: number() >= first + 3, timeout_s=60, what="three scheduled CRLs")
+        wait_for(lambda: number() == first + 1, timeout_s=60, what="the CRL published at start")
+        ca = LocalCA.open(ready / "ca", passphrase=SECRET.encode())
+        near = ca.publish_crl(now=datetime.now(UTC) - timedelta(hours=23))
+        ca.close()
+        near_number = near.crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        assert near_number == first + 2
+        assert near.next_update < datetime.now(UTC) + timedelta(hours=2)
+        wait_for(lambda: number() == first + 3, timeout_s=60, what="the near-expiry CRL replaced")
+        next_update = crl().next_update_utc
+        assert next_update is not None and next_update > datetime.now(UTC) + timedelta(hours=23)
+        wait_for(
+            lambda: published()[-1]["resource"] == f"crl/{first + 3}",
+            timeout_s=60,
+            what="the republication audited",
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+    records = published()
+    assert records[-1]["details"] == {
+        "crl_number": first + 3,
+        "entries": 0,
+        "next_update": next_update.isoformat(),
+    }
+    # The fresh CRL published at start was not republished on every round.
+    assert [r["resource"] for r in records[-2:]] == [f"crl/{first + 1}", f"crl/{first + 3}"]
 
 
 def test_a_ca_key_whose_mode_drifted_is_refused(

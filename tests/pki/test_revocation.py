@@ -110,6 +110,33 @@ def test_crl_lifetime_is_configurable(local_ca: CAFixture) -> None:
     ca.close()
 
 
+def test_a_fresh_crl_is_not_republished_and_one_past_half_its_lifetime_is(
+    local_ca: CAFixture,
+) -> None:
+    """The background republishers' step (ADR 0016): by default a CRL is due once less than
+    half its lifetime (1 day) is left, so an hourly check never lets it reach nextUpdate."""
+    ca = local_ca.ca
+    published = ca.publish_crl(now=local_ca.now)
+    assert ca.republish_crl_if_due(now=local_ca.now + timedelta(hours=11)) is None
+    assert crl_number(on_disk(local_ca)) == crl_number(published.crl)
+    later = local_ca.now + timedelta(hours=12, minutes=1)
+    fresh = ca.republish_crl_if_due(now=later)
+    assert fresh is not None and crl_number(fresh.crl) == crl_number(published.crl) + 1
+    assert fresh.next_update - later > timedelta(hours=23)
+    assert crl_number(on_disk(local_ca)) == crl_number(fresh.crl)
+
+
+def test_a_near_expiry_crl_published_by_another_process_is_republished(
+    local_ca: CAFixture,
+) -> None:
+    other = LocalCA.open(local_ca.dir, passphrase=PASSPHRASE)
+    other.current_crl(now=local_ca.now)
+    stale_soon = local_ca.ca.publish_crl(now=local_ca.now - timedelta(hours=23))
+    fresh = other.republish_crl_if_due(now=local_ca.now)
+    other.close()
+    assert fresh is not None and crl_number(fresh.crl) == crl_number(stale_soon.crl) + 1
+
+
 def test_crl_with_20000_entries_lists_every_serial(local_ca: CAFixture) -> None:
     rows = [(0x10_0000 + i, DEVICE.path, local_ca.now) for i in range(20_000)]
     local_ca.ca.ledger.bulk_record_revoked(rows)

@@ -226,6 +226,50 @@ def test_crl_past_next_update_fails(deploy, capsys) -> None:
     assert code == 1 and "crl.expired" in rules(report)
 
 
+def warnings(report: dict) -> set[str]:
+    return {f["rule"] for f in report["findings"] if f["severity"] == "warning"}
+
+
+def test_crl_near_next_update_is_a_warning(deploy, capsys) -> None:
+    """Review M6: 11 h before nextUpdate the CA host has missed its republishing (at half of the
+    1-day lifetime); the check says so while nothing has broken yet."""
+    soon = (datetime.now(UTC) + timedelta(hours=13)).isoformat()
+    code, report = check(deploy, capsys, "--now", soon)
+    assert code == 0 and "crl.expiring" in warnings(report)
+    finding = next(f for f in report["findings"] if f["rule"] == "crl.expiring")
+    assert "h away" in finding["message"] and "idmz ca crl" in finding["fix"]
+    code, report = check(deploy, capsys, "--now", soon, "--crl-warn-hours", "6")
+    assert "crl.expiring" not in warnings(report)
+    assert "crl.expiring" not in warnings(check(deploy, capsys)[1])
+
+
+def keep_last(text: str) -> str:
+    """What the relay renders while on_stale_crl = keep-last is in effect."""
+    return text.replace("\ncrlfile ", "\n# idmz-keep-last-crl: ")
+
+
+def test_crlfile_left_out_under_keep_last_with_a_stale_crl_is_a_warning(deploy, capsys) -> None:
+    edit(deploy / "ot-broker.conf", keep_last)
+    later = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    _, report = check(deploy, capsys, "--now", later)
+    assert "crl.kept_last" in warnings(report)
+    assert "crl.not_configured" not in rules(report)
+
+
+def test_crlfile_left_out_while_the_crl_is_fresh_fails(deploy, capsys) -> None:
+    edit(deploy / "ot-broker.conf", keep_last)
+    code, report = check(deploy, capsys)
+    assert code == 1 and "crl.not_configured" in rules(report)
+
+
+def test_crlfile_left_out_in_a_fail_closed_zone_fails(deploy, capsys) -> None:
+    edit(deploy / "it-broker.conf", keep_last)  # the IT zone is fail-closed by default
+    later = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    code, report = check(deploy, capsys, "--now", later)
+    assert code == 1 and "crl.not_configured" in rules(report)
+    assert "crl.kept_last" not in warnings(report)
+
+
 def test_crl_from_another_ca_fails(deploy, capsys, tmp_path) -> None:
     from cryptography.hazmat.primitives.serialization import Encoding
 

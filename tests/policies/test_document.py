@@ -143,3 +143,47 @@ def test_certificate_policy_renewal_window_alerts_and_grace(policy) -> None:
     assert cert.renewal_accepted(end, end) and not cert.renewal_accepted(
         end, end + timedelta(seconds=1)
     )
+
+
+def test_on_stale_crl_defaults_keep_the_plant_running_and_make_it_wait(policy) -> None:
+    """ADR 0036: OT keep-last, IT fail-closed, both written out in the canonical form."""
+    from policies.document import StaleCrlMode, Zone
+
+    assert dict(policy.on_stale_crl) == {
+        Zone.OT: StaleCrlMode.KEEP_LAST,
+        Zone.IT: StaleCrlMode.FAIL_CLOSED,
+    }
+    zones = policy.canonical()["zones"]
+    assert zones["ot"]["on_stale_crl"] == "keep-last"
+    assert zones["it"]["on_stale_crl"] == "fail-closed"
+    assert "on_stale_crl" not in zones["idmz"]
+
+
+def test_on_stale_crl_is_chosen_per_zone_and_changes_the_content_hash(policy, plant_text) -> None:
+    from policies.document import StaleCrlMode, Zone
+
+    closed = load_policy(
+        _replace(plant_text, "[zones.ot]\n", '[zones.ot]\non_stale_crl = "fail-closed"\n')
+    )
+    assert closed.on_stale_crl[Zone.OT] is StaleCrlMode.FAIL_CLOSED
+    assert closed.on_stale_crl[Zone.IT] is StaleCrlMode.FAIL_CLOSED
+    assert closed.content_hash != policy.content_hash
+    again = load_policy(json.dumps(closed.canonical()), fmt="yaml")
+    assert again.content_hash == closed.content_hash
+
+
+@pytest.mark.parametrize(
+    ("zone", "value", "message"),
+    [
+        ("idmz", '"keep-last"', "ot, it"),
+        ("ot", '"keep-going"', "expected fail-closed or keep-last"),
+        ("it", "true", "on_stale_crl"),
+    ],
+)
+def test_a_bad_on_stale_crl_is_refused_naming_the_key(
+    plant_text: str, zone: str, value: str, message: str
+) -> None:
+    broken = _replace(plant_text, f"[zones.{zone}]\n", f"[zones.{zone}]\non_stale_crl = {value}\n")
+    with pytest.raises(PolicyConfigError, match=message) as err:
+        load_policy(broken)
+    assert err.value.key == f"zones.{zone}.on_stale_crl"
