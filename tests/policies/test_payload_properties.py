@@ -77,7 +77,9 @@ def envelopes(draw: st.DrawFn) -> tuple[str, bytes]:
             lambda d: "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in d.items()) + "}"
         ),
         st.integers(1, 3 * MAX_DEPTH).map(lambda n: "[" * n + "]" * n),
-        st.integers(1, 2000).map(lambda n: json.dumps("x" * n)),
+        # huge strings and arrays, below and above the topic classes' size limits
+        st.integers(1, 70_000).map(lambda n: json.dumps("x" * n)),
+        st.integers(1, 40_000).map(lambda n: "[" + ",".join(["0"] * n) + "]"),
     )
     for name in fields:
         if draw(st.integers(0, 3)) == 0:
