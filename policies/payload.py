@@ -1,8 +1,8 @@
 """Payload checks for one message: size, UTF-8, strict JSON, schema, envelope sender and kind.
 
-UTF-8 and strict JSON (`policies.strict_json`) refuse, before any schema runs: duplicate object keys,
-``NaN``/``Infinity``, numbers beyond the double range (``1e400``), lone surrogate escapes,
-nesting beyond the topic class's ``max_json_depth``. `check_payload` is total: whatever the
+UTF-8 and strict JSON (`policies.strict_json`) refuse, before any schema runs: duplicate
+object keys, ``NaN``/``Infinity``, numbers beyond the double range (``1e400``), lone surrogate
+escapes, nesting beyond the topic class's ``max_json_depth``. `check_payload` is total: whatever the
 bytes, it returns a `Decision`; an exception from the schema validator (a library we do not
 control) is an ``inspection_error`` refusal, never an exception. Refusal texts name the schema
 location and keyword, never payload values.
@@ -36,11 +36,13 @@ def _schema_decision(policy: Policy, schema: str, document: Any) -> Decision | N
         )
     if error is None:
         return Decision.deny(ReasonCode.PAYLOAD_SCHEMA_VIOLATION, f"fails schema {schema!r}")
-    where = "/" + "/".join(str(p) for p in error.instance_path)
+    # The path's keys come from the payload: escaped to printable ASCII and cut short.
+    where = ("/" + "/".join(str(p) for p in error.instance_path))[:160]
+    where = where.encode("ascii", "backslashreplace").decode("ascii")
     keyword = error.schema_path[-1] if error.schema_path else "schema"
     return Decision.deny(
         ReasonCode.PAYLOAD_SCHEMA_VIOLATION,
-        f"fails schema {schema!r} at {where[:160]!a} ({keyword})",
+        f"fails schema {schema!r} at {where} ({keyword})",
     )
 
 

@@ -15,7 +15,7 @@ here, before any schema runs, each with its own `StrictJSONRefusal` code:
   reject it, and libraries that re-encode it (``jsonschema_rs`` on ``pattern``/``enum``)
   raise (security review H2).
 * ``PAYLOAD_TOO_DEEP``: arrays and objects nested deeper than ``max_depth`` (section 9 lets a
-  parser limit nesting). Measured on the text before parsing, so a nesting bomb never reaches
+  parser limit nesting). Measured on the bytes before parsing, so a nesting bomb never reaches
   the recursive parser.
 
 Strings and arrays need no limit of their own: each is bounded by the topic class's
@@ -107,28 +107,44 @@ _HUGE_EXPONENT, _HUGE_DIGITS = b"e000", b"0" * 100
 # came from valid UTF-8. A match may be a valid pair or an escaped backslash; the walk decides.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")  # what is left after decoding is unpaired
-# A string, or an unterminated one up to the end: this matches at every '"' it starts at, so
-# substituting is linear (a pattern that can fail there rescans the rest from every quote).
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
-_INNERMOST = re.compile(rb"\[[^\[\]{}]*\]|\{[^\[\]{}]*\}")
+# Nesting is measured on a skeleton of the bytes: brackets, quotes and backslashes kept, every
+# other byte as "a" (so each escape keeps its second byte), then escapes and strings dropped.
+# All of it is bytes.translate/replace/split, linear and in C (a regular expression over the
+# text cost ~300 us on a 6 KB message).
+_KEPT = b'[]{}"\\'
+_SKELETON = bytes(b if b in _KEPT else ord("a") for b in range(256))
+_NOT_KEPT = bytes(b for b in range(256) if b not in _KEPT)
+_PAIR = re.compile(rb"\[\]|\{\}")  # on brackets only: one level per pass
 _MAX_LABEL_CHARS = 40
 _MAX_WHERE_CHARS = 160
 
 
 def _nesting_refusal(data: bytes, max_depth: int) -> _RefusedError | None:
-    """Refuse nesting deeper than ``max_depth`` without parsing: strip strings (brackets in
-    them do not nest), then remove innermost ``[...]``/``{...}`` pairs ``max_depth`` times;
-    any bracket left is one level too many (or unbalanced, which is not JSON either)."""
+    """Refuse nesting deeper than ``max_depth`` without parsing: reduce the text to the
+    brackets outside strings, then remove innermost ``[]``/``{}`` pairs one level per pass,
+    ``max_depth`` times; any bracket left is a level too many (or unbalanced: not JSON)."""
     if data.count(b"[") + data.count(b"{") <= max_depth:
         return None
-    rest = _STRING.sub(b"", data)
+    if b"\\" in data:
+        # Left to right, an escaped backslash first, then an escaped quote (RFC 8259 section
+        # 7); a backslash left over began another escape (\n, \u...), dropped with the rest.
+        skeleton = data.translate(_SKELETON).replace(b"\\\\", b"").replace(b'\\"', b"")
+        skeleton = skeleton.translate(None, b"a\\")
+    else:
+        skeleton = data.translate(None, _NOT_KEPT)
+    # Strings without brackets are now "" (two adjacent quotes can also be one string's end and
+    # the next one's start, with nothing kept between them: dropping them is as right). Of the
+    # rest, every other piece between quotes lies inside a string.
+    rest = skeleton.replace(b'""', b"")
+    if b'"' in rest:
+        rest = b"".join(rest.split(b'"')[::2])
     for _ in range(max_depth):
-        rest, removed = _INNERMOST.subn(b"", rest)
+        rest, removed = _PAIR.subn(b"", rest)
+        if not rest:
+            return None
         if not removed:
-            break
-    if not any(c in rest for c in (b"[", b"{", b"]", b"}")):
-        return None
-    if _INNERMOST.search(rest):
+            return _RefusedError(ReasonCode.PAYLOAD_NOT_JSON, "unbalanced brackets")
+    if _PAIR.search(rest):
         return _RefusedError(ReasonCode.PAYLOAD_TOO_DEEP, f"nested deeper than {max_depth} levels")
     return _RefusedError(ReasonCode.PAYLOAD_NOT_JSON, "unbalanced brackets")
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from pki.identity import DeviceIdentity
 from policies import Decision, Policy, ReasonCode, check_payload, load_policy
+from policies.strict_json import StrictJSONRefusal, parse_strict
 from tests.policies.conftest import PLANT_POLICY
 from tests.support.portable_json import portable_depth
 
@@ -76,7 +77,9 @@ def envelopes(draw: st.DrawFn) -> tuple[str, bytes]:
             lambda d: "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in d.items()) + "}"
         ),
         st.integers(1, 3 * MAX_DEPTH).map(lambda n: "[" * n + "]" * n),
-        st.integers(1, 2000).map(lambda n: json.dumps("x" * n)),
+        # huge strings and arrays, below and above the topic classes' size limits
+        st.integers(1, 70_000).map(lambda n: json.dumps("x" * n)),
+        st.integers(1, 40_000).map(lambda n: "[" + ",".join(["0"] * n) + "]"),
     )
     for name in fields:
         if draw(st.integers(0, 3)) == 0:
@@ -129,3 +132,35 @@ def test_nesting_beyond_the_limit_is_always_refused(depth: int, opener: str) -> 
     body = f'{head}"{PRESS.path}","data":{{"x":{inner}}}}}'.encode()
     decision = _check_total(TOPICS[0], body)
     assert decision.reason_code is ReasonCode.PAYLOAD_TOO_DEEP
+
+
+@PROPERTY_SETTINGS
+@given(
+    st.recursive(
+        st.none() | st.integers() | texts,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
+        max_leaves=40,
+    ),
+    st.integers(1, 12),
+    st.booleans(),
+)
+def test_nesting_measured_on_the_bytes_equals_the_parsed_depth(
+    value: Any, limit: int, ascii_only: bool
+) -> None:
+    # Brackets, quotes and backslashes inside strings (texts draws them often) never count.
+    try:
+        text = json.dumps(value, ensure_ascii=ascii_only).encode()
+    except UnicodeEncodeError:  # a lone surrogate: only as a \udXXX escape
+        text = json.dumps(value).encode()
+    depth = _depth_of(value)
+    found = parse_strict(text, max_depth=limit)
+    too_deep = isinstance(found, StrictJSONRefusal) and found.code is ReasonCode.PAYLOAD_TOO_DEEP
+    assert too_deep == (depth > limit), (depth, limit, found)
+
+
+def _depth_of(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth_of, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth_of, value), default=0)
+    return 0

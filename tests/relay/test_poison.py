@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from relay.config import RelayLimits
+from relay.mqtt_codec import RetainHandling, encode_subscribe
 from tests.policies.mqtt_clients import publish
 from tests.relay.conftest import (
     PRESS_1,
@@ -74,7 +75,7 @@ def events(relay: Relay, action: str) -> list[dict[str, Any]]:
 def test_poison_message_with_a_lone_surrogate_is_refused_and_other_devices_keep_flowing(
     relay: Relay, consumer: ITConsumer
 ) -> None:
-    sessions = relay_sessions(relay)
+    sessions, restarts = relay_sessions(relay), relay.appliance.worker_restarts
     assert sessions >= 1
     poison = (
         '{"v":1,"id":"x","ts":"\\ud800","device":"' + PRESS_1 + '","kind":"telemetry","data":{}}'
@@ -101,7 +102,7 @@ def test_poison_message_with_a_lone_surrogate_is_refused_and_other_devices_keep_
     assert not consumer.payloads_with('"id":"x"')  # nothing of it forwarded
     # The worker kept its OT session: no reconnect, so no redelivery loop.
     assert relay_sessions(relay) == sessions
-    assert relay.appliance.worker_restarts == 0
+    assert relay.appliance.worker_restarts == restarts
 
     def counted() -> bool:
         snap = next(iter(relay.appliance.snapshots().values()))
@@ -175,3 +176,10 @@ def test_retained_device_message_is_not_replayed_after_the_relay_reconnects(
              "-q", "1", "-r", "-n", "-t", topic],
             check=False, timeout=60, capture_output=True,
         )  # fmt: skip
+
+
+def test_subscribe_options_ask_for_no_retained_messages() -> None:
+    # MQTT 5 §3.8.3.1: options byte = QoS (bits 0-1) | Retain Handling (bits 4-5).
+    packet = encode_subscribe(1, "acme/#", retain_handling=RetainHandling.DO_NOT_SEND)
+    assert packet[-1] == 0x21
+    assert encode_subscribe(1, "acme/#")[-1] == 0x01  # the codec's default is MQTT's default
