@@ -171,6 +171,7 @@ class CrlWatcher:
         self._refresh_s = refresh_s
         self._stamp: tuple[int, int, int] | None = None
         self._stat_at = -1.0
+        self._stat_error = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._load_lock = threading.Lock()
@@ -200,16 +201,33 @@ class CrlWatcher:
         if now - self._stat_at < STAT_EVERY_S:
             return self.state
         self._stat_at = now
-        try:
-            st = os.stat(self._crl_path)
-        except FileNotFoundError:
-            return self.state
-        if (st.st_mtime_ns, st.st_size, st.st_ino) != self._stamp:
+        stamp = self._stat()
+        if stamp is not None and stamp != self._stamp:
             try:
                 self.load()
             except Exception:  # noqa: BLE001 - keep the last good state; retried next message
                 _log.exception("reloading the CRL failed; keeping the previous state")
         return self.state
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        """The CRL file's (mtime, size, inode), or None when it cannot be looked at now. A
+        missing file is normal between two publications; any other error (permissions, a path
+        component that is not a directory) is logged once per distinct error. Either way the
+        last loaded CRL stays in force, and it still ages: the freshness alarm sees that."""
+        try:
+            st = os.stat(self._crl_path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            error = f"{type(exc).__name__}: {exc.strerror}"
+            if error != self._stat_error:
+                self._stat_error = error
+                _log.error(
+                    "cannot look at the CRL %s (%s); keeping the last one", self._crl_path, error
+                )
+            return None
+        self._stat_error = ""
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def load(self) -> RevocationState:
         """Read the files now (also done once before the thread starts)."""
@@ -270,12 +288,7 @@ class CrlWatcher:
         elapsed = 0.0
         while not self._stop.wait(self._poll_s):
             elapsed += self._poll_s
-            stamp: tuple[int, int, int] | None
-            try:
-                st = os.stat(self._crl_path)
-                stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-            except FileNotFoundError:
-                stamp = self._stamp  # nothing to reload; the loaded CRL still ages
+            stamp = self._stat() or self._stamp  # nothing to reload; the loaded CRL still ages
             if stamp != self._stamp or elapsed - last_full >= self._refresh_s:
                 last_full = elapsed
                 try:
