@@ -38,9 +38,16 @@ from audit.errors import AuditError
 from audit.events import AuditEvent, AuditSink, Outcome
 from pki.ledger import Ledger, LedgerEntry
 from policies import load_policy
-from relay.brokers import LogTail, MosquittoProcess, registry_from_ledger, render_files
-from relay.config import ApplianceConfig, WorkerConfig
-from relay.errors import RevokePluginUnavailableError
+from relay.broker_refusals import BrokerRefusal, RefusalTail, broker_refusal_event
+from relay.brokers import (
+    REPORT_FILE,
+    MosquittoProcess,
+    free_port,
+    registry_from_ledger,
+    render_files,
+)
+from relay.config import ApplianceConfig, ManagedBroker, WorkerConfig
+from relay.errors import RelayConfigError, RevokePluginUnavailableError
 from relay.health import HealthServer
 from relay.records import cutoff_event
 from relay.revocation import CrlWatcher, RevocationState
@@ -105,7 +112,8 @@ class Appliance:
         self._broker_refused: Counter[tuple[str, str]] = Counter()
         self._brokers: dict[str, MosquittoProcess] = {}
         self._revoke_plugin: Path | None = None  # compiled at start; None: restart on revocation
-        self._tails: list[LogTail] = []
+        self._tails: list[RefusalTail] = []
+        self._managed: dict[str, ManagedBroker] = {}  # with their bound-id ports, once started
         self._revocation = RevocationState()
         self._registry_key: tuple[Any, ...] = ()
         self._crl: CrlWatcher | None = None
@@ -206,8 +214,8 @@ class Appliance:
         _files, ot_changed, it_changed = render_files(
             self.policy,
             registry,
-            ot=cfg.managed_ot,
-            it=cfg.managed_it,
+            ot=self._managed.get("ot", cfg.managed_ot),
+            it=self._managed.get("it", cfg.managed_it),
             crl_path=wc.crl_path,
             directory=cfg.broker_dir,
             audit_denials=cfg.audit_broker_denials,
@@ -218,6 +226,18 @@ class Appliance:
         )
         return ot_changed, it_changed
 
+    def _bound_endpoints(self, worker: WorkerConfig) -> WorkerConfig:
+        """Managed brokers with the plugin: the workers dial the bound-id listeners, where each
+        keeps its own session under ``<relay identity>:<suffix>`` (ADR 0058)."""
+        if self._revoke_plugin is None or not self._managed:
+            return worker
+        ot_port, it_port = self._managed["ot"].bound_port, self._managed["it"].bound_port
+        return dataclasses.replace(
+            worker,
+            ot=worker.ot if ot_port is None else dataclasses.replace(worker.ot, port=ot_port),
+            it=worker.it if it_port is None else dataclasses.replace(worker.it, port=it_port),
+        )
+
     def _start_brokers(self) -> None:
         cfg = self.config
         assert (
@@ -226,11 +246,27 @@ class Appliance:
         try:
             self._revoke_plugin = build_plugin()
         except RevokePluginUnavailableError as exc:
+            if cfg.workers > 1:
+                # Without the plugin the brokers force client id = certificate CN, and the
+                # workers share one certificate: they would keep displacing each other.
+                raise RelayConfigError(
+                    f"{cfg.workers} workers need the idmz broker plugin (session binding, "
+                    f"ADR 0058), which cannot be built: {exc}"
+                ) from exc
             _log.warning(
-                "revoke plugin unavailable, so a revoked device is disconnected by restarting the "
-                "OT-facing broker (every gateway reconnects once): %s",
+                "revoke plugin unavailable, so the rendered acl_file decides, broker refusals are "
+                "not audited, and a revoked device is disconnected by restarting the OT-facing "
+                "broker (every gateway reconnects once): %s",
                 exc,
             )
+        if self._revoke_plugin is not None:
+            # The bound-id listeners, on a free port unless configured (ADR 0058).
+            self._managed = {
+                name: b
+                if b.bound_port is not None
+                else dataclasses.replace(b, bound_port=free_port(b.bind_address))
+                for name, b in (("ot", cfg.managed_ot), ("it", cfg.managed_it))
+            }
         self._render()
         for name, b in (("ot", cfg.managed_ot), ("it", cfg.managed_it)):
             # A broker bound to every interface is dialled on loopback.
@@ -241,26 +277,19 @@ class Appliance:
             )
             proc.start()
             self._brokers[name] = proc
-            tail = LogTail(
-                cfg.broker_dir / f"{name}.log",
-                functools.partial(self._on_broker_denied, name),
-            )
-            tail.start()
-            self._tails.append(tail)
+            if self._revoke_plugin is not None and cfg.audit_broker_denials:
+                tail = RefusalTail(
+                    cfg.broker_dir / REPORT_FILE.format(zone=name),
+                    functools.partial(self._on_broker_refusal, name),
+                )
+                tail.start()
+                self._tails.append(tail)
 
-    def _on_broker_denied(self, broker: str, user: str, topic: str) -> None:
+    def _on_broker_refusal(self, broker: str, refusal: BrokerRefusal) -> None:
+        """Audit what the broker plugin refused, with the certificate's identity (ADR 0058)."""
         with self._lock:
-            self._broker_refused[(broker, user[:200])] += 1
-        self._record(
-            AuditEvent(
-                actor=user[:200],
-                action="relay.message.refused",
-                resource=topic[:512],
-                outcome=Outcome.DENIED,
-                reason=f"broker_acl_denied: the {broker.upper()}-facing broker's ACL refused the publish (MQTT 5 reason 0x87)",
-                details={"code": "broker_acl_denied", "broker": broker},
-            )
-        )
+            self._broker_refused[(broker, refusal.identity)] += refusal.count
+        self._record(broker_refusal_event(broker, refusal))
 
     def _on_revocation(self, old: RevocationState, new: RevocationState) -> None:
         self._revocation = new
@@ -304,7 +333,8 @@ class Appliance:
 
     def _start_worker(self, index: int) -> None:
         worker = dataclasses.replace(
-            self.config.worker, shared_subscription=self.config.workers > 1
+            self._bound_endpoints(self.config.worker),
+            shared_subscription=self.config.workers > 1,
         )
         proc = _SPAWN.Process(
             target=run_worker_process,

@@ -30,8 +30,12 @@ SOURCE = Path(__file__).resolve().parent / "native" / "idmz_revoke.c"
 BUILD_DIR = Path(__file__).resolve().parent / "native" / "build"
 COMPILER = "gcc"
 CFLAGS = ("-O2", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror")
+LIBS = ("-lcrypto",)  # the certificate CN (OpenSSL, which Mosquitto links anyway)
 BUILD_TIMEOUT_S = 120.0
-HEADERS_HINT = "install the Debian packages mosquitto-dev and libmosquitto-dev (scripts/bootstrap)"
+HEADERS_HINT = (
+    "install the Debian packages mosquitto-dev and libmosquitto-dev, and libssl-dev "
+    "(scripts/bootstrap)"
+)
 
 
 def build_plugin(
@@ -47,7 +51,7 @@ def build_plugin(
         text = source.read_bytes()
     except OSError as exc:
         raise RevokePluginUnavailableError(f"plugin source {source} is unreadable: {exc}") from exc
-    digest = hashlib.sha256(text + "\0".join(CFLAGS).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(text + "\0".join((*CFLAGS, *LIBS)).encode()).hexdigest()[:16]
     target = build_dir / f"idmz_revoke-{digest}.so"
     if target.is_file():
         return target
@@ -60,14 +64,16 @@ def build_plugin(
     try:
         build_dir.mkdir(parents=True, exist_ok=True)
         done = subprocess.run(
-            [cc, *CFLAGS, "-o", str(tmp), str(source)],
+            [cc, *CFLAGS, "-o", str(tmp), str(source), *LIBS],
             capture_output=True,
             text=True,
             timeout=BUILD_TIMEOUT_S,
             check=False,
         )
         if done.returncode != 0:
-            missing = "mosquitto_broker.h" in done.stderr or "mosquitto.h" in done.stderr
+            missing = any(
+                h in done.stderr for h in ("mosquitto_broker.h", "mosquitto.h", "openssl/")
+            )
             hint = HEADERS_HINT if missing else "see the compiler output"
             raise RevokePluginUnavailableError(
                 f"building {source.name} failed ({hint}); {compiler} said:\n{done.stderr[-2000:]}"

@@ -134,16 +134,21 @@ def broker(
         process.stop()
 
 
-def test_plugin_is_rendered_only_into_the_ot_broker(
+def test_plugin_is_rendered_into_both_brokers_with_only_ot_revocations(
     broker: PluginBroker, revoke_plugin: Path
 ) -> None:
+    # Both brokers bind sessions and decide ACLs with the plugin (ADR 0058); only the OT broker
+    # has devices to revoke, the IT broker's revoked file stays empty.
     plugin = revoke_plugin
     ot_conf = (broker.directory / "ot.conf").read_text()
     assert f"plugin {plugin}\n" in ot_conf
     assert f"plugin_opt_revoked_file {broker.revoked_file}\n" in ot_conf
+    assert f"plugin_opt_rules_file {broker.directory / 'ot.rules'}\n" in ot_conf
     assert "acl_file " in ot_conf
-    it_conf = (broker.directory / "it.conf").read_text().splitlines()
-    assert not [line for line in it_conf if line.startswith("plugin")]
+    it_conf = (broker.directory / "it.conf").read_text()
+    assert f"plugin {plugin}\n" in it_conf
+    assert f"plugin_opt_revoked_file {broker.directory / 'it-revoked.txt'}\n" in it_conf
+    assert (broker.directory / "it-revoked.txt").read_text() == ""
     assert broker.revoked_file.read_text() == f"{LISTED}\n"
     assert f"Loading plugin: {plugin}" in broker.log()
 
