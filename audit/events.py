@@ -23,6 +23,8 @@ category in reports:
 ``relay.message.refused``      a message was refused (reason = the policy decision)
 ``relay.batch.forwarded``      accepted traffic, per batch (details: count, hash)
 ``relay.device.cutoff``        a revoked device was disconnected
+``relay.session.refused``      a broker refused a CONNECT (client id not the certificate's)
+``relay.broker.overflow``      a broker dropped messages: a client queue was full
 ``config.*.changed``           configuration changed (before/after)
 ``operator.*``                 a manual action recorded by an operator with their reason
 =============================  ==========================================================

@@ -144,6 +144,7 @@ def _secret_tag(share_secret: bytes, domain: bytes, use: str) -> str:
     return hashlib.sha256(domain + b"\x00" + share_secret).hexdigest()
 
 
+SYS_DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"  # messages dropped, queue full
 RELAY_CLIENT_ID_SEPARATOR = ":"  # never in an identity path, so no identity owns another's ids
 
 
@@ -361,6 +362,9 @@ def render_brokers(
         "",
     ]
     ot_rules.append(f"read {relay} {policy.enterprise}/#")
+    # The appliance watches each broker's dropped-message counter (relay.broker_overflow).
+    for rules in (ot_rules, it_rules):
+        rules.append(f"read {relay} {SYS_DROPPED_TOPIC}")
     it_acl.append("")
     known = set()
     if not policy.consumers_may_subscribe and policy.consumers:

@@ -38,6 +38,8 @@ from audit.errors import AuditError
 from audit.events import AuditEvent, AuditSink, Outcome
 from pki.ledger import Ledger, LedgerEntry
 from policies import load_policy
+from policies.broker_config import relay_client_id
+from relay.broker_overflow import DroppedWatch
 from relay.broker_refusals import BrokerRefusal, RefusalTail, broker_refusal_event
 from relay.brokers import (
     REPORT_FILE,
@@ -52,10 +54,12 @@ from relay.health import HealthServer
 from relay.records import cutoff_event
 from relay.revocation import CrlWatcher, RevocationState
 from relay.revoke_plugin import build_plugin
+from relay.share_secret import ensure_share_secret
 from relay.stats import read_snapshots
 
 _log = logging.getLogger("relay.appliance")
 _SPAWN = multiprocessing.get_context("spawn")
+DROP_ALARM_S = 300.0  # health stays degraded this long after a broker dropped messages
 RELOAD_AGAIN_S = 1.0  # a second SIGHUP after a revocation (see _on_revocation)
 
 
@@ -112,7 +116,10 @@ class Appliance:
         self._broker_refused: Counter[tuple[str, str]] = Counter()
         self._brokers: dict[str, MosquittoProcess] = {}
         self._revoke_plugin: Path | None = None  # compiled at start; None: restart on revocation
-        self._tails: list[RefusalTail] = []
+        # Followers of the brokers' refusal reports and dropped-message counters.
+        self._tails: list[RefusalTail | DroppedWatch] = []
+        self._broker_dropped: Counter[str] = Counter()
+        self._dropped_at = 0.0  # monotonic time of the last overflow (the alarm)
         self._managed: dict[str, ManagedBroker] = {}  # with their bound-id ports, once started
         self._revocation = RevocationState()
         self._registry_key: tuple[Any, ...] = ()
@@ -284,6 +291,45 @@ class Appliance:
                 )
                 tail.start()
                 self._tails.append(tail)
+        if self._revoke_plugin is not None:
+            self._watch_overflow()
+
+    def _watch_overflow(self) -> None:
+        """Each broker's dropped-message counter ($SYS), read on the bound-id listener with a
+        client id of the relay's own (ADR 0058)."""
+        wc = self._bound_endpoints(self.config.worker)
+        secret = ensure_share_secret(wc.share_secret_file or wc.state_dir / "share-secret")
+        for name, endpoint in (("ot", wc.ot), ("it", wc.it)):
+            cid = relay_client_id(self.policy, secret, 0, "sys")
+            watch = DroppedWatch(name, endpoint, cid, self._on_broker_dropped)
+            watch.start()
+            self._tails.append(watch)
+
+    def _on_broker_dropped(self, broker: str, dropped: int, total: int) -> None:
+        """A full client queue made the broker drop messages: audited, counted, alarmed."""
+        _log.error(
+            "ALARM: the %s-facing broker dropped %d message(s) (queue full, "
+            "max_queued_messages); %d since it started",
+            broker.upper(),
+            dropped,
+            total,
+        )
+        with self._lock:
+            self._broker_dropped[broker] += dropped
+            self._dropped_at = time.monotonic()
+        self._record(
+            AuditEvent(
+                actor="idmz-relay",
+                action="relay.broker.overflow",
+                resource=f"{broker}-broker",
+                outcome=Outcome.FAILURE,
+                reason=(
+                    f"queue_full: the {broker.upper()}-facing broker dropped messages past "
+                    "max_queued_messages (a client's queue was full)"
+                ),
+                details={"code": "queue_full", "broker": broker, "count": dropped, "total": total},
+            )
+        )
 
     def _on_broker_refusal(self, broker: str, refusal: BrokerRefusal) -> None:
         """Audit what the broker plugin refused, with the certificate's identity (ADR 0058)."""
@@ -390,7 +436,12 @@ class Appliance:
                 problems.append(f"{b.name} broker down (restarting)")
         with self._lock:
             refused = dict(self._broker_refused)
+            dropped = dict(self._broker_dropped)
+            recent_drop = self._dropped_at and time.monotonic() - self._dropped_at < DROP_ALARM_S
+        if recent_drop:
+            problems.append("a broker dropped messages: a client queue is full (see the audit log)")
         return {
+            "broker_dropped": dropped,
             "workers_alive": alive,
             "worker_restarts": self.worker_restarts,
             "broker_restarts": {n: b.restarts for n, b in self._brokers.items()},

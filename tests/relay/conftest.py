@@ -159,6 +159,7 @@ def start_relay(
     workers: int = 1,
     limits: RelayLimits | None = None,
     policy_text: str | None = None,
+    max_queued_messages: int = 100_000,
 ) -> Relay:
     ot_port, it_port, health_port = free_port(), free_port(), free_port()
     relay_creds = plant.creds[RELAY_ID]
@@ -186,6 +187,7 @@ def start_relay(
             plant.server.cert,
             plant.server.key,
             bound_port=free_port(),  # the workers' bound-id listener (ADR 0058)
+            max_queued_messages=max_queued_messages,
         )
 
     config = ApplianceConfig(
