@@ -15,6 +15,12 @@ stays connected; their reconnects are refused at TLS (new CRL). Where the plugin
 built (no compiler or Mosquitto headers; logged as a warning at start) the appliance restarts
 the OT broker instead, which disconnects everyone once (ADR 0051, ADR 0057). Every worker
 refuses their messages on its own from the moment it sees the CRL.
+
+Sessions (ADR 0058): the workers dial the brokers' bound-id listeners with client ids derived
+from the relay's secret, which the plugin admits only with the relay's certificate. The
+appliance audits what the plugin reports (`relay.broker_refusals.RefusalTail`: refused
+publishes and CONNECTs, with the certificate's identity) and each overflow of a broker queue
+(`relay.broker_overflow.DroppedWatch`).
 """
 
 from __future__ import annotations

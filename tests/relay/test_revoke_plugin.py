@@ -1,7 +1,7 @@
 """The revoke plugin (relay/native/idmz_revoke.c) in a real Mosquitto 2.0 with mutual TLS, the
-rendered acl_file and `mosquitto_pub` as the client: it refuses exactly the identities in its
-file, leaves every other decision to the acl_file, survives a malformed or missing file, and
-builds once. Skipped, with the reason, where it cannot be built (no gcc or Mosquitto headers)."""
+rendered rules and `mosquitto_pub` as the client: it refuses exactly the identities in its
+file, decides every other publish from the rendered rules exactly as the acl_file would (ADR
+0058), survives a malformed or missing file, and builds once. Skipped, with the reason, where it cannot be built (no gcc or Mosquitto headers)."""
 
 from __future__ import annotations
 
@@ -156,8 +156,8 @@ def test_plugin_is_rendered_into_both_brokers_with_only_ot_revocations(
 def test_device_still_cannot_publish_outside_its_path_with_the_plugin_loaded(
     broker: PluginBroker,
 ) -> None:
-    # The plugin defers for devices it does not list, so the rendered acl_file decides exactly
-    # as without it (a plugin "allow" would override an acl_file deny in Mosquitto 2.0.11).
+    # The plugin decides from the rendered rules, the same grants as the acl_file (its "allow"
+    # overrides acl_file in Mosquitto 2.0.11, so the rules must never grant more; ADR 0058).
     assert broker.publish_own(KEPT) == "ok"
     assert "not authori" in broker.publish_own(KEPT, topic_owner=OTHER).lower()
     assert "not authori" in broker.publish_own(KEPT, sub="command").lower()  # not in its class

@@ -17,10 +17,11 @@ import pytest
 
 from policies.broker_config import relay_client_id
 from relay.broker_refusals import RefusalTail
+from relay.errors import RelayConfigError, RevokePluginUnavailableError
 from relay.share_secret import load_share_secret
 from tests.policies.mqtt_clients import Endpoint, Subscriber, publish
 from tests.policies.testpki import ClientCredentials
-from tests.relay.conftest import HISTORIAN, PRESS_1, PRESS_2, Relay, envelope
+from tests.relay.conftest import HISTORIAN, PRESS_1, PRESS_2, Plant, Relay, envelope, start_relay
 from tests.relay.test_forwarding import ITConsumer, make_live
 from tests.support.net import wait_for
 
@@ -235,3 +236,18 @@ def test_flooding_denials_are_aggregated_per_identity(relay: Relay) -> None:
     records = audited(relay, acl_denied(PRESS_2, topic))
     assert total() == lines
     assert len(records) <= 2 * (int(elapsed) + 3), (len(records), elapsed)
+
+
+def test_several_workers_without_the_plugin_are_refused(
+    plant: Plant, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Without the plugin the brokers force client id = CN, which all workers share: they would
+    keep displacing each other, so the appliance refuses to start them (ADR 0058)."""
+
+    def unavailable() -> Path:
+        raise RevokePluginUnavailableError("no C compiler 'gcc' on PATH (simulated)")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("relay.appliance.build_plugin", unavailable)
+        with pytest.raises(RelayConfigError, match="2 workers need the idmz broker plugin"):
+            start_relay(plant, tmp_path_factory.mktemp("relay-no-plugin"), workers=2)
