@@ -269,7 +269,7 @@ def _config(policy: Policy, zone: Zone, s: BrokerSettings, purpose: str) -> str:
         "set_tcp_nodelay true",
         *_settings_lines(s, zone),
         "",
-        "# The only listener: TLS 1.2+ with a client certificate from the idmz CA, checked",
+        "# The main listener: TLS 1.2+ with a client certificate from the idmz CA, checked",
         "# against the CRL (re-read on SIGHUP). There is no plaintext listener.",
         *_listener_lines(s),
         "# The certificate CN is the username and the client id: no client can take another",
