@@ -34,12 +34,12 @@ def relay_ids(relay: Relay, side: str) -> list[str]:
     return [relay_client_id(policy, secret, i, side) for i in range(relay.config.workers)]
 
 
-def connect_once(endpoint: Endpoint, creds: ClientCredentials, client_id: str) -> str:
+def connect_once(endpoint: Endpoint, creds: ClientCredentials, client_id: str, *extra: str) -> str:
     """A persistent-session subscriber (clean start 0) that gives up after its CONNACK if
     refused; returns what the client printed."""
     done = subprocess.run(
         ["mosquitto_sub", *endpoint.args(creds), "-V", "mqttv5", "-q", "1", "-c", "-x", "3600",
-         "-i", client_id, "-t", "acme/plant1/nothing/#", "-W", "5"],
+         "-i", client_id, *extra, "-t", "acme/plant1/nothing/#", "-W", "5"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     return (done.stdout + done.stderr).lower()
@@ -111,6 +111,11 @@ def test_device_cannot_take_over_the_relays_session(
     send(relay, [f"h3-before-{i}" for i in range(3)])
     # On the bound-id listener the plugin refuses the CONNECT: the id is not press-02's.
     assert "not authori" in connect_once(relay.bound("ot"), relay.plant.cred(PRESS_2), ot_ids[0])
+    # An MQTT 5 authentication method would skip the plugin's CONNECT check: Mosquitto 2.0.11
+    # then asks EXT_AUTH_START, which nothing answers, and refuses (bad authentication method).
+    enhanced = connect_once(relay.bound("ot"), relay.plant.cred(PRESS_2), ot_ids[0],
+                            "-D", "connect", "authentication-method", "x-idmz")  # fmt: skip
+    assert "authentication method" in enhanced, enhanced
     # On the main listener the broker replaces the id with press-02's identity: no takeover.
     holder = Subscriber(relay.ot, relay.plant.cred(PRESS_2), "acme/#", tmp_path / "att.txt",
                         debug=True, client_id=ot_ids[0], persistent=True)  # fmt: skip
