@@ -25,6 +25,8 @@ category in reports:
 ``relay.device.cutoff``        a revoked device was disconnected
 ``relay.crl.stale``            the brokers' CRL passed nextUpdate (details: CRL number,
                                nextUpdate, each zone's on_stale_crl)
+``relay.session.refused``      a broker refused a CONNECT (client id not the certificate's)
+``relay.broker.overflow``      a broker dropped messages: a client queue was full
 ``config.*.changed``           configuration changed (before/after)
 ``operator.*``                 a manual action recorded by an operator with their reason
 =============================  ==========================================================

@@ -40,7 +40,15 @@ _TOP = {
     "health",
     "brokers",
 }
-_BROKER = {"host", "port", "managed", "bind_address", "keepalive_s"}
+_BROKER = {
+    "host",
+    "port",
+    "managed",
+    "bind_address",
+    "keepalive_s",
+    "max_queued_messages",
+    "bound_port",
+}
 _TLS = {"ca", "relay_cert", "relay_key", "server_cert", "server_key"}
 _LIMITS = set(RelayLimits.__dataclass_fields__)
 _HEALTH = {"host", "port"}
@@ -129,6 +137,8 @@ def load_relay_config(
                 client_tls.cafile,
                 server_cert,
                 server_key,
+                max_queued_messages=int(t.get("max_queued_messages", 100_000)),
+                bound_port=int(t["bound_port"]) if "bound_port" in t else None,
             )
 
         managed_ot, managed_it = broker(ot, ot_ep), broker(it, it_ep)

@@ -10,6 +10,13 @@ Two brokers, both TLS-only with client certificates (mosquitto.conf(5), Mosquitt
 * IT-facing: only the relay writes, and only the exact device topics; consumers read under
   their policy prefixes. No user has a wildcard write anywhere.
 
+Sessions are bound to certificates (ADR 0058). The listener takes the certificate CN as both the
+username and the client id (``use_identity_as_username``, ``use_username_as_clientid``), so no
+client can take another identity's session. With the idmz broker plugin (`BrokerPlugin`) the
+plugin decides the ACLs from `RenderedBroker.rules`, and an optional second, bound-id listener
+lets clients choose ``<identity>`` or ``<identity>:<suffix>`` as client id (the plugin checks
+it at CONNECT): several sessions of one identity, such as the relay's workers.
+
 Inputs are plain values (ports, file paths, the list of registered identities), so the relay,
 the demo and ``idmz policy render`` each render into their own directories. Paths are checked
 for characters that would let a value inject configuration lines. No I/O happens here.
@@ -17,6 +24,7 @@ for characters that would let a value inject configuration lines. No I/O happens
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections.abc import Iterable
@@ -60,6 +68,17 @@ KEPT_LAST_CRL_MARK = "# idmz-keep-last-crl:"  # followed by the crlfile left out
 
 
 @dataclass(frozen=True, slots=True)
+class BrokerPlugin:
+    """The idmz broker plugin (relay/native/idmz_revoke.c) and its files, as the broker sees them."""
+
+    path: str  # the compiled plugin
+    revoked_file: str  # identities refused and kicked
+    rules_file: str  # where `RenderedBroker.rules` will be installed
+    report_file: str | None = None  # where the plugin appends refusals; None: not reported
+    bound_port: int | None = None  # a second listener where the plugin binds chosen client ids
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerSettings:
     port: int
     tls: TlsFiles
@@ -71,6 +90,10 @@ class BrokerSettings:
     # Mosquitto started as root switches to this user (its default is "mosquitto"), which must
     # be able to read the ACL file and, on reload, the CRL. None: leave Mosquitto's default.
     run_as_user: str | None = None
+    # Bounded per-client queue (messages held for an offline persistent session or beyond the
+    # in-flight window); overflow is dropped by Mosquitto and counted in $SYS. 0 = unbounded.
+    max_queued_messages: int = 100_000
+    plugin: BrokerPlugin | None = None  # None: use_username_as_clientid binds the client id
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +108,8 @@ class Registry:
 class RenderedBroker:
     zone: Zone
     config: str  # mosquitto.conf text
-    acl: str  # acl_file text
+    acl: str  # acl_file text (what decides without the plugin)
+    rules: str  # the plugin's rules: "<read|write> <identity> <filter>" lines, the same grants
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,14 +135,35 @@ def relay_subscription(policy: Policy, share_secret: bytes) -> str:
     appears in no broker file, because the ACL is checked on the filter without the share
     prefix. Every worker of one relay uses the same secret, hence the same group.
     """
+    tag = _secret_tag(share_secret, b"idmz relay share group", "share-group")[:32]
+    return f"$share/{policy.relay.share_group}-{tag}/{policy.enterprise}/#"
+
+
+def _secret_tag(share_secret: bytes, domain: bytes, use: str) -> str:
+    """SHA-256 hex of the relay's secret, separated per use by ``domain``."""
     if len(share_secret) < MIN_SHARE_SECRET_BYTES:
         raise PolicyConfigError(
-            f"the relay's share-group secret needs at least {MIN_SHARE_SECRET_BYTES} bytes; "
+            f"the relay's {use} secret needs at least {MIN_SHARE_SECRET_BYTES} bytes; "
             f"found {len(share_secret)}",
             key="relay.share_group",
         )
-    tag = hashlib.sha256(b"idmz relay share group\x00" + share_secret).hexdigest()[:32]
-    return f"$share/{policy.relay.share_group}-{tag}/{policy.enterprise}/#"
+    return hashlib.sha256(domain + b"\x00" + share_secret).hexdigest()
+
+
+SYS_DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"  # messages dropped, queue full
+RELAY_CLIENT_ID_SEPARATOR = ":"  # never in an identity path, so no identity owns another's ids
+
+
+def relay_client_id(policy: Policy, share_secret: bytes, index: int, side: str) -> str:
+    """The client id of relay worker ``index`` on ``side`` ("ot" or "it"):
+    ``<relay identity>:<16 hex digits derived from the relay's secret>-<index>-<side>``.
+
+    The broker plugin admits a client id only if it is the certificate's identity or
+    ``<identity>:<suffix>`` (ADR 0058), so only the relay's certificate may use these; the
+    secret-derived part also keeps them unguessable where a broker does not bind them.
+    """
+    tag = _secret_tag(share_secret, b"idmz relay client id", "client-id")[:16]
+    return f"{policy.relay.identity.path}{RELAY_CLIENT_ID_SEPARATOR}{tag}-{index}-{side}"
 
 
 def _value(name: str, value: str) -> str:
@@ -165,7 +210,40 @@ def _listener_lines(s: BrokerSettings) -> list[str]:
         "tls_version tlsv1.2",
         f"ciphers {TLS12_CIPHERS}",
         "require_certificate true",
-        "use_identity_as_username true",
+    ]
+
+
+def _plugin_lines(s: BrokerSettings) -> list[str]:
+    if s.plugin is None:
+        return []
+    p = s.plugin
+    lines = [
+        "# The idmz plugin decides the ACLs (acl_file decides only without it), refuses revoked",
+        "# identities and binds the sessions of the bound-id listener (ADR 0058).",
+        f"plugin {_value('plugin', p.path)}",
+        f"plugin_opt_revoked_file {_value('revoked_file', p.revoked_file)}",
+        f"plugin_opt_rules_file {_value('rules_file', p.rules_file)}",
+    ]
+    if p.report_file is not None:
+        lines.append(f"plugin_opt_report_file {_value('report_file', p.report_file)}")
+    return lines
+
+
+def _bound_listener_lines(s: BrokerSettings) -> list[str]:
+    if s.plugin is None or s.plugin.bound_port is None:
+        return []
+    if not 1 <= s.plugin.bound_port <= 65535 or s.plugin.bound_port == s.port:
+        raise PolicyConfigError(
+            f"the bound-id port must be 1-65535 and not {s.port}; found {s.plugin.bound_port}",
+            key="bound_port",
+        )
+    return [
+        "# Bound-id listener: no use_identity_as_username, so Mosquitto asks the plugin at every",
+        "# CONNECT. It takes the identity from the certificate CN, admits only the client ids",
+        "# <identity> and <identity>:<suffix>, and sets the username to the identity. Several",
+        "# sessions of one identity (the relay's workers) connect here.",
+        *_listener_lines(dataclasses.replace(s, port=s.plugin.bound_port)),
+        "",
     ]
 
 
@@ -188,6 +266,7 @@ def _config(policy: Policy, zone: Zone, s: BrokerSettings, purpose: str) -> str:
         "allow_anonymous false",
         f"acl_file {_value('acl_file', s.acl_file)}",
         f"max_packet_size {max_packet_bytes(policy)}",
+        f"max_queued_messages {_queue_limit(s)}",
         "connection_messages true",
         "log_type error",
         "log_type warning",
@@ -197,12 +276,28 @@ def _config(policy: Policy, zone: Zone, s: BrokerSettings, purpose: str) -> str:
         "set_tcp_nodelay true",
         *_settings_lines(s, zone),
         "",
-        "# The only listener: TLS 1.2+ with a client certificate from the idmz CA, checked",
+        "# The main listener: TLS 1.2+ with a client certificate from the idmz CA, checked",
         "# against the CRL (re-read on SIGHUP). There is no plaintext listener.",
         *_listener_lines(s),
+        "# The certificate CN is the username and the client id: no client can take another",
+        "# identity's session (ADR 0058).",
+        "use_identity_as_username true",
+        "use_username_as_clientid true",
         "",
+        *_bound_listener_lines(s),
+        *_plugin_lines(s),
     ]
     return "\n".join(lines)
+
+
+def _queue_limit(s: BrokerSettings) -> int:
+    if s.max_queued_messages < 1:
+        raise PolicyConfigError(
+            f"max_queued_messages must be at least 1 (0 would be unbounded); "
+            f"found {s.max_queued_messages}",
+            key="max_queued_messages",
+        )
+    return s.max_queued_messages
 
 
 def _device_topics(
@@ -232,6 +327,14 @@ def _acl_header(policy: Policy, zone: Zone) -> list[str]:
     ]
 
 
+def _rules_header(policy: Policy, zone: Zone) -> list[str]:
+    return [
+        f"# idmz {zone.upper()}-facing broker: the idmz plugin's rules (<read|write> <identity> <filter>)",
+        f"# idmz-policy-sha256: {policy.content_hash}",
+        "# Anything not granted here is refused and reported.",
+    ]
+
+
 def render_brokers(
     policy: Policy, registry: Registry, *, ot: BrokerSettings, it: BrokerSettings
 ) -> RenderedDeployment:
@@ -245,6 +348,9 @@ def render_brokers(
 
     ot_acl = _acl_header(policy, Zone.OT)
     it_acl = _acl_header(policy, Zone.IT)
+    # The plugin's rules: the same grants as the ACL files, one per line.
+    ot_rules = _rules_header(policy, Zone.OT)
+    it_rules = _rules_header(policy, Zone.IT)
     it_acl += ["# the relay republishes exactly the device topics, nothing else", f"user {relay}"]
     for device, cls, topics in devices:
         ot_acl += [
@@ -254,12 +360,18 @@ def render_brokers(
             "",
         ]
         it_acl += [f"topic write {t}" for t in topics]
+        ot_rules += [f"write {device.path} {t}" for t in topics]
+        it_rules += [f"write {relay} {t}" for t in topics]
     ot_acl += [
         "# the relay reads device traffic (shared subscription $share/<group>/<enterprise>/#)",
         f"user {relay}",
         f"topic read {policy.enterprise}/#",
         "",
     ]
+    ot_rules.append(f"read {relay} {policy.enterprise}/#")
+    # The appliance watches each broker's dropped-message counter (relay.broker_overflow).
+    for rules in (ot_rules, it_rules):
+        rules.append(f"read {relay} {SYS_DROPPED_TOPIC}")
     it_acl.append("")
     known = set()
     if not policy.consumers_may_subscribe and policy.consumers:
@@ -271,6 +383,7 @@ def render_brokers(
             notes.append(f"consumer {path}: empty subscribe list; no rights")
             continue
         it_acl += [f"user {path}", *(f"topic read {p.path}/#" for p in rule.subscribe), ""]
+        it_rules += [f"read {path} {p.path}/#" for p in rule.subscribe]
     for consumer in registry.consumers:
         if consumer.path not in known:
             notes.append(f"consumer {consumer}: no consumer rule in the policy; no rights")
@@ -280,11 +393,13 @@ def render_brokers(
             Zone.OT,
             _config(policy, Zone.OT, ot, "gateways publish, the relay reads"),
             "\n".join(ot_acl),
+            "\n".join(ot_rules) + "\n",
         ),
         it=RenderedBroker(
             Zone.IT,
             _config(policy, Zone.IT, it, "the relay publishes, IT consumers read"),
             "\n".join(it_acl),
+            "\n".join(it_rules) + "\n",
         ),
         notes=tuple(notes),
     )

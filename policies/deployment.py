@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from policies.broker_config import KEPT_LAST_CRL_MARK
@@ -113,10 +114,27 @@ def _check_listener(
                 f"{zone_name} broker {where} does not require a client certificate",
                 "set require_certificate true on the listener")  # fmt: skip
     ident = lst.get("use_identity_as_username")
-    if ident is None or ident.value != "true":
+    plugin = conf.security(lst, "plugin")
+    rules = conf.security(lst, "plugin_opt_rules_file")
+    # The idmz broker plugin binds a listener without use_identity_as_username itself: it takes
+    # the identity from the certificate and checks the client id at CONNECT (ADR 0058).
+    bound_by_plugin = (
+        plugin is not None and rules is not None and Path(plugin.value).name.startswith("idmz_")
+    )
+    if (ident is None or ident.value != "true") and not bound_by_plugin:
         c.error("listener.identity_not_username", name, ident.line if ident else lst.line,
                 f"{where}: without use_identity_as_username the ACL cannot bind a connection to its certificate CN",
                 "set use_identity_as_username true")  # fmt: skip
+    elif (
+        ident is not None
+        and ident.value == "true"
+        and ((cid := lst.get("use_username_as_clientid")) is None or cid.value != "true")
+    ):
+        # Mosquitto asks no plugin at CONNECT on such a listener: only this binds the id.
+        c.error("listener.client_id_unbound", name, lst.line,
+                f"{where}: clients choose their client id, so one identity can take over another's "
+                "session (the relay's included)",
+                "set use_username_as_clientid true, or bind client ids with the idmz broker plugin")  # fmt: skip
     version = lst.get("tls_version")
     if version is None:
         # mosquitto.conf(5) for 2.0.11: unset allows TLS 1.3 and 1.2. Mosquitto 1.x allowed

@@ -15,6 +15,12 @@ stays connected; their reconnects are refused at TLS (new CRL). Where the plugin
 built (no compiler or Mosquitto headers; logged as a warning at start) the appliance restarts
 the OT broker instead, which disconnects everyone once (ADR 0051, ADR 0057). Every worker
 refuses their messages on its own from the moment it sees the CRL.
+
+Sessions (ADR 0058): the workers dial the brokers' bound-id listeners with client ids derived
+from the relay's secret, which the plugin admits only with the relay's certificate. The
+appliance audits what the plugin reports (`relay.broker_refusals.RefusalTail`: refused
+publishes and CONNECTs, with the certificate's identity) and each overflow of a broker queue
+(`relay.broker_overflow.DroppedWatch`).
 """
 
 from __future__ import annotations
@@ -38,18 +44,29 @@ from audit.errors import AuditError
 from audit.events import AuditEvent, AuditSink, Outcome
 from pki.ledger import Ledger, LedgerEntry
 from policies import load_policy
-from relay.brokers import LogTail, MosquittoProcess, registry_from_ledger, render_files
-from relay.config import ApplianceConfig, WorkerConfig
+from policies.broker_config import relay_client_id
+from relay.broker_overflow import DroppedWatch
+from relay.broker_refusals import BrokerRefusal, RefusalTail, broker_refusal_event
+from relay.brokers import (
+    REPORT_FILE,
+    MosquittoProcess,
+    free_port,
+    registry_from_ledger,
+    render_files,
+)
+from relay.config import ApplianceConfig, ManagedBroker, WorkerConfig
 from relay.crl_alarm import CrlAlarm, brokers_without_crl, crlfile_change_event
-from relay.errors import RevokePluginUnavailableError
+from relay.errors import RelayConfigError, RevokePluginUnavailableError
 from relay.health import HealthServer
 from relay.records import cutoff_event
 from relay.revocation import CrlStatus, CrlWatcher, RevocationState
 from relay.revoke_plugin import build_plugin
+from relay.share_secret import ensure_share_secret
 from relay.stats import read_snapshots
 
 _log = logging.getLogger("relay.appliance")
 _SPAWN = multiprocessing.get_context("spawn")
+DROP_ALARM_S = 300.0  # health stays degraded this long after a broker dropped messages
 RELOAD_AGAIN_S = 1.0  # a second SIGHUP after a revocation (see _on_revocation)
 
 
@@ -106,7 +123,11 @@ class Appliance:
         self._broker_refused: Counter[tuple[str, str]] = Counter()
         self._brokers: dict[str, MosquittoProcess] = {}
         self._revoke_plugin: Path | None = None  # compiled at start; None: restart on revocation
-        self._tails: list[LogTail] = []
+        # Followers of the brokers' refusal reports and dropped-message counters.
+        self._tails: list[RefusalTail | DroppedWatch] = []
+        self._broker_dropped: Counter[str] = Counter()
+        self._dropped_at = 0.0  # monotonic time of the last overflow (the alarm)
+        self._managed: dict[str, ManagedBroker] = {}  # with their bound-id ports, once started
         self._revocation = RevocationState()
         self._registry_key: tuple[Any, ...] = ()
         self._crl: CrlWatcher | None = None
@@ -213,8 +234,8 @@ class Appliance:
         _files, ot_changed, it_changed = render_files(
             self.policy,
             registry,
-            ot=cfg.managed_ot,
-            it=cfg.managed_it,
+            ot=self._managed.get("ot", cfg.managed_ot),
+            it=self._managed.get("it", cfg.managed_it),
             crl_path=wc.crl_path,
             directory=cfg.broker_dir,
             audit_denials=cfg.audit_broker_denials,
@@ -226,6 +247,18 @@ class Appliance:
         )
         return ot_changed, it_changed
 
+    def _bound_endpoints(self, worker: WorkerConfig) -> WorkerConfig:
+        """Managed brokers with the plugin: the workers dial the bound-id listeners, where each
+        keeps its own session under ``<relay identity>:<suffix>`` (ADR 0058)."""
+        if self._revoke_plugin is None or not self._managed:
+            return worker
+        ot_port, it_port = self._managed["ot"].bound_port, self._managed["it"].bound_port
+        return dataclasses.replace(
+            worker,
+            ot=worker.ot if ot_port is None else dataclasses.replace(worker.ot, port=ot_port),
+            it=worker.it if it_port is None else dataclasses.replace(worker.it, port=it_port),
+        )
+
     def _start_brokers(self) -> None:
         cfg = self.config
         assert (
@@ -234,11 +267,27 @@ class Appliance:
         try:
             self._revoke_plugin = build_plugin()
         except RevokePluginUnavailableError as exc:
+            if cfg.workers > 1:
+                # Without the plugin the brokers force client id = certificate CN, and the
+                # workers share one certificate: they would keep displacing each other.
+                raise RelayConfigError(
+                    f"{cfg.workers} workers need the idmz broker plugin (session binding, "
+                    f"ADR 0058), which cannot be built: {exc}"
+                ) from exc
             _log.warning(
-                "revoke plugin unavailable, so a revoked device is disconnected by restarting the "
-                "OT-facing broker (every gateway reconnects once): %s",
+                "revoke plugin unavailable, so the rendered acl_file decides, broker refusals are "
+                "not audited, and a revoked device is disconnected by restarting the OT-facing "
+                "broker (every gateway reconnects once): %s",
                 exc,
             )
+        if self._revoke_plugin is not None:
+            # The bound-id listeners, on a free port unless configured (ADR 0058).
+            self._managed = {
+                name: b
+                if b.bound_port is not None
+                else dataclasses.replace(b, bound_port=free_port(b.bind_address))
+                for name, b in (("ot", cfg.managed_ot), ("it", cfg.managed_it))
+            }
         self._render()
         for name, b in (("ot", cfg.managed_ot), ("it", cfg.managed_it)):
             # A broker bound to every interface is dialled on loopback.
@@ -249,26 +298,58 @@ class Appliance:
             )
             proc.start()
             self._brokers[name] = proc
-            tail = LogTail(
-                cfg.broker_dir / f"{name}.log",
-                functools.partial(self._on_broker_denied, name),
-            )
-            tail.start()
-            self._tails.append(tail)
+            if self._revoke_plugin is not None and cfg.audit_broker_denials:
+                tail = RefusalTail(
+                    cfg.broker_dir / REPORT_FILE.format(zone=name),
+                    functools.partial(self._on_broker_refusal, name),
+                )
+                tail.start()
+                self._tails.append(tail)
+        if self._revoke_plugin is not None:
+            self._watch_overflow()
 
-    def _on_broker_denied(self, broker: str, user: str, topic: str) -> None:
+    def _watch_overflow(self) -> None:
+        """Each broker's dropped-message counter ($SYS), read on the bound-id listener with a
+        client id of the relay's own (ADR 0058)."""
+        wc = self._bound_endpoints(self.config.worker)
+        secret = ensure_share_secret(wc.share_secret_file or wc.state_dir / "share-secret")
+        for name, endpoint in (("ot", wc.ot), ("it", wc.it)):
+            cid = relay_client_id(self.policy, secret, 0, "sys")
+            watch = DroppedWatch(name, endpoint, cid, self._on_broker_dropped)
+            watch.start()
+            self._tails.append(watch)
+
+    def _on_broker_dropped(self, broker: str, dropped: int, total: int) -> None:
+        """A full client queue made the broker drop messages: audited, counted, alarmed."""
+        _log.error(
+            "ALARM: the %s-facing broker dropped %d message(s) (queue full, "
+            "max_queued_messages); %d since it started",
+            broker.upper(),
+            dropped,
+            total,
+        )
         with self._lock:
-            self._broker_refused[(broker, user[:200])] += 1
+            self._broker_dropped[broker] += dropped
+            self._dropped_at = time.monotonic()
         self._record(
             AuditEvent(
-                actor=user[:200],
-                action="relay.message.refused",
-                resource=topic[:512],
-                outcome=Outcome.DENIED,
-                reason=f"broker_acl_denied: the {broker.upper()}-facing broker's ACL refused the publish (MQTT 5 reason 0x87)",
-                details={"code": "broker_acl_denied", "broker": broker},
+                actor="idmz-relay",
+                action="relay.broker.overflow",
+                resource=f"{broker}-broker",
+                outcome=Outcome.FAILURE,
+                reason=(
+                    f"queue_full: the {broker.upper()}-facing broker dropped messages past "
+                    "max_queued_messages (a client's queue was full)"
+                ),
+                details={"code": "queue_full", "broker": broker, "count": dropped, "total": total},
             )
         )
+
+    def _on_broker_refusal(self, broker: str, refusal: BrokerRefusal) -> None:
+        """Audit what the broker plugin refused, with the certificate's identity (ADR 0058)."""
+        with self._lock:
+            self._broker_refused[(broker, refusal.identity)] += refusal.count
+        self._record(broker_refusal_event(broker, refusal))
 
     def _on_revocation(self, old: RevocationState, new: RevocationState) -> None:
         self._revocation = new
@@ -334,7 +415,8 @@ class Appliance:
 
     def _start_worker(self, index: int) -> None:
         worker = dataclasses.replace(
-            self.config.worker, shared_subscription=self.config.workers > 1
+            self._bound_endpoints(self.config.worker),
+            shared_subscription=self.config.workers > 1,
         )
         proc = _SPAWN.Process(
             target=run_worker_process,
@@ -391,7 +473,12 @@ class Appliance:
         problems += self._crl_alarm.problems()
         with self._lock:
             refused = dict(self._broker_refused)
+            dropped = dict(self._broker_dropped)
+            recent_drop = self._dropped_at and time.monotonic() - self._dropped_at < DROP_ALARM_S
+        if recent_drop:
+            problems.append("a broker dropped messages: a client queue is full (see the audit log)")
         return {
+            "broker_dropped": dropped,
             "workers_alive": alive,
             "worker_restarts": self.worker_restarts,
             "broker_restarts": {n: b.restarts for n, b in self._brokers.items()},

@@ -10,9 +10,11 @@ SIGHUP it disconnects exactly the listed devices and refuses them on every ACL c
 every other decision to the rendered acl_file. Without the plugin the appliance calls `restart`
 instead (docs/adr/0051-live-revocation.md, docs/adr/0057-revoke-plugin.md).
 
-With ``audit_denials`` the broker logs at debug level and `LogTail` turns each
-``Denied PUBLISH`` line into a refusal the appliance audits and counts (Mosquitto itself has
-already answered the MQTT 5 client with PUBACK reason 0x87, not authorized).
+Both brokers load the plugin when it could be built: it binds every session to its certificate
+(client id = identity or ``<identity>:<suffix>``), decides the ACLs from the rendered rules and,
+with ``audit_denials``, appends every refusal to ``<zone>-refusals.log``, which the appliance
+reads with `relay.broker_refusals.RefusalTail` (ADR 0058). Without the plugin the rendered
+acl_file decides and ``use_username_as_clientid`` binds the client id.
 """
 
 from __future__ import annotations
@@ -20,13 +22,12 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 import signal
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,13 @@ from pki.errors import MalformedIdentityError
 from pki.identity import ConsumerIdentity, DeviceIdentity
 from pki.ledger import LedgerEntry
 from policies import Policy
-from policies.broker_config import BrokerSettings, Registry, TlsFiles, render_brokers
+from policies.broker_config import (
+    BrokerPlugin,
+    BrokerSettings,
+    Registry,
+    TlsFiles,
+    render_brokers,
+)
 from relay.config import ManagedBroker
 from relay.deathsig import preexec_die_with_parent
 from relay.errors import BrokerStartUpstreamError, RelayConfigError
@@ -43,6 +50,7 @@ _log = logging.getLogger("relay.brokers")
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
 REVOKED_FILE = "revoked.txt"  # read by the revoke plugin (relay/native/idmz_revoke.c)
+REPORT_FILE = "{zone}-refusals.log"  # appended by the plugin, read by relay.broker_refusals
 
 
 def registry_from_ledger(
@@ -105,9 +113,12 @@ def render_files(
 ) -> tuple[RenderedFiles, bool, bool]:
     """Render both brokers into ``directory``; return the paths and whether each changed.
 
-    With ``revoke_plugin`` (the compiled `relay.revoke_plugin`) the OT broker loads it and
-    ``revoked_devices`` are written, one per line, to ``revoked.txt`` (atomically: the plugin
-    reads it on SIGHUP). The OT ACL is reported as changed when that file changed.
+    With ``revoke_plugin`` (the compiled `relay.revoke_plugin`) both brokers load it (ADR
+    0058): ``revoked_devices`` are written, one per line, to the OT broker's ``revoked.txt``
+    (atomically: the plugin reads it on SIGHUP; the IT broker's ``it-revoked.txt`` is empty),
+    the ACL grants to ``<zone>.rules``, and with ``audit_denials`` the plugin reports refusals
+    to ``<zone>-refusals.log``. A broker's ACL is reported as changed when any of its files
+    changed.
 
     With ``policy_document`` (the source name and text ``policy`` was loaded from) a copy is
     written next to the configs as ``policy.toml`` (``policy.yaml`` for a YAML source), so the
@@ -121,6 +132,19 @@ def render_files(
     files = RenderedFiles(
         directory / "ot.conf", directory / "it.conf", directory / "ot.acl", directory / "it.acl"
     )
+    revoked = {"ot": directory / REVOKED_FILE, "it": directory / f"it-{REVOKED_FILE}"}
+
+    def plugin(name: str) -> BrokerPlugin | None:
+        if revoke_plugin is None:
+            return None
+        report = directory / REPORT_FILE.format(zone=name)
+        return BrokerPlugin(
+            path=_conf_path(revoke_plugin),
+            revoked_file=_conf_path(revoked[name]),
+            rules_file=_conf_path(directory / f"{name}.rules"),
+            report_file=_conf_path(report) if audit_denials else None,
+            bound_port=(ot if name == "ot" else it).bound_port,
+        )
 
     def settings(b: ManagedBroker, name: str, acl: Path) -> BrokerSettings:
         (directory / f"{name}-data").mkdir(exist_ok=True, mode=0o700)
@@ -138,6 +162,8 @@ def render_files(
             persistence_dir=str(directory / f"{name}-data"),
             log_dest=(f"file {directory / f'{name}.log'}",),
             run_as_user=run_as_user,
+            max_queued_messages=b.max_queued_messages,
+            plugin=plugin(name),
         )
 
     rendered = render_brokers(
@@ -146,39 +172,46 @@ def render_files(
         ot=settings(ot, "ot", files.ot_acl),
         it=settings(it, "it", files.it_acl),
     )
-    # The relay keeps many QoS 1 messages in flight and the OT broker must hold a backlog for
-    # the relay's persistent session while the relay is down (nothing dropped silently).
+    # The relay keeps many QoS 1 messages in flight and the OT broker holds a backlog for the
+    # relay's persistent session while the relay is down, up to max_queued_messages (rendered
+    # above); beyond it Mosquitto drops and counts ($SYS), which the appliance alarms on.
+    # No debug log: it would show every client's SUBSCRIBE, the relay's secret share group
+    # included (review S5); refusals come from the plugin's report instead.
     extra = [
         "",
         "# added by the relay appliance",
         "max_inflight_messages 1000",
-        "max_queued_messages 0",
         "persistent_client_expiration 14d",
         "autosave_interval 30",
+        # $SYS/broker/publish/messages/dropped, which the appliance watches, every 5 s.
+        "sys_interval 5",
     ]
-    if audit_denials:
-        extra.append("log_type debug")
-    ot_extra = list(extra)
-    revoked_changed = False
+    changed = {"ot": False, "it": False}
     if revoke_plugin is not None:
-        revoked_file = directory / REVOKED_FILE
-        ot_extra += [
-            "# evicts revoked devices on SIGHUP; defers every other decision to acl_file",
-            f"plugin {_conf_path(revoke_plugin)}",
-            f"plugin_opt_revoked_file {_conf_path(revoked_file)}",
-        ]
-        revoked_changed = _write(revoked_file, "".join(f"{d}\n" for d in sorted(revoked_devices)))
-    ot_conf = rendered.ot.config + "\n".join(ot_extra) + "\n"
-    it_conf = rendered.it.config + "\n".join(extra) + "\n"
-    acl_changed = _write(files.ot_acl, rendered.ot.acl) or revoked_changed
-    it_changed = _write(files.it_acl, rendered.it.acl)
-    _write(files.ot_config, ot_conf)
-    _write(files.it_config, it_conf)
+        for name, zone in (("ot", rendered.ot), ("it", rendered.it)):
+            listed = revoked_devices if name == "ot" else frozenset()
+            changed[name] |= _write(revoked[name], "".join(f"{d}\n" for d in sorted(listed)))
+            changed[name] |= _write(directory / f"{name}.rules", zone.rules)
+    conf_tail = "\n".join(extra) + "\n"
+    acl_changed = _write(files.ot_acl, rendered.ot.acl) or changed["ot"]
+    it_changed = _write(files.it_acl, rendered.it.acl) or changed["it"]
+    _write(files.ot_config, rendered.ot.config + conf_tail)
+    _write(files.it_config, rendered.it.config + conf_tail)
     if policy_document is not None:
         source, text = policy_document
         yaml = Path(source).suffix.lower() in (".yaml", ".yml")
         _write(directory / ("policy.yaml" if yaml else "policy.toml"), text)
     return files, acl_changed, it_changed
+
+
+def free_port(bind_address: str) -> int:
+    """A port the kernel considers free on ``bind_address`` now (for a listener the appliance
+    renders without a configured port; Mosquitto binds it moments later)."""
+    host = "127.0.0.1" if bind_address in ("", "0.0.0.0") else bind_address  # noqa: S104
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -291,60 +324,3 @@ class MosquittoProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=STOP_TIMEOUT_S)
-
-
-_CONNECTED = re.compile(r"New client connected from \S+ as (\S+) \(.*u'([^']*)'\)")
-_DENIED = re.compile(r"Denied PUBLISH from (\S+) \(d\d, q\d, r\d, m\d+, '([^']*)'")
-
-
-class LogTail:
-    """Follows a broker log and reports ``Denied PUBLISH`` lines as (username, topic)."""
-
-    def __init__(self, path: Path, on_denied: Callable[[str, str], None]) -> None:
-        self._path = path
-        self._on_denied = on_denied
-        self._users: dict[str, str] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"tail-{path.name}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        offset = self._path.stat().st_size if self._path.exists() else 0
-        pending = b""
-        while not self._stop.wait(0.2):
-            try:
-                size = self._path.stat().st_size
-                if size < offset:
-                    offset = 0
-                if size == offset:
-                    continue
-                with self._path.open("rb") as fh:
-                    fh.seek(offset)
-                    data = fh.read(min(size - offset, 8 << 20))
-            except OSError:
-                continue
-            offset += len(data)
-            chunk = pending + data
-            lines = chunk.split(b"\n")
-            pending = lines.pop()
-            for raw in lines:
-                if b"New client connected" not in raw and b"Denied PUBLISH" not in raw:
-                    continue
-                line = raw.decode("utf-8", "replace")
-                m = _CONNECTED.search(line)
-                if m:
-                    if len(self._users) > 100_000:
-                        self._users.clear()
-                    self._users[m.group(1)] = m.group(2)
-                    continue
-                m = _DENIED.search(line)
-                if m:
-                    self._on_denied(
-                        self._users.get(m.group(1), f"client-id:{m.group(1)}"), m.group(2)
-                    )

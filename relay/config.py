@@ -102,7 +102,6 @@ class WorkerConfig:
     ledger_path: Path | None  # <home>/ca/ledger.sqlite, read to map serials to identities
     accepted_audit: AcceptedAudit = AcceptedAudit.PER_BATCH
     limits: RelayLimits = field(default_factory=RelayLimits)
-    client_id_prefix: str = "idmz-relay"
     # False only for a single worker (see ADR 0052); the appliance sets it from ``workers``.
     shared_subscription: bool = True
     # The share-group secret (ADR 0034, relay.share_secret); None: <state_dir>/share-secret,
@@ -120,6 +119,21 @@ class ManagedBroker:
     cafile: Path  # CA bundle that signs the clients (issuing + root)
     certfile: Path  # the broker's server certificate
     keyfile: Path
+    # Messages the broker holds per client beyond the in-flight window (the relay's backlog
+    # while it is down). Mosquitto drops past it and counts the drops; the appliance raises
+    # an alarm on them. Never 0 (unbounded: one stuck session could fill the memory).
+    max_queued_messages: int = 100_000
+    # The bound-id listener (ADR 0058) where the relay's workers connect, each with its own
+    # client id <relay identity>:<suffix> checked by the broker plugin. None: no such listener;
+    # then the workers use the main listener, where the client id is the certificate CN, and
+    # only one worker can run.
+    bound_port: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_queued_messages <= 100_000_000:
+            raise RelayConfigError(
+                f"max_queued_messages must be 1-100000000; found {self.max_queued_messages}"
+            )
 
 
 @dataclass(frozen=True, slots=True)

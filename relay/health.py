@@ -5,7 +5,7 @@ Metric names (all prefixed ``idmz_relay_``): ``forwarded_total``, ``refused_tota
 ``spooled_total``, ``drained_total``, ``duplicates_total``, ``dropped_total`` (0 by design),
 ``device_forwarded_total{device}``, ``device_refused_total{device}``, ``spool_bytes``,
 ``inflight``, ``spool_full`` (alarm), ``audit_ok``, ``audit_failures_total``,
-``it_connected``, ``ot_connected``, ``revoked_devices``, ``broker_refused_total{broker,device}``,
+``it_connected``, ``ot_connected``, ``revoked_devices``, ``broker_refused_total{broker,device}``, ``broker_dropped_total{broker}``,
 ``broker_restarts_total{broker}``, ``worker_restarts_total``, ``workers_alive``,
 ``added_latency_seconds_avg``, ``crl_seconds_to_next_update``. Counters are per worker (label ``worker``) and survive
 nothing: a restarted worker starts at zero, which Prometheus ``rate()`` handles.
@@ -98,6 +98,14 @@ class _Collector:
         for (name, device), n in sorted(status.get("broker_refused", {}).items()):
             broker.add_metric([name, device], float(n))
         yield broker
+        dropped = CounterMetricFamily(
+            p + "broker_dropped",
+            "messages a managed broker dropped because a client queue was full (alarm if > 0)",
+            labels=["broker"],
+        )
+        for name, n in sorted(status.get("broker_dropped", {}).items()):
+            dropped.add_metric([name], float(n))
+        yield dropped
         restarts = CounterMetricFamily(
             p + "broker_restarts", "managed broker restarts", labels=["broker"]
         )

@@ -39,7 +39,12 @@ from typing import Any
 from audit.errors import AuditError
 from audit.events import AuditEvent, AuditSink
 from policies import AuditFailureMode, load_policy
-from policies.broker_config import PACKET_OVERHEAD_BYTES, max_packet_bytes, relay_subscription
+from policies.broker_config import (
+    PACKET_OVERHEAD_BYTES,
+    max_packet_bytes,
+    relay_client_id,
+    relay_subscription,
+)
 from relay.config import AcceptedAudit, WorkerConfig
 from relay.dedup import DedupWindow
 from relay.errors import SpoolFullError
@@ -134,10 +139,9 @@ class Worker:
         self._drain_gen = 0
         self._drain_out: deque[_DrainRef] = deque()
         self._prev_digest = ""
-        prefix = f"{config.client_id_prefix}-{index}"
         self._ot = OTSource(
             config.ot,
-            client_id=prefix,
+            client_id=self._client_id(config, index, "ot"),
             subscription=self._subscription(config),
             receive_maximum=limits.max_inflight,
             session_expiry_s=config.session_expiry_s,
@@ -148,7 +152,7 @@ class Worker:
         )
         self._it = ITSink(
             config.it,
-            client_id=f"{prefix}-it",
+            client_id=self._client_id(config, index, "it"),
             on_acked=self._on_it_acked,
             on_down=self._on_it_down,
             on_up=self._on_it_up,
@@ -158,6 +162,12 @@ class Worker:
             threading.Thread(target=self._drain_loop, name="drainer", daemon=True),
             threading.Thread(target=self._stats_loop, name="stats", daemon=True),
         ]
+
+    def _client_id(self, config: WorkerConfig, index: int, side: str) -> str:
+        """``<relay identity>:<secret-derived tag>-<index>-<side>`` (ADR 0058): the brokers'
+        plugin admits it only with the relay's certificate, and no device can guess it."""
+        secret_file = config.share_secret_file or config.state_dir / "share-secret"
+        return relay_client_id(self.policy, ensure_share_secret(secret_file), index, side)
 
     def _subscription(self, config: WorkerConfig) -> str:
         """One worker: a plain persistent subscription (Mosquitto 2.0.11 restores it from

@@ -30,12 +30,14 @@ managed = true
 bind_address = "127.0.0.1"
 host = "127.0.0.1"
 port = {ports.ot}
+bound_port = {ports.ot_bound}
 
 [it]
 managed = true
 bind_address = "127.0.0.1"
 host = "127.0.0.1"
 port = {ports.it}
+bound_port = {ports.it_bound}
 
 [tls]
 ca = {_s(layout.ca / "chain.pem")}

@@ -328,13 +328,16 @@ class Plant:
         verdict = out.strip().splitlines()[-1]
         return f"{verdict} (TLS-only, client certificates, no anonymous, no route into OT)"
 
-    def _mosquitto_sub(self, name: str, port: int, cert: Path, key: Path, topic: str) -> Child:
+    def _mosquitto_sub(
+        self, name: str, port: int, identity: str, cert: Path, key: Path, topic: str
+    ) -> Child:
+        """On a bound-id listener, as ``<identity>:demo-<name>`` (ADR 0058)."""
         capture = self.layout.captures / f"{name}.tsv"
         return self._start(
             name,
             [
                 shutil.which("mosquitto_sub") or "mosquitto_sub", "-h", "127.0.0.1",
-                "-p", str(port), "-V", "mqttv5", "-q", "1", "-i", f"demo-{name}",
+                "-p", str(port), "-V", "mqttv5", "-q", "1", "-i", f"{identity}:demo-{name}",
                 "--cafile", str(self.layout.ca / "chain.pem"), "--cert", str(cert),
                 "--key", str(key), "-t", topic, "-F", CAPTURE_FORMAT,
             ],
@@ -344,18 +347,21 @@ class Plant:
     def subscribers(self) -> str:
         it = self.layout.historian
         hist = self._mosquitto_sub(
-            "historian", self.ports.it, it / "historian.pem", it / "historian.key", "acme/plant1/#"
-        )
+            "historian", self.ports.it_bound, HISTORIAN, it / "historian.pem",
+            it / "historian.key", "acme/plant1/#",
+        )  # fmt: skip
         # An OT-side observer for act 3: the relay's read-only identity, a plain subscription.
         tls = self.layout.relay_tls
         obs = self._mosquitto_sub(
-            "ot-observer", self.ports.ot, tls / "relay.pem", tls / "relay.key", "acme/#"
-        )
+            "ot-observer", self.ports.ot_bound, RELAY, tls / "relay.pem", tls / "relay.key",
+            "acme/#",
+        )  # fmt: skip
         logs = self.layout.broker_dir
 
         def connected(log: Path, client: str) -> bool:
+            identity = HISTORIAN if client == "historian" else RELAY
             try:
-                return f"as demo-{client} " in log.read_text(errors="replace")
+                return f"as {identity}:demo-{client} " in log.read_text(errors="replace")
             except FileNotFoundError:
                 return False
 
@@ -369,8 +375,8 @@ class Plant:
         )
         return (
             f"as {HISTORIAN} on the IT-facing broker, topic acme/plant1/#\n"
-            f"mosquitto_sub -V mqttv5 -p {self.ports.it} --cert it/historian/historian.pem "
-            f"-t 'acme/plant1/#' -F '%t %P %p'"
+            f"mosquitto_sub -V mqttv5 -p {self.ports.it_bound} -i '{HISTORIAN}:demo-historian' "
+            f"--cert it/historian/historian.pem -t 'acme/plant1/#' -F '%t %P %p'"
         )
 
     def gateways(self) -> str:

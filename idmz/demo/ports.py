@@ -26,6 +26,10 @@ class Ports:
     modbus: int
     press_1_metrics: int
     press_2_metrics: int
+    # The managed brokers' bound-id listeners (ADR 0058): the demo's own subscribers connect
+    # there with client ids <identity>:demo-<name>, so no attack displaces them.
+    ot_bound: int
+    it_bound: int
 
 
 def ephemeral_start(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> int:

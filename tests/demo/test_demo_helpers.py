@@ -35,7 +35,7 @@ from idmz.supervisor import Supervisor
 from tests.edge.pkifixtures import make_ca
 from tests.support.net import free_port, port_open, wait_for
 
-PORTS = Ports(8443, 8883, 8884, 9465, 4840, 5020, 9464, 9466)
+PORTS = Ports(8443, 8883, 8884, 9465, 4840, 5020, 9464, 9466, 18883, 18884)
 
 
 def test_demo_refuses_to_wipe_a_directory_it_did_not_create(tmp_path: Path) -> None:

@@ -32,11 +32,14 @@ def publish(
     message: str,
     *,
     v5: bool = False,
+    client_id: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """One QoS 1 publish; returns once the broker has acknowledged it (or refused)."""
-    version = ["-V", "mqttv5"] if v5 else []
+    argv = ["mosquitto_pub", *endpoint.args(creds), *(["-V", "mqttv5"] if v5 else [])]
+    if client_id is not None:
+        argv += ["-i", client_id]
     return subprocess.run(
-        ["mosquitto_pub", *endpoint.args(creds), *version, "-q", "1", "-t", topic, "-m", message],
+        [*argv, "-q", "1", "-t", topic, "-m", message],
         capture_output=True,
         text=True,
         timeout=60,
@@ -55,10 +58,16 @@ class Subscriber:
         out: Path,
         *,
         debug: bool = False,
+        client_id: str | None = None,
+        persistent: bool = False,
     ) -> None:
         self.out = out
         self._file = out.open("w")
         argv = ["mosquitto_sub", *endpoint.args(creds), "-V", "mqttv5", "-q", "1", "-v"]
+        if client_id is not None:
+            argv += ["-i", client_id]
+        if persistent:  # clean start 0 and a session that outlives the connection
+            argv += ["-c", "-x", "3600"]
         self.process = subprocess.Popen(
             # -d prints the SUBACK; stdbuf makes those lines reach the file at once.
             [

@@ -102,3 +102,53 @@ def test_missing_conduits_render_no_rights(plant_text) -> None:
     assert "topic write" not in out.ot.acl + out.it.acl
     assert "topic read acme/plant1" not in out.it.acl
     assert any("conduit" in n for n in out.notes)
+
+
+def test_every_listener_binds_the_client_id_to_the_certificate(policy) -> None:
+    # Review H3/S3: without this a client could take another identity's session (ADR 0058).
+    for broker in (_render(policy).ot, _render(policy).it):
+        lines = broker.config.splitlines()
+        assert "use_identity_as_username true" in lines
+        assert "use_username_as_clientid true" in lines
+
+
+def test_the_plugin_gets_a_bound_id_listener_and_the_same_grants_as_the_acl(policy) -> None:
+    from policies.broker_config import BrokerPlugin
+
+    plugin = BrokerPlugin("/opt/idmz_revoke.so", "/run/revoked.txt", "/run/ot.rules",
+                          "/run/ot-refusals.log", bound_port=18883)  # fmt: skip
+    out = _render(policy, plugin=plugin)
+    lines = out.ot.config.splitlines()
+    assert [ln for ln in lines if ln.startswith("listener")] == ["listener 8883", "listener 18883"]
+    bound = lines[lines.index("listener 18883") :]
+    assert "require_certificate true" in bound and "use_identity_as_username true" not in bound
+    for line in ("plugin /opt/idmz_revoke.so", "plugin_opt_rules_file /run/ot.rules",
+                 "plugin_opt_report_file /run/ot-refusals.log"):  # fmt: skip
+        assert line in lines
+    rules = [ln for ln in out.ot.rules.splitlines() if not ln.startswith("#")]
+    acl_writes = [ln.split()[2] for ln in out.ot.acl.splitlines() if ln.startswith("topic write")]
+    assert sorted(r.split()[2] for r in rules if r.startswith("write ")) == sorted(acl_writes)
+    assert all(r.split()[1] == PRESS.path for r in rules if r.startswith("write "))
+    assert "read acme/it/idmz-relay acme/#" in rules
+    it_rules = out.it.rules.splitlines()
+    assert f"write acme/it/idmz-relay {PRESS.path}/telemetry" in it_rules
+
+
+def test_the_queue_for_each_client_is_bounded(policy) -> None:
+    # Review H2: max_queued_messages 0 (unbounded) let one stuck session fill the memory.
+    assert "max_queued_messages 100000" in _render(policy).ot.config.splitlines()
+    assert "max_queued_messages 500" in _render(policy, max_queued_messages=500).ot.config
+    with pytest.raises(PolicyConfigError, match="unbounded"):
+        _render(policy, max_queued_messages=0)
+
+
+def test_relay_client_ids_belong_to_the_relay_and_derive_from_its_secret(policy) -> None:
+    from policies.broker_config import relay_client_id
+
+    secret = b"0123456789abcdef-relay-secret"
+    ids = {relay_client_id(policy, secret, i, side) for i in range(3) for side in ("ot", "it")}
+    assert len(ids) == 6
+    assert all(cid.startswith("acme/it/idmz-relay:") for cid in ids)
+    assert relay_client_id(policy, secret, 0, "ot") != relay_client_id(policy, b"x" * 32, 0, "ot")
+    with pytest.raises(PolicyConfigError, match="at least 16"):
+        relay_client_id(policy, b"short", 0, "ot")

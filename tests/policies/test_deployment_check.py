@@ -360,3 +360,10 @@ def test_cli_rendered_deployment_starts_mosquitto(pki, server, tmp_path, capsys)
             b.stop()
     capsys.readouterr()
     assert check(out, capsys)[0] == 0
+
+
+def test_listener_letting_clients_choose_their_client_id_fails(deploy, capsys) -> None:
+    # Review H3: a client id not bound to the certificate lets one identity take over another's
+    # persistent session, the relay's included (ADR 0058).
+    edit(deploy / "ot-broker.conf", lambda t: t.replace("use_username_as_clientid true\n", ""))
+    assert "listener.client_id_unbound" in rules(check(deploy, capsys)[1])

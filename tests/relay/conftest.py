@@ -88,6 +88,14 @@ class Relay:
         paths = LogPaths(self.home / "audit")
         return [json.loads(raw) for _, raw in iter_entries(paths, read_index(paths))]
 
+    def bound(self, side: str) -> Endpoint:
+        """The ``"ot"`` or ``"it"`` broker's bound-id listener (ADR 0058): there a client picks
+        its client id, ``<identity>`` or ``<identity>:<suffix>``, so one identity may hold
+        several sessions (on the main listener the client id is the certificate CN)."""
+        broker = self.config.managed_ot if side == "ot" else self.config.managed_it
+        assert broker is not None and broker.bound_port is not None
+        return Endpoint(broker.bound_port, self.plant.pki.cafile)
+
     def metrics(self) -> str:
         import urllib.request
 
@@ -151,6 +159,7 @@ def start_relay(
     workers: int = 1,
     limits: RelayLimits | None = None,
     policy_text: str | None = None,
+    max_queued_messages: int = 100_000,
 ) -> Relay:
     ot_port, it_port, health_port = free_port(), free_port(), free_port()
     relay_creds = plant.creds[RELAY_ID]
@@ -172,7 +181,13 @@ def start_relay(
 
     def managed(port: int) -> ManagedBroker:
         return ManagedBroker(
-            "127.0.0.1", port, plant.pki.cafile, plant.server.cert, plant.server.key
+            "127.0.0.1",
+            port,
+            plant.pki.cafile,
+            plant.server.cert,
+            plant.server.key,
+            bound_port=free_port(),  # the workers' bound-id listener (ADR 0058)
+            max_queued_messages=max_queued_messages,
         )
 
     config = ApplianceConfig(

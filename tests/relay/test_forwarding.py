@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from tests.support.net import wait_for
 pytestmark = pytest.mark.integration
 
 
+_consumer_ids = itertools.count()
+
+
 class ITConsumer:
     """`mosquitto_sub` on the IT-facing broker with an IT consumer certificate, printing
     topic, user properties and payload per line."""
@@ -22,8 +26,11 @@ class ITConsumer:
         creds = relay.plant.cred(HISTORIAN)
         self.out = out
         self._fh = out.open("w")
+        # On the bound-id listener, with a client id of its own: several consumers of the one
+        # historian identity (and its publish attempts) never displace each other (ADR 0058).
         self.proc = subprocess.Popen(
-            ["mosquitto_sub", *relay.it.args(creds), "-V", "mqttv5", "-q", "1",
+            ["mosquitto_sub", *relay.bound("it").args(creds), "-V", "mqttv5", "-q", "1",
+             "-i", f"{HISTORIAN}:sub-{next(_consumer_ids)}",
              "-F", "%t\t%P\t%p", "-t", topic_filter],
             stdout=self._fh, stderr=subprocess.STDOUT,
         )  # fmt: skip

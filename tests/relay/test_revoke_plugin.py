@@ -1,7 +1,7 @@
 """The revoke plugin (relay/native/idmz_revoke.c) in a real Mosquitto 2.0 with mutual TLS, the
-rendered acl_file and `mosquitto_pub` as the client: it refuses exactly the identities in its
-file, leaves every other decision to the acl_file, survives a malformed or missing file, and
-builds once. Skipped, with the reason, where it cannot be built (no gcc or Mosquitto headers)."""
+rendered rules and `mosquitto_pub` as the client: it refuses exactly the identities in its
+file, decides every other publish from the rendered rules exactly as the acl_file would (ADR
+0058), survives a malformed or missing file, and builds once. Skipped, with the reason, where it cannot be built (no gcc or Mosquitto headers)."""
 
 from __future__ import annotations
 
@@ -134,16 +134,21 @@ def broker(
         process.stop()
 
 
-def test_plugin_is_rendered_only_into_the_ot_broker(
+def test_plugin_is_rendered_into_both_brokers_with_only_ot_revocations(
     broker: PluginBroker, revoke_plugin: Path
 ) -> None:
+    # Both brokers bind sessions and decide ACLs with the plugin (ADR 0058); only the OT broker
+    # has devices to revoke, the IT broker's revoked file stays empty.
     plugin = revoke_plugin
     ot_conf = (broker.directory / "ot.conf").read_text()
     assert f"plugin {plugin}\n" in ot_conf
     assert f"plugin_opt_revoked_file {broker.revoked_file}\n" in ot_conf
+    assert f"plugin_opt_rules_file {broker.directory / 'ot.rules'}\n" in ot_conf
     assert "acl_file " in ot_conf
-    it_conf = (broker.directory / "it.conf").read_text().splitlines()
-    assert not [line for line in it_conf if line.startswith("plugin")]
+    it_conf = (broker.directory / "it.conf").read_text()
+    assert f"plugin {plugin}\n" in it_conf
+    assert f"plugin_opt_revoked_file {broker.directory / 'it-revoked.txt'}\n" in it_conf
+    assert (broker.directory / "it-revoked.txt").read_text() == ""
     assert broker.revoked_file.read_text() == f"{LISTED}\n"
     assert f"Loading plugin: {plugin}" in broker.log()
 
@@ -151,8 +156,8 @@ def test_plugin_is_rendered_only_into_the_ot_broker(
 def test_device_still_cannot_publish_outside_its_path_with_the_plugin_loaded(
     broker: PluginBroker,
 ) -> None:
-    # The plugin defers for devices it does not list, so the rendered acl_file decides exactly
-    # as without it (a plugin "allow" would override an acl_file deny in Mosquitto 2.0.11).
+    # The plugin decides from the rendered rules, the same grants as the acl_file (its "allow"
+    # overrides acl_file in Mosquitto 2.0.11, so the rules must never grant more; ADR 0058).
     assert broker.publish_own(KEPT) == "ok"
     assert "not authori" in broker.publish_own(KEPT, topic_owner=OTHER).lower()
     assert "not authori" in broker.publish_own(KEPT, sub="command").lower()  # not in its class
