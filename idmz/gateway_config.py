@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.bearing import SKF_6205, BearingGeometry
+from edge.bearing import BEARINGS, BearingGeometry
 from edge.config import GatewayConfig, VibrationChannel
 from edge.credentials import load_credentials
 from edge.errors import ConfigError
@@ -26,8 +26,6 @@ from edge.tagmap import TagSpec
 from edge.uplink import UplinkSettings
 from pki.errors import MalformedIdentityError
 from pki.identity import DeviceIdentity
-
-BEARINGS = {"skf-6205": SKF_6205}
 
 
 @dataclass(frozen=True, slots=True)
