@@ -14,7 +14,8 @@ Per window the tracker gives:
   the >20 g shocks in PRONOSTIA Bearing1_2, do not move it);
 * ``health``: the running maximum of ``level`` as a fraction of the level the training bearings
   failed at (0 = as commissioned, 1 = where bearings ended), so it only rises;
-* ``trend_per_h``: the least-squares slope of ``level`` over the last ``trend_windows``.
+* ``trend_per_h``: the least-squares slope of ``level`` over the last ``trend_windows``, in
+  health per hour.
 
 >>> hi = HealthIndicator(HealthSettings(baseline_s=20.0, min_baseline_windows=2), failure_level=1.0)
 >>> [hi.update(float(t), (0.0,)) is None for t in (0, 10, 20)]
@@ -41,6 +42,9 @@ class HealthSettings:
     """How the indicator is made; recorded in the model so gateway and training agree."""
 
     baseline_s: float = 600.0  # the gateway learns the machine's healthy level this long
+    # One window is assessed per interval (PRONOSTIA: one snapshot every 10 s), so window
+    # counts below mean the same time on a gateway that makes ten windows a second.
+    interval_s: float = 10.0
     min_baseline_windows: int = 10
     smooth_windows: int = 30  # median over 30 windows (5 min at one window per 10 s)
     trend_windows: int = 60
@@ -51,6 +55,8 @@ class HealthSettings:
                 f"baseline_s must be > 0 and min_baseline_windows >= 1; found "
                 f"{self.baseline_s}, {self.min_baseline_windows}"
             )
+        if not self.interval_s > 0:
+            raise ConfigError(f"interval_s must be > 0; found {self.interval_s}")
         if self.smooth_windows < 1 or self.trend_windows < 2:
             raise ConfigError("smooth_windows must be >= 1 and trend_windows >= 2")
 
@@ -78,6 +84,7 @@ class HealthIndicator:
         self._recent: deque[float] = deque(maxlen=settings.smooth_windows)
         self._levels: deque[tuple[float, float]] = deque(maxlen=settings.trend_windows)
         self._peak = 0.0
+        self._next_s: float | None = None
 
     @property
     def baseline(self) -> tuple[float, ...] | None:
@@ -85,10 +92,16 @@ class HealthIndicator:
         return self._baseline
 
     def update(self, t_s: float, log_rms: npt.ArrayLike) -> HealthReading | None:
-        """One window's log RMS per axis; None while the baseline is still being learned."""
+        """One window's log RMS per axis; None while the baseline is still being learned and
+        for windows sooner than about ``interval_s`` after the last one taken."""
         values = tuple(float(v) for v in np.asarray(log_rms, dtype=np.float64).ravel())
-        if not values or not all(math.isfinite(v) for v in values):
+        if not values or not all(math.isfinite(v) for v in values) or not math.isfinite(t_s):
             raise ConfigError(f"log RMS must be finite values, one per axis; found {values}")
+        if self._base_rows and len(values) != len(self._base_rows[0]):
+            raise ConfigError(f"the baseline has {len(self._base_rows[0])} axes; found {values}")
+        if self._next_s is not None and t_s < self._next_s:
+            return None
+        self._next_s = t_s + 0.9 * self.settings.interval_s  # tolerate jitter in the spacing
         if self._t0 is None:
             self._t0 = t_s
         elapsed = t_s - self._t0
@@ -115,7 +128,7 @@ class HealthIndicator:
             raw=raw,
             level=level,
             health=self._peak / self.failure_level,
-            trend_per_h=_slope_per_h(self._levels),
+            trend_per_h=_slope_per_h(self._levels) / self.failure_level,
         )
 
 

@@ -99,14 +99,17 @@ class PrognosticsTracker:
             prognostics.health, failure_level=prognostics.failure_level
         )
         self.alarm = AlarmState(prognostics.alarms)
+        self.last = Assessment(None, AlarmLevel.NONE, None)
 
     def update(self, t_s: float, log_rms: npt.ArrayLike) -> Assessment:
+        """Assess one window (a window the indicator skips returns the last assessment)."""
         reading = self.indicator.update(t_s, log_rms)
         if reading is None:
-            return Assessment(None, self.alarm.level, None)
+            return self.last
         level = self.alarm.update(reading.raw)
         estimate = self.prognostics.rul.estimate(reading.t_s, reading.health)
-        return Assessment(reading, level, estimate)
+        self.last = Assessment(reading, level, estimate)
+        return self.last
 
 
 def health_levels(
