@@ -107,24 +107,19 @@ class PrognosticsTracker:
         if reading is None:
             return self.last
         level = self.alarm.update(reading.raw)
-        estimate = self.prognostics.rul.estimate(reading.t_s, reading.health)
+        estimate = self.prognostics.rul.estimate(reading.t_s, reading.health, reading.trend_per_h)
         self.last = Assessment(reading, level, estimate)
         return self.last
 
 
 def health_levels(
     t_s: npt.ArrayLike, log_rms: npt.ArrayLike, settings: HealthSettings
-) -> tuple[list[float], list[float]]:
-    """Ages and smoothed levels (log ratios) of one run, after its baseline."""
+) -> list[HealthReading]:
+    """The indicator's readings over one run, after its baseline, in log-ratio units."""
     times, rows = _rows(t_s, log_rms)
     hi = HealthIndicator(settings, failure_level=1.0)
-    ages, levels = [], []
-    for t, row in zip(times, rows, strict=True):
-        r = hi.update(float(t), row)
-        if r is not None:
-            ages.append(r.t_s)
-            levels.append(r.level)
-    return ages, levels
+    readings = (hi.update(float(t), row) for t, row in zip(times, rows, strict=True))
+    return [r for r in readings if r is not None]
 
 
 def fit_prognostics(
@@ -143,16 +138,22 @@ def fit_prognostics(
     health = health or HealthSettings()
     traces = []
     for t_s, log_rms in runs:
-        ages, levels = health_levels(t_s, log_rms, health)
-        if len(ages) < 2:
+        readings = health_levels(t_s, log_rms, health)
+        if len(readings) < 2:
             raise ConfigError("a run-to-failure run is shorter than its baseline")
         times, _ = _rows(t_s, log_rms)
-        traces.append((ages, np.maximum.accumulate(levels), float(times[-1] - times[0])))
-    failure_level = float(np.median([peak[-1] for _, peak, _ in traces]))
+        traces.append((readings, float(times[-1] - times[0])))
+    failure_level = float(np.median([rs[-1].health for rs, _ in traces]))  # the peak level
     if not failure_level > 0:
         raise ConfigError("the runs never rose above their baseline: not run-to-failure data")
     histories = [
-        RunHistory(ages, list(np.asarray(peak) / failure_level), end) for ages, peak, end in traces
+        RunHistory(
+            [r.t_s for r in rs],
+            [r.health / failure_level for r in rs],
+            [r.trend_per_h / failure_level for r in rs],
+            end,
+        )
+        for rs, end in traces
     ]
     info = {
         "runs": len(runs),

@@ -170,9 +170,10 @@ def test_the_challenge_score_costs_late_estimates_more() -> None:
 def test_rul_fit_needs_runs() -> None:
     with pytest.raises(ConfigError):
         fit_rul([])
-    model = fit_rul([RunHistory((0.0, 50.0, 100.0), (0.0, 0.0, 1.0), end_s=100.0)])
+    model = fit_rul([RunHistory((0.0, 50.0, 100.0), (0.0, 0.0, 1.0), (0.0,) * 3, end_s=100.0)])
+    assert type(model).from_json(model.to_json()) == model
     with pytest.raises(ConfigError):
-        type(model).from_json({"state_edges": [0.3], "states": [None, None]})
+        type(model).from_json({**model.to_json(), "states": [None] * len(model.states)})
 
 
 # -- the signed model carries it -----------------------------------------------------------
