@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from edge.alarm_levels import AlarmLevel
 from edge.alarms import AlarmCallback, LocalAlarms
+from edge.commissioning import CommissioningKeeper, record_path
 from edge.config import GatewayConfig, VibrationChannel
 from edge.errors import ConfigError, EdgeError, OutboxFullError, OutboxStorageError
 from edge.featurizer import Featurizer, temperature_slope_per_min
@@ -59,6 +60,7 @@ class _Channel:
         # Health, alarm level and RUL of the machine (a model with prognostics only); its
         # baseline is learned from the first windows after the gateway starts (commissioning).
         self.prognosis: PrognosticsTracker | None = None
+        self.commissioning: CommissioningKeeper | None = None
 
 
 class Gateway:
@@ -104,6 +106,10 @@ class Gateway:
             if scorer.prognostics is not None:
                 for ch in self._channels.values():
                     ch.prognosis = scorer.prognostics.tracker()
+                    if config.state_dir is not None:  # an unreadable record refuses the start
+                        keeper = CommissioningKeeper(record_path(config.state_dir, ch.tag.name))
+                        keeper.restore(ch.prognosis.indicator)
+                        ch.commissioning = keeper
             self.metrics.model.info(
                 {"version": scorer.version, "sha256": scorer.sha256, "signer": scorer.signer}
             )
@@ -238,6 +244,8 @@ class Gateway:
                 assessment = ch.prognosis.update(start_ts, (feats["log_rms"],))
                 data.update(assessment.fields())
                 rose = _LEVELS.index(assessment.alarm) > before
+                if ch.commissioning is not None:
+                    ch.commissioning.keep(ch.prognosis.indicator)
             self._check_anomaly(ch, score, feats, data, level_rose=rose)
         self.last_features[ch.tag.name] = data
         self.publish("features", data)

@@ -91,6 +91,26 @@ class HealthIndicator:
         """Mean log RMS per axis over the baseline period; None while it is being learned."""
         return self._baseline
 
+    @property
+    def t0_s(self) -> float | None:
+        """When the first window came (commissioning)."""
+        return self._t0
+
+    @property
+    def peak_level(self) -> float:
+        """The highest smoothed level so far (log ratio): what `health` is made of."""
+        return self._peak
+
+    def restore(self, t0_s: float, baseline: Sequence[float], peak_level: float) -> None:
+        """Continue a machine commissioned earlier (`edge.commissioning`): same baseline, same
+        age, and the worst level it reached, so a restart neither forgets wear nor re-learns a
+        worn machine as healthy."""
+        values = tuple(float(v) for v in baseline)
+        if not values or not all(math.isfinite(v) for v in (t0_s, peak_level, *values)):
+            raise ConfigError("a restored baseline must be finite")
+        self._t0, self._baseline, self._peak = t0_s, values, max(0.0, peak_level)
+        self._base_rows = []
+
     def update(self, t_s: float, log_rms: npt.ArrayLike) -> HealthReading | None:
         """One window's log RMS per axis; None while the baseline is still being learned and
         for windows sooner than about ``interval_s`` after the last one taken."""

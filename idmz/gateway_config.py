@@ -338,6 +338,7 @@ def parse_gateway_config(
         status_interval_s=status_interval_s,
         stale_after_s=stale_after_s,
         alarm_log=alarm_log,
+        state_dir=state_dir,
         metrics_port=metrics_port,
         metrics_host=metrics_host or "127.0.0.1",
     )

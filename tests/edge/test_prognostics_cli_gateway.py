@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from edge.config import GatewayConfig, VibrationChannel
+from edge.errors import ConfigError
 from edge.featurizer import Featurizer
 from edge.gateway import Gateway
 from edge.health import HealthSettings
@@ -111,32 +112,50 @@ def gateway_model(test_ca: ProductCA) -> Any:
     return signed_scorer(test_ca, model.to_onnx().SerializeToString())
 
 
-def test_the_gateway_publishes_health_alarm_level_and_rul_and_raises_each_rise(
-    test_ca: ProductCA, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def rtf_scorer(test_ca: ProductCA) -> Any:
+    return gateway_model(test_ca)
+
+
+def gateway(
+    tmp: Path, scorer: Any, alarms: list[Mapping[str, Any]], state: Path | None = None
+) -> Gateway:
     config = GatewayConfig(
         identity=DeviceIdentity.parse(GATEWAY_ID),
         tags=(WAVE,),
-        outbox_path=tmp_path / "o.db",
+        outbox_path=tmp / "o.db",
         opcua=(OpcUaSource("plc", "opc.tcp://127.0.0.1:1/x"),),
         vibration=(VibrationChannel("vib", FZ, window_s=0.1, shaft_rpm=1800.0),),
-        alarm_log=tmp_path / "alarms.jsonl",
+        alarm_log=tmp / "alarms.jsonl",
+        state_dir=state,
     )
-    alarms: list[Mapping[str, Any]] = []
-    gw = Gateway(
+    return Gateway(
         config,
         outbox=Outbox.open(config.outbox_path, OutboxLimits()),
-        scorer=gateway_model(test_ca),
+        scorer=scorer,
         alarm_callback=alarms.append,
         clock=lambda: 1_700_000_000.0,
     )
-    run = Run(life_s=3000.0, base_g=1.5, seed=41)
-    a = run.arrays()
+
+
+def feed(gw: Gateway, a: dict[str, Any], rows: slice = slice(None)) -> list[dict[str, Any]]:
+    """One snapshot per ~10 s (a gap between blocks each time); returns the features data."""
     t0 = 1_700_000_000.0
-    for t, block in zip(a["t_rel_s"], a["acc_horiz"], strict=True):  # one snapshot per ~10 s
+    after = gw.outbox.stats(now=t0).depth
+    for t, block in zip(a["t_rel_s"][rows], a["acc_horiz"][rows], strict=True):
         gw.on_reading(Reading("vib", block.astype(np.float64), Quality.GOOD, t0 + float(t)))
+    msgs = gw.outbox.next_batch(after_seq=0, limit=100_000)[after:]
+    return [json.loads(m.payload)["data"] for m in msgs if m.topic.endswith("/features")]
+
+
+def test_the_gateway_publishes_health_alarm_level_and_rul_and_raises_each_rise(
+    rtf_scorer: Any, tmp_path: Path
+) -> None:
+    alarms: list[Mapping[str, Any]] = []
+    gw = gateway(tmp_path, rtf_scorer, alarms)
+    a = Run(life_s=3000.0, base_g=1.5, seed=41).arrays()
+    feats = feed(gw, a)
     msgs = gw.outbox.next_batch(after_seq=0, limit=10_000)
-    feats = [json.loads(m.payload)["data"] for m in msgs if m.topic.endswith("/features")]
     assert len(feats) == a["t_rel_s"].size == gw.windows
     assert feats[0]["rul_s"] is None and feats[0]["alarm"] == "none"  # learning the baseline
     assert feats[-1]["alarm"] == "alarm" and feats[-1]["rul_s"] is not None
@@ -147,3 +166,34 @@ def test_the_gateway_publishes_health_alarm_level_and_rul_and_raises_each_rise(
     events = [json.loads(m.payload)["data"] for m in msgs if m.topic.endswith("/events/anomaly")]
     assert len(events) == len(alarms) and all("rul_s" in e and "score" in e for e in events)
     assert a["acc_horiz"].shape[1] == SNAPSHOT
+
+
+def test_a_restart_on_a_worn_machine_does_not_relearn_its_wear_as_healthy(
+    rtf_scorer: Any, tmp_path: Path
+) -> None:
+    a = Run(life_s=3000.0, base_g=1.5, seed=43).arrays()
+    n = a["t_rel_s"].size
+    state = tmp_path / "state"
+    state.mkdir()
+    first = feed(gateway(tmp_path / "1", rtf_scorer, [], state), a, slice(0, n * 9 // 10))
+    record = state / "commissioning-vib.json"
+    assert record.stat().st_mode & 0o777 == 0o600
+    alarms: list[Mapping[str, Any]] = []
+    again = feed(gateway(tmp_path / "2", rtf_scorer, alarms, state), a, slice(n * 9 // 10, n))
+    assert again[0]["health"] is not None  # no new baseline to learn: it was kept
+    assert again[0]["health"] >= first[-1]["health"]  # the wear seen before the restart stays
+    assert again[-1]["alarm"] == "alarm" and any(e["alarm"] == "alarm" for e in alarms)
+    assert again[-1]["rul_s"] < first[len(first) // 2]["rul_s"]  # age went on, not from zero
+    fresh = feed(gateway(tmp_path / "3", rtf_scorer, []), a, slice(n * 9 // 10, n))
+    assert fresh[-1]["alarm"] == "none"  # what a restart without the record would have said
+
+
+def test_an_unreadable_commissioning_record_refuses_the_start(
+    rtf_scorer: Any, tmp_path: Path
+) -> None:
+    (tmp_path / "commissioning-vib.json").write_text('{"format": "idmz-commissioning/v1"}')
+    with pytest.raises(ConfigError, match="delete it"):
+        gateway(tmp_path, rtf_scorer, [], tmp_path)
+    (tmp_path / "commissioning-vib.json").write_bytes(b"x" * 10_000)
+    with pytest.raises(ConfigError, match="larger"):
+        gateway(tmp_path, rtf_scorer, [], tmp_path)
