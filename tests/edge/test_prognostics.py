@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.alarm_levels import AlarmLevel, AlarmLevels, AlarmState
 from edge.errors import ConfigError, ModelVerificationError
@@ -264,3 +266,34 @@ def test_training_files_written_by_the_tests_load(tmp_path: Path) -> None:
     path = TRAINING[0].write(tmp_path / "run.npz")
     rec = read_run_recording(path.open("rb"), source=str(path))
     assert rec.snapshots == TRAINING[0].times().size and rec.window_s == SNAPSHOT_S
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(min_value=-2.0, max_value=3.0), min_size=1, max_size=120))
+def test_no_level_is_entered_without_persistence_nor_left_without_recovery(
+    raws: list[float],
+) -> None:
+    lv = AlarmLevels()
+    state = AlarmState(lv)
+    previous = AlarmLevel.NONE
+    order = (AlarmLevel.NONE, AlarmLevel.ADVISORY, AlarmLevel.ALARM)
+    for i, raw in enumerate(raws):
+        level = state.update(raw)
+        window = raws[max(0, i - lv.persist_window + 1) : i + 1]
+        if order.index(level) > order.index(previous):
+            need = lv.threshold(level)
+            assert sum(1 for r in window if r >= need) >= lv.persist_of
+        if order.index(level) < order.index(previous):
+            recent = raws[i - lv.clear_windows + 1 : i + 1]
+            assert len(recent) == lv.clear_windows
+            assert all(r < lv.threshold(previous) - lv.hysteresis for r in recent)
+        previous = level
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(min_value=-3.0, max_value=3.0), min_size=12, max_size=80))
+def test_health_never_falls(values: list[float]) -> None:
+    hi = HealthIndicator(HealthSettings(baseline_s=10.0, min_baseline_windows=2), failure_level=1)
+    readings = [hi.update(10.0 * i, (v,)) for i, v in enumerate(values)]
+    health = [r.health for r in readings if r is not None]
+    assert all(b >= a >= 0.0 for a, b in itertools.pairwise(health))
