@@ -81,7 +81,7 @@ def read_run_recording(
                 raise ConfigError(
                     f"{source}: not a run-to-failure recording; lacks {sorted(missing)}"
                 )
-            for key in (*AXES, "t_rel_s", "meta"):
+            for key in (*AXES, "t_rel_s", "fs", "meta"):
                 if key in z.files:
                     size = z.zip.getinfo(f"{key}.npy").file_size
                     if size > max_array_bytes:

@@ -143,10 +143,14 @@ def _cmd_score(args: argparse.Namespace) -> int:
     import numpy as np
 
     from edge.inference import Scorer
-    from edge.run_recording import load_run_recording
+    from edge.model_signing import MAX_MODEL_BYTES
     from edge.training import featurizer_settings_from_summary
 
     model = Path(args.model)
+    if model.stat().st_size > MAX_MODEL_BYTES:
+        raise ModelUsageError(f"{model} is larger than {MAX_MODEL_BYTES} bytes")
+    # Offline analysis of the user's own file: no signature is needed to replay a recording
+    # (a gateway never runs an unverified model).
     scorer = Scorer.unsafe_from_unsigned_bytes(model.read_bytes())
     prog = scorer.prognostics
     if prog is None:
@@ -158,14 +162,13 @@ def _cmd_score(args: argparse.Namespace) -> int:
             prog, health=dataclasses.replace(prog.health, baseline_s=args.baseline_s)
         )
     fz = featurizer_settings_from_summary(scorer.training_summary)
-    rec = load_run_recording(Path(args.recording))
+    ((rec, feats),) = _featurize_runs([args.recording], fz, args.shaft_rpm)
     want_window = scorer.training_summary.get("window_s")
     if isinstance(want_window, float | int) and abs(rec.window_s - float(want_window)) > 1e-9:
         raise ModelUsageError(
             f"{args.recording}: snapshots of {rec.window_s} s; the model was fitted on "
             f"{want_window} s windows"
         )
-    ((_, feats),) = _featurize_runs([args.recording], fz, args.shaft_rpm)
     n, axes, d = feats.model_inputs.shape
     scores = scorer.score(feats.model_inputs.reshape(n * axes, d)).reshape(n, axes).max(axis=1)
     tracker = prog.tracker()

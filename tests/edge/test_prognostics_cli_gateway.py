@@ -197,3 +197,15 @@ def test_an_unreadable_commissioning_record_refuses_the_start(
     (tmp_path / "commissioning-vib.json").write_bytes(b"x" * 10_000)
     with pytest.raises(ConfigError, match="larger"):
         gateway(tmp_path, rtf_scorer, [], tmp_path)
+
+
+def test_score_refuses_a_recording_cut_into_other_windows_than_the_model(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model, _ = trained
+    a = Run(life_s=400.0).arrays()
+    short = tmp_path / "short.npz"
+    cut = {**a, "acc_horiz": a["acc_horiz"][:, :256], "acc_vert": a["acc_vert"][:, :256]}
+    np.savez(short, **cut)  # type: ignore[arg-type]
+    out = idmz("model", "score", "--model", str(model), "--recording", str(short), "--json")
+    assert out.returncode == 2 and "0.1 s windows" in out.stderr and not out.stdout
