@@ -29,8 +29,10 @@ class LocalAlarms:
     def raise_alarm(self, event: Mapping[str, object]) -> None:
         self.raised += 1
         _log.warning(
-            "ANOMALY asset=%s score=%.3g threshold=%.3g model=%s",
+            "ANOMALY asset=%s alarm=%s rul_s=%s score=%.3g threshold=%.3g model=%s",
             event.get("asset"),
+            event.get("alarm", "-"),
+            event.get("rul_s", "-"),
             float(event.get("score", 0.0)),  # type: ignore[arg-type]
             float(event.get("threshold", 0.0)),  # type: ignore[arg-type]
             event.get("model_version"),

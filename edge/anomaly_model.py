@@ -65,6 +65,7 @@ class FittedModel:
     whitener: FloatArray
     threshold: float
     summary: Mapping[str, object] = field(default_factory=dict)
+    prognostics: str | None = None  # JSON of `edge.prognostics.Prognostics`, when fitted
 
     def score(self, x: npt.ArrayLike) -> FloatArray:
         """Reference scoring in numpy (the ONNX graph computes the same)."""
@@ -109,6 +110,8 @@ class FittedModel:
             "threshold": repr(self.threshold),
             "training_summary": json.dumps(dict(self.summary), sort_keys=True),
         }
+        if self.prognostics is not None:
+            meta["prognostics"] = self.prognostics
         helper.set_model_props(model, {META_PREFIX + k: v for k, v in meta.items()})
         onnx.checker.check_model(model, full_check=True)
         return model

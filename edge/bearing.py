@@ -86,3 +86,13 @@ SKF_6205 = BearingGeometry(
     ball_diameter_mm=0.3126 * 25.4,
     pitch_diameter_mm=1.537 * 25.4,
 )
+
+# The PRONOSTIA test bearing (FEMTO-ST, IEEE PHM 2012 challenge document): 13 balls of 3.5 mm
+# between races of 29.1 mm (outer) and 22.1 mm (inner) diameter: pitch diameter 25.6 mm.
+PRONOSTIA = BearingGeometry(
+    name="PRONOSTIA (NSK 6804DD class)",
+    n_elements=13,
+    ball_diameter_mm=3.5,
+    pitch_diameter_mm=25.6,
+)
+BEARINGS = {"skf-6205": SKF_6205, "pronostia": PRONOSTIA}

@@ -49,6 +49,7 @@ class GatewayConfig:
     status_interval_s: float = 10.0
     stale_after_s: float = 10.0
     alarm_log: Path | None = None
+    state_dir: Path | None = None  # keeps each machine's commissioning record (edge.commissioning)
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
 

@@ -22,7 +22,9 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
+from edge.alarm_levels import AlarmLevel
 from edge.alarms import AlarmCallback, LocalAlarms
+from edge.commissioning import CommissioningKeeper, record_path
 from edge.config import GatewayConfig, VibrationChannel
 from edge.errors import ConfigError, EdgeError, OutboxFullError, OutboxStorageError
 from edge.featurizer import Featurizer, temperature_slope_per_min
@@ -31,10 +33,12 @@ from edge.metrics import GatewayMetrics
 from edge.modbus_reader import ModbusReader
 from edge.opcua_reader import OpcUaReader
 from edge.outbox import Outbox, uuid7
+from edge.prognostics import PrognosticsTracker
 from edge.tagmap import Quality, Reading, TagSpec, describe, iso_ts
 from edge.uplink import Uplink
 
 _log = logging.getLogger("idmz.edge.gateway")
+_LEVELS = (AlarmLevel.NONE, AlarmLevel.ADVISORY, AlarmLevel.ALARM)
 
 
 class _Channel:
@@ -53,6 +57,10 @@ class _Channel:
         self.last_alarm_ts = 0.0
         self.next_block_ts: float | None = None  # where the next block should start
         self.gaps = 0  # lost or out-of-order blocks: windows restarted
+        # Health, alarm level and RUL of the machine (a model with prognostics only); its
+        # baseline is learned from the first windows after the gateway starts (commissioning).
+        self.prognosis: PrognosticsTracker | None = None
+        self.commissioning: CommissioningKeeper | None = None
 
 
 class Gateway:
@@ -95,6 +103,13 @@ class Gateway:
             if missing:
                 raise ConfigError(f"model {scorer.version} wants unknown features {missing}")
             _check_model_fits(scorer, config)
+            if scorer.prognostics is not None:
+                for ch in self._channels.values():
+                    ch.prognosis = scorer.prognostics.tracker()
+                    if config.state_dir is not None:  # an unreadable record refuses the start
+                        keeper = CommissioningKeeper(record_path(config.state_dir, ch.tag.name))
+                        keeper.restore(ch.prognosis.indicator)
+                        ch.commissioning = keeper
             self.metrics.model.info(
                 {"version": scorer.version, "sha256": scorer.sha256, "signer": scorer.signer}
             )
@@ -223,21 +238,40 @@ class Gateway:
                 score=score, threshold=self.scorer.threshold, model_version=self.scorer.version
             )
             self.metrics.score.labels(ch.tag.asset).set(score)
-            self._check_anomaly(ch, score, feats, data)
+            rose = False  # the health alarm level went up (none -> advisory -> alarm)
+            if ch.prognosis is not None:
+                before = _LEVELS.index(ch.prognosis.last.alarm)
+                assessment = ch.prognosis.update(start_ts, (feats["log_rms"],))
+                data.update(assessment.fields())
+                rose = _LEVELS.index(assessment.alarm) > before
+                if ch.commissioning is not None:
+                    ch.commissioning.keep(ch.prognosis.indicator)
+            self._check_anomaly(ch, score, feats, data, level_rose=rose)
         self.last_features[ch.tag.name] = data
         self.publish("features", data)
 
     def _check_anomaly(
-        self, ch: _Channel, score: float, feats: dict[str, float], data: dict[str, object]
+        self,
+        ch: _Channel,
+        score: float,
+        feats: dict[str, float],
+        data: dict[str, object],
+        *,
+        level_rose: bool = False,
     ) -> None:
+        """Raise on a score over the threshold (re-raised every realarm_interval_s while it
+        lasts) or on a rise of the health alarm level (its persistence and hysteresis are in
+        `edge.alarm_levels`); one event per window either way."""
         assert self.scorer is not None
         now = self.clock()
+        reasons = ["alarm_level"] if level_rose else []
         if score <= self.scorer.threshold:
             ch.in_anomaly = False
+        elif not ch.in_anomaly or now - ch.last_alarm_ts >= ch.spec.realarm_interval_s:
+            ch.in_anomaly, ch.last_alarm_ts = True, now
+            reasons.append("score")
+        if not reasons:
             return
-        if ch.in_anomaly and now - ch.last_alarm_ts < ch.spec.realarm_interval_s:
-            return
-        ch.in_anomaly, ch.last_alarm_ts = True, now
         self.anomalies += 1
         self.metrics.anomalies.labels(ch.tag.asset).inc()
         event: dict[str, object] = {
@@ -251,6 +285,8 @@ class Gateway:
             "iso_zone": data["iso_zone"],
             "features": {n: round(feats[n], 6) for n in self.scorer.feature_names},
         }
+        if ch.prognosis is not None:
+            event.update(ch.prognosis.last.fields(), reasons=reasons)
         self.alarms.raise_alarm(event)  # local first: works with the uplink down
         self.publish("anomaly", event, subtopic="events/anomaly")
 

@@ -14,11 +14,13 @@ import json
 
 import numpy as np
 import numpy.typing as npt
+import onnx
 import onnxruntime as ort
 
 from edge.anomaly_model import INPUT_NAME, OUTPUT_NAME, model_metadata
-from edge.errors import InferenceError, ModelVerificationError
+from edge.errors import ConfigError, InferenceError, ModelVerificationError
 from edge.model_signing import VerifiedModel
+from edge.prognostics import META_KEY, Prognostics
 
 
 class Scorer:
@@ -45,6 +47,9 @@ class Scorer:
         self.sha256 = ""
         self.signer = ""
         self.training_summary: dict[str, object] = {}
+        # Health indicator, alarm levels and RUL, when the model was fitted on run-to-failure
+        # runs (`idmz model train --run-to-failure`); covered by the same signature.
+        self.prognostics: Prognostics | None = None
 
     @classmethod
     def from_verified(cls, model: VerifiedModel) -> Scorer:
@@ -52,13 +57,12 @@ class Scorer:
         scorer.sha256 = model.sha256
         scorer.signer = model.signer
         scorer.training_summary = dict(model.training_summary)
+        scorer.prognostics = _prognostics(model.model_bytes, model.version)
         return scorer
 
     @classmethod
     def unsafe_from_unsigned_bytes(cls, model_bytes: bytes) -> Scorer:
         """For benchmarks and self-checks on a model made in this process; no signature check."""
-        import onnx
-
         meta = model_metadata(onnx.load_from_string(model_bytes))
         scorer = cls(
             model_bytes,
@@ -67,6 +71,7 @@ class Scorer:
             float(meta["threshold"]),
         )
         scorer.training_summary = dict(json.loads(meta.get("training_summary", "{}")))
+        scorer.prognostics = _prognostics(model_bytes, scorer.version)
         return scorer
 
     def score(self, features: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -81,3 +86,14 @@ class Scorer:
         except Exception as exc:
             raise InferenceError(f"model {self.version} failed to score: {exc}") from exc
         return np.asarray(out, dtype=np.float64).reshape(-1)
+
+
+def _prognostics(model_bytes: bytes, version: str) -> Prognostics | None:
+    """The model's prognostics metadata; a model that carries it malformed is refused whole."""
+    text = model_metadata(onnx.load_from_string(model_bytes)).get(META_KEY)
+    if text is None:
+        return None
+    try:
+        return Prognostics.from_json(text)
+    except ConfigError as exc:
+        raise ModelVerificationError(f"model {version}: prognostics refused: {exc}") from exc

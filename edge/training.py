@@ -8,17 +8,22 @@ Healthy signal is cut into windows the same length as the gateway's (`window_s`)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 
+from edge.alarm_levels import AlarmLevels
 from edge.anomaly_model import FittedModel, TrainingSettings, fit_model
+from edge.bearing import BearingGeometry
 from edge.errors import ConfigError
 from edge.featurizer import FEATURE_NAMES, Featurizer, FeaturizerSettings
+from edge.health import HealthSettings
 from edge.plant import LineSettings, StampingLine
+from edge.prognostics import fit_prognostics
 from edge.recordings import Recording, windows
+from edge.run_recording import RunFeatures
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -89,3 +94,60 @@ def train(
     return fit_model(
         x, FEATURE_NAMES, version=version, settings=settings or TrainingSettings(), summary=summary
     )
+
+
+def fit_run_to_failure(
+    runs: Sequence[RunFeatures],
+    featurizer_settings: FeaturizerSettings,
+    *,
+    window_s: float,
+    version: str,
+    sources: Sequence[str],
+    health: HealthSettings | None = None,
+    alarms: AlarmLevels | None = None,
+    settings: TrainingSettings | None = None,
+) -> FittedModel:
+    """The anomaly model from each run's commissioning baseline (every axis), and prognostics
+    (health indicator, alarm levels, RUL) from the whole runs; one signed artefact carries both."""
+    health = health or HealthSettings()
+    healthy = [f.model_inputs[f.t_s < health.baseline_s] for f in runs]
+    x = np.vstack([h.reshape(-1, h.shape[-1]) for h in healthy])
+    fz = featurizer_settings
+    b = fz.bearing
+    summary: dict[str, object] = {
+        "sources": [s.rsplit("/", 1)[-1] for s in sources],
+        "window_s": window_s,
+        "sample_rate_hz": fz.sample_rate_hz,
+        "bearing": b.name,
+        "bearing_geometry": [b.n_elements, b.ball_diameter_mm, b.pitch_diameter_mm],
+        "envelope_band_hz": list(fz.envelope_band_hz),
+        "healthy_from": f"the first {health.baseline_s:g} s of each run-to-failure run",
+    }
+    prog = fit_prognostics(
+        [(f.t_s, f.log_rms) for f in runs],
+        health=health,
+        alarms=alarms or AlarmLevels(),
+        summary={"sources": summary["sources"]},
+    )
+    fitted = fit_model(
+        x, FEATURE_NAMES, version=version, settings=settings or TrainingSettings(), summary=summary
+    )
+    return replace(fitted, prognostics=prog.to_json())
+
+
+def featurizer_settings_from_summary(summary: Mapping[str, object]) -> FeaturizerSettings:
+    """The featurizer a run-to-failure model was fitted with (for scoring recordings offline)."""
+    try:
+        geometry: list[float] = [float(v) for v in summary["bearing_geometry"]]  # type: ignore[attr-defined]
+        band: list[float] = [float(v) for v in summary["envelope_band_hz"]]  # type: ignore[attr-defined]
+        n, ball, pitch = geometry
+        lo, hi = band
+        return FeaturizerSettings(
+            sample_rate_hz=float(summary["sample_rate_hz"]),  # type: ignore[arg-type]
+            bearing=BearingGeometry(str(summary["bearing"]), int(n), ball, pitch),
+            envelope_band_hz=(lo, hi),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"the model does not say how it featurized its training runs: {exc!r}"
+        ) from exc

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.bearing import SKF_6205, BearingGeometry
+from edge.bearing import BEARINGS, BearingGeometry
 from edge.config import GatewayConfig, VibrationChannel
 from edge.credentials import load_credentials
 from edge.errors import ConfigError
@@ -26,8 +26,6 @@ from edge.tagmap import TagSpec
 from edge.uplink import UplinkSettings
 from pki.errors import MalformedIdentityError
 from pki.identity import DeviceIdentity
-
-BEARINGS = {"skf-6205": SKF_6205}
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +338,7 @@ def parse_gateway_config(
         status_interval_s=status_interval_s,
         stale_after_s=stale_after_s,
         alarm_log=alarm_log,
+        state_dir=state_dir,
         metrics_port=metrics_port,
         metrics_host=metrics_host or "127.0.0.1",
     )

@@ -2,10 +2,15 @@
 
     idmz model train --healthy normal.npy --sample-rate 12000 --out model.onnx
     idmz model train --from-simulator 120 --out model.onnx      healthy data from the plant model
+    idmz model train --run-to-failure run1.npz run2.npz --out model.onnx     with prognostics
+    idmz model score --model model.onnx --recording run3.npz --json [--baseline-s 600]
     idmz model sign --model model.onnx --cert signer.pem --key signer.key --chain chain.pem
     idmz model verify --model model.onnx --root root.pem --crl crl.pem
 
-Train fits only on healthy data. Sign writes ``<model>.sig`` (JSON: SHA-256, signature, signer
+Train fits the anomaly model only on healthy data (with --run-to-failure: the first
+``--baseline-s`` of each run) and, from whole run-to-failure runs, the health indicator's failure
+level and the remaining-useful-life model (docs/edge.md, ADR 0067). Score replays a recording as
+a gateway commissioned at its start would see it and prints one JSON object per snapshot. Sign writes ``<model>.sig`` (JSON: SHA-256, signature, signer
 chain); gateways refuse a model whose signature or signer certificate does not verify.
 """
 
@@ -26,17 +31,20 @@ class ModelUsageError(Exception):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from edge.bearing import SKF_6205
-    from edge.featurizer import FEATURE_NAMES, FeaturizerSettings
-    from edge.inference import Scorer
+    from edge.bearing import BEARINGS
+    from edge.featurizer import Featurizer, FeaturizerSettings
     from edge.plant import LineSettings
     from edge.recordings import load_recording
     from edge.training import WindowPlan, feature_matrix, simulator_recording, train
 
+    if args.run_to_failure:
+        if args.healthy or args.from_simulator:
+            raise ModelUsageError("--run-to-failure does not mix with --healthy/--from-simulator")
+        return _train_run_to_failure(args)
     if not args.healthy and not args.from_simulator:
-        raise ModelUsageError("give --healthy FILES... or --from-simulator SECONDS")
+        raise ModelUsageError(
+            "give --healthy FILES..., --from-simulator SECONDS or --run-to-failure FILES..."
+        )
     fs = args.target_rate
     recordings = [
         load_recording(Path(p), sample_rate_hz=args.sample_rate, target_rate_hz=fs)
@@ -46,36 +54,146 @@ def _cmd_train(args: argparse.Namespace) -> int:
         line = LineSettings(sample_rate_hz=fs, shaft_rpm=args.shaft_rpm)
         recordings.append(simulator_recording(args.from_simulator, seed=args.seed, settings=line))
     fz = FeaturizerSettings(
-        sample_rate_hz=fs, bearing=SKF_6205, envelope_band_hz=(args.band_low, args.band_high)
+        sample_rate_hz=fs,
+        bearing=BEARINGS[args.bearing or "skf-6205"],
+        envelope_band_hz=(args.band_low, args.band_high),
     )
     plan = WindowPlan(window_s=args.window_s, hop_s=args.hop_s)
     version = args.version or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     fitted = train(recordings, fz, plan, version=version, default_shaft_rpm=args.shaft_rpm)
-    data = fitted.to_onnx().SerializeToString()
-    # Self-check: onnxruntime scores the training windows like the numpy reference.
-    from edge.featurizer import Featurizer
-
     x = feature_matrix(
         recordings[0], Featurizer(fz), plan, shaft_rpm=recordings[0].shaft_rpm or args.shaft_rpm
     )
+    return _write_checked(fitted, x, Path(args.out))
+
+
+def _write_checked(fitted: Any, x: Any, out: Path) -> int:
+    """Export, check that onnxruntime scores `x` like the numpy reference, write, summarise."""
+    import numpy as np
+
+    from edge.featurizer import FEATURE_NAMES
+    from edge.inference import Scorer
+
+    data = fitted.to_onnx().SerializeToString()
     got = Scorer.unsafe_from_unsigned_bytes(data).score(x)
     want = fitted.score(x)
     if not np.allclose(got, want, rtol=1e-3, atol=1e-3):
         raise ModelUsageError("exported ONNX graph disagrees with the fitted model; not written")
-    out = Path(args.out)
     out.write_bytes(data)
-    print(
-        json.dumps(
-            {
-                "out": str(out),
-                "version": version,
-                "features": list(FEATURE_NAMES),
-                "threshold": fitted.threshold,
-                "summary": dict(fitted.summary),
-            },
-            indent=2,
-        )
+    report: dict[str, object] = {
+        "out": str(out),
+        "version": fitted.version,
+        "features": list(FEATURE_NAMES),
+        "threshold": fitted.threshold,
+        "summary": dict(fitted.summary),
+    }
+    if fitted.prognostics is not None:
+        report["prognostics"] = json.loads(fitted.prognostics)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _featurize_runs(paths: list[str], fz: Any, default_rpm: float) -> list[Any]:
+    from edge.featurizer import Featurizer
+    from edge.run_recording import load_run_recording, run_features
+
+    featurizer = Featurizer(fz)
+    runs = []
+    for p in paths:
+        rec = load_run_recording(Path(p))
+        if rec.sample_rate_hz != fz.sample_rate_hz:
+            raise ModelUsageError(f"{p}: {rec.sample_rate_hz} Hz; the others {fz.sample_rate_hz}")
+        runs.append((rec, run_features(rec, featurizer, shaft_rpm=rec.shaft_rpm or default_rpm)))
+    return runs
+
+
+def _train_run_to_failure(args: argparse.Namespace) -> int:
+    from edge.bearing import BEARINGS
+    from edge.featurizer import FeaturizerSettings
+    from edge.health import HealthSettings
+    from edge.run_recording import load_run_recording
+    from edge.training import fit_run_to_failure
+
+    first = load_run_recording(Path(args.run_to_failure[0]))
+    fz = FeaturizerSettings(
+        sample_rate_hz=first.sample_rate_hz,
+        bearing=BEARINGS[args.bearing or "pronostia"],
+        envelope_band_hz=(args.band_low, args.band_high),
     )
+    runs = _featurize_runs(args.run_to_failure, fz, args.shaft_rpm)
+    windows = {round(rec.window_s, 9) for rec, _ in runs}
+    if len(windows) != 1:
+        raise ModelUsageError(f"the runs' snapshots differ in length: {sorted(windows)} s")
+    version = args.version or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    fitted = fit_run_to_failure(
+        [f for _, f in runs],
+        fz,
+        window_s=windows.pop(),
+        version=version,
+        sources=[rec.source for rec, _ in runs],
+        health=HealthSettings(baseline_s=args.baseline_s),
+    )
+    f0 = runs[0][1]
+    return _write_checked(fitted, f0.model_inputs[:, 0], Path(args.out))
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import numpy as np
+
+    from edge.inference import Scorer
+    from edge.model_signing import MAX_MODEL_BYTES
+    from edge.training import featurizer_settings_from_summary
+
+    model = Path(args.model)
+    if model.stat().st_size > MAX_MODEL_BYTES:
+        raise ModelUsageError(f"{model} is larger than {MAX_MODEL_BYTES} bytes")
+    # Offline analysis of the user's own file: no signature is needed to replay a recording
+    # (a gateway never runs an unverified model).
+    scorer = Scorer.unsafe_from_unsigned_bytes(model.read_bytes())
+    prog = scorer.prognostics
+    if prog is None:
+        raise ModelUsageError(
+            f"{model}: no prognostics in this model; train it with --run-to-failure"
+        )
+    if args.baseline_s is not None:
+        prog = dataclasses.replace(
+            prog, health=dataclasses.replace(prog.health, baseline_s=args.baseline_s)
+        )
+    fz = featurizer_settings_from_summary(scorer.training_summary)
+    ((rec, feats),) = _featurize_runs([args.recording], fz, args.shaft_rpm)
+    want_window = scorer.training_summary.get("window_s")
+    if isinstance(want_window, float | int) and abs(rec.window_s - float(want_window)) > 1e-9:
+        raise ModelUsageError(
+            f"{args.recording}: snapshots of {rec.window_s} s; the model was fitted on "
+            f"{want_window} s windows"
+        )
+    n, axes, d = feats.model_inputs.shape
+    scores = scorer.score(feats.model_inputs.reshape(n * axes, d)).reshape(n, axes).max(axis=1)
+    tracker = prog.tracker()
+    out = sys.stdout
+    first: dict[str, float] = {}
+    last: dict[str, object] = {}
+    for t, score, row in zip(feats.t_s, scores, feats.log_rms, strict=True):
+        fields = tracker.update(float(t), row).fields()
+        last = {"t_s": round(float(t), 3), "score": round(float(score), 4), **fields}
+        if fields["alarm"] != "none":
+            first.setdefault(str(fields["alarm"]), float(t))
+        if args.json:
+            out.write(json.dumps(last, allow_nan=False) + "\n")
+    if not args.json:
+        print(
+            json.dumps(
+                {
+                    "recording": args.recording,
+                    "snapshots": int(np.size(feats.t_s)),
+                    "first_alarm_s": first,
+                    "last": last,
+                },
+                indent=2,
+            )
+        )
     return 0
 
 
@@ -144,6 +262,23 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
     p = cmds.add_parser("train", help=text, description=text)
     p.add_argument("--healthy", nargs="+", metavar="FILE", help="healthy recordings (.npy, .mat)")
     p.add_argument(
+        "--run-to-failure",
+        nargs="+",
+        metavar="FILE",
+        help="whole run-to-failure recordings (.npz: acc_horiz, acc_vert, fs, t_rel_s)",
+    )
+    p.add_argument(
+        "--baseline-s",
+        type=float,
+        default=600.0,
+        help="with --run-to-failure: the commissioning baseline a gateway learns (s)",
+    )
+    p.add_argument(
+        "--bearing",
+        choices=["skf-6205", "pronostia"],
+        help="bearing geometry (default skf-6205; pronostia with --run-to-failure)",
+    )
+    p.add_argument(
         "--from-simulator", type=float, metavar="SECONDS", help="healthy plant-model signal"
     )
     p.add_argument("--sample-rate", type=float, default=12000.0, help="rate of the files (Hz)")
@@ -157,6 +292,19 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
     p.add_argument("--version", help="model version (default: UTC timestamp)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_train)
+
+    text = "replay a run-to-failure recording: score, health, alarm level and RUL per snapshot"
+    p = cmds.add_parser("score", help=text, description=text)
+    p.add_argument("--model", required=True, help="a model trained with --run-to-failure")
+    p.add_argument("--recording", required=True, help=".npz: acc_horiz, acc_vert, fs, t_rel_s")
+    p.add_argument("--json", action="store_true", help="one JSON object per snapshot, in order")
+    p.add_argument(
+        "--baseline-s",
+        type=float,
+        help="commissioning baseline learned from the recording's start (default: the model's)",
+    )
+    p.add_argument("--shaft-rpm", type=float, default=1800.0, help="when the file does not say")
+    p.set_defaults(func=_cmd_score)
 
     text = "sign a model with a model-signer certificate (writes <model>.sig)"
     p = cmds.add_parser("sign", help=text, description=text)
