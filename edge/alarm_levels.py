@@ -26,6 +26,11 @@ class AlarmLevel(enum.Enum):
     ADVISORY = "advisory"
     ALARM = "alarm"
 
+    @property
+    def rank(self) -> int:
+        """0 for none, 1 for advisory, 2 for alarm: a rise is a higher rank."""
+        return _ORDER.index(self)
+
 
 _ORDER = (AlarmLevel.NONE, AlarmLevel.ADVISORY, AlarmLevel.ALARM)
 
@@ -76,16 +81,15 @@ class AlarmState:
             if above >= lv.persist_of:
                 entered = candidate
                 break
-        rank = _ORDER.index
-        if rank(entered) > rank(self.level):
-            for step in _ORDER[rank(self.level) + 1 : rank(entered) + 1]:
+        if entered.rank > self.level.rank:
+            for step in _ORDER[self.level.rank + 1 : entered.rank + 1]:
                 self.onsets[step] += 1
             self.level, self._below = entered, 0
         elif self.level is not AlarmLevel.NONE:
             if raw < lv.threshold(self.level) - lv.hysteresis:
                 self._below += 1
                 if self._below >= lv.clear_windows:
-                    self.level, self._below = _ORDER[rank(self.level) - 1], 0
+                    self.level, self._below = _ORDER[self.level.rank - 1], 0
             else:
                 self._below = 0
         return self.level

@@ -62,6 +62,14 @@ class ModbusReader:
         self.reconnects = 0
         self.requests = 0
 
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    def status(self) -> dict[str, object]:
+        """This source in the gateway's status message."""
+        return {"kind": "modbus", "connected": self.connected}
+
     def _report_all_bad(self, reason: str) -> None:
         for reading in all_bad(self.tags, reason, self._clock()):
             self._sink(reading)

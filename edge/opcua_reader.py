@@ -78,6 +78,19 @@ class OpcUaReader:
         self.failed_tags: dict[str, str] = {}
         self.notifications = 0
 
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    def status(self) -> dict[str, object]:
+        """This source in the gateway's status message."""
+        return {
+            "kind": "opcua",
+            "connected": self.connected,
+            "sessions": self.sessions,
+            "failed_tags": dict(self.failed_tags),
+        }
+
     def _on_value(self, node: Node, val: Any, data: DataChangeNotif) -> None:
         tag = self._by_node.get(node.nodeid)
         if tag is None:

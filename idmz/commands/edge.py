@@ -81,8 +81,8 @@ async def _run_until_signal(main: Any, stop: asyncio.Event) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from edge.gateway import Gateway
     from edge.outbox import Outbox
+    from idmz.gateway_runtime import build_gateway
 
     loaded = _load(args.config)
     scorer = _scorer(loaded, record=True)
@@ -91,7 +91,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         stop = asyncio.Event()
-        gw = Gateway(cfg, outbox=outbox, scorer=scorer)
+        gw = build_gateway(cfg, outbox=outbox, scorer=scorer)
         print(
             f"idmz edge: gateway {cfg.identity.path} running "
             f"(model {scorer.version if scorer else 'none'}, outbox {cfg.outbox_path})",

@@ -27,6 +27,7 @@ from edge.sources import Backoff, ModbusSource, OpcUaSource
 from edge.tagmap import TagSpec
 from edge.training import WindowPlan, simulator_recording, train
 from edge.uplink import UplinkSettings
+from idmz.gateway_runtime import build_gateway
 from pki.identity import DeviceIdentity
 from tests.edge.pkifixtures import GATEWAY_ID, Issued, ProductCA
 
@@ -161,7 +162,7 @@ class GatewayThread:
 
         async def run() -> None:
             self._stop = asyncio.Event()
-            self.gateway = Gateway(
+            self.gateway = build_gateway(
                 self._config,
                 outbox=self.outbox,
                 scorer=self._scorer,

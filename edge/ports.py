@@ -1,0 +1,57 @@
+"""What the gateway needs from its readers and its uplink: the seams where I/O is injected.
+
+`idmz` builds the real ones (`edge.opcua_reader.OpcUaReader`, `edge.modbus_reader.ModbusReader`,
+`edge.uplink.Uplink`); a test gives the gateway anything with the same shape, e.g. a reader
+that replays readings from memory, and runs the gateway's logic without a network.
+
+>>> def readers(sink: ReadingSink) -> list[Reader]:                            # doctest: +SKIP
+...     return [OpcUaReader(source, tags, sink)]
+>>> Gateway(config, outbox=outbox, readers=readers, uplink=Uplink(settings, outbox))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from edge.tagmap import Reading
+
+if TYPE_CHECKING:
+    from edge.uplink import UplinkStats
+
+ReadingSink = Callable[[Reading], None]
+
+
+class Reader(Protocol):
+    """A southbound source: reports every reading to the sink it was built with."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def connected(self) -> bool: ...
+
+    def status(self) -> dict[str, object]:
+        """What the status message says about this source (``kind``, ``connected``, ...)."""
+        ...
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read until ``stop`` is set; reconnects are the reader's own business."""
+        ...
+
+
+ReaderFactory = Callable[[ReadingSink], Sequence[Reader]]
+
+
+class UplinkPort(Protocol):
+    """The northbound link: drains the outbox and publishes."""
+
+    @property
+    def stats(self) -> UplinkStats: ...
+
+    def notify(self) -> None:
+        """A message was stored: send soon."""
+        ...
+
+    async def run(self, stop: asyncio.Event) -> None: ...
