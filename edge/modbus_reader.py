@@ -22,6 +22,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from edge.errors import PeerUnavailableError, UpstreamError
+from edge.ports import ReadingSink
 from edge.sources import ModbusSource
 from edge.tagmap import (
     Quality,
@@ -33,7 +34,6 @@ from edge.tagmap import (
 )
 
 _log = logging.getLogger("idmz.edge.modbus")
-Sink = Callable[[Reading], None]
 
 
 def decode(tag: TagSpec, words: list[int]) -> float:
@@ -48,7 +48,7 @@ class ModbusReader:
         self,
         source: ModbusSource,
         tags: tuple[TagSpec, ...],
-        sink: Sink,
+        sink: ReadingSink,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -33,11 +33,11 @@ from asyncua.ua.uaerrors import UaError
 
 from edge.errors import PeerUnavailableError, UpstreamError
 from edge.opcua_certs import application_uri_of
+from edge.ports import ReadingSink
 from edge.sources import OpcUaSource
 from edge.tagmap import Quality, Reading, TagSpec, all_bad
 
 _log = logging.getLogger("idmz.edge.opcua")
-Sink = Callable[[Reading], None]
 
 
 def quality_of(status: ua.StatusCode) -> Quality:
@@ -64,7 +64,7 @@ class OpcUaReader:
         self,
         source: OpcUaSource,
         tags: tuple[TagSpec, ...],
-        sink: Sink,
+        sink: ReadingSink,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
