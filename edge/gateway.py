@@ -230,7 +230,8 @@ class Gateway:
     def _check_anomaly(
         self, ch: _Channel, score: float, feats: dict[str, float], data: dict[str, object]
     ) -> None:
-        assert self.scorer is not None
+        if self.scorer is None:
+            raise EdgeError("anomaly check without a loaded model")
         now = self.clock()
         if score <= self.scorer.threshold:
             ch.in_anomaly = False
