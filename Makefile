@@ -2,6 +2,9 @@
 .PHONY: setup demo test lint typecheck contracts bench clean
 
 VENV := .venv/bin
+# Branch coverage of the product, summary on the terminal and coverage.xml (`make test COVERAGE=`
+# skips it). Measured: tests/audit +24 % CPU, tests/policies (pure Python, hypothesis) +75 %.
+COVERAGE ?= --cov --cov-report=term:skip-covered --cov-report=xml
 
 setup:
 	@scripts/bootstrap
@@ -10,7 +13,7 @@ demo: setup
 	$(VENV)/idmz demo
 
 test: setup lint
-	$(VENV)/python -m pytest -q
+	$(VENV)/python -m pytest -q $(COVERAGE)
 	$(VENV)/idmz demo --check
 
 lint: setup
@@ -23,4 +26,4 @@ bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(VENV)/python $$b || exit 1; done
 
 clean:
-	rm -rf idmz-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf idmz-data .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* coverage.xml

@@ -12,3 +12,43 @@ signed-note, tlog-checkpoint), `proof` (tlog-proof), `verify` (whole-log verific
 `witness`/`witness_http` (tlog-witness, tlog-cosignature), `report`/`report_html`
 (compliance reports), `limits` (limits, capacity, clock), `keys`, `errors`. See docs/audit.md.
 """
+
+import importlib
+
+# The public surface (docs/architecture.md, "Public surface"): what the other packages and the CLI
+# may import from this one, by home module. Import a name from its home module, as the rest of
+# the code does; the package also resolves it on first use (PEP 562) instead of importing every
+# module up front, so importing one module stays light. tests/test_public_surface.py holds every
+# import in the product to this list.
+_SURFACE: dict[str, tuple[str, ...]] = {
+    "errors": ("AuditConfigError", "AuditError", "LogCorruptedError"),
+    "events": ("AuditEvent", "AuditSink", "Outcome"),
+    "keys": (
+        "KEY_FILE",
+        "VKEY_FILE",
+        "existing_origin",
+        "load_private_key",
+        "read_vkey",
+        "witness_cosigner",
+    ),
+    "limits": ("SystemClock",),
+    "log": ("AuditLog",),
+    "note": ("NoteSigner", "VerifierKey"),
+    "proof": ("build_proof", "verify_proof"),
+    "report": ("build_report", "parse_time"),
+    "report_html": ("render_html",),
+    "storage": ("LogPaths", "iter_entries", "read_index"),
+    "verify": ("verify_log",),
+    "witness": ("Witness",),
+    "witness_http": ("make_server", "submit_checkpoint"),
+}
+
+__all__ = [name for names in _SURFACE.values() for name in names]
+
+
+def __getattr__(name: str) -> object:
+    home = next((module for module, names in _SURFACE.items() if name in names), None)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(f"{__name__}.{home}")
+    return module if name == home else getattr(module, name)

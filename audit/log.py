@@ -195,7 +195,8 @@ class AuditLog:
         entry.ready.acquire()  # type: ignore[union-attr]  # released by the flusher
         if entry.error is not None:
             raise entry.error
-        assert entry.receipt is not None
+        if entry.receipt is None:  # the flusher released it with neither: never call it durable
+            raise AuditUnavailableError("the audit flusher released a record without a receipt")
         return entry.receipt
 
     def record_batch(self, events: Sequence[AuditEvent]) -> list[AuditReceipt]:

@@ -104,8 +104,9 @@ class ModbusReader:
         self.connected = False
 
     async def _read_block(self, block: RegisterBlock) -> None:
-        assert self._client is not None
         s = self.source
+        if self._client is None:
+            raise PeerUnavailableError(f"Modbus device {s.name} is not connected")
         now = self._clock()
         try:
             rr = await self._client.read_holding_registers(

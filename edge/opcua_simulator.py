@@ -130,7 +130,8 @@ class OpcUaPlantServer:
     async def _write(
         self, name: str, value: object, vtype: ua.VariantType, ts: datetime | None = None
     ) -> None:
-        assert self._server is not None
+        if self._server is None:
+            raise PeerUnavailableError(f"the OPC UA simulator is stopped; cannot write {name}")
         dv = ua.DataValue(
             ua.Variant(value, vtype),
             SourceTimestamp=ts or datetime.now(UTC),  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ import importlib
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
+from idmz.install import install_problem
 from idmz.logs import configure_logging
 
 # (module, one-line summary), in the order --help lists them.
@@ -108,6 +109,9 @@ def _accept_global_options_everywhere(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if problem := install_problem():  # before any command imports a package of ours
+        print(problem, file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.log_level, args.log_format)

@@ -93,11 +93,13 @@ class _Table:
             raise ConfigError(f"{self.where}: unknown key(s) {', '.join(unknown)}")
 
 
-def _path(base: Path, value: str | None) -> Path | None:
-    if value is None:
-        return None
+def _resolve(base: Path, value: str) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() else base / p
+
+
+def _path(base: Path, value: str | None) -> Path | None:
+    return None if value is None else _resolve(base, value)
 
 
 def _backoff(t: _Table) -> Backoff:
@@ -140,8 +142,7 @@ def parse_gateway_config(
     root = _Table(doc, "gateway.toml")
     g = root.sub("gateway") or _Table({}, "gateway")
     cred_dir = _path(base, g.text("credential_dir"))
-    state_dir = _path(base, g.text("state_dir", "edge-state"))
-    assert state_dir is not None
+    state_dir = _resolve(base, g.text("state_dir", "edge-state"))
     identity_text = g.text("identity")
     identity: DeviceIdentity | None = None
     if identity_text is not None:
@@ -179,8 +180,7 @@ def parse_gateway_config(
         overflow=o.text("overflow", "drop-oldest"),
         max_message_bytes=o.integer("max_message_bytes", 256 * 1024),
     )
-    outbox_path = _path(state_dir, o.text("path", "outbox.db"))
-    assert outbox_path is not None
+    outbox_path = _resolve(state_dir, o.text("path", "outbox.db"))
     o.done()
 
     uplink: UplinkSettings | None = None
@@ -204,8 +204,7 @@ def parse_gateway_config(
     model: ModelFiles | None = None
     mt = root.sub("model")
     if mt is not None:
-        model_path = _path(base, mt.text("path", required=True))
-        assert model_path is not None
+        model_path = _resolve(base, mt.text("path", required=True))
         sig = _path(base, mt.text("signature")) or model_path.with_name(model_path.name + ".sig")
         roots = [p for p in (_path(base, x) for x in mt.array("trust_roots")) if p]
         crls = [p for p in (_path(base, x) for x in mt.array("crls")) if p]
@@ -230,10 +229,9 @@ def parse_gateway_config(
         policy = t.text("security_policy", "None")
         if policy != "None":
             cert, key, server_cert = (
-                _path(base, t.text(k, required=True))
+                _resolve(base, t.text(k, required=True))
                 for k in ("certificate", "private_key", "server_certificate")
             )
-            assert cert and key and server_cert
             security = OpcUaSecurity(
                 policy=policy,
                 mode=t.text("security_mode", "SignAndEncrypt"),

@@ -10,3 +10,65 @@ issuance by the embedded CA (`pki.local`) or Vault (`pki.vault`) behind one prot
 >>> DeviceIdentity.parse("acme/plant1/press/line1/cell2/press-07").spiffe_id
 'spiffe://acme/plant1/press/line1/cell2/press-07'
 """
+
+import importlib
+
+# The public surface (docs/architecture.md, "Public surface"): what the other packages and the CLI
+# may import from this one, by home module. Import a name from its home module, as the rest of
+# the code does; the package also resolves it on first use (PEP 562) instead of importing every
+# module up front, so importing one module stays light. tests/test_public_surface.py holds every
+# import in the product to this list.
+_SURFACE: dict[str, tuple[str, ...]] = {
+    "authority": (
+        "CRLBundle",
+        "CertificateAuthority",
+        "IssuedCertificate",
+        "RevocationReason",
+        "fingerprint_sha256",
+        "format_serial",
+        "parse_serial",
+        "pem",
+    ),
+    "csr": ("load_csr",),
+    "errors": (
+        "CSRError",
+        "CertificateError",
+        "IssuanceRefusedError",
+        "MalformedIdentityError",
+        "PKIError",
+        "RevokedCertificateError",
+    ),
+    "files": ("load_ca_certificate", "write_atomic"),
+    "health": ("ca_health", "crl_number"),
+    "identity": ("ConsumerIdentity", "DeviceIdentity", "IdentityPrefix", "LEVELS", "parse_spiffe"),
+    "keys": (
+        "KeyPolicy",
+        "PrivateKey",
+        "check_public_key",
+        "generate_private_key",
+        "load_private_key",
+        "private_key_pem",
+        "write_private_key",
+    ),
+    "ledger": ("Ledger", "LedgerEntry"),
+    "local": (
+        "LocalCA",
+        "create_intermediate_request",
+        "init_local_ca",
+        "install_intermediate",
+        "sign_intermediate",
+    ),
+    "profiles": ("ProfileName", "ServerName", "parse_subject"),
+    "vault": ("VaultCA", "VaultConfig"),
+    "verifier": ("ChainVerifier", "VerifiedDevice", "load_certificates"),
+}
+
+__all__ = [name for names in _SURFACE.values() for name in names]
+
+
+def __getattr__(name: str) -> object:
+    home = next((module for module, names in _SURFACE.items() if name in names), None)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(f"{__name__}.{home}")
+    return module if name == home else getattr(module, name)

@@ -11,8 +11,25 @@ True
 <ReasonCode.TOPIC_RESERVED: 'topic_reserved'>
 """
 
+# The public surface (docs/architecture.md, "Public surface"): what the other packages and the CLI
+# may import from this one, from here or from the home module. The package is pure and light, so
+# it imports its surface up front; tests/test_public_surface.py holds every import to __all__.
+from policies.broker_config import (
+    MIN_SHARE_SECRET_BYTES,
+    PACKET_OVERHEAD_BYTES,
+    SYS_DROPPED_TOPIC,
+    BrokerPlugin,
+    BrokerSettings,
+    Registry,
+    TlsFiles,
+    max_packet_bytes,
+    relay_client_id,
+    relay_subscription,
+    render_brokers,
+)
 from policies.decision import Action, Decision, ReasonCode
-from policies.document import AuditFailureMode, CertificatePolicy, Policy, Zone
+from policies.deployment import BrokerConfigFile, Deployment, check_deployment, referenced_paths
+from policies.document import AuditFailureMode, CertificatePolicy, Policy, StaleCrlMode, Zone
 from policies.engine import evaluate
 from policies.errors import AccessDeniedError, PolicyConfigError, PolicyError
 from policies.loader import load_policy
@@ -21,19 +38,35 @@ from policies.ratelimit import RateLimiter
 from policies.topic import split_device_topic
 
 __all__ = [
+    "MIN_SHARE_SECRET_BYTES",
+    "PACKET_OVERHEAD_BYTES",
+    "SYS_DROPPED_TOPIC",
     "AccessDeniedError",
     "Action",
     "AuditFailureMode",
+    "BrokerConfigFile",
+    "BrokerPlugin",
+    "BrokerSettings",
     "CertificatePolicy",
     "Decision",
+    "Deployment",
     "Policy",
     "PolicyConfigError",
     "PolicyError",
     "RateLimiter",
     "ReasonCode",
+    "Registry",
+    "StaleCrlMode",
+    "TlsFiles",
     "Zone",
+    "check_deployment",
     "check_payload",
     "evaluate",
     "load_policy",
+    "max_packet_bytes",
+    "referenced_paths",
+    "relay_client_id",
+    "relay_subscription",
+    "render_brokers",
     "split_device_topic",
 ]

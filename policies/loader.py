@@ -12,10 +12,9 @@ where the parser allows, the line. No I/O: the caller reads the file and passes 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, NoReturn, TypeVar
+from typing import Any
 
 from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
@@ -41,11 +40,9 @@ from policies.document import (
     TopicLimits,
     Zone,
 )
-from policies.errors import PolicyConfigError
-from policies.source import KeyPath, key_line, parse_text
+from policies.source import KeyPath, PolicyText, parse_text
 from policies.topic import LEVEL
 
-T = TypeVar("T")
 MAX_MESSAGE_BYTES_CEILING = 16 * 1024 * 1024
 _TOP_KEYS = {
     "version",
@@ -63,66 +60,7 @@ _TOP_KEYS = {
 }
 
 
-class _Doc:
-    """The parsed document plus what is needed to point at a line in an error."""
-
-    def __init__(self, text: str, fmt: str, source: str) -> None:
-        self.text, self.fmt, self.source = text, fmt, source
-
-    def fail(self, path: KeyPath, message: str) -> NoReturn:
-        raise PolicyConfigError(
-            message,
-            key=".".join(str(p) for p in path),
-            line=key_line(self.text, self.fmt, path),
-            source=self.source,
-        )
-
-    def get(self, table: Mapping[str, Any], path: KeyPath, key: str, kind: type[T]) -> T:
-        if key not in table:
-            self.fail([*path, key], f"required key is missing (expected {kind.__name__})")
-        return self.typed(table[key], [*path, key], kind)
-
-    def opt(
-        self, table: Mapping[str, Any], path: KeyPath, key: str, kind: type[T], default: T
-    ) -> T:
-        return self.typed(table[key], [*path, key], kind) if key in table else default
-
-    def typed(self, value: Any, path: KeyPath, kind: type[T]) -> T:
-        ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)  # type: ignore[return-value]
-        if not ok:
-            self.fail(path, f"expected {kind.__name__}; found {type(value).__name__}")
-        return value  # type: ignore[no-any-return]
-
-    def table(self, parent: Mapping[str, Any], path: KeyPath, key: str) -> dict[str, Any]:
-        return self.opt(parent, path, key, dict, {})
-
-    def only(self, table: Mapping[str, Any], path: KeyPath, allowed: set[str]) -> None:
-        for key in table:
-            if key not in allowed:
-                self.fail(
-                    [*path, key], f"unknown key; expected one of {', '.join(sorted(allowed))}"
-                )
-
-    def label(self, value: Any, path: KeyPath) -> str:
-        text = self.typed(value, path, str)
-        if not LEVEL.fullmatch(text):
-            self.fail(path, f"must match [a-z0-9][a-z0-9_-]{{0,62}}; found {text!r}")
-        return text
-
-    def str_list(self, table: Mapping[str, Any], path: KeyPath, key: str) -> list[str]:
-        items = self.opt(table, path, key, list, [])
-        return [self.typed(v, [*path, key, i], str) for i, v in enumerate(items)]
-
-    def positive(self, table: Mapping[str, Any], path: KeyPath, key: str, kind: type[T]) -> T:
-        value = self.get(table, path, key, kind)
-        if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
-            self.fail([*path, key], f"must be a positive number; found {value!r}")
-        return value
-
-
-def _prefix(doc: _Doc, value: Any, path: KeyPath, enterprise: str) -> IdentityPrefix:
+def _prefix(doc: PolicyText, value: Any, path: KeyPath, enterprise: str) -> IdentityPrefix:
     try:
         prefix = IdentityPrefix.parse(doc.typed(value, path, str))
     except MalformedIdentityError as exc:
@@ -132,7 +70,7 @@ def _prefix(doc: _Doc, value: Any, path: KeyPath, enterprise: str) -> IdentityPr
     return prefix
 
 
-def _conduits(doc: _Doc, data: Mapping[str, Any]) -> tuple[Conduit, ...]:
+def _conduits(doc: PolicyText, data: Mapping[str, Any]) -> tuple[Conduit, ...]:
     out = []
     for i, raw in enumerate(doc.opt(data, [], "conduits", list, [])):
         path: list[str | int] = ["conduits", i]
@@ -166,7 +104,7 @@ def _conduits(doc: _Doc, data: Mapping[str, Any]) -> tuple[Conduit, ...]:
     return tuple(out)
 
 
-def _device_classes(doc: _Doc, data: Mapping[str, Any]) -> dict[str, DeviceClass]:
+def _device_classes(doc: PolicyText, data: Mapping[str, Any]) -> dict[str, DeviceClass]:
     out = {}
     for name, raw in doc.table(data, [], "device_classes").items():
         path = ["device_classes", name]
@@ -184,7 +122,7 @@ def _device_classes(doc: _Doc, data: Mapping[str, Any]) -> dict[str, DeviceClass
     return out
 
 
-def _schemas(doc: _Doc, data: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+def _schemas(doc: PolicyText, data: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     out: dict[str, Mapping[str, Any]] = {}
     for name, raw in doc.table(data, [], "schemas").items():
         path = ["schemas", name]
@@ -206,7 +144,7 @@ def _schemas(doc: _Doc, data: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]
 
 
 def _limits(
-    doc: _Doc, data: Mapping[str, Any], schemas: Mapping[str, Any]
+    doc: PolicyText, data: Mapping[str, Any], schemas: Mapping[str, Any]
 ) -> dict[str, TopicLimits]:
     out = {}
     for topic_class, raw in doc.table(data, [], "limits").items():
@@ -239,7 +177,7 @@ def _limits(
     return out
 
 
-def _certificates(doc: _Doc, data: Mapping[str, Any]) -> CertificatePolicy:
+def _certificates(doc: PolicyText, data: Mapping[str, Any]) -> CertificatePolicy:
     path: list[str | int] = ["certificates"]
     raw = doc.table(data, [], "certificates")
     default = CertificatePolicy()
@@ -298,7 +236,7 @@ def _certificates(doc: _Doc, data: Mapping[str, Any]) -> CertificatePolicy:
     )
 
 
-def _relay(doc: _Doc, data: Mapping[str, Any], enterprise: str) -> RelayPolicy:
+def _relay(doc: PolicyText, data: Mapping[str, Any], enterprise: str) -> RelayPolicy:
     path: list[str | int] = ["relay"]
     raw = doc.table(data, [], "relay")
     doc.only(raw, path, {"identity", "share_group", "on_audit_failure"})
@@ -324,7 +262,7 @@ def load_policy(text: str, *, fmt: str | None = None, source: str = "") -> Polic
     the ``source`` file name, else TOML). Raises `PolicyConfigError`."""
     if fmt is None:
         fmt = "yaml" if source.endswith((".yaml", ".yml")) else "toml"
-    doc = _Doc(text, fmt, source)
+    doc = PolicyText(text, fmt, source)
     data = parse_text(text, fmt, source)
     doc.only(data, [], _TOP_KEYS)
     version = doc.get(data, [], "version", int)
@@ -395,7 +333,7 @@ def load_policy(text: str, *, fmt: str | None = None, source: str = "") -> Polic
     )
 
 
-def _stale_crl_mode(doc: _Doc, raw: dict[str, Any], zone: Zone) -> StaleCrlMode:
+def _stale_crl_mode(doc: PolicyText, raw: dict[str, Any], zone: Zone) -> StaleCrlMode:
     path: list[str | int] = ["zones", zone.value, "on_stale_crl"]
     if zone not in STALE_CRL_DEFAULTS:
         doc.fail(

@@ -5,20 +5,24 @@ line comes from `toml_key_line`, a small scanner over table headers and ``key =`
 for the documents people write; None when it cannot tell). YAML keeps node positions, so
 `yaml_key_line` is exact. YAML mappings with a duplicate key are refused: PyYAML would silently
 keep the last value, and a reviewer reading the first one would approve a different policy.
+`PolicyText` reads the parsed document key by key and points every refusal at its line.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn, TypeVar
 
 import yaml
 
 from policies.errors import PolicyConfigError
+from policies.topic import LEVEL
 
 KeyPath = Sequence[str | int]
+T = TypeVar("T")
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
 _KEY = re.compile(
@@ -139,3 +143,63 @@ def parse_text(text: str, fmt: str, source: str) -> dict[str, Any]:
 
 def key_line(text: str, fmt: str, path: KeyPath) -> int | None:
     return toml_key_line(text, path) if fmt == "toml" else yaml_key_line(text, path)
+
+
+class PolicyText:
+    """A policy's text read key by key: each accessor checks the type and refuses with a
+    `PolicyConfigError` naming the dotted key, its line and the source file."""
+
+    def __init__(self, text: str, fmt: str, source: str) -> None:
+        self.text, self.fmt, self.source = text, fmt, source
+
+    def fail(self, path: KeyPath, message: str) -> NoReturn:
+        raise PolicyConfigError(
+            message,
+            key=".".join(str(p) for p in path),
+            line=key_line(self.text, self.fmt, path),
+            source=self.source,
+        )
+
+    def get(self, table: Mapping[str, Any], path: KeyPath, key: str, kind: type[T]) -> T:
+        if key not in table:
+            self.fail([*path, key], f"required key is missing (expected {kind.__name__})")
+        return self.typed(table[key], [*path, key], kind)
+
+    def opt(
+        self, table: Mapping[str, Any], path: KeyPath, key: str, kind: type[T], default: T
+    ) -> T:
+        return self.typed(table[key], [*path, key], kind) if key in table else default
+
+    def typed(self, value: Any, path: KeyPath, kind: type[T]) -> T:
+        ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)  # type: ignore[return-value]
+        if not ok:
+            self.fail(path, f"expected {kind.__name__}; found {type(value).__name__}")
+        return value  # type: ignore[no-any-return]
+
+    def table(self, parent: Mapping[str, Any], path: KeyPath, key: str) -> dict[str, Any]:
+        return self.opt(parent, path, key, dict, {})
+
+    def only(self, table: Mapping[str, Any], path: KeyPath, allowed: set[str]) -> None:
+        for key in table:
+            if key not in allowed:
+                self.fail(
+                    [*path, key], f"unknown key; expected one of {', '.join(sorted(allowed))}"
+                )
+
+    def label(self, value: Any, path: KeyPath) -> str:
+        text = self.typed(value, path, str)
+        if not LEVEL.fullmatch(text):
+            self.fail(path, f"must match [a-z0-9][a-z0-9_-]{{0,62}}; found {text!r}")
+        return text
+
+    def str_list(self, table: Mapping[str, Any], path: KeyPath, key: str) -> list[str]:
+        items = self.opt(table, path, key, list, [])
+        return [self.typed(v, [*path, key, i], str) for i, v in enumerate(items)]
+
+    def positive(self, table: Mapping[str, Any], path: KeyPath, key: str, kind: type[T]) -> T:
+        value = self.get(table, path, key, kind)
+        if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
+            self.fail([*path, key], f"must be a positive number; found {value!r}")
+        return value

@@ -348,7 +348,8 @@ def create_app(
             asset=body.asset,
         )
         d = service.registry.device(body.path)
-        assert d is not None
+        if d is None:  # added in its own transaction just above: the registry lost it
+            raise UpstreamError(f"the registry does not return device {body.path} just added")
         return DeviceOut(path=d.path, status=d.status, device_class=d.device_class, asset=d.asset)
 
     @app.post("/v1/groups", status_code=201, tags=["operator"])

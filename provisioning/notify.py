@@ -48,9 +48,9 @@ class Notifier:
     def __call__(self, topic: str, message: dict[str, Any]) -> None:
         payload = json.dumps(message, sort_keys=True).encode()
         if self.webhook_url:
-            self._webhook(topic, payload)
+            self._webhook(self.webhook_url, topic, payload)
         if self.mqtt is not None:
-            self._mqtt(f"{self.mqtt.topic_prefix}/{topic}", payload)
+            self._mqtt(self.mqtt, f"{self.mqtt.topic_prefix}/{topic}", payload)
 
     def revoked(self, notice: RevocationNotice) -> None:
         self(
@@ -65,8 +65,7 @@ class Notifier:
             },
         )
 
-    def _webhook(self, topic: str, payload: bytes) -> None:
-        assert self.webhook_url is not None
+    def _webhook(self, url: str, topic: str, payload: bytes) -> None:
         verify: Any = (
             ssl.create_default_context(cafile=str(self.webhook_ca_file))
             if self.webhook_ca_file
@@ -75,7 +74,7 @@ class Notifier:
         try:
             with httpx.Client(verify=verify, timeout=self.timeout_s) as http:
                 r = http.post(
-                    self.webhook_url,
+                    url,
                     content=payload,
                     headers={"Content-Type": "application/json", "X-Idmz-Topic": topic},
                 )
@@ -84,12 +83,10 @@ class Notifier:
         except httpx.HTTPError as exc:
             _log.warning("webhook failed for %s: %s", topic, type(exc).__name__)
 
-    def _mqtt(self, topic: str, payload: bytes) -> None:
+    def _mqtt(self, target: MqttTarget, topic: str, payload: bytes) -> None:
         import paho.mqtt.client as mqtt  # imported here: only deployments that use MQTT load paho
         from paho.mqtt.enums import CallbackAPIVersion
 
-        target = self.mqtt
-        assert target is not None
         client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         try:
             if target.ca_file is not None:

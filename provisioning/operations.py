@@ -154,9 +154,7 @@ class OperatorActions:
             raise UsageError(
                 f"token lifetime must be 1..{self.limits.tokens.max_enrollment_ttl_s} s; found {ttl}"
             )
-        if (device is None) == (group is None):
-            raise UsageError("a token is bound to exactly one device or one group")
-        if device is not None:
+        if device is not None and group is None:
             identity = parse_device(device)
             record = self.registry.device(identity.path)
             if record is None:
@@ -166,11 +164,12 @@ class OperatorActions:
             if record.status == DeviceStatus.REVOKED:
                 raise UsageError(f"device {identity} is revoked")
             subject = f"device:{identity.path}"
-        else:
-            assert group is not None
+        elif group is not None and device is None:
             if not any(g.prefix == group for g in self.registry.groups()):
                 raise UsageError(f"enrollment group {group} does not exist")
             subject = f"group:{group}"
+        else:
+            raise UsageError("a token is bound to exactly one device or one group")
         token, claims = self.token_key.mint_enrollment(subject, ttl_s=ttl, now=now)
         self._record_token(
             claims.token_id, subject, operator=operator, now=claims.issued_at,

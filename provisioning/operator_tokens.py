@@ -27,9 +27,7 @@ class OperatorTokens(OperatorActions):
         """Put an operator token on the registry's deny-list, named by its id (``jti``, printed
         when it was minted) or given whole; from then on every instance refuses it, audited
         (`authenticate_operator`). Only the ``jti`` is stored, never the token. Returns the id."""
-        if (token_id is None) == (token is None):
-            raise UsageError("name the operator token by its id or give the token, not both")
-        if token is not None:
+        if token is not None and token_id is None:
             try:
                 claims = self.token_key.verify_operator(
                     token, now=now, leeway_s=self.limits.tokens.clock_leeway_s
@@ -41,8 +39,7 @@ class OperatorTokens(OperatorActions):
                 f"operator:{claims.operator}",
                 claims.expires_at,
             )
-        else:
-            assert token_id is not None
+        elif token_id is not None and token is None:
             record = self.registry.token(token_id[:64])
             if record is None or not record.subject.startswith("operator:"):
                 raise UsageError(
@@ -50,6 +47,8 @@ class OperatorTokens(OperatorActions):
                     "pass the token itself (--token-file)"
                 )
             jti, subject, expires_at = record.jti, record.subject, record.expires_at
+        else:
+            raise UsageError("name the operator token by its id or give the token, not both")
         with self.registry.unit() as unit:
             if unit.deny_token(
                 jti, subject=subject, expires_at=expires_at, now=now, revoked_by=operator

@@ -286,7 +286,10 @@ class ProvisioningService(OperatorTokens):
                         code="other-device",
                     )
                 return identity
-            assert claims.group_prefix is not None
+            if claims.group_prefix is None:  # verification admits only device: and group:
+                raise TokenError(
+                    f"token {claims.token_id} names no device or group", code="malformed"
+                )
             prefix = IdentityPrefix.parse(claims.group_prefix)
             if requested is None:
                 raise RequestError(

@@ -224,20 +224,16 @@ class Appliance:
             ledger.close()
 
     def _render(self) -> tuple[bool, bool]:
-        cfg, wc = self.config, self.config.worker
-        assert (
-            cfg.managed_ot is not None and cfg.managed_it is not None and cfg.broker_dir is not None
-        )
-        assert wc.crl_path is not None, "managed brokers need the CA's CRL"
+        cfg, wc, managed = self.config, self.config.worker, self.config.managed_brokers()
         registry = registry_from_ledger(self._ledger_entries(), self._revocation.revoked_devices)
         self._registry_key = (registry.devices, registry.consumers)
         _files, ot_changed, it_changed = render_files(
             self.policy,
             registry,
-            ot=self._managed.get("ot", cfg.managed_ot),
-            it=self._managed.get("it", cfg.managed_it),
-            crl_path=wc.crl_path,
-            directory=cfg.broker_dir,
+            ot=self._managed.get("ot", managed.ot),
+            it=self._managed.get("it", managed.it),
+            crl_path=managed.crl_path,
+            directory=managed.directory,
             audit_denials=cfg.audit_broker_denials,
             run_as_user=cfg.broker_user or ("root" if os.geteuid() == 0 else None),
             policy_document=(wc.policy_source, wc.policy_text),
@@ -260,10 +256,7 @@ class Appliance:
         )
 
     def _start_brokers(self) -> None:
-        cfg = self.config
-        assert (
-            cfg.managed_ot is not None and cfg.managed_it is not None and cfg.broker_dir is not None
-        )
+        cfg, managed = self.config, self.config.managed_brokers()
         try:
             self._revoke_plugin = build_plugin()
         except RevokePluginUnavailableError as exc:
@@ -286,21 +279,21 @@ class Appliance:
                 name: b
                 if b.bound_port is not None
                 else dataclasses.replace(b, bound_port=free_port(b.bind_address))
-                for name, b in (("ot", cfg.managed_ot), ("it", cfg.managed_it))
+                for name, b in (("ot", managed.ot), ("it", managed.it))
             }
         self._render()
-        for name, b in (("ot", cfg.managed_ot), ("it", cfg.managed_it)):
+        for name, b in (("ot", managed.ot), ("it", managed.it)):
             # A broker bound to every interface is dialled on loopback.
             wildcard = b.bind_address in ("0.0.0.0", "")  # noqa: S104 - comparing, not binding
             host = "127.0.0.1" if wildcard else b.bind_address
             proc = MosquittoProcess(
-                name, cfg.broker_dir / f"{name}.conf", host, b.port, cfg.mosquitto_path
+                name, managed.directory / f"{name}.conf", host, b.port, cfg.mosquitto_path
             )
             proc.start()
             self._brokers[name] = proc
             if self._revoke_plugin is not None and cfg.audit_broker_denials:
                 tail = RefusalTail(
-                    cfg.broker_dir / REPORT_FILE.format(zone=name),
+                    managed.directory / REPORT_FILE.format(zone=name),
                     functools.partial(self._on_broker_refusal, name),
                 )
                 tail.start()

@@ -137,6 +137,16 @@ class ManagedBroker:
 
 
 @dataclass(frozen=True, slots=True)
+class ManagedBrokers:
+    """Both managed brokers and what rendering their configs needs, present by construction."""
+
+    ot: ManagedBroker
+    it: ManagedBroker
+    directory: Path  # rendered configs, persistence, logs
+    crl_path: Path  # the CA's CRL, which both brokers check client certificates against
+
+
+@dataclass(frozen=True, slots=True)
 class ApplianceConfig:
     """The whole appliance: brokers (managed or external), N workers, health/metrics."""
 
@@ -161,7 +171,22 @@ class ApplianceConfig:
             raise RelayConfigError("manage both brokers or neither (mixed setups are not tested)")
         if self.managed_ot is not None and self.broker_dir is None:
             raise RelayConfigError("managed brokers need broker_dir for configs and persistence")
+        if self.managed_ot is not None and self.worker.crl_path is None:
+            raise RelayConfigError("managed brokers need the CA's CRL (worker crl_path)")
         if self.health_host not in ("127.0.0.1", "::1", "localhost"):
             raise RelayConfigError(
                 f"the health/metrics endpoint listens on loopback only; found {self.health_host!r}"
             )
+
+    def managed_brokers(self) -> ManagedBrokers:
+        """The managed brokers; `RelayConfigError` when this appliance talks to external ones."""
+        if (
+            self.managed_ot is None
+            or self.managed_it is None
+            or self.broker_dir is None
+            or self.worker.crl_path is None
+        ):
+            raise RelayConfigError("this appliance manages no brokers; it dials external ones")
+        return ManagedBrokers(
+            self.managed_ot, self.managed_it, self.broker_dir, self.worker.crl_path
+        )

@@ -100,15 +100,14 @@ class Link:
         with self._lock:
             if self._channel is None or generation != self.generation:
                 return False
-            return self._send_locked(data)
+            return self._send_locked(self._channel, data)
 
-    def _send_locked(self, data: bytes) -> bool:
-        assert self._channel is not None
+    def _send_locked(self, channel: TLSChannel, data: bytes) -> bool:
         try:
-            self._channel.send(data)
+            channel.send(data)
         except OSError as exc:  # ssl.SSLError and TimeoutError included
             self._log.warning("cannot write to %s (%s); dropping the connection", self._where, exc)
-            self._channel.shutdown()  # the link's thread sees it and reconnects
+            channel.shutdown()  # the link's thread sees it and reconnects
             return False
         self._last_send_at = time.monotonic()
         return True
@@ -230,7 +229,7 @@ class Link:
                 raise SessionEndedError(f"no PINGRESP within {keepalive:g} s")
             if keepalive and not ping_sent_at and now - self._last_send_at >= keepalive / 2:
                 with self._lock:
-                    self._send_locked(PINGREQ)
+                    self._send_locked(channel, PINGREQ)
                 ping_sent_at = now
             data = self._recv(channel, up=True)
             packets = framer.feed(data) if data else []

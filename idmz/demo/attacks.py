@@ -121,7 +121,8 @@ class Attacks(Scene):
         )
 
     def cut_off(self) -> str:
-        assert self.cutoff_at is not None
+        if self.cutoff_at is None:
+            raise StepFailedError("press-02 cannot be cut off before its certificate is revoked")
         url = f"http://127.0.0.1:{self.plant.ports.press_2_metrics}/metrics"
         self._wait(
             lambda: (

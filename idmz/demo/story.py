@@ -127,7 +127,8 @@ class Story(Scene):
         return f"defect at the outer race of the drive-end bearing (SKF 6205), via {control.name}"
 
     def local_alarm(self) -> str:
-        assert self.fault_at is not None
+        if self.fault_at is None:
+            raise StepFailedError("no local alarm is expected before the fault is injected")
         path = self.plant.press1.alarms
         alarms = self._wait(lambda: read_jsonl(path), "an alarm in the gateway's local alarm file")
         self.alarm = alarm = alarms[0]
@@ -142,7 +143,8 @@ class Story(Scene):
         )
 
     def anomaly_at_it(self) -> str:
-        assert self.alarm is not None
+        if self.alarm is None:
+            raise StepFailedError("the anomaly cannot reach IT before the gateway raised an alarm")
         window = self.alarm["window_start"]
         msg: Message = self._wait(
             lambda: next(
