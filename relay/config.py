@@ -66,9 +66,16 @@ class RelayLimits:
     dedup_max_ids: int = 1_000_000
     # How often the CRL file is checked for changes.
     crl_poll_interval_s: float = 0.25
+    # Messages the IT broker refused for good (or of a device revoked while spooled) are kept
+    # in <state>/worker-<n>/dead-letters.jsonl up to this size; above it the alarm is raised
+    # and payloads are no longer kept (the audit record still has their SHA-256).
+    dead_letter_max_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        for name in ("max_inflight", "audit_batch_max", "spool_max_bytes", "dedup_max_ids"):
+        for name in (
+            "max_inflight", "audit_batch_max", "spool_max_bytes", "dedup_max_ids",
+            "dead_letter_max_bytes",
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise RelayConfigError(f"relay limit {name} must be at least 1")
         if not 1 <= self.max_inflight <= 65535:

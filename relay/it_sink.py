@@ -41,7 +41,8 @@ __all__ = ["ITSink", "pack_user_properties"]
 
 
 class ITSink:
-    """``on_acked(ref, ok)``, ``on_down(refs)`` and ``on_up()`` run on the link's thread;
+    """``on_acked(ref, reason_code)`` (the PUBACK's; >= 0x80 is a refusal), ``on_down(refs)``
+    and ``on_up()`` run on the link's thread;
     ``on_acked`` must only queue. `publish` and `flush` may be called from any thread."""
 
     def __init__(
@@ -49,7 +50,7 @@ class ITSink:
         endpoint: BrokerEndpoint,
         *,
         client_id: str,
-        on_acked: Callable[[object, bool], None],
+        on_acked: Callable[[object, int], None],
         on_down: Callable[[Sequence[object]], None],
         on_up: Callable[[], None],
         reconnect_delay_s: float = 0.5,
@@ -146,7 +147,7 @@ class ITSink:
         self._on_up()
 
     def on_packets(self, packets: list[tuple[int, bytes]], generation: int) -> None:
-        done: list[tuple[object, bool]] = []
+        done: list[tuple[object, int]] = []
         try:
             with self._lock:
                 for first, body in packets:
@@ -158,7 +159,7 @@ class ITSink:
                     ref = self._refs.pop(packet_id, None)
                     if ref is None:
                         raise MQTTProtocolError(f"a PUBACK for packet {packet_id}, not in flight")
-                    done.append((ref, code < 0x80))
+                    done.append((ref, code))
                 if len(self._refs) + len(done) >= self._window:
                     self._room.notify_all()
         finally:

@@ -26,9 +26,12 @@ class WorkerStats:
         self.spooled = 0
         self.drained = 0
         self.duplicates = 0
-        self.dropped = 0  # always 0 by design; exported so dashboards can prove it
+        self.dropped = 0  # 0 unless the dead-letter file is full (then a payload is not kept)
         self.audit_failures = 0
         self.spool_full_events = 0
+        self.dead_letters = 0  # refused by IT or revoked while spooled: audited, kept aside
+        self.dead_letter_bytes = 0
+        self.dead_letter_full = False  # alarm: payloads are no longer kept
         self.refused: Counter[str] = Counter()
         self.device_forwarded: Counter[str] = Counter()
         self.device_refused: Counter[str] = Counter()
@@ -58,6 +61,9 @@ class WorkerStats:
                 "dropped": self.dropped,
                 "audit_failures": self.audit_failures,
                 "spool_full_events": self.spool_full_events,
+                "dead_letters": self.dead_letters,
+                "dead_letter_bytes": self.dead_letter_bytes,
+                "dead_letter_full": self.dead_letter_full,
                 "refused": dict(self.refused),
                 "device_forwarded": dict(self.device_forwarded),
                 "device_refused": dict(self.device_refused),

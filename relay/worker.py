@@ -40,10 +40,12 @@ from audit.events import AuditEvent, AuditSink
 from policies import AuditFailureMode, load_policy
 from policies.broker_config import PACKET_OVERHEAD_BYTES, max_packet_bytes, relay_subscription
 from relay.config import AcceptedAudit, WorkerConfig
+from relay.deadletter import IT_REFUSED, DeadLetter, DeadLetters, dead_letter_event
 from relay.dedup import DedupWindow
 from relay.errors import SpoolFullError
-from relay.inspector import Inspector
+from relay.inspector import Inspector, RelayReason
 from relay.it_sink import ITSink
+from relay.mqtt_codec import reason_name
 from relay.ot_source import Delivery, OTSource
 from relay.records import AcceptedLine, batch_digest, batch_event, message_event, refusal_event
 from relay.revocation import CrlWatcher, RevocationState
@@ -58,8 +60,8 @@ class _Item:
     """One message between delivery and OT acknowledgement."""
 
     __slots__ = (
-        "acked", "audit_done", "code", "device", "duplicate", "it_done", "msg_id", "payload",
-        "props", "reason", "seq", "spooled", "t0", "token", "topic",
+        "acked", "audit_done", "code", "dead", "device", "duplicate", "it_done", "msg_id",
+        "payload", "props", "reason", "seq", "spooled", "t0", "token", "topic",
     )  # fmt: skip
 
     def __init__(self, seq: int, d: Delivery, device: str, msg_id: str, t0: float) -> None:
@@ -68,13 +70,32 @@ class _Item:
         self.props: tuple[tuple[str, str], ...] = ()
         self.code = self.reason = ""
         self.duplicate = self.spooled = self.it_done = self.audit_done = self.acked = False
+        self.dead = False  # refused by the IT broker: audited and kept as a dead letter
 
 
 class _DrainRef:
-    __slots__ = ("acked", "device", "end", "seq")
+    """A spooled record on its way to IT: ``end`` is its end offset in the spool file of
+    generation ``file_gen``; ``gen`` the drain generation (IT connection) it was sent in."""
 
-    def __init__(self, seq: int, end: int, device: str) -> None:
-        self.seq, self.end, self.device, self.acked = seq, end, device, False
+    __slots__ = ("acked", "end", "file_gen", "gen", "rec")
+
+    def __init__(self, end: int, rec: SpoolRecord, gen: int, file_gen: int) -> None:
+        self.end, self.rec, self.gen, self.file_gen = end, rec, gen, file_gen
+        self.acked = False
+
+    @property
+    def device(self) -> str:
+        return self.rec.device
+
+
+class _Dead:
+    """A message on its way to the dead-letter file (``kept`` once buffered there)."""
+
+    __slots__ = ("kept", "letter", "ref")
+
+    def __init__(self, ref: _Item | _DrainRef, letter: DeadLetter) -> None:
+        self.ref, self.letter = ref, letter
+        self.kept: bool | None = None
 
 
 class Worker:
@@ -124,7 +145,13 @@ class Worker:
         self._inproc: set[tuple[str, str]] = set()
         self._refusals: deque[_Item] = deque()
         self._accepted: deque[_Item] = deque()
-        self._it_acks: deque[tuple[object, bool]] = deque()
+        self._it_acks: deque[tuple[object, int]] = deque()
+        self._dead: deque[_Dead] = deque()  # the committer audits and keeps them
+        self._letters = DeadLetters(
+            state / "dead-letters.jsonl",
+            max_bytes=limits.dead_letter_max_bytes,
+            worker=self.name,
+        )
         self._unsynced: list[_Item] = []
         self._held: deque[_Item] = deque()
         self._waiting: dict[int, _Item] = {}  # audited, waiting for IT
@@ -132,6 +159,11 @@ class Worker:
         self._read_offset = self._spool.cursor
         self._drain_gen = 0
         self._drain_out: deque[_DrainRef] = deque()
+        # Spool records (by end offset in the current file) that are dead letters: False while
+        # being audited, True once kept. Mosquitto 2.0.11 closes the connection after refusing
+        # a publish, so the drain re-reads the record before the refusal is even handled: it
+        # must not send it again (that would be refused and disconnected again, forever).
+        self._dead_at: dict[int, bool] = {}
         self._prev_digest = ""
         prefix = f"{config.client_id_prefix}-{index}"
         self._ot = OTSource(
@@ -189,6 +221,7 @@ class Worker:
         if self._crl is not None:
             self._crl.stop()
         self._spool.close()
+        self._letters.close()
         self._dedup.close()
 
     # -- OT thread ----------------------------------------------------------------------
@@ -289,8 +322,8 @@ class Worker:
 
     # -- IT callbacks ---------------------------------------------------------------------
 
-    def _on_it_acked(self, ref: object, ok: bool) -> None:
-        self._it_acks.append((ref, ok))  # the IT link thread: only queue
+    def _on_it_acked(self, ref: object, reason_code: int) -> None:
+        self._it_acks.append((ref, reason_code))  # the IT link thread: only queue
         if not self._wake.is_set():  # Event.set takes a lock and notifies: once per cycle
             self._wake.set()
 
@@ -338,24 +371,34 @@ class Worker:
     def _commit_cycle(self) -> None:
         touched: list[_Item] = []
         while self._it_acks:
-            ref, ok = self._it_acks.popleft()
+            ref, code = self._it_acks.popleft()
             if isinstance(ref, _Item):
-                if ok:
+                if code < 0x80:
                     ref.it_done = True
                     touched.append(ref)
-                else:
-                    _log.error("IT broker refused %s from %s; spooling it", ref.msg_id, ref.device)
-                    with self._lock:
-                        self._spool_locked(ref)
+                else:  # permanent (MQTT 5 §2.4): never retried in order, kept aside
+                    self._dead.append(_Dead(ref, self._refused_letter(ref.topic, ref, code)))
             elif isinstance(ref, _DrainRef):
-                ref.acked = ok
+                if code < 0x80:
+                    ref.acked = ref.acked or ref.gen == self._drain_gen
+                    continue
+                with self._lock:  # the first refusal of a record of the current file counts
+                    first = ref.file_gen == self._spool.generation and ref.end not in self._dead_at
+                    if first:
+                        self._dead_at[ref.end] = False
+                if first:
+                    self._dead.append(
+                        _Dead(ref, self._refused_letter(ref.rec.topic, ref.rec, code))
+                    )
         self._advance_drain()
         self._retry_held()
         refusals = [self._refusals.popleft() for _ in range(len(self._refusals))]
         accepted = [self._accepted.popleft() for _ in range(len(self._accepted))]
+        dead = [self._dead.popleft() for _ in range(len(self._dead))]
         self._drop_duplicates(accepted)
-        if refusals or accepted:
-            if self._record(refusals, accepted):
+        buried: list[_Dead] = []
+        if refusals or accepted or dead:
+            if self._record(refusals, accepted, self._dead_letter_events(dead)):
                 for item in refusals + accepted:
                     item.audit_done = True
                 for item in accepted:
@@ -364,9 +407,11 @@ class Worker:
                 self._it.flush()
                 touched.extend(refusals)
                 touched.extend(accepted)
+                buried = dead
             else:
                 self._refusals.extendleft(reversed(refusals))
                 self._accepted.extendleft(reversed(accepted))
+                self._dead.extendleft(reversed(dead))
                 time.sleep(0.2)
         with self._lock:
             if self._spool.dirty:
@@ -375,10 +420,68 @@ class Worker:
         for item in newly:
             item.it_done = True
             touched.append(item)
+        if buried:
+            self._bury(buried, touched)
         self._complete(touched)
 
-    def _record(self, refusals: list[_Item], accepted: list[_Item]) -> bool:
-        events: list[AuditEvent] = [
+    # -- dead letters ---------------------------------------------------------------------
+
+    def _refused_letter(self, topic: str, msg: _Item | SpoolRecord, code: int) -> DeadLetter:
+        _log.error(
+            "the IT broker refused %s from %s (%s); kept as a dead letter",
+            msg.msg_id, msg.device, reason_name(code),
+        )  # fmt: skip
+        return DeadLetter(
+            msg.device, msg.msg_id, topic, IT_REFUSED,
+            f"the IT broker refused the publish ({reason_name(code)})", msg.payload, code,
+        )  # fmt: skip
+
+    def _dead_letter_events(self, dead: list[_Dead]) -> list[AuditEvent]:
+        """Buffer each dead letter (once, also when the audit is retried) and its record."""
+        events = []
+        for entry in dead:
+            if entry.kept is None:
+                entry.kept = self._letters.append(entry.letter, time.time())
+            events.append(dead_letter_event(entry.letter, self.name, kept=entry.kept))
+        return events
+
+    def _bury(self, buried: list[_Dead], touched: list[_Item]) -> None:
+        """Audited: make the dead letters durable, then let each count as handled (the OT
+        acknowledgement, or the spool cursor moving past it)."""
+        self._letters.sync()
+        lost = sum(1 for e in buried if not e.kept)
+        if lost:
+            _log.error(
+                "ALARM dead-letter file %s is full (dead_letter_max_bytes=%d): %d payload(s) "
+                "not kept; their audit records hold device, message id and SHA-256",
+                self._letters.path, self._letters.max_bytes, lost,
+            )  # fmt: skip
+        ends = set()
+        for entry in buried:
+            if isinstance(entry.ref, _Item):
+                entry.ref.dead = entry.ref.it_done = True
+                touched.append(entry.ref)
+            else:
+                entry.ref.acked = True
+                ends.add((entry.ref.file_gen, entry.ref.end))
+        with self._lock:  # the same record may be in flight again since (see _dead_at)
+            for file_gen, end in ends:
+                if file_gen == self._spool.generation:
+                    self._dead_at[end] = True
+            for ref in self._drain_out:
+                if (ref.file_gen, ref.end) in ends:
+                    ref.acked = True
+        with self.stats.lock:
+            self.stats.dead_letters += len(buried)
+            self.stats.dropped += lost
+            self.stats.dead_letter_bytes = self._letters.size_bytes
+            self.stats.dead_letter_full = self._letters.full
+        self._advance_drain()
+
+    def _record(
+        self, refusals: list[_Item], accepted: list[_Item], extra: list[AuditEvent]
+    ) -> bool:
+        events: list[AuditEvent] = extra + [
             refusal_event(
                 i.device or "unknown", i.topic, i.code, i.reason, i.msg_id, i.payload, self.name
             )
@@ -443,6 +546,8 @@ class Worker:
             tokens.append(item.token)
             if not item.code and not item.duplicate:
                 remember.append((item.device, item.msg_id))
+                if item.dead:
+                    continue
                 forwarded[item.device] += 1
                 lat_sum += now - item.t0
         self._ot.ack_many(tokens)  # one socket write for the whole batch
@@ -452,11 +557,11 @@ class Worker:
                 self._inproc.difference_update(remember)
         with self.stats.lock:
             st = self.stats
-            st.forwarded += len(remember)
+            st.forwarded += sum(forwarded.values())
             for device, n in forwarded.items():
                 st.device_forwarded[st.device_key(st.device_forwarded, device)] += n
             st.latency_ms_sum += lat_sum * 1000
-            st.latency_count += len(remember)
+            st.latency_count += sum(forwarded.values())
             st.inflight = (
                 len(self._accepted) + len(self._refusals) + len(self._waiting) + len(self._held)
             )
@@ -486,12 +591,14 @@ class Worker:
                     self._spooled_count[ref.device] = left
                 else:
                     self._spooled_count.pop(ref.device, None)
-                with self.stats.lock:
-                    self.stats.drained += 1
+                if self._dead_at.pop(ref.end, None) is None:  # not a dead letter
+                    with self.stats.lock:
+                        self.stats.drained += 1
             if end is not None:
                 self._spool.commit(end)
                 if self._spool.cursor == 0:
                     self._read_offset = 0
+                    self._dead_at.clear()  # a new file: offsets start again
             with self.stats.lock:
                 self.stats.spool_bytes = self._spool.pending_bytes
 
@@ -506,7 +613,7 @@ class Worker:
             with self._lock:
                 ready = self._it.up and self._read_offset < self._spool.end
                 room = window - len(self._drain_out)
-                gen = self._drain_gen
+                gen, file_gen = self._drain_gen, self._spool.generation
                 batch = (
                     self._spool.read(self._read_offset, min(room, int(tokens)))
                     if ready and room > 0 and tokens >= 1
@@ -515,8 +622,24 @@ class Worker:
             if not batch:
                 self._stop.wait(0.02)
                 continue
+            revoked = self._inspector.revocation.revoked_devices
             for end, rec in batch:
-                ref = _DrainRef(0, end, rec.device)
+                ref = _DrainRef(end, rec, gen, file_gen)
+                with self._lock:
+                    dead = self._dead_at.get(end)
+                if dead is not None or rec.device in revoked:  # never sent (again)
+                    with self._lock:
+                        if gen != self._drain_gen:
+                            break
+                        self._read_offset = end
+                        self._drain_out.append(ref)
+                        if dead is None:  # revoked while it waited: refused here
+                            self._dead_at[end] = False
+                        ref.acked = bool(dead)  # a dead letter already kept
+                    if dead is None:
+                        self._dead.append(_Dead(ref, _revoked_letter(rec)))
+                        self._wake.set()
+                    continue
                 if not self._it.publish(rec.topic, rec.payload, rec.properties, ref):
                     break
                 tokens -= 1
@@ -539,6 +662,14 @@ class Worker:
 
     def snapshot(self) -> dict[str, Any]:
         return self.stats.snapshot()
+
+
+def _revoked_letter(rec: SpoolRecord) -> DeadLetter:
+    return DeadLetter(
+        rec.device, rec.msg_id, rec.topic, RelayReason.CERTIFICATE_REVOKED.value,
+        "every certificate of the device was revoked while the message waited in the spool",
+        rec.payload,
+    )  # fmt: skip
 
 
 def _utcnow() -> Any:
