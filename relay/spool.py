@@ -43,12 +43,32 @@ class SpoolRecord:
 
 
 def encode_record(rec: SpoolRecord) -> bytes:
-    header = json.dumps(
-        {"t": rec.topic, "d": rec.device, "i": rec.msg_id, "p": rec.properties},
-        separators=(",", ":"),
-    ).encode()
-    crc = zlib.crc32(header + rec.payload)
-    return _FRAME.pack(len(header), len(rec.payload), crc) + header + rec.payload
+    """The header is the record's strings joined by NUL after a NUL marker (cheap: every
+    forwarded message is written to the retention log); JSON when a string holds a NUL or
+    cannot be UTF-8 (never for what the inspector accepts, but the format must not break)."""
+    fields = [rec.topic, rec.device, rec.msg_id]
+    for pair in rec.properties:
+        fields += pair
+    text = "\0".join(fields)
+    try:
+        if text.count("\0") != len(fields) - 1:
+            raise ValueError("a field holds NUL")
+        header = b"\0" + text.encode()
+    except (ValueError, UnicodeEncodeError):
+        header = json.dumps(
+            {"t": rec.topic, "d": rec.device, "i": rec.msg_id, "p": rec.properties},
+            separators=(",", ":"),
+        ).encode()
+    crc = zlib.crc32(rec.payload, zlib.crc32(header))
+    return b"".join((_FRAME.pack(len(header), len(rec.payload), crc), header, rec.payload))
+
+
+def _decode_header(raw: bytes) -> tuple[str, str, str, tuple[tuple[str, str], ...]]:
+    if raw[:1] == b"\0":
+        f = raw[1:].decode().split("\0")
+        return f[0], f[1], f[2], tuple(zip(f[3::2], f[4::2], strict=True))
+    h = json.loads(raw)
+    return h["t"], h["d"], h["i"], tuple((str(k), str(v)) for k, v in h["p"])
 
 
 class RecordFile:
@@ -89,20 +109,9 @@ class RecordFile:
             body = os.pread(self._fd, hlen + plen, offset + _FRAME.size)
             if len(body) != hlen + plen or zlib.crc32(body) != crc:
                 raise SpoolCorruptedError(f"{self.path}: bad record at offset {offset}")
-            header = json.loads(body[:hlen])
+            topic, device, msg_id, props = _decode_header(body[:hlen])
             offset += _FRAME.size + hlen + plen
-            out.append(
-                (
-                    offset,
-                    SpoolRecord(
-                        header["t"],
-                        header["d"],
-                        header["i"],
-                        tuple((str(k), str(v)) for k, v in header["p"]),
-                        bytes(body[hlen:]),
-                    ),
-                )
-            )
+            out.append((offset, SpoolRecord(topic, device, msg_id, props, bytes(body[hlen:]))))
         return out
 
     def truncate(self) -> None:

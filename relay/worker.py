@@ -48,6 +48,7 @@ from relay.it_sink import ITSink
 from relay.mqtt_codec import reason_name
 from relay.ot_source import Delivery, OTSource
 from relay.records import AcceptedLine, batch_digest, batch_event, message_event, refusal_event
+from relay.retention import Retention, read_epoch
 from relay.revocation import CrlWatcher, RevocationState
 from relay.share_secret import ensure_share_secret
 from relay.spool import Spool, SpoolRecord
@@ -155,6 +156,15 @@ class Worker:
         self._unsynced: list[_Item] = []
         self._held: deque[_Item] = deque()
         self._waiting: dict[int, _Item] = {}  # audited, waiting for IT
+        self._retention_lock = threading.Lock()  # taken after self._lock, never before it
+        self._acks_cv = threading.Condition()
+        self._acks_in = self._acks_done = 0  # IT acks queued / handled by the committer
+        self._retention = Retention(
+            state / "retention",
+            max_bytes=limits.it_retention_max_bytes,
+            window_s=limits.it_retention_s,
+            now=time.time(),
+        )
         self._spooled_count: Counter[str] = Counter(r.device for r in self._spool.records())
         self._read_offset = self._spool.cursor
         self._drain_gen = 0
@@ -180,6 +190,8 @@ class Worker:
         self._it = ITSink(
             config.it,
             client_id=f"{prefix}-it",
+            # Persistent, so that a CONNACK without the session says the broker lost its state.
+            session_expiry_s=config.session_expiry_s,
             on_acked=self._on_it_acked,
             on_down=self._on_it_down,
             on_up=self._on_it_up,
@@ -221,6 +233,8 @@ class Worker:
         if self._crl is not None:
             self._crl.stop()
         self._spool.close()
+        with self._retention_lock:
+            self._retention.close()
         self._letters.close()
         self._dedup.close()
 
@@ -324,6 +338,7 @@ class Worker:
 
     def _on_it_acked(self, ref: object, reason_code: int) -> None:
         self._it_acks.append((ref, reason_code))  # the IT link thread: only queue
+        self._acks_in += 1  # written by the IT link thread only
         if not self._wake.is_set():  # Event.set takes a lock and notifies: once per cycle
             self._wake.set()
 
@@ -339,9 +354,47 @@ class Worker:
             self.stats.it_connected = False
         self._wake.set()
 
-    def _on_it_up(self) -> None:
+    def _on_it_up(self, session_present: bool) -> None:
+        """Before anything is published on the new connection: if the IT broker may have lost
+        what it acknowledged, put the retained messages back in front of the spool (ADR 0059),
+        so they leave first and every device's order is kept."""
+        epoch = read_epoch(self.config.state_dir)
+        replayed = 0
+        self._wait_acks_retained()
+        with self._lock, self._retention_lock:
+            self._retention.sync(time.time())  # durable, and nothing older than the window
+            why = self._retention.lost_state(session_present=session_present, epoch=epoch)
+            if why:
+                replayed = self._spool.prepend(self._retention.records())
+                self._spooled_count = Counter(r.device for r in self._spool.records())
+                self._read_offset = 0
+                self._drain_gen += 1
+                self._drain_out.clear()
+                self._dead_at.clear()
+            self._retention.mark_handled(epoch)
+        if why:
+            _log.warning(
+                "%s: %s: re-sending the %d message(s) it acknowledged in the last %g s before "
+                "anything else (duplicates carry the same idmz-msg-id)",
+                self.name, why, replayed, self._limits.it_retention_s,
+            )  # fmt: skip
         with self.stats.lock:
             self.stats.it_connected = True
+            self.stats.replayed += replayed
+            self.stats.spool_bytes = self._spool.pending_bytes
+
+    def _wait_acks_retained(self) -> None:
+        """Every PUBACK of the lost connection is in the retention log (the committer
+        handles them), so the replay has all of them."""
+        target = self._acks_in
+        self._wake.set()
+        deadline = time.monotonic() + 30.0
+        with self._acks_cv:
+            while self._acks_done < target and not self._stop.is_set():
+                if time.monotonic() > deadline:
+                    _log.error("%s: the committer has not handled IT acks for 30 s", self.name)
+                    return
+                self._acks_cv.wait(0.1)
 
     def _on_revocation(self, old: RevocationState, new: RevocationState) -> None:
         self._inspector.revocation = new
@@ -370,26 +423,43 @@ class Worker:
 
     def _commit_cycle(self) -> None:
         touched: list[_Item] = []
+        retained: list[SpoolRecord] = []  # acknowledged by IT: kept for it_retention_s
+        refused: list[tuple[_DrainRef, int]] = []
+        popped = 0
         while self._it_acks:
             ref, code = self._it_acks.popleft()
+            popped += 1
             if isinstance(ref, _Item):
                 if code < 0x80:
                     ref.it_done = True
                     touched.append(ref)
+                    retained.append(
+                        SpoolRecord(ref.topic, ref.device, ref.msg_id, ref.props, ref.payload)
+                    )
                 else:  # permanent (MQTT 5 §2.4): never retried in order, kept aside
                     self._dead.append(_Dead(ref, self._refused_letter(ref.topic, ref, code)))
             elif isinstance(ref, _DrainRef):
-                if code < 0x80:
-                    ref.acked = ref.acked or ref.gen == self._drain_gen
-                    continue
-                with self._lock:  # the first refusal of a record of the current file counts
-                    first = ref.file_gen == self._spool.generation and ref.end not in self._dead_at
-                    if first:
-                        self._dead_at[ref.end] = False
+                if code >= 0x80:
+                    refused.append((ref, code))
+                elif ref.gen == self._drain_gen and not ref.acked:
+                    ref.acked = True
+                    retained.append(ref.rec)
+        if retained:  # one fsync per cycle, before the OT acks or the spool cursor moves
+            with self._retention_lock:
+                for rec in retained:
+                    self._retention.append(rec)
+                self._retention.sync(time.time())
+        if popped:
+            with self._acks_cv:
+                self._acks_done += popped
+                self._acks_cv.notify_all()
+        for ref, code in refused:
+            with self._lock:  # the first refusal of a record of the current file counts
+                first = ref.file_gen == self._spool.generation and ref.end not in self._dead_at
                 if first:
-                    self._dead.append(
-                        _Dead(ref, self._refused_letter(ref.rec.topic, ref.rec, code))
-                    )
+                    self._dead_at[ref.end] = False
+            if first:
+                self._dead.append(_Dead(ref, self._refused_letter(ref.rec.topic, ref.rec, code)))
         self._advance_drain()
         self._retry_held()
         refusals = [self._refusals.popleft() for _ in range(len(self._refusals))]
@@ -654,7 +724,20 @@ class Worker:
 
     def _stats_loop(self) -> None:
         path = self.config.state_dir / f"{self.name}.stats.json"
+        deadline = self._limits.it_ack_deadline_s
         while not self._stop.wait(1.0):
+            unacked_s = self._it.unacked_for_s(time.monotonic())
+            with self.stats.lock:
+                self.stats.it_unacked_s = round(unacked_s, 1)
+                self.stats.it_outstanding = self._it.outstanding()
+                stalled = unacked_s > deadline
+                if stalled and not self.stats.it_stalled:
+                    _log.error(
+                        "%s: the IT broker has acknowledged nothing for %.0f s (%d outstanding; "
+                        "it_ack_deadline_s=%g)",
+                        self.name, unacked_s, self.stats.it_outstanding, deadline,
+                    )  # fmt: skip
+                self.stats.it_stalled = stalled
             try:
                 write_snapshot(path, self.stats.snapshot())
             except OSError:
