@@ -200,5 +200,8 @@ class HealthServer:
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
+        """Stop serving and close the socket; also when `start` never ran (an appliance whose
+        start failed earlier): ``shutdown`` would then wait forever for a loop that never ran."""
+        if self._thread.is_alive():
+            self._server.shutdown()
         self._server.server_close()

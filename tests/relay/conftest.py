@@ -144,15 +144,17 @@ def plant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plant]:
         pki.ca.close()
 
 
-def start_relay(
+def appliance_config(
     plant: Plant,
     home: Path,
     *,
+    ports: tuple[int, int, int],
     workers: int = 1,
     limits: RelayLimits | None = None,
     policy_text: str | None = None,
-) -> Relay:
-    ot_port, it_port, health_port = free_port(), free_port(), free_port()
+) -> ApplianceConfig:
+    """The appliance's configuration for ``ports`` = (OT broker, IT broker, health)."""
+    ot_port, it_port, health_port = ports
     relay_creds = plant.creds[RELAY_ID]
     tls = TLSFiles(plant.pki.cafile, relay_creds.cert, relay_creds.key)
     ca_dir = plant.pki.dir / "ca"
@@ -175,7 +177,7 @@ def start_relay(
             "127.0.0.1", port, plant.pki.cafile, plant.server.cert, plant.server.key
         )
 
-    config = ApplianceConfig(
+    return ApplianceConfig(
         worker=worker,
         workers=workers,
         managed_ot=managed(ot_port),
@@ -183,6 +185,21 @@ def start_relay(
         broker_dir=home / "brokers",
         health_port=health_port,
     )
+
+
+def start_relay(
+    plant: Plant,
+    home: Path,
+    *,
+    workers: int = 1,
+    limits: RelayLimits | None = None,
+    policy_text: str | None = None,
+) -> Relay:
+    ot_port, it_port, health_port = free_port(), free_port(), free_port()
+    config = appliance_config(
+        plant, home, ports=(ot_port, it_port, health_port), workers=workers, limits=limits,
+        policy_text=policy_text,
+    )  # fmt: skip
     audit = AuditLog.open(home / "audit", origin="test.example/idmz-audit")
     appliance = Appliance(config, audit=audit, log_level="info")
     appliance.start()
