@@ -93,12 +93,13 @@ class RecordFile:
         self._buffer += data
 
     def sync(self) -> None:
-        """Write buffered records and fsync: after this they survive a crash."""
+        """Write buffered records and fdatasync (an append-only file: the data and its size
+        are what must survive a crash, not its times)."""
         if self._buffer:
             _write_all(self._fd, bytes(self._buffer))
             self.end += len(self._buffer)
             self._buffer.clear()
-        os.fsync(self._fd)
+        os.fdatasync(self._fd)
 
     def read(self, offset: int, max_records: int) -> list[tuple[int, SpoolRecord]]:
         """Up to ``max_records`` durable records starting at ``offset``, each with the offset

@@ -33,6 +33,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from audit.errors import AuditError
@@ -148,6 +149,8 @@ class Worker:
         self._accepted: deque[_Item] = deque()
         self._it_acks: deque[tuple[object, int]] = deque()
         self._dead: deque[_Dead] = deque()  # the committer audits and keeps them
+        self._buried: list[_Dead] = []  # audited this cycle; kept at its end
+        self._syncer = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-retention")
         self._letters = DeadLetters(
             state / "dead-letters.jsonl",
             max_bytes=limits.dead_letter_max_bytes,
@@ -229,6 +232,7 @@ class Worker:
         self._wake.set()
         for t in self._threads:
             t.join(timeout=10)
+        self._syncer.shutdown(wait=True)
         self._it.stop()
         if self._crl is not None:
             self._crl.stop()
@@ -444,15 +448,18 @@ class Worker:
                 elif ref.gen == self._drain_gen and not ref.acked:
                     ref.acked = True
                     retained.append(ref.rec)
-        if retained:  # one fsync per cycle, before the OT acks or the spool cursor moves
-            with self._retention_lock:
-                for rec in retained:
-                    self._retention.append(rec)
-                self._retention.sync(time.time())
-        if popped:
-            with self._acks_cv:
-                self._acks_done += popped
-                self._acks_cv.notify_all()
+        # What IT acknowledged goes to the retention log; its fdatasync runs beside the audit
+        # write below and is waited for before the spool cursor moves or OT is acknowledged.
+        syncing = self._syncer.submit(self._retain, retained) if retained else None
+        try:
+            self._commit_batch(touched)
+        finally:
+            if syncing is not None:
+                syncing.result()
+            if popped:
+                with self._acks_cv:
+                    self._acks_done += popped
+                    self._acks_cv.notify_all()
         for ref, code in refused:
             with self._lock:  # the first refusal of a record of the current file counts
                 first = ref.file_gen == self._spool.generation and ref.end not in self._dead_at
@@ -461,12 +468,31 @@ class Worker:
             if first:
                 self._dead.append(_Dead(ref, self._refused_letter(ref.rec.topic, ref.rec, code)))
         self._advance_drain()
+        with self._lock:
+            if self._spool.dirty:
+                self._spool.sync()  # raises before anything below counts as safe
+            newly, self._unsynced = self._unsynced, []
+        for item in newly:
+            item.it_done = True
+            touched.append(item)
+        if self._buried:
+            buried, self._buried = self._buried, []
+            self._bury(buried, touched)
+        self._complete(touched)
+
+    def _retain(self, records: list[SpoolRecord]) -> None:
+        with self._retention_lock:
+            for rec in records:
+                self._retention.append(rec)
+            self._retention.sync(time.time())
+
+    def _commit_batch(self, touched: list[_Item]) -> None:
+        """Audit what arrived (and the dead letters), then route it in arrival order."""
         self._retry_held()
         refusals = [self._refusals.popleft() for _ in range(len(self._refusals))]
         accepted = [self._accepted.popleft() for _ in range(len(self._accepted))]
         dead = [self._dead.popleft() for _ in range(len(self._dead))]
         self._drop_duplicates(accepted)
-        buried: list[_Dead] = []
         if refusals or accepted or dead:
             if self._record(refusals, accepted, self._dead_letter_events(dead)):
                 for item in refusals + accepted:
@@ -477,22 +503,12 @@ class Worker:
                 self._it.flush()
                 touched.extend(refusals)
                 touched.extend(accepted)
-                buried = dead
+                self._buried = dead
             else:
                 self._refusals.extendleft(reversed(refusals))
                 self._accepted.extendleft(reversed(accepted))
                 self._dead.extendleft(reversed(dead))
                 time.sleep(0.2)
-        with self._lock:
-            if self._spool.dirty:
-                self._spool.sync()  # raises before anything below counts as safe
-            newly, self._unsynced = self._unsynced, []
-        for item in newly:
-            item.it_done = True
-            touched.append(item)
-        if buried:
-            self._bury(buried, touched)
-        self._complete(touched)
 
     # -- dead letters ---------------------------------------------------------------------
 
