@@ -19,7 +19,7 @@ segment every quarter of the window (or of the byte bound); whole segments are d
 their newest record is older than the window, or the oldest first while over the byte bound.
 
     retention = Retention(state / "retention", max_bytes=256 << 20, window_s=120)
-    retention.append(record); retention.sync(time.time())   # committer, per cycle
+    retention.append(encode_record(rec)); retention.sync(time.time())   # once per cycle
     if retention.lost_state(session_present=False, epoch=read_epoch(state)):
         spool.prepend(retention.records())
 """
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from audit.storage import fsync_dir, write_atomically
-from relay.spool import RecordFile, SpoolRecord, encode_record
+from relay.spool import RecordFile, SpoolRecord
 
 _log = logging.getLogger("relay.retention")
 EPOCH_FILE = "it-broker.epoch"  # written by the appliance, read by every worker
@@ -85,8 +85,9 @@ class Retention:
 
     # -- writing (committer) ------------------------------------------------------------
 
-    def append(self, rec: SpoolRecord) -> None:
-        self._segments[-1].file.append(encode_record(rec))
+    def append(self, data: bytes) -> None:
+        """Buffer encoded records (`relay.spool.encode_fields`); durable after `sync`."""
+        self._segments[-1].file.append(data)
 
     @property
     def dirty(self) -> bool:

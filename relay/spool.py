@@ -43,24 +43,33 @@ class SpoolRecord:
 
 
 def encode_record(rec: SpoolRecord) -> bytes:
-    """The header is the record's strings joined by NUL after a NUL marker (cheap: every
-    forwarded message is written to the retention log); JSON when a string holds a NUL or
-    cannot be UTF-8 (never for what the inspector accepts, but the format must not break)."""
-    fields = [rec.topic, rec.device, rec.msg_id]
-    for pair in rec.properties:
+    return encode_fields(rec.topic, rec.device, rec.msg_id, rec.properties, rec.payload)
+
+
+def encode_fields(
+    topic: str,
+    device: str,
+    msg_id: str,
+    properties: tuple[tuple[str, str], ...],
+    payload: bytes,
+) -> bytes:
+    """One framed record. The header is a NUL marker and the record's strings joined by NUL
+    (cheap: every forwarded message is written to the retention log); JSON when a string holds
+    a NUL or cannot be UTF-8 (never for what the inspector accepts; the format must not break)."""
+    fields = ["", topic, device, msg_id]
+    for pair in properties:
         fields += pair
     text = "\0".join(fields)
     try:
         if text.count("\0") != len(fields) - 1:
             raise ValueError("a field holds NUL")
-        header = b"\0" + text.encode()
+        header = text.encode()
     except (ValueError, UnicodeEncodeError):
         header = json.dumps(
-            {"t": rec.topic, "d": rec.device, "i": rec.msg_id, "p": rec.properties},
-            separators=(",", ":"),
+            {"t": topic, "d": device, "i": msg_id, "p": properties}, separators=(",", ":")
         ).encode()
-    crc = zlib.crc32(rec.payload, zlib.crc32(header))
-    return b"".join((_FRAME.pack(len(header), len(rec.payload), crc), header, rec.payload))
+    crc = zlib.crc32(payload, zlib.crc32(header))
+    return b"".join((_FRAME.pack(len(header), len(payload), crc), header, payload))
 
 
 def _decode_header(raw: bytes) -> tuple[str, str, str, tuple[tuple[str, str], ...]]:

@@ -52,10 +52,11 @@ from relay.records import AcceptedLine, batch_digest, batch_event, message_event
 from relay.retention import Retention, read_epoch
 from relay.revocation import CrlWatcher, RevocationState
 from relay.share_secret import ensure_share_secret
-from relay.spool import Spool, SpoolRecord
+from relay.spool import Spool, SpoolRecord, encode_fields
 from relay.stats import WorkerStats, write_snapshot
 
 _log = logging.getLogger("relay.worker")
+_Fields = tuple[str, str, str, tuple[tuple[str, str], ...], bytes]  # a record, not yet encoded
 
 
 class _Item:
@@ -427,7 +428,7 @@ class Worker:
 
     def _commit_cycle(self) -> None:
         touched: list[_Item] = []
-        retained: list[SpoolRecord] = []  # acknowledged by IT: kept for it_retention_s
+        retained: list[_Fields] = []  # acknowledged by IT: kept for it_retention_s
         refused: list[tuple[_DrainRef, int]] = []
         popped = 0
         while self._it_acks:
@@ -437,9 +438,7 @@ class Worker:
                 if code < 0x80:
                     ref.it_done = True
                     touched.append(ref)
-                    retained.append(
-                        SpoolRecord(ref.topic, ref.device, ref.msg_id, ref.props, ref.payload)
-                    )
+                    retained.append((ref.topic, ref.device, ref.msg_id, ref.props, ref.payload))
                 else:  # permanent (MQTT 5 §2.4): never retried in order, kept aside
                     self._dead.append(_Dead(ref, self._refused_letter(ref.topic, ref, code)))
             elif isinstance(ref, _DrainRef):
@@ -447,7 +446,10 @@ class Worker:
                     refused.append((ref, code))
                 elif ref.gen == self._drain_gen and not ref.acked:
                     ref.acked = True
-                    retained.append(ref.rec)
+                    rec = ref.rec
+                    retained.append(
+                        (rec.topic, rec.device, rec.msg_id, rec.properties, rec.payload)
+                    )
         # What IT acknowledged goes to the retention log; its fdatasync runs beside the audit
         # write below and is waited for before the spool cursor moves or OT is acknowledged.
         syncing = self._syncer.submit(self._retain, retained) if retained else None
@@ -480,10 +482,10 @@ class Worker:
             self._bury(buried, touched)
         self._complete(touched)
 
-    def _retain(self, records: list[SpoolRecord]) -> None:
+    def _retain(self, records: list[_Fields]) -> None:
+        data = b"".join([encode_fields(*fields) for fields in records])
         with self._retention_lock:
-            for rec in records:
-                self._retention.append(rec)
+            self._retention.append(data)
             self._retention.sync(time.time())
 
     def _commit_batch(self, touched: list[_Item]) -> None:
