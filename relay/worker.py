@@ -33,7 +33,6 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from audit.errors import AuditError
@@ -151,7 +150,6 @@ class Worker:
         self._it_acks: deque[tuple[object, int]] = deque()
         self._dead: deque[_Dead] = deque()  # the committer audits and keeps them
         self._buried: list[_Dead] = []  # audited this cycle; kept at its end
-        self._syncer = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-retention")
         self._letters = DeadLetters(
             state / "dead-letters.jsonl",
             max_bytes=limits.dead_letter_max_bytes,
@@ -233,7 +231,6 @@ class Worker:
         self._wake.set()
         for t in self._threads:
             t.join(timeout=10)
-        self._syncer.shutdown(wait=True)
         self._it.stop()
         if self._crl is not None:
             self._crl.stop()
@@ -450,18 +447,17 @@ class Worker:
                     retained.append(
                         (rec.topic, rec.device, rec.msg_id, rec.properties, rec.payload)
                     )
-        # What IT acknowledged goes to the retention log; its fdatasync runs beside the audit
-        # write below and is waited for before the spool cursor moves or OT is acknowledged.
-        syncing = self._syncer.submit(self._retain, retained) if retained else None
         try:
-            self._commit_batch(touched)
+            self._commit_batch(touched)  # audit and route what arrived: IT gets it sooner
         finally:
-            if syncing is not None:
-                syncing.result()
-            if popped:
-                with self._acks_cv:
-                    self._acks_done += popped
-                    self._acks_cv.notify_all()
+            try:
+                if retained:  # one fdatasync per cycle, before the cursor moves or OT is acked
+                    self._retain(retained)
+            finally:
+                if popped:
+                    with self._acks_cv:
+                        self._acks_done += popped
+                        self._acks_cv.notify_all()
         for ref, code in refused:
             with self._lock:  # the first refusal of a record of the current file counts
                 first = ref.file_gen == self._spool.generation and ref.end not in self._dead_at
