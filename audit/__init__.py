@@ -37,7 +37,7 @@ _SURFACE: dict[str, tuple[str, ...]] = {
     "proof": ("build_proof", "verify_proof"),
     "report": ("build_report", "parse_time"),
     "report_html": ("render_html",),
-    "storage": ("LogPaths", "iter_entries", "read_index"),
+    "storage": ("LogPaths", "fsync_dir", "iter_entries", "read_index", "write_atomically"),
     "verify": ("verify_log",),
     "witness": ("Witness",),
     "witness_http": ("make_server", "submit_checkpoint"),

@@ -21,6 +21,8 @@ category in reports:
 ``provisioning.ca.expiring``   the issuing CA expires before a certificate issued today would
 ``policy.document.loaded``     a policy was loaded (after = content hash)
 ``relay.message.refused``      a message was refused (reason = the policy decision)
+``relay.message.refused_by_it`` the IT broker refused an accepted message for good (details:
+                               msg id, PUBACK reason code; kept as a dead letter)
 ``relay.batch.forwarded``      accepted traffic, per batch (details: count, hash)
 ``relay.device.cutoff``        a revoked device was disconnected
 ``relay.crl.stale``            the brokers' CRL passed nextUpdate (details: CRL number,

@@ -59,6 +59,7 @@ from relay.crl_alarm import CrlAlarm, brokers_without_crl, crlfile_change_event
 from relay.errors import RelayConfigError, RevokePluginUnavailableError
 from relay.health import HealthServer
 from relay.records import cutoff_event
+from relay.retention import bump_epoch
 from relay.revocation import CrlStatus, CrlWatcher, RevocationState
 from relay.revoke_plugin import build_plugin
 from relay.share_secret import ensure_share_secret
@@ -197,6 +198,9 @@ class Appliance:
             tail.stop()
         for broker in self._brokers.values():
             broker.stop()
+        it = self._brokers.get("it")
+        if it is not None and not it.running():  # stopped cleanly: its state is on disk
+            self._it_running_marker.unlink(missing_ok=True)
         self._health.stop()
 
     @property
@@ -287,9 +291,15 @@ class Appliance:
             wildcard = b.bind_address in ("0.0.0.0", "")  # noqa: S104 - comparing, not binding
             host = "127.0.0.1" if wildcard else b.bind_address
             proc = MosquittoProcess(
-                name, managed.directory / f"{name}.conf", host, b.port, cfg.mosquitto_path
-            )
+                name, managed.directory / f"{name}.conf", host, b.port, cfg.mosquitto_path,
+                on_crash=self._on_it_crash if name == "it" else None,
+            )  # fmt: skip
+            if name == "it" and self._it_running_marker.exists():
+                bump_epoch(self.config.worker.state_dir,
+                           "the previous run ended without stopping the IT broker")  # fmt: skip
             proc.start()
+            if name == "it":
+                self._it_running_marker.touch(mode=0o600)
             self._brokers[name] = proc
             if self._revoke_plugin is not None and cfg.audit_broker_denials:
                 tail = RefusalTail(
@@ -300,6 +310,15 @@ class Appliance:
                 self._tails.append(tail)
         if self._revoke_plugin is not None:
             self._watch_overflow()
+
+    @property
+    def _it_running_marker(self) -> Path:
+        """Present while the managed IT broker runs; removed once it is stopped cleanly."""
+        return self.config.worker.state_dir / "it-broker.running"
+
+    def _on_it_crash(self, returncode: int | None) -> None:
+        # Before it is started again, so a worker's first connection to it already knows.
+        bump_epoch(self.config.worker.state_dir, f"the IT broker exited with {returncode}")
 
     def _watch_overflow(self) -> None:
         """Each broker's dropped-message counter ($SYS), read on the bound-id listener with a

@@ -27,7 +27,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -225,8 +225,20 @@ def _port_open(host: str, port: int) -> bool:
 class MosquittoProcess:
     """One supervised Mosquitto. Restarted when it exits unexpectedly."""
 
-    def __init__(self, name: str, config: Path, host: str, port: int, mosquitto: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: Path,
+        host: str,
+        port: int,
+        mosquitto: str,
+        *,
+        on_crash: Callable[[int | None], None] | None = None,
+    ) -> None:
+        """``on_crash(returncode)`` runs when it exited without being asked to, before it is
+        started again (the appliance tells the workers what the broker may have lost)."""
         self.name, self.config, self.host, self.port = name, config, host, port
+        self._on_crash = on_crash
         self._mosquitto = mosquitto
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
@@ -306,6 +318,8 @@ class MosquittoProcess:
             if self._paused or self._proc is None or self._proc.poll() is None:
                 return False
             _log.error("%s broker exited with %s; restarting", self.name, self._proc.returncode)
+            if self._on_crash is not None:
+                self._on_crash(self._proc.returncode)
             self.restarts += 1
             self._start_locked()
             return True

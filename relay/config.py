@@ -68,9 +68,24 @@ class RelayLimits:
     crl_poll_interval_s: float = 0.25
     # Alarm (health degraded, error log) once the CRL's nextUpdate is closer than this.
     crl_warn_before_s: float = 12 * 3600.0
+    # Messages the IT broker refused for good (or of a device revoked while spooled) are kept
+    # in <state>/worker-<n>/dead-letters.jsonl up to this size; above it the alarm is raised
+    # and payloads are no longer kept (the audit record still has their SHA-256).
+    dead_letter_max_bytes: int = 64 * 1024 * 1024
+    # Every message the IT broker acknowledged is kept this long (and at most this many bytes)
+    # and re-sent when the IT broker may have lost it (ADR 0081). Keep it well above the IT
+    # broker's autosave_interval (30 s for the managed one).
+    it_retention_s: float = 120.0
+    it_retention_max_bytes: int = 256 * 1024 * 1024
+    # /health reports degraded when publishes to IT are outstanding and no PUBACK came for this
+    # long (a stopped or overloaded IT broker whose TCP connection is still up).
+    it_ack_deadline_s: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("max_inflight", "audit_batch_max", "spool_max_bytes", "dedup_max_ids"):
+        for name in (
+            "max_inflight", "audit_batch_max", "spool_max_bytes", "dedup_max_ids",
+            "dead_letter_max_bytes", "it_retention_max_bytes",
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise RelayConfigError(f"relay limit {name} must be at least 1")
         if not 1 <= self.max_inflight <= 65535:
@@ -81,6 +96,8 @@ class RelayLimits:
             "dedup_window_s",
             "crl_poll_interval_s",
             "crl_warn_before_s",
+            "it_retention_s",
+            "it_ack_deadline_s",
         ):
             if not getattr(self, name) > 0:
                 raise RelayConfigError(f"relay limit {name} must be positive")

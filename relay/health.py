@@ -2,9 +2,11 @@
 (Prometheus text format), built from the workers' snapshots and the appliance's own counters.
 
 Metric names (all prefixed ``idmz_relay_``): ``forwarded_total``, ``refused_total{reason}``,
-``spooled_total``, ``drained_total``, ``duplicates_total``, ``dropped_total`` (0 by design),
-``device_forwarded_total{device}``, ``device_refused_total{device}``, ``spool_bytes``,
-``inflight``, ``spool_full`` (alarm), ``audit_ok``, ``audit_failures_total``,
+``spooled_total``, ``drained_total``, ``replayed_total``, ``duplicates_total``,
+``dead_letters_total``, ``dropped_total`` (0 unless the dead-letter file is full),
+``dead_letter_bytes``, ``dead_letter_full`` (alarm), ``device_forwarded_total{device}``,
+``device_refused_total{device}``, ``spool_bytes``, ``inflight``, ``spool_full`` (alarm),
+``it_stalled`` (alarm), ``it_unacked_s``, ``audit_ok``, ``audit_failures_total``,
 ``it_connected``, ``ot_connected``, ``revoked_devices``, ``broker_refused_total{broker,device}``, ``broker_dropped_total{broker}``,
 ``broker_restarts_total{broker}``, ``worker_restarts_total``, ``workers_alive``,
 ``added_latency_seconds_avg``, ``crl_seconds_to_next_update``. Counters are per worker (label ``worker``) and survive
@@ -40,9 +42,11 @@ class _Collector:
             "spooled": "messages written to the disk spool",
             "drained": "spooled messages delivered to IT",
             "duplicates": "messages dropped as duplicates by message id",
-            "dropped": "messages dropped without delivery (always 0: the relay holds, never drops)",
+            "dropped": "payloads not kept (0 unless the dead-letter file is full)",
             "audit_failures": "audit writes that failed",
             "spool_full_events": "times the spool reached spool_max_bytes",
+            "dead_letters": "messages refused by IT or revoked while spooled, kept aside",
+            "replayed": "messages re-sent after the IT broker lost what it acknowledged",
         }
         for key, doc in simple.items():
             c = CounterMetricFamily(p + key, doc, labels=["worker"])
@@ -72,6 +76,10 @@ class _Collector:
             ("spool_bytes", "bytes in the spool not yet delivered to IT"),
             ("inflight", "messages received and not yet acknowledged"),
             ("spool_full", "1 while the spool is full and OT is not acknowledged (alarm)"),
+            ("dead_letter_bytes", "bytes in the dead-letter file"),
+            ("dead_letter_full", "1 while the dead-letter file is full (alarm)"),
+            ("it_stalled", "1 while IT publishes are outstanding with no PUBACK (alarm)"),
+            ("it_unacked_s", "seconds IT publishes have been outstanding without a PUBACK"),
             ("audit_ok", "1 while audit records are being written"),
             ("it_connected", "1 while connected to the IT broker"),
             ("ot_connected", "1 while connected to the OT broker"),
@@ -182,6 +190,13 @@ class HealthServer:
                 problems.append(f"{worker}: OT broker not connected")
             if s.get("spool_full"):
                 problems.append(f"{worker}: spool full; OT not acknowledged")
+            if s.get("it_stalled"):
+                problems.append(
+                    f"{worker}: IT broker not acknowledging ({s.get('it_outstanding', 0)} "
+                    f"outstanding, no PUBACK for {s.get('it_unacked_s', 0):.0f} s)"
+                )
+            if s.get("dead_letter_full"):
+                problems.append(f"{worker}: dead-letter file full; payloads not kept")
             if not s.get("audit_ok", True):
                 problems.append(f"{worker}: audit log unavailable")
         return {
@@ -202,5 +217,8 @@ class HealthServer:
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
+        """Stop serving and close the socket; also when `start` never ran (an appliance whose
+        start failed earlier): ``shutdown`` would then wait forever for a loop that never ran."""
+        if self._thread.is_alive():
+            self._server.shutdown()
         self._server.server_close()

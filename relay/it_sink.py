@@ -8,14 +8,16 @@ application message, and any application message the IT broker might send is a p
 (``tests/relay/test_one_way.py`` checks the source): nothing from the IT side can ever reach
 the relay, so nothing can flow from IT toward OT.
 
-Each connection starts a clean session. Messages are queued by `publish` and written many per
+The session is persistent when ``session_expiry_s`` > 0 (the worker's: ADR 0081), so that
+``on_up(session_present)`` can tell the worker that the broker lost its state; nothing is kept
+in it but the fact that it exists. Messages are queued by `publish` and written many per
 TLS write: by `flush` (the worker calls it after each OT read and each drain batch) or once
 ``FLUSH_EVERY_MESSAGES`` are queued. When a connection drops, every message published on it and
 not yet acknowledged is handed back to the worker in publish order (``on_down``), which spools
 it; nothing is ever resent behind the worker's back.
 
     sink = ITSink(endpoint, client_id="idmz-relay-0-it", on_acked=queue_ack,
-                  on_down=spool_all, on_up=lambda: None)
+                  on_down=spool_all, on_up=lambda session_present: None)
     sink.start()
     if sink.publish("acme/.../telemetry", payload, [("idmz-msg-id", "m-1")], ref):
         sink.flush()
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from relay.config import BrokerEndpoint
@@ -41,7 +44,8 @@ __all__ = ["ITSink", "pack_user_properties"]
 
 
 class ITSink:
-    """``on_acked(ref, ok)``, ``on_down(refs)`` and ``on_up()`` run on the link's thread;
+    """``on_acked(ref, reason_code)`` (the PUBACK's; >= 0x80 is a refusal), ``on_down(refs)``
+    and ``on_up()`` run on the link's thread;
     ``on_acked`` must only queue. `publish` and `flush` may be called from any thread."""
 
     def __init__(
@@ -49,9 +53,10 @@ class ITSink:
         endpoint: BrokerEndpoint,
         *,
         client_id: str,
-        on_acked: Callable[[object, bool], None],
+        on_acked: Callable[[object, int], None],
         on_down: Callable[[Sequence[object]], None],
-        on_up: Callable[[], None],
+        on_up: Callable[[bool], None],
+        session_expiry_s: int = 0,
         reconnect_delay_s: float = 0.5,
         max_reconnect_delay_s: float = 5.0,
     ) -> None:
@@ -66,15 +71,16 @@ class ITSink:
         self._window = 0  # the IT broker's Receive Maximum
         self._next_id = 0
         self._refs: dict[int, object] = {}  # in publish order
+        self._progress_at = 0.0  # monotonic: the last PUBACK, or the first publish after none
         self._out: list[bytes] = []
         self._link = Link(
             endpoint,
             side="IT",
             connect_packet=encode_connect(
                 client_id,
-                clean_start=True,
+                clean_start=session_expiry_s == 0,
                 keepalive_s=endpoint.keepalive_s,
-                session_expiry_s=0,
+                session_expiry_s=session_expiry_s,
                 receive_maximum=1,  # it never sends us messages; 0 is not allowed
                 maximum_packet_size=_INBOUND_MAX_BYTES,
             ),
@@ -114,11 +120,22 @@ class ITSink:
                 if packet_id not in self._refs:
                     break
             self._next_id = packet_id
+            if not self._refs:
+                self._progress_at = time.monotonic()
             self._out.append(encode_qos1_message(topic, packet_id, packed, payload))
             self._refs[packet_id] = ref
             if len(self._out) >= FLUSH_EVERY_MESSAGES:
                 self._flush_locked()
         return True
+
+    def unacked_for_s(self, now: float) -> float:
+        """How long messages have been outstanding without any PUBACK (0 when none are): the
+        broker is connected but not acknowledging (stopped, overloaded, a dead TCP path)."""
+        with self._lock:
+            return now - self._progress_at if self._refs else 0.0
+
+    def outstanding(self) -> int:
+        return len(self._refs)
 
     def _has_room_locked(self) -> bool:
         return not self._up or len(self._refs) < self._window
@@ -138,15 +155,17 @@ class ITSink:
     # -- LinkHandler (the link's thread) ----------------------------------------------------
 
     def on_connected(self, connack: Connack, generation: int) -> None:
+        # First the owner (it may put messages the broker lost back in its spool), then up.
+        self._on_up(connack.session_present)
         with self._lock:
             self._generation = generation
             self._window = connack.receive_maximum
             self._up = True
-        _log.info("connected to the IT broker")
-        self._on_up()
+        _log.info("connected to the IT broker (session %s)",
+                  "present" if connack.session_present else "new")  # fmt: skip
 
     def on_packets(self, packets: list[tuple[int, bytes]], generation: int) -> None:
-        done: list[tuple[object, bool]] = []
+        done: list[tuple[object, int]] = []
         try:
             with self._lock:
                 for first, body in packets:
@@ -158,7 +177,9 @@ class ITSink:
                     ref = self._refs.pop(packet_id, None)
                     if ref is None:
                         raise MQTTProtocolError(f"a PUBACK for packet {packet_id}, not in flight")
-                    done.append((ref, code < 0x80))
+                    done.append((ref, code))
+                if done:
+                    self._progress_at = time.monotonic()
                 if len(self._refs) + len(done) >= self._window:
                     self._room.notify_all()
         finally:

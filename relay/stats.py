@@ -26,9 +26,13 @@ class WorkerStats:
         self.spooled = 0
         self.drained = 0
         self.duplicates = 0
-        self.dropped = 0  # always 0 by design; exported so dashboards can prove it
+        self.dropped = 0  # 0 unless the dead-letter file is full (then a payload is not kept)
         self.audit_failures = 0
         self.spool_full_events = 0
+        self.replayed = 0  # re-sent from retention after the IT broker lost its state
+        self.dead_letters = 0  # refused by IT or revoked while spooled: audited, kept aside
+        self.dead_letter_bytes = 0
+        self.dead_letter_full = False  # alarm: payloads are no longer kept
         self.refused: Counter[str] = Counter()
         self.device_forwarded: Counter[str] = Counter()
         self.device_refused: Counter[str] = Counter()
@@ -37,6 +41,9 @@ class WorkerStats:
         self.ot_connected = False
         self.it_connected = False
         self.spool_full = False
+        self.it_stalled = False  # alarm: outstanding IT publishes, no PUBACK for it_ack_deadline_s
+        self.it_unacked_s = 0.0
+        self.it_outstanding = 0
         self.audit_ok = True
         self.policy_sha256 = ""
         self.revoked_devices = 0
@@ -58,6 +65,10 @@ class WorkerStats:
                 "dropped": self.dropped,
                 "audit_failures": self.audit_failures,
                 "spool_full_events": self.spool_full_events,
+                "replayed": self.replayed,
+                "dead_letters": self.dead_letters,
+                "dead_letter_bytes": self.dead_letter_bytes,
+                "dead_letter_full": self.dead_letter_full,
                 "refused": dict(self.refused),
                 "device_forwarded": dict(self.device_forwarded),
                 "device_refused": dict(self.device_refused),
@@ -66,6 +77,9 @@ class WorkerStats:
                 "ot_connected": self.ot_connected,
                 "it_connected": self.it_connected,
                 "spool_full": self.spool_full,
+                "it_stalled": self.it_stalled,
+                "it_unacked_s": self.it_unacked_s,
+                "it_outstanding": self.it_outstanding,
                 "audit_ok": self.audit_ok,
                 "policy_sha256": self.policy_sha256,
                 "revoked_devices": self.revoked_devices,

@@ -46,26 +46,30 @@ from policies.broker_config import (
     relay_subscription,
 )
 from relay.config import AcceptedAudit, WorkerConfig
+from relay.deadletter import IT_REFUSED, DeadLetter, DeadLetters, dead_letter_event
 from relay.dedup import DedupWindow
 from relay.errors import SpoolFullError
-from relay.inspector import Inspector, inspection_failed
+from relay.inspector import Inspector, RelayReason, inspection_failed
 from relay.it_sink import ITSink
+from relay.mqtt_codec import reason_name
 from relay.ot_source import Delivery, OTSource
 from relay.records import AcceptedLine, batch_digest, batch_event, message_event, refusal_event
+from relay.retention import Retention, read_epoch
 from relay.revocation import CrlWatcher, RevocationState
 from relay.share_secret import ensure_share_secret
-from relay.spool import Spool, SpoolRecord
+from relay.spool import Spool, SpoolRecord, encode_fields
 from relay.stats import WorkerStats, write_snapshot
 
 _log = logging.getLogger("relay.worker")
+_Fields = tuple[str, str, str, tuple[tuple[str, str], ...], bytes]  # a record, not yet encoded
 
 
 class _Item:
     """One message between delivery and OT acknowledgement."""
 
     __slots__ = (
-        "acked", "audit_done", "code", "device", "duplicate", "it_done", "msg_id", "payload",
-        "props", "reason", "seq", "spooled", "t0", "token", "topic",
+        "acked", "audit_done", "code", "dead", "device", "duplicate", "it_done", "msg_id",
+        "payload", "props", "reason", "seq", "spooled", "t0", "token", "topic",
     )  # fmt: skip
 
     def __init__(self, seq: int, d: Delivery, device: str, msg_id: str, t0: float) -> None:
@@ -74,13 +78,32 @@ class _Item:
         self.props: tuple[tuple[str, str], ...] = ()
         self.code = self.reason = ""
         self.duplicate = self.spooled = self.it_done = self.audit_done = self.acked = False
+        self.dead = False  # refused by the IT broker: audited and kept as a dead letter
 
 
 class _DrainRef:
-    __slots__ = ("acked", "device", "end", "seq")
+    """A spooled record on its way to IT: ``end`` is its end offset in the spool file of
+    generation ``file_gen``; ``gen`` the drain generation (IT connection) it was sent in."""
 
-    def __init__(self, seq: int, end: int, device: str) -> None:
-        self.seq, self.end, self.device, self.acked = seq, end, device, False
+    __slots__ = ("acked", "end", "file_gen", "gen", "rec")
+
+    def __init__(self, end: int, rec: SpoolRecord, gen: int, file_gen: int) -> None:
+        self.end, self.rec, self.gen, self.file_gen = end, rec, gen, file_gen
+        self.acked = False
+
+    @property
+    def device(self) -> str:
+        return self.rec.device
+
+
+class _Dead:
+    """A message on its way to the dead-letter file (``kept`` once buffered there)."""
+
+    __slots__ = ("kept", "letter", "ref")
+
+    def __init__(self, ref: _Item | _DrainRef, letter: DeadLetter) -> None:
+        self.ref, self.letter = ref, letter
+        self.kept: bool | None = None
 
 
 class Worker:
@@ -130,14 +153,35 @@ class Worker:
         self._inproc: set[tuple[str, str]] = set()
         self._refusals: deque[_Item] = deque()
         self._accepted: deque[_Item] = deque()
-        self._it_acks: deque[tuple[object, bool]] = deque()
+        self._it_acks: deque[tuple[object, int]] = deque()
+        self._dead: deque[_Dead] = deque()  # the committer audits and keeps them
+        self._buried: list[_Dead] = []  # audited this cycle; kept at its end
+        self._letters = DeadLetters(
+            state / "dead-letters.jsonl",
+            max_bytes=limits.dead_letter_max_bytes,
+            worker=self.name,
+        )
         self._unsynced: list[_Item] = []
         self._held: deque[_Item] = deque()
         self._waiting: dict[int, _Item] = {}  # audited, waiting for IT
+        self._retention_lock = threading.Lock()  # taken after self._lock, never before it
+        self._acks_cv = threading.Condition()
+        self._acks_in = self._acks_done = 0  # IT acks queued / handled by the committer
+        self._retention = Retention(
+            state / "retention",
+            max_bytes=limits.it_retention_max_bytes,
+            window_s=limits.it_retention_s,
+            now=time.time(),
+        )
         self._spooled_count: Counter[str] = Counter(r.device for r in self._spool.records())
         self._read_offset = self._spool.cursor
         self._drain_gen = 0
         self._drain_out: deque[_DrainRef] = deque()
+        # Spool records (by end offset in the current file) that are dead letters: False while
+        # being audited, True once kept. Mosquitto 2.0.11 closes the connection after refusing
+        # a publish, so the drain re-reads the record before the refusal is even handled: it
+        # must not send it again (that would be refused and disconnected again, forever).
+        self._dead_at: dict[int, bool] = {}
         self._prev_digest = ""
         self._ot = OTSource(
             config.ot,
@@ -153,6 +197,8 @@ class Worker:
         self._it = ITSink(
             config.it,
             client_id=self._client_id(config, index, "it"),
+            # Persistent, so that a CONNACK without the session says the broker lost its state.
+            session_expiry_s=config.session_expiry_s,
             on_acked=self._on_it_acked,
             on_down=self._on_it_down,
             on_up=self._on_it_up,
@@ -200,6 +246,9 @@ class Worker:
         if self._crl is not None:
             self._crl.stop()
         self._spool.close()
+        with self._retention_lock:
+            self._retention.close()
+        self._letters.close()
         self._dedup.close()
 
     # -- OT thread ----------------------------------------------------------------------
@@ -315,8 +364,9 @@ class Worker:
 
     # -- IT callbacks ---------------------------------------------------------------------
 
-    def _on_it_acked(self, ref: object, ok: bool) -> None:
-        self._it_acks.append((ref, ok))  # the IT link thread: only queue
+    def _on_it_acked(self, ref: object, reason_code: int) -> None:
+        self._it_acks.append((ref, reason_code))  # the IT link thread: only queue
+        self._acks_in += 1  # written by the IT link thread only
         if not self._wake.is_set():  # Event.set takes a lock and notifies: once per cycle
             self._wake.set()
 
@@ -332,9 +382,47 @@ class Worker:
             self.stats.it_connected = False
         self._wake.set()
 
-    def _on_it_up(self) -> None:
+    def _on_it_up(self, session_present: bool) -> None:
+        """Before anything is published on the new connection: if the IT broker may have lost
+        what it acknowledged, put the retained messages back in front of the spool (ADR 0081),
+        so they leave first and every device's order is kept."""
+        epoch = read_epoch(self.config.state_dir)
+        replayed = 0
+        self._wait_acks_retained()
+        with self._lock, self._retention_lock:
+            self._retention.sync(time.time())  # durable, and nothing older than the window
+            why = self._retention.lost_state(session_present=session_present, epoch=epoch)
+            if why:
+                replayed = self._spool.prepend(self._retention.records())
+                self._spooled_count = Counter(r.device for r in self._spool.records())
+                self._read_offset = 0
+                self._drain_gen += 1
+                self._drain_out.clear()
+                self._dead_at.clear()
+            self._retention.mark_handled(epoch)
+        if why:
+            _log.warning(
+                "%s: %s: re-sending the %d message(s) it acknowledged in the last %g s before "
+                "anything else (duplicates carry the same idmz-msg-id)",
+                self.name, why, replayed, self._limits.it_retention_s,
+            )  # fmt: skip
         with self.stats.lock:
             self.stats.it_connected = True
+            self.stats.replayed += replayed
+            self.stats.spool_bytes = self._spool.pending_bytes
+
+    def _wait_acks_retained(self) -> None:
+        """Every PUBACK of the lost connection is in the retention log (the committer
+        handles them), so the replay has all of them."""
+        target = self._acks_in
+        self._wake.set()
+        deadline = time.monotonic() + 30.0
+        with self._acks_cv:
+            while self._acks_done < target and not self._stop.is_set():
+                if time.monotonic() > deadline:
+                    _log.error("%s: the committer has not handled IT acks for 30 s", self.name)
+                    return
+                self._acks_cv.wait(0.1)
 
     def _on_revocation(self, old: RevocationState, new: RevocationState) -> None:
         self._inspector.revocation = new
@@ -363,25 +451,74 @@ class Worker:
 
     def _commit_cycle(self) -> None:
         touched: list[_Item] = []
+        retained: list[_Fields] = []  # acknowledged by IT: kept for it_retention_s
+        refused: list[tuple[_DrainRef, int]] = []
+        popped = 0
         while self._it_acks:
-            ref, ok = self._it_acks.popleft()
+            ref, code = self._it_acks.popleft()
+            popped += 1
             if isinstance(ref, _Item):
-                if ok:
+                if code < 0x80:
                     ref.it_done = True
                     touched.append(ref)
-                else:
-                    _log.error("IT broker refused %s from %s; spooling it", ref.msg_id, ref.device)
-                    with self._lock:
-                        self._spool_locked(ref)
+                    retained.append((ref.topic, ref.device, ref.msg_id, ref.props, ref.payload))
+                else:  # permanent (MQTT 5 §2.4): never retried in order, kept aside
+                    self._dead.append(_Dead(ref, self._refused_letter(ref.topic, ref, code)))
             elif isinstance(ref, _DrainRef):
-                ref.acked = ok
+                if code >= 0x80:
+                    refused.append((ref, code))
+                elif ref.gen == self._drain_gen and not ref.acked:
+                    ref.acked = True
+                    rec = ref.rec
+                    retained.append(
+                        (rec.topic, rec.device, rec.msg_id, rec.properties, rec.payload)
+                    )
+        try:
+            self._commit_batch(touched)  # audit and route what arrived: IT gets it sooner
+        finally:
+            try:
+                if retained:  # one fdatasync per cycle, before the cursor moves or OT is acked
+                    self._retain(retained)
+            finally:
+                if popped:
+                    with self._acks_cv:
+                        self._acks_done += popped
+                        self._acks_cv.notify_all()
+        for ref, code in refused:
+            with self._lock:  # the first refusal of a record of the current file counts
+                first = ref.file_gen == self._spool.generation and ref.end not in self._dead_at
+                if first:
+                    self._dead_at[ref.end] = False
+            if first:
+                self._dead.append(_Dead(ref, self._refused_letter(ref.rec.topic, ref.rec, code)))
         self._advance_drain()
+        with self._lock:
+            if self._spool.dirty:
+                self._spool.sync()  # raises before anything below counts as safe
+            newly, self._unsynced = self._unsynced, []
+        for item in newly:
+            item.it_done = True
+            touched.append(item)
+        if self._buried:
+            buried, self._buried = self._buried, []
+            self._bury(buried, touched)
+        self._complete(touched)
+
+    def _retain(self, records: list[_Fields]) -> None:
+        data = b"".join([encode_fields(*fields) for fields in records])
+        with self._retention_lock:
+            self._retention.append(data)
+            self._retention.sync(time.time())
+
+    def _commit_batch(self, touched: list[_Item]) -> None:
+        """Audit what arrived (and the dead letters), then route it in arrival order."""
         self._retry_held()
         refusals = [self._refusals.popleft() for _ in range(len(self._refusals))]
         accepted = [self._accepted.popleft() for _ in range(len(self._accepted))]
+        dead = [self._dead.popleft() for _ in range(len(self._dead))]
         self._drop_duplicates(accepted)
-        if refusals or accepted:
-            if self._record(refusals, accepted):
+        if refusals or accepted or dead:
+            if self._record(refusals, accepted, self._dead_letter_events(dead)):
                 for item in refusals + accepted:
                     item.audit_done = True
                 for item in accepted:
@@ -390,21 +527,71 @@ class Worker:
                 self._it.flush()
                 touched.extend(refusals)
                 touched.extend(accepted)
+                self._buried = dead
             else:
                 self._refusals.extendleft(reversed(refusals))
                 self._accepted.extendleft(reversed(accepted))
+                self._dead.extendleft(reversed(dead))
                 time.sleep(0.2)
-        with self._lock:
-            if self._spool.dirty:
-                self._spool.sync()  # raises before anything below counts as safe
-            newly, self._unsynced = self._unsynced, []
-        for item in newly:
-            item.it_done = True
-            touched.append(item)
-        self._complete(touched)
 
-    def _record(self, refusals: list[_Item], accepted: list[_Item]) -> bool:
-        events: list[AuditEvent] = [
+    # -- dead letters ---------------------------------------------------------------------
+
+    def _refused_letter(self, topic: str, msg: _Item | SpoolRecord, code: int) -> DeadLetter:
+        _log.error(
+            "the IT broker refused %s from %s (%s); kept as a dead letter",
+            msg.msg_id, msg.device, reason_name(code),
+        )  # fmt: skip
+        return DeadLetter(
+            msg.device, msg.msg_id, topic, IT_REFUSED,
+            f"the IT broker refused the publish ({reason_name(code)})", msg.payload, code,
+        )  # fmt: skip
+
+    def _dead_letter_events(self, dead: list[_Dead]) -> list[AuditEvent]:
+        """Buffer each dead letter (once, also when the audit is retried) and its record."""
+        events = []
+        for entry in dead:
+            if entry.kept is None:
+                entry.kept = self._letters.append(entry.letter, time.time())
+            events.append(dead_letter_event(entry.letter, self.name, kept=entry.kept))
+        return events
+
+    def _bury(self, buried: list[_Dead], touched: list[_Item]) -> None:
+        """Audited: make the dead letters durable, then let each count as handled (the OT
+        acknowledgement, or the spool cursor moving past it)."""
+        self._letters.sync()
+        lost = sum(1 for e in buried if not e.kept)
+        if lost:
+            _log.error(
+                "ALARM dead-letter file %s is full (dead_letter_max_bytes=%d): %d payload(s) "
+                "not kept; their audit records hold device, message id and SHA-256",
+                self._letters.path, self._letters.max_bytes, lost,
+            )  # fmt: skip
+        ends = set()
+        for entry in buried:
+            if isinstance(entry.ref, _Item):
+                entry.ref.dead = entry.ref.it_done = True
+                touched.append(entry.ref)
+            else:
+                entry.ref.acked = True
+                ends.add((entry.ref.file_gen, entry.ref.end))
+        with self._lock:  # the same record may be in flight again since (see _dead_at)
+            for file_gen, end in ends:
+                if file_gen == self._spool.generation:
+                    self._dead_at[end] = True
+            for ref in self._drain_out:
+                if (ref.file_gen, ref.end) in ends:
+                    ref.acked = True
+        with self.stats.lock:
+            self.stats.dead_letters += len(buried)
+            self.stats.dropped += lost
+            self.stats.dead_letter_bytes = self._letters.size_bytes
+            self.stats.dead_letter_full = self._letters.full
+        self._advance_drain()
+
+    def _record(
+        self, refusals: list[_Item], accepted: list[_Item], extra: list[AuditEvent]
+    ) -> bool:
+        events: list[AuditEvent] = extra + [
             refusal_event(
                 i.device or "unknown", i.topic, i.code, i.reason, i.msg_id, i.payload, self.name
             )
@@ -469,6 +656,8 @@ class Worker:
             tokens.append(item.token)
             if not item.code and not item.duplicate:
                 remember.append((item.device, item.msg_id))
+                if item.dead:
+                    continue
                 forwarded[item.device] += 1
                 lat_sum += now - item.t0
         self._ot.ack_many(tokens)  # one socket write for the whole batch
@@ -478,11 +667,11 @@ class Worker:
                 self._inproc.difference_update(remember)
         with self.stats.lock:
             st = self.stats
-            st.forwarded += len(remember)
+            st.forwarded += sum(forwarded.values())
             for device, n in forwarded.items():
                 st.device_forwarded[st.device_key(st.device_forwarded, device)] += n
             st.latency_ms_sum += lat_sum * 1000
-            st.latency_count += len(remember)
+            st.latency_count += sum(forwarded.values())
             st.inflight = (
                 len(self._accepted) + len(self._refusals) + len(self._waiting) + len(self._held)
             )
@@ -512,12 +701,14 @@ class Worker:
                     self._spooled_count[ref.device] = left
                 else:
                     self._spooled_count.pop(ref.device, None)
-                with self.stats.lock:
-                    self.stats.drained += 1
+                if self._dead_at.pop(ref.end, None) is None:  # not a dead letter
+                    with self.stats.lock:
+                        self.stats.drained += 1
             if end is not None:
                 self._spool.commit(end)
                 if self._spool.cursor == 0:
                     self._read_offset = 0
+                    self._dead_at.clear()  # a new file: offsets start again
             with self.stats.lock:
                 self.stats.spool_bytes = self._spool.pending_bytes
 
@@ -532,7 +723,7 @@ class Worker:
             with self._lock:
                 ready = self._it.up and self._read_offset < self._spool.end
                 room = window - len(self._drain_out)
-                gen = self._drain_gen
+                gen, file_gen = self._drain_gen, self._spool.generation
                 batch = (
                     self._spool.read(self._read_offset, min(room, int(tokens)))
                     if ready and room > 0 and tokens >= 1
@@ -541,8 +732,24 @@ class Worker:
             if not batch:
                 self._stop.wait(0.02)
                 continue
+            revoked = self._inspector.revocation.revoked_devices
             for end, rec in batch:
-                ref = _DrainRef(0, end, rec.device)
+                ref = _DrainRef(end, rec, gen, file_gen)
+                with self._lock:
+                    dead = self._dead_at.get(end)
+                if dead is not None or rec.device in revoked:  # never sent (again)
+                    with self._lock:
+                        if gen != self._drain_gen:
+                            break
+                        self._read_offset = end
+                        self._drain_out.append(ref)
+                        if dead is None:  # revoked while it waited: refused here
+                            self._dead_at[end] = False
+                        ref.acked = bool(dead)  # a dead letter already kept
+                    if dead is None:
+                        self._dead.append(_Dead(ref, _revoked_letter(rec)))
+                        self._wake.set()
+                    continue
                 if not self._it.publish(rec.topic, rec.payload, rec.properties, ref):
                     break
                 tokens -= 1
@@ -557,7 +764,20 @@ class Worker:
 
     def _stats_loop(self) -> None:
         path = self.config.state_dir / f"{self.name}.stats.json"
+        deadline = self._limits.it_ack_deadline_s
         while not self._stop.wait(1.0):
+            unacked_s = self._it.unacked_for_s(time.monotonic())
+            with self.stats.lock:
+                self.stats.it_unacked_s = round(unacked_s, 1)
+                self.stats.it_outstanding = self._it.outstanding()
+                stalled = unacked_s > deadline
+                if stalled and not self.stats.it_stalled:
+                    _log.error(
+                        "%s: the IT broker has acknowledged nothing for %.0f s (%d outstanding; "
+                        "it_ack_deadline_s=%g)",
+                        self.name, unacked_s, self.stats.it_outstanding, deadline,
+                    )  # fmt: skip
+                self.stats.it_stalled = stalled
             try:
                 write_snapshot(path, self.stats.snapshot())
             except OSError:
@@ -565,6 +785,14 @@ class Worker:
 
     def snapshot(self) -> dict[str, Any]:
         return self.stats.snapshot()
+
+
+def _revoked_letter(rec: SpoolRecord) -> DeadLetter:
+    return DeadLetter(
+        rec.device, rec.msg_id, rec.topic, RelayReason.CERTIFICATE_REVOKED.value,
+        "every certificate of the device was revoked while the message waited in the spool",
+        rec.payload,
+    )  # fmt: skip
 
 
 def _utcnow() -> Any:

@@ -152,16 +152,18 @@ def plant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plant]:
         pki.ca.close()
 
 
-def start_relay(
+def appliance_config(
     plant: Plant,
     home: Path,
     *,
+    ports: tuple[int, int, int],
     workers: int = 1,
     limits: RelayLimits | None = None,
     policy_text: str | None = None,
     max_queued_messages: int = 100_000,
-) -> Relay:
-    ot_port, it_port, health_port = free_port(), free_port(), free_port()
+) -> ApplianceConfig:
+    """The appliance's configuration for ``ports`` = (OT broker, IT broker, health)."""
+    ot_port, it_port, health_port = ports
     relay_creds = plant.creds[RELAY_ID]
     tls = TLSFiles(plant.pki.cafile, relay_creds.cert, relay_creds.key)
     ca_dir = plant.pki.dir / "ca"
@@ -190,7 +192,7 @@ def start_relay(
             max_queued_messages=max_queued_messages,
         )
 
-    config = ApplianceConfig(
+    return ApplianceConfig(
         worker=worker,
         workers=workers,
         managed_ot=managed(ot_port),
@@ -198,6 +200,22 @@ def start_relay(
         broker_dir=home / "brokers",
         health_port=health_port,
     )
+
+
+def start_relay(
+    plant: Plant,
+    home: Path,
+    *,
+    workers: int = 1,
+    limits: RelayLimits | None = None,
+    policy_text: str | None = None,
+    max_queued_messages: int = 100_000,
+) -> Relay:
+    ot_port, it_port, health_port = free_port(), free_port(), free_port()
+    config = appliance_config(
+        plant, home, ports=(ot_port, it_port, health_port), workers=workers, limits=limits,
+        policy_text=policy_text, max_queued_messages=max_queued_messages,
+    )  # fmt: skip
     audit = AuditLog.open(home / "audit", origin="test.example/idmz-audit")
     appliance = Appliance(config, audit=audit, log_level="info")
     appliance.start()

@@ -96,15 +96,25 @@ class PersistentConsumer:
     on the consumer's side either; prints topic, user properties and payload per line."""
 
     def __init__(self, relay: Relay, out: Path, client_id: str) -> None:
-        creds = relay.plant.cred(HISTORIAN)
-        self.out = out
-        self._fh = out.open("w")
+        self.relay, self.out, self.client_id = relay, out, client_id
+        self.start()
+
+    def start(self) -> None:
+        """Connect (again): the broker delivers what it queued for the session meanwhile."""
+        creds = self.relay.plant.cred(HISTORIAN)
+        self._fh = self.out.open("a")
         self.proc = subprocess.Popen(
-            ["mosquitto_sub", *relay.it.args(creds), "-V", "mqttv5", "-q", "1", "-c",
-             "-i", client_id, "-x", "3600", "-F", "%t\t%P\t%p", "-t", "acme/#"],
+            ["mosquitto_sub", *self.relay.it.args(creds), "-V", "mqttv5", "-q", "1", "-c",
+             "-i", self.client_id, "-x", "3600", "-F", "%t\t%P\t%p", "-t", "acme/#"],
             stdout=self._fh, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        relay.subscribers.append(self.proc)
+        self.relay.subscribers.append(self.proc)
+
+    def stop(self) -> None:
+        """Go offline; the persistent session stays on the broker and queues for it."""
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self._fh.close()
 
     def ids(self) -> list[str]:
         """Message ids in arrival order (duplicates included)."""

@@ -1,7 +1,9 @@
 """Fault tests: the IT broker down for a minute, a worker killed with SIGKILL, the OT broker
-restarted, each in the middle of a stream from several gateways. After each: zero messages the
-OT broker acknowledged to a gateway are lost, each device's order is kept, and any duplicate
-carries the same ``idmz-msg-id`` (so it is detectable)."""
+restarted, each in the middle of a stream from several gateways; the IT broker killed with
+SIGKILL while a persistent IT subscriber is offline; the IT broker stopped (SIGSTOP) until
+/health says it is not acknowledging. After each: zero messages the OT broker
+acknowledged to a gateway are lost, each device's order is kept, and any duplicate carries the
+same ``idmz-msg-id`` (so it is detectable)."""
 
 from __future__ import annotations
 
@@ -133,3 +135,100 @@ def test_ot_broker_restart_loses_nothing(relay: Relay, tmp_path: Path) -> None:
     unique, duplicates = _wait_delivered(gateways, consumer, timeout_s=120)
     assert unique >= count * len(DEVICES)
     print(f"OT restart: {unique} delivered, {duplicates} duplicates (same idmz-msg-id)")
+
+
+def test_it_broker_killed_with_sigkill_loses_nothing_the_relay_forwarded(
+    relay: Relay, tmp_path: Path
+) -> None:
+    """Mosquitto acknowledges a publish from memory and saves its state every 30 s: a SIGKILL
+    loses what it queued since for an offline subscriber. The relay keeps what it forwarded
+    (retention, ADR 0081) and re-sends it to the restarted broker before anything else."""
+    it = relay.appliance.broker("it")
+    consumer = PersistentConsumer(relay, tmp_path / "it.txt", f"crash-{time.monotonic_ns()}")
+    wait_consumer_live(relay, consumer, DEVICES[0])
+    consumer.stop()
+    it.restart()  # a clean stop saves the broker's state: the offline session is on disk
+    relay.wait_connected()
+    gateways = [Gateway(relay, d) for d in DEVICES]
+    count = int(4 * RATE_PER_S)
+    stream(gateways, count, RATE_PER_S, threading.Event())
+    total = count * len(DEVICES)
+    wait_for(lambda: all(gw.acked >= set(gw.sent) for gw in gateways), timeout_s=120,
+             what="every gateway message acknowledged by the OT broker")  # fmt: skip
+    # Forwarded means the IT broker acknowledged it (and it is queued for the offline consumer).
+    wait_for(lambda: relay.snapshot_total("forwarded") >= total, timeout_s=120,
+             what="every message forwarded to IT")  # fmt: skip
+    pid = it.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: it.running() and it.pid != pid, timeout_s=60, what="IT broker restarted")
+    wait_for(lambda: relay.snapshot_total("replayed") >= total, timeout_s=120,
+             what="the relay re-sent what the IT broker may have lost")  # fmt: skip
+    consumer.start()
+    unique, duplicates = _wait_delivered(gateways, consumer, timeout_s=180)
+    assert unique >= total
+    assert relay.snapshot_total("dropped") == 0
+    print(f"IT SIGKILL: {unique} delivered, {duplicates} duplicates (same idmz-msg-id), "
+          f"{relay.snapshot_total('replayed')} re-sent")  # fmt: skip
+
+
+def test_it_broker_that_stops_acknowledging_turns_health_degraded(
+    plant: Plant, tmp_path: Path
+) -> None:
+    """SIGSTOP: the TCP connection stays up and nothing is acknowledged any more. /health says
+    so once the deadline passes; after SIGCONT everything arrives and health is ok again."""
+    for d in DEVICES:
+        plant.cred(d)
+    limits = RelayLimits(drain_rate_per_s=200, it_ack_deadline_s=3)
+    relay = start_relay(plant, tmp_path / "home", workers=1, limits=limits)
+    try:
+        it = relay.appliance.broker("it")
+
+        def stall() -> None:
+            wait_for(lambda: relay.snapshot_total("forwarded") > 0, timeout_s=60, what="traffic")
+            pid = it.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                wait_for(lambda: any("not acknowledging" in p for p in relay.health()[1]["problems"]),  # type: ignore[attr-defined]
+                         timeout_s=60, what="/health: IT broker not acknowledging")  # fmt: skip
+                assert relay.health()[0] == 503
+                assert 'idmz_relay_it_stalled{worker="worker-0"} 1.0' in relay.metrics()
+            finally:
+                os.kill(pid, signal.SIGCONT)
+
+        count = int(8 * RATE_PER_S)
+        gateways, consumer = _run_stream(relay, tmp_path, count, stall)
+        unique, _duplicates = _wait_delivered(gateways, consumer, timeout_s=180)
+        assert unique >= count * len(DEVICES)
+        wait_for(lambda: relay.health()[0] == 200, timeout_s=60, what="healthy again")
+    finally:
+        stop_relay(relay)
+
+
+def test_it_broker_that_lost_its_state_gets_what_the_relay_forwarded_again(
+    relay: Relay, tmp_path: Path
+) -> None:
+    """The second signal (any IT broker, managed or not): the relay's IT session is
+    persistent, so a broker that comes back without it has lost its state. A clean restart
+    keeps it and re-sends nothing."""
+    it = relay.appliance.broker("it")
+    gateways = [Gateway(relay, d) for d in DEVICES]
+    count = int(2 * RATE_PER_S)
+    stream(gateways, count, RATE_PER_S, threading.Event())
+    total = count * len(DEVICES)
+    wait_for(lambda: relay.snapshot_total("forwarded") >= total, timeout_s=120,
+             what="every message forwarded to IT")  # fmt: skip
+    it.restart()  # clean: the session is saved and comes back
+    gateways[0].publish(count)  # forwarded once the relay is back on IT
+    wait_for(lambda: relay.snapshot_total("forwarded") > total, timeout_s=120,
+             what="forwarding again after a clean restart")  # fmt: skip
+    assert relay.snapshot_total("replayed") == 0
+    total += 1
+    it.pause()
+    for f in (relay.home / "brokers" / "it-data").iterdir():
+        f.unlink()  # the broker's state is gone (a new disk, a wiped volume)
+    it.resume()
+    wait_for(lambda: relay.snapshot_total("replayed") >= total, timeout_s=120,
+             what="the relay re-sent what the IT broker lost")  # fmt: skip
+    wait_for(lambda: relay.snapshot_total("spool_bytes") == 0, timeout_s=120, what="re-sent")

@@ -86,3 +86,11 @@ def test_relay_toml_names_the_secret_file_relative_to_the_home(tmp_path: Path) -
     config = load_relay_config('share_secret = "secrets/relay-share"\n' + text, home=home,
                                source=DEPLOY, environ={})  # fmt: skip
     assert config.worker.share_secret_file == home.root / "secrets" / "relay-share"
+
+
+def test_relay_toml_ships_one_worker_so_an_ot_restart_loses_no_backlog(tmp_path: Path) -> None:
+    """ADR 0052: a shared subscription on Mosquitto 2.0.11 loses what gateways publish while
+    the OT broker restarts; the example configuration must not turn it on."""
+    home = Home(tmp_path / "home").ensure()
+    config = load_relay_config(DEPLOY.read_text(), home=home, source=DEPLOY, environ={})
+    assert config.workers == 1
