@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from audit.log import AuditLog
+from bedrock.clock import utc_now
 from idmz.audit_log import open_audit_log
 from idmz.home import Home, SettingsError, generate_secret_file, load_secret
 from pki.local import LocalCA, init_local_ca
@@ -28,10 +28,6 @@ from provisioning.service import ProvisioningService, RevocationListener
 from provisioning.tokens import TokenKey
 
 _log = logging.getLogger("idmz.provisioning")
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 def default_database_url(home: Home) -> str:
@@ -57,7 +53,7 @@ def ensure_ca(home: Home, *, organization: str) -> None:
     home.ensure()
     passphrase = ca_passphrase(home, create=True)
     paths = init_local_ca(
-        home.ca_dir, passphrase=passphrase, organization=organization, now=now_utc()
+        home.ca_dir, passphrase=passphrase, organization=organization, now=utc_now()
     )
     from idmz.commands.ca_context import ca_created_event, record
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from bedrock.files import write_atomic
 from pki.authority import fingerprint_sha256
-from pki.files import write_atomic
 from pki.keys import PrivateKey, load_private_key, private_key_pem
 from provisioning.errors import ConfigError
 

@@ -31,7 +31,9 @@ from types import MappingProxyType
 
 from cryptography import x509
 
+import bedrock.errors as category
 from pki.ledger import Ledger, LedgerEntry
+from relay.errors import RelayError
 
 _log = logging.getLogger("relay.revocation")
 
@@ -82,7 +84,7 @@ def crl_status(next_update: datetime | None, *, now: datetime, warn_before: time
     return CrlStatus(freshness, next_update, left.total_seconds())
 
 
-class CRLRejectedError(Exception):
+class CRLRejectedError(RelayError, category.VerificationError):
     """The CRL file is not a CRL signed by the issuing CA; it was not applied."""
 
 

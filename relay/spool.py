@@ -22,6 +22,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from bedrock.files import write_atomic
 from relay.errors import SpoolCorruptedError, SpoolFullError
 
 _FRAME = struct.Struct(">III")
@@ -138,9 +139,9 @@ class Spool:
             os.ftruncate(self._fd, 0)
             os.fsync(self._fd)
             self.cursor = self.end = 0
-        tmp = self._cursor_path.with_suffix(".tmp")
-        tmp.write_text(str(self.cursor))
-        os.replace(tmp, self._cursor_path)
+        # Not durable: a cursor lost in a crash only re-forwards acknowledged records, which are
+        # duplicates the IT side can detect (ADR 0050: at-least-once, never a loss).
+        write_atomic(self._cursor_path, str(self.cursor).encode(), durable=False)
 
     def records(self) -> list[SpoolRecord]:
         """Every durable, unacknowledged record (used once at start to rebuild counters)."""

@@ -24,6 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from bedrock.clock import utc_now
 from idmz.commands import ca_context as ctx
 
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096")
@@ -52,7 +53,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
         home.ca_dir,
         passphrase=passphrase,
         organization=args.organization,
-        now=ctx.now(),
+        now=utc_now(),
         key_type=args.key_type,
         root_validity=timedelta(days=args.root_days),
         issuing_validity=timedelta(days=args.issuing_days),
@@ -105,7 +106,7 @@ def _cmd_sign_intermediate(args: argparse.Namespace) -> int:
         home.ca_dir,
         passphrase=ctx.passphrase(home, create=False),
         unverified_csr=ctx.read_input(args.csr),
-        now=ctx.now(),
+        now=utc_now(),
         validity=timedelta(days=args.days),
     )
     from cryptography import x509
@@ -135,7 +136,7 @@ def _cmd_install_intermediate(args: argparse.Namespace) -> int:
         passphrase=ctx.passphrase(home, create=False),
         cert_pem=ctx.read_input(args.cert),
         root_pem=ctx.read_input(args.root),
-        now=ctx.now(),
+        now=utc_now(),
     )
     print(f"installed issuing CA in {home.ca_dir}")
     print(f"root fingerprint (sha256) {ctx.fingerprint_file(home.ca_dir / 'root.pem')}")
@@ -154,7 +155,7 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     validity = timedelta(days=args.days) if args.days is not None else None
     with ctx.authority(args) as ca:
         try:
-            issued = ca.issue(csr, subject, profile=profile, now=ctx.now(), validity=validity)
+            issued = ca.issue(csr, subject, profile=profile, now=utc_now(), validity=validity)
         except PKIError as exc:
             ctx.audit(
                 home, "pki.cert.issued", subject.path, "denied", str(exc), profile=profile.value
@@ -197,7 +198,7 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
         # The subject for the audit record (the lifecycle report); Vault keeps its own.
         entry = ca.lookup(serial) if isinstance(ca, LocalCA) else None
         try:
-            record = ca.revoke(serial, reason, now=ctx.now())
+            record = ca.revoke(serial, reason, now=utc_now())
         except PKIError as exc:
             ctx.audit(home, "pki.cert.revoked", format_serial(serial), "denied", str(exc))
             raise
@@ -234,7 +235,7 @@ def _cmd_crl(args: argparse.Namespace) -> int:
     with ctx.authority(args) as ca:
         force = True  # the first round publishes: the operator asked for a CRL
         while True:
-            bundle = republish_crl(ca, now=ctx.now(), force=force)
+            bundle = republish_crl(ca, now=utc_now(), force=force)
             if bundle is not None:
                 if out_dir is not None:
                     out_dir.mkdir(parents=True, exist_ok=True)
@@ -269,7 +270,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from pki.health import ca_health
     from pki.local import LocalCA
 
-    now = ctx.now()
+    now = utc_now()
     counts = None
     with ctx.authority(args) as ca:
         crl = ca.current_crl(now=now)
@@ -322,7 +323,7 @@ def _cert_report(cert: Any) -> dict[str, Any]:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    now = ctx.now()
+    now = utc_now()
     with ctx.local(ctx.home_of(args)) as ca:
         entries = ca.ledger.entries(subject=args.identity, revoked_only=args.revoked)
     if args.expiring is not None:

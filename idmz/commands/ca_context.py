@@ -9,10 +9,10 @@ import sys
 import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import bedrock.errors as category
 from idmz.home import Home, generate_secret_file, load_secret, read_secret_file, resolve_home
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ PASSPHRASE_FILE = "passphrase"  # noqa: S105 - a file name
 VAULT_TOML = "vault.toml"
 
 
-class CAUsageError(Exception):
+class CAUsageError(category.UsageError):
     """The command line asked for something impossible (exit code 2)."""
 
 
@@ -108,10 +108,6 @@ def local(home: Home) -> Iterator[LocalCA]:
         ca.close()
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
 # -- audit --------------------------------------------------------------------------------
 
 
@@ -180,7 +176,7 @@ def read_input(path: str) -> bytes:
 
 def write_public(path: Path, data: bytes) -> None:
     """Certificates and CRLs are public: 0644, replaced atomically."""
-    from pki.files import write_atomic
+    from bedrock.files import write_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, data, 0o644)

@@ -18,8 +18,9 @@ from typing import Any, TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from bedrock.clock import utc_now
 from idmz.demo.layout import PRESS_1
-from idmz.demo.observe import Capture, Message, now_utc
+from idmz.demo.observe import Capture, Message
 from idmz.demo.plant import Plant
 from idmz.demo.processes import Completed
 
@@ -29,7 +30,7 @@ T = TypeVar("T")
 
 
 def envelope(device: str, msg_id: str, kind: str, data: dict[str, Any]) -> str:
-    ts = now_utc().isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    ts = utc_now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
     body = {"v": 1, "id": msg_id, "ts": ts, "device": device, "kind": kind, "data": data}
     return json.dumps(body, separators=(",", ":"))
 

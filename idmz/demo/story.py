@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from bedrock.clock import utc_now
 from idmz.demo.attacks import Attacks
 from idmz.demo.layout import PRESS_1
-from idmz.demo.observe import Message, now_utc, read_jsonl
+from idmz.demo.observe import Message, read_jsonl
 from idmz.demo.runner import Step, StepFailedError
 from idmz.demo.scene import Scene, cert_sha256, clip
 
@@ -114,7 +115,7 @@ class Story(Scene):
 
     def inject_fault(self) -> str:
         control = self.plant.layout.sim_control
-        self.fault_at = now_utc()
+        self.fault_at = utc_now()
         tmp = control.with_suffix(".tmp")
         tmp.write_text(json.dumps({"fault": "bearing-outer-race"}) + "\n")
         tmp.replace(control)
@@ -134,7 +135,7 @@ class Story(Scene):
         score, threshold = float(alarm["score"]), float(alarm["threshold"])
         if score <= threshold:
             raise StepFailedError(f"alarm score {score} is not above threshold {threshold}")
-        after = (now_utc() - self.fault_at).total_seconds()
+        after = (utc_now() - self.fault_at).total_seconds()
         return (
             f"{alarm['asset']}: score {score:.1f} > threshold {threshold:.2f} "
             f"(model {alarm['model_version']}), within {after:.1f} s of the fault\n"
@@ -238,7 +239,7 @@ class Story(Scene):
 
     def report(self) -> str:
         path = self.plant.layout.report
-        until = (now_utc() + timedelta(minutes=1)).isoformat(timespec="seconds")
+        until = (utc_now() + timedelta(minutes=1)).isoformat(timespec="seconds")
         self.plant.idmz(
             "audit-report", "audit", "report", "--from", self.plant.started_at, "--to", until,
             "--format", "html", "--out", str(path), "--key", self._pinned_key(),

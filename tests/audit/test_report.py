@@ -9,7 +9,6 @@ import pytest
 
 from audit.events import AuditEvent, Outcome
 from audit.keys import read_vkey
-from audit.limits import FixedClock
 from audit.log import AuditLog
 from audit.report import (
     ACCESS_CONTROL,
@@ -22,6 +21,7 @@ from audit.report import (
     category_of,
 )
 from audit.report_html import render_html
+from bedrock.clock import FixedClock
 from tests.audit.conftest import DEVICE, ORIGIN
 
 T0 = datetime(2026, 11, 20, tzinfo=UTC)
