@@ -6,7 +6,6 @@ and the barrier that makes "nothing arrived" a checked claim instead of a fixed 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shutil
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from idmz.demo.layout import PRESS_1
 from idmz.demo.observe import Capture, Message
 from idmz.demo.plant import Plant
 from idmz.demo.processes import Completed
+from policies.envelope import Envelope
 
 PUBACK_RC = re.compile(r"received PUBACK \(Mid: \d+, RC:(\d+)\)")
 NOT_AUTHORIZED = 135  # MQTT 5 reason code 0x87
@@ -31,8 +31,7 @@ T = TypeVar("T")
 
 def envelope(device: str, msg_id: str, kind: str, data: dict[str, Any]) -> str:
     ts = utc_now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    body = {"v": 1, "id": msg_id, "ts": ts, "device": device, "kind": kind, "data": data}
-    return json.dumps(body, separators=(",", ":"))
+    return Envelope(msg_id, ts, device, kind, data).to_json().decode()
 
 
 def cert_sha256(path: Path) -> str:

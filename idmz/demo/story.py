@@ -23,6 +23,12 @@ from idmz.demo.layout import PRESS_1
 from idmz.demo.observe import Message, read_jsonl
 from idmz.demo.runner import Step, StepFailedError
 from idmz.demo.scene import Scene, cert_sha256, clip
+from policies.envelope import (
+    CERT_SHA256_PROPERTY,
+    DEVICE_PROPERTY,
+    MSG_ID_PROPERTY,
+    POLICY_SHA256_PROPERTY,
+)
 
 
 @dataclass
@@ -158,10 +164,10 @@ class Story(Scene):
         )
         p = msg.properties
         want = {
-            "idmz-device": PRESS_1,
-            "idmz-cert-sha256": cert_sha256(self.plant.press1.credentials / "cert.pem"),
-            "idmz-policy-sha256": self.plant.policy_hash,
-            "idmz-msg-id": str(msg.body.get("id")),
+            DEVICE_PROPERTY: PRESS_1,
+            CERT_SHA256_PROPERTY: cert_sha256(self.plant.press1.credentials / "cert.pem"),
+            POLICY_SHA256_PROPERTY: self.plant.policy_hash,
+            MSG_ID_PROPERTY: str(msg.body.get("id")),
         }
         wrong = [f"{k}={p.get(k)!r} (expected {v!r})" for k, v in want.items() if p.get(k) != v]
         if wrong:
