@@ -4,32 +4,8 @@ Features (provisioning, relay, edge, idmz) depend on `AuditSink` only; `audit.lo
 is the durable, tamper-evident implementation. The log itself stamps the sequence number,
 UTC time, time source and host when it appends, so callers cannot forge them.
 
-Action names are dotted, ``<area>.<object>.<verb>``; the first part picks the IEC 62443 SR 2.8
-category in reports:
-
-=============================  ==========================================================
-``pki.ca.created``             a new CA was created (resource = root serial; details: root
-                               fingerprint, organization; never the passphrase)
-``pki.cert.issued``            a certificate was issued (resource = serial)
-``pki.cert.revoked``           a certificate was revoked (reason = RFC 5280 reason)
-``pki.crl.published``          a CRL was generated (details: crl_number, entries, next_update)
-``provisioning.enroll.*``      ``accepted`` / ``refused`` enrollment
-``provisioning.renew.*``       ``accepted`` / ``refused`` renewal
-``provisioning.token.*``       ``created`` / ``refused`` (replayed, expired, forged)
-``provisioning.device.*``      ``added`` / ``revoked`` / ``expiring``
-``provisioning.group.added``   an enrollment group was created
-``provisioning.ca.expiring``   the issuing CA expires before a certificate issued today would
-``policy.document.loaded``     a policy was loaded (after = content hash)
-``relay.message.refused``      a message was refused (reason = the policy decision)
-``relay.batch.forwarded``      accepted traffic, per batch (details: count, hash)
-``relay.device.cutoff``        a revoked device was disconnected
-``relay.crl.stale``            the brokers' CRL passed nextUpdate (details: CRL number,
-                               nextUpdate, each zone's on_stale_crl)
-``relay.session.refused``      a broker refused a CONNECT (client id not the certificate's)
-``relay.broker.overflow``      a broker dropped messages: a client queue was full
-``config.*.changed``           configuration changed (before/after)
-``operator.*``                 a manual action recorded by an operator with their reason
-=============================  ==========================================================
+Action names are dotted, ``<area>.<object>.<verb>``. The catalogue of every action the product
+records, with its IEC 62443 SR 2.8 category, is `audit.actions`.
 """
 
 from __future__ import annotations
