@@ -21,6 +21,7 @@ from bedrock.clock import utc_now
 from idmz.audit_log import open_audit_log
 from idmz.home import Home, SettingsError, generate_secret_file, load_secret
 from pki.local import LocalCA, init_local_ca
+from pki.publication import CAPublication
 from policies.document import CertificatePolicy
 from provisioning.config import ServiceLimits
 from provisioning.registry import Registry
@@ -48,7 +49,7 @@ def ca_passphrase(home: Home, *, create: bool) -> bytes:
 
 def ensure_ca(home: Home, *, organization: str) -> None:
     """Create a root and an issuing CA under ``<home>/ca`` if there is none yet."""
-    if (home.ca_dir / "issuing.pem").exists():
+    if CAPublication(home.ca_dir).issuing_cert.exists():
         return
     home.ensure()
     passphrase = ca_passphrase(home, create=True)
@@ -122,4 +123,4 @@ def open_runtime(
 
 
 def client_ca_file(home: Home) -> Path:
-    return home.ca_dir / "chain.pem"
+    return CAPublication(home.ca_dir).chain

@@ -16,6 +16,7 @@ from typing import Any
 
 from idmz.audit_log import audit_origin
 from idmz.home import Home
+from pki.publication import CAPublication
 from relay.config import (
     AcceptedAudit,
     ApplianceConfig,
@@ -161,6 +162,7 @@ def load_relay_config(
     health = _table(doc, "health", _HEALTH)
     brokers = _table(doc, "brokers", _BROKERS)
     relay_dir = home.relay_dir
+    published = CAPublication(home.ca_dir)
     worker = WorkerConfig(
         ot=ot_ep,
         it=it_ep,
@@ -169,9 +171,9 @@ def load_relay_config(
         state_dir=relay_dir / "state",
         audit_dir=home.audit_dir,
         audit_origin=origin,
-        crl_path=home.ca_dir / "crl.pem",
-        issuing_ca_path=home.ca_dir / "issuing.pem",
-        ledger_path=home.ca_dir / "ledger.sqlite",
+        crl_path=published.crl_pem,
+        issuing_ca_path=published.issuing_cert,
+        ledger_path=published.ledger,
         accepted_audit=accepted,
         limits=limits,
         share_secret_file=(

@@ -262,7 +262,9 @@ def _cmd_fingerprint(args: argparse.Namespace) -> int:
         with ctx.authority(args) as ca:
             print(fingerprint_sha256(ca.ca_chain()[-1]))
         return 0
-    print(ctx.fingerprint_file(ctx.home_of(args).ca_dir / "root.pem"))
+    from pki.publication import CAPublication
+
+    print(ctx.fingerprint_file(CAPublication(ctx.home_of(args).ca_dir).root_cert))
     return 0
 
 

@@ -124,16 +124,18 @@ def _cmd_render(args: argparse.Namespace) -> int:
     def path(value: str | None, default: Path) -> str:
         return str(Path(value).resolve() if value else default.resolve())
 
-    ca_dir, tls_dir = home.ca_dir, home.relay_dir / "tls"
+    from pki.publication import CAPublication
+
+    published, tls_dir = CAPublication(home.ca_dir), home.relay_dir / "tls"
 
     def settings(zone: str, port: int, cert: str | None, key: str | None) -> BrokerSettings:
         return BrokerSettings(
             port=port,
             tls=TlsFiles(
-                cafile=path(args.cafile, ca_dir / "chain.pem"),
+                cafile=path(args.cafile, published.chain),
                 certfile=path(cert, tls_dir / f"{zone}-broker.pem"),
                 keyfile=path(key, tls_dir / f"{zone}-broker.key"),
-                crlfile=path(args.crlfile, ca_dir / "crl.pem"),
+                crlfile=path(args.crlfile, published.crl_pem),
             ),
             acl_file=str(out / f"{zone}-broker.acl"),
             bind_address=args.bind,
