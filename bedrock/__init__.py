@@ -5,7 +5,8 @@ Four modules and nothing else:
 * ``bedrock.errors``  the error categories (what the caller does next), with the exit code
   and HTTP status each one means, chosen by ``isinstance``;
 * ``bedrock.files``   one atomic file write (``write_atomic``) and ``fsync_dir``;
-* ``bedrock.clock``   the clock as an input (``Clock``, ``SystemClock``, ``FixedClock``, ``utc_now``).
+* ``bedrock.clock``   the clock as an input (``Clock``, ``SystemClock``, ``FixedClock``, ``utc_now``);
+* ``bedrock.tables``  the strict configuration reader (``Table``, ``type_mismatch``).
 
 Example::
 
