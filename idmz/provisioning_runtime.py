@@ -19,7 +19,9 @@ from pathlib import Path
 from audit.log import AuditLog
 from bedrock.clock import utc_now
 from idmz.audit_log import open_audit_log
-from idmz.home import Home, SettingsError, generate_secret_file, load_secret
+from idmz.events import ca_created_event, record
+from idmz.home import Home
+from idmz.secrets import ca_passphrase
 from pki.local import LocalCA, init_local_ca
 from pki.publication import CAPublication
 from policies.document import CertificatePolicy
@@ -35,29 +37,15 @@ def default_database_url(home: Home) -> str:
     return f"sqlite:///{home.provisioning_dir / 'registry.sqlite'}"
 
 
-def ca_passphrase(home: Home, *, create: bool) -> bytes:
-    default = home.ca_dir / "passphrase"
-    value = load_secret("IDMZ_CA_PASSPHRASE", default_file=default)
-    if value is None:
-        if not create:
-            raise SettingsError(
-                "no CA passphrase: set IDMZ_CA_PASSPHRASE_FILE (a 0600 file) or create the CA first"
-            )
-        value = generate_secret_file(default)
-    return value
-
-
 def ensure_ca(home: Home, *, organization: str) -> None:
     """Create a root and an issuing CA under ``<home>/ca`` if there is none yet."""
     if CAPublication(home.ca_dir).issuing_cert.exists():
         return
     home.ensure()
-    passphrase = ca_passphrase(home, create=True)
+    passphrase = ca_passphrase(home, create=True, announce=_log.warning)
     paths = init_local_ca(
         home.ca_dir, passphrase=passphrase, organization=organization, now=utc_now()
     )
-    from idmz.commands.ca_context import ca_created_event, record
-
     record(home, [ca_created_event(paths.root_cert, organization=organization, via="provisioning")])
     _log.warning("created a new local CA in %s", home.ca_dir)
 

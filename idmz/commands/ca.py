@@ -24,7 +24,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from audit.events import Outcome
 from bedrock.clock import utc_now
+from idmz import events
 from idmz.commands import ca_context as ctx
 
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096")
@@ -59,10 +61,10 @@ def _cmd_init(args: argparse.Namespace) -> int:
         issuing_validity=timedelta(days=args.issuing_days),
         root_only=args.root_only,
     )
-    ctx.record(
+    events.record(
         home,
         [
-            ctx.ca_created_event(
+            events.ca_created_event(
                 paths.root_cert,
                 organization=args.organization,
                 key_type=args.key_type,
@@ -112,11 +114,11 @@ def _cmd_sign_intermediate(args: argparse.Namespace) -> int:
     from cryptography import x509
 
     signed = x509.load_pem_x509_certificate(cert)
-    ctx.audit(
+    events.audit(
         home,
         "pki.cert.issued",
         format(signed.serial_number, "x"),
-        "success",
+        Outcome.SUCCESS,
         profile="issuing-ca",
         subject=signed.subject.rfc4514_string(),
         not_after=signed.not_valid_after_utc.isoformat(),
@@ -157,15 +159,20 @@ def _cmd_issue(args: argparse.Namespace) -> int:
         try:
             issued = ca.issue(csr, subject, profile=profile, now=utc_now(), validity=validity)
         except PKIError as exc:
-            ctx.audit(
-                home, "pki.cert.issued", subject.path, "denied", str(exc), profile=profile.value
+            events.audit(
+                home,
+                "pki.cert.issued",
+                subject.path,
+                Outcome.DENIED,
+                str(exc),
+                profile=profile.value,
             )
             raise
-    ctx.audit(
+    events.audit(
         home,
         "pki.cert.issued",
         issued.serial_hex,
-        "success",
+        Outcome.SUCCESS,
         identity=subject.path,
         profile=profile.value,
         fingerprint=issued.fingerprint,
@@ -200,7 +207,7 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
         try:
             record = ca.revoke(serial, reason, now=utc_now())
         except PKIError as exc:
-            ctx.audit(home, "pki.cert.revoked", format_serial(serial), "denied", str(exc))
+            events.audit(home, "pki.cert.revoked", format_serial(serial), Outcome.DENIED, str(exc))
             raise
     if record.already_revoked:
         print(
@@ -208,11 +215,11 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
             f"({record.reason}); the first revocation stands"
         )
         return 0
-    ctx.audit(
+    events.audit(
         home,
         "pki.cert.revoked",
         format_serial(serial),
-        "success",
+        Outcome.SUCCESS,
         reason.value,
         backend=args.backend,
         identity=entry.subject if entry else None,
@@ -242,7 +249,7 @@ def _cmd_crl(args: argparse.Namespace) -> int:
                     ctx.write_public(out_dir / "crl.pem", bundle.pem)
                     ctx.write_public(out_dir / "crl.der", bundle.der)
                 event = crl_published_event(bundle, actor=operator_actor())
-                ctx.record(home, [event])
+                events.record(home, [event])
                 print(
                     f"published CRL #{event.details['crl_number']} with {len(bundle.crl)} "
                     f"entries, next update {bundle.next_update:%Y-%m-%d %H:%M}Z",
