@@ -14,21 +14,23 @@
 
 from __future__ import annotations
 
+import bedrock.errors as category
 
-class AuditError(Exception):
+
+class AuditError(category.IdmzError):
     """Base class for every error raised by the audit package."""
 
 
-class AuditConfigError(AuditError):
+class AuditConfigError(AuditError, category.ConfigError):
     """A setting or argument is invalid (origin, key file, limits). Fix it and start again."""
 
 
-class AuditUnavailableError(AuditError):
+class AuditUnavailableError(AuditError, category.UpstreamError):
     """The event was not recorded (disk full, I/O error, log closed). Do not perform the
     action it describes; nothing partial was written."""
 
 
-class LogCorruptedError(AuditError):
+class LogCorruptedError(AuditError, category.VerificationError):
     """The stored log failed verification. ``index`` is the first entry that is wrong or
     missing (None when the problem is not tied to one entry, e.g. a bad checkpoint file)."""
 
@@ -37,15 +39,15 @@ class LogCorruptedError(AuditError):
         self.index = index
 
 
-class ProofError(AuditError):
+class ProofError(AuditError, category.VerificationError):
     """A Merkle proof does not prove what it claims (RFC 9162 sections 2.1.3.2 / 2.1.4.2)."""
 
 
-class CheckpointError(AuditError):
+class CheckpointError(AuditError, category.VerificationError):
     """A checkpoint or signed note is malformed, from an unknown key, or badly signed."""
 
 
-class WitnessRefusedError(AuditError):
+class WitnessRefusedError(AuditError, category.VerificationError):
     """A witness refused a checkpoint. ``status`` is the tlog-witness HTTP status (403 bad
     signature, 404 unknown origin, 409 size conflict/fork, 422 bad consistency proof)."""
 

@@ -4,10 +4,6 @@ Features (provisioning, relay, edge, idmz) depend on `AuditSink` only; `audit.lo
 is the durable, tamper-evident implementation. The log itself stamps the sequence number,
 UTC time, time source and host when it appends, so callers cannot forge them.
 
-Action names are dotted, ``<area>.<object>.<verb>``; the first part picks the IEC 62443 SR 2.8
-category in reports:
-
-=============================  ==========================================================
 ``pki.ca.created``             a new CA was created (resource = root serial; details: root
                                fingerprint, organization; never the passphrase)
 ``pki.cert.issued``            a certificate was issued (resource = serial)
@@ -32,6 +28,9 @@ category in reports:
 ``config.*.changed``           configuration changed (before/after)
 ``operator.*``                 a manual action recorded by an operator with their reason
 =============================  ==========================================================
+=======
+Action names are dotted, ``<area>.<object>.<verb>``. The catalogue of every action the product
+records, with its IEC 62443 SR 2.8 category, is `audit.actions`.
 """
 
 from __future__ import annotations

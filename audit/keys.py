@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from audit.errors import AuditConfigError
 from audit.note import Cosigner, NoteSigner, VerifierKey
-from audit.storage import fsync_dir, write_atomically
+from bedrock.files import fsync_dir, write_atomic
 
 KEY_FILE = "checkpoint-key.pem"
 VKEY_FILE = "checkpoint.vkey"
@@ -60,7 +60,7 @@ def write_vkey(path: Path, key: VerifierKey) -> None:
     """Write the public verifier key (0644) atomically, if it is not already there."""
     text = key.vkey + "\n"
     if not path.exists() or path.read_text() != text:
-        write_atomically(path, text.encode(), 0o644)
+        write_atomic(path, text.encode(), 0o644)
 
 
 def log_signer(directory: Path, origin: str, key: Ed25519PrivateKey | None) -> NoteSigner:

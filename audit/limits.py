@@ -1,4 +1,4 @@
-"""Limits, capacity thresholds and the clock: inputs to the log, never globals.
+"""Limits and capacity thresholds: inputs to the log, never globals (the clock is `bedrock.clock`).
 
 Capacity follows auditd's three stages (auditd.conf ``space_left`` / ``admin_space_left`` /
 ``disk_full``): below ``space_left_bytes`` of headroom the log warns (logged and reported to
@@ -10,15 +10,10 @@ bytes and, if ``max_log_bytes`` is set, the bytes left before the log reaches th
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
-import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
 
 from audit.errors import AuditConfigError
 
@@ -80,60 +75,3 @@ def assess_capacity(
         f"(warn below {limits.space_left_bytes}, refuse below {limits.admin_space_left_bytes})"
     )
     return CapacityReport(state, headroom, log_bytes, message)
-
-
-class Clock(Protocol):
-    """Where the log's timestamps come from. ``source`` is recorded in every entry."""
-
-    def now(self) -> datetime: ...
-
-    def source(self) -> str: ...
-
-
-class SystemClock:
-    """UTC wall clock; ``source`` says whether the kernel considers it NTP-synchronized
-    (adjtimex(2): TIME_ERROR means unsynchronized), re-checked at most every 60 s."""
-
-    _TIME_ERROR = 5
-
-    def __init__(self) -> None:
-        self._checked_at = -1e9
-        self._source = "system"
-        libc_name = ctypes.util.find_library("c")
-        self._libc = ctypes.CDLL(libc_name, use_errno=True) if libc_name else None
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-    def source(self) -> str:
-        mono = time.monotonic()
-        if mono - self._checked_at > 60.0:
-            self._checked_at = mono
-            self._source = self._probe()
-        return self._source
-
-    def _probe(self) -> str:
-        if self._libc is None:
-            return "system"
-        buf = ctypes.create_string_buffer(512)  # struct timex, modes = 0: read only
-        try:
-            state = int(self._libc.adjtimex(buf))
-        except (AttributeError, OSError):
-            return "system"
-        if state < 0:
-            return "system"
-        return "system-unsynchronized" if state == self._TIME_ERROR else "system-ntp"
-
-
-@dataclass(frozen=True, slots=True)
-class FixedClock:
-    """A clock for tests and replays: always ``at``."""
-
-    at: datetime
-    label: str = "fixed"
-
-    def now(self) -> datetime:
-        return self.at
-
-    def source(self) -> str:
-        return self.label

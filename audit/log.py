@@ -31,9 +31,11 @@ from audit.entry import EncodedEvent, encode_event
 from audit.errors import AuditConfigError, AuditUnavailableError, InvalidEventError
 from audit.events import AuditEvent, AuditReceipt
 from audit.keys import log_signer
-from audit.limits import AuditLimits, CapacityReport, Clock, SystemClock
-from audit.storage import FORMAT_LINE, LogPaths, fsync_dir, write_atomically
+from audit.limits import AuditLimits, CapacityReport
+from audit.storage import FORMAT_LINE, LogPaths
 from audit.writer import LogWriter, PendingEntry
+from bedrock.clock import Clock, SystemClock
+from bedrock.files import fsync_dir, write_atomic
 
 _log = logging.getLogger("audit")
 
@@ -103,7 +105,7 @@ class AuditLog:
             fsync_dir(directory.parent)
         paths = LogPaths(directory)
         if not paths.format.exists():
-            write_atomically(paths.format, FORMAT_LINE.encode())
+            write_atomic(paths.format, FORMAT_LINE.encode())
         paths.check_format()
         writer = LogWriter(
             paths,

@@ -20,77 +20,50 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from audit.actions import (
+    ACTIONS,
+    CATEGORIES,
+    CERTIFICATE_ACTIONS,
+    Category,
+    category_for,
+    is_manual,
+)
 from audit.errors import AuditConfigError
 from audit.note import VerifierKey
 from audit.storage import RECORD_BYTES, LogPaths, iter_entries, read_index
 from audit.verify import VerifiedLog, verify_log
 
-# IEC 62443-3-3 SR 2.8 (audit log events) categories, by action prefix; longest prefix wins.
-ACCESS_CONTROL = "access control"
-REQUEST_ERRORS = "request errors"
-CONTROL_SYSTEM = "control system events"
-BACKUP_RESTORE = "backup/restore events"
-CONFIGURATION = "configuration changes"
-AUDIT_LOG = "audit log events"
-CATEGORIES = (ACCESS_CONTROL, REQUEST_ERRORS, CONTROL_SYSTEM, BACKUP_RESTORE, CONFIGURATION,
-              AUDIT_LOG)  # fmt: skip
-_PREFIXES = (
-    ("pki.", ACCESS_CONTROL),
-    ("provisioning.", ACCESS_CONTROL),
-    ("relay.message.", ACCESS_CONTROL),
-    ("relay.device.", ACCESS_CONTROL),
-    ("relay.", CONTROL_SYSTEM),
-    ("edge.", CONTROL_SYSTEM),
-    ("policy.", CONFIGURATION),
-    ("config.", CONFIGURATION),
-    ("operator.", CONFIGURATION),
-    ("backup.", BACKUP_RESTORE),
-    ("restore.", BACKUP_RESTORE),
-    ("audit.", AUDIT_LOG),
-)
-# Certificate lifecycle: every action that issues, renews or revokes a certificate, whichever
-# part wrote it (`idmz ca`, enrollment, renewal, a device revocation), with what the row shows.
-CERT_EVENTS = {
-    "pki.cert.issued": "issued",
-    "provisioning.enroll.accepted": "issued",
-    "pki.cert.renewed": "renewed",
-    "provisioning.renew.accepted": "renewed",
-    "pki.cert.revoked": "revoked",
-    "provisioning.device.revoked": "revoked",
-}
-CERT_ACTIONS = tuple(CERT_EVENTS)
 CSV_FIELDS = ("seq", "time", "category", "actor", "action", "resource", "outcome", "reason",
               "zone", "host", "time_source")  # fmt: skip
 
 
-def category_of(action: str, outcome: str) -> str:
-    """The SR 2.8 category of an entry. Malformed or failed requests are request errors."""
+def category_of(action: str, outcome: str) -> Category:
+    """The SR 2.8 category of an entry (`audit.actions`). Malformed or failed requests are
+    request errors, and any backup or restore is a backup/restore event, whatever the area."""
     if outcome == "failure":
-        return REQUEST_ERRORS
+        return Category.REQUEST_ERRORS
     if ".backup." in action or ".restore." in action:
-        return BACKUP_RESTORE
-    for prefix, category in _PREFIXES:
-        if action.startswith(prefix):
-            return category
-    return AUDIT_LOG
+        return Category.BACKUP_RESTORE
+    return category_for(action)
 
 
 def certificate_fields(entry: dict[str, Any]) -> dict[str, Any]:
-    """What a lifecycle row shows, from where each writer puts it: ``resource`` is the serial
-    (a device path for ``provisioning.device.revoked``, whose serials are in details); the
-    subject is ``details.identity`` (else ``subject``, ``device``, or the enrolling actor)."""
-    action = str(entry["action"])
+    """What a lifecycle row shows, from where each writer puts it (`audit.actions`):
+    ``resource`` is the serial unless the action's resource names the device (then the serials
+    are in details); the subject is ``details.identity`` (else ``subject``, ``device``, or the
+    actor when the device itself acted)."""
+    action = ACTIONS[str(entry["action"])]
     details = entry.get("details") or {}
     after = entry.get("after") or {}
     serial, subject = entry.get("resource"), details.get("identity")
-    if action == "provisioning.device.revoked":
+    if action.resource_is_subject:
         serial, subject = details.get("serials") or "", entry.get("resource")
     if not subject:
         subject = details.get("subject") or details.get("device")
-    if not subject and action.startswith("provisioning.") and action.endswith(".accepted"):
+    if not subject and action.actor_is_subject:
         subject = entry.get("actor")  # older records: the device itself enrolled or renewed
     return {
-        "event": CERT_EVENTS[action],
+        "event": str(action.certificate),
         "serial": serial,
         "subject": subject or "",
         "profile": details.get("profile") or "",
@@ -147,9 +120,13 @@ class Report:
             self.refusals[(str(entry["actor"]), str(entry["reason"]))] += 1
             self.refusal_reasons[str(entry["reason"])] += 1
         row = {k: entry.get(k) for k in ("seq", "time", "actor", "action", "resource", "reason")}
-        if action in CERT_EVENTS and outcome == "success" and len(self.certificates) < 10_000:
+        if (
+            action in CERTIFICATE_ACTIONS
+            and outcome == "success"
+            and len(self.certificates) < 10_000
+        ):
             self.certificates.append({**row, **certificate_fields(entry)})
-        if action.startswith("operator.") and len(self.operator_actions) < 10_000:
+        if is_manual(action) and len(self.operator_actions) < 10_000:
             self.operator_actions.append(row)
 
     def to_json(self) -> dict[str, Any]:

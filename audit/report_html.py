@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-from audit.report import CATEGORIES, Report, verification_steps
+from audit.actions import CATEGORIES
+from audit.report import Report, verification_steps
 
 _CSS = """
 body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1d2430;max-width:960px;

@@ -146,30 +146,6 @@ def iter_entries(paths: LogPaths, index_bytes: bytes) -> Iterator[tuple[int, byt
             i = j
 
 
-def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write temp, fsync, rename over ``path``, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename or a new file in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class FileLock:
     """flock(2) on the log's lock file: serializes appends across processes."""
 

@@ -23,10 +23,10 @@ from pathlib import Path
 
 from audit.checkpoint import Checkpoint, SignedCheckpoint, is_decimal, verify_checkpoint
 from audit.errors import CheckpointError, ProofError, WitnessRefusedError
-from audit.limits import Clock
 from audit.merkle import EMPTY_ROOT, verify_consistency
 from audit.note import Cosigner, VerifierKey
-from audit.storage import write_atomically
+from bedrock.clock import Clock
+from bedrock.files import write_atomic
 
 MAX_PROOF_LINES = 63  # tlog-witness: clients MUST NOT send more
 MAX_REQUEST_BYTES = 64 * 1024
@@ -145,6 +145,6 @@ class Witness:
                     f"not consistent with witnessed size {current.size}: {exc}", status=422
                 ) from exc
         # Persist (fsync) before answering: a cosigned size is never forgotten.
-        write_atomically(self._state_path(origin), signed.note.encode(), 0o600)
+        write_atomic(self._state_path(origin), signed.note.encode(), 0o600)
         timestamp = int(self.clock.now().timestamp())
         return self.cosigner.signature_line(new.body(), timestamp=timestamp)

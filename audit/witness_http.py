@@ -27,8 +27,9 @@ from audit.checkpoint import SignedCheckpoint, verify_checkpoint
 from audit.errors import AuditConfigError, AuditUnavailableError, WitnessRefusedError
 from audit.merkle import consistency_proof
 from audit.note import VerifierKey, split_note
-from audit.storage import LeafHashes, LogPaths, read_index, write_atomically
+from audit.storage import LeafHashes, LogPaths, read_index
 from audit.witness import MAX_REQUEST_BYTES, Witness, format_request
+from bedrock.files import write_atomic
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -282,5 +283,5 @@ def _store(
     split_note(combined)  # the response must be well-formed signature lines
     keys = [witness_key] if witness_key is not None else []
     signed = verify_checkpoint(combined, log_key, witness_keys=keys, min_cosigners=len(keys))
-    write_atomically(path, combined.encode())
+    write_atomic(path, combined.encode())
     return signed

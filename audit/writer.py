@@ -26,7 +26,7 @@ from audit.errors import (
     LogCorruptedError,
 )
 from audit.events import AuditReceipt
-from audit.limits import AuditLimits, CapacityReport, CapacityState, Clock, assess_capacity
+from audit.limits import AuditLimits, CapacityReport, CapacityState, assess_capacity
 from audit.merkle import TreeBuilder, leaf_hash
 from audit.note import NoteSigner
 from audit.recovery import first_bad_record, index_tail
@@ -38,8 +38,9 @@ from audit.storage import (
     pack_record,
     pwrite_all,
     record_end,
-    write_atomically,
 )
+from bedrock.clock import Clock
+from bedrock.files import write_atomic
 
 _log = logging.getLogger("audit")
 
@@ -312,6 +313,6 @@ class LogWriter:
         self._datasync(self._entries_fd)
         self._datasync(self._index_fd)
         note = sign_checkpoint(Checkpoint(self.signer.name, shared.size, root), self.signer)
-        write_atomically(self.paths.checkpoint, note.encode())
+        write_atomic(self.paths.checkpoint, note.encode())
         self.read_checkpoint_size()
         return note

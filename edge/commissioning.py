@@ -5,7 +5,7 @@ commissioned. Learned again at every gateway start, a restart on a worn machine 
 wear as "healthy" and hide it, and the RUL's age would restart at zero. So the gateway keeps, per
 vibration channel, ``commissioning-<tag>.json`` in its state directory: when the first window
 came (``t0``), the baseline (mean log RMS per axis) and the highest smoothed level reached.
-Written atomically (`pki.files.write_atomic`, 0600) when the baseline is learned and when the
+Written atomically (`bedrock.files.write_atomic`, 0600) when the baseline is learned and when the
 worst level rises; read strictly and bounded. A record that cannot be read refuses the start
 (delete it to commission the machine again, e.g. after a bearing was replaced); it is never
 silently replaced.
@@ -22,9 +22,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from bedrock.files import write_atomic
 from edge.errors import ConfigError
 from edge.health import HealthIndicator
-from pki.files import write_atomic
 
 _log = logging.getLogger("idmz.edge.commissioning")
 

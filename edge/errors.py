@@ -10,16 +10,18 @@
 
 from __future__ import annotations
 
+import bedrock.errors as category
 
-class EdgeError(Exception):
+
+class EdgeError(category.IdmzError):
     """Base of every error the edge package raises."""
 
 
-class ConfigError(EdgeError):
+class ConfigError(EdgeError, category.ConfigError):
     """The gateway configuration, tag map or a command argument is invalid."""
 
 
-class UpstreamError(EdgeError):
+class UpstreamError(EdgeError, category.UpstreamError):
     """A peer (PLC, OPC UA server, Modbus device, MQTT broker) failed or answered wrongly."""
 
 
@@ -27,7 +29,7 @@ class PeerUnavailableError(UpstreamError):
     """A peer could not be reached (refused, timed out, went away)."""
 
 
-class ModelVerificationError(EdgeError):
+class ModelVerificationError(EdgeError, category.VerificationError):
     """A model or its signature bundle did not verify; the model must not be run."""
 
 
@@ -36,13 +38,13 @@ class ModelRollbackError(ModelVerificationError):
     not a rollback signed by a rollback signer; the model must not be run."""
 
 
-class OutboxStorageError(EdgeError):
+class OutboxStorageError(EdgeError, category.UpstreamError):
     """The outbox's disk failed (full, read-only, I/O error); the message was not stored."""
 
 
-class OutboxFullError(EdgeError):
+class OutboxFullError(EdgeError, category.CapacityError):
     """The outbox is full and its overflow policy refuses new messages."""
 
 
-class InferenceError(EdgeError):
+class InferenceError(EdgeError, category.OperationError):
     """A verified model failed while scoring (wrong input shape, runtime failure)."""

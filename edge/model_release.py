@@ -24,9 +24,9 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bedrock.files import write_atomic
 from edge.errors import ModelRollbackError, ModelVerificationError
 from edge.model_signing import MAX_RELEASE, ModelTrust, VerifiedModel
-from pki.files import write_atomic
 
 MAX_STATE_BYTES = 4096
 

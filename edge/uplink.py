@@ -38,9 +38,9 @@ from edge.credentials import client_tls_context, fingerprint, load_credentials
 from edge.errors import ConfigError
 from edge.outbox import Outbox, OutboxMessage
 from edge.sources import Backoff
+from policies.envelope import MSG_ID_PROPERTY
 
 _log = logging.getLogger("idmz.edge.uplink")
-MSG_ID_PROPERTY = "idmz-msg-id"
 
 
 @dataclass(frozen=True, slots=True)

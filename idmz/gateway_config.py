@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bedrock.tables import Table
 from edge.bearing import BEARINGS, BearingGeometry
 from edge.config import GatewayConfig, VibrationChannel
 from edge.credentials import load_credentials
@@ -42,55 +43,8 @@ class LoadedGatewayConfig:
     source: Path
 
 
-class _Table:
-    """A TOML table read key by key; `done()` refuses keys nobody asked for."""
-
-    def __init__(self, data: Mapping[str, Any], where: str) -> None:
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{where} must be a table")
-        self.data = data
-        self.where = where
-        self.used: set[str] = set()
-
-    def _get(self, key: str, types: tuple[type, ...], default: Any, required: bool) -> Any:
-        self.used.add(key)
-        if key not in self.data:
-            if required:
-                raise ConfigError(f"{self.where}.{key} is required")
-            return default
-        value = self.data[key]
-        if isinstance(value, bool) and bool not in types:
-            raise ConfigError(f"{self.where}.{key}: expected {types[0].__name__}; found a boolean")
-        if not isinstance(value, types):
-            raise ConfigError(
-                f"{self.where}.{key}: expected {types[0].__name__}; found {type(value).__name__}"
-            )
-        return value
-
-    def text(self, key: str, default: str | None = None, *, required: bool = False) -> Any:
-        return self._get(key, (str,), default, required)
-
-    def number(self, key: str, default: float | None = None, *, required: bool = False) -> Any:
-        v = self._get(key, (int, float), default, required)
-        return float(v) if v is not None else None
-
-    def integer(self, key: str, default: int | None = None, *, required: bool = False) -> Any:
-        return self._get(key, (int,), default, required)
-
-    def flag(self, key: str, default: bool = False) -> bool:
-        return bool(self._get(key, (bool,), default, False))
-
-    def array(self, key: str) -> list[Any]:
-        return list(self._get(key, (list,), [], False))
-
-    def sub(self, key: str) -> _Table | None:
-        v = self._get(key, (dict,), None, False)
-        return _Table(v, f"{self.where}.{key}") if v is not None else None
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            raise ConfigError(f"{self.where}: unknown key(s) {', '.join(unknown)}")
+def _table(data: Mapping[str, Any], where: str) -> Table:
+    return Table(data, where, error=ConfigError)
 
 
 def _resolve(base: Path, value: str) -> Path:
@@ -102,22 +56,21 @@ def _path(base: Path, value: str | None) -> Path | None:
     return None if value is None else _resolve(base, value)
 
 
-def _backoff(t: _Table) -> Backoff:
+def _backoff(t: Table) -> Backoff:
     return Backoff(
         initial_s=t.number("backoff_initial_s", 0.5), max_s=t.number("backoff_max_s", 30.0)
     )
 
 
-def _bearing(t: _Table) -> BearingGeometry:
-    raw = t.data.get("bearing", "skf-6205")
-    t.used.add("bearing")
+def _bearing(t: Table) -> BearingGeometry:
+    raw = t.raw("bearing", "skf-6205")
     if isinstance(raw, str):
         if raw not in BEARINGS:
             raise ConfigError(
                 f"{t.where}.bearing: unknown bearing {raw!r}; known: {list(BEARINGS)}"
             )
         return BEARINGS[raw]
-    b = _Table(raw, f"{t.where}.bearing")
+    b = _table(raw, f"{t.where}.bearing")
     geometry = BearingGeometry(
         name=b.text("name", "custom"),
         n_elements=b.integer("n_elements", required=True),
@@ -129,7 +82,7 @@ def _bearing(t: _Table) -> BearingGeometry:
     return geometry
 
 
-def _pair(t: _Table, key: str, default: tuple[float, float]) -> tuple[float, float]:
+def _pair(t: Table, key: str, default: tuple[float, float]) -> tuple[float, float]:
     raw = t.array(key) if key in t.data else list(default)
     if len(raw) != 2 or not all(isinstance(v, int | float) for v in raw):
         raise ConfigError(f"{t.where}.{key}: expected [low, high]")
@@ -139,8 +92,8 @@ def _pair(t: _Table, key: str, default: tuple[float, float]) -> tuple[float, flo
 def parse_gateway_config(
     doc: Mapping[str, Any], base: Path, *, source: Path
 ) -> LoadedGatewayConfig:
-    root = _Table(doc, "gateway.toml")
-    g = root.sub("gateway") or _Table({}, "gateway")
+    root = _table(doc, "gateway.toml")
+    g = root.sub("gateway") or _table({}, "gateway")
     cred_dir = _path(base, g.text("credential_dir"))
     state_dir = _resolve(base, g.text("state_dir", "edge-state"))
     identity_text = g.text("identity")
@@ -173,7 +126,7 @@ def parse_gateway_config(
         metrics_host = m.text("host", "127.0.0.1")
         m.done()
 
-    o = root.sub("outbox") or _Table({}, "outbox")
+    o = root.sub("outbox") or _table({}, "outbox")
     outbox = OutboxLimits(
         max_outbox_bytes=o.integer("max_outbox_bytes", 256 * 1024 * 1024),
         ttl_s=o.number("ttl_s", 7 * 24 * 3600.0),
@@ -224,7 +177,7 @@ def parse_gateway_config(
 
     opcua = []
     for i, raw in enumerate(root.array("opcua")):
-        t = _Table(raw, f"opcua[{i}]")
+        t = _table(raw, f"opcua[{i}]")
         security = None
         policy = t.text("security_policy", "None")
         if policy != "None":
@@ -255,7 +208,7 @@ def parse_gateway_config(
         t.done()
     modbus = []
     for i, raw in enumerate(root.array("modbus")):
-        t = _Table(raw, f"modbus[{i}]")
+        t = _table(raw, f"modbus[{i}]")
         modbus.append(
             ModbusSource(
                 name=t.text("name", required=True),
@@ -270,9 +223,8 @@ def parse_gateway_config(
         t.done()
     tags = []
     for i, raw in enumerate(root.array("tag")):
-        t = _Table(raw, f"tag[{i}]")
-        address = t.data.get("address")
-        t.used.add("address")
+        t = _table(raw, f"tag[{i}]")
+        address = t.raw("address")
         if not isinstance(address, str | int) or isinstance(address, bool):
             raise ConfigError(f"tag[{i}].address: a node id string or a register number")
         tags.append(
@@ -293,7 +245,7 @@ def parse_gateway_config(
         t.done()
     vibration = []
     for i, raw in enumerate(root.array("vibration")):
-        t = _Table(raw, f"vibration[{i}]")
+        t = _table(raw, f"vibration[{i}]")
         zones_t = t.sub("zones")
         zones = IsoZones()
         if zones_t is not None:

@@ -15,10 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import bedrock.errors as category
+
 DEFAULT_HOME = Path("idmz-data")
 
 
-class SettingsError(Exception):
+class SettingsError(category.ConfigError):
     """A setting is missing, unsafe or malformed. Fix the configuration and start again."""
 
 

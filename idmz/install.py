@@ -13,7 +13,7 @@ import importlib.util
 from pathlib import Path
 
 # The top-level packages one idmz install provides (pyproject.toml, ADR 0003).
-PACKAGES = ("idmz", "pki", "audit", "policies", "provisioning", "relay", "edge")
+PACKAGES = ("idmz", "pki", "audit", "policies", "provisioning", "relay", "edge", "bedrock")
 
 
 def _location(name: str) -> Path | None:

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from audit.log import AuditLog
+from bedrock.clock import utc_now
 from idmz.audit_log import open_audit_log
-from idmz.home import Home, SettingsError, generate_secret_file, load_secret
+from idmz.events import ca_created_event, record
+from idmz.home import Home
+from idmz.secrets import ca_passphrase
 from pki.local import LocalCA, init_local_ca
+from pki.publication import CAPublication
 from policies.document import CertificatePolicy
 from provisioning.config import ServiceLimits
 from provisioning.registry import Registry
@@ -30,37 +33,19 @@ from provisioning.tokens import TokenKey
 _log = logging.getLogger("idmz.provisioning")
 
 
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
 def default_database_url(home: Home) -> str:
     return f"sqlite:///{home.provisioning_dir / 'registry.sqlite'}"
 
 
-def ca_passphrase(home: Home, *, create: bool) -> bytes:
-    default = home.ca_dir / "passphrase"
-    value = load_secret("IDMZ_CA_PASSPHRASE", default_file=default)
-    if value is None:
-        if not create:
-            raise SettingsError(
-                "no CA passphrase: set IDMZ_CA_PASSPHRASE_FILE (a 0600 file) or create the CA first"
-            )
-        value = generate_secret_file(default)
-    return value
-
-
 def ensure_ca(home: Home, *, organization: str) -> None:
     """Create a root and an issuing CA under ``<home>/ca`` if there is none yet."""
-    if (home.ca_dir / "issuing.pem").exists():
+    if CAPublication(home.ca_dir).issuing_cert.exists():
         return
     home.ensure()
-    passphrase = ca_passphrase(home, create=True)
+    passphrase = ca_passphrase(home, create=True, announce=_log.warning)
     paths = init_local_ca(
-        home.ca_dir, passphrase=passphrase, organization=organization, now=now_utc()
+        home.ca_dir, passphrase=passphrase, organization=organization, now=utc_now()
     )
-    from idmz.commands.ca_context import ca_created_event, record
-
     record(home, [ca_created_event(paths.root_cert, organization=organization, via="provisioning")])
     _log.warning("created a new local CA in %s", home.ca_dir)
 
@@ -126,4 +111,4 @@ def open_runtime(
 
 
 def client_ca_file(home: Home) -> Path:
-    return home.ca_dir / "chain.pem"
+    return CAPublication(home.ca_dir).chain

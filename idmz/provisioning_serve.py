@@ -39,8 +39,8 @@ def serve(args: argparse.Namespace, *, open_runtime: OpenRuntime, notifier: Make
     import signal
     import socket
 
+    from bedrock.clock import utc_now as now_utc
     from idmz.operator import operator_actor
-    from idmz.provisioning_runtime import now_utc
     from provisioning.server import default_server_names, ensure_server_certificate
 
     if args.workers < 1:
@@ -120,8 +120,9 @@ def _serve_worker(
     open_runtime: OpenRuntime,
     make_notifier: MakeNotifier,
 ) -> None:
+    from bedrock.clock import utc_now as now_utc
     from idmz.crl_publisher import crl_published_event, republish_crl
-    from idmz.provisioning_runtime import client_ca_file, now_utc
+    from idmz.provisioning_runtime import client_ca_file
     from provisioning.api import create_app, wrap
     from provisioning.config import RateLimits, ServiceLimits, parse_duration
     from provisioning.expiry import alert_expiring, scan_expiry

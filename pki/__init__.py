@@ -33,12 +33,14 @@ _SURFACE: dict[str, tuple[str, ...]] = {
     "errors": (
         "CSRError",
         "CertificateError",
+        "ConfigError",
         "IssuanceRefusedError",
         "MalformedIdentityError",
         "PKIError",
         "RevokedCertificateError",
     ),
-    "files": ("load_ca_certificate", "write_atomic"),
+    "credentials": ("CredentialDir", "DeviceCredentials", "Fingerprint"),
+    "files": ("load_ca_certificate",),
     "health": ("ca_health", "crl_number"),
     "identity": ("ConsumerIdentity", "DeviceIdentity", "IdentityPrefix", "LEVELS", "parse_spiffe"),
     "keys": (
@@ -59,6 +61,7 @@ _SURFACE: dict[str, tuple[str, ...]] = {
         "sign_intermediate",
     ),
     "profiles": ("ProfileName", "ServerName", "parse_subject"),
+    "publication": ("CAPublication", "LedgerView", "read_ledger"),
     "vault": ("VaultCA", "VaultConfig"),
     "verifier": ("ChainVerifier", "VerifiedDevice", "load_certificates"),
 }

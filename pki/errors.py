@@ -17,20 +17,22 @@ contain key material, passphrases, tokens or CSR bodies.
 
 from __future__ import annotations
 
+import bedrock.errors as category
 
-class PKIError(Exception):
+
+class PKIError(category.IdmzError):
     """Root of every error the pki package raises on purpose."""
 
 
-class ConfigError(PKIError):
+class ConfigError(PKIError, category.ConfigError):
     """The CA's configuration or data directory is missing or unusable."""
 
 
-class MalformedIdentityError(PKIError, ValueError):
+class MalformedIdentityError(PKIError, category.VerificationError, ValueError):
     """A string is not a valid identity name."""
 
 
-class VerificationError(PKIError):
+class VerificationError(PKIError, category.VerificationError):
     """Untrusted input failed a check."""
 
 
@@ -46,11 +48,11 @@ class RevokedCertificateError(CertificateError):
     """The certificate's serial is on the current CRL."""
 
 
-class IssuanceRefusedError(PKIError):
+class IssuanceRefusedError(PKIError, category.AccessDeniedError):
     """A well-formed request that the CA refuses to honour."""
 
 
-class UpstreamError(PKIError):
+class UpstreamError(PKIError, category.UpstreamError):
     """A dependency outside idmz failed."""
 
 

@@ -1,9 +1,8 @@
-"""Where a local CA keeps its files (docs/contracts.md section 5), and writing them safely."""
+"""Where a local CA keeps its files (docs/contracts.md section 5). They are written with
+`bedrock.files.write_atomic` (ADR 0015, ADR 0007)."""
 
 from __future__ import annotations
 
-import os
-import secrets
 import stat
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,37 +54,6 @@ class CAPaths:
     @property
     def intermediate_request(self) -> Path:
         return self.root / "issuing.csr.pem"
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data``, atomically and durably, with exactly ``mode``.
-
-    The temporary file has a random name and is created with ``O_CREAT|O_EXCL|O_NOFOLLOW``
-    (mode 0600): a leftover or planted file, or a symlink, is never opened or followed, and a
-    secret is never wider than 0600, not even briefly. ``fchmod`` then sets ``mode`` whatever
-    the umask; fsync, rename over ``path`` (a symlink there is replaced, not followed), fsync
-    of the directory. On failure the temporary file is removed and ``path`` is unchanged."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(tmp, flags, 0o600)
-    try:
-        try:
-            os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def require_aware(now: datetime) -> datetime:

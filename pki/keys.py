@@ -12,8 +12,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from bedrock.files import write_atomic
 from pki.errors import ConfigError, CSRError, KeyStoreError
-from pki.files import write_atomic
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
@@ -89,7 +89,7 @@ def private_key_pem(key: PrivateKey, passphrase: bytes | None) -> bytes:
 
 def write_private_key(path: Path, key: PrivateKey, passphrase: bytes | None) -> None:
     """Write a private key, replacing ``path`` atomically, mode 0600 from the first byte
-    (`pki.files.write_atomic`: never through a planted tmp file or symlink)."""
+    (`bedrock.files.write_atomic`: never through a planted tmp file or symlink)."""
     write_atomic(path, private_key_pem(key, passphrase), 0o600)
 
 

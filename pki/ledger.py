@@ -83,7 +83,25 @@ def _dt(value: str) -> datetime:
 
 
 class Ledger:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        """The CA's ledger at ``path``, created if missing; with ``read_only`` (another part
+        reading the published view, `pki.publication`) it is never created, written or
+        migrated, and every write fails."""
+        self._lock = threading.Lock()
+        self._path = path
+        if read_only:
+            try:
+                self._db = sqlite3.connect(
+                    f"{path.resolve().as_uri()}?mode=ro",
+                    uri=True,
+                    timeout=30,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+                self._db.execute("PRAGMA query_only=ON")
+            except sqlite3.Error as exc:
+                raise KeyStoreError(f"cannot open CA ledger {path} to read: {exc}") from exc
+            return
         try:
             # Created owner-only: the ledger is the CA's inventory (SQLite gives its -wal/-shm
             # files the same mode).
@@ -99,8 +117,6 @@ class Ledger:
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise KeyStoreError(f"cannot open CA ledger {path}: {exc}") from exc
-        self._lock = threading.Lock()
-        self._path = path
 
     @contextmanager
     def _guard(self, what: str) -> Iterator[None]:

@@ -24,6 +24,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
+from bedrock.files import write_atomic as _write_atomic
 from pki.authority import (
     CRLBundle,
     IssuedCertificate,
@@ -47,7 +48,6 @@ from pki.errors import ConfigError, CSRError, IssuanceRefusedError, KeyStoreErro
 from pki.files import CAPaths, require_owner_only
 from pki.files import load_ca_certificate as _load_cert
 from pki.files import require_aware as _require_aware
-from pki.files import write_atomic as _write_atomic
 from pki.keys import (
     KeyPolicy,
     PrivateKey,

@@ -31,6 +31,14 @@ from policies.decision import Action, Decision, ReasonCode
 from policies.deployment import BrokerConfigFile, Deployment, check_deployment, referenced_paths
 from policies.document import AuditFailureMode, CertificatePolicy, Policy, StaleCrlMode, Zone
 from policies.engine import evaluate
+from policies.envelope import (
+    CERT_SHA256_PROPERTY,
+    DEVICE_PROPERTY,
+    MSG_ID_PROPERTY,
+    POLICY_SHA256_PROPERTY,
+    Envelope,
+    claims,
+)
 from policies.errors import AccessDeniedError, PolicyConfigError, PolicyError
 from policies.loader import load_policy
 from policies.payload import check_payload
@@ -38,8 +46,12 @@ from policies.ratelimit import RateLimiter
 from policies.topic import split_device_topic
 
 __all__ = [
+    "CERT_SHA256_PROPERTY",
+    "DEVICE_PROPERTY",
     "MIN_SHARE_SECRET_BYTES",
+    "MSG_ID_PROPERTY",
     "PACKET_OVERHEAD_BYTES",
+    "POLICY_SHA256_PROPERTY",
     "SYS_DROPPED_TOPIC",
     "AccessDeniedError",
     "Action",
@@ -50,6 +62,7 @@ __all__ = [
     "CertificatePolicy",
     "Decision",
     "Deployment",
+    "Envelope",
     "Policy",
     "PolicyConfigError",
     "PolicyError",
@@ -61,6 +74,7 @@ __all__ = [
     "Zone",
     "check_deployment",
     "check_payload",
+    "claims",
     "evaluate",
     "load_policy",
     "max_packet_bytes",

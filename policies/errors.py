@@ -13,15 +13,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import bedrock.errors as category
+
 if TYPE_CHECKING:
     from policies.decision import Decision
 
 
-class PolicyError(Exception):
+class PolicyError(category.IdmzError):
     """Root of every error the policies package raises on purpose."""
 
 
-class PolicyConfigError(PolicyError):
+class PolicyConfigError(PolicyError, category.ConfigError):
     """A policy document or render input is invalid.
 
     ``key`` is the dotted key path (``limits.telemetry.max_message_bytes``), ``line`` the
@@ -42,7 +44,7 @@ class PolicyConfigError(PolicyError):
         super().__init__(prefix + message)
 
 
-class AccessDeniedError(PolicyError):
+class AccessDeniedError(PolicyError, category.AccessDeniedError):
     """The policy refused a request; ``decision`` says why (``decision.reason_code``)."""
 
     def __init__(self, decision: Decision) -> None:

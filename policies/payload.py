@@ -16,6 +16,7 @@ from pki.identity import DeviceIdentity
 from policies.decision import Action, Decision, ReasonCode
 from policies.document import Policy
 from policies.engine import evaluate
+from policies.envelope import claims
 from policies.strict_json import StrictJSONRefusal, parse_strict
 
 _ACCEPTED = Decision.allow("payload accepted")
@@ -67,12 +68,13 @@ def check_payload(policy: Policy, identity: DeviceIdentity, topic: str, payload:
     refused = _schema_decision(policy, limits.schema, document)
     if refused is not None:
         return refused
-    if not isinstance(document, dict) or document.get("device") != identity.path:
+    claimed = claims(document)
+    if claimed.device != identity.path:
         return Decision.deny(
             ReasonCode.ENVELOPE_DEVICE_MISMATCH,
             f"envelope 'device' does not equal the sender {identity}",
         )
-    if limits.envelope_kind is not None and document.get("kind") != limits.envelope_kind:
+    if limits.envelope_kind is not None and claimed.kind != limits.envelope_kind:
         return Decision.deny(
             ReasonCode.ENVELOPE_KIND_MISMATCH,
             f"envelope 'kind' must be {limits.envelope_kind!r} on {topic_class!r}",

@@ -18,6 +18,7 @@ from typing import Any, NoReturn, TypeVar
 
 import yaml
 
+from bedrock.tables import type_mismatch, unknown_keys
 from policies.errors import PolicyConfigError
 from policies.topic import LEVEL
 
@@ -171,22 +172,19 @@ class PolicyText:
         return self.typed(table[key], [*path, key], kind) if key in table else default
 
     def typed(self, value: Any, path: KeyPath, kind: type[T]) -> T:
-        ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)  # type: ignore[return-value]
-        if not ok:
-            self.fail(path, f"expected {kind.__name__}; found {type(value).__name__}")
+        wrong = type_mismatch(value, (kind,))  # the strict rule every config reader shares
+        if wrong is not None:
+            self.fail(path, wrong)
         return value  # type: ignore[no-any-return]
 
     def table(self, parent: Mapping[str, Any], path: KeyPath, key: str) -> dict[str, Any]:
         return self.opt(parent, path, key, dict, {})
 
     def only(self, table: Mapping[str, Any], path: KeyPath, allowed: set[str]) -> None:
-        for key in table:
-            if key not in allowed:
-                self.fail(
-                    [*path, key], f"unknown key; expected one of {', '.join(sorted(allowed))}"
-                )
+        for key in unknown_keys(table, allowed):
+            self.fail([*path, key], f"unknown key; expected one of {', '.join(sorted(allowed))}")
 
     def label(self, value: Any, path: KeyPath) -> str:
         text = self.typed(value, path, str)

@@ -35,7 +35,6 @@ _SURFACE: dict[str, tuple[str, ...]] = {
     "api": ("create_app", "wrap"),
     "client": ("client", "offline_response", "parse_offline_request"),
     "config": ("RateLimits", "RenewalPolicy", "ServiceLimits", "parse_duration"),
-    "credentials": ("CredentialDir",),
     "errors": ("UsageError",),
     "expiry": ("alert_expiring", "scan_expiry"),
     "notify": ("MqttTarget", "Notifier"),

@@ -3,14 +3,27 @@ SQLite and PostgreSQL compare them the same way; `registry.py` converts at its b
 
 from __future__ import annotations
 
+from enum import StrEnum
+
+from sqlalchemy import CheckConstraint
 from sqlmodel import Field, SQLModel
+
+from provisioning.records import CertificateStatus, DeviceStatus
+
+
+def _status_in(table: str, statuses: type[StrEnum]) -> CheckConstraint:
+    """The database refuses a status the code does not know (a registry a buggy or older
+    writer touched cannot hold one the security rules were not written for)."""
+    allowed = ", ".join(f"'{s.value}'" for s in statuses)
+    return CheckConstraint(f"status IN ({allowed})", name=f"{table}_status_known")
 
 
 class DeviceRow(SQLModel, table=True):
     __tablename__ = "devices"
+    __table_args__ = (_status_in("devices", DeviceStatus),)
 
     path: str = Field(primary_key=True, max_length=400)
-    status: str = Field(max_length=16)  # registered | enrolled | revoked
+    status: str = Field(max_length=16)  # a DeviceStatus
     device_class: str = Field(default="gateway", max_length=64)
     asset: str = Field(default="", max_length=400)
     created_at: int
@@ -29,6 +42,7 @@ class GroupRow(SQLModel, table=True):
 
 class CertificateRow(SQLModel, table=True):
     __tablename__ = "certificates"
+    __table_args__ = (_status_in("certificates", CertificateStatus),)
 
     serial: str = Field(primary_key=True, max_length=64)  # lower-case hex
     device_path: str = Field(index=True, max_length=400)
@@ -36,7 +50,7 @@ class CertificateRow(SQLModel, table=True):
     not_before: int
     not_after: int = Field(index=True)
     issued_at: int
-    status: str = Field(max_length=16)  # pending (until audited) | active | superseded | revoked
+    status: str = Field(max_length=16)  # a CertificateStatus
     via: str = Field(max_length=16)  # enroll | est | renew | offline
     alerted_days: int | None = None  # the smallest expiry threshold already alerted
 

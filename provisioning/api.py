@@ -36,6 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
+from bedrock.errors import http_status_for
 from pki.authority import fingerprint_sha256, pem
 from provisioning.bodylimit import BodyLimit
 from provisioning.config import ServiceLimits
@@ -209,24 +210,26 @@ def create_app(
 
     @app.exception_handler(RequestError)
     async def _request(_: Request, exc: RequestError) -> JSONResponse:
-        return _error(400, "bad_request", exc.public)
+        return _error(http_status_for(exc), "bad_request", exc.public)
 
     @app.exception_handler(RefusedError)
     async def _refused(_: Request, exc: RefusedError) -> JSONResponse:
-        return _error(400, "bad_request", exc.public)
+        return _error(http_status_for(exc), "bad_request", exc.public)
 
     @app.exception_handler(AccessDeniedError)
     async def _denied(_: Request, exc: AccessDeniedError) -> JSONResponse:
-        return _error(403, "forbidden", "this token's role does not allow this action")
+        return _error(
+            http_status_for(exc), "forbidden", "this token's role does not allow this action"
+        )
 
     @app.exception_handler(UsageError)
     async def _usage(_: Request, exc: UsageError) -> JSONResponse:
-        return _error(400, "bad_request", str(exc))
+        return _error(http_status_for(exc), "bad_request", str(exc))
 
     @app.exception_handler(RateLimitedError)
     async def _rate(_: Request, exc: RateLimitedError) -> JSONResponse:
         return _error(
-            429,
+            http_status_for(exc),
             "rate_limited",
             "too many requests; retry later",
             {"Retry-After": str(exc.retry_after_s)},
@@ -236,7 +239,7 @@ def create_app(
     async def _upstream(_: Request, exc: UpstreamError) -> JSONResponse:
         _log.error("upstream failure: %s", exc)
         return _error(
-            503,
+            http_status_for(exc),
             "unavailable",
             "the service cannot complete this request now; retry later",
             {"Retry-After": "5"},

@@ -28,9 +28,10 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+import bedrock.errors as category
 from pki.authority import fingerprint_sha256
+from pki.credentials import CredentialDir
 from pki.keys import PrivateKey, generate_private_key, load_private_key, write_private_key
-from provisioning.credentials import CredentialDir
 from provisioning.errors import ConfigError, RefusedError, UpstreamError
 
 _log = logging.getLogger("provisioning.client")
@@ -254,7 +255,7 @@ def renewal_daemon(
                 new.serial_number,
                 new.not_valid_after_utc,
             )
-        except (UpstreamError, RefusedError, ConfigError) as exc:
+        except (UpstreamError, RefusedError, category.ConfigError) as exc:  # pki.credentials too
             failures += 1
             delay = min(max_sleep_s, retry_s * 2 ** min(failures, 6)) * (0.5 + rng.random() / 2)
             _log.warning("renewal of %s failed (%s); retrying in %.0f s", out, exc, delay)

@@ -18,20 +18,22 @@ ever contains a token, a key or a CSR body.
 
 from __future__ import annotations
 
+import bedrock.errors as category
 
-class ProvisioningError(Exception):
+
+class ProvisioningError(category.IdmzError):
     """Root of every error the provisioning package raises on purpose."""
 
 
-class ConfigError(ProvisioningError):
+class ConfigError(ProvisioningError, category.ConfigError):
     """The service's configuration or data directory is missing or unusable."""
 
 
-class UsageError(ProvisioningError):
+class UsageError(ProvisioningError, category.UsageError):
     """An operator command names something that does not exist or asks for something invalid."""
 
 
-class RefusedError(ProvisioningError):
+class RefusedError(ProvisioningError, category.VerificationError):
     """An untrusted request was refused. ``public`` is safe to send to the client."""
 
     public = "the request was refused"
@@ -54,15 +56,15 @@ class DeviceStateError(RefusedError):
     public = "this device may not be issued a certificate"
 
 
-class AccessDeniedError(ProvisioningError):
+class AccessDeniedError(ProvisioningError, category.AccessDeniedError):
     """An authenticated operator lacks the role for this action."""
 
 
-class RateLimitedError(ProvisioningError):
+class RateLimitedError(ProvisioningError, category.CapacityError):
     def __init__(self, reason: str, *, retry_after_s: int) -> None:
         super().__init__(reason)
         self.retry_after_s = retry_after_s
 
 
-class UpstreamError(ProvisioningError):
+class UpstreamError(ProvisioningError, category.UpstreamError):
     """The CA, the registry database or the audit log failed."""

@@ -25,7 +25,7 @@ from pki.ledger import LedgerEntry
 from policies.document import CertificatePolicy
 from provisioning.config import ServiceLimits
 from provisioning.errors import DeviceStateError, UpstreamError, UsageError
-from provisioning.records import DeviceStatus
+from provisioning.records import CertificateStatus, DeviceStatus
 from provisioning.registry import Registry
 from provisioning.tokens import EnrollmentClaims, OperatorClaims, Role, TokenKey
 
@@ -291,7 +291,9 @@ class OperatorActions:
         revoked: list[str] = []
         for serial, device in self.registry.supersessions_due(cutoff, limit=policy.sweep_batch):
             with self.registry.unit() as unit:
-                if not unit.revoke_certificate_if(serial, device_path=device, status="superseded"):
+                if not unit.revoke_certificate_if(
+                    serial, device_path=device, status=CertificateStatus.SUPERSEDED
+                ):
                     continue
                 try:
                     self.ca.revoke(int(serial, 16), RevocationReason.SUPERSEDED, now=now)
@@ -337,7 +339,7 @@ def withdraw_stale_pending(
             # Conditional, under the device lock: a late activation either ran first (the
             # certificate is active and stays so) or finds it revoked and refuses (ADR 0049).
             if not unit.revoke_certificate_if(
-                cert.serial, device_path=cert.device_path, status="pending"
+                cert.serial, device_path=cert.device_path, status=CertificateStatus.PENDING
             ):
                 continue
             try:

@@ -10,11 +10,12 @@ if issuance fails the whole unit rolls back and the token stays unused.
 
 >>> reg = Registry.open("sqlite://")
 >>> from datetime import UTC, datetime
+>>> from provisioning.records import DeviceStatus
 >>> with reg.unit() as unit:
 ...     unit.insert_device("acme/p1/press/l1/c2/press-07", device_class="gateway", asset="",
-...                        status="registered", now=datetime.now(UTC))
+...                        status=DeviceStatus.REGISTERED, now=datetime.now(UTC))
 >>> reg.device("acme/p1/press/l1/c2/press-07").status
-'registered'
+<DeviceStatus.REGISTERED: 'registered'>
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from provisioning._tables import (
 from provisioning.errors import ConfigError, UpstreamError
 from provisioning.records import (
     CertificateRecord,
+    CertificateStatus,
     DeviceRecord,
     GroupRecord,
     TokenRecord,
@@ -226,7 +228,7 @@ class Registry:
         with self._session() as s:
             q = (
                 select(CertificateRow)
-                .where(col(CertificateRow.status) == "active")
+                .where(col(CertificateRow.status) == CertificateStatus.ACTIVE)
                 .where(col(CertificateRow.not_after) <= _ts(limit))
                 .order_by(col(CertificateRow.not_after))
             )
@@ -238,7 +240,7 @@ class Registry:
         with self._session() as s:
             q = (
                 select(CertificateRow)
-                .where(col(CertificateRow.status) == "pending")
+                .where(col(CertificateRow.status) == CertificateStatus.PENDING)
                 .where(col(CertificateRow.issued_at) < _ts(limit))
             )
             return [_cert(r) for r in s.exec(q)]

@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from bedrock.files import write_atomic
 from pki.authority import CertificateAuthority
-from pki.files import write_atomic
 from pki.keys import generate_private_key, write_private_key
 from pki.profiles import ProfileName, ServerName
 from provisioning.config import HttpLimits

@@ -61,7 +61,13 @@ from provisioning.errors import (
 from provisioning.operations import RevocationListener, RevocationNotice
 from provisioning.operator_tokens import OperatorTokens
 from provisioning.peers import PeerVerifier
-from provisioning.records import CertificateRecord, DeviceRecord, DeviceStatus, GroupRecord
+from provisioning.records import (
+    CertificateRecord,
+    CertificateStatus,
+    DeviceRecord,
+    DeviceStatus,
+    GroupRecord,
+)
 from provisioning.registry import Registry, Unit
 from provisioning.tokens import EnrollmentClaims, TokenKey
 
@@ -224,7 +230,7 @@ class ProvisioningService(OperatorTokens):
             not_after=issued.not_after,
             via=via,
             now=now,
-            status="pending",
+            status=CertificateStatus.PENDING,
         )
 
     def _audit_then_activate(
@@ -274,7 +280,7 @@ class ProvisioningService(OperatorTokens):
             raise UpstreamError(f"the CA could not revoke {issued.serial_hex}: {exc}") from exc
         finally:
             with self.registry.unit() as unit:
-                unit.set_certificate_status(issued.serial_hex, "revoked")
+                unit.set_certificate_status(issued.serial_hex, CertificateStatus.REVOKED)
 
     def _identity_for(self, claims: EnrollmentClaims, requested: str | None) -> DeviceIdentity:
         try:
@@ -449,7 +455,11 @@ def _require_renewable(
             f"device {identity} is {device.status if device else 'not registered'}",
             code="device-not-enrolled",
         )
-    if record is None or record.status != "active" or record.device_path != identity.path:
+    if (
+        record is None
+        or record.status != CertificateStatus.ACTIVE
+        or record.device_path != identity.path
+    ):
         raise DeviceStateError(
             f"certificate {serial} of {identity} is {record.status if record else 'unknown to the registry'}; "
             "only the current certificate renews",

@@ -27,7 +27,9 @@ from provisioning._tables import (
 from provisioning.errors import DeviceStateError, UsageError
 from provisioning.records import (
     CertificateRecord,
+    CertificateStatus,
     DeviceRecord,
+    DeviceStatus,
     GroupRecord,
     TokenRecord,
 )
@@ -43,7 +45,12 @@ def _dt(value: int) -> datetime:
 
 def _device(row: DeviceRow) -> DeviceRecord:
     return DeviceRecord(
-        row.path, row.status, row.device_class, row.asset, _dt(row.created_at), _dt(row.updated_at)
+        row.path,
+        DeviceStatus(row.status),
+        row.device_class,
+        row.asset,
+        _dt(row.created_at),
+        _dt(row.updated_at),
     )
 
 
@@ -59,7 +66,7 @@ def _cert(row: CertificateRow) -> CertificateRecord:
         _dt(row.not_before),
         _dt(row.not_after),
         _dt(row.issued_at),
-        row.status,
+        CertificateStatus(row.status),
         row.via,
         row.alerted_days,
     )
@@ -109,9 +116,10 @@ _INSERT_CERT = text(
     " :not_after, :issued_at, :status, :via, NULL)"
 )
 _SET_CERT_STATUS = text("UPDATE certificates SET status = :status WHERE serial = :serial")
+# The statuses in the statements are bound from the enums: SQL spells no status itself.
 _SUPERSEDE_CERT = text(
-    "UPDATE certificates SET status = 'superseded' WHERE serial = :serial AND status = 'active'"
-)
+    "UPDATE certificates SET status = :superseded WHERE serial = :serial AND status = :active"
+).bindparams(superseded=CertificateStatus.SUPERSEDED.value, active=CertificateStatus.ACTIVE.value)
 _SET_DEVICE_STATUS = text(
     "UPDATE devices SET status = :status, updated_at = :now WHERE path = :path"
 )
@@ -119,17 +127,17 @@ _SET_DEVICE_STATUS = text(
 # the device row is locked first (`Unit.lock_device`), so a revocation either committed before
 # (nothing matches, the activation is refused) or waits until this unit has committed.
 _ACTIVATE_PENDING = text(
-    "UPDATE certificates SET status = 'active' WHERE serial = :serial AND device_path = :path"
-    " AND status = 'pending' RETURNING serial"
-)
+    "UPDATE certificates SET status = :active WHERE serial = :serial AND device_path = :path"
+    " AND status = :pending RETURNING serial"
+).bindparams(active=CertificateStatus.ACTIVE.value, pending=CertificateStatus.PENDING.value)
 _SUPERSEDE_ACTIVE = text(
-    "UPDATE certificates SET status = 'superseded'"
-    " WHERE device_path = :path AND status = 'active' AND serial <> :serial RETURNING serial"
-)
+    "UPDATE certificates SET status = :superseded"
+    " WHERE device_path = :path AND status = :active AND serial <> :serial RETURNING serial"
+).bindparams(superseded=CertificateStatus.SUPERSEDED.value, active=CertificateStatus.ACTIVE.value)
 _ENROLL_DEVICE = text(
-    "UPDATE devices SET status = 'enrolled', updated_at = :now"
-    " WHERE path = :path AND status <> 'revoked'"
-)
+    "UPDATE devices SET status = :enrolled, updated_at = :now"
+    " WHERE path = :path AND status <> :revoked"
+).bindparams(enrolled=DeviceStatus.ENROLLED.value, revoked=DeviceStatus.REVOKED.value)
 
 
 class Unit:
@@ -166,7 +174,7 @@ class Unit:
         return _cert(CertificateRow(**row._mapping)) if row is not None else None
 
     def insert_device(
-        self, path: str, *, device_class: str, asset: str, status: str, now: datetime
+        self, path: str, *, device_class: str, asset: str, status: DeviceStatus, now: datetime
     ) -> None:
         try:
             with self._c.begin_nested():
@@ -181,11 +189,13 @@ class Unit:
                     )
                 )
         except IntegrityError as exc:
+            if self.device(path) is None:
+                raise  # not a duplicate: the database refused the row itself (a CHECK)
             raise DeviceStateError(
                 f"device {path} is already registered", code="device-exists"
             ) from exc
 
-    def set_device_status(self, path: str, status: str, *, now: datetime) -> None:
+    def set_device_status(self, path: str, status: DeviceStatus, *, now: datetime) -> None:
         self._c.execute(_SET_DEVICE_STATUS, {"status": status, "now": _ts(now), "path": path})
 
     def record_certificate(
@@ -199,7 +209,7 @@ class Unit:
         via: str,
         now: datetime,
         supersedes: str | None = None,
-        status: str = "active",
+        status: CertificateStatus = CertificateStatus.ACTIVE,
     ) -> None:
         if supersedes is not None:
             self._c.execute(_SUPERSEDE_CERT, {"serial": supersedes})
@@ -225,7 +235,7 @@ class Unit:
         Raises `DeviceStateError` and changes nothing when the device was revoked meanwhile (or
         the certificate is no longer pending: a revocation took it)."""
         device = self.lock_device(device_path)
-        if device is None or device.status == "revoked":
+        if device is None or device.status == DeviceStatus.REVOKED:
             raise DeviceStateError(
                 f"device {device_path} was revoked while certificate {serial} was being issued",
                 code="device-revoked",
@@ -248,7 +258,9 @@ class Unit:
         self._c.execute(_ENROLL_DEVICE, {"path": device_path, "now": _ts(now)})
         return superseded
 
-    def revoke_certificate_if(self, serial: str, *, device_path: str, status: str) -> bool:
+    def revoke_certificate_if(
+        self, serial: str, *, device_path: str, status: CertificateStatus
+    ) -> bool:
         """Mark one certificate revoked if it is still ``status`` (``superseded`` past its
         grace, ``pending`` left by a crash), under the device lock, and drop its supersession
         row. False when it is not (a device revocation, an activation or another instance got
@@ -259,12 +271,12 @@ class Unit:
             update(_CERTS)
             .where(_CERTS.c.serial == serial)
             .where(_CERTS.c.status == status)
-            .values(status="revoked")
+            .values(status=CertificateStatus.REVOKED)
             .returning(_CERTS.c.serial)
         ).first()
         return row is not None
 
-    def set_certificate_status(self, serial: str, status: str) -> None:
+    def set_certificate_status(self, serial: str, status: CertificateStatus) -> None:
         self._c.execute(_SET_CERT_STATUS, {"serial": serial, "status": status})
 
     def mark_certificates_revoked(self, device_path: str) -> list[str]:
@@ -274,8 +286,8 @@ class Unit:
         rows = self._c.execute(
             update(_CERTS)
             .where(_CERTS.c.device_path == device_path)
-            .where(_CERTS.c.status != "revoked")
-            .values(status="revoked")
+            .where(_CERTS.c.status != CertificateStatus.REVOKED)
+            .values(status=CertificateStatus.REVOKED)
             .returning(_CERTS.c.serial)
         ).all()
         return [r[0] for r in rows]

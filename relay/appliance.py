@@ -42,7 +42,8 @@ from typing import Any
 
 from audit.errors import AuditError
 from audit.events import AuditEvent, AuditSink, Outcome
-from pki.ledger import Ledger, LedgerEntry
+from pki.ledger import LedgerEntry
+from pki.publication import read_ledger
 from policies import load_policy
 from policies.broker_config import relay_client_id
 from relay.broker_overflow import DroppedWatch
@@ -221,11 +222,8 @@ class Appliance:
         path = self.config.worker.ledger_path
         if path is None or not path.exists():
             return []
-        ledger = Ledger(path)
-        try:
+        with read_ledger(path) as ledger:
             return ledger.entries()
-        finally:
-            ledger.close()
 
     def _render(self) -> tuple[bool, bool]:
         cfg, wc, managed = self.config, self.config.worker, self.config.managed_brokers()

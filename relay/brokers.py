@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bedrock.files import write_atomic
 from pki.errors import MalformedIdentityError
 from pki.identity import ConsumerIdentity, DeviceIdentity
 from pki.ledger import LedgerEntry
@@ -81,10 +82,8 @@ def _write(path: Path, text: str) -> bool:
     """Write atomically; return True when the content changed."""
     if path.exists() and path.read_text() == text:
         return False
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, 0o640)
-    os.replace(tmp, path)
+    # Not durable: the broker configuration is rendered again at every start.
+    write_atomic(path, text.encode(), 0o640, durable=False)
     return True
 
 

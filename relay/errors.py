@@ -18,16 +18,18 @@
 
 from __future__ import annotations
 
+import bedrock.errors as category
 
-class RelayError(Exception):
+
+class RelayError(category.IdmzError):
     """Base class for every error raised by the relay package."""
 
 
-class RelayConfigError(RelayError):
+class RelayConfigError(RelayError, category.ConfigError):
     """A relay setting is missing, malformed or unsafe. Fix the configuration and start again."""
 
 
-class UpstreamError(RelayError):
+class UpstreamError(RelayError, category.UpstreamError):
     """A broker the relay depends on failed (connect, TLS, refused, lost)."""
 
 
@@ -48,15 +50,15 @@ class BrokerStartUpstreamError(UpstreamError):
     """A managed Mosquitto process did not start or keep running."""
 
 
-class RevokePluginUnavailableError(RelayError):
+class RevokePluginUnavailableError(RelayError, category.UpstreamError):
     """The revoke plugin cannot be built here (no compiler, no Mosquitto headers, unwritable
     cache). The appliance falls back to restarting the OT broker on revocation; install what the
     message names to get live eviction."""
 
 
-class SpoolFullError(RelayError):
+class SpoolFullError(RelayError, category.CapacityError):
     """The spool is at its byte limit; stop acknowledging the OT side until it drains."""
 
 
-class SpoolCorruptedError(RelayError):
+class SpoolCorruptedError(RelayError, category.VerificationError):
     """A spool record failed its checksum or framing; refuse to guess what it said."""

@@ -42,6 +42,7 @@ from policies import (
     evaluate,
     split_device_topic,
 )
+from policies.envelope import claims
 from relay.revocation import RevocationState
 
 MAX_MSG_ID_CHARS = 128
@@ -79,11 +80,7 @@ def message_id(topic: str, payload: bytes, property_id: str | None) -> str:
     if found is not None:
         return found
     try:
-        envelope = json.loads(payload)
-        if isinstance(envelope, dict):
-            found = _valid_msg_id(
-                envelope.get("id") if isinstance(envelope.get("id"), str) else None
-            )
+        found = _valid_msg_id(claims(json.loads(payload)).id)
     except (ValueError, RecursionError):
         found = None
     if found is not None:

@@ -19,7 +19,7 @@ it; nothing is ever resent behind the worker's back.
     sink = ITSink(endpoint, client_id="idmz-relay-0-it", on_acked=queue_ack,
                   on_down=spool_all, on_up=lambda session_present: None)
     sink.start()
-    if sink.publish("acme/.../telemetry", payload, [("idmz-msg-id", "m-1")], ref):
+    if sink.publish("acme/.../telemetry", payload, [(MSG_ID_PROPERTY, "m-1")], ref):
         sink.flush()
 """
 

@@ -18,8 +18,9 @@ import threading
 import time
 from typing import Protocol
 
+import bedrock.errors as category
 from relay.config import BrokerEndpoint
-from relay.errors import MQTTProtocolError, UpstreamError
+from relay.errors import MQTTProtocolError, RelayError, UpstreamError
 from relay.mqtt_codec import (
     CONNACK,
     DISCONNECT,
@@ -49,7 +50,7 @@ class LinkHandler(Protocol):
     def on_disconnected(self, was_up: bool) -> None: ...
 
 
-class SessionEndedError(Exception):
+class SessionEndedError(RelayError, category.UpstreamError):
     """The link's own signal that the connection is over (stop, or the broker closed it)."""
 
 

@@ -30,6 +30,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from policies.envelope import MSG_ID_PROPERTY
 from relay.config import BrokerEndpoint
 from relay.errors import MQTTProtocolError, OTBrokerUpstreamError
 from relay.mqtt_codec import (
@@ -47,7 +48,6 @@ from relay.mqtt_codec import (
 from relay.mqtt_link import Link
 
 _log = logging.getLogger("relay.ot")
-MSG_ID_PROPERTY = "idmz-msg-id"
 _MSG_ID_KEY = MSG_ID_PROPERTY.encode()
 _SUBSCRIBE_ID = 1
 AckToken = tuple[int, int, int]  # (connection generation, packet id, qos)

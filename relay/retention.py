@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from audit.storage import fsync_dir, write_atomically
+from bedrock.files import fsync_dir, write_atomic
 from relay.spool import RecordFile, SpoolRecord
 
 _log = logging.getLogger("relay.retention")
@@ -54,7 +54,7 @@ def bump_epoch(state_dir: Path, reason: str) -> int:
     retention when it next connects. Durable before the caller restarts the broker."""
     epoch = read_epoch(state_dir) + 1
     body = json.dumps({"epoch": epoch, "reason": reason[:500]}).encode()
-    write_atomically(state_dir / EPOCH_FILE, body, 0o600)
+    write_atomic(state_dir / EPOCH_FILE, body, 0o600)
     _log.warning("IT broker epoch %d: %s; workers re-send what it may have lost", epoch, reason)
     return epoch
 
@@ -150,9 +150,9 @@ class Retention:
     def mark_handled(self, epoch: int) -> None:
         """Connected with a session, and any loss up to ``epoch`` is back in the spool."""
         if epoch > self._read_int(_HANDLED):
-            write_atomically(self.directory / _HANDLED, str(epoch).encode(), 0o600)
+            write_atomic(self.directory / _HANDLED, str(epoch).encode(), 0o600)
         if not (self.directory / _SESSION).exists():
-            write_atomically(self.directory / _SESSION, b"1", 0o600)
+            write_atomic(self.directory / _SESSION, b"1", 0o600)
 
     def _read_int(self, name: str) -> int:
         try:

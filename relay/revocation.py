@@ -31,7 +31,10 @@ from types import MappingProxyType
 
 from cryptography import x509
 
-from pki.ledger import Ledger, LedgerEntry
+import bedrock.errors as category
+from pki.ledger import LedgerEntry
+from pki.publication import LedgerView
+from relay.errors import RelayError
 
 _log = logging.getLogger("relay.revocation")
 
@@ -82,7 +85,7 @@ def crl_status(next_update: datetime | None, *, now: datetime, warn_before: time
     return CrlStatus(freshness, next_update, left.total_seconds())
 
 
-class CRLRejectedError(Exception):
+class CRLRejectedError(RelayError, category.VerificationError):
     """The CRL file is not a CRL signed by the issuing CA; it was not applied."""
 
 
@@ -175,7 +178,7 @@ class CrlWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._load_lock = threading.Lock()
-        self._ledger: Ledger | None = None
+        self._ledger: LedgerView | None = None
         self.state = RevocationState()
         self._on_freshness = on_freshness
         self._warn_before = warn_before
@@ -256,7 +259,7 @@ class CrlWatcher:
             if self._ledger is None:
                 # One connection for the watcher's lifetime: opening and closing a WAL database
                 # while the CA writes to it from the same process is what SQLite likes least.
-                self._ledger = Ledger(self._ledger_path)
+                self._ledger = LedgerView(self._ledger_path)
             entries = self._ledger.entries()
         new = build_revocation_state(
             contents.serials, contents.number, entries, self._clock(), contents.next_update

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from audit.storage import fsync_dir, write_atomically
+from bedrock.files import fsync_dir, write_atomic
 from relay.errors import SpoolCorruptedError, SpoolFullError
 
 _FRAME = struct.Struct(">III")
@@ -259,12 +259,9 @@ class Spool:
     # -- cursor -------------------------------------------------------------------------
 
     def _write_cursor(self, value: int, *, durable: bool = False) -> None:
-        if durable:
-            write_atomically(self._cursor_path, str(value).encode(), 0o600)
-            return
-        tmp = self._cursor_path.with_suffix(".tmp")
-        tmp.write_text(str(value))
-        os.replace(tmp, self._cursor_path)
+        # Not durable by default: a cursor lost in a crash only re-forwards acknowledged
+        # records, duplicates the IT side can detect (ADR 0050: at-least-once, never a loss).
+        write_atomic(self._cursor_path, str(value).encode(), 0o600, durable=durable)
 
     def _read_cursor(self) -> int:
         try:

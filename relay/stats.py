@@ -15,6 +15,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bedrock.files import write_atomic
+
 OTHER = "other"
 
 
@@ -90,9 +92,8 @@ class WorkerStats:
 
 
 def write_snapshot(path: Path, snapshot: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(snapshot, separators=(",", ":")))
-    os.replace(tmp, path)
+    # Not durable: a snapshot is rewritten every few seconds and only read for display.
+    write_atomic(path, json.dumps(snapshot, separators=(",", ":")).encode(), durable=False)
 
 
 def read_snapshots(directory: Path) -> dict[str, dict[str, Any]]:

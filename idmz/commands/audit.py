@@ -225,10 +225,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_witness_serve(args: argparse.Namespace) -> int:
     from audit.keys import witness_cosigner
-    from audit.limits import SystemClock
     from audit.note import VerifierKey
     from audit.witness import Witness
     from audit.witness_http import make_server
+    from bedrock.clock import SystemClock
 
     state = Path(args.state)
     cosigner = witness_cosigner(state, args.name)

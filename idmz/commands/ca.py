@@ -24,6 +24,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from audit.events import Outcome
+from bedrock.clock import utc_now
+from idmz import events
 from idmz.commands import ca_context as ctx
 
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096")
@@ -52,16 +55,16 @@ def _cmd_init(args: argparse.Namespace) -> int:
         home.ca_dir,
         passphrase=passphrase,
         organization=args.organization,
-        now=ctx.now(),
+        now=utc_now(),
         key_type=args.key_type,
         root_validity=timedelta(days=args.root_days),
         issuing_validity=timedelta(days=args.issuing_days),
         root_only=args.root_only,
     )
-    ctx.record(
+    events.record(
         home,
         [
-            ctx.ca_created_event(
+            events.ca_created_event(
                 paths.root_cert,
                 organization=args.organization,
                 key_type=args.key_type,
@@ -105,17 +108,17 @@ def _cmd_sign_intermediate(args: argparse.Namespace) -> int:
         home.ca_dir,
         passphrase=ctx.passphrase(home, create=False),
         unverified_csr=ctx.read_input(args.csr),
-        now=ctx.now(),
+        now=utc_now(),
         validity=timedelta(days=args.days),
     )
     from cryptography import x509
 
     signed = x509.load_pem_x509_certificate(cert)
-    ctx.audit(
+    events.audit(
         home,
         "pki.cert.issued",
         format(signed.serial_number, "x"),
-        "success",
+        Outcome.SUCCESS,
         profile="issuing-ca",
         subject=signed.subject.rfc4514_string(),
         not_after=signed.not_valid_after_utc.isoformat(),
@@ -135,7 +138,7 @@ def _cmd_install_intermediate(args: argparse.Namespace) -> int:
         passphrase=ctx.passphrase(home, create=False),
         cert_pem=ctx.read_input(args.cert),
         root_pem=ctx.read_input(args.root),
-        now=ctx.now(),
+        now=utc_now(),
     )
     print(f"installed issuing CA in {home.ca_dir}")
     print(f"root fingerprint (sha256) {ctx.fingerprint_file(home.ca_dir / 'root.pem')}")
@@ -154,17 +157,22 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     validity = timedelta(days=args.days) if args.days is not None else None
     with ctx.authority(args) as ca:
         try:
-            issued = ca.issue(csr, subject, profile=profile, now=ctx.now(), validity=validity)
+            issued = ca.issue(csr, subject, profile=profile, now=utc_now(), validity=validity)
         except PKIError as exc:
-            ctx.audit(
-                home, "pki.cert.issued", subject.path, "denied", str(exc), profile=profile.value
+            events.audit(
+                home,
+                "pki.cert.issued",
+                subject.path,
+                Outcome.DENIED,
+                str(exc),
+                profile=profile.value,
             )
             raise
-    ctx.audit(
+    events.audit(
         home,
         "pki.cert.issued",
         issued.serial_hex,
-        "success",
+        Outcome.SUCCESS,
         identity=subject.path,
         profile=profile.value,
         fingerprint=issued.fingerprint,
@@ -197,9 +205,9 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
         # The subject for the audit record (the lifecycle report); Vault keeps its own.
         entry = ca.lookup(serial) if isinstance(ca, LocalCA) else None
         try:
-            record = ca.revoke(serial, reason, now=ctx.now())
+            record = ca.revoke(serial, reason, now=utc_now())
         except PKIError as exc:
-            ctx.audit(home, "pki.cert.revoked", format_serial(serial), "denied", str(exc))
+            events.audit(home, "pki.cert.revoked", format_serial(serial), Outcome.DENIED, str(exc))
             raise
     if record.already_revoked:
         print(
@@ -207,11 +215,11 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
             f"({record.reason}); the first revocation stands"
         )
         return 0
-    ctx.audit(
+    events.audit(
         home,
         "pki.cert.revoked",
         format_serial(serial),
-        "success",
+        Outcome.SUCCESS,
         reason.value,
         backend=args.backend,
         identity=entry.subject if entry else None,
@@ -234,14 +242,14 @@ def _cmd_crl(args: argparse.Namespace) -> int:
     with ctx.authority(args) as ca:
         force = True  # the first round publishes: the operator asked for a CRL
         while True:
-            bundle = republish_crl(ca, now=ctx.now(), force=force)
+            bundle = republish_crl(ca, now=utc_now(), force=force)
             if bundle is not None:
                 if out_dir is not None:
                     out_dir.mkdir(parents=True, exist_ok=True)
                     ctx.write_public(out_dir / "crl.pem", bundle.pem)
                     ctx.write_public(out_dir / "crl.der", bundle.der)
                 event = crl_published_event(bundle, actor=operator_actor())
-                ctx.record(home, [event])
+                events.record(home, [event])
                 print(
                     f"published CRL #{event.details['crl_number']} with {len(bundle.crl)} "
                     f"entries, next update {bundle.next_update:%Y-%m-%d %H:%M}Z",
@@ -261,7 +269,9 @@ def _cmd_fingerprint(args: argparse.Namespace) -> int:
         with ctx.authority(args) as ca:
             print(fingerprint_sha256(ca.ca_chain()[-1]))
         return 0
-    print(ctx.fingerprint_file(ctx.home_of(args).ca_dir / "root.pem"))
+    from pki.publication import CAPublication
+
+    print(ctx.fingerprint_file(CAPublication(ctx.home_of(args).ca_dir).root_cert))
     return 0
 
 
@@ -269,7 +279,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from pki.health import ca_health
     from pki.local import LocalCA
 
-    now = ctx.now()
+    now = utc_now()
     counts = None
     with ctx.authority(args) as ca:
         crl = ca.current_crl(now=now)
@@ -322,7 +332,7 @@ def _cert_report(cert: Any) -> dict[str, Any]:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    now = ctx.now()
+    now = utc_now()
     with ctx.local(ctx.home_of(args)) as ca:
         entries = ca.ledger.entries(subject=args.identity, revoked_only=args.revoked)
     if args.expiring is not None:

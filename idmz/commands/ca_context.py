@@ -9,23 +9,21 @@ import sys
 import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from idmz.home import Home, generate_secret_file, load_secret, read_secret_file, resolve_home
+import bedrock.errors as category
+from idmz.home import Home, load_secret, read_secret_file, resolve_home
+from idmz.secrets import ca_passphrase
 
 if TYPE_CHECKING:
-    from audit.events import AuditEvent
     from pki.authority import CertificateAuthority
     from pki.local import LocalCA
 
-PASSPHRASE_VAR = "IDMZ_CA_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
-PASSPHRASE_FILE = "passphrase"  # noqa: S105 - a file name
 VAULT_TOML = "vault.toml"
 
 
-class CAUsageError(Exception):
+class CAUsageError(category.UsageError):
     """The command line asked for something impossible (exit code 2)."""
 
 
@@ -37,22 +35,10 @@ def home_of(args: argparse.Namespace) -> Home:
 
 
 def passphrase(home: Home, *, create: bool) -> bytes:
-    default = home.ca_dir / PASSPHRASE_FILE
-    value = load_secret(PASSPHRASE_VAR, default_file=default)
-    if value is not None:
-        return value
-    if not create:
-        raise CAUsageError(
-            f"no CA passphrase: set {PASSPHRASE_VAR}_FILE (a 0600 file) or {PASSPHRASE_VAR}, "
-            f"or keep the generated {default}"
-        )
-    value = generate_secret_file(default)
-    print(
-        f"idmz: generated a random CA passphrase into {default} (mode 0600); back it up "
-        f"separately from the CA keys, or set {PASSPHRASE_VAR}_FILE next time",
-        file=sys.stderr,
+    """The CA passphrase (`idmz.secrets`); a generated one is announced on stderr."""
+    return ca_passphrase(
+        home, create=create, announce=lambda text: print(f"idmz: {text}", file=sys.stderr)
     )
-    return value
 
 
 def vault_settings(home: Home) -> dict[str, Any]:
@@ -108,66 +94,6 @@ def local(home: Home) -> Iterator[LocalCA]:
         ca.close()
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-# -- audit --------------------------------------------------------------------------------
-
-
-def record(home: Home, events: list[AuditEvent]) -> None:
-    """Append ``events`` to the audit log under ``<home>/audit``; returns once they are durable
-    (an audit failure fails the command before any certificate file is written)."""
-    from idmz.audit_log import open_audit_log
-
-    with open_audit_log(home, background_checkpoints=False) as log:
-        log.record_batch(events)
-
-
-def make_event(
-    action: str, resource: str, outcome: str, reason: str = "", **details: Any
-) -> AuditEvent:
-    from audit.events import AuditEvent, Outcome
-    from idmz.operator import operator_actor
-
-    return AuditEvent(
-        actor=operator_actor(),
-        action=action,
-        resource=resource,
-        outcome=Outcome(outcome),
-        reason=reason,
-        zone="idmz",
-        details={k: v for k, v in details.items() if v is not None},
-    )
-
-
-def ca_created_event(root_cert: Path, *, organization: str, **details: Any) -> AuditEvent:
-    """``pki.ca.created`` for a new CA under ``<home>/ca``: the root's serial as the resource,
-    its SHA-256 fingerprint (the pin gateways use) and organization in details. Written by
-    `idmz ca init` and by the provisioning service when it creates the CA itself."""
-    from cryptography import x509
-
-    from pki.authority import fingerprint_sha256, format_serial
-
-    root = x509.load_pem_x509_certificate(root_cert.read_bytes())
-    return make_event(
-        "pki.ca.created",
-        format_serial(root.serial_number),
-        "success",
-        fingerprint=fingerprint_sha256(root),
-        organization=organization,
-        subject=root.subject.rfc4514_string(),
-        not_after=root.not_valid_after_utc.isoformat(),
-        **details,
-    )
-
-
-def audit(
-    home: Home, action: str, resource: str, outcome: str, reason: str = "", **details: Any
-) -> None:
-    record(home, [make_event(action, resource, outcome, reason, **details)])
-
-
 # -- helpers ------------------------------------------------------------------------------
 
 
@@ -180,7 +106,7 @@ def read_input(path: str) -> bytes:
 
 def write_public(path: Path, data: bytes) -> None:
     """Certificates and CRLs are public: 0644, replaced atomically."""
-    from pki.files import write_atomic
+    from bedrock.files import write_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, data, 0o644)

@@ -138,8 +138,8 @@ def enrollment_token(args: argparse.Namespace) -> str | None:
 def cmd_renew(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
+    from pki.credentials import CredentialDir
     from provisioning import client
-    from provisioning.credentials import CredentialDir
 
     if args.daemon:
         stop = threading.Event()

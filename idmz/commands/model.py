@@ -23,10 +23,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import bedrock.errors as category
 from idmz.home import read_secret_file
 
 
-class ModelUsageError(Exception):
+class ModelUsageError(category.UsageError):
     """The command line asked for something impossible (exit code 2)."""
 
 

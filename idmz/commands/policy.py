@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import bedrock.errors as category
+from bedrock.files import write_atomic
 from idmz.home import resolve_home
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ POLICY_NAMES = ("policy.toml", "policy.yaml", "policy.yml")
 MAX_FILE_BYTES = 16 * 1024 * 1024
 
 
-class PolicyUsageError(Exception):
+class PolicyUsageError(category.UsageError):
     """The command line or an input file is unusable (exit code 2)."""
 
 
@@ -49,18 +49,9 @@ def _load(path: Path) -> Policy:
     return load_policy(_read_text(path, "policy"), source=str(path))
 
 
-def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_atomic(path: Path, text: str) -> None:
+    """A rendered policy and broker configuration are what the brokers run on: durable."""
+    write_atomic(path, text.encode("utf-8"), 0o644, durable=True)
 
 
 def load_registry(path: Path) -> Registry:
@@ -133,16 +124,18 @@ def _cmd_render(args: argparse.Namespace) -> int:
     def path(value: str | None, default: Path) -> str:
         return str(Path(value).resolve() if value else default.resolve())
 
-    ca_dir, tls_dir = home.ca_dir, home.relay_dir / "tls"
+    from pki.publication import CAPublication
+
+    published, tls_dir = CAPublication(home.ca_dir), home.relay_dir / "tls"
 
     def settings(zone: str, port: int, cert: str | None, key: str | None) -> BrokerSettings:
         return BrokerSettings(
             port=port,
             tls=TlsFiles(
-                cafile=path(args.cafile, ca_dir / "chain.pem"),
+                cafile=path(args.cafile, published.chain),
                 certfile=path(cert, tls_dir / f"{zone}-broker.pem"),
                 keyfile=path(key, tls_dir / f"{zone}-broker.key"),
-                crlfile=path(args.crlfile, ca_dir / "crl.pem"),
+                crlfile=path(args.crlfile, published.crl_pem),
             ),
             acl_file=str(out / f"{zone}-broker.acl"),
             bind_address=args.bind,

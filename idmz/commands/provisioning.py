@@ -259,15 +259,15 @@ def _usage(message: str) -> Exception:
 
 
 def cmd_device_add(args: argparse.Namespace) -> int:
+    from bedrock.clock import utc_now
     from idmz.operator import operator_actor
-    from idmz.provisioning_runtime import now_utc
 
     rt = _runtime(args)
     try:
         rt.service.add_device(
             args.path,
             operator=operator_actor(),
-            now=now_utc(),
+            now=utc_now(),
             device_class=args.device_class,
             asset=args.asset,
         )
@@ -305,15 +305,15 @@ def cmd_device_list(args: argparse.Namespace) -> int:
 
 
 def cmd_group_add(args: argparse.Namespace) -> int:
+    from bedrock.clock import utc_now
     from idmz.operator import operator_actor
-    from idmz.provisioning_runtime import now_utc
 
     rt = _runtime(args)
     try:
         rt.service.add_group(
             args.prefix,
             operator=operator_actor(),
-            now=now_utc(),
+            now=utc_now(),
             device_class=args.device_class,
             validity_days=args.validity_days,
             renewal_grace_days=args.grace_days,
@@ -328,8 +328,8 @@ def cmd_group_add(args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
+    from bedrock.clock import utc_now
     from idmz.operator import operator_actor, operator_name
-    from idmz.provisioning_runtime import now_utc
     from provisioning.config import parse_duration
     from provisioning.tokens import Role
 
@@ -342,7 +342,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
                 operator=operator_actor(),
                 name=name,
                 role=Role(args.role),
-                now=now_utc(),
+                now=utc_now(),
                 ttl_s=ttl_s,
             )
             print(
@@ -353,7 +353,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
         else:
             token, claims = rt.service.create_enrollment_token(
                 operator=operator_actor(),
-                now=now_utc(),
+                now=utc_now(),
                 device=args.device,
                 group=args.group,
                 ttl_s=ttl_s,
@@ -370,14 +370,14 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from bedrock.clock import utc_now
     from idmz.operator import operator_actor
-    from idmz.provisioning_runtime import now_utc
 
     token = read_token(args.token_file) if args.token_file is not None else None
     rt = _runtime(args)
     try:
         jti = rt.service.revoke_operator_token(
-            operator=operator_actor(), now=now_utc(), token_id=args.id, token=token
+            operator=operator_actor(), now=utc_now(), token_id=args.id, token=token
         )
         print(f"operator token {jti} is revoked; every instance refuses it from now on")
     finally:
@@ -416,8 +416,8 @@ def read_token(path: Path | None, *, env_var: str | None = None) -> str:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
+    from bedrock.clock import utc_now
     from idmz.operator import operator_actor
-    from idmz.provisioning_runtime import now_utc
     from pki.authority import RevocationReason
 
     notifier = _notifier(args)
@@ -426,7 +426,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         notice = rt.service.revoke_device(
             args.path,
             operator=operator_actor(),
-            now=now_utc(),
+            now=utc_now(),
             reason=RevocationReason(args.reason),
         )
         print(
@@ -439,7 +439,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_sign_request(args: argparse.Namespace) -> int:
-    from idmz.provisioning_runtime import now_utc
+    from bedrock.clock import utc_now
     from provisioning.client import offline_response, parse_offline_request
 
     if args.token_on_command_line is not None:
@@ -456,7 +456,7 @@ def cmd_sign_request(args: argparse.Namespace) -> int:
         result = rt.service.enroll(
             token,
             csr,
-            now=now_utc(),
+            now=utc_now(),
             client="offline",
             via="offline",
             requested_identity=identity,
@@ -477,8 +477,8 @@ def cmd_sign_request(args: argparse.Namespace) -> int:
 
 
 def cmd_expiry(args: argparse.Namespace) -> int:
+    from bedrock.clock import utc_now
     from idmz.operator import operator_actor
-    from idmz.provisioning_runtime import now_utc
     from provisioning.expiry import alert_expiring, scan_expiry
     from provisioning.operations import withdraw_stale_pending
 
@@ -492,7 +492,7 @@ def cmd_expiry(args: argparse.Namespace) -> int:
         )
         report = scan_expiry(
             rt.registry,
-            now=now_utc(),
+            now=utc_now(),
             alert_days=days,
             issuing_not_after=rt.service.issuing.not_valid_after_utc,
             device_validity=rt.service.max_device_validity,
@@ -505,7 +505,7 @@ def cmd_expiry(args: argparse.Namespace) -> int:
             notifiers=(notifier,) if notifier else (),
         )
         withdrawn = withdraw_stale_pending(
-            rt.ca, rt.registry, rt.audit, now=now_utc(), actor=operator_actor()
+            rt.ca, rt.registry, rt.audit, now=utc_now(), actor=operator_actor()
         )
         if withdrawn:
             print(
@@ -513,7 +513,7 @@ def cmd_expiry(args: argparse.Namespace) -> int:
                 f"{', '.join(withdrawn)}",
                 file=sys.stderr,
             )
-        retired = rt.service.revoke_superseded(now=now_utc(), actor=operator_actor())
+        retired = rt.service.revoke_superseded(now=utc_now(), actor=operator_actor())
         if retired:
             print(
                 f"revoked {len(retired)} superseded certificate(s) past the switch-over grace: "

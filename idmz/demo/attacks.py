@@ -12,8 +12,9 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from bedrock.clock import utc_now
 from idmz.demo.layout import HISTORIAN, PRESS_1, PRESS_2
-from idmz.demo.observe import http_text, metric, now_utc, parse_ts
+from idmz.demo.observe import http_text, metric, parse_ts
 from idmz.demo.runner import StepFailedError
 from idmz.demo.scene import NOT_AUTHORIZED, Scene, clip, envelope
 
@@ -30,7 +31,7 @@ class Attacks(Scene):
         marker = f"spoof-{secrets.token_hex(6)}"
         topic = f"{PRESS_1}/events/anomaly"
         body = envelope(PRESS_1, marker, "anomaly", {"asset": "press01", "score": 0.0})
-        started = now_utc()
+        started = utc_now()
         done = self._pub(
             "spoof", self.plant.ports.ot, gw2 / "cert.pem", gw2 / "key.pem", topic, body
         )
@@ -80,7 +81,7 @@ class Attacks(Scene):
         marker = f"it-write-{secrets.token_hex(6)}"
         topic = f"{PRESS_1}/commands"
         body = json.dumps({"id": marker, "command": "stop-press"})
-        started = now_utc()
+        started = utc_now()
         rc_it = self._puback(self._pub("it-write-it", self.plant.ports.it, cert, key, topic, body))
         rc_ot = self._puback(self._pub("it-write-ot", self.plant.ports.ot, cert, key, topic, body))
         if rc_it != NOT_AUTHORIZED or rc_ot != NOT_AUTHORIZED:
@@ -109,7 +110,7 @@ class Attacks(Scene):
             timeout_s=30,
         )[-1]
         revoked = audit.find("provisioning.device.revoked", resource=PRESS_2)
-        self.cutoff_at = parse_ts(cutoff.get("time")) or now_utc()
+        self.cutoff_at = parse_ts(cutoff.get("time")) or utc_now()
         self.cutoff_index = int(cutoff["seq"])
         crl_at = parse_ts(revoked[-1].get("time")) if revoked else None
         took = f"{(self.cutoff_at - crl_at).total_seconds():.1f} s" if crl_at else "soon"

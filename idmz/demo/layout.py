@@ -12,6 +12,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import bedrock.errors as category
+
 MARKER = ".idmz-demo"
 
 # Names in the plant (deploy/policy/plant.toml assigns acme/plant1/stamping/... to "gateway").
@@ -25,7 +27,7 @@ AUDIT_ORIGIN = "demo.idmz.local/audit"  # the demo creates the log; every part a
 DEMO_OPERATOR = "idmz-demo"  # IDMZ_OPERATOR for every idmz child: audited as operator:idmz-demo
 
 
-class DemoDirectoryError(Exception):
+class DemoDirectoryError(category.ConfigError):
     """``<home>/demo`` exists but is not the demo's: refuse to wipe it (exit code 2)."""
 
 

@@ -10,7 +10,7 @@ import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +54,6 @@ def parse_ts(value: object) -> datetime | None:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 class Capture:

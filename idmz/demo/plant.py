@@ -14,6 +14,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bedrock.clock import utc_now
 from idmz.demo.configs import gateway_toml, relay_toml
 from idmz.demo.layout import (
     AUDIT_ORIGIN,
@@ -25,7 +26,7 @@ from idmz.demo.layout import (
     DemoLayout,
     Gateway,
 )
-from idmz.demo.observe import CAPTURE_FORMAT, AuditTail, Capture, http_json, now_utc
+from idmz.demo.observe import CAPTURE_FORMAT, AuditTail, Capture, http_json
 from idmz.demo.ports import Ports, pick_ports, port_open
 from idmz.demo.processes import DemoProcesses
 from idmz.demo.runner import Step, StepFailedError
@@ -50,7 +51,7 @@ class Plant:
     model_version: str = ""
     threshold: float = 0.0
     children: dict[str, Child] = field(default_factory=dict)
-    started_at: str = field(default_factory=lambda: now_utc().isoformat(timespec="seconds"))
+    started_at: str = field(default_factory=lambda: utc_now().isoformat(timespec="seconds"))
 
     def __post_init__(self) -> None:
         self.press1 = self.layout.gateway("press-01", PRESS_1)
@@ -101,7 +102,7 @@ class Plant:
             "model-train",
             self.procs.idmz_argv(
                 "model", "train", "--from-simulator", HEALTHY_TRAINING_S, "--seed", "7",
-                "--version", f"demo-{now_utc():%Y%m%dT%H%M%SZ}",
+                "--version", f"demo-{utc_now():%Y%m%dT%H%M%SZ}",
                 "--out", str(self.layout.model / "model.onnx"),
             ),
         )  # fmt: skip

@@ -14,8 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
+import bedrock.errors as category
 
-class StepFailedError(Exception):
+
+class StepFailedError(category.OperationError):
     """A demo step did not reach its expected outcome."""
 
 

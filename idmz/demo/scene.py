@@ -6,7 +6,6 @@ and the barrier that makes "nothing arrived" a checked claim instead of a fixed 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shutil
 from collections.abc import Callable
@@ -18,10 +17,12 @@ from typing import Any, TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from bedrock.clock import utc_now
 from idmz.demo.layout import PRESS_1
-from idmz.demo.observe import Capture, Message, now_utc
+from idmz.demo.observe import Capture, Message
 from idmz.demo.plant import Plant
 from idmz.demo.processes import Completed
+from policies.envelope import Envelope
 
 PUBACK_RC = re.compile(r"received PUBACK \(Mid: \d+, RC:(\d+)\)")
 NOT_AUTHORIZED = 135  # MQTT 5 reason code 0x87
@@ -29,9 +30,8 @@ T = TypeVar("T")
 
 
 def envelope(device: str, msg_id: str, kind: str, data: dict[str, Any]) -> str:
-    ts = now_utc().isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    body = {"v": 1, "id": msg_id, "ts": ts, "device": device, "kind": kind, "data": data}
-    return json.dumps(body, separators=(",", ":"))
+    ts = utc_now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return Envelope(msg_id, ts, device, kind, data).to_json().decode()
 
 
 def cert_sha256(path: Path) -> str:

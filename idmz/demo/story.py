@@ -17,11 +17,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from bedrock.clock import utc_now
 from idmz.demo.attacks import Attacks
 from idmz.demo.layout import PRESS_1
-from idmz.demo.observe import Message, now_utc, read_jsonl
+from idmz.demo.observe import Message, read_jsonl
 from idmz.demo.runner import Step, StepFailedError
 from idmz.demo.scene import Scene, cert_sha256, clip
+from policies.envelope import (
+    CERT_SHA256_PROPERTY,
+    DEVICE_PROPERTY,
+    MSG_ID_PROPERTY,
+    POLICY_SHA256_PROPERTY,
+)
 
 
 @dataclass
@@ -114,7 +121,7 @@ class Story(Scene):
 
     def inject_fault(self) -> str:
         control = self.plant.layout.sim_control
-        self.fault_at = now_utc()
+        self.fault_at = utc_now()
         tmp = control.with_suffix(".tmp")
         tmp.write_text(json.dumps({"fault": "bearing-outer-race"}) + "\n")
         tmp.replace(control)
@@ -135,7 +142,7 @@ class Story(Scene):
         score, threshold = float(alarm["score"]), float(alarm["threshold"])
         if score <= threshold:
             raise StepFailedError(f"alarm score {score} is not above threshold {threshold}")
-        after = (now_utc() - self.fault_at).total_seconds()
+        after = (utc_now() - self.fault_at).total_seconds()
         return (
             f"{alarm['asset']}: score {score:.1f} > threshold {threshold:.2f} "
             f"(model {alarm['model_version']}), within {after:.1f} s of the fault\n"
@@ -159,10 +166,10 @@ class Story(Scene):
         )
         p = msg.properties
         want = {
-            "idmz-device": PRESS_1,
-            "idmz-cert-sha256": cert_sha256(self.plant.press1.credentials / "cert.pem"),
-            "idmz-policy-sha256": self.plant.policy_hash,
-            "idmz-msg-id": str(msg.body.get("id")),
+            DEVICE_PROPERTY: PRESS_1,
+            CERT_SHA256_PROPERTY: cert_sha256(self.plant.press1.credentials / "cert.pem"),
+            POLICY_SHA256_PROPERTY: self.plant.policy_hash,
+            MSG_ID_PROPERTY: str(msg.body.get("id")),
         }
         wrong = [f"{k}={p.get(k)!r} (expected {v!r})" for k, v in want.items() if p.get(k) != v]
         if wrong:
@@ -240,7 +247,7 @@ class Story(Scene):
 
     def report(self) -> str:
         path = self.plant.layout.report
-        until = (now_utc() + timedelta(minutes=1)).isoformat(timespec="seconds")
+        until = (utc_now() + timedelta(minutes=1)).isoformat(timespec="seconds")
         self.plant.idmz(
             "audit-report", "audit", "report", "--from", self.plant.started_at, "--to", until,
             "--format", "html", "--out", str(path), "--key", self._pinned_key(),

@@ -27,18 +27,15 @@ from audit.log import AuditLog
 from audit.storage import RECORD_BYTES, LogPaths, read_index
 from audit.verify import VerifiedLog, verify_log
 from tests.audit.conftest import ORIGIN, refused
-from tests.support.faulty_fs import FaultyFs, FuseUnavailableError, Op, mount_faulty_fs
+from tests.support.faulty_fs import FaultyFs, Op, mounted_or_skip
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
 def fs(tmp_path: Path) -> Iterator[FaultyFs]:
-    try:
-        with mount_faulty_fs(tmp_path) as mounted:
-            yield mounted
-    except FuseUnavailableError as exc:
-        pytest.skip(f"needs a FUSE mount to make fdatasync/write fail for real: {exc}")
+    with mounted_or_skip(tmp_path) as mounted:
+        yield mounted
 
 
 def open_log(fs: FaultyFs, **limits: int) -> AuditLog:

@@ -15,11 +15,12 @@ import pytest
 from audit.errors import AuditConfigError, AuditUnavailableError, InvalidEventError
 from audit.events import AuditEvent, Outcome
 from audit.keys import read_vkey
-from audit.limits import AuditLimits, CapacityReport, CapacityState, FixedClock
+from audit.limits import AuditLimits, CapacityReport, CapacityState
 from audit.log import AuditLog
 from audit.merkle import leaf_hash
 from audit.storage import LogPaths, read_entry, read_index
 from audit.verify import verify_log
+from bedrock.clock import FixedClock
 from tests.audit.conftest import ORIGIN, refused
 from tests.support.net import wait_for
 
@@ -205,7 +206,7 @@ def test_reopening_a_log_under_another_origin_or_key_is_refused(log_dir: Path) -
 
 
 def test_system_clock_is_utc_and_reports_its_sync_state() -> None:
-    from audit.limits import SystemClock
+    from bedrock.clock import SystemClock
 
     clock = SystemClock()
     assert clock.now().utcoffset() == timedelta(0)

@@ -7,21 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from audit.actions import Category
 from audit.events import AuditEvent, Outcome
 from audit.keys import read_vkey
-from audit.limits import FixedClock
 from audit.log import AuditLog
-from audit.report import (
-    ACCESS_CONTROL,
-    AUDIT_LOG,
-    BACKUP_RESTORE,
-    CONFIGURATION,
-    CONTROL_SYSTEM,
-    REQUEST_ERRORS,
-    build_report,
-    category_of,
-)
+from audit.report import build_report, category_of
 from audit.report_html import render_html
+from bedrock.clock import FixedClock
 from tests.audit.conftest import DEVICE, ORIGIN
 
 T0 = datetime(2026, 11, 20, tzinfo=UTC)
@@ -30,17 +22,17 @@ T0 = datetime(2026, 11, 20, tzinfo=UTC)
 @pytest.mark.parametrize(
     ("action", "outcome", "category"),
     [
-        ("pki.cert.issued", "success", ACCESS_CONTROL),
-        ("provisioning.enroll.refused", "denied", ACCESS_CONTROL),
-        ("relay.message.refused", "denied", ACCESS_CONTROL),
-        ("relay.device.cutoff", "success", ACCESS_CONTROL),
-        ("provisioning.enroll.refused", "failure", REQUEST_ERRORS),
-        ("relay.batch.forwarded", "success", CONTROL_SYSTEM),
-        ("policy.document.loaded", "success", CONFIGURATION),
-        ("config.relay.changed", "success", CONFIGURATION),
-        ("operator.ca.rotated", "success", CONFIGURATION),
-        ("pki.ca.backup.created", "success", BACKUP_RESTORE),
-        ("audit.checkpoint.witnessed", "success", AUDIT_LOG),
+        ("pki.cert.issued", "success", Category.ACCESS_CONTROL),
+        ("provisioning.enroll.refused", "denied", Category.ACCESS_CONTROL),
+        ("relay.message.refused", "denied", Category.ACCESS_CONTROL),
+        ("relay.device.cutoff", "success", Category.ACCESS_CONTROL),
+        ("provisioning.enroll.refused", "failure", Category.REQUEST_ERRORS),
+        ("relay.batch.forwarded", "success", Category.CONTROL_SYSTEM),
+        ("policy.document.loaded", "success", Category.CONFIGURATION),
+        ("config.relay.changed", "success", Category.CONFIGURATION),
+        ("operator.ca.rotated", "success", Category.CONFIGURATION),
+        ("pki.ca.backup.created", "success", Category.BACKUP_RESTORE),
+        ("audit.checkpoint.witnessed", "success", Category.AUDIT_LOG),
     ],
 )
 def test_actions_map_to_iec_62443_sr_2_8_categories(

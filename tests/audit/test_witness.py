@@ -16,7 +16,6 @@ from audit.checkpoint import Checkpoint, sign_checkpoint
 from audit.entry import canonical_json
 from audit.errors import LogCorruptedError, WitnessRefusedError
 from audit.keys import KEY_FILE, load_private_key, read_vkey, witness_cosigner
-from audit.limits import FixedClock
 from audit.log import AuditLog
 from audit.merkle import consistency_proof, leaf_hash, root_of
 from audit.note import NoteSigner, VerifierKey
@@ -24,6 +23,7 @@ from audit.storage import LogPaths
 from audit.verify import verify_log
 from audit.witness import Witness, format_request
 from audit.witness_http import make_server, submit_checkpoint
+from bedrock.clock import FixedClock
 from tests.audit.conftest import ORIGIN, entry_lines, fill, refused, rewrite_consistently
 
 NOW = FixedClock(datetime(2026, 11, 22, 3, 0, tzinfo=UTC))

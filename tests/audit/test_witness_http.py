@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from audit.keys import witness_cosigner
-from audit.limits import SystemClock
 from audit.note import NoteSigner
 from audit.witness import MAX_REQUEST_BYTES, Witness
 from audit.witness_http import WitnessHttpLimits, make_server
+from bedrock.clock import SystemClock
 from tests.support.net import (
     dribble_until_closed,
     free_port,

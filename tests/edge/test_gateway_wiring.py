@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from edge.config import GatewayConfig
-from edge.envelope import VERSION
 from edge.gateway import Gateway
 from edge.outbox import Outbox, OutboxLimits
 from edge.ports import Reader, ReadingSink
@@ -25,6 +24,7 @@ from edge.sources import OpcUaSource
 from edge.tagmap import Quality, Reading, TagSpec
 from edge.uplink import UplinkStats
 from pki.identity import DeviceIdentity
+from policies.envelope import VERSION
 from tests.edge.pkifixtures import GATEWAY_ID
 
 TEMP = TagSpec("temp", "plc", "ns=2;s=t", "degC", "press01", "acme/p/a/l/c/press01", "scalar")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pki.files import write_atomic
+from bedrock.files import write_atomic
+from pki.credentials import CredentialDir
 from pki.keys import generate_private_key, load_private_key, write_private_key
-from provisioning.credentials import CredentialDir
 
 
 def mode(path: Path) -> int:

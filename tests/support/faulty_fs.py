@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 FAULTS = "faults"
 OPS_LOG = "ops.log"
 FAULTABLE = ("fsync", "fsyncdir", "write", "truncate")
@@ -390,3 +392,13 @@ def _serve(backing: Path, mountpoint: Path, control: Path, parent_pid: int) -> N
 
 if __name__ == "__main__":
     _serve(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))
+
+
+@contextlib.contextmanager
+def mounted_or_skip(workdir: Path) -> Iterator[FaultyFs]:
+    """``mount_faulty_fs``, or the calling test skipped with the reason FUSE is unavailable."""
+    try:
+        with mount_faulty_fs(workdir) as mounted:
+            yield mounted
+    except FuseUnavailableError as exc:
+        pytest.skip(f"needs a FUSE mount to make fsync/write fail for real: {exc}")
