@@ -28,7 +28,6 @@ import pytest
 
 from tests.support.product import PACKAGES, Import, imports, modules
 
-
 FLOOR_MODULES_IMPORTED_WHOLE = frozenset({"bedrock.errors"})
 
 
