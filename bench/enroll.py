@@ -35,7 +35,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from idmz.home import Home
 from idmz.provisioning_runtime import open_runtime
+from pki.csr import verify_csr
 from pki.identity import DeviceIdentity
+from pki.keys import KeyPolicy
 from pki.profiles import ProfileName
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,7 +84,10 @@ def raw_issue_rate(home: Path, csrs: list[bytes], seconds: float) -> float:
         count, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
             runtime.ca.issue(
-                csrs[count % len(csrs)], identity, profile=ProfileName.DEVICE, now=datetime.now(UTC)
+                verify_csr(csrs[count % len(csrs)], KeyPolicy()),
+                identity,
+                profile=ProfileName.DEVICE,
+                now=datetime.now(UTC),
             )
             count += 1
         return count / (time.perf_counter() - start)

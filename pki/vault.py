@@ -7,11 +7,12 @@ The only module that imports ``hvac``; every hvac/requests exception is translat
 
 >>> ca = VaultCA.connect(VaultConfig(url="https://vault.plant1:8200", mount="pki_int",
 ...     role="idmz-device", role_id="...", secret_id="..."))                 # doctest: +SKIP
->>> issued = ca.issue(csr_pem, identity, profile=ProfileName.DEVICE, now=now)  # doctest: +SKIP
+>>> issued = ca.issue(verified_csr, identity, profile=ProfileName.DEVICE, now=now)  # doctest: +SKIP
 
-Vault is an upstream, not a judge: before calling ``sign/<role>`` the CSR passes the same local
-checks as the embedded CA (`pki.csr.verify_csr`), and what Vault returns must carry exactly the
-names, key, EKU and validity that were asked for, chained to the issuing CA. A certificate that
+Vault is an upstream, not a judge: the certificate is planned by `pki.issuance` exactly as for
+the embedded CA (names, profile, validity, limits; ADR 0016), Vault only signs the plan, and
+what it returns must carry exactly the planned names, key, EKU and validity, chained to the
+issuing CA. A certificate that
 does not (a role with ``use_csr_sans``/``use_csr_common_name``, a ``max_ttl`` that silently cut
 the validity, a role that adds serverAuth to device certificates) is revoked in Vault at once and
 the request refused, naming what differed.
@@ -41,13 +42,12 @@ from pki.authority import (
     RevocationRecord,
     format_serial,
 )
-from pki.builder import subject_alt_names
 from pki.crl import load_crl
-from pki.csr import verify_csr
 from pki.errors import IssuanceRefusedError, KeyStoreError
 from pki.files import require_aware
 from pki.identity import ConsumerIdentity, DeviceIdentity
-from pki.profiles import PROFILES, ProfileName, SignerName, Subject, check_subject_matches
+from pki.issuance import IssuanceLimits, IssuancePlan, PlannedIssuer
+from pki.profiles import SignerName
 from pki.vault_config import VaultConfig as VaultConfig  # re-exported: pki.vault.VaultConfig
 from pki.vault_config import vault_serial as vault_serial
 
@@ -56,13 +56,14 @@ _T = TypeVar("_T")
 VALIDITY_TOLERANCE = timedelta(minutes=5)
 
 
-class VaultCA:
+class VaultCA(PlannedIssuer):
     """Issue, revoke and read CRLs through Vault's PKI engine (``sign/<role>``, ``revoke``,
     ``ca_chain``, ``crl/pem``). Thread-safe: one client, re-login under a lock on 403."""
 
     def __init__(self, config: VaultConfig, client: Any) -> None:
         self._config = config
         self._client = client
+        self._limits = IssuanceLimits(key_policy=config.key_policy)
         self._lock = threading.Lock()
         self._chain: tuple[x509.Certificate, ...] | None = None
 
@@ -83,34 +84,16 @@ class VaultCA:
 
     # -- CertificateAuthority -------------------------------------------------------------
 
-    def issue(
-        self,
-        unverified_csr: bytes,
-        subject: Subject,
-        *,
-        profile: ProfileName,
-        now: datetime,
-        validity: timedelta | None = None,
-    ) -> IssuedCertificate:
-        require_aware(now)
-        check_subject_matches(profile, subject)
-        verified = verify_csr(unverified_csr, subject, self._config.key_policy)
-        spec = PROFILES[profile]
-        lifetime = validity if validity is not None else spec.default_validity
-        if lifetime <= timedelta(0) or lifetime > spec.max_validity:
-            raise IssuanceRefusedError(
-                f"{profile} certificates for {subject} may be valid for up to "
-                f"{spec.max_validity.days} days; {lifetime.days} days were requested"
-            )
-        chain = self.ca_chain()
-        not_after = now + lifetime
-        if not_after > chain[0].not_valid_after_utc:
-            raise IssuanceRefusedError(
-                f"a certificate for {subject} valid until {not_after:%Y-%m-%d} would outlive the "
-                f"issuing CA in Vault (valid until {chain[0].not_valid_after_utc:%Y-%m-%d})"
-            )
+    @property
+    def issuance_limits(self) -> IssuanceLimits:
+        return self._limits
+
+    def sign(self, plan: IssuancePlan) -> IssuedCertificate:
+        """Send the plan to ``sign/<role>`` with the names idmz decided, then check Vault's
+        answer against the plan; a certificate that differs is revoked in Vault and refused."""
+        subject = plan.subject
         params: dict[str, Any] = {
-            "ttl": f"{int(lifetime.total_seconds())}s",
+            "ttl": f"{int(plan.lifetime.total_seconds())}s",
             "format": "pem",
             "exclude_cn_from_sans": True,
         }
@@ -121,11 +104,11 @@ class VaultCA:
                 params["alt_names"] = ",".join(subject.dns_names)
             if subject.ip_addresses:
                 params["ip_sans"] = ",".join(str(ip) for ip in subject.ip_addresses)
-        csr_pem = verified.csr.public_bytes(serialization.Encoding.PEM).decode()
+        csr_pem = plan.csr.csr.public_bytes(serialization.Encoding.PEM).decode()
         response = self._call(
             f"sign {subject}",
             lambda: self._client.secrets.pki.sign_certificate(
-                name=self._config.role_for(profile),
+                name=self._config.role_for(plan.profile),
                 csr=csr_pem,
                 common_name=subject.path,
                 extra_params=params,
@@ -137,12 +120,13 @@ class VaultCA:
             cert = x509.load_pem_x509_certificate(str(data["certificate"]).encode())
         except (KeyError, ValueError, x509.InvalidVersion) as exc:
             raise KeyStoreError(f"Vault's answer for {subject} holds no PEM certificate") from exc
+        chain = self.ca_chain()
         if not _issued_by(cert, chain[0]):
             # The mount's issuer may have been rotated since the chain was cached: re-read once.
             self._chain = None
             chain = self.ca_chain()
         try:
-            _check_returned(cert, verified.public_key, subject, profile, chain[0], not_after)
+            _check_returned(cert, plan, chain[0])
         except IssuanceRefusedError:
             # Do not leave a certificate we refused to hand out valid in Vault.
             self._call(
@@ -153,7 +137,9 @@ class VaultCA:
                 ),
             )
             raise
-        return IssuedCertificate(certificate=cert, chain=chain, profile=profile, subject=subject)
+        return IssuedCertificate(
+            certificate=cert, chain=chain, profile=plan.profile, subject=subject
+        )
 
     def revoke(self, serial: int, reason: RevocationReason, *, now: datetime) -> RevocationRecord:
         """Revoke in Vault (which rebuilds its CRL). Vault records no reason code: the reason
@@ -317,30 +303,24 @@ def _checked_chain(pem_text: bytes) -> tuple[x509.Certificate, ...]:
     return chain
 
 
-def _check_returned(
-    cert: x509.Certificate,
-    public_key: object,
-    subject: Subject,
-    profile: ProfileName,
-    issuing: x509.Certificate,
-    not_after: datetime,
-) -> None:
-    """Refuse a certificate from Vault that says anything other than what was asked."""
+def _check_returned(cert: x509.Certificate, plan: IssuancePlan, issuing: x509.Certificate) -> None:
+    """Refuse a certificate from Vault that says anything other than what was planned."""
+    subject, not_after = plan.subject, plan.not_after
     problems: list[str] = []
-    if cert.public_key() != public_key:
+    if cert.public_key() != plan.public_key:
         problems.append("it certifies a different public key than the CSR's")
     if not _issued_by(cert, issuing):
         problems.append("it is not signed by the issuing CA in ca_chain")
-    cns = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    if cns != [subject.path]:
+    if cert.subject != plan.name:
+        cns = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
         problems.append(
-            f"CN expected {subject.path!r}, found {cns} (set use_csr_common_name=false)"
+            f"CN expected {subject.path!r} alone, found {cns} (set use_csr_common_name=false)"
         )
     try:
         found = list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
     except x509.ExtensionNotFound:
         found = []
-    expected = subject_alt_names(subject)
+    expected = plan.alt_names
     if sorted(map(_name, found)) != sorted(map(_name, expected)):
         problems.append(
             f"SANs expected {sorted(map(_name, expected))}, found {sorted(map(_name, found))} "
@@ -360,7 +340,7 @@ def _check_returned(
             )
     except x509.ExtensionNotFound:
         problems.append("keyUsage is missing")
-    want = PROFILES[profile].extended_key_usage
+    want = plan.extended_key_usage
     try:
         ekus = list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
     except x509.ExtensionNotFound:

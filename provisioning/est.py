@@ -27,7 +27,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from provisioning.errors import RefusedError, RequestError, TokenError
-from provisioning.service import ProvisioningService
+from provisioning.service import ENROLL_REFUSED, RENEW_REFUSED, ProvisioningService
 from provisioning.tokens import token_digest
 
 if TYPE_CHECKING:
@@ -119,7 +119,12 @@ def add_est_routes(
     limiters: Limiters,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> None:
-    from provisioning.api import client_address, peer_certificate_der
+    from provisioning.api import (
+        client_address,
+        enroll_with_csr,
+        peer_certificate_der,
+        renew_with_csr,
+    )
 
     base = "/.well-known/est"
 
@@ -141,7 +146,7 @@ def add_est_routes(
         except TokenError as exc:
             await record_refusal_off_loop(
                 service,
-                "provisioning.enroll.refused",
+                ENROLL_REFUSED,
                 exc,
                 client=client_address(request),
                 via="est",
@@ -152,12 +157,10 @@ def add_est_routes(
         try:
             csr = decode_pkcs10(body)
         except RequestError as exc:
-            await record_refusal_off_loop(
-                service, "provisioning.enroll.refused", exc, client=client, via="est"
-            )
+            await record_refusal_off_loop(service, ENROLL_REFUSED, exc, client=client, via="est")
             raise
         result = await run_in_threadpool(
-            service.enroll, token, csr, now=clock(), client=client, via="est"
+            enroll_with_csr, service, token, csr, now=clock(), client=client, via="est"
         )
         return certs_response([result.issued.certificate])
 
@@ -175,11 +178,9 @@ def add_est_routes(
         try:
             csr = decode_pkcs10(body)
         except RequestError as exc:
-            await record_refusal_off_loop(
-                service, "provisioning.renew.refused", exc, client=client, via="est"
-            )
+            await record_refusal_off_loop(service, RENEW_REFUSED, exc, client=client, via="est")
             raise
         result = await run_in_threadpool(
-            service.renew, peer, csr, now=clock(), client=client, via="est-reenroll"
+            renew_with_csr, service, peer, csr, now=clock(), client=client, via="est-reenroll"
         )
         return certs_response([result.issued.certificate])

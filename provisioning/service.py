@@ -7,13 +7,16 @@ registry unchanged. The HTTP layer only translates; it decides nothing.
 
 Order of an enrollment (each step refuses on failure):
 
+0. (HTTP layer, `pki.csr.check_csr`) parse and verify the CSR once: size, hash, the
+   certificate policy's key rules, proof of possession, extensions -> a `VerifiedCSR`, or a
+   `RefusedCSR` that holds the refusal until step 3 (ADR 0016);
 1. verify the token (signature with the pinned algorithm, audience, expiry) -> claims;
 2. resolve the device the token is bound to; it must be registered and not revoked;
-3. check the CSR's key against the certificate policy;
+3. the CSR must have passed step 0 (else refused here, after authentication, as before);
 4. in one registry transaction: consume the token (conditional UPDATE), lock the device row
-   and check again that it is not revoked, issue (the CA checks proof of possession and names;
-   a refusal rolls the consumption back, so the token survives a bad CSR) and record the
-   certificate as ``pending``; commit;
+   and check again that it is not revoked, issue (the CA plans the certificate, checking the
+   CSR's names against the identity, and signs the plan; a refusal rolls the consumption back,
+   so the token survives a bad CSR) and record the certificate as ``pending``; commit;
 5. append the audit record (durable; concurrent requests share fsyncs), then, under the device
    lock again, mark the certificate ``active`` and the device ``enrolled`` unless the device was
    revoked meanwhile (then the certificate is revoked and the request refused). If the audit
@@ -38,7 +41,7 @@ from pki.authority import (
     IssuedCertificate,
     RevocationReason,
 )
-from pki.csr import load_csr
+from pki.csr import CheckedCSR, VerifiedCSR
 from pki.errors import (
     CSRError,
     IssuanceRefusedError,
@@ -46,7 +49,7 @@ from pki.errors import (
     PKIError,
 )
 from pki.identity import DeviceIdentity, IdentityPrefix
-from pki.keys import KeyPolicy, check_public_key
+from pki.keys import KeyPolicy
 from pki.profiles import ProfileName
 from policies.document import CertificatePolicy
 from provisioning.config import ServiceLimits
@@ -66,6 +69,8 @@ from provisioning.registry import Registry, Unit
 from provisioning.tokens import EnrollmentClaims, TokenKey
 
 _log = logging.getLogger("provisioning")
+ENROLL_REFUSED = "provisioning.enroll.refused"
+RENEW_REFUSED = "provisioning.renew.refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +143,7 @@ class ProvisioningService(OperatorTokens):
     def enroll(
         self,
         token: str,
-        unverified_csr: bytes,
+        csr: CheckedCSR,
         *,
         now: datetime,
         client: str,
@@ -154,7 +159,7 @@ class ProvisioningService(OperatorTokens):
             identity = self._identity_for(claims, requested_identity)
             actor = resource = identity.path
             validity, group = self._check_device(identity, claims)
-            verified_csr(unverified_csr, identity, self.key_policy)
+            verified = _require_verified(csr)
             with self.registry.unit() as unit:
                 if not unit.consume_token(
                     claims.token_id, subject=claims.subject, used_by=identity.path, now=now
@@ -170,7 +175,7 @@ class ProvisioningService(OperatorTokens):
                     )
                 else:  # checked again under the device lock: a revocation may have committed
                     _require_issuable(unit.lock_device(identity.path), identity)
-                issued = self._issue(unverified_csr, identity, validity, now)
+                issued = self._issue(verified, identity, validity, now)
                 self._record_pending(unit, issued, identity, via=via, now=now)
             self._audit_then_activate(
                 issued,
@@ -197,11 +202,11 @@ class ProvisioningService(OperatorTokens):
             # only for the audit record (the client hears the same generic refusal).
             exc = self._why_token_unusable(claims, now)
             raise self._refuse(
-                "provisioning.enroll.refused", actor, resource, exc, client=client, via=via
+                ENROLL_REFUSED, actor, resource, exc, client=client, via=via
             ) from None
         except RefusedError as exc:
             raise self._refuse(
-                "provisioning.enroll.refused", actor, resource, exc, client=client, via=via
+                ENROLL_REFUSED, actor, resource, exc, client=client, via=via
             ) from None
         return Enrolled(identity, issued)
 
@@ -348,11 +353,11 @@ class ProvisioningService(OperatorTokens):
         )
 
     def _issue(
-        self, unverified_csr: bytes, identity: DeviceIdentity, validity: timedelta, now: datetime
+        self, csr: VerifiedCSR, identity: DeviceIdentity, validity: timedelta, now: datetime
     ) -> IssuedCertificate:
         try:
             return self.ca.issue(
-                unverified_csr, identity, profile=ProfileName.DEVICE, now=now, validity=validity
+                csr, identity, profile=ProfileName.DEVICE, now=now, validity=validity
             )
         except CSRError as exc:
             raise RequestError(f"CSR refused: {exc}", code="bad-csr") from exc
@@ -366,7 +371,7 @@ class ProvisioningService(OperatorTokens):
     def renew(
         self,
         peer_der: bytes | None,
-        unverified_csr: bytes,
+        csr: CheckedCSR,
         *,
         now: datetime,
         client: str,
@@ -384,7 +389,7 @@ class ProvisioningService(OperatorTokens):
                 peer.identity,
                 peer.serial_hex,
             )
-            verified_csr(unverified_csr, peer.identity, self.key_policy)
+            verified = _require_verified(csr)
             validity = self._validity_for(peer.identity.path)
             with self.registry.unit() as unit:
                 _require_renewable(
@@ -393,7 +398,7 @@ class ProvisioningService(OperatorTokens):
                     peer.identity,
                     peer.serial_hex,
                 )
-                issued = self._issue(unverified_csr, peer.identity, validity, now)
+                issued = self._issue(verified, peer.identity, validity, now)
                 self._record_pending(unit, issued, peer.identity, via=via, now=now)
             self._audit_then_activate(
                 issued,
@@ -419,7 +424,7 @@ class ProvisioningService(OperatorTokens):
             )
         except RefusedError as exc:
             raise self._refuse(
-                "provisioning.renew.refused", actor, resource, exc, client=client, via=via
+                RENEW_REFUSED, actor, resource, exc, client=client, via=via
             ) from None
         return Enrolled(peer.identity, issued)
 
@@ -454,18 +459,16 @@ def _require_renewable(
         )
 
 
-class _TokenUnusableError(Exception):
-    """The conditional UPDATE matched nothing; the reason is looked up afterwards."""
-
-
-def verified_csr(unverified_csr: bytes, identity: DeviceIdentity, policy: KeyPolicy) -> None:
-    """The certificate policy's key rules (stricter than the CA's defaults), checked on the
-    parsed CSR. Proof of possession and names are checked by the CA (`pki.csr.verify_csr`)
-    inside the registry transaction, so a CSR it refuses rolls the token consumption back."""
+def _require_verified(csr: CheckedCSR) -> VerifiedCSR:
+    """Step 3: the CSR checked where it arrived must have passed."""
     try:
-        check_public_key(load_csr(unverified_csr).public_key(), policy)
+        return csr.verified()
     except CSRError as exc:
         raise RequestError(f"CSR refused: {exc}", code="bad-csr") from exc
+
+
+class _TokenUnusableError(Exception):
+    """The conditional UPDATE matched nothing; the reason is looked up afterwards."""
 
 
 __all__ = ["Enrolled", "ProvisioningService", "RevocationListener", "RevocationNotice"]

@@ -144,7 +144,9 @@ def _cmd_install_intermediate(args: argparse.Namespace) -> int:
 
 def _cmd_issue(args: argparse.Namespace) -> int:
     from pki.authority import format_serial
+    from pki.csr import verify_csr
     from pki.errors import PKIError
+    from pki.keys import KeyPolicy
     from pki.profiles import ProfileName, parse_subject
 
     home = ctx.home_of(args)
@@ -154,7 +156,10 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     validity = timedelta(days=args.days) if args.days is not None else None
     with ctx.authority(args) as ca:
         try:
-            issued = ca.issue(csr, subject, profile=profile, now=ctx.now(), validity=validity)
+            verified = verify_csr(
+                csr, KeyPolicy(), subject=subject
+            )  # the CA's key policy: in the plan
+            issued = ca.issue(verified, subject, profile=profile, now=ctx.now(), validity=validity)
         except PKIError as exc:
             ctx.audit(
                 home, "pki.cert.issued", subject.path, "denied", str(exc), profile=profile.value

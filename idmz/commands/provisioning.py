@@ -440,6 +440,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 def cmd_sign_request(args: argparse.Namespace) -> int:
     from idmz.provisioning_runtime import now_utc
+    from pki.csr import check_csr
     from provisioning.client import offline_response, parse_offline_request
 
     if args.token_on_command_line is not None:
@@ -455,7 +456,7 @@ def cmd_sign_request(args: argparse.Namespace) -> int:
     try:
         result = rt.service.enroll(
             token,
-            csr,
+            check_csr(csr, rt.service.key_policy),
             now=now_utc(),
             client="offline",
             via="offline",

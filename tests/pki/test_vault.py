@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pki.authority import RevocationReason
+from pki.csr import verify_csr
 from pki.errors import (
     ConfigError,
     CSRError,
@@ -27,6 +28,7 @@ from pki.errors import (
     KeyStoreError,
     RevokedCertificateError,
 )
+from pki.keys import KeyPolicy
 from pki.profiles import ProfileName, ServerName
 from pki.vault import VaultCA, VaultConfig, vault_serial
 from pki.verifier import ChainVerifier
@@ -100,7 +102,10 @@ def signs(target: Target) -> int:
 def test_device_certificate_from_vault_carries_exactly_the_requested_names(ca: VaultCA) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     issued = ca.issue(
-        make_csr(key, cn="device-says-admin"), DEVICE, profile=ProfileName.DEVICE, now=now()
+        verify_csr(make_csr(key, cn="device-says-admin"), KeyPolicy()),
+        DEVICE,
+        profile=ProfileName.DEVICE,
+        now=now(),
     )
     cert = issued.certificate
     assert cert.public_key() == key.public_key()
@@ -115,7 +120,9 @@ def test_device_certificate_from_vault_carries_exactly_the_requested_names(ca: V
 
 
 def test_revocation_in_vault_reaches_its_crl_and_the_verifier(ca: VaultCA) -> None:
-    issued = ca.issue(make_csr(), DEVICE, profile=ProfileName.DEVICE, now=now())
+    issued = ca.issue(
+        verify_csr(make_csr(), KeyPolicy()), DEVICE, profile=ProfileName.DEVICE, now=now()
+    )
     record = ca.revoke(issued.serial, RevocationReason.KEY_COMPROMISE, now=now())
     assert record.serial == issued.serial and not record.already_revoked
     crl = ca.current_crl(now=now()).crl
@@ -126,7 +133,9 @@ def test_revocation_in_vault_reaches_its_crl_and_the_verifier(ca: VaultCA) -> No
 
 
 def test_revoking_twice_reports_the_first_revocation(ca: VaultCA) -> None:
-    issued = ca.issue(make_csr(), DEVICE, profile=ProfileName.DEVICE, now=now())
+    issued = ca.issue(
+        verify_csr(make_csr(), KeyPolicy()), DEVICE, profile=ProfileName.DEVICE, now=now()
+    )
     first = ca.revoke(issued.serial, RevocationReason.SUPERSEDED, now=now())
     second = ca.revoke(issued.serial, RevocationReason.SUPERSEDED, now=now())
     assert second.already_revoked and second.revoked_at == first.revoked_at
@@ -158,7 +167,7 @@ def test_local_csr_checks_run_before_vault_is_asked(
 ) -> None:  # type: ignore[no-untyped-def]
     before = signs(target) if target.fake else 0
     with pytest.raises(CSRError, match=found):
-        ca.issue(csr(), DEVICE, profile=ProfileName.DEVICE, now=now())
+        ca.issue(verify_csr(csr(), KeyPolicy()), DEVICE, profile=ProfileName.DEVICE, now=now())
     if target.fake:
         assert signs(target) == before, "Vault must not see a CSR that fails local checks"
 
@@ -166,7 +175,11 @@ def test_local_csr_checks_run_before_vault_is_asked(
 def test_validity_beyond_the_profile_is_refused_locally(ca: VaultCA) -> None:
     with pytest.raises(IssuanceRefusedError, match="up to 397 days"):
         ca.issue(
-            make_csr(), DEVICE, profile=ProfileName.DEVICE, now=now(), validity=timedelta(days=400)
+            verify_csr(make_csr(), KeyPolicy()),
+            DEVICE,
+            profile=ProfileName.DEVICE,
+            now=now(),
+            validity=timedelta(days=400),
         )
 
 
@@ -181,7 +194,7 @@ def test_wrong_approle_secret_is_an_upstream_error_that_does_not_echo_it(target:
 def test_expired_token_is_renewed_by_logging_in_again(ca: VaultCA, target: Target) -> None:
     assert target.fake is not None
     target.fake.tokens.clear()  # every token revoked, as when its TTL ran out
-    ca.issue(make_csr(), DEVICE, profile=ProfileName.DEVICE, now=now())
+    ca.issue(verify_csr(make_csr(), KeyPolicy()), DEVICE, profile=ProfileName.DEVICE, now=now())
 
 
 @fake_only
@@ -229,7 +242,12 @@ def test_a_certificate_vault_got_wrong_is_revoked_and_refused(
     target.fake.roles["sloppy"] = role
     vault = target.connect(role="sloppy")
     with pytest.raises(IssuanceRefusedError, match=complaint) as info:
-        vault.issue(make_csr(cn="device-says-admin"), DEVICE, profile=ProfileName.DEVICE, now=now())
+        vault.issue(
+            verify_csr(make_csr(cn="device-says-admin"), KeyPolicy()),
+            DEVICE,
+            profile=ProfileName.DEVICE,
+            now=now(),
+        )
     serial = int(str(info.value).split("certificate ")[1].split(" ")[0], 16)
     assert target.fake.issued[serial].revoked_at is not None, "the stray certificate is revoked"
     vault.close()
@@ -247,7 +265,9 @@ def test_role_that_forbids_the_uri_is_reported_with_vaults_reason(target: Target
     )
     vault = target.connect(role="other-site")
     with pytest.raises(IssuanceRefusedError, match="not allowed by this role"):
-        vault.issue(make_csr(), DEVICE, profile=ProfileName.DEVICE, now=now())
+        vault.issue(
+            verify_csr(make_csr(), KeyPolicy()), DEVICE, profile=ProfileName.DEVICE, now=now()
+        )
     vault.close()
 
 
@@ -256,7 +276,9 @@ def test_role_that_forbids_the_uri_is_reported_with_vaults_reason(target: Target
 )
 def test_server_certificate_from_vault_has_dns_and_ip_sans(ca: VaultCA) -> None:
     names = ServerName.parse("relay.plant1.example,10.0.0.5")
-    cert = ca.issue(make_csr(), names, profile=ProfileName.SERVER, now=now()).certificate
+    cert = ca.issue(
+        verify_csr(make_csr(), KeyPolicy()), names, profile=ProfileName.SERVER, now=now()
+    ).certificate
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["relay.plant1.example"]
     assert [str(i) for i in san.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]
@@ -293,9 +315,13 @@ def test_a_rotated_vault_issuer_is_picked_up_not_mistaken_for_a_forgery(target: 
         vault = VaultCA.connect(
             replace(target.config, url=server.url, role_id=fake.role_id, secret_id=fake.secret_id)
         )
-        vault.issue(make_csr(), DEVICE, profile=ProfileName.DEVICE, now=now())  # caches the chain
+        vault.issue(
+            verify_csr(make_csr(), KeyPolicy()), DEVICE, profile=ProfileName.DEVICE, now=now()
+        )  # caches the chain
         fake.rotate_issuer()
-        issued = vault.issue(make_csr(), DEVICE, profile=ProfileName.DEVICE, now=now())
+        issued = vault.issue(
+            verify_csr(make_csr(), KeyPolicy()), DEVICE, profile=ProfileName.DEVICE, now=now()
+        )
         assert issued.chain[0].subject == fake.issuing.subject
         assert fake.issued[issued.serial].revoked_at is None
         vault.close()
