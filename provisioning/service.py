@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from audit.errors import AuditError
 from audit.events import AuditEvent, AuditSink, Outcome
 from pki.authority import (
     CertificateAuthority,
@@ -134,6 +135,26 @@ class ProvisioningService(OperatorTokens):
         )
         return exc
 
+    def _record_upstream_failure(
+        self, action: str, actor: str, resource: str, exc: UpstreamError, *, client: str, via: str
+    ) -> None:
+        """A request that failed because an upstream failed (the CA: Vault down or sealed; the
+        registry) is audited like a refusal, outcome failure, code ``upstream``; nothing was
+        issued (the registry transaction rolled back). When the audit log is itself what failed,
+        that is logged instead."""
+        event = AuditEvent(
+            actor=actor,
+            action=action,
+            resource=resource,
+            outcome=Outcome.FAILURE,
+            reason=str(exc),
+            details={"code": "upstream", "client": client, "via": via},
+        )
+        try:
+            self.audit.record(event)
+        except AuditError:
+            _log.exception("the audit log cannot record the failure of %s either", action)
+
     def record_refusal(self, action: str, exc: RefusedError, *, client: str, via: str) -> None:
         """Audit a refusal the HTTP layer detected before reaching the service."""
         self._refuse(action, f"client:{client}", "-", exc, client=client, via=via)
@@ -208,6 +229,11 @@ class ProvisioningService(OperatorTokens):
             raise self._refuse(
                 ENROLL_REFUSED, actor, resource, exc, client=client, via=via
             ) from None
+        except UpstreamError as exc:
+            self._record_upstream_failure(
+                ENROLL_REFUSED, actor, resource, exc, client=client, via=via
+            )
+            raise
         return Enrolled(identity, issued)
 
     # Why two registry transactions around the audit append: the registry transaction holds
@@ -426,6 +452,11 @@ class ProvisioningService(OperatorTokens):
             raise self._refuse(
                 RENEW_REFUSED, actor, resource, exc, client=client, via=via
             ) from None
+        except UpstreamError as exc:
+            self._record_upstream_failure(
+                RENEW_REFUSED, actor, resource, exc, client=client, via=via
+            )
+            raise
         return Enrolled(peer.identity, issued)
 
 

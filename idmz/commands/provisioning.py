@@ -46,6 +46,13 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
             "postgresql://user@host/db for several instances)",
         )
         parser.add_argument("--organization", default="idmz", help="organization name for a new CA")
+        parser.add_argument(
+            "--ca",
+            choices=("local", "vault"),
+            default="local",
+            help="issue through the local CA under <home>/ca, or through Vault/OpenBao reached "
+            "from VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID_FILE, ... (docs/pki.md section 8)",
+        )
 
     def notify_args(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--webhook", metavar="URL", help="POST JSON notifications to this URL")
@@ -204,6 +211,7 @@ def _runtime(args: argparse.Namespace, **kwargs: Any) -> Any:
         resolve_home(args.home),
         database_url=args.database_url,
         organization=args.organization,
+        ca_backend=getattr(args, "ca", "local"),
         **kwargs,
     )
 

@@ -6,7 +6,8 @@ Implemented (Vault 1.x HTTP API, documented request/response bodies):
 * ``POST /v1/<mount>/sign/<role>`` ``{"csr", "common_name", "alt_names", "ip_sans", "uri_sans",
   "ttl", "format", "exclude_cn_from_sans"}`` -> ``{"data": {"certificate", "issuing_ca",
   "ca_chain", "serial_number", "expiration"}}``
-* ``POST /v1/<mount>/revoke`` ``{"serial_number"}`` -> ``{"data": {"revocation_time", ...}}``
+* ``POST /v1/<mount>/revoke`` ``{"serial_number"}`` or ``{"certificate"}`` ->
+  ``{"data": {"revocation_time", ...}}``
 * ``GET /v1/<mount>/cert/<serial>`` -> ``{"data": {"certificate", "revocation_time", ...}}``
 * ``GET /v1/<mount>/ca_chain``, ``/ca/pem``, ``/crl/pem`` (PEM text) and ``/crl`` (DER),
   unauthenticated as in Vault.
@@ -296,6 +297,12 @@ class FakeVault:
         }
 
     def revoke(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if body.get("certificate"):  # Vault also revokes by certificate (no_store roles)
+            try:
+                cert = x509.load_pem_x509_certificate(str(body["certificate"]).encode())
+            except ValueError:
+                return 400, {"errors": ["certificate is not PEM"]}
+            body = {"serial_number": _vault_serial(cert.serial_number)}
         text = str(body.get("serial_number", ""))
         try:
             serial = int(text.replace(":", "").replace("-", ""), 16)
