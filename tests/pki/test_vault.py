@@ -446,3 +446,24 @@ def test_a_rotated_approle_secret_is_read_again_at_the_next_login(
     vault.issue(verify_csr(make_csr(), KeyPolicy()), DEVICE, profile=ProfileName.DEVICE, now=now())
     assert vault.logins == 2
     vault.close()
+
+
+def test_a_crl_close_to_its_next_update_is_rebuilt_and_republished(
+    target: Target, tmp_path: Path
+) -> None:
+    """Before nextUpdate, idmz asks Vault to rebuild the CRL (crl/rotate) and republishes it."""
+    from dataclasses import replace
+
+    from pki.vault_mirror import crl_number
+
+    vault = VaultCA.connect(target.config, ca_dir=tmp_path / "ca")
+    first = crl_number(x509.load_der_x509_crl(vault.paths.crl_der.read_bytes()))
+    vault.close()
+    # A margin longer than the CRL's lifetime: every read finds it "due".
+    eager = VaultCA.connect(
+        replace(target.config, crl_refresh_margin=timedelta(days=3650)), ca_dir=tmp_path / "ca"
+    )
+    bundle = eager.current_crl(now=now())
+    published = x509.load_der_x509_crl(eager.paths.crl_der.read_bytes())
+    assert crl_number(published) == crl_number(bundle.crl) > first
+    eager.close()
