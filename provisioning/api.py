@@ -50,6 +50,7 @@ from provisioning.errors import (
     UpstreamError,
     UsageError,
 )
+from provisioning.est import EST_CHALLENGE, EST_PREFIX
 from provisioning.expiry import scan_expiry
 from provisioning.ratelimit import KeyedRateLimiter
 from provisioning.schemas import (
@@ -230,8 +231,10 @@ def create_app(
     )
 
     @app.exception_handler(TokenError)
-    async def _token(_: Request, exc: TokenError) -> JSONResponse:
-        return _error(401, "unauthorized", exc.public, {"WWW-Authenticate": "Bearer"})
+    async def _token(request: Request, exc: TokenError) -> JSONResponse:
+        est = request.url.path.startswith(EST_PREFIX)
+        challenge = EST_CHALLENGE if est else "Bearer"
+        return _error(401, "unauthorized", exc.public, {"WWW-Authenticate": challenge})
 
     @app.exception_handler(DeviceStateError)
     async def _state(_: Request, exc: DeviceStateError) -> JSONResponse:
