@@ -38,7 +38,7 @@ from pki.vault import VaultCA, VaultConfig, vault_serial
 from pki.verifier import ChainVerifier
 from tests.pki.conftest import DEVICE, make_csr
 from tests.support.net import free_port
-from tests.support.openbao import MOUNT, SERVER_ROLE, OpenBao, openbao  # noqa: F401 - fixture
+from tests.support.openbao import MOUNT, SERVER_ROLE, OpenBao
 from tests.support.vault_server import FakeVault, VaultTestServer, idmz_roles
 
 pytestmark = pytest.mark.vault

@@ -1,5 +1,10 @@
 """A small Vault-API-compatible HTTP server: the endpoints idmz uses, Vault's JSON shapes.
 
+The Vault backend's tests run against a real OpenBao (`tests.support.openbao`). This double
+stays only for a fault a real server does not produce on demand: the mount's issuer rotated
+between two requests of one client (`FakeVault.rotate_issuer`,
+``tests/pki/test_vault.py::test_a_rotated_vault_issuer_is_picked_up_not_mistaken_for_a_forgery``).
+
 Implemented (Vault 1.x HTTP API, documented request/response bodies):
 
 * ``POST /v1/auth/<approle>/login`` ``{"role_id", "secret_id"}`` -> ``{"auth": {"client_token", ...}}``
