@@ -23,7 +23,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -47,9 +46,9 @@ from pki.errors import IssuanceRefusedError, KeyStoreError
 from pki.files import CAPaths, require_aware
 from pki.identity import ConsumerIdentity, DeviceIdentity
 from pki.issuance import IssuanceLimits, IssuancePlan, PlannedIssuer
-from pki.ledger import Ledger
-from pki.profiles import SignerName
-from pki.vault_answers import check_returned, checked_chain, issued_by
+from pki.ledger import Ledger, LedgerEntry
+from pki.profiles import SignerName, Subject
+from pki.vault_answers import TokenLease, check_returned, checked_chain, data_of, issued_by
 from pki.vault_config import VaultConfig as VaultConfig  # re-exported: pki.vault.VaultConfig
 from pki.vault_config import vault_serial as vault_serial
 from pki.vault_mirror import VaultMirror
@@ -78,7 +77,7 @@ class VaultCA(PlannedIssuer):
         self._limits = IssuanceLimits(key_policy=config.key_policy)
         self._lock = threading.Lock()
         self._chain: tuple[x509.Certificate, ...] | None = None
-        self._token = _TokenLease(obtained_at=monotonic(), lease_s=0.0, renewable=False)
+        self._token = TokenLease(obtained_at=monotonic(), lease_s=0.0, renewable=False)
         self.renewals = 0  # AppRole token renewals (renew-self), for operators and tests
         self.logins = 0
 
@@ -129,6 +128,16 @@ class VaultCA(PlannedIssuer):
     def ledger(self) -> Ledger | None:
         return self._ledger
 
+    def lookup(self, serial: int) -> LedgerEntry | None:
+        """The ledger's row for ``serial`` (None without a CA directory or if unknown)."""
+        return self._ledger.get(serial) if self._ledger is not None else None
+
+    def certificates_for(self, subject: Subject | str) -> list[LedgerEntry]:
+        """Every certificate Vault signed for ``subject`` through idmz, oldest first."""
+        if self._ledger is None:
+            return []
+        return self._ledger.by_subject(subject if isinstance(subject, str) else subject.path)
+
     # -- CertificateAuthority -------------------------------------------------------------
 
     @property
@@ -162,7 +171,7 @@ class VaultCA(PlannedIssuer):
                 mount_point=self._config.mount,
             ),
         )
-        data = _data(response, f"sign {subject}")
+        data = data_of(response, f"sign {subject}")
         try:
             cert = x509.load_pem_x509_certificate(str(data["certificate"]).encode())
         except (KeyError, ValueError, x509.InvalidVersion) as exc:
@@ -231,7 +240,7 @@ class VaultCA(PlannedIssuer):
             label,
             lambda: self._client.adapter.post(f"/v1/{self._config.mount}/revoke", json=body),
         )
-        return _data(response, label).get("revocation_time")
+        return data_of(response, label).get("revocation_time")
 
     def _revocation_time(self, serial: int) -> datetime | None:
         """When Vault revoked ``serial``, or None (not revoked, or unknown: revoke then says so)."""
@@ -245,7 +254,7 @@ class VaultCA(PlannedIssuer):
             )
         except IssuanceRefusedError:
             return None
-        stamp = _data(response, "read certificate").get("revocation_time")
+        stamp = data_of(response, "read certificate").get("revocation_time")
         return datetime.fromtimestamp(int(stamp), UTC) if stamp else None
 
     def current_crl(self, *, now: datetime) -> CRLBundle:
@@ -326,7 +335,7 @@ class VaultCA(PlannedIssuer):
             ) from exc
         except requests.exceptions.RequestException as exc:
             raise KeyStoreError(f"cannot reach Vault at {self._config.url} for login") from exc
-        self._token = _TokenLease.from_auth(response, obtained_at=started)
+        self._token = TokenLease.from_auth(response, obtained_at=started)
         self.logins += 1
 
     def _fresh_token(self) -> None:
@@ -343,7 +352,7 @@ class VaultCA(PlannedIssuer):
                 return
             if lease.renewable:
                 try:
-                    renewed = _TokenLease.from_auth(
+                    renewed = TokenLease.from_auth(
                         self._client.auth.token.renew_self(), obtained_at=now
                     )
                 except (hvac.exceptions.VaultError, requests.exceptions.RequestException):
@@ -387,39 +396,8 @@ class VaultCA(PlannedIssuer):
             raise KeyStoreError(f"cannot reach Vault at {self._config.url} for {what}") from exc
 
 
-@dataclass(frozen=True, slots=True)
-class _TokenLease:
-    """When the current token was obtained (monotonic seconds) and for how long."""
-
-    obtained_at: float
-    lease_s: float
-    renewable: bool
-
-    @classmethod
-    def from_auth(cls, response: object, *, obtained_at: float) -> _TokenLease:
-        auth = response.get("auth") if isinstance(response, dict) else None
-        if not isinstance(auth, dict):
-            return cls(obtained_at=obtained_at, lease_s=0.0, renewable=False)
-        return cls(
-            obtained_at=obtained_at,
-            lease_s=float(auth.get("lease_duration") or 0),
-            renewable=bool(auth.get("renewable")),
-        )
-
-    def remaining_s(self, now: float) -> float:
-        return self.obtained_at + self.lease_s - now
-
-
 def _errors(exc: hvac.exceptions.VaultError) -> str:
     errors = getattr(exc, "errors", None)
     if isinstance(errors, list) and errors:
         return "; ".join(str(e)[:300] for e in errors)
     return "no detail"
-
-
-def _data(response: object, what: str) -> dict[str, Any]:
-    """The ``data`` member of Vault's JSON envelope."""
-    data = response.get("data") if isinstance(response, dict) else None
-    if not isinstance(data, dict):
-        raise KeyStoreError(f"Vault's answer to {what} has no data object")
-    return data

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -116,3 +118,34 @@ def _name(name: x509.GeneralName) -> str:
     if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
         return f"IP:{value}"
     return f"{type(name).__name__}:{value}"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLease:
+    """When the current token was obtained (monotonic seconds) and for how long."""
+
+    obtained_at: float
+    lease_s: float
+    renewable: bool
+
+    @classmethod
+    def from_auth(cls, response: object, *, obtained_at: float) -> TokenLease:
+        auth = response.get("auth") if isinstance(response, dict) else None
+        if not isinstance(auth, dict):
+            return cls(obtained_at=obtained_at, lease_s=0.0, renewable=False)
+        return cls(
+            obtained_at=obtained_at,
+            lease_s=float(auth.get("lease_duration") or 0),
+            renewable=bool(auth.get("renewable")),
+        )
+
+    def remaining_s(self, now: float) -> float:
+        return self.obtained_at + self.lease_s - now
+
+
+def data_of(response: object, what: str) -> dict[str, Any]:
+    """The ``data`` member of Vault's JSON envelope."""
+    data = response.get("data") if isinstance(response, dict) else None
+    if not isinstance(data, dict):
+        raise KeyStoreError(f"Vault's answer to {what} has no data object")
+    return data

@@ -38,7 +38,7 @@ from pki.vault import VaultCA, VaultConfig, vault_serial
 from pki.verifier import ChainVerifier
 from tests.pki.conftest import DEVICE, make_csr
 from tests.support.net import free_port
-from tests.support.openbao import MOUNT, SERVER_ROLE, OpenBao
+from tests.support.openbao import MOUNT, OpenBao
 from tests.support.vault_server import FakeVault, VaultTestServer, idmz_roles
 
 pytestmark = pytest.mark.vault
@@ -79,16 +79,7 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
         )
         return
     bao: OpenBao = request.getfixturevalue("openbao")
-    yield Target(
-        VaultConfig(
-            url=bao.url,
-            role_id=bao.role_id,
-            secret_id=bao.secret_id,
-            mount=MOUNT,
-            roles={ProfileName.SERVER: SERVER_ROLE},
-        ),
-        bao=bao,
-    )
+    yield Target(bao.config(), bao=bao)
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,7 @@ from audit.log import AuditLog
 from audit.storage import LogPaths, iter_entries, read_index
 from pki.authority import pem
 from pki.local import LocalCA, init_local_ca
-from pki.profiles import ProfileName
-from pki.vault import VaultCA, VaultConfig
+from pki.vault import VaultCA
 from provisioning.api import create_app, wrap
 from provisioning.config import RateLimits, ServiceLimits
 from provisioning.registry import Registry
@@ -40,7 +39,7 @@ from provisioning.server import (
 from provisioning.service import ProvisioningService
 from provisioning.tokens import TokenKey
 from tests.support.net import free_port, wait_for
-from tests.support.openbao import MOUNT, SERVER_ROLE, OpenBao, openbao  # noqa: F401 - fixture
+from tests.support.openbao import OpenBao, openbao  # noqa: F401 - fixture
 
 DEVICE = "acme/plant1/press/line1/cell2/press-07"
 OTHER = "acme/plant1/press/line1/cell2/press-08"
@@ -298,14 +297,7 @@ def env(tmp_path: Path) -> Iterator[Env]:
 def vault_env(tmp_path: Path, openbao: OpenBao) -> Iterator[Env]:  # noqa: F811 - the fixture
     """The same service issuing through the session's real OpenBao (issue 13): the registry,
     audit log and token key here, the CA files republished from Vault under ``<home>/ca``."""
-    config = VaultConfig(
-        url=openbao.url,
-        role_id=openbao.role_id,
-        secret_id=openbao.secret_id,
-        mount=MOUNT,
-        roles={ProfileName.SERVER: SERVER_ROLE},
-    )
-    ca = VaultCA.connect(config, ca_dir=tmp_path / "ca")
+    ca = VaultCA.connect(openbao.config(), ca_dir=tmp_path / "ca")
     yield from serving(tmp_path, f"sqlite:///{tmp_path / 'registry.sqlite'}", ca=ca)
 
 

@@ -132,3 +132,30 @@ def openbao_root_fingerprint(home: Path) -> str:
 
     root = x509.load_pem_x509_certificate((home / "ca" / "root.pem").read_bytes())
     return hashlib.sha256(root.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def test_vault_down_is_a_503_with_nothing_issued_and_the_failure_audited(tmp_path: Path) -> None:
+    """A Vault that is gone (its own server here, stopped) is an upstream failure, not a crash."""
+    from pki.vault import VaultCA
+    from tests.provisioning.conftest import serving
+    from tests.support.openbao import bao_binary, start_openbao
+
+    binary = bao_binary()
+    assert binary is not None
+    bao = start_openbao(tmp_path / "openbao", binary)
+    try:
+        ca = VaultCA.connect(bao.config(timeout_s=5.0), ca_dir=tmp_path / "ca")
+        for env in serving(tmp_path, f"sqlite:///{tmp_path / 'registry.sqlite'}", ca=ca):
+            env.add_device()
+            token = env.token()
+            before = env.snapshot()
+            bao.stop()
+            r = env.enroll(token=token)
+            assert r.status_code == 503 and r.headers["retry-after"], r.text
+            assert env.snapshot() == before
+            record = env.last_audit()
+            assert record["action"] == "provisioning.enroll.refused"
+            assert record["details"]["code"] == "upstream"
+            assert "cannot reach Vault" in record["reason"]
+    finally:
+        bao.stop()

@@ -20,12 +20,15 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
 
 from tests.support.net import free_port, wait_for
+
+if TYPE_CHECKING:
+    from pki.vault_config import VaultConfig
 
 MOUNT = "pki_int"
 ROOT_MOUNT = "pki_root"
@@ -121,6 +124,22 @@ class OpenBao:
 
     def crl_pem(self) -> bytes:
         return requests.get(f"{self.url}/v1/{MOUNT}/crl/pem", timeout=30).content
+
+    def config(self, **changes: Any) -> VaultConfig:
+        """How idmz reaches this server (AppRole, the issuing mount, the server role)."""
+        from dataclasses import replace
+
+        from pki.profiles import ProfileName
+        from pki.vault_config import VaultConfig
+
+        config = VaultConfig(
+            url=self.url,
+            role_id=self.role_id,
+            secret_id=self.secret_id,
+            mount=MOUNT,
+            roles={ProfileName.SERVER: SERVER_ROLE},
+        )
+        return replace(config, **changes)
 
     def env(self) -> dict[str, str]:
         """The environment the README names for `idmz ... --ca vault`."""
