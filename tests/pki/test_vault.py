@@ -4,10 +4,10 @@ session (`tests.support.openbao`), or against any real Vault when VAULT_ADDR is 
 
 Real Vault needs: VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID, VAULT_PKI_MOUNT (default pki),
 VAULT_PKI_ROLE (default idmz-device; created as docs/pki.md says) and optionally VAULT_CACERT
-and VAULT_PKI_SERVER_ROLE. Tests that configure the server (sloppy roles, revoked tokens) need
-the OpenBao server's root token and are skipped against an outside Vault. The Vault-API test
-double (`tests.support.vault_server`) remains only for answers a real server does not give: an
-issuer that changes between two requests of one client (`fake_target`).
+and VAULT_PKI_SERVER_ROLE. Tests that configure the server (sloppy roles, revoked tokens, a rotated
+secret_id) need the OpenBao server's root token and are skipped against an outside Vault; an
+issuer rotated between two requests runs on its own OpenBao. No Vault-API test double remains:
+every fault these tests need, the real server produces.
 """
 
 from __future__ import annotations
@@ -38,8 +38,7 @@ from pki.vault import VaultCA, VaultConfig, vault_serial
 from pki.verifier import ChainVerifier
 from tests.pki.conftest import DEVICE, make_csr
 from tests.support.net import free_port
-from tests.support.openbao import MOUNT, OpenBao
-from tests.support.vault_server import FakeVault, VaultTestServer, idmz_roles
+from tests.support.openbao import MOUNT, OpenBao, bao_binary, start_openbao
 
 pytestmark = pytest.mark.vault
 REAL_VAULT = bool(os.environ.get("VAULT_ADDR"))
@@ -51,7 +50,6 @@ bao_only = pytest.mark.skipif(
 @dataclass
 class Target:
     config: VaultConfig
-    fake: FakeVault | None = None  # the test double, for faults a real server cannot produce
     bao: OpenBao | None = None  # the session's OpenBao server (None against an outside Vault)
 
     def connect(self, **changes: object) -> VaultCA:
@@ -82,20 +80,6 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
     yield Target(bao.config(), bao=bao)
 
 
-@pytest.fixture(scope="module")
-def fake_target() -> Iterator[Target]:
-    fake = FakeVault()
-    idmz_roles(fake)
-    with VaultTestServer(fake) as server:
-        config = VaultConfig(
-            url=server.url,
-            role_id=fake.role_id,
-            secret_id=fake.secret_id,
-            roles={ProfileName.SERVER: "idmz-server"},
-        )
-        yield Target(config, fake)
-
-
 @pytest.fixture
 def ca(target: Target, tmp_path: Path) -> Iterator[VaultCA]:
     # The ledger keeps what Vault's no_store roles do not: the certificate, to revoke it.
@@ -106,11 +90,6 @@ def ca(target: Target, tmp_path: Path) -> Iterator[VaultCA]:
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def signs(target: Target) -> int:
-    assert target.fake is not None
-    return sum(1 for method, path in target.fake.requests if "/sign/" in path and method == "POST")
 
 
 def test_device_certificate_from_vault_carries_exactly_the_requested_names(ca: VaultCA) -> None:
@@ -179,11 +158,8 @@ def test_unknown_serial_revocation_is_refused(ca: VaultCA) -> None:
 def test_local_csr_checks_run_before_vault_is_asked(
     ca: VaultCA, target: Target, csr, found: str
 ) -> None:  # type: ignore[no-untyped-def]
-    before = signs(target) if target.fake else 0
     with pytest.raises(CSRError, match=found):
         ca.issue(verify_csr(csr(), KeyPolicy()), DEVICE, profile=ProfileName.DEVICE, now=now())
-    if target.fake:
-        assert signs(target) == before, "Vault must not see a CSR that fails local checks"
 
 
 def test_validity_beyond_the_profile_is_refused_locally(ca: VaultCA) -> None:
@@ -324,29 +300,28 @@ def test_serials_use_vaults_colon_form() -> None:
     assert vault_serial(0x0F) == "0f"
 
 
-def test_a_rotated_vault_issuer_is_picked_up_not_mistaken_for_a_forgery(
-    fake_target: Target,
-) -> None:
-    target = fake_target
-    assert target.fake is not None
-    fake = FakeVault()
-    idmz_roles(fake)
-    with VaultTestServer(fake) as server:
-        from dataclasses import replace
-
-        vault = VaultCA.connect(
-            replace(target.config, url=server.url, role_id=fake.role_id, secret_id=fake.secret_id)
-        )
-        vault.issue(
+def test_a_rotated_vault_issuer_is_picked_up_not_mistaken_for_a_forgery(tmp_path: Path) -> None:
+    """The mount's issuer is rotated between two requests of one client (its own OpenBao here,
+    so the session's server keeps its issuer): the new chain is read, nothing is revoked."""
+    binary = bao_binary()
+    assert binary is not None
+    bao = start_openbao(tmp_path / "openbao", binary)
+    try:
+        vault = VaultCA.connect(bao.config(), ca_dir=tmp_path / "ca")
+        first = vault.issue(
             verify_csr(make_csr(), KeyPolicy()), DEVICE, profile=ProfileName.DEVICE, now=now()
         )  # caches the chain
-        fake.rotate_issuer()
+        bao.rotate_issuer("idmz test issuing CA 2 (OpenBao)")
         issued = vault.issue(
             verify_csr(make_csr(), KeyPolicy()), DEVICE, profile=ProfileName.DEVICE, now=now()
         )
-        assert issued.chain[0].subject == fake.issuing.subject
-        assert fake.issued[issued.serial].revoked_at is None
+        assert issued.chain[0].subject != first.chain[0].subject
+        assert issued.chain[0].subject.rfc4514_string() == "CN=idmz test issuing CA 2 (OpenBao)"
+        crl = x509.load_pem_x509_crl(bao.crl_pem())
+        assert crl.get_revoked_certificate_by_serial_number(issued.serial) is None
         vault.close()
+    finally:
+        bao.stop()
 
 
 # -- issue 13: the Vault backend for real (OpenBao) ------------------------------------------

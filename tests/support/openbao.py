@@ -107,6 +107,13 @@ class OpenBao:
     def set_role_token_ttl(self, ttl: str, max_ttl: str) -> None:
         self.api("POST", f"auth/approle/role/{APPROLE}", token_ttl=ttl, token_max_ttl=max_ttl)
 
+    def rotate_issuer(self, common_name: str) -> None:
+        """A new issuing CA in the mount (signed by the same root), made the default issuer:
+        what an operator does when the issuing CA is renewed or rekeyed."""
+        root = self.api("GET", f"{ROOT_MOUNT}/cert/ca")["data"]["certificate"]
+        imported = _new_issuer(self, common_name, root)
+        self.api("POST", f"{MOUNT}/config/issuers", default=imported)
+
     def seal(self) -> None:
         self.api("PUT", "sys/seal")
         wait_for(lambda: self.sealed(), timeout_s=60, what="OpenBao sealed")
@@ -200,6 +207,29 @@ def start_openbao(workdir: Path, binary: str) -> OpenBao:
     return bao
 
 
+def _new_issuer(bao: OpenBao, common_name: str, root: str) -> str:
+    """Generate an issuing CA in MOUNT, sign it with the root, import it with its chain; return
+    the imported issuer's id."""
+    csr = bao.api(
+        "POST",
+        f"{MOUNT}/intermediate/generate/internal",
+        common_name=common_name,
+        key_type="ec",
+        key_bits=256,
+    )["data"]["csr"]
+    signed = bao.api(
+        "POST",
+        f"{ROOT_MOUNT}/root/sign-intermediate",
+        csr=csr,
+        format="pem",
+        ttl="43800h",
+        use_csr_values=False,
+        common_name=common_name,
+    )["data"]["certificate"]
+    data = bao.api("POST", f"{MOUNT}/intermediate/set-signed", certificate=f"{signed}\n{root}")
+    return str(data["data"]["imported_issuers"][0])
+
+
 def configure(bao: OpenBao) -> None:
     """Root and issuing CA mounts, roles, policy and AppRole, as docs/pki.md's runbook."""
     bao.api("POST", f"sys/mounts/{ROOT_MOUNT}", type="pki", config={"max_lease_ttl": "87600h"})
@@ -212,23 +242,7 @@ def configure(bao: OpenBao) -> None:
         ttl="87600h",
     )["data"]["certificate"]
     bao.api("POST", f"sys/mounts/{MOUNT}", type="pki", config={"max_lease_ttl": "43800h"})
-    csr = bao.api(
-        "POST",
-        f"{MOUNT}/intermediate/generate/internal",
-        common_name="idmz test issuing CA (OpenBao)",
-        key_type="ec",
-        key_bits=256,
-    )["data"]["csr"]
-    signed = bao.api(
-        "POST",
-        f"{ROOT_MOUNT}/root/sign-intermediate",
-        csr=csr,
-        format="pem",
-        ttl="43800h",
-        use_csr_values=False,
-        common_name="idmz test issuing CA (OpenBao)",
-    )["data"]["certificate"]
-    bao.api("POST", f"{MOUNT}/intermediate/set-signed", certificate=f"{signed}\n{root}")
+    _new_issuer(bao, "idmz test issuing CA (OpenBao)", root)
     bao.api(
         "POST",
         f"{MOUNT}/config/urls",
