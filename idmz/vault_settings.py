@@ -1,6 +1,7 @@
 """How idmz reaches Vault: ``<home>/ca/vault.toml`` overridden by the environment the README
 names (``VAULT_ADDR``, ``VAULT_ROLE_ID``, ``VAULT_SECRET_ID_FILE`` or ``VAULT_SECRET_ID``,
-``VAULT_PKI_MOUNT``, ``VAULT_PKI_ROLE``, ``VAULT_PKI_SERVER_ROLE``, ``VAULT_NAMESPACE``,
+``VAULT_PKI_MOUNT``, ``VAULT_PKI_ROLE``, ``VAULT_PKI_SERVER_ROLE``, ``VAULT_PKI_SIGNER_ROLE``,
+``VAULT_NAMESPACE``,
 ``VAULT_CACERT``); never the command line. A secret_id in a file must be 0600, and the file is
 read again at every AppRole login, so the operator can rotate it without a restart (ADR 0017).
 """
@@ -16,7 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from idmz.home import Home, load_secret, read_secret_file
+from idmz.home import Home, SettingsError, load_secret, read_secret_file
+from pki.files import write_atomic
 
 if TYPE_CHECKING:
     from pki.vault import VaultCA
@@ -68,6 +70,29 @@ def vault_settings(
     return settings, reader
 
 
+BACKEND_FILE = "backend"  # in <home>/ca: which CA backend this home uses (one per home)
+BACKENDS = ("local", "vault")
+SIGNER_ROLE_VAR = "VAULT_PKI_SIGNER_ROLE"
+
+
+def resolve_ca_backend(home: Home, requested: str | None) -> str:
+    """The CA backend for a command on ``home``: the one asked for, else the one the home
+    records (``<home>/ca/backend``, written when Vault is first used), else ``local``. A home
+    serves one backend (ADR 0017): asking for the other one is refused, not mixed."""
+    marker = home.ca_dir / BACKEND_FILE
+    recorded = marker.read_text(encoding="utf-8").strip() if marker.exists() else None
+    if recorded is not None and recorded not in BACKENDS:
+        raise SettingsError(f"{marker} names CA backend {recorded!r}; expected one of {BACKENDS}")
+    if requested is not None and recorded is not None and requested != recorded:
+        raise SettingsError(
+            f"{home.root} uses the {recorded} CA backend ({marker}); it cannot also use {requested}"
+        )
+    local_key = home.ca_dir / "issuing.key.pem"
+    if recorded is None and requested == "vault" and local_key.exists():
+        raise SettingsError(f"{home.root} has a local CA ({local_key}); it cannot also use vault")
+    return requested or recorded or "local"
+
+
 def vault_config(home: Home) -> VaultConfig:
     from pki.vault_config import VaultConfig
 
@@ -79,7 +104,11 @@ def connect_vault(home: Home) -> VaultCA:
     """The Vault backend for ``home``: its ledger and CA files under ``<home>/ca``."""
     from pki.vault import VaultCA
 
-    return VaultCA.connect(vault_config(home), ca_dir=home.ca_dir)
+    ca = VaultCA.connect(vault_config(home), ca_dir=home.ca_dir)
+    marker = home.ca_dir / BACKEND_FILE
+    if not marker.exists():
+        write_atomic(marker, b"vault\n")
+    return ca
 
 
 # Vault's CRL is polled this often: a revocation made elsewhere (another service instance, an

@@ -260,6 +260,19 @@ def _cmd_crl(args: argparse.Namespace) -> int:
             time.sleep(args.interval)
 
 
+def _resolving_backend(func: Any) -> Any:
+    """Run ``func`` with ``args.backend`` resolved against the home (ADR 0017: one per home)."""
+
+    def run(args: argparse.Namespace) -> int:
+        from idmz.vault_settings import resolve_ca_backend
+
+        args.backend = resolve_ca_backend(ctx.home_of(args), args.backend)
+        result: int = func(args)
+        return result
+
+    return run
+
+
 def _cmd_fingerprint(args: argparse.Namespace) -> int:
     if args.backend == "vault":
         from pki.authority import fingerprint_sha256
@@ -360,7 +373,13 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
         p: argparse.ArgumentParser = cmds.add_parser(name, help=text, description=text)
         p.set_defaults(func=func)
         if backend:
-            p.add_argument("--backend", choices=("local", "vault"), default="local")
+            p.add_argument(
+                "--backend",
+                choices=("local", "vault"),
+                default=None,
+                help="default: the backend the home already uses (<home>/ca/backend), else local",
+            )
+            p.set_defaults(func=_resolving_backend(func))
         return p
 
     p = add("init", _cmd_init, "create a root CA and an issuing CA under <home>/ca")

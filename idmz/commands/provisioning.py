@@ -49,9 +49,10 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
         parser.add_argument(
             "--ca",
             choices=("local", "vault"),
-            default="local",
+            default=None,
             help="issue through the local CA under <home>/ca, or through Vault/OpenBao reached "
-            "from VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID_FILE, ... (docs/pki.md section 8)",
+            "from VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID_FILE, ... (docs/pki.md section 8); "
+            "default: the backend the home already uses, else local",
         )
 
     def notify_args(parser: argparse.ArgumentParser) -> None:
@@ -206,12 +207,15 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
 def _runtime(args: argparse.Namespace, **kwargs: Any) -> Any:
     from idmz.home import resolve_home
     from idmz.provisioning_runtime import open_runtime
+    from idmz.vault_settings import resolve_ca_backend
 
+    home = resolve_home(args.home)
+    args.ca = resolve_ca_backend(home, getattr(args, "ca", None))
     return open_runtime(
-        resolve_home(args.home),
+        home,
         database_url=args.database_url,
         organization=args.organization,
-        ca_backend=getattr(args, "ca", "local"),
+        ca_backend=args.ca,
         **kwargs,
     )
 

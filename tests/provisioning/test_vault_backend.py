@@ -107,16 +107,19 @@ def test_serve_enroll_renew_revoke_with_the_cli_and_vault(
     home, gw = tmp_path / "home", tmp_path / "gw"
     vault = ("--ca", "vault")
     with serving(home, *vault) as url:
-        fingerprint = idmz(home, "provisioning", "fingerprint", *vault).stdout.strip()
+        # The home records its backend: later commands need no --ca, and cannot mix in a local CA.
+        fingerprint = idmz(home, "provisioning", "fingerprint").stdout.strip()
         assert fingerprint == openbao_root_fingerprint(home)
-        idmz(home, "provisioning", "device", "add", DEVICE, *vault)
+        mixed = idmz(home, "provisioning", "fingerprint", "--ca", "local", check=False)
+        assert mixed.returncode != 0 and "uses the vault CA backend" in mixed.stderr
+        idmz(home, "provisioning", "device", "add", DEVICE)
         token = idmz(
-            home, "provisioning", "token", "create", "--device", DEVICE, "--ttl", "15m", *vault
+            home, "provisioning", "token", "create", "--device", DEVICE, "--ttl", "15m"
         ).stdout.splitlines()[-1]
         idmz(home, "enroll", "--server", url, "--token", token, "--ca-fingerprint", fingerprint,
              "--out", gw)  # fmt: skip
         idmz(home, "renew", "--out", gw, "--force")
-        revoked = idmz(home, "provisioning", "revoke", DEVICE, "--reason", "key-compromise", *vault)
+        revoked = idmz(home, "provisioning", "revoke", DEVICE, "--reason", "key-compromise")
         assert "2 certificate(s)" in revoked.stdout
         refused = idmz(home, "renew", "--out", gw, "--force", check=False)
         assert refused.returncode == 1 and "403" in refused.stderr
