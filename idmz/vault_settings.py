@@ -34,6 +34,8 @@ _ENV = (
     ("namespace", "VAULT_NAMESPACE"),
     ("ca_bundle", "VAULT_CACERT"),
 )
+# Per-profile roles (profiles not listed use VAULT_PKI_ROLE).
+_ROLE_ENV = (("server", "VAULT_PKI_SERVER_ROLE"), ("model-signer", "VAULT_PKI_SIGNER_ROLE"))
 
 
 def vault_settings(
@@ -49,11 +51,9 @@ def vault_settings(
     for key, var in _ENV:
         if environ.get(var):
             settings[key] = environ[var]
-    if environ.get("VAULT_PKI_SERVER_ROLE"):
-        settings["roles"] = {
-            **dict(settings.get("roles", {})),
-            "server": environ["VAULT_PKI_SERVER_ROLE"],
-        }
+    for profile, var in _ROLE_ENV:
+        if environ.get(var):
+            settings["roles"] = {**dict(settings.get("roles", {})), profile: environ[var]}
     secret_file = environ.get("VAULT_SECRET_ID_FILE") or settings.pop("secret_id_file", None)
     reader: Callable[[], str] | None = None
     if secret_file:
@@ -72,7 +72,6 @@ def vault_settings(
 
 BACKEND_FILE = "backend"  # in <home>/ca: which CA backend this home uses (one per home)
 BACKENDS = ("local", "vault")
-SIGNER_ROLE_VAR = "VAULT_PKI_SIGNER_ROLE"
 
 
 def resolve_ca_backend(home: Home, requested: str | None) -> str:

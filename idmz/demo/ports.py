@@ -26,6 +26,7 @@ class Ports:
     modbus: int
     press_1_metrics: int
     press_2_metrics: int
+    vault: int = 0  # the OpenBao dev server of `idmz demo --ca vault`
 
 
 def ephemeral_start(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> int:

