@@ -67,7 +67,7 @@ from provisioning.operator_tokens import OperatorTokens
 from provisioning.peers import PeerVerifier
 from provisioning.records import CertificateRecord, DeviceRecord, DeviceStatus, GroupRecord
 from provisioning.registry import Registry, Unit
-from provisioning.tokens import EnrollmentClaims, TokenKey
+from provisioning.tokens import EnrollmentClaims, TokenKey, is_est_password
 
 _log = logging.getLogger("provisioning")
 ENROLL_REFUSED = "provisioning.enroll.refused"
@@ -174,9 +174,7 @@ class ProvisioningService(OperatorTokens):
         actor = f"client:{client}"
         resource = requested_identity or "-"
         try:
-            claims = self.token_key.verify_enrollment(
-                token, now=now, leeway_s=self.limits.tokens.clock_leeway_s
-            )
+            claims = self._enrollment_claims(token, now)
             identity = self._identity_for(claims, requested_identity)
             actor = resource = identity.path
             validity, group = self._check_device(identity, claims)
@@ -306,6 +304,26 @@ class ProvisioningService(OperatorTokens):
         finally:
             with self.registry.unit() as unit:
                 unit.set_certificate_status(issued.serial_hex, "revoked")
+
+    def _enrollment_claims(self, token: str, now: datetime) -> EnrollmentClaims:
+        """Claims of a JWT enrollment token, or of the short EST password standing for one
+        (its MAC verified, then the registry row: subject and expiry; consumed like the JWT)."""
+        leeway = self.limits.tokens.clock_leeway_s
+        if not is_est_password(token):
+            return self.token_key.verify_enrollment(token, now=now, leeway_s=leeway)
+        token_id = self.token_key.est_password_token_id(token)
+        row = self.registry.token(token_id)
+        if row is None or not row.subject.startswith(("device:", "group:")):
+            raise TokenError(
+                f"EST password names token {token_id}, which this registry never minted for "
+                "enrollment",
+                code="unknown-token",
+            )
+        if now > row.expires_at + timedelta(seconds=leeway):
+            raise TokenError(
+                f"token {token_id} expired at {row.expires_at:%Y-%m-%dT%H:%M:%SZ}", code="expired"
+            )
+        return EnrollmentClaims(token_id, row.subject, row.created_at, row.expires_at)
 
     def _identity_for(self, claims: EnrollmentClaims, requested: str | None) -> DeviceIdentity:
         try:

@@ -140,6 +140,12 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
     )
     s.add_argument("--name", default=None, help="operator name for --role (default: your login)")
     s.add_argument(
+        "--est-password",
+        action="store_true",
+        help="print the token's short EST password (token id + MAC) instead of the JWT, for EST "
+        "clients whose HTTP Basic header cannot hold a JWT (strongSwan pki --est); same single use",
+    )
+    s.add_argument(
         "--ttl",
         default=None,
         help="lifetime, e.g. 15m (enrollment default) or 8h (operator default)",
@@ -375,6 +381,8 @@ def cmd_token_create(args: argparse.Namespace) -> int:
                 f"expires {claims.expires_at:%Y-%m-%dT%H:%M:%SZ}"
             )
             print(f"ca-fingerprint: {rt.ca.root_fingerprint}")
+            if args.est_password:
+                token = rt.token_key.est_password(claims.token_id)
         print(token)
     finally:
         rt.close()
