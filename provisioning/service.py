@@ -46,13 +46,20 @@ from pki.csr import CheckedCSR, VerifiedCSR
 from pki.errors import (
     CSRError,
     IssuanceRefusedError,
-    MalformedIdentityError,
     PKIError,
 )
-from pki.identity import DeviceIdentity, IdentityPrefix
+from pki.identity import DeviceIdentity
 from pki.keys import KeyPolicy
 from pki.profiles import ProfileName
 from policies.document import CertificatePolicy
+from provisioning.admission import (
+    enrollment_claims,
+    identity_for,
+    require_issuable,
+    require_renewable,
+    require_verified,
+    why_token_unusable,
+)
 from provisioning.config import ServiceLimits
 from provisioning.errors import (
     DeviceStateError,
@@ -65,9 +72,9 @@ from provisioning.errors import (
 from provisioning.operations import RevocationListener, RevocationNotice
 from provisioning.operator_tokens import OperatorTokens
 from provisioning.peers import PeerVerifier
-from provisioning.records import CertificateRecord, DeviceRecord, DeviceStatus, GroupRecord
+from provisioning.records import DeviceStatus, GroupRecord
 from provisioning.registry import Registry, Unit
-from provisioning.tokens import EnrollmentClaims, TokenKey, is_est_password
+from provisioning.tokens import EnrollmentClaims, TokenKey
 
 _log = logging.getLogger("provisioning")
 ENROLL_REFUSED = "provisioning.enroll.refused"
@@ -174,11 +181,17 @@ class ProvisioningService(OperatorTokens):
         actor = f"client:{client}"
         resource = requested_identity or "-"
         try:
-            claims = self._enrollment_claims(token, now)
-            identity = self._identity_for(claims, requested_identity)
+            claims = enrollment_claims(
+                self.token_key,
+                self.registry,
+                token,
+                now=now,
+                leeway_s=self.limits.tokens.clock_leeway_s,
+            )
+            identity = identity_for(claims, requested_identity)
             actor = resource = identity.path
             validity, group = self._check_device(identity, claims)
-            verified = _require_verified(csr)
+            verified = require_verified(csr)
             with self.registry.unit() as unit:
                 if not unit.consume_token(
                     claims.token_id, subject=claims.subject, used_by=identity.path, now=now
@@ -193,7 +206,7 @@ class ProvisioningService(OperatorTokens):
                         now=now,
                     )
                 else:  # checked again under the device lock: a revocation may have committed
-                    _require_issuable(unit.lock_device(identity.path), identity)
+                    require_issuable(unit.lock_device(identity.path), identity)
                 issued = self._issue(verified, identity, validity, now)
                 self._record_pending(unit, issued, identity, via=via, now=now)
             self._audit_then_activate(
@@ -219,7 +232,7 @@ class ProvisioningService(OperatorTokens):
         except _TokenUnusableError:
             # Asked after the transaction ended: SQLite has one writer, and the reason is
             # only for the audit record (the client hears the same generic refusal).
-            exc = self._why_token_unusable(claims, now)
+            exc = why_token_unusable(self.registry, claims, now)
             raise self._refuse(
                 ENROLL_REFUSED, actor, resource, exc, client=client, via=via
             ) from None
@@ -305,58 +318,12 @@ class ProvisioningService(OperatorTokens):
             with self.registry.unit() as unit:
                 unit.set_certificate_status(issued.serial_hex, "revoked")
 
-    def _enrollment_claims(self, token: str, now: datetime) -> EnrollmentClaims:
-        """Claims of a JWT enrollment token, or of the short EST password standing for one
-        (its MAC verified, then the registry row: subject and expiry; consumed like the JWT)."""
-        leeway = self.limits.tokens.clock_leeway_s
-        if not is_est_password(token):
-            return self.token_key.verify_enrollment(token, now=now, leeway_s=leeway)
-        token_id = self.token_key.est_password_token_id(token)
-        row = self.registry.token(token_id)
-        if row is None or not row.subject.startswith(("device:", "group:")):
-            raise TokenError(
-                f"EST password names token {token_id}, which this registry never minted for "
-                "enrollment",
-                code="unknown-token",
-            )
-        if now > row.expires_at + timedelta(seconds=leeway):
-            raise TokenError(
-                f"token {token_id} expired at {row.expires_at:%Y-%m-%dT%H:%M:%SZ}", code="expired"
-            )
-        return EnrollmentClaims(token_id, row.subject, row.created_at, row.expires_at)
-
-    def _identity_for(self, claims: EnrollmentClaims, requested: str | None) -> DeviceIdentity:
-        try:
-            if claims.device_path is not None:
-                identity = DeviceIdentity.parse(claims.device_path)
-                if requested is not None and requested != identity.path:
-                    raise TokenError(
-                        f"token {claims.token_id} is bound to {identity.path}, not to {requested[:400]}",
-                        code="other-device",
-                    )
-                return identity
-            assert claims.group_prefix is not None
-            prefix = IdentityPrefix.parse(claims.group_prefix)
-            if requested is None:
-                raise RequestError(
-                    "a group enrollment must name the device identity", code="no-identity"
-                )
-            identity = DeviceIdentity.parse(requested)
-        except MalformedIdentityError as exc:
-            raise RequestError(f"malformed identity: {exc}", code="bad-identity") from exc
-        if not identity.is_under(prefix):
-            raise TokenError(
-                f"token {claims.token_id} is for group {prefix}; {identity} is outside it",
-                code="other-device",
-            )
-        return identity
-
     def _check_device(
         self, identity: DeviceIdentity, claims: EnrollmentClaims
     ) -> tuple[timedelta, GroupRecord | None]:
         device, group = self.registry.device_and_group(identity.path)
         if device is not None or claims.device_path is not None:
-            _require_issuable(device, identity)
+            require_issuable(device, identity)
         if device is not None and claims.group_prefix is not None:
             # A group token must never mint a second identity for a device that exists:
             # whoever holds it could otherwise impersonate any registered device on the line.
@@ -374,27 +341,6 @@ class ProvisioningService(OperatorTokens):
 
     def _validity_for(self, path: str) -> timedelta:
         return self._validity(self.registry.group_for(path))
-
-    def _why_token_unusable(self, claims: EnrollmentClaims, now: datetime) -> TokenError:
-        row = self.registry.token(claims.token_id)
-        if row is None:
-            return TokenError(
-                f"token {claims.token_id} was never minted by this registry", code="unknown-token"
-            )
-        if row.subject != claims.subject:
-            return TokenError(
-                f"token {claims.token_id} registry binding differs from its claims",
-                code="other-device",
-            )
-        if row.used_at is not None:
-            return TokenError(
-                f"token {claims.token_id} was already used at {row.used_at:%Y-%m-%dT%H:%M:%SZ} (replay)",
-                code="replayed",
-            )
-        return TokenError(
-            f"token {claims.token_id} expired at {row.expires_at:%Y-%m-%dT%H:%M:%SZ}",
-            code="expired",
-        )
 
     def _issue(
         self, csr: VerifiedCSR, identity: DeviceIdentity, validity: timedelta, now: datetime
@@ -427,16 +373,16 @@ class ProvisioningService(OperatorTokens):
             actor, resource = peer.identity.path, peer.serial_hex
             # Checked without the write lock first (a flood of refused renewals must not queue
             # on it), then again under the device lock, where the decision is made.
-            _require_renewable(
+            require_renewable(
                 self.registry.device(peer.identity.path),
                 self.registry.certificate(peer.serial_hex),
                 peer.identity,
                 peer.serial_hex,
             )
-            verified = _require_verified(csr)
+            verified = require_verified(csr)
             validity = self._validity_for(peer.identity.path)
             with self.registry.unit() as unit:
-                _require_renewable(
+                require_renewable(
                     unit.lock_device(peer.identity.path),
                     unit.certificate(peer.serial_hex),
                     peer.identity,
@@ -476,44 +422,6 @@ class ProvisioningService(OperatorTokens):
             )
             raise
         return Enrolled(peer.identity, issued)
-
-
-def _require_issuable(device: DeviceRecord | None, identity: DeviceIdentity) -> None:
-    if device is None:
-        raise DeviceStateError(f"device {identity} is not registered", code="unknown-device")
-    if device.status == DeviceStatus.REVOKED:
-        raise DeviceStateError(
-            f"device {identity} is revoked; register it again to re-enroll",
-            code="device-revoked",
-        )
-
-
-def _require_renewable(
-    device: DeviceRecord | None,
-    record: CertificateRecord | None,
-    identity: DeviceIdentity,
-    serial: str,
-) -> None:
-    """Only an enrolled device's current certificate renews."""
-    if device is None or device.status != DeviceStatus.ENROLLED:
-        raise DeviceStateError(
-            f"device {identity} is {device.status if device else 'not registered'}",
-            code="device-not-enrolled",
-        )
-    if record is None or record.status != "active" or record.device_path != identity.path:
-        raise DeviceStateError(
-            f"certificate {serial} of {identity} is {record.status if record else 'unknown to the registry'}; "
-            "only the current certificate renews",
-            code="certificate-not-current",
-        )
-
-
-def _require_verified(csr: CheckedCSR) -> VerifiedCSR:
-    """Step 3: the CSR checked where it arrived must have passed."""
-    try:
-        return csr.verified()
-    except CSRError as exc:
-        raise RequestError(f"CSR refused: {exc}", code="bad-csr") from exc
 
 
 class _TokenUnusableError(Exception):
