@@ -15,6 +15,7 @@ demo: setup
 test: setup lint
 	$(VENV)/python -m pytest -q $(COVERAGE)
 	$(VENV)/idmz demo --check
+	$(VENV)/idmz demo --check --ca vault
 
 lint: setup
 	$(VENV)/ruff check .

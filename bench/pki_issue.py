@@ -30,8 +30,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pki.csr import verify_csr
 from pki.identity import DeviceIdentity
-from pki.keys import load_private_key
+from pki.keys import KeyPolicy, load_private_key
 from pki.local import LocalCA, init_local_ca
 from pki.profiles import ProfileName
 
@@ -132,7 +133,10 @@ def main() -> int:
                     lambda p: raw_issue(p[0], p[1], issuer, key, now, verify=True), part
                 )
                 spent["product"] += timed(
-                    lambda p: ca.issue(p[0], p[1], profile=ProfileName.DEVICE, now=now), part
+                    lambda p: ca.issue(
+                        verify_csr(p[0], KeyPolicy()), p[1], profile=ProfileName.DEVICE, now=now
+                    ),
+                    part,
                 )
                 spent["sign_only"] += timed(
                     lambda p: raw_issue(p[0], p[1], issuer, key, now, verify=False), part

@@ -52,8 +52,9 @@ from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
 from audit.log import AuditLog  # noqa: E402
+from pki.csr import verify_csr  # noqa: E402
 from pki.identity import ConsumerIdentity, DeviceIdentity  # noqa: E402
-from pki.keys import generate_private_key, private_key_pem  # noqa: E402
+from pki.keys import KeyPolicy, generate_private_key, private_key_pem  # noqa: E402
 from pki.local import LocalCA, init_local_ca  # noqa: E402
 from pki.profiles import ProfileName, ServerName  # noqa: E402
 from policies import load_policy  # noqa: E402
@@ -97,7 +98,7 @@ def _issue(
         .sign(key, hashes.SHA256())
     )  # type: ignore[arg-type]
     issued = ca.issue(
-        csr.public_bytes(serialization.Encoding.PEM),
+        verify_csr(csr.public_bytes(serialization.Encoding.PEM), KeyPolicy()),
         subject,
         profile=profile,
         now=datetime.now(UTC),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from audit.log import AuditLog
 from bedrock.clock import utc_now
@@ -29,6 +30,9 @@ from provisioning.config import ServiceLimits
 from provisioning.registry import Registry
 from provisioning.service import ProvisioningService, RevocationListener
 from provisioning.tokens import TokenKey
+
+if TYPE_CHECKING:
+    from pki.vault import VaultCA
 
 _log = logging.getLogger("idmz.provisioning")
 
@@ -69,7 +73,7 @@ def certificate_policy(home: Home) -> CertificatePolicy:
 @dataclass
 class Runtime:
     home: Home
-    ca: LocalCA
+    ca: LocalCA | VaultCA
     registry: Registry
     audit: AuditLog
     token_key: TokenKey
@@ -89,11 +93,21 @@ def open_runtime(
     create_ca: bool = True,
     listeners: tuple[RevocationListener, ...] = (),
     limits: ServiceLimits | None = None,
+    ca_backend: str = "local",
 ) -> Runtime:
-    if create_ca:
-        ensure_ca(home, organization=organization)
+    """``ca_backend`` ``"vault"``: issue, renew and revoke through Vault's PKI engine, reached as
+    `idmz.vault_settings` reads it from the environment; the registry, audit log and token key
+    stay here (docs/pki.md section 8)."""
     home.provisioning_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    ca = LocalCA.open(home.ca_dir, passphrase=ca_passphrase(home, create=False))
+    ca: LocalCA | VaultCA
+    if ca_backend == "vault":
+        from idmz.vault_settings import connect_vault
+
+        ca = connect_vault(home)
+    else:
+        if create_ca:
+            ensure_ca(home, organization=organization)
+        ca = LocalCA.open(home.ca_dir, passphrase=ca_passphrase(home, create=False))
     registry = Registry.open(database_url or default_database_url(home))
     audit = open_audit_log(home)
     token_key = TokenKey.load_or_create(home.provisioning_dir / "token-key.pem")

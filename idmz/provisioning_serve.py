@@ -195,6 +195,16 @@ def _serve_worker(
                 if stop.wait(interval_s):
                     return
 
+        if index == 0 and getattr(args, "ca", "local") == "vault":  # issue 13, ADR 0019
+            from idmz.vault_settings import republish_crl_until
+
+            threading.Thread(
+                target=republish_crl_until,
+                args=(rt.ca, stop),
+                kwargs={"clock": now_utc},
+                name="vault-crl",
+                daemon=True,
+            ).start()
         if index == 0:  # one scanner per service; alerts are deduplicated in the registry anyway
             threading.Thread(target=expiry_loop, name="expiry", daemon=True).start()
             threading.Thread(target=supersession_loop, name="supersession", daemon=True).start()

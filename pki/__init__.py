@@ -29,7 +29,7 @@ _SURFACE: dict[str, tuple[str, ...]] = {
         "parse_serial",
         "pem",
     ),
-    "csr": ("load_csr",),
+    "csr": ("CheckedCSR", "VerifiedCSR", "check_csr", "load_csr", "verify_csr"),
     "errors": (
         "CSRError",
         "CertificateError",
@@ -63,6 +63,7 @@ _SURFACE: dict[str, tuple[str, ...]] = {
     "profiles": ("ProfileName", "ServerName", "parse_subject"),
     "publication": ("CAPublication", "LedgerView", "read_ledger"),
     "vault": ("VaultCA", "VaultConfig"),
+    "vault_config": ("DEFAULT_DEVICE_ROLE",),
     "verifier": ("ChainVerifier", "VerifiedDevice", "load_certificates"),
 }
 

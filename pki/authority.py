@@ -15,6 +15,7 @@ from typing import Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from pki.csr import VerifiedCSR
 from pki.profiles import ProfileName, Subject
 
 
@@ -138,15 +139,16 @@ class CertificateAuthority(Protocol):
 
     def issue(
         self,
-        unverified_csr: bytes,
+        csr: VerifiedCSR,
         subject: Subject,
         *,
         profile: ProfileName,
         now: datetime,
         validity: timedelta | None = None,
     ) -> IssuedCertificate:
-        """Check the CSR (`pki.csr.verify_csr`) and issue under ``profile``; raise
-        `CSRError` / `IssuanceRefusedError` / `KeyStoreError`."""
+        """Plan the certificate (`pki.issuance.plan_issuance`: names, profile, validity) and
+        sign the plan; raise `CSRError` / `IssuanceRefusedError` / `KeyStoreError`. Both
+        backends inherit this from `pki.issuance.PlannedIssuer` and implement only signing."""
         ...
 
     def revoke(self, serial: int, reason: RevocationReason, *, now: datetime) -> RevocationRecord:

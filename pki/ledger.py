@@ -33,6 +33,9 @@ CREATE TABLE IF NOT EXISTS certificates (
 CREATE INDEX IF NOT EXISTS certificates_subject ON certificates(subject);
 CREATE INDEX IF NOT EXISTS certificates_revoked ON certificates(revoked_at) WHERE revoked_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- The certificate itself, kept only where the CA does not keep it: Vault roles with no_store
+-- revoke by certificate, not by serial (ADR 0019).
+CREATE TABLE IF NOT EXISTS certificate_der (serial TEXT PRIMARY KEY, der BLOB NOT NULL);
 """
 
 
@@ -142,13 +145,29 @@ class Ledger:
         fingerprint: str,
         not_after: datetime,
         now: datetime,
+        certificate_der: bytes | None = None,
     ) -> None:
         with self._guard("record issued"):
+            self._db.execute("BEGIN")
             self._db.execute(
                 "INSERT INTO certificates(serial, subject, profile, fingerprint, not_after, issued_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (format_serial(serial), subject, profile, fingerprint, _ts(not_after), _ts(now)),
             )
+            if certificate_der is not None:
+                self._db.execute(
+                    "INSERT INTO certificate_der(serial, der) VALUES (?, ?)",
+                    (format_serial(serial), certificate_der),
+                )
+            self._db.execute("COMMIT")
+
+    def certificate_der(self, serial: int) -> bytes | None:
+        """The certificate recorded with ``serial`` (Vault no_store issuance only)."""
+        with self._guard("certificate"):
+            row = self._db.execute(
+                "SELECT der FROM certificate_der WHERE serial = ?", (format_serial(serial),)
+            ).fetchone()
+        return bytes(row[0]) if row else None
 
     def get(self, serial: int) -> LedgerEntry | None:
         with self._guard("get"):

@@ -35,7 +35,6 @@ from pki.authority import (
     pem,
 )
 from pki.builder import (
-    CLOCK_SKEW,
     build_intermediate,
     build_intermediate_request,
     build_leaf,
@@ -43,11 +42,11 @@ from pki.builder import (
     ca_name,
 )
 from pki.crl import RevokedEntries, crl_pem_from_der, sign_crl
-from pki.csr import verify_csr
 from pki.errors import ConfigError, CSRError, IssuanceRefusedError, KeyStoreError
 from pki.files import CAPaths, require_owner_only
 from pki.files import load_ca_certificate as _load_cert
 from pki.files import require_aware as _require_aware
+from pki.issuance import IssuanceLimits, IssuancePlan, PlannedIssuer
 from pki.keys import (
     KeyPolicy,
     PrivateKey,
@@ -57,7 +56,7 @@ from pki.keys import (
     write_private_key,
 )
 from pki.ledger import Ledger, LedgerEntry
-from pki.profiles import PROFILES, ProfileName, Subject, check_subject_matches
+from pki.profiles import PROFILES, ProfileName, Subject
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +211,7 @@ def _crl_number(bundle: CRLBundle) -> int:
         return -1
 
 
-class LocalCA:
+class LocalCA(PlannedIssuer):
     """Issues from the issuing CA's key held in memory; thread-safe; many processes may share
     one CA directory (the ledger is SQLite, CRL files are replaced atomically)."""
 
@@ -230,6 +229,9 @@ class LocalCA:
         self._key = issuing_key
         self._root = root
         self._config = config
+        self._limits = IssuanceLimits(
+            key_policy=config.key_policy, max_validity=config.max_validity
+        )
         self._ledger = Ledger(paths.ledger)
         self._crl_lock = threading.Lock()
         self._crl: CRLBundle | None = None
@@ -258,58 +260,33 @@ class LocalCA:
 
     # -- CertificateAuthority -------------------------------------------------------------
 
-    def issue(
-        self,
-        unverified_csr: bytes,
-        subject: Subject,
-        *,
-        profile: ProfileName,
-        now: datetime,
-        validity: timedelta | None = None,
-    ) -> IssuedCertificate:
-        _require_aware(now)
-        check_subject_matches(profile, subject)
-        verified = verify_csr(unverified_csr, subject, self._config.key_policy)
-        lifetime = validity if validity is not None else PROFILES[profile].default_validity
-        limit = self._config.max_validity[profile]
-        if lifetime <= timedelta(0) or lifetime > limit:
-            raise IssuanceRefusedError(
-                f"{profile} certificates for {subject} may be valid for up to {limit.days} days; "
-                f"{lifetime.days} days were requested"
-            )
-        if now < self._issuing.not_valid_before_utc - CLOCK_SKEW:
-            raise IssuanceRefusedError(
-                f"the issuing CA is not valid until {self._issuing.not_valid_before_utc:%Y-%m-%d %H:%M}Z "
-                f"but the time given is {now:%Y-%m-%d %H:%M}Z; check this host's clock"
-            )
-        not_after = now + lifetime
-        if not_after > self._issuing.not_valid_after_utc:
-            raise IssuanceRefusedError(
-                f"a certificate for {subject} valid until {not_after:%Y-%m-%d} would outlive the issuing "
-                f"CA (valid until {self._issuing.not_valid_after_utc:%Y-%m-%d}); renew the issuing CA "
-                f"or request a shorter validity"
-            )
+    @property
+    def issuance_limits(self) -> IssuanceLimits:
+        return self._limits
+
+    def sign(self, plan: IssuancePlan) -> IssuedCertificate:
+        """Sign ``plan`` with the issuing key and record it in the ledger."""
         cert = build_leaf(
-            public_key=verified.public_key,
-            subject=subject,
-            profile=profile,
+            public_key=plan.public_key,
+            subject=plan.subject,
+            profile=plan.profile,
             issuer=self._issuing,
             issuer_key=self._key,
             serial=x509.random_serial_number(),
-            not_before=now - CLOCK_SKEW,
-            not_after=not_after,
+            not_before=plan.not_before,
+            not_after=plan.not_after,
             authority_key_identifier=self._aki,
         )
         self._ledger.record_issued(
             serial=cert.serial_number,
-            subject=subject.path,
-            profile=profile.value,
+            subject=plan.subject.path,
+            profile=plan.profile.value,
             fingerprint=fingerprint_sha256(cert),
-            not_after=not_after,
-            now=now,
+            not_after=plan.not_after,
+            now=plan.issued_at,
         )
         return IssuedCertificate(
-            certificate=cert, chain=self.ca_chain(), profile=profile, subject=subject
+            certificate=cert, chain=self.ca_chain(), profile=plan.profile, subject=plan.subject
         )
 
     def revoke(self, serial: int, reason: RevocationReason, *, now: datetime) -> RevocationRecord:

@@ -7,11 +7,12 @@ The only module that imports ``hvac``; every hvac/requests exception is translat
 
 >>> ca = VaultCA.connect(VaultConfig(url="https://vault.plant1:8200", mount="pki_int",
 ...     role="idmz-device", role_id="...", secret_id="..."))                 # doctest: +SKIP
->>> issued = ca.issue(csr_pem, identity, profile=ProfileName.DEVICE, now=now)  # doctest: +SKIP
+>>> issued = ca.issue(verified_csr, identity, profile=ProfileName.DEVICE, now=now)  # doctest: +SKIP
 
-Vault is an upstream, not a judge: before calling ``sign/<role>`` the CSR passes the same local
-checks as the embedded CA (`pki.csr.verify_csr`), and what Vault returns must carry exactly the
-names, key, EKU and validity that were asked for, chained to the issuing CA. A certificate that
+Vault is an upstream, not a judge: the certificate is planned by `pki.issuance` exactly as for
+the embedded CA (names, profile, validity, limits; ADR 0018), Vault only signs the plan, and
+what it returns must carry exactly the planned names, key, EKU and validity, chained to the
+issuing CA. A certificate that
 does not (a role with ``use_csr_sans``/``use_csr_common_name``, a ``max_ttl`` that silently cut
 the validity, a role that adds serverAuth to device certificates) is revoked in Vault at once and
 the request refused, naming what differed.
@@ -19,98 +20,136 @@ the request refused, naming what differed.
 
 from __future__ import annotations
 
-import ipaddress
-import itertools
 import threading
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import hvac
 import hvac.exceptions
 import requests
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
 
 from pki.authority import (
     CRLBundle,
     IssuedCertificate,
     RevocationReason,
     RevocationRecord,
+    fingerprint_sha256,
     format_serial,
 )
-from pki.builder import subject_alt_names
 from pki.crl import load_crl
-from pki.csr import verify_csr
 from pki.errors import IssuanceRefusedError, KeyStoreError
-from pki.files import require_aware
+from pki.files import CAPaths, require_aware
 from pki.identity import ConsumerIdentity, DeviceIdentity
-from pki.profiles import PROFILES, ProfileName, SignerName, Subject, check_subject_matches
+from pki.issuance import IssuanceLimits, IssuancePlan, PlannedIssuer
+from pki.ledger import Ledger, LedgerEntry
+from pki.profiles import SignerName, Subject
+from pki.vault_answers import TokenLease, check_returned, checked_chain, data_of, issued_by
 from pki.vault_config import VaultConfig as VaultConfig  # re-exported: pki.vault.VaultConfig
 from pki.vault_config import vault_serial as vault_serial
+from pki.vault_mirror import VaultMirror
 
 _T = TypeVar("_T")
-# Vault stamps NotBefore 30 s in the past and may round; anything within this is "as asked".
-VALIDITY_TOLERANCE = timedelta(minutes=5)
 
 
-class VaultCA:
+class VaultCA(PlannedIssuer):
     """Issue, revoke and read CRLs through Vault's PKI engine (``sign/<role>``, ``revoke``,
     ``ca_chain``, ``crl/pem``). Thread-safe: one client, re-login under a lock on 403."""
 
-    def __init__(self, config: VaultConfig, client: Any) -> None:
+    def __init__(
+        self,
+        config: VaultConfig,
+        client: Any,
+        *,
+        ledger: Ledger | None = None,
+        mirror: VaultMirror | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._config = config
         self._client = client
+        self._ledger = ledger
+        self._mirror = mirror
+        self._monotonic = monotonic
+        self._limits = IssuanceLimits(key_policy=config.key_policy)
         self._lock = threading.Lock()
         self._chain: tuple[x509.Certificate, ...] | None = None
+        self._token = TokenLease(obtained_at=monotonic(), lease_s=0.0, renewable=False)
+        self.renewals = 0  # AppRole token renewals (renew-self), for operators and tests
+        self.logins = 0
 
     @classmethod
-    def connect(cls, config: VaultConfig) -> VaultCA:
+    def connect(cls, config: VaultConfig, *, ca_dir: Path | None = None) -> VaultCA:
+        """Log in with AppRole. With a ``ca_dir`` (``<home>/ca``), every certificate Vault signs
+        is recorded in its ``ledger.sqlite`` too (serial, subject, not-after, and the certificate,
+        so a role with ``no_store`` can still revoke it), and Vault's chain and CRL are
+        republished there as the CA files brokers and the relay read (ADR 0019)."""
         client = hvac.Client(
             url=config.url,
             namespace=config.namespace,
             verify=config.ca_bundle if config.ca_bundle else True,
             timeout=config.timeout_s,
         )
-        ca = cls(config, client)
-        ca._login()
+        ledger = mirror = None
+        if ca_dir is not None:
+            ca_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            paths = CAPaths(ca_dir)
+            ledger, mirror = Ledger(paths.ledger), VaultMirror(paths)
+        ca = cls(config, client, ledger=ledger, mirror=mirror)
+        try:
+            with ca._lock:
+                ca._login()
+            if mirror is not None:
+                ca.current_crl(now=datetime.now(UTC))  # reads and publishes the chain too
+        except BaseException:
+            ca.close()
+            raise
         return ca
+
+    @property
+    def paths(self) -> CAPaths:
+        if self._mirror is None:
+            raise KeyStoreError("this Vault CA was opened without a CA directory")
+        return self._mirror.paths
+
+    @property
+    def root_fingerprint(self) -> str:
+        return fingerprint_sha256(self.ca_chain()[-1])
 
     def close(self) -> None:
         self._client.adapter.close()
+        if self._ledger is not None:
+            self._ledger.close()
+
+    @property
+    def ledger(self) -> Ledger | None:
+        return self._ledger
+
+    def lookup(self, serial: int) -> LedgerEntry | None:
+        """The ledger's row for ``serial`` (None without a CA directory or if unknown)."""
+        return self._ledger.get(serial) if self._ledger is not None else None
+
+    def certificates_for(self, subject: Subject | str) -> list[LedgerEntry]:
+        """Every certificate Vault signed for ``subject`` through idmz, oldest first."""
+        if self._ledger is None:
+            return []
+        return self._ledger.by_subject(subject if isinstance(subject, str) else subject.path)
 
     # -- CertificateAuthority -------------------------------------------------------------
 
-    def issue(
-        self,
-        unverified_csr: bytes,
-        subject: Subject,
-        *,
-        profile: ProfileName,
-        now: datetime,
-        validity: timedelta | None = None,
-    ) -> IssuedCertificate:
-        require_aware(now)
-        check_subject_matches(profile, subject)
-        verified = verify_csr(unverified_csr, subject, self._config.key_policy)
-        spec = PROFILES[profile]
-        lifetime = validity if validity is not None else spec.default_validity
-        if lifetime <= timedelta(0) or lifetime > spec.max_validity:
-            raise IssuanceRefusedError(
-                f"{profile} certificates for {subject} may be valid for up to "
-                f"{spec.max_validity.days} days; {lifetime.days} days were requested"
-            )
-        chain = self.ca_chain()
-        not_after = now + lifetime
-        if not_after > chain[0].not_valid_after_utc:
-            raise IssuanceRefusedError(
-                f"a certificate for {subject} valid until {not_after:%Y-%m-%d} would outlive the "
-                f"issuing CA in Vault (valid until {chain[0].not_valid_after_utc:%Y-%m-%d})"
-            )
+    @property
+    def issuance_limits(self) -> IssuanceLimits:
+        return self._limits
+
+    def sign(self, plan: IssuancePlan) -> IssuedCertificate:
+        """Send the plan to ``sign/<role>`` with the names idmz decided, then check Vault's
+        answer against the plan; a certificate that differs is revoked in Vault and refused."""
+        subject = plan.subject
         params: dict[str, Any] = {
-            "ttl": f"{int(lifetime.total_seconds())}s",
+            "ttl": f"{int(plan.lifetime.total_seconds())}s",
             "format": "pem",
             "exclude_cn_from_sans": True,
         }
@@ -121,58 +160,87 @@ class VaultCA:
                 params["alt_names"] = ",".join(subject.dns_names)
             if subject.ip_addresses:
                 params["ip_sans"] = ",".join(str(ip) for ip in subject.ip_addresses)
-        csr_pem = verified.csr.public_bytes(serialization.Encoding.PEM).decode()
+        csr_pem = plan.csr.csr.public_bytes(serialization.Encoding.PEM).decode()
         response = self._call(
             f"sign {subject}",
             lambda: self._client.secrets.pki.sign_certificate(
-                name=self._config.role_for(profile),
+                name=self._config.role_for(plan.profile),
                 csr=csr_pem,
                 common_name=subject.path,
                 extra_params=params,
                 mount_point=self._config.mount,
             ),
         )
-        data = _data(response, f"sign {subject}")
+        data = data_of(response, f"sign {subject}")
         try:
             cert = x509.load_pem_x509_certificate(str(data["certificate"]).encode())
         except (KeyError, ValueError, x509.InvalidVersion) as exc:
             raise KeyStoreError(f"Vault's answer for {subject} holds no PEM certificate") from exc
-        if not _issued_by(cert, chain[0]):
+        chain = self.ca_chain()
+        if not issued_by(cert, chain[0]):
             # The mount's issuer may have been rotated since the chain was cached: re-read once.
             self._chain = None
             chain = self.ca_chain()
         try:
-            _check_returned(cert, verified.public_key, subject, profile, chain[0], not_after)
+            check_returned(cert, plan, chain[0])
         except IssuanceRefusedError:
             # Do not leave a certificate we refused to hand out valid in Vault.
-            self._call(
-                f"revoke {format_serial(cert.serial_number)}",
-                lambda: self._client.secrets.pki.revoke_certificate(
-                    serial_number=vault_serial(cert.serial_number),
-                    mount_point=self._config.mount,
-                ),
-            )
+            self._revoke_in_vault(cert.serial_number, cert)
             raise
-        return IssuedCertificate(certificate=cert, chain=chain, profile=profile, subject=subject)
+        if self._ledger is not None:
+            try:
+                self._ledger.record_issued(
+                    serial=cert.serial_number,
+                    subject=subject.path,
+                    profile=plan.profile.value,
+                    fingerprint=fingerprint_sha256(cert),
+                    not_after=cert.not_valid_after_utc,
+                    now=plan.issued_at,
+                    certificate_der=cert.public_bytes(serialization.Encoding.DER),
+                )
+            except KeyStoreError:
+                # Never hand out a certificate idmz could not revoke later.
+                self._revoke_in_vault(cert.serial_number, cert)
+                raise
+        return IssuedCertificate(
+            certificate=cert, chain=chain, profile=plan.profile, subject=subject
+        )
 
     def revoke(self, serial: int, reason: RevocationReason, *, now: datetime) -> RevocationRecord:
         """Revoke in Vault (which rebuilds its CRL). Vault records no reason code: the reason
         lives in the audit record the caller writes. Vault answers a second revocation with the
         first one's time and no marker, so ``cert/<serial>`` is read first to tell them apart."""
         require_aware(now)
-        label = f"revoke {format_serial(serial)}"
         earlier = self._revocation_time(serial)
         if earlier is not None:
+            if self._ledger is not None:
+                self._ledger.mark_revoked(serial, reason, earlier)
             return RevocationRecord(serial, reason, earlier, already_revoked=True)
+        der = self._ledger.certificate_der(serial) if self._ledger is not None else None
+        cert = x509.load_der_x509_certificate(der) if der is not None else None
+        stamp = self._revoke_in_vault(serial, cert)
+        revoked_at = datetime.fromtimestamp(int(stamp), UTC) if stamp else now
+        if self._ledger is not None:
+            self._ledger.mark_revoked(serial, reason, revoked_at)
+        if self._mirror is not None:
+            self.current_crl(now=now)  # Vault rebuilt its CRL: republish it now
+        return RevocationRecord(serial, reason, revoked_at)
+
+    def _revoke_in_vault(self, serial: int, cert: x509.Certificate | None) -> Any:
+        """``revoke`` with the certificate when idmz holds it (required for roles with
+        ``no_store``; Vault then keeps the revocation), else by serial. Returns Vault's
+        ``revocation_time``."""
+        label = f"revoke {format_serial(serial)}"
+        body: dict[str, str] = (
+            {"certificate": cert.public_bytes(serialization.Encoding.PEM).decode()}
+            if cert is not None
+            else {"serial_number": vault_serial(serial)}
+        )
         response = self._call(
             label,
-            lambda: self._client.secrets.pki.revoke_certificate(
-                serial_number=vault_serial(serial), mount_point=self._config.mount
-            ),
+            lambda: self._client.adapter.post(f"/v1/{self._config.mount}/revoke", json=body),
         )
-        stamp = _data(response, label).get("revocation_time")
-        revoked_at = datetime.fromtimestamp(int(stamp), UTC) if stamp else now
-        return RevocationRecord(serial, reason, revoked_at)
+        return data_of(response, label).get("revocation_time")
 
     def _revocation_time(self, serial: int) -> datetime | None:
         """When Vault revoked ``serial``, or None (not revoked, or unknown: revoke then says so)."""
@@ -186,12 +254,27 @@ class VaultCA:
             )
         except IssuanceRefusedError:
             return None
-        stamp = _data(response, "read certificate").get("revocation_time")
+        stamp = data_of(response, "read certificate").get("revocation_time")
         return datetime.fromtimestamp(int(stamp), UTC) if stamp else None
 
     def current_crl(self, *, now: datetime) -> CRLBundle:
-        """Vault's current CRL (``crl/pem``), checked: signed by the issuing CA and not stale."""
+        """Vault's current CRL (``crl/pem``), checked: signed by the issuing CA and not stale.
+        If less than ``crl_refresh_margin`` remains before its nextUpdate, Vault is asked to
+        rebuild it first (``crl/rotate``). With a CA directory, a newer CRL is republished as
+        ``crl.pem``/``crl.der`` (`pki.vault_mirror`)."""
         require_aware(now)
+        bundle = self._read_crl(now)
+        if bundle.next_update - now < self._config.crl_refresh_margin:
+            self._call(
+                "rotate CRL",
+                lambda: self._client.adapter.get(f"/v1/{self._config.mount}/crl/rotate"),
+            )
+            bundle = self._read_crl(now)
+        if self._mirror is not None:
+            self._mirror.publish_crl(bundle)
+        return bundle
+
+    def _read_crl(self, now: datetime) -> CRLBundle:
         text = self._call(
             "read CRL", lambda: self._client.secrets.pki.read_crl(mount_point=self._config.mount)
         )
@@ -222,16 +305,25 @@ class VaultCA:
                 mount_point=self._config.mount
             ),
         )
-        self._chain = _checked_chain(str(text).encode())
+        self._chain = checked_chain(str(text).encode())
+        if self._mirror is not None:
+            self._mirror.publish_chain(self._chain)
         return self._chain
 
     # -- plumbing ---------------------------------------------------------------------------
 
     def _login(self) -> None:
+        """AppRole login (under ``self._lock``). The secret_id is read now, so a rotated one is
+        picked up by the next login."""
         try:
-            self._client.auth.approle.login(
+            secret_id = self._config.current_secret_id()
+        except Exception as exc:
+            raise KeyStoreError(f"cannot read the Vault AppRole secret_id: {exc}") from exc
+        started = self._monotonic()
+        try:
+            response = self._client.auth.approle.login(
                 role_id=self._config.role_id,
-                secret_id=self._config.secret_id,
+                secret_id=secret_id,
                 mount_point=self._config.approle_mount,
             )
         except hvac.exceptions.VaultError as exc:
@@ -243,9 +335,41 @@ class VaultCA:
             ) from exc
         except requests.exceptions.RequestException as exc:
             raise KeyStoreError(f"cannot reach Vault at {self._config.url} for login") from exc
+        self._token = TokenLease.from_auth(response, obtained_at=started)
+        self.logins += 1
+
+    def _fresh_token(self) -> None:
+        """Renew the AppRole token before it expires (``renew-self`` once less than
+        ``renew_at_fraction`` of its lease remains); when it cannot be renewed (not renewable,
+        its max TTL reached, or revoked) log in again. Without a lease (a root or periodic
+        token) nothing is done."""
+        with self._lock:
+            lease = self._token
+            if lease.lease_s <= 0:
+                return
+            now = self._monotonic()
+            if lease.remaining_s(now) > lease.lease_s * self._config.renew_at_fraction:
+                return
+            if lease.renewable:
+                try:
+                    renewed = TokenLease.from_auth(
+                        self._client.auth.token.renew_self(), obtained_at=now
+                    )
+                except (hvac.exceptions.VaultError, requests.exceptions.RequestException):
+                    renewed = None
+                # A renewal capped by the token's max TTL buys too little: log in instead.
+                if renewed is not None and renewed.lease_s > lease.lease_s * (
+                    self._config.renew_at_fraction
+                ):
+                    self._token = renewed
+                    self.renewals += 1
+                    return
+            self._login()
 
     def _call(self, what: str, func: Callable[[], _T]) -> _T:
-        """Run ``func``; on 403 (token expired or revoked) log in again once and retry."""
+        """Run ``func`` with a fresh token; on 403 (token expired or revoked early) log in again
+        once and retry."""
+        self._fresh_token()
         try:
             return self._call_once(what, func, translate_forbidden=False)
         except hvac.exceptions.Forbidden:
@@ -277,115 +401,3 @@ def _errors(exc: hvac.exceptions.VaultError) -> str:
     if isinstance(errors, list) and errors:
         return "; ".join(str(e)[:300] for e in errors)
     return "no detail"
-
-
-def _data(response: object, what: str) -> dict[str, Any]:
-    """The ``data`` member of Vault's JSON envelope."""
-    data = response.get("data") if isinstance(response, dict) else None
-    if not isinstance(data, dict):
-        raise KeyStoreError(f"Vault's answer to {what} has no data object")
-    return data
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
-def _checked_chain(pem_text: bytes) -> tuple[x509.Certificate, ...]:
-    try:
-        chain = tuple(x509.load_pem_x509_certificates(pem_text))
-    except ValueError as exc:
-        raise KeyStoreError("Vault's ca_chain is not PEM certificates") from exc
-    if not chain:
-        raise KeyStoreError("Vault's ca_chain is empty; configure the mount's issuer")
-    for child, parent in itertools.pairwise(chain):
-        try:
-            child.verify_directly_issued_by(parent)
-        except (ValueError, TypeError, InvalidSignature) as exc:
-            raise KeyStoreError("Vault's ca_chain is out of order or broken") from exc
-    try:
-        chain[-1].verify_directly_issued_by(chain[-1])
-    except (ValueError, TypeError, InvalidSignature) as exc:
-        raise KeyStoreError(
-            "Vault's ca_chain does not end at a self-signed root; import the issuing CA with "
-            "its full chain (set-signed with the root appended)"
-        ) from exc
-    return chain
-
-
-def _check_returned(
-    cert: x509.Certificate,
-    public_key: object,
-    subject: Subject,
-    profile: ProfileName,
-    issuing: x509.Certificate,
-    not_after: datetime,
-) -> None:
-    """Refuse a certificate from Vault that says anything other than what was asked."""
-    problems: list[str] = []
-    if cert.public_key() != public_key:
-        problems.append("it certifies a different public key than the CSR's")
-    if not _issued_by(cert, issuing):
-        problems.append("it is not signed by the issuing CA in ca_chain")
-    cns = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    if cns != [subject.path]:
-        problems.append(
-            f"CN expected {subject.path!r}, found {cns} (set use_csr_common_name=false)"
-        )
-    try:
-        found = list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
-    except x509.ExtensionNotFound:
-        found = []
-    expected = subject_alt_names(subject)
-    if sorted(map(_name, found)) != sorted(map(_name, expected)):
-        problems.append(
-            f"SANs expected {sorted(map(_name, expected))}, found {sorted(map(_name, found))} "
-            "(set use_csr_sans=false and exclude_cn_from_sans)"
-        )
-    try:
-        ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
-        ca = False
-    if ca:
-        problems.append("it says CA:true")
-    try:
-        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-        if not usage.digital_signature or usage.key_cert_sign or usage.crl_sign:
-            problems.append(
-                "keyUsage must include digitalSignature and exclude certificate/CRL signing"
-            )
-    except x509.ExtensionNotFound:
-        problems.append("keyUsage is missing")
-    want = PROFILES[profile].extended_key_usage
-    try:
-        ekus = list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
-    except x509.ExtensionNotFound:
-        ekus = []
-    if ekus != [want]:
-        names = [getattr(e, "_name", e.dotted_string) for e in ekus]
-        problems.append(
-            f"extendedKeyUsage expected only {getattr(want, '_name', want.dotted_string)}, "
-            f"found {names} (set the role's server_flag/client_flag/code_signing_flag)"
-        )
-    delta = cert.not_valid_after_utc - not_after
-    if abs(delta) > VALIDITY_TOLERANCE:
-        problems.append(
-            f"valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M}Z, asked until "
-            f"{not_after:%Y-%m-%d %H:%M}Z (a role or mount max_ttl cut it; raise it or ask less)"
-        )
-    if problems:
-        raise IssuanceRefusedError(
-            f"Vault returned certificate {format_serial(cert.serial_number)} for {subject} that "
-            f"does not match the request, revoked it and refused: {'; '.join(problems)}"
-        )
-
-
-def _name(name: x509.GeneralName) -> str:
-    value = name.value
-    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
-        return f"IP:{value}"
-    return f"{type(name).__name__}:{value}"

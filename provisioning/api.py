@@ -38,6 +38,7 @@ from starlette.types import ASGIApp
 
 from bedrock.errors import http_status_for
 from pki.authority import fingerprint_sha256, pem
+from pki.csr import check_csr
 from provisioning.bodylimit import BodyLimit
 from provisioning.config import ServiceLimits
 from provisioning.errors import (
@@ -50,6 +51,7 @@ from provisioning.errors import (
     UpstreamError,
     UsageError,
 )
+from provisioning.est import EST_CHALLENGE, EST_PREFIX
 from provisioning.expiry import scan_expiry
 from provisioning.ratelimit import KeyedRateLimiter
 from provisioning.schemas import (
@@ -66,7 +68,7 @@ from provisioning.schemas import (
     TokenIn,
     TokenOut,
 )
-from provisioning.service import Enrolled, ProvisioningService
+from provisioning.service import ENROLL_REFUSED, RENEW_REFUSED, Enrolled, ProvisioningService
 from provisioning.tokens import OperatorClaims, Role, token_digest
 
 _log = logging.getLogger("provisioning.api")
@@ -100,6 +102,38 @@ def bearer_token(request: Request) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise TokenError("no bearer token was presented", code="no-token")
     return token.strip()
+
+
+def enroll_with_csr(
+    service: ProvisioningService,
+    token: str,
+    unverified_csr: bytes,
+    *,
+    now: datetime,
+    client: str,
+    via: str,
+    requested_identity: str | None = None,
+) -> Enrolled:
+    """Blocking (run it in the thread pool, one hop): parse and verify the CSR once, then enroll
+    with the result; a refused CSR is reported by the service after authentication (ADR 0018)."""
+    csr = check_csr(unverified_csr, service.key_policy)
+    return service.enroll(
+        token, csr, now=now, client=client, via=via, requested_identity=requested_identity
+    )
+
+
+def renew_with_csr(
+    service: ProvisioningService,
+    peer_der: bytes | None,
+    unverified_csr: bytes,
+    *,
+    now: datetime,
+    client: str,
+    via: str,
+) -> Enrolled:
+    """Blocking, like `enroll_with_csr`, for renewal over mutual TLS."""
+    csr = check_csr(unverified_csr, service.key_policy)
+    return service.renew(peer_der, csr, now=now, client=client, via=via)
 
 
 def certificate_response(result: Enrolled) -> CertificateResponse:
@@ -169,10 +203,7 @@ def _operator(role: Role) -> Callable[[Request], OperatorClaims]:
 AuditorClaims = Annotated[OperatorClaims, Depends(_operator(Role.AUDITOR))]
 OperatorRoleClaims = Annotated[OperatorClaims, Depends(_operator(Role.OPERATOR))]
 
-_REFUSAL_ACTIONS = {
-    "/v1/enroll": "provisioning.enroll.refused",
-    "/v1/renew": "provisioning.renew.refused",
-}
+_REFUSAL_ACTIONS = {"/v1/enroll": ENROLL_REFUSED, "/v1/renew": RENEW_REFUSED}
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorOut} for s in (400, 401, 403, 413, 429, 503)
@@ -201,8 +232,10 @@ def create_app(
     )
 
     @app.exception_handler(TokenError)
-    async def _token(_: Request, exc: TokenError) -> JSONResponse:
-        return _error(401, "unauthorized", exc.public, {"WWW-Authenticate": "Bearer"})
+    async def _token(request: Request, exc: TokenError) -> JSONResponse:
+        est = request.url.path.startswith(EST_PREFIX)
+        challenge = EST_CHALLENGE if est else "Bearer"
+        return _error(401, "unauthorized", exc.public, {"WWW-Authenticate": challenge})
 
     @app.exception_handler(DeviceStateError)
     async def _state(_: Request, exc: DeviceStateError) -> JSONResponse:
@@ -304,7 +337,7 @@ def create_app(
         except TokenError as exc:
             await run_in_threadpool(
                 service.record_refusal,
-                "provisioning.enroll.refused",
+                ENROLL_REFUSED,
                 exc,
                 client=client,
                 via="enroll",
@@ -312,11 +345,13 @@ def create_app(
             raise
         limiters.token.admit(token_digest(token), now_s=monotonic())
         result = await run_in_threadpool(
-            service.enroll,
+            enroll_with_csr,
+            service,
             token,
             body.csr.encode(),
             now=clock(),
             client=client,
+            via="enroll",
             requested_identity=body.identity,
         )
         return certificate_json(result)
@@ -326,11 +361,13 @@ def create_app(
         """Renewal authenticated by the current certificate over mutual TLS."""
         client = admit_client(request)
         result = await run_in_threadpool(
-            service.renew,
+            renew_with_csr,
+            service,
             peer_certificate_der(request),
             body.csr.encode(),
             now=clock(),
             client=client,
+            via="renew",
         )
         return certificate_json(result)
 

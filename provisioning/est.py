@@ -3,11 +3,12 @@
 enroll without idmz code on the device.
 
 * ``GET cacerts`` (4.1): the issuing CA and the root as a certs-only CMS (PKCS#7) structure,
-  base64 (``Content-Transfer-Encoding: base64``). The client checks the root against its pin.
+  base64 in one line (``Content-Transfer-Encoding: base64``, RFC 8951 section 3.1). The client checks the root against its pin.
 * ``POST simpleenroll`` (4.2): body is a base64 DER PKCS#10 (``application/pkcs10``); the client
   authenticates with the one-time enrollment token, either ``Authorization: Bearer <token>`` or
   HTTP Basic with any user name and the token as the password (3.2.3, for clients that only
-  speak Basic). The reply (4.2.3) is ``application/pkcs7-mime; smime-type=certs-only`` with the
+  speak Basic). A refused token is challenged with ``WWW-Authenticate: Basic`` (what RFC 7030
+  clients answer), not Bearer. The reply (4.2.3) is ``application/pkcs7-mime; smime-type=certs-only`` with the
   new certificate, base64.
 * ``POST simplereenroll`` (4.2.2): authenticated by the current certificate over mutual TLS.
 """
@@ -27,13 +28,16 @@ from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from provisioning.errors import RefusedError, RequestError, TokenError
-from provisioning.service import ProvisioningService
+from provisioning.service import ENROLL_REFUSED, RENEW_REFUSED, ProvisioningService
 from provisioning.tokens import token_digest
 
 if TYPE_CHECKING:
     from provisioning.api import Limiters
 
 PKCS7_CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only"
+EST_PREFIX = "/.well-known/est/"
+# RFC 7030 section 3.2.3: EST clients answer an HTTP Basic challenge.
+EST_CHALLENGE = 'Basic realm="idmz EST"'
 _PKCS10_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -53,9 +57,11 @@ _PKCS7_RESPONSE: dict[int | str, dict[str, Any]] = {
 
 
 def certs_only(certs: list[Any]) -> bytes:
-    """A base64 certs-only CMS SignedData (RFC 7030 section 4.1.3), 64-column lines."""
+    """A base64 certs-only CMS SignedData (RFC 7030 section 4.1.3), in one line: RFC 8951
+    section 3.1 fixes EST's base64 as RFC 4648 section 4, without line breaks, and clients such
+    as strongSwan's ``pki --est`` decode no whitespace."""
     der = pkcs7.serialize_certificates(certs, serialization.Encoding.DER)
-    return base64.encodebytes(der)
+    return base64.b64encode(der)
 
 
 def certs_response(certs: list[Any], media_type: str = PKCS7_CERTS_ONLY) -> Response:
@@ -119,7 +125,12 @@ def add_est_routes(
     limiters: Limiters,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> None:
-    from provisioning.api import client_address, peer_certificate_der
+    from provisioning.api import (
+        client_address,
+        enroll_with_csr,
+        peer_certificate_der,
+        renew_with_csr,
+    )
 
     base = "/.well-known/est"
 
@@ -141,7 +152,7 @@ def add_est_routes(
         except TokenError as exc:
             await record_refusal_off_loop(
                 service,
-                "provisioning.enroll.refused",
+                ENROLL_REFUSED,
                 exc,
                 client=client_address(request),
                 via="est",
@@ -152,12 +163,10 @@ def add_est_routes(
         try:
             csr = decode_pkcs10(body)
         except RequestError as exc:
-            await record_refusal_off_loop(
-                service, "provisioning.enroll.refused", exc, client=client, via="est"
-            )
+            await record_refusal_off_loop(service, ENROLL_REFUSED, exc, client=client, via="est")
             raise
         result = await run_in_threadpool(
-            service.enroll, token, csr, now=clock(), client=client, via="est"
+            enroll_with_csr, service, token, csr, now=clock(), client=client, via="est"
         )
         return certs_response([result.issued.certificate])
 
@@ -175,11 +184,9 @@ def add_est_routes(
         try:
             csr = decode_pkcs10(body)
         except RequestError as exc:
-            await record_refusal_off_loop(
-                service, "provisioning.renew.refused", exc, client=client, via="est"
-            )
+            await record_refusal_off_loop(service, RENEW_REFUSED, exc, client=client, via="est")
             raise
         result = await run_in_threadpool(
-            service.renew, peer, csr, now=clock(), client=client, via="est-reenroll"
+            renew_with_csr, service, peer, csr, now=clock(), client=client, via="est-reenroll"
         )
         return certs_response([result.issued.certificate])

@@ -31,7 +31,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bedrock.files import write_atomic
 from pki.authority import CertificateAuthority
-from pki.keys import generate_private_key, write_private_key
+from pki.csr import verify_csr
+from pki.keys import KeyPolicy, generate_private_key, write_private_key
 from pki.profiles import ProfileName, ServerName
 from provisioning.config import HttpLimits
 from provisioning.errors import ConfigError
@@ -274,9 +275,8 @@ def ensure_server_certificate(
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .sign(key, hashes.SHA256())
     )
-    issued = ca.issue(
-        csr.public_bytes(serialization.Encoding.PEM), names, profile=ProfileName.SERVER, now=now
-    )
+    verified = verify_csr(csr.public_bytes(serialization.Encoding.PEM), KeyPolicy())
+    issued = ca.issue(verified, names, profile=ProfileName.SERVER, now=now)
     write_private_key(key_path, key, None)
     write_atomic(cert_path, issued.leaf_pem() + issued.chain_pem())
     return cert_path, key_path

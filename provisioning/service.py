@@ -7,13 +7,16 @@ registry unchanged. The HTTP layer only translates; it decides nothing.
 
 Order of an enrollment (each step refuses on failure):
 
+0. (HTTP layer, `pki.csr.check_csr`) parse and verify the CSR once: size, hash, the
+   certificate policy's key rules, proof of possession, extensions -> a `VerifiedCSR`, or a
+   `RefusedCSR` that holds the refusal until step 3 (ADR 0018);
 1. verify the token (signature with the pinned algorithm, audience, expiry) -> claims;
 2. resolve the device the token is bound to; it must be registered and not revoked;
-3. check the CSR's key against the certificate policy;
+3. the CSR must have passed step 0 (else refused here, after authentication, as before);
 4. in one registry transaction: consume the token (conditional UPDATE), lock the device row
-   and check again that it is not revoked, issue (the CA checks proof of possession and names;
-   a refusal rolls the consumption back, so the token survives a bad CSR) and record the
-   certificate as ``pending``; commit;
+   and check again that it is not revoked, issue (the CA plans the certificate, checking the
+   CSR's names against the identity, and signs the plan; a refusal rolls the consumption back,
+   so the token survives a bad CSR) and record the certificate as ``pending``; commit;
 5. append the audit record (durable; concurrent requests share fsyncs), then, under the device
    lock again, mark the certificate ``active`` and the device ``enrolled`` unless the device was
    revoked meanwhile (then the certificate is revoked and the request refused). If the audit
@@ -32,23 +35,31 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from audit.errors import AuditError
 from audit.events import AuditEvent, AuditSink, Outcome
 from pki.authority import (
     CertificateAuthority,
     IssuedCertificate,
     RevocationReason,
 )
-from pki.csr import load_csr
+from pki.csr import CheckedCSR, VerifiedCSR
 from pki.errors import (
     CSRError,
     IssuanceRefusedError,
-    MalformedIdentityError,
     PKIError,
 )
-from pki.identity import DeviceIdentity, IdentityPrefix
-from pki.keys import KeyPolicy, check_public_key
+from pki.identity import DeviceIdentity
+from pki.keys import KeyPolicy
 from pki.profiles import ProfileName
 from policies.document import CertificatePolicy
+from provisioning.admission import (
+    enrollment_claims,
+    identity_for,
+    require_issuable,
+    require_renewable,
+    require_verified,
+    why_token_unusable,
+)
 from provisioning.config import ServiceLimits
 from provisioning.errors import (
     DeviceStateError,
@@ -61,17 +72,13 @@ from provisioning.errors import (
 from provisioning.operations import RevocationListener, RevocationNotice
 from provisioning.operator_tokens import OperatorTokens
 from provisioning.peers import PeerVerifier
-from provisioning.records import (
-    CertificateRecord,
-    CertificateStatus,
-    DeviceRecord,
-    DeviceStatus,
-    GroupRecord,
-)
+from provisioning.records import CertificateStatus, DeviceStatus, GroupRecord
 from provisioning.registry import Registry, Unit
 from provisioning.tokens import EnrollmentClaims, TokenKey
 
 _log = logging.getLogger("provisioning")
+ENROLL_REFUSED = "provisioning.enroll.refused"
+RENEW_REFUSED = "provisioning.renew.refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +142,26 @@ class ProvisioningService(OperatorTokens):
         )
         return exc
 
+    def _record_upstream_failure(
+        self, action: str, actor: str, resource: str, exc: UpstreamError, *, client: str, via: str
+    ) -> None:
+        """A request that failed because an upstream failed (the CA: Vault down or sealed; the
+        registry) is audited like a refusal, outcome failure, code ``upstream``; nothing was
+        issued (the registry transaction rolled back). When the audit log is itself what failed,
+        that is logged instead."""
+        event = AuditEvent(
+            actor=actor,
+            action=action,
+            resource=resource,
+            outcome=Outcome.FAILURE,
+            reason=str(exc),
+            details={"code": "upstream", "client": client, "via": via},
+        )
+        try:
+            self.audit.record(event)
+        except AuditError:
+            _log.exception("the audit log cannot record the failure of %s either", action)
+
     def record_refusal(self, action: str, exc: RefusedError, *, client: str, via: str) -> None:
         """Audit a refusal the HTTP layer detected before reaching the service."""
         self._refuse(action, f"client:{client}", "-", exc, client=client, via=via)
@@ -144,7 +171,7 @@ class ProvisioningService(OperatorTokens):
     def enroll(
         self,
         token: str,
-        unverified_csr: bytes,
+        csr: CheckedCSR,
         *,
         now: datetime,
         client: str,
@@ -154,13 +181,17 @@ class ProvisioningService(OperatorTokens):
         actor = f"client:{client}"
         resource = requested_identity or "-"
         try:
-            claims = self.token_key.verify_enrollment(
-                token, now=now, leeway_s=self.limits.tokens.clock_leeway_s
+            claims = enrollment_claims(
+                self.token_key,
+                self.registry,
+                token,
+                now=now,
+                leeway_s=self.limits.tokens.clock_leeway_s,
             )
-            identity = self._identity_for(claims, requested_identity)
+            identity = identity_for(claims, requested_identity)
             actor = resource = identity.path
             validity, group = self._check_device(identity, claims)
-            verified_csr(unverified_csr, identity, self.key_policy)
+            verified = require_verified(csr)
             with self.registry.unit() as unit:
                 if not unit.consume_token(
                     claims.token_id, subject=claims.subject, used_by=identity.path, now=now
@@ -175,8 +206,8 @@ class ProvisioningService(OperatorTokens):
                         now=now,
                     )
                 else:  # checked again under the device lock: a revocation may have committed
-                    _require_issuable(unit.lock_device(identity.path), identity)
-                issued = self._issue(unverified_csr, identity, validity, now)
+                    require_issuable(unit.lock_device(identity.path), identity)
+                issued = self._issue(verified, identity, validity, now)
                 self._record_pending(unit, issued, identity, via=via, now=now)
             self._audit_then_activate(
                 issued,
@@ -201,14 +232,19 @@ class ProvisioningService(OperatorTokens):
         except _TokenUnusableError:
             # Asked after the transaction ended: SQLite has one writer, and the reason is
             # only for the audit record (the client hears the same generic refusal).
-            exc = self._why_token_unusable(claims, now)
+            exc = why_token_unusable(self.registry, claims, now)
             raise self._refuse(
-                "provisioning.enroll.refused", actor, resource, exc, client=client, via=via
+                ENROLL_REFUSED, actor, resource, exc, client=client, via=via
             ) from None
         except RefusedError as exc:
             raise self._refuse(
-                "provisioning.enroll.refused", actor, resource, exc, client=client, via=via
+                ENROLL_REFUSED, actor, resource, exc, client=client, via=via
             ) from None
+        except UpstreamError as exc:
+            self._record_upstream_failure(
+                ENROLL_REFUSED, actor, resource, exc, client=client, via=via
+            )
+            raise
         return Enrolled(identity, issued)
 
     # Why two registry transactions around the audit append: the registry transaction holds
@@ -282,41 +318,12 @@ class ProvisioningService(OperatorTokens):
             with self.registry.unit() as unit:
                 unit.set_certificate_status(issued.serial_hex, CertificateStatus.REVOKED)
 
-    def _identity_for(self, claims: EnrollmentClaims, requested: str | None) -> DeviceIdentity:
-        try:
-            if claims.device_path is not None:
-                identity = DeviceIdentity.parse(claims.device_path)
-                if requested is not None and requested != identity.path:
-                    raise TokenError(
-                        f"token {claims.token_id} is bound to {identity.path}, not to {requested[:400]}",
-                        code="other-device",
-                    )
-                return identity
-            if claims.group_prefix is None:  # verification admits only device: and group:
-                raise TokenError(
-                    f"token {claims.token_id} names no device or group", code="malformed"
-                )
-            prefix = IdentityPrefix.parse(claims.group_prefix)
-            if requested is None:
-                raise RequestError(
-                    "a group enrollment must name the device identity", code="no-identity"
-                )
-            identity = DeviceIdentity.parse(requested)
-        except MalformedIdentityError as exc:
-            raise RequestError(f"malformed identity: {exc}", code="bad-identity") from exc
-        if not identity.is_under(prefix):
-            raise TokenError(
-                f"token {claims.token_id} is for group {prefix}; {identity} is outside it",
-                code="other-device",
-            )
-        return identity
-
     def _check_device(
         self, identity: DeviceIdentity, claims: EnrollmentClaims
     ) -> tuple[timedelta, GroupRecord | None]:
         device, group = self.registry.device_and_group(identity.path)
         if device is not None or claims.device_path is not None:
-            _require_issuable(device, identity)
+            require_issuable(device, identity)
         if device is not None and claims.group_prefix is not None:
             # A group token must never mint a second identity for a device that exists:
             # whoever holds it could otherwise impersonate any registered device on the line.
@@ -335,33 +342,12 @@ class ProvisioningService(OperatorTokens):
     def _validity_for(self, path: str) -> timedelta:
         return self._validity(self.registry.group_for(path))
 
-    def _why_token_unusable(self, claims: EnrollmentClaims, now: datetime) -> TokenError:
-        row = self.registry.token(claims.token_id)
-        if row is None:
-            return TokenError(
-                f"token {claims.token_id} was never minted by this registry", code="unknown-token"
-            )
-        if row.subject != claims.subject:
-            return TokenError(
-                f"token {claims.token_id} registry binding differs from its claims",
-                code="other-device",
-            )
-        if row.used_at is not None:
-            return TokenError(
-                f"token {claims.token_id} was already used at {row.used_at:%Y-%m-%dT%H:%M:%SZ} (replay)",
-                code="replayed",
-            )
-        return TokenError(
-            f"token {claims.token_id} expired at {row.expires_at:%Y-%m-%dT%H:%M:%SZ}",
-            code="expired",
-        )
-
     def _issue(
-        self, unverified_csr: bytes, identity: DeviceIdentity, validity: timedelta, now: datetime
+        self, csr: VerifiedCSR, identity: DeviceIdentity, validity: timedelta, now: datetime
     ) -> IssuedCertificate:
         try:
             return self.ca.issue(
-                unverified_csr, identity, profile=ProfileName.DEVICE, now=now, validity=validity
+                csr, identity, profile=ProfileName.DEVICE, now=now, validity=validity
             )
         except CSRError as exc:
             raise RequestError(f"CSR refused: {exc}", code="bad-csr") from exc
@@ -375,7 +361,7 @@ class ProvisioningService(OperatorTokens):
     def renew(
         self,
         peer_der: bytes | None,
-        unverified_csr: bytes,
+        csr: CheckedCSR,
         *,
         now: datetime,
         client: str,
@@ -387,22 +373,22 @@ class ProvisioningService(OperatorTokens):
             actor, resource = peer.identity.path, peer.serial_hex
             # Checked without the write lock first (a flood of refused renewals must not queue
             # on it), then again under the device lock, where the decision is made.
-            _require_renewable(
+            require_renewable(
                 self.registry.device(peer.identity.path),
                 self.registry.certificate(peer.serial_hex),
                 peer.identity,
                 peer.serial_hex,
             )
-            verified_csr(unverified_csr, peer.identity, self.key_policy)
+            verified = require_verified(csr)
             validity = self._validity_for(peer.identity.path)
             with self.registry.unit() as unit:
-                _require_renewable(
+                require_renewable(
                     unit.lock_device(peer.identity.path),
                     unit.certificate(peer.serial_hex),
                     peer.identity,
                     peer.serial_hex,
                 )
-                issued = self._issue(unverified_csr, peer.identity, validity, now)
+                issued = self._issue(verified, peer.identity, validity, now)
                 self._record_pending(unit, issued, peer.identity, via=via, now=now)
             self._audit_then_activate(
                 issued,
@@ -428,57 +414,18 @@ class ProvisioningService(OperatorTokens):
             )
         except RefusedError as exc:
             raise self._refuse(
-                "provisioning.renew.refused", actor, resource, exc, client=client, via=via
+                RENEW_REFUSED, actor, resource, exc, client=client, via=via
             ) from None
+        except UpstreamError as exc:
+            self._record_upstream_failure(
+                RENEW_REFUSED, actor, resource, exc, client=client, via=via
+            )
+            raise
         return Enrolled(peer.identity, issued)
-
-
-def _require_issuable(device: DeviceRecord | None, identity: DeviceIdentity) -> None:
-    if device is None:
-        raise DeviceStateError(f"device {identity} is not registered", code="unknown-device")
-    if device.status == DeviceStatus.REVOKED:
-        raise DeviceStateError(
-            f"device {identity} is revoked; register it again to re-enroll",
-            code="device-revoked",
-        )
-
-
-def _require_renewable(
-    device: DeviceRecord | None,
-    record: CertificateRecord | None,
-    identity: DeviceIdentity,
-    serial: str,
-) -> None:
-    """Only an enrolled device's current certificate renews."""
-    if device is None or device.status != DeviceStatus.ENROLLED:
-        raise DeviceStateError(
-            f"device {identity} is {device.status if device else 'not registered'}",
-            code="device-not-enrolled",
-        )
-    if (
-        record is None
-        or record.status != CertificateStatus.ACTIVE
-        or record.device_path != identity.path
-    ):
-        raise DeviceStateError(
-            f"certificate {serial} of {identity} is {record.status if record else 'unknown to the registry'}; "
-            "only the current certificate renews",
-            code="certificate-not-current",
-        )
 
 
 class _TokenUnusableError(Exception):
     """The conditional UPDATE matched nothing; the reason is looked up afterwards."""
-
-
-def verified_csr(unverified_csr: bytes, identity: DeviceIdentity, policy: KeyPolicy) -> None:
-    """The certificate policy's key rules (stricter than the CA's defaults), checked on the
-    parsed CSR. Proof of possession and names are checked by the CA (`pki.csr.verify_csr`)
-    inside the registry transaction, so a CSR it refuses rolls the token consumption back."""
-    try:
-        check_public_key(load_csr(unverified_csr).public_key(), policy)
-    except CSRError as exc:
-        raise RequestError(f"CSR refused: {exc}", code="bad-csr") from exc
 
 
 __all__ = ["Enrolled", "ProvisioningService", "RevocationListener", "RevocationNotice"]

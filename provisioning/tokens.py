@@ -16,8 +16,11 @@ whether an enrollment token is still unused is the registry's job (consumed atom
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from provisioning.errors import ConfigError, TokenError
 
@@ -37,6 +41,13 @@ ENROLL_AUDIENCE = "idmz:enroll"
 ADMIN_AUDIENCE = "idmz:admin"
 MAX_TOKEN_CHARS = 4096  # ours are ~300; anything longer is not ours
 _REQUIRED = ["exp", "iat", "iss", "aud", "sub", "jti"]
+# An EST password: ``<token id>.<MAC>``; a JWT has two dots, so the forms never meet (ADR 0043).
+EST_PASSWORD = re.compile(r"([A-Za-z0-9_-]{8,64})\.([A-Za-z0-9_-]{22})")
+_EST_INFO = b"idmz EST password v1"
+
+
+def is_est_password(token: str) -> bool:
+    return EST_PASSWORD.fullmatch(token) is not None
 
 
 class Role(StrEnum):
@@ -96,6 +107,19 @@ class TokenKey:
         self._public = public_key
         raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         self.key_id = hashlib.sha256(raw).hexdigest()[:16]
+        # The EST password MAC key is derived from the signing key (HKDF, RFC 5869): only the
+        # service that can sign tokens can make or check passwords.
+        self._est_key = (
+            HKDF(hashes.SHA256(), 32, salt=None, info=_EST_INFO).derive(
+                private_key.private_bytes(
+                    serialization.Encoding.Raw,
+                    serialization.PrivateFormat.Raw,
+                    serialization.NoEncryption(),
+                )
+            )
+            if private_key is not None
+            else None
+        )
 
     @classmethod
     def generate(cls) -> TokenKey:
@@ -236,6 +260,28 @@ class TokenKey:
                 "enrollment token subject names neither a device nor a group", code="malformed"
             )
         return EnrollmentClaims(claims["jti"], subject, _dt(claims["iat"]), _dt(claims["exp"]))
+
+    def est_password(self, token_id: str) -> str:
+        """The short form of enrollment token ``token_id`` for EST clients whose HTTP Basic
+        header cannot hold a JWT (strongSwan's ``pki --est`` keeps 256 bytes): the token id and a
+        128-bit MAC over it. Single-use and expiring with the token (the registry row decides)."""
+        return f"{token_id}.{self._est_mac(token_id)}"
+
+    def est_password_token_id(self, password: str) -> str:
+        """The token id an EST password stands for, once its MAC verified; else `TokenError`."""
+        match = EST_PASSWORD.fullmatch(password)
+        if match is None:
+            raise TokenError("not an EST password", code="malformed")
+        token_id, mac = match.groups()
+        if not hmac.compare_digest(mac, self._est_mac(token_id)):
+            raise TokenError(f"EST password for token {token_id} does not verify", code="forged")
+        return token_id
+
+    def _est_mac(self, token_id: str) -> str:
+        if self._est_key is None:
+            raise ConfigError("EST passwords need the token signing key, not only its public half")
+        mac = hmac.new(self._est_key, token_id.encode(), hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
     def verify_operator(self, token: str, *, now: datetime, leeway_s: int = 30) -> OperatorClaims:
         claims = self._decode(token, ADMIN_AUDIENCE, now, leeway_s)

@@ -26,6 +26,7 @@ ALLOWED_OVER = frozenset(
         "idmz.commands.provisioning",
         "idmz.demo.plant",
         "pki.local",
+        "pki.vault",
         "policies.broker_config",
         "provisioning.api",
         "provisioning.service",

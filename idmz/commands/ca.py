@@ -147,7 +147,9 @@ def _cmd_install_intermediate(args: argparse.Namespace) -> int:
 
 def _cmd_issue(args: argparse.Namespace) -> int:
     from pki.authority import format_serial
+    from pki.csr import verify_csr
     from pki.errors import PKIError
+    from pki.keys import KeyPolicy
     from pki.profiles import ProfileName, parse_subject
 
     home = ctx.home_of(args)
@@ -157,7 +159,10 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     validity = timedelta(days=args.days) if args.days is not None else None
     with ctx.authority(args) as ca:
         try:
-            issued = ca.issue(csr, subject, profile=profile, now=utc_now(), validity=validity)
+            verified = verify_csr(
+                csr, KeyPolicy(), subject=subject
+            )  # the CA's key policy: in the plan
+            issued = ca.issue(verified, subject, profile=profile, now=utc_now(), validity=validity)
         except PKIError as exc:
             events.audit(
                 home,
@@ -262,6 +267,19 @@ def _cmd_crl(args: argparse.Namespace) -> int:
             force = not isinstance(ca, LocalCA)
 
 
+def _resolving_backend(func: Any) -> Any:
+    """Run ``func`` with ``args.backend`` resolved against the home (ADR 0019: one per home)."""
+
+    def run(args: argparse.Namespace) -> int:
+        from idmz.vault_settings import resolve_ca_backend
+
+        args.backend = resolve_ca_backend(ctx.home_of(args), args.backend)
+        result: int = func(args)
+        return result
+
+    return run
+
+
 def _cmd_fingerprint(args: argparse.Namespace) -> int:
     if args.backend == "vault":
         from pki.authority import fingerprint_sha256
@@ -364,7 +382,13 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
         p: argparse.ArgumentParser = cmds.add_parser(name, help=text, description=text)
         p.set_defaults(func=func)
         if backend:
-            p.add_argument("--backend", choices=("local", "vault"), default="local")
+            p.add_argument(
+                "--backend",
+                choices=("local", "vault"),
+                default=None,
+                help="default: the backend the home already uses (<home>/ca/backend), else local",
+            )
+            p.set_defaults(func=_resolving_backend(func))
         return p
 
     p = add("init", _cmd_init, "create a root CA and an issuing CA under <home>/ca")

@@ -4,23 +4,19 @@ backend, audit records and the files the commands write. Only `idmz` reads env a
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import bedrock.errors as category
-from idmz.home import Home, load_secret, read_secret_file, resolve_home
+from idmz.home import Home, resolve_home
 from idmz.secrets import ca_passphrase
 
 if TYPE_CHECKING:
     from pki.authority import CertificateAuthority
     from pki.local import LocalCA
-
-VAULT_TOML = "vault.toml"
 
 
 class CAUsageError(category.UsageError):
@@ -41,39 +37,13 @@ def passphrase(home: Home, *, create: bool) -> bytes:
     )
 
 
-def vault_settings(home: Home) -> dict[str, Any]:
-    """Vault settings: ``<home>/ca/vault.toml`` overridden by ``VAULT_*`` variables."""
-    settings: dict[str, Any] = {}
-    toml_path = home.ca_dir / VAULT_TOML
-    if toml_path.exists():
-        with toml_path.open("rb") as fh:
-            settings.update(tomllib.load(fh))
-    env: Mapping[str, str] = os.environ
-    for key, var in (
-        ("url", "VAULT_ADDR"),
-        ("mount", "VAULT_PKI_MOUNT"),
-        ("role", "VAULT_PKI_ROLE"),
-        ("role_id", "VAULT_ROLE_ID"),
-        ("namespace", "VAULT_NAMESPACE"),
-        ("ca_bundle", "VAULT_CACERT"),
-    ):
-        if env.get(var):
-            settings[key] = env[var]
-    secret = load_secret("VAULT_SECRET_ID")
-    if secret is not None:
-        settings["secret_id"] = secret.decode()
-    elif "secret_id_file" in settings:
-        settings["secret_id"] = read_secret_file(Path(settings.pop("secret_id_file"))).decode()
-    return settings
-
-
 @contextmanager
 def authority(args: argparse.Namespace) -> Iterator[CertificateAuthority]:
     home = home_of(args)
     if getattr(args, "backend", "local") == "vault":
-        from pki.vault import VaultCA, VaultConfig
+        from idmz.vault_settings import connect_vault
 
-        vault = VaultCA.connect(VaultConfig.from_mapping(vault_settings(home)))
+        vault = connect_vault(home)
         try:
             yield vault
         finally:

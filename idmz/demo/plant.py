@@ -52,6 +52,7 @@ class Plant:
     threshold: float = 0.0
     children: dict[str, Child] = field(default_factory=dict)
     started_at: str = field(default_factory=lambda: utc_now().isoformat(timespec="seconds"))
+    ca_backend: str = "local"  # "vault": an OpenBao dev server (idmz.demo.openbao)
 
     def __post_init__(self) -> None:
         self.press1 = self.layout.gateway("press-01", PRESS_1)
@@ -66,6 +67,11 @@ class Plant:
 
     def _start(self, name: str, argv: list[str], stdout_path: Path | None = None) -> Child:
         child = self.procs.start(name, argv, stdout_path=stdout_path)
+        self.children[name] = child
+        return child
+
+    def start_child(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
+        child = self.procs.start(name, argv, extra_env=env)
         self.children[name] = child
         return child
 
@@ -147,11 +153,17 @@ class Plant:
 
     def ca(self) -> str:
         generate_secret_file(self.layout.ca_passphrase)
-        out = self.idmz("ca-init", "ca", "init", "--organization", "acme")
-        m = re.search(r"root fingerprint \(sha256\) ([0-9a-f]{64})", out)
-        if not m:
-            raise StepFailedError(f"`idmz ca init` printed no root fingerprint:\n{out}")
-        self.fingerprint = m.group(1)
+        if self.ca_backend == "vault":
+            from idmz.demo.openbao import vault_ca
+
+            where = vault_ca(self)
+        else:
+            out = self.idmz("ca-init", "ca", "init", "--organization", "acme")
+            m = re.search(r"root fingerprint \(sha256\) ([0-9a-f]{64})", out)
+            if not m:
+                raise StepFailedError(f"`idmz ca init` printed no root fingerprint:\n{out}")
+            self.fingerprint = m.group(1)
+            where = f"root + issuing CA in {self.layout.ca}"
         # The enrollment service needs only the CA; it starts while the next step runs.
         self._start(
             "provisioning",
@@ -160,7 +172,7 @@ class Plant:
                 "--port", str(self.ports.provisioning),
             ),
         )  # fmt: skip
-        return f"root + issuing CA in {self.layout.ca}; root sha256 {self.fingerprint[:16]}…"
+        return f"{where}; root sha256 {self.fingerprint[:16]}…"
 
     def _csr(self, key: Path) -> Path:
         """A key and CSR made with openssl where the key will live (the CA rewrites the name)."""

@@ -30,6 +30,7 @@ class Ports:
     # there with client ids <identity>:demo-<name>, so no attack displaces them.
     ot_bound: int
     it_bound: int
+    vault: int = 0  # the OpenBao dev server of `idmz demo --ca vault`
 
 
 def ephemeral_start(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> int:

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -76,14 +76,31 @@ class DemoProcesses:
     def idmz_argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "idmz", "--home", str(self.layout.root), *args]
 
-    def start(self, name: str, argv: Sequence[str], *, stdout_path: Path | None = None) -> Child:
-        return self.supervisor.start(name, argv, env=self.env, stdout_path=stdout_path)
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        stdout_path: Path | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> Child:
+        env = {**self.env, **extra_env} if extra_env else self.env
+        return self.supervisor.start(name, argv, env=env, stdout_path=stdout_path)
 
-    def run(self, name: str, argv: Sequence[str], *, timeout_s: float = 60.0) -> Completed:
-        """Run one command to completion (killed at the time bound); its output is logged."""
+    def run(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        timeout_s: float = 60.0,
+        extra_env: Mapping[str, str] | None = None,
+        stdout_path: Path | None = None,
+    ) -> Completed:
+        """Run one command to completion (killed at the time bound); its output is logged
+        (standard output to ``stdout_path`` instead, when given)."""
         self._runs += 1
         label = f"{self._runs:02d}-{name}"
-        child = self.start(label, argv)
+        child = self.start(label, argv, extra_env=extra_env, stdout_path=stdout_path)
         try:
             child.process.wait(timeout=self.deadline.cap(timeout_s))
         except subprocess.TimeoutExpired:

@@ -12,7 +12,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pki.authority import pem
+from pki.csr import verify_csr
 from pki.identity import DeviceIdentity
+from pki.keys import KeyPolicy
 from pki.local import LocalCA, init_local_ca
 from pki.profiles import ProfileName, ServerName, SignerName, Subject
 
@@ -60,7 +62,7 @@ class ProductCA:
             .sign(key, hashes.SHA256())
         )
         issued = self.ca.issue(
-            csr.public_bytes(serialization.Encoding.PEM),
+            verify_csr(csr.public_bytes(serialization.Encoding.PEM), KeyPolicy()),
             subject,
             profile=profile,
             now=now or datetime.now(UTC),

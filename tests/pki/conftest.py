@@ -17,6 +17,7 @@ from pki.identity import DeviceIdentity
 from pki.keys import PrivateKey
 from pki.local import LocalCA, init_local_ca
 from tests.pki.cli import SECRET, idmz
+from tests.support.openbao import openbao  # noqa: F401 - the session fixture, for every pki test
 
 PASSPHRASE = b"test-passphrase-9f3a1c"  # distinctive, so tests can prove it never leaks
 DEVICE = DeviceIdentity.parse("acme/plant1/press/line1/cell2/press-07")

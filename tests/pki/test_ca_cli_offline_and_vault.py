@@ -11,6 +11,7 @@ from cryptography import x509
 
 from tests.pki.cli import SECRET, idmz, openssl_csr
 from tests.pki.conftest import DEVICE
+from tests.support.openbao import MOUNT, SERVER_ROLE, OpenBao
 
 
 def test_offline_root_flow_end_to_end(
@@ -153,83 +154,69 @@ def test_install_intermediate_from_another_root_is_refused(
 
 
 def test_issue_through_the_vault_backend(
-    tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    home: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    openbao: OpenBao,
 ) -> None:
-    from tests.support.vault_server import FakeVault, VaultTestServer, idmz_roles
-
-    fake = FakeVault()
-    idmz_roles(fake)
-    with VaultTestServer(fake) as server:
-        monkeypatch.setenv("VAULT_ADDR", server.url)
-        monkeypatch.setenv("VAULT_ROLE_ID", fake.role_id)
-        monkeypatch.setenv("VAULT_SECRET_ID", fake.secret_id)
-        _, csr = openssl_csr(tmp_path)
-        code, out, err = idmz(
-            capsys,
-            home,
-            "ca",
-            "issue",
-            "--backend",
-            "vault",
-            "--csr",
-            str(csr),
-            "--identity",
-            DEVICE.path,
-            "--out",
-            str(tmp_path / "v.pem"),
-        )
-        assert code == 0, err
-        assert fake.secret_id not in out + err
-        serial = x509.load_pem_x509_certificate((tmp_path / "v.pem").read_bytes()).serial_number
-        assert serial in fake.issued
-        code, out, _ = idmz(capsys, home, "ca", "revoke", "--backend", "vault", format(serial, "x"))
-        assert code == 0 and fake.issued[serial].revoked_at is not None
-        code, out, _ = idmz(capsys, home, "ca", "fingerprint", "--backend", "vault")
-        assert code == 0 and len(out.strip()) == 64
+    for name, value in openbao.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("VAULT_SECRET_ID", openbao.secret_id)
+    _, csr = openssl_csr(tmp_path)
+    code, out, err = idmz(
+        capsys, home, "ca", "issue", "--backend", "vault", "--csr", str(csr),
+        "--identity", DEVICE.path, "--out", str(tmp_path / "v.pem"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert openbao.secret_id not in out + err
+    serial = x509.load_pem_x509_certificate((tmp_path / "v.pem").read_bytes()).serial_number
+    code, out, _ = idmz(capsys, home, "ca", "revoke", "--backend", "vault", format(serial, "x"))
+    assert code == 0
+    crl = x509.load_pem_x509_crl(openbao.crl_pem())
+    assert crl.get_revoked_certificate_by_serial_number(serial) is not None
+    published = x509.load_pem_x509_crl((home / "ca" / "crl.pem").read_bytes())
+    assert published.get_revoked_certificate_by_serial_number(serial) is not None
+    code, out, _ = idmz(capsys, home, "ca", "fingerprint", "--backend", "vault")
+    assert code == 0 and len(out.strip()) == 64
 
 
 def test_vault_settings_from_toml_with_a_secret_file(
-    tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    home: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    openbao: OpenBao,
 ) -> None:
-    from tests.support.vault_server import FakeVault, VaultTestServer, idmz_roles
-
     for var in (
+        "VAULT_ADDR",
         "VAULT_ROLE_ID",
         "VAULT_SECRET_ID",
         "VAULT_SECRET_ID_FILE",
         "VAULT_PKI_MOUNT",
         "VAULT_PKI_ROLE",
+        "VAULT_PKI_SERVER_ROLE",
     ):
         monkeypatch.delenv(var, raising=False)
-    fake = FakeVault()
-    idmz_roles(fake)
     secret = tmp_path / "secret-id"
-    secret.write_text(fake.secret_id)
+    secret.write_text(openbao.new_secret_id())
     secret.chmod(0o600)
-    with VaultTestServer(fake) as server:
-        (home / "ca").mkdir(parents=True)
-        (home / "ca" / "vault.toml").write_text(
-            f'url = "{server.url}"\nrole_id = "{fake.role_id}"\nsecret_id_file = "{secret}"\n'
-            'mount = "pki"\nrole = "idmz-device"\n[roles]\nserver = "idmz-server"\n'
-        )
-        _, csr = openssl_csr(tmp_path)
-        code, _, err = idmz(
-            capsys,
-            home,
-            "ca",
-            "issue",
-            "--backend",
-            "vault",
-            "--profile",
-            "server",
-            "--csr",
-            str(csr),
-            "--identity",
-            "relay.plant1.example,127.0.0.1",
-            "--out",
-            str(tmp_path / "s.pem"),
-        )
-        assert code == 0, err
-        code, out, err = idmz(capsys, home, "ca", "status", "--backend", "vault", "--json")
-        assert code == 0, err
-        assert json.loads(out)["crl"]["entries"] == 0
+    (home / "ca").mkdir(parents=True)
+    (home / "ca" / "vault.toml").write_text(
+        f'url = "{openbao.url}"\nrole_id = "{openbao.role_id}"\nsecret_id_file = "{secret}"\n'
+        f'mount = "{MOUNT}"\nrole = "idmz-device"\n[roles]\nserver = "{SERVER_ROLE}"\n'
+    )
+    _, csr = openssl_csr(tmp_path)
+    code, _, err = idmz(
+        capsys, home, "ca", "issue", "--backend", "vault", "--profile", "server",
+        "--csr", str(csr), "--identity", "relay.plant1.example,127.0.0.1",
+        "--out", str(tmp_path / "s.pem"),
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, err = idmz(capsys, home, "ca", "status", "--backend", "vault", "--json")
+    assert code == 0, err
+    revoked = x509.load_pem_x509_crl(openbao.crl_pem())
+    assert json.loads(out)["crl"]["entries"] == len(list(revoked))
+    secret.chmod(0o644)  # a secret file others can read is refused, and its path named
+    code, _, err = idmz(capsys, home, "ca", "status", "--backend", "vault", "--json")
+    assert code != 0 and "0600" in err and str(secret) in err

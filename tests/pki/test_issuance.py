@@ -13,8 +13,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pki.csr import verify_csr
 from pki.errors import CSRError, IssuanceRefusedError, MalformedIdentityError, PKIError
 from pki.identity import ConsumerIdentity
+from pki.keys import KeyPolicy
 from pki.profiles import ProfileName, ServerName, SignerName
 from tests.pki.conftest import DEVICE, OTHER_DEVICE, PASSPHRASE, CAFixture, key_pem, make_csr
 
@@ -27,7 +29,13 @@ def refused(
     """Issue, expect ``error``, check that nothing was issued and nothing secret leaked."""
     before = fx.ledger_rows()
     with pytest.raises(error) as info:
-        fx.ca.issue(csr, subject, profile=profile, now=fx.now, validity=validity)
+        fx.ca.issue(
+            verify_csr(csr, KeyPolicy(), subject=subject),
+            subject,
+            profile=profile,
+            now=fx.now,
+            validity=validity,
+        )
     assert fx.ledger_rows() == before, "a refused request must not reach the ledger"
     text = str(info.value)
     assert PASSPHRASE.decode() not in text
@@ -40,7 +48,9 @@ def refused(
 
 def test_device_certificate_is_an_x509_svid_with_cn_mirroring_the_path(local_ca: CAFixture) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
-    issued = local_ca.ca.issue(make_csr(key), DEVICE, profile=DEV, now=local_ca.now)
+    issued = local_ca.ca.issue(
+        verify_csr(make_csr(key), KeyPolicy()), DEVICE, profile=DEV, now=local_ca.now
+    )
     cert = issued.certificate
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert list(san) == [x509.UniformResourceIdentifier(DEVICE.spiffe_id)]
@@ -58,7 +68,9 @@ def test_device_certificate_is_an_x509_svid_with_cn_mirroring_the_path(local_ca:
 
 
 def test_names_in_the_csr_subject_are_never_copied(local_ca: CAFixture) -> None:
-    issued = local_ca.ca.issue(make_csr(cn="admin"), DEVICE, profile=DEV, now=local_ca.now)
+    issued = local_ca.ca.issue(
+        verify_csr(make_csr(cn="admin"), KeyPolicy()), DEVICE, profile=DEV, now=local_ca.now
+    )
     assert "admin" not in issued.certificate.subject.rfc4514_string()
 
 
@@ -72,7 +84,9 @@ def test_names_in_the_csr_subject_are_never_copied(local_ca: CAFixture) -> None:
     ],
 )
 def test_p384_and_rsa_2048_keys_are_accepted(local_ca: CAFixture, key) -> None:  # type: ignore[no-untyped-def]
-    issued = local_ca.ca.issue(make_csr(key()), DEVICE, profile=DEV, now=local_ca.now)
+    issued = local_ca.ca.issue(
+        verify_csr(make_csr(key()), KeyPolicy()), DEVICE, profile=DEV, now=local_ca.now
+    )
     assert (
         issued.certificate.public_key().public_numbers()
         == issued.certificate.public_key().public_numbers()
@@ -80,18 +94,20 @@ def test_p384_and_rsa_2048_keys_are_accepted(local_ca: CAFixture, key) -> None: 
 
 
 def test_der_csr_is_accepted(local_ca: CAFixture) -> None:
-    local_ca.ca.issue(make_csr(der=True), DEVICE, profile=DEV, now=local_ca.now)
+    local_ca.ca.issue(
+        verify_csr(make_csr(der=True), KeyPolicy()), DEVICE, profile=DEV, now=local_ca.now
+    )
 
 
 def test_csr_san_naming_exactly_the_enrolled_identity_is_accepted(local_ca: CAFixture) -> None:
     csr = make_csr(sans=[x509.UniformResourceIdentifier(DEVICE.spiffe_id)])
-    local_ca.ca.issue(csr, DEVICE, profile=DEV, now=local_ca.now)
+    local_ca.ca.issue(verify_csr(csr, KeyPolicy()), DEVICE, profile=DEV, now=local_ca.now)
 
 
 def test_server_profile_carries_dns_and_ip_sans_and_server_auth(local_ca: CAFixture) -> None:
     names = ServerName.parse("relay.plant1.example,127.0.0.1")
     cert = local_ca.ca.issue(
-        make_csr(), names, profile=ProfileName.SERVER, now=local_ca.now
+        verify_csr(make_csr(), KeyPolicy()), names, profile=ProfileName.SERVER, now=local_ca.now
     ).certificate
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["relay.plant1.example"]
@@ -102,13 +118,23 @@ def test_server_profile_carries_dns_and_ip_sans_and_server_auth(local_ca: CAFixt
 
 def test_consumer_and_model_signer_profiles(local_ca: CAFixture) -> None:
     consumer = ConsumerIdentity.parse("acme/it/historian")
-    c = local_ca.ca.issue(make_csr(), consumer, profile=ProfileName.CONSUMER, now=local_ca.now)
+    c = local_ca.ca.issue(
+        verify_csr(make_csr(), KeyPolicy()),
+        consumer,
+        profile=ProfileName.CONSUMER,
+        now=local_ca.now,
+    )
     assert (
         c.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
         == "acme/it/historian"
     )
     signer = SignerName.parse("acme/signer/models")
-    s = local_ca.ca.issue(make_csr(), signer, profile=ProfileName.MODEL_SIGNER, now=local_ca.now)
+    s = local_ca.ca.issue(
+        verify_csr(make_csr(), KeyPolicy()),
+        signer,
+        profile=ProfileName.MODEL_SIGNER,
+        now=local_ca.now,
+    )
     eku = s.certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(eku) == [ExtendedKeyUsageOID.CODE_SIGNING]
 
@@ -226,7 +252,9 @@ def test_naive_now_is_a_configuration_error_not_a_crash(local_ca: CAFixture) -> 
 
     local_ca.now = local_ca.now.replace(tzinfo=None)
     with pytest.raises(ConfigError, match="timezone-aware"):
-        local_ca.ca.issue(make_csr(), DEVICE, profile=DEV, now=local_ca.now)
+        local_ca.ca.issue(
+            verify_csr(make_csr(), KeyPolicy()), DEVICE, profile=DEV, now=local_ca.now
+        )
 
 
 def test_issuing_before_the_issuing_ca_is_valid_is_refused(local_ca: CAFixture) -> None:
@@ -237,7 +265,9 @@ def test_issuing_before_the_issuing_ca_is_valid_is_refused(local_ca: CAFixture) 
 def test_ledger_failures_are_key_store_errors_not_crashes(local_ca: CAFixture) -> None:
     from pki.errors import KeyStoreError
 
-    issued = local_ca.ca.issue(make_csr(), DEVICE, profile=DEV, now=local_ca.now)
+    issued = local_ca.ca.issue(
+        verify_csr(make_csr(), KeyPolicy()), DEVICE, profile=DEV, now=local_ca.now
+    )
     with pytest.raises(KeyStoreError, match="record issued failed"):
         local_ca.ca.ledger.record_issued(
             serial=issued.serial,  # a duplicate serial: the ledger's primary key refuses it

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from pki.authority import RevocationReason
+from pki.csr import verify_csr
+from pki.keys import KeyPolicy
 from pki.profiles import ProfileName
 from tests.pki.conftest import DEVICE, CAFixture, make_csr
 
@@ -18,7 +20,9 @@ def openssl(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def device_pem(local_ca: CAFixture, tmp_path: Path) -> tuple[Path, int]:
-    issued = local_ca.ca.issue(make_csr(), DEVICE, profile=ProfileName.DEVICE, now=local_ca.now)
+    issued = local_ca.ca.issue(
+        verify_csr(make_csr(), KeyPolicy()), DEVICE, profile=ProfileName.DEVICE, now=local_ca.now
+    )
     path = tmp_path / "device.pem"
     path.write_bytes(issued.leaf_pem())
     return path, issued.serial
@@ -61,7 +65,12 @@ def test_openssl_rejects_a_certificate_from_another_ca(local_ca: CAFixture, tmp_
     rogue = LocalCA.open(tmp_path / "rogue", passphrase=PASSPHRASE)
     leaf = tmp_path / "rogue.pem"
     leaf.write_bytes(
-        rogue.issue(make_csr(), DEVICE, profile=ProfileName.DEVICE, now=local_ca.now).leaf_pem()
+        rogue.issue(
+            verify_csr(make_csr(), KeyPolicy()),
+            DEVICE,
+            profile=ProfileName.DEVICE,
+            now=local_ca.now,
+        ).leaf_pem()
     )
     rogue.close()
     result = verify(local_ca, leaf)
@@ -115,7 +124,9 @@ def test_p384_ca_signs_with_sha384_and_openssl_agrees(tmp_path: Path) -> None:
         tmp_path / "ca", passphrase=PASSPHRASE, organization="acme", now=now, key_type="ec-p384"
     )
     ca = LocalCA.open(tmp_path / "ca", passphrase=PASSPHRASE)
-    issued = ca.issue(make_csr(), DEVICE, profile=ProfileName.DEVICE, now=now)
+    issued = ca.issue(
+        verify_csr(make_csr(), KeyPolicy()), DEVICE, profile=ProfileName.DEVICE, now=now
+    )
     ca.close()
     assert issued.certificate.signature_hash_algorithm is not None
     assert issued.certificate.signature_hash_algorithm.name == "sha384"

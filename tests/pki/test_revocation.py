@@ -10,7 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pki.authority import RevocationReason, parse_serial
+from pki.csr import verify_csr
 from pki.errors import IssuanceRefusedError
+from pki.keys import KeyPolicy
 from pki.local import LocalCA, LocalCAConfig
 from pki.profiles import ProfileName
 from tests.pki.conftest import DEVICE, PASSPHRASE, CAFixture, make_csr
@@ -25,7 +27,9 @@ def on_disk(fx: CAFixture) -> x509.CertificateRevocationList:
 
 
 def issue(fx: CAFixture) -> int:
-    return fx.ca.issue(make_csr(), DEVICE, profile=ProfileName.DEVICE, now=fx.now).serial
+    return fx.ca.issue(
+        verify_csr(make_csr(), KeyPolicy()), DEVICE, profile=ProfileName.DEVICE, now=fx.now
+    ).serial
 
 
 def test_every_revocation_publishes_a_new_signed_crl(local_ca: CAFixture) -> None:

@@ -25,7 +25,7 @@ VALID_PEM = make_csr()
 @given(st.binary(max_size=2048))
 def test_random_bytes_are_a_csr_error(blob: bytes) -> None:
     with pytest.raises(CSRError):
-        verify_csr(blob, DEVICE, KeyPolicy())
+        verify_csr(blob, KeyPolicy())
 
 
 @settings(max_examples=400)
@@ -36,7 +36,7 @@ def test_any_single_byte_corruption_of_a_csr_is_refused_or_harmless(offset: int,
     der = bytearray(VALID_DER)
     der[offset] ^= xor
     try:
-        verified = verify_csr(bytes(der), DEVICE, KeyPolicy())
+        verified = verify_csr(bytes(der), KeyPolicy())
     except CSRError:
         return
     # Only the signature's outer encoding is malleable (e.g. a BIT STRING "unused bits" count
@@ -54,7 +54,7 @@ def test_pem_corruption_is_refused_or_parsed_never_a_crash(offset: int, char: in
         return
     pem[offset] = char
     try:
-        verify_csr(bytes(pem), DEVICE, KeyPolicy())
+        verify_csr(bytes(pem), KeyPolicy())
     except CSRError:
         return
 
@@ -105,7 +105,9 @@ def _one_ca() -> tuple[bytes, object]:
     init_local_ca(d, passphrase=PASSPHRASE, organization="acme", now=now)
     ca = LocalCA.open(d, passphrase=PASSPHRASE)
     try:
-        leaf = ca.issue(make_csr(), DEVICE, profile=ProfileName.DEVICE, now=now).leaf_pem()
+        leaf = ca.issue(
+            verify_csr(make_csr(), KeyPolicy()), DEVICE, profile=ProfileName.DEVICE, now=now
+        ).leaf_pem()
         verifier = ChainVerifier(roots=[ca.ca_chain()[-1]], crls=[ca.current_crl(now=now).crl])
         return leaf, (verifier, ca.issuing_certificate, now)
     finally:

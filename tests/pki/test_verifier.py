@@ -14,9 +14,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pki.authority import RevocationReason
 from pki.builder import build_leaf
 from pki.crl import build_crl
+from pki.csr import verify_csr
 from pki.errors import CertificateError, RevokedCertificateError
 from pki.identity import ConsumerIdentity
-from pki.keys import PrivateKey, load_private_key
+from pki.keys import KeyPolicy, PrivateKey, load_private_key
 from pki.local import LocalCA, init_local_ca
 from pki.profiles import ProfileName, SignerName
 from pki.verifier import ChainVerifier
@@ -75,7 +76,9 @@ def forge_leaf(
 
 
 def issue(fx: CAFixture, subject=DEVICE, profile=ProfileName.DEVICE) -> x509.Certificate:  # type: ignore[no-untyped-def]
-    return fx.ca.issue(make_csr(), subject, profile=profile, now=fx.now).certificate
+    return fx.ca.issue(
+        verify_csr(make_csr(), KeyPolicy()), subject, profile=profile, now=fx.now
+    ).certificate
 
 
 def test_fresh_device_certificate_verifies_to_its_identity(local_ca: CAFixture) -> None:
@@ -125,7 +128,9 @@ def test_certificate_under_an_expired_issuing_ca_is_refused(tmp_path: Path, now:
 def test_certificate_from_an_unknown_ca_is_refused(local_ca: CAFixture, tmp_path: Path) -> None:
     init_local_ca(tmp_path / "rogue", passphrase=PASSPHRASE, organization="acme", now=local_ca.now)
     rogue = LocalCA.open(tmp_path / "rogue", passphrase=PASSPHRASE)
-    cert = rogue.issue(make_csr(), DEVICE, profile=ProfileName.DEVICE, now=local_ca.now).certificate
+    cert = rogue.issue(
+        verify_csr(make_csr(), KeyPolicy()), DEVICE, profile=ProfileName.DEVICE, now=local_ca.now
+    ).certificate
     # Even with the rogue issuing CA handed over as an intermediate, it does not chain to our root.
     with pytest.raises(CertificateError, match="does not verify"):
         verifier(local_ca).verify_device(cert, [rogue.issuing_certificate], now=local_ca.now)

@@ -16,8 +16,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
+from pki.csr import verify_csr
 from pki.identity import ConsumerIdentity, DeviceIdentity
-from pki.keys import generate_private_key, private_key_pem
+from pki.keys import KeyPolicy, generate_private_key, private_key_pem
 from pki.local import LocalCA, init_local_ca
 from pki.profiles import ProfileName, ServerName
 
@@ -52,7 +53,10 @@ class PKIFixture:
             .sign(key, hashes.SHA256())  # type: ignore[arg-type]
         )
         issued = self.ca.issue(
-            csr.public_bytes(serialization.Encoding.PEM), subject, profile=profile, now=self.now
+            verify_csr(csr.public_bytes(serialization.Encoding.PEM), KeyPolicy()),
+            subject,
+            profile=profile,
+            now=self.now,
         )
         out = self.dir / "clients" / name.replace("/", "_")
         out.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ from audit.log import AuditLog
 from audit.storage import LogPaths, iter_entries, read_index
 from pki.authority import pem
 from pki.local import LocalCA, init_local_ca
+from pki.vault import VaultCA
 from provisioning.api import create_app, wrap
 from provisioning.config import RateLimits, ServiceLimits
 from provisioning.registry import Registry
@@ -38,6 +39,7 @@ from provisioning.server import (
 from provisioning.service import ProvisioningService
 from provisioning.tokens import TokenKey
 from tests.support.net import free_port, wait_for
+from tests.support.openbao import OpenBao, openbao  # noqa: F401 - fixture
 
 DEVICE = "acme/plant1/press/line1/cell2/press-07"
 OTHER = "acme/plant1/press/line1/cell2/press-08"
@@ -72,7 +74,7 @@ class State:
 @dataclass
 class Env:
     home: Path
-    ca: LocalCA
+    ca: LocalCA | VaultCA
     registry: Registry
     audit: AuditLog
     token_key: TokenKey
@@ -132,7 +134,7 @@ class Env:
 
     def snapshot(self) -> State:
         return State(
-            ledger=len(self.ca.ledger.entries()),
+            ledger=len(self.ca.ledger.entries()) if self.ca.ledger else 0,
             registry=self.registry.counts(),
             devices=[(d.path, d.status) for d in self.registry.devices()],
             certificates=[(c.serial, c.status) for c in self.registry.certificates()],
@@ -230,8 +232,9 @@ def start_service(
     *,
     limits: ServiceLimits | None = None,
     clock_offset: list[timedelta] | None = None,
+    ca: LocalCA | VaultCA | None = None,
 ) -> tuple[Env, Running]:
-    ca = LocalCA.open(home / "ca", passphrase=PASSPHRASE)
+    ca = ca or LocalCA.open(home / "ca", passphrase=PASSPHRASE)
     registry = Registry.open(database_url)
     audit = AuditLog.open(home / "audit", origin="test/audit", background_checkpoints=False)
     token_key = TokenKey.load_or_create(home / "provisioning" / "token-key.pem")
@@ -265,10 +268,17 @@ def start_service(
     return env, Running(thread, server)
 
 
-def serving(home: Path, database_url: str, limits: ServiceLimits | None = None) -> Iterator[Env]:
-    """A CA, a registry and the service over HTTPS, stopped and closed after use."""
-    make_ca(home)
-    e, running = start_service(home, database_url, limits=limits)
+def serving(
+    home: Path,
+    database_url: str,
+    limits: ServiceLimits | None = None,
+    ca: LocalCA | VaultCA | None = None,
+) -> Iterator[Env]:
+    """A CA (a new local one unless ``ca`` is given), a registry and the service over HTTPS,
+    stopped and closed after use."""
+    if ca is None:
+        make_ca(home)
+    e, running = start_service(home, database_url, limits=limits, ca=ca)
     try:
         yield e
     finally:
@@ -281,6 +291,14 @@ def serving(home: Path, database_url: str, limits: ServiceLimits | None = None) 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
     yield from serving(tmp_path, f"sqlite:///{tmp_path / 'registry.sqlite'}")
+
+
+@pytest.fixture
+def vault_env(tmp_path: Path, openbao: OpenBao) -> Iterator[Env]:  # noqa: F811 - the fixture
+    """The same service issuing through the session's real OpenBao (issue 13): the registry,
+    audit log and token key here, the CA files republished from Vault under ``<home>/ca``."""
+    ca = VaultCA.connect(openbao.config(), ca_dir=tmp_path / "ca")
+    yield from serving(tmp_path, f"sqlite:///{tmp_path / 'registry.sqlite'}", ca=ca)
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ import pytest
 
 from audit.log import AuditLog
 from audit.storage import LogPaths, iter_entries, read_index
+from pki.csr import verify_csr
+from pki.keys import KeyPolicy
 from pki.local import LocalCA
 from provisioning.config import ServiceLimits
 from provisioning.registry import Registry
@@ -24,7 +26,8 @@ from provisioning.tokens import TokenKey
 from tests.provisioning.conftest import PASSPHRASE, csr_for, make_ca, new_key
 
 OPERATOR = "operator:test"
-CSRS = [csr_for(new_key()) for _ in range(8)]
+# Verified once, as the HTTP layer does before the service sees them (ADR 0018).
+CSRS = [verify_csr(csr_for(new_key()), KeyPolicy()) for _ in range(8)]
 
 
 def now() -> datetime:

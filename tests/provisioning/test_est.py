@@ -50,7 +50,8 @@ def openssl_csr(workdir: Path, name: str) -> tuple[Path, Path]:
 
 def p7_to_pem(workdir: Path, b64_body: bytes, name: str) -> Path:
     (workdir / f"{name}.p7.b64").write_bytes(b64_body)
-    der = run("openssl", "base64", "-d", "-in", workdir / f"{name}.p7.b64")
+    # One base64 line (RFC 8951 section 3.1): -A reads it whole.
+    der = run("openssl", "base64", "-d", "-A", "-in", workdir / f"{name}.p7.b64")
     out = workdir / f"{name}.pem"
     run("openssl", "pkcs7", "-inform", "DER", "-print_certs", "-out", out, stdin=der)
     return out

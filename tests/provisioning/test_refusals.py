@@ -13,6 +13,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from pki.csr import verify_csr
+from pki.keys import KeyPolicy
 from pki.profiles import ProfileName
 from provisioning.tokens import TokenKey
 from tests.provisioning.conftest import (
@@ -221,7 +223,7 @@ def _expired_credentials(env: Env, directory: Path, *, days_ago: int) -> Path:
     from pki.identity import DeviceIdentity
 
     issued = env.ca.issue(
-        csr_for(key),
+        verify_csr(csr_for(key), KeyPolicy()),
         DeviceIdentity.parse(DEVICE),
         profile=ProfileName.DEVICE,
         now=past,
@@ -403,7 +405,10 @@ def test_certificate_left_pending_by_a_crash_is_withdrawn(env: Env) -> None:
     env.add_device()
     past = env.now() - timedelta(hours=1)
     issued = env.ca.issue(
-        csr_for(new_key()), DeviceIdentity.parse(DEVICE), profile=ProfileName.DEVICE, now=past
+        verify_csr(csr_for(new_key()), KeyPolicy()),
+        DeviceIdentity.parse(DEVICE),
+        profile=ProfileName.DEVICE,
+        now=past,
     )
     with env.registry.unit() as u:  # what a crash between issuance and activation leaves behind
         u.record_certificate(

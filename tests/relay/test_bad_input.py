@@ -21,8 +21,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
+from pki.csr import verify_csr
 from pki.identity import DeviceIdentity
-from pki.keys import generate_private_key, private_key_pem
+from pki.keys import KeyPolicy, generate_private_key, private_key_pem
 from pki.local import LocalCA, init_local_ca
 from pki.profiles import ProfileName
 from tests.policies.mqtt_clients import publish
@@ -241,7 +242,7 @@ def test_expired_certificate_is_refused_at_tls(relay: Relay, tmp_path: Path) -> 
         .sign(key, hashes.SHA256())  # type: ignore[arg-type]
     )
     issued = pki.ca.issue(
-        csr.public_bytes(serialization.Encoding.PEM),
+        verify_csr(csr.public_bytes(serialization.Encoding.PEM), KeyPolicy()),
         DeviceIdentity.parse(PRESS_1),
         profile=ProfileName.DEVICE,
         now=pki.now - timedelta(minutes=4),
