@@ -13,8 +13,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from pki.authority import pem
 from pki.credentials import CredentialDir
+from pki.csr import verify_csr
 from pki.errors import ConfigError
 from pki.identity import DeviceIdentity
+from pki.keys import KeyPolicy
 from pki.profiles import ProfileName
 from tests.pki.conftest import DEVICE, OTHER_DEVICE, CAFixture, make_csr
 
@@ -22,7 +24,9 @@ from tests.pki.conftest import DEVICE, OTHER_DEVICE, CAFixture, make_csr
 def enroll(local_ca: CAFixture, out: Path, device: DeviceIdentity, *, named: str) -> CredentialDir:
     """What `idmz enroll` does on the gateway: a key made here, the CA's answer installed."""
     key = ec.generate_private_key(ec.SECP256R1())
-    issued = local_ca.ca.issue(make_csr(key), device, profile=ProfileName.DEVICE, now=local_ca.now)
+    issued = local_ca.ca.issue(
+        verify_csr(make_csr(key), KeyPolicy()), device, profile=ProfileName.DEVICE, now=local_ca.now
+    )
     creds = CredentialDir(out)
     creds.write(
         key=key,
@@ -58,7 +62,9 @@ def test_a_certificate_for_another_device_is_refused(local_ca: CAFixture, tmp_pa
 def test_a_key_that_does_not_belong_to_the_certificate_is_refused_and_nothing_written(
     local_ca: CAFixture, tmp_path: Path
 ) -> None:
-    issued = local_ca.ca.issue(make_csr(), DEVICE, profile=ProfileName.DEVICE, now=local_ca.now)
+    issued = local_ca.ca.issue(
+        verify_csr(make_csr(), KeyPolicy()), DEVICE, profile=ProfileName.DEVICE, now=local_ca.now
+    )
     creds = CredentialDir(tmp_path / "gw")
     with pytest.raises(ConfigError, match="does not match"):
         creds.write(

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from pki.csr import verify_csr
 from pki.errors import KeyStoreError
 from pki.files import CAPaths
+from pki.keys import KeyPolicy
 from pki.ledger import Ledger
 from pki.profiles import ProfileName
 from pki.publication import CAPublication, LedgerView, read_ledger
@@ -35,7 +37,9 @@ def test_a_reader_never_creates_a_missing_ledger(tmp_path: Path) -> None:
 
 
 def test_a_reader_that_tries_to_write_the_ledger_is_refused(local_ca: CAFixture) -> None:
-    local_ca.ca.issue(make_csr(), DEVICE, profile=ProfileName.DEVICE, now=local_ca.now)
+    local_ca.ca.issue(
+        verify_csr(make_csr(), KeyPolicy()), DEVICE, profile=ProfileName.DEVICE, now=local_ca.now
+    )
     before = local_ca.ledger_rows()
     sneaky = Ledger(CAPublication(local_ca.dir).ledger, read_only=True)
     try:
@@ -58,7 +62,10 @@ def test_a_reader_sees_what_the_ca_writes_while_it_holds_the_view(local_ca: CAFi
         assert view.entries() == []
         key = ec.generate_private_key(ec.SECP256R1())
         issued = local_ca.ca.issue(
-            make_csr(key), DEVICE, profile=ProfileName.DEVICE, now=local_ca.now
+            verify_csr(make_csr(key), KeyPolicy()),
+            DEVICE,
+            profile=ProfileName.DEVICE,
+            now=local_ca.now,
         )
         rows = view.entries()
     assert [(r.subject, r.serial) for r in rows] == [(DEVICE.path, issued.serial)]
