@@ -3,7 +3,7 @@
 * ``relay.message.refused``: one record per refused message (actor = the device, or the topic's
   first levels when no device can be named; reason = the stable code and its text; details hold
   the message id and the payload's SHA-256 and size, never the payload). The code is a
-  `policies.ReasonCode` or a `relay.inspector.RelayReason`; ``inspection_error`` says the checks
+  `policies.ReasonCode`; ``inspection_error`` says the checks
   themselves failed on the message (a defect): it was refused, not judged (ADR 0059).
 * ``relay.batch.forwarded``: one record per commit batch of accepted messages: counts, the
   first and last message id, and ``digest``, a SHA-256 over the batch's per-message lines

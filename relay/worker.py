@@ -38,7 +38,7 @@ from typing import Any
 
 from audit.errors import AuditError
 from audit.events import AuditEvent, AuditSink
-from policies import AuditFailureMode, load_policy
+from policies import AuditFailureMode, ReasonCode, load_policy
 from policies.broker_config import (
     PACKET_OVERHEAD_BYTES,
     max_packet_bytes,
@@ -49,7 +49,7 @@ from relay.config import AcceptedAudit, WorkerConfig
 from relay.deadletter import IT_REFUSED, DeadLetter, DeadLetters, dead_letter_event
 from relay.dedup import DedupWindow
 from relay.errors import SpoolFullError
-from relay.inspector import Inspector, RelayReason, inspection_failed
+from relay.inspector import Inspector, inspection_failed
 from relay.it_sink import ITSink
 from relay.mqtt_codec import reason_name
 from relay.ot_source import Delivery, OTSource
@@ -789,7 +789,7 @@ class Worker:
 
 def _revoked_letter(rec: SpoolRecord) -> DeadLetter:
     return DeadLetter(
-        rec.device, rec.msg_id, rec.topic, RelayReason.CERTIFICATE_REVOKED.value,
+        rec.device, rec.msg_id, rec.topic, ReasonCode.CERTIFICATE_REVOKED.value,
         "every certificate of the device was revoked while the message waited in the spool",
         rec.payload,
     )  # fmt: skip
