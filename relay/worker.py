@@ -1,24 +1,15 @@
-"""One relay worker: OT subscription in, checks, audit, IT out, ack after durable.
+"""One relay worker: the threads and the I/O around the relay's core (ADR 0082).
 
-The data path for one message (numbers match docs/relay.md):
+The data path for one message (numbers match docs/relay.md), and where each step lives:
 
-1. `OTSource` delivers it (its reader thread); nothing is acknowledged yet.
-2. `Inspector` names the sender from the broker-verified topic prefix and checks revocation,
-   policy, rate, size and schema. A refusal is queued for its own audit record.
-3. Duplicates (same device + message id already safe, here or in another worker) are not
-   forwarded; they are counted, audited in the batch, then acknowledged.
-4. The committer thread, every ``audit_batch_interval_ms`` or ``audit_batch_max`` messages,
-   writes the audit records (group commit) first. Only then are the accepted messages routed,
-   in arrival order: published to IT (QoS 1, same topic, provenance user properties) when the
-   IT broker is up and the device has nothing spooled, otherwise appended to the spool, so
-   that every device's messages leave in the order they arrived. Nothing reaches IT before
-   its audit record is durable; with ``on_audit_failure = "refuse"`` nothing is forwarded
-   while the log cannot record (``forward-and-alarm`` forwards and raises the alarm).
-5. A later cycle fsyncs the spool and acknowledges on OT every message that is both audited
-   and safe (IT PUBACK received, or fsynced in the spool), and remembers its id in the shared
-   dedup window.
-6. The drainer thread sends spooled messages to IT in order at ``drain_rate_per_s`` and
-   advances the spool cursor over the prefix the IT broker acknowledged.
+1. `OTSource` delivers it on its reader thread (`Worker.on_delivery`); nothing is acked yet.
+2. `Inspector` names the sender and checks revocation, policy, rate, size and schema; its
+   `Verdict` carries the policy `Decision`. `Pipeline.receive` queues the message.
+3.-5. The committer thread runs `Pipeline.cycle` every ``audit_batch_interval_ms`` or
+   ``audit_batch_max`` messages: duplicates, the audit group commit, then routing in arrival
+   order (direct to IT, or spool), the fsyncs, and one OT acknowledgement for everything
+   audited and safe (`relay.pipeline` has each message's states and the rules).
+6. The drainer thread (`relay.drain`) sends spooled messages to IT in order.
 
 Nothing is ever dropped: when the spool is full, new messages are held unacknowledged, the OT
 broker stops delivering once ``max_inflight`` are outstanding, and it (and the gateways' own
@@ -36,94 +27,23 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from audit.events import AuditEvent, AuditSink
-from policies import AuditFailureMode, ReasonCode, load_policy
-from policies.broker_config import (
-    PACKET_OVERHEAD_BYTES,
-    max_packet_bytes,
-    relay_client_id,
-    relay_subscription,
-)
+from audit.events import AuditSink
+from policies import AuditFailureMode, load_policy
 from relay.config import WorkerConfig
-from relay.deadletter import DeadLetter, DeadLetters, dead_letter_event, refused_by_it
+from relay.deadletter import DeadLetters
 from relay.dedup import DedupWindow
+from relay.drain import Drain
 from relay.inspector import Inspector, inspection_failed
-from relay.it_sink import ITSink
-from relay.ot_source import Delivery, OTSource
+from relay.links import broker_links
+from relay.ot_source import Delivery
 from relay.pipeline import Item, Pipeline
 from relay.ports import Fields, ITLink, OTLink
-from relay.retention import Retention, read_epoch
+from relay.retention import Retainer, Retention, read_epoch
 from relay.revocation import CrlWatcher, RevocationState
-from relay.share_secret import ensure_share_secret
-from relay.spool import Spool, SpoolRecord, encode_fields
+from relay.spool import Spool
 from relay.stats import WorkerStats, write_snapshot
 
 _log = logging.getLogger("relay.worker")
-
-
-class _DrainRef:
-    """A spooled record on its way to IT: ``end`` is its end offset in the spool file of
-    generation ``file_gen``; ``gen`` the drain generation (IT connection) it was sent in."""
-
-    __slots__ = ("acked", "end", "file_gen", "gen", "rec")
-
-    def __init__(self, end: int, rec: SpoolRecord, gen: int, file_gen: int) -> None:
-        self.end, self.rec, self.gen, self.file_gen = end, rec, gen, file_gen
-        self.acked = False
-
-    @property
-    def device(self) -> str:
-        return self.rec.device
-
-
-class _Dead:
-    """A spooled record on its way to the dead-letter file (``kept`` once buffered there)."""
-
-    __slots__ = ("kept", "letter", "ref")
-
-    def __init__(self, ref: _DrainRef, letter: DeadLetter) -> None:
-        self.ref, self.letter = ref, letter
-        self.kept: bool | None = None
-
-
-class _Retained:
-    """The `relay.ports.Retainer` over the retention log (shared with the IT-up replay)."""
-
-    def __init__(self, retention: Retention, lock: threading.Lock) -> None:
-        self.retention, self.lock = retention, lock
-
-    def retain(self, records: Sequence[Fields]) -> None:
-        data = b"".join([encode_fields(*fields) for fields in records])
-        with self.lock:
-            self.retention.append(data)
-            self.retention.sync(time.time())
-
-
-def broker_links(worker: Worker) -> tuple[OTLink, ITLink]:
-    """The real ports to the brokers (the composition's default): the lean OT reader and IT
-    writer, with the worker's client ids, subscription and limits, calling back into it."""
-    config, policy, limits = worker.config, worker.policy, worker.config.limits
-    ot = OTSource(
-        config.ot,
-        client_id=worker.client_id("ot"),
-        subscription=worker.subscription(),
-        receive_maximum=limits.max_inflight,
-        session_expiry_s=config.session_expiry_s,
-        # Above what the OT broker accepts, so it never has to drop a message for us.
-        max_packet_bytes=max_packet_bytes(policy) + PACKET_OVERHEAD_BYTES,
-        on_delivery=worker.on_delivery,
-        on_state=worker.on_ot_state,
-    )
-    it = ITSink(
-        config.it,
-        client_id=worker.client_id("it"),
-        # Persistent, so that a CONNACK without the session says the broker lost its state.
-        session_expiry_s=config.session_expiry_s,
-        on_acked=worker.on_it_acked,
-        on_down=worker.on_it_down,
-        on_up=worker.on_it_up,
-    )
-    return ot, it
 
 
 class Worker:
@@ -170,7 +90,6 @@ class Worker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._it_acks: deque[tuple[object, int]] = deque()
-        self._dead: deque[_Dead] = deque()  # spooled records refused or revoked: to audit
         self._letters = DeadLetters(
             state / "dead-letters.jsonl",
             max_bytes=limits.dead_letter_max_bytes,
@@ -185,14 +104,6 @@ class Worker:
             window_s=limits.it_retention_s,
             now=time.time(),
         )
-        self._read_offset = self._spool.cursor
-        self._drain_gen = 0
-        self._drain_out: deque[_DrainRef] = deque()
-        # Spool records (by end offset in the current file) that are dead letters: False while
-        # being audited, True once kept. Mosquitto 2.0.11 closes the connection after refusing
-        # a publish, so the drain re-reads the record before the refusal is even handled: it
-        # must not send it again (that would be refused and disconnected again, forever).
-        self._dead_at: dict[int, bool] = {}
         self._ot, self._it = links(self)
         self._pipe = Pipeline(
             self.name,
@@ -202,7 +113,7 @@ class Worker:
             dedup=self._dedup,
             audit=audit,
             letters=self._letters,
-            retainer=_Retained(self._retention, self._retention_lock),
+            retainer=Retainer(self._retention, self._retention_lock),
             stats=self.stats,
             policy_hash=self.policy.content_hash,
             accepted_audit=config.accepted_audit,
@@ -214,29 +125,24 @@ class Worker:
             on_broken_audit=on_fatal,
         )
         self._lock = self._pipe.lock  # the routing state, shared with the drain
+        self._drain = Drain(
+            self.name,
+            spool=self._spool,
+            it=self._it,
+            pipeline=self._pipe,
+            letters=self._letters,
+            stats=self.stats,
+            rate_per_s=limits.drain_rate_per_s,
+            revoked=lambda: self._inspector.revocation.revoked_devices,
+            wake=self._wake.set,
+        )
         self._threads = [
             threading.Thread(target=self._commit_loop, name="committer", daemon=True),
-            threading.Thread(target=self._drain_loop, name="drainer", daemon=True),
+            threading.Thread(
+                target=self._drain.loop, args=(self._stop,), name="drainer", daemon=True
+            ),
             threading.Thread(target=self._stats_loop, name="stats", daemon=True),
         ]
-
-    def client_id(self, side: str) -> str:
-        """``<relay identity>:<secret-derived tag>-<index>-<side>`` (ADR 0058): the brokers'
-        plugin admits it only with the relay's certificate, and no device can guess it."""
-        config = self.config
-        secret_file = config.share_secret_file or config.state_dir / "share-secret"
-        return relay_client_id(self.policy, ensure_share_secret(secret_file), self.index, side)
-
-    def subscription(self) -> str:
-        """One worker: a plain persistent subscription (Mosquitto 2.0.11 restores it from
-        persistence after a broker restart and keeps strict order). Several: an MQTT 5 shared
-        subscription (ADR 0052) whose group is derived from the relay's secret (ADR 0034), so a
-        gateway that knows the policy's public group name cannot join it."""
-        config = self.config
-        if not config.shared_subscription:
-            return f"{self.policy.enterprise}/#"
-        secret_file = config.share_secret_file or config.state_dir / "share-secret"
-        return relay_subscription(self.policy, ensure_share_secret(secret_file))
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -314,9 +220,7 @@ class Worker:
     def on_it_down(self, refs: Sequence[object]) -> None:
         self._pipe.it_down(refs)
         with self._lock:
-            self._drain_gen += 1
-            self._drain_out.clear()
-            self._read_offset = self._spool.cursor
+            self._drain.restart_locked(replayed=False)
         with self.stats.lock:
             self.stats.it_connected = False
         self._wake.set()
@@ -334,10 +238,7 @@ class Worker:
             if why:
                 replayed = self._spool.prepend(self._retention.records())
                 self._pipe.spooled_count = Counter(r.device for r in self._spool.records())
-                self._read_offset = 0
-                self._drain_gen += 1
-                self._drain_out.clear()
-                self._dead_at.clear()
+                self._drain.restart_locked(replayed=True)
             self._retention.mark_handled(epoch)
         if why:
             _log.warning(
@@ -400,149 +301,28 @@ class Worker:
             popped += 1
             if isinstance(ref, Item):
                 item_acks.append((ref, code))
-            elif isinstance(ref, _DrainRef):
-                if code >= 0x80:
-                    self._drain_refused(ref, code)
-                elif ref.gen == self._drain_gen and not ref.acked:
-                    ref.acked = True
-                    rec = ref.rec
-                    retained.append(
-                        (rec.topic, rec.device, rec.msg_id, rec.properties, rec.payload)
-                    )
-        dead = [self._dead.popleft() for _ in range(len(self._dead))]
+            else:
+                self._drain.answer(ref, code, retained)
+        dead = self._drain.take_dead()
 
         def after_audit() -> None:
             if popped:
                 with self._acks_cv:
                     self._acks_done += popped
                     self._acks_cv.notify_all()
-            self._advance_drain()
+            self._drain.advance()
 
         audited = self._pipe.cycle(
             item_acks,
-            extra_events=self._dead_letter_events(dead),
+            extra_events=self._drain.dead_events(dead),
             extra_retained=retained,
             after_audit=after_audit,
         )
         if not audited:
-            self._dead.extendleft(reversed(dead))
+            self._drain.requeue_dead(dead)
         elif dead:
-            self._bury(dead)
+            self._drain.bury(dead)
         return audited
-
-    def _drain_refused(self, ref: _DrainRef, code: int) -> None:
-        with self._lock:  # the first refusal of a record of the current file counts
-            first = ref.file_gen == self._spool.generation and ref.end not in self._dead_at
-            if first:
-                self._dead_at[ref.end] = False
-        if first:
-            rec = ref.rec
-            letter = refused_by_it(rec.device, rec.msg_id, rec.topic, rec.payload, code)
-            self._dead.append(_Dead(ref, letter))
-
-    # -- dead letters ---------------------------------------------------------------------
-
-    def _dead_letter_events(self, dead: list[_Dead]) -> list[AuditEvent]:
-        """Buffer each dead letter (once, also when the audit is retried) and its record."""
-        events = []
-        for entry in dead:
-            if entry.kept is None:
-                entry.kept = self._letters.append(entry.letter, time.time())
-            events.append(dead_letter_event(entry.letter, self.name, kept=entry.kept))
-        return events
-
-    def _bury(self, buried: list[_Dead]) -> None:
-        """Audited: make the dead letters durable, then let the spool cursor move past them."""
-        self._letters.sync()
-        lost = sum(1 for e in buried if not e.kept)
-        if lost:
-            self._letters.alarm_lost(lost)
-        ends = set()
-        for entry in buried:
-            entry.ref.acked = True
-            ends.add((entry.ref.file_gen, entry.ref.end))
-        with self._lock:  # the same record may be in flight again since (see _dead_at)
-            for file_gen, end in ends:
-                if file_gen == self._spool.generation:
-                    self._dead_at[end] = True
-            for ref in self._drain_out:
-                if (ref.file_gen, ref.end) in ends:
-                    ref.acked = True
-        self.stats.count_dead_letters(len(buried), lost)
-        self._advance_drain()
-
-    # -- drainer --------------------------------------------------------------------------
-
-    def _advance_drain(self) -> None:
-        with self._lock:
-            end = None
-            while self._drain_out and self._drain_out[0].acked:
-                ref = self._drain_out.popleft()
-                end = ref.end
-                spooled = self._pipe.spooled_count
-                left = spooled[ref.device] - 1
-                if left > 0:
-                    spooled[ref.device] = left
-                else:
-                    spooled.pop(ref.device, None)
-                if self._dead_at.pop(ref.end, None) is None:  # not a dead letter
-                    with self.stats.lock:
-                        self.stats.drained += 1
-            if end is not None:
-                self._spool.commit(end)
-                if self._spool.cursor == 0:
-                    self._read_offset = 0
-                    self._dead_at.clear()  # a new file: offsets start again
-            with self.stats.lock:
-                self.stats.spool_bytes = self._spool.pending_bytes
-
-    def _drain_loop(self) -> None:
-        rate = self._limits.drain_rate_per_s
-        window = 256
-        tokens, last = 0.0, time.monotonic()
-        while not self._stop.is_set():
-            now = time.monotonic()
-            tokens = min(max(rate / 10, 1.0), tokens + (now - last) * rate)
-            last = now
-            with self._lock:
-                ready = self._it.up and self._read_offset < self._spool.end
-                room = window - len(self._drain_out)
-                gen, file_gen = self._drain_gen, self._spool.generation
-                batch = (
-                    self._spool.read(self._read_offset, min(room, int(tokens)))
-                    if ready and room > 0 and tokens >= 1
-                    else []
-                )
-            if not batch:
-                self._stop.wait(0.02)
-                continue
-            revoked = self._inspector.revocation.revoked_devices
-            for end, rec in batch:
-                ref = _DrainRef(end, rec, gen, file_gen)
-                with self._lock:
-                    dead = self._dead_at.get(end)
-                if dead is not None or rec.device in revoked:  # never sent (again)
-                    with self._lock:
-                        if gen != self._drain_gen:
-                            break
-                        self._read_offset = end
-                        self._drain_out.append(ref)
-                        if dead is None:  # revoked while it waited: refused here
-                            self._dead_at[end] = False
-                        ref.acked = bool(dead)  # a dead letter already kept
-                    if dead is None:
-                        self._dead.append(_Dead(ref, _revoked_letter(rec)))
-                        self._wake.set()
-                    continue
-                if not self._it.publish(rec.topic, rec.payload, rec.properties, ref):
-                    break
-                tokens -= 1
-                with self._lock:
-                    if gen != self._drain_gen:
-                        break
-                    self._read_offset = end
-                    self._drain_out.append(ref)
-            self._it.flush()
 
     # -- stats ----------------------------------------------------------------------------
 
@@ -571,14 +351,6 @@ class Worker:
 
     def snapshot(self) -> dict[str, Any]:
         return self.stats.snapshot()
-
-
-def _revoked_letter(rec: SpoolRecord) -> DeadLetter:
-    return DeadLetter(
-        rec.device, rec.msg_id, rec.topic, ReasonCode.CERTIFICATE_REVOKED.value,
-        "every certificate of the device was revoked while the message waited in the spool",
-        rec.payload,
-    )  # fmt: skip
 
 
 def _utcnow() -> datetime:
