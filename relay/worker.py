@@ -160,7 +160,8 @@ class Worker:
         self._stop.set()
         self._wake.set()
         for t in self._threads:
-            t.join(timeout=10)
+            if t.ident is not None:  # started (stop() also follows a failed start)
+                t.join(timeout=10)
         self._it.stop()
         if self._crl is not None:
             self._crl.stop()

@@ -181,6 +181,18 @@ class MemoryIT:
     def flush(self) -> None:
         pass
 
+    def start(self) -> None:  # the rest of `relay.ports.ITLink`, for a whole `Worker`
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def unacked_for_s(self, now: float, /) -> float:
+        return 0.0
+
+    def outstanding(self) -> int:
+        return len(self.inflight)
+
     def receive(self, count: int, refuse: Sequence[bool]) -> list[tuple[object, int]]:
         """The broker takes the first ``count`` publishes and answers them (0x87: refused)."""
         answers: list[tuple[object, int]] = []
@@ -202,6 +214,24 @@ class MemoryIT:
         lost, self.inflight = self.inflight, []
         self.log += [_key(r) for r in lost[:received]]
         return lost
+
+
+class MemoryOTLink:
+    """A `relay.ports.OTLink` for a whole `Worker`: records the acknowledged tokens."""
+
+    def __init__(self) -> None:
+        self.acked: list[Any] = []
+
+    def ack_many(self, tokens: Iterable[Any], /) -> int:
+        before = len(self.acked)
+        self.acked.extend(tokens)
+        return len(self.acked) - before
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
 
 
 def _key(ref: Item | Drained) -> Key:
