@@ -61,6 +61,9 @@ class ReasonCode(StrEnum):
     PAYLOAD_TOO_DEEP = "payload_too_deep"  # arrays/objects nested beyond max_json_depth
     # the check itself failed (a validator exception, a bug): refused, never passed or raised
     INSPECTION_ERROR = "inspection_error"
+    # the relay's own checks (relay.inspector), before the policy's
+    SENDER_UNKNOWN = "sender_unknown"  # the topic does not start with a device identity path
+    CERTIFICATE_REVOKED = "certificate_revoked"  # every certificate of the sender is revoked
 
 
 @dataclass(frozen=True, slots=True)

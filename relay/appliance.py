@@ -78,6 +78,7 @@ def run_worker_process(
     """Entry point of a worker process: run until SIGTERM/SIGINT (or its appliance dies)."""
     from audit.log import AuditLog
     from relay.deathsig import die_with_parent
+    from relay.links import broker_links
     from relay.worker import Worker
 
     if parent_pid is not None:
@@ -97,7 +98,7 @@ def run_worker_process(
         stop.set()
 
     audit = AuditLog.open(config.audit_dir, origin=config.audit_origin)
-    worker = Worker(config, index, audit=audit, on_fatal=on_fatal)
+    worker = Worker(config, index, audit=audit, on_fatal=on_fatal, links=broker_links)
     worker.start()
     try:
         stop.wait()

@@ -22,11 +22,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from audit.events import AuditEvent, Outcome
+from relay.mqtt_codec import reason_name
+
+_log = logging.getLogger("relay.worker")
 
 IT_REFUSED = "it_refused"  # the IT broker's PUBACK reason was >= 0x80
 REFUSED_BY_IT_ACTION = "relay.message.refused_by_it"
@@ -110,6 +114,14 @@ class DeadLetters:
         self._size += len(data)
         self._buffer.clear()
 
+    def alarm_lost(self, count: int) -> None:
+        """The alarm for ``count`` payloads not kept because the file is full."""
+        _log.error(
+            "ALARM dead-letter file %s is full (dead_letter_max_bytes=%d): %d payload(s) "
+            "not kept; their audit records hold device, message id and SHA-256",
+            self.path, self.max_bytes, count,
+        )  # fmt: skip
+
     def _moved_away(self) -> bool:
         try:
             return os.stat(self.path).st_ino != os.fstat(self._fd).st_ino
@@ -125,6 +137,18 @@ class DeadLetters:
     def close(self) -> None:
         self.sync()
         os.close(self._fd)
+
+
+def refused_by_it(device: str, msg_id: str, topic: str, payload: bytes, code: int) -> DeadLetter:
+    """The dead letter for a publish the IT broker refused with ``code`` (logged)."""
+    _log.error(
+        "the IT broker refused %s from %s (%s); kept as a dead letter",
+        msg_id, device, reason_name(code),
+    )  # fmt: skip
+    return DeadLetter(
+        device, msg_id, topic, IT_REFUSED,
+        f"the IT broker refused the publish ({reason_name(code)})", payload, code,
+    )  # fmt: skip
 
 
 def dead_letter_event(letter: DeadLetter, worker: str, *, kept: bool) -> AuditEvent:

@@ -62,3 +62,8 @@ class SpoolFullError(RelayError, category.CapacityError):
 
 class SpoolCorruptedError(RelayError, category.VerificationError):
     """A spool record failed its checksum or framing; refuse to guess what it said."""
+
+
+class PipelineError(RelayError):
+    """A state transition `relay.pipeline.NEXT` does not have: a bug, never a message's fault
+    (the commit cycle fails, is logged and retried; nothing is acknowledged by it)."""

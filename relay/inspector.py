@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from enum import StrEnum
+from typing import NoReturn
 
 from pki.identity import DeviceIdentity
 from policies import (
@@ -48,24 +48,33 @@ from relay.revocation import RevocationState
 MAX_MSG_ID_CHARS = 128
 
 
-class RelayReason(StrEnum):
-    """Refusal codes the relay adds to `policies.ReasonCode` (never renamed or reused)."""
-
-    SENDER_UNKNOWN = "sender_unknown"  # the topic does not start with a device identity path
-    CERTIFICATE_REVOKED = "certificate_revoked"  # every certificate of the sender is revoked
-
-
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """The outcome for one message. ``reason_code`` is a stable code for metrics and audit.
-    ``error`` is set only for ``inspection_error``: what the inspection raised, for the log."""
+    """The outcome for one message: the policy `Decision` itself (ADR 0031: it cannot be read
+    as a boolean, and neither can a verdict), the sender and the message id. ``reason_code`` is
+    the decision's stable code for metrics and audit; the relay's own refusals
+    (``sender_unknown``, ``certificate_revoked``) are `ReasonCode` members too. ``error`` is set
+    only for ``inspection_error``: what the inspection raised, for the log."""
 
-    accepted: bool
-    reason_code: str
-    reason: str
+    decision: Decision
     device: DeviceIdentity | None
     msg_id: str
     error: Exception | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.decision.allowed
+
+    @property
+    def reason_code(self) -> ReasonCode:
+        return self.decision.reason_code
+
+    @property
+    def reason(self) -> str:
+        return self.decision.reason
+
+    def __bool__(self) -> NoReturn:
+        raise TypeError("a Verdict is not a bool: use verdict.accepted and record its reason_code")
 
 
 def _valid_msg_id(value: str | None) -> str | None:
@@ -111,14 +120,8 @@ def inspection_failed(
         msg_id = message_id(topic, payload, property_id)
     except Exception:  # noqa: BLE001 - as above
         msg_id = _digest_id(topic, payload)
-    return Verdict(
-        False,
-        ReasonCode.INSPECTION_ERROR,
-        f"inspecting the message raised {type(exc).__name__}; refused (fail closed)",
-        device,
-        msg_id,
-        exc,
-    )
+    reason = f"inspecting the message raised {type(exc).__name__}; refused (fail closed)"
+    return Verdict(Decision.deny(ReasonCode.INSPECTION_ERROR, reason), device, msg_id, exc)
 
 
 ROUTE_CACHE_MAX = 4096
@@ -159,27 +162,19 @@ class Inspector:
     def _inspect(self, topic: str, payload: bytes, property_id: str | None, now: float) -> Verdict:
         route = self._route(topic)
         if route is None:
+            reason = f"topic {topic[:120]!a} does not start with a device identity path"
             return Verdict(
-                False,
-                RelayReason.SENDER_UNKNOWN,
-                f"topic {topic[:120]!a} does not start with a device identity path",
+                Decision.deny(ReasonCode.SENDER_UNKNOWN, reason),
                 None,
                 message_id(topic, payload, property_id),
             )
         device, decision = route
         msg_id = message_id(topic, payload, property_id)
         if device.path in self.revocation.revoked_devices:
-            return Verdict(
-                False,
-                RelayReason.CERTIFICATE_REVOKED,
-                f"every certificate of {device} is revoked (CRL {self.revocation.crl_number})",
-                device,
-                msg_id,
-            )
+            reason = f"every certificate of {device} is revoked (CRL {self.revocation.crl_number})"
+            return Verdict(Decision.deny(ReasonCode.CERTIFICATE_REVOKED, reason), device, msg_id)
         if decision.allowed:
             decision = self._limiter.admit(device, topic, now)
         if decision.allowed:
             decision = check_payload(self.policy, device, topic, payload)
-        if not decision.allowed:
-            return Verdict(False, str(decision.reason_code), decision.reason, device, msg_id)
-        return Verdict(True, "allowed", "", device, msg_id)
+        return Verdict(decision, device, msg_id)

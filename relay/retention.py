@@ -28,12 +28,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bedrock.files import fsync_dir, write_atomic
-from relay.spool import RecordFile, SpoolRecord
+from relay.ports import Fields
+from relay.spool import RecordFile, SpoolRecord, encode_fields
 
 _log = logging.getLogger("relay.retention")
 EPOCH_FILE = "it-broker.epoch"  # written by the appliance, read by every worker
@@ -167,3 +170,17 @@ class Retention:
 
 
 __all__ = ["EPOCH_FILE", "Retention", "bump_epoch", "read_epoch"]
+
+
+class Retainer:
+    """The `relay.ports.Retainer` over a `Retention` log (``lock`` shared with the IT-up
+    replay): what IT acknowledged, appended and fdatasynced in one call."""
+
+    def __init__(self, retention: Retention, lock: threading.Lock) -> None:
+        self.retention, self.lock = retention, lock
+
+    def retain(self, records: Sequence[Fields]) -> None:
+        data = b"".join([encode_fields(*fields) for fields in records])
+        with self.lock:
+            self.retention.append(data)
+            self.retention.sync(time.time())

@@ -57,6 +57,33 @@ class WorkerStats:
             return device
         return OTHER
 
+    def count_refusal(self, code: str, device: str) -> None:
+        with self.lock:
+            self.refused[code] += 1
+            if device:
+                self.device_refused[self.device_key(self.device_refused, device)] += 1
+
+    def count_acked(self, forwarded: Counter[str], latency_s: float, inflight: int) -> None:
+        """One OT acknowledgement's worth: messages forwarded per device, their summed
+        latency, and what is still in flight."""
+        with self.lock:
+            n = sum(forwarded.values())
+            self.forwarded += n
+            for device, count in forwarded.items():
+                self.device_forwarded[self.device_key(self.device_forwarded, device)] += count
+            self.latency_ms_sum += latency_s * 1000
+            self.latency_count += n
+            self.inflight = inflight
+
+    def count_duplicate(self) -> None:
+        with self.lock:
+            self.duplicates += 1
+
+    def count_dead_letters(self, count: int, lost: int) -> None:
+        with self.lock:
+            self.dead_letters += count
+            self.dropped += lost
+
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             return {

@@ -31,7 +31,6 @@ ALLOWED_OVER = frozenset(
         "provisioning.api",
         "provisioning.service",
         "relay.appliance",
-        "relay.worker",
     }
 )
 

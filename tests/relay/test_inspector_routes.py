@@ -4,8 +4,8 @@ through, and a refused topic stays refused."""
 
 from __future__ import annotations
 
-from policies import load_policy
-from relay.inspector import ROUTE_CACHE_MAX, Inspector, RelayReason
+from policies import ReasonCode, load_policy
+from relay.inspector import ROUTE_CACHE_MAX, Inspector
 from relay.revocation import RevocationState
 from tests.relay.conftest import POLICY_PATH, PRESS_1, envelope
 
@@ -21,7 +21,7 @@ def test_a_remembered_route_does_not_skip_revocation_or_payload_checks() -> None
     assert inspector.inspect(TOPIC, envelope(PRESS_1, "a").encode(), None, 0.0).accepted
     inspector.revocation = RevocationState(revoked_devices=frozenset({PRESS_1}))
     verdict = inspector.inspect(TOPIC, envelope(PRESS_1, "b").encode(), None, 1.0)
-    assert (verdict.accepted, verdict.reason_code) == (False, RelayReason.CERTIFICATE_REVOKED)
+    assert (verdict.accepted, verdict.reason_code) == (False, ReasonCode.CERTIFICATE_REVOKED)
     inspector.revocation = RevocationState()
     verdict = inspector.inspect(TOPIC, b"not json", None, 2.0)
     assert not verdict.accepted and verdict.reason_code != "allowed"
