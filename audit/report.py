@@ -117,8 +117,9 @@ class Report:
         self.by_outcome[outcome] += 1
         self.timeline[self.bucket_of(when)] += 1
         if outcome == "denied":
-            self.refusals[(str(entry["actor"]), str(entry["reason"]))] += 1
-            self.refusal_reasons[str(entry["reason"])] += 1
+            times = _times(entry)
+            self.refusals[(str(entry["actor"]), str(entry["reason"]))] += times
+            self.refusal_reasons[str(entry["reason"])] += times
         row = {k: entry.get(k) for k in ("seq", "time", "actor", "action", "resource", "reason")}
         if (
             action in CERTIFICATE_ACTIONS
@@ -156,6 +157,14 @@ class Report:
             "certificates": self.certificates,
             "operator_actions": self.operator_actions,
         }
+
+
+def _times(entry: dict[str, Any]) -> int:
+    """How many refusals one record stands for: a record that aggregates repeated refusals of
+    one identity and reason (the broker plugin groups them per second) carries ``count``."""
+    details = entry.get("details")
+    count = details.get("count") if isinstance(details, dict) else None
+    return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 1
 
 
 def _bucket_for(span: timedelta) -> timedelta:

@@ -65,6 +65,24 @@ def test_report_counts_only_its_period_and_lists_certificate_lifecycle(log_dir: 
     assert "0a1b" in html and "topic not allowed" in html and "keyCompromise" not in html
 
 
+def test_an_aggregated_refusal_record_counts_every_refusal_it_stands_for(log_dir: Path) -> None:
+    """The broker plugin groups a flooding identity's refusals per second into one record with
+    ``count`` (review S1); the report's refusal table counts them all, not the one record."""
+    flood = AuditEvent(DEVICE, "relay.message.refused", "t", Outcome.DENIED, "acl_denied",
+                       details={"code": "acl_denied", "count": 400})  # fmt: skip
+    single = AuditEvent(DEVICE, "relay.message.refused", "t", Outcome.DENIED, "acl_denied")
+    bogus = AuditEvent(DEVICE, "relay.message.refused", "t", Outcome.DENIED, "acl_denied",
+                       details={"count": "many"})  # fmt: skip
+    for offset, event in enumerate((flood, single, bogus)):
+        _log_at(log_dir, T0 + timedelta(seconds=offset), event)
+    report = build_report(
+        log_dir, read_vkey(log_dir / "checkpoint.vkey"),
+        start=T0, end=T0 + timedelta(hours=1), now=T0 + timedelta(hours=2),
+    )  # fmt: skip
+    assert report.total == 3  # records
+    assert report.refusals == {(DEVICE, "acl_denied"): 400 + 1 + 1}  # refusals
+
+
 def test_report_escapes_hostile_text(log_dir: Path) -> None:
     _log_at(log_dir, T0, AuditEvent(DEVICE, "relay.message.refused", "t", Outcome.DENIED,
                                     "<script>alert(1)</script>"))  # fmt: skip
