@@ -64,6 +64,6 @@ class SpoolCorruptedError(RelayError, category.VerificationError):
     """A spool record failed its checksum or framing; refuse to guess what it said."""
 
 
-class PipelineError(RelayError):
+class PipelineError(RelayError, category.OperationError):
     """A state transition `relay.pipeline.NEXT` does not have: a bug, never a message's fault
     (the commit cycle fails, is logged and retried; nothing is acknowledged by it)."""
