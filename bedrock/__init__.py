@@ -1,12 +1,13 @@
 """The bottom floor: what every part of idmz shares and that imports nothing of ours (ADR 0007).
 
-Four modules and nothing else:
+Five modules and nothing else:
 
 * ``bedrock.errors``  the error categories (what the caller does next), with the exit code
   and HTTP status each one means, chosen by ``isinstance``;
 * ``bedrock.files``   one atomic file write (``write_atomic``) and ``fsync_dir``;
 * ``bedrock.clock``   the clock as an input (``Clock``, ``SystemClock``, ``FixedClock``, ``utc_now``);
-* ``bedrock.tables``  the strict configuration reader (``Table``, ``type_mismatch``).
+* ``bedrock.tables``  the strict configuration reader (``Table``, ``type_mismatch``);
+* ``bedrock.surface`` a package's declared names resolved on first use (``lazy_surface``).
 
 Example::
 
@@ -31,6 +32,7 @@ from bedrock.errors import (
     http_status_for,
 )
 from bedrock.files import fsync_dir, write_atomic
+from bedrock.surface import lazy_surface
 from bedrock.tables import Table, type_mismatch, unknown_keys
 
 # The public surface (ADR 0004): all of it; the floor is small and imports nothing heavy.
@@ -51,6 +53,7 @@ __all__ = [
     "exit_code_for",
     "fsync_dir",
     "http_status_for",
+    "lazy_surface",
     "type_mismatch",
     "unknown_keys",
     "utc_now",

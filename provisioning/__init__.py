@@ -24,7 +24,7 @@ The pieces, top down::
 'EdDSA'
 """
 
-import importlib
+from bedrock.surface import lazy_surface
 
 # The public surface (docs/architecture.md, "Public surface"): what the other packages and the CLI
 # may import from this one, by home module. Import a name from its home module, as the rest of
@@ -45,12 +45,4 @@ _SURFACE: dict[str, tuple[str, ...]] = {
     "tokens": ("MAX_TOKEN_CHARS", "Role", "TokenKey"),
 }
 
-__all__ = [name for names in _SURFACE.values() for name in names]
-
-
-def __getattr__(name: str) -> object:
-    home = next((module for module, names in _SURFACE.items() if name in names), None)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module = importlib.import_module(f"{__name__}.{home}")
-    return module if name == home else getattr(module, name)
+__all__, __getattr__ = lazy_surface(__name__, _SURFACE)
