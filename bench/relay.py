@@ -1,41 +1,57 @@
-"""Relay throughput and added latency against Mosquitto's own bridge, in the same run.
+"""Relay against Mosquitto's own bridge, with C load generators, in the same run.
 
-    .venv/bin/python bench/relay.py [--messages 20000] [--workers 2] [--latency-seconds 10]
+    .venv/bin/python bench/relay.py [--quick] [--messages 50000] [--workers 1,2]
+                                    [--rates 500,1000,2000] [--latency-seconds 6]
 
-Same machine, same Mosquitto binary, the same rendered broker configurations (TLS 1.2+ with
-client certificates on both brokers, ACLs from the example policy), QoS 1 end to end:
+Every phase runs between two fresh Mosquitto brokers rendered by the same code with the same
+arguments (TLS 1.2+ with client certificates, the idmz broker plugin, the bound-id listeners,
+ACLs from the example policy with the rate limits raised so a benchmark is not refused). The
+only difference: for the bridge, the OT broker's config gets a stock ``connection`` block
+(``topic acme/# out 1``, mutual TLS to the IT broker, persistent session); for the relay, N
+worker processes (every check on, per-batch audit fsynced before anything is forwarded,
+provenance properties) connect to both bound-id listeners. The load is C: ``mosquitto_pub -l``
+(one process per gateway certificate, QoS 1) and ``mosquitto_sub -C`` (the historian's
+persistent session, QoS 1, receipt times printed by mosquitto_sub itself), so the reference is
+the broker, not a Python client.
 
-1. bridge: the OT broker carries a stock `connection` bridge (``topic acme/# out 1``) to the IT
-   broker over mutual TLS; no relay. Brokers log at their normal level.
-2. relay, 1 worker, then relay, N workers: the appliance with every check on (identity, policy,
-   rate limiter, strict JSON, JSON Schema, envelope), per-batch audit records fsynced before the
-   OT ack, provenance user properties, and its brokers at debug log level (the product default,
-   so ACL refusals are audited). The example policy's rate limits (20 msg/s per device) would
-   refuse a benchmark's load, so the bench policy raises them; the limiter still runs.
-3. latency: 1,000 msg/s for ``--latency-seconds`` through the relay (N workers); latency is
-   gateway publish -> IT consumer receipt (both broker hops included, so it over-states what
-   the relay adds) and the same is measured through the bridge as the reference.
+Phases, for the bridge and for the relay with each worker count:
 
-Load: 4 gateway processes (paho, MQTT 5, QoS 1, 1,000 in flight each), one consumer process on
-the IT broker. The machine is shared: read ratios, not absolute numbers. Last line:
+(a) drain: the forwarder is stopped (SIGSTOP: the relay's workers; for the bridge the IT
+    broker, so the bridge's session is what queues) while the gateways queue ``--messages`` in
+    the OT broker; then it continues. Rate = messages / (last receipt - first receipt).
+(b) live: the gateways publish ``--messages`` as fast as the OT broker takes them while the
+    forwarder runs. Rate as above.
+(c) latency at fixed rates (``--rates``, total over the gateways) while a process burns a CPU:
+    gateway stdin line -> historian receipt, both broker hops included (the bridge's figure is
+    the reference: what the relay adds is the difference).
 
-    RESULT relay msgs_per_s=... bridge_msgs_per_s=... ratio=... p50_ms=... p99_ms=... per_worker_msgs_per_s=...
+Worker CPU per message: user + system time of the workers (from /proc) over the drain phase,
+divided by the messages. The machine may be shared: read ratios and CPU, not absolute rates.
+The last line (one per profile):
+
+    RESULT relay profile=... drain_ratio_w1=... live_ratio_w1=... cpu_us_w1=... p50_ms_1000_w1=...
+
+A profile is a payload generator and a name (bench/relay_profiles.py): another load (Sparkplug)
+registers itself there from its own module and is run with ``--profiles``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ipaddress
-import json
 import multiprocessing as mp
 import os
+import re
 import shutil
-import ssl
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,13 +59,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import paho.mqtt.client as mqtt  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
-from paho.mqtt.packettypes import PacketTypes  # noqa: E402
-from paho.mqtt.properties import Properties  # noqa: E402
+from relay_profiles import ENVELOPE, PROFILES, Profile  # noqa: E402
 
 from audit.log import AuditLog  # noqa: E402
 from pki.csr import verify_csr  # noqa: E402
@@ -58,20 +71,19 @@ from pki.keys import KeyPolicy, generate_private_key, private_key_pem  # noqa: E
 from pki.local import LocalCA, init_local_ca  # noqa: E402
 from pki.profiles import ProfileName, ServerName  # noqa: E402
 from policies import load_policy  # noqa: E402
-from relay.appliance import Appliance  # noqa: E402
-from relay.brokers import MosquittoProcess, registry_from_ledger, render_files  # noqa: E402
-from relay.config import (  # noqa: E402
-    ApplianceConfig,
-    BrokerEndpoint,
-    ManagedBroker,
-    RelayLimits,
-    TLSFiles,
-    WorkerConfig,
-)
+from relay.appliance import run_worker_process  # noqa: E402
+from relay.brokers import MosquittoProcess, free_port, registry_from_ledger, render_files  # noqa: E402
+from relay.config import BrokerEndpoint, ManagedBroker, RelayLimits, TLSFiles, WorkerConfig  # noqa: E402
+from relay.revoke_plugin import build_plugin  # noqa: E402
+from relay.share_secret import ensure_share_secret  # noqa: E402
 
 PASS = b"bench-passphrase"
 DEVICES = [f"acme/plant1/stamping/line1/cell1/press-{i:02d}" for i in range(4)]
 RELAY_ID, CONSUMER = "acme/it/idmz-relay", "acme/it/historian"
+PROBE_TOPIC = "acme/plant1/+/+/+/+/status"  # readiness probes; never counted
+
+
+# -- the CA, the credentials, the brokers ----------------------------------------------------
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -80,173 +92,56 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _issue(
-    ca: LocalCA, out: Path, name: str, subject: Any, profile: ProfileName, cn: str
+    ca: LocalCA, out: Path, subject: Any, profile: ProfileName, cn: str
 ) -> tuple[Path, Path]:
     key = generate_private_key("ec-p256")
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
         .sign(key, hashes.SHA256())
-    )  # type: ignore[arg-type]
+    )
     issued = ca.issue(
         verify_csr(csr.public_bytes(serialization.Encoding.PEM), KeyPolicy()),
         subject,
         profile=profile,
         now=datetime.now(UTC),
     )
-    d = out / name.replace("/", "_")
+    d = out / cn.replace("/", "_")
     d.mkdir(parents=True)
     (d / "cert.pem").write_bytes(issued.leaf_pem())
     (d / "key.pem").write_bytes(private_key_pem(key, None))
     return d / "cert.pem", d / "key.pem"
 
 
-def _tls(cafile: Path, cert: Path, key: Path) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(cafile))
-    ctx.load_cert_chain(str(cert), str(key))
-    return ctx
-
-
-# -- load generators (separate processes) -------------------------------------------------
-
-
-def _publisher(port: int, cafile: Path, cred: tuple[Path, Path], device: str, count: int,
-               rate: float | None, ready: Any, go: Any, done: Any) -> None:  # fmt: skip
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{device}-{time.monotonic_ns()}",
-                         protocol=mqtt.MQTTv5)  # fmt: skip
-    client.tls_set_context(_tls(cafile, *cred))
-    client.max_inflight_messages_set(1000)
-    acked = [0]
-    client.on_publish = lambda *_a: acked.__setitem__(0, acked[0] + 1)
-    client.connect("127.0.0.1", port, keepalive=60)
-    client.loop_start()
-    ready.put(device)
-    go.wait()
-    name = f"{device.rsplit('/', 1)[1]}-{time.monotonic_ns()}"  # fresh ids: no dedup hits
-    start = time.monotonic()
-    for i in range(count):
-        msg_id = f"{name}-{i}"
-        body = json.dumps({"v": 1, "id": msg_id, "ts": "2026-11-22T10:00:00.000Z", "device": device,
-                           "kind": "telemetry", "data": {"t": time.time(), "tags": []}},
-                          separators=(",", ":"))  # fmt: skip
-        props = Properties(PacketTypes.PUBLISH)
-        props.UserProperty = [("idmz-msg-id", msg_id)]
-        client.publish(f"{device}/telemetry", body, qos=1, properties=props)
-        if rate:
-            delay = start + (i + 1) / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        elif i - acked[0] > 2000:  # keep the client's queue bounded
-            while i - acked[0] > 1000:
-                time.sleep(0.001)
-    while acked[0] < count:
-        time.sleep(0.01)
-    client.disconnect()
-    client.loop_stop()
-    done.put(device)
-
-
-def _consumer(
-    port: int, cafile: Path, cred: tuple[Path, Path], expected: int, result: Any, ready: Any
-) -> None:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-consumer-{time.monotonic_ns()}",
-                         protocol=mqtt.MQTTv5)  # fmt: skip
-    client.tls_set_context(_tls(cafile, *cred))
-    seen: set[bytes] = set()
-    lat: list[float] = []
-    times = {"first": 0.0, "last": 0.0}
-
-    def on_message(_c: Any, _u: Any, msg: Any) -> None:
-        now = time.time()
-        if msg.payload in seen:
-            return
-        seen.add(msg.payload)
-        if not times["first"]:
-            times["first"] = now
-        times["last"] = now
-        with contextlib.suppress(ValueError, KeyError):
-            lat.append(now - json.loads(msg.payload)["data"]["t"])
-
-    client.on_message = on_message
-    client.on_subscribe = lambda *_a: ready.put("consumer")
-    client.on_connect = lambda c, *_a: c.subscribe("acme/#", qos=1)
-    client.connect("127.0.0.1", port, keepalive=60)
-    client.loop_start()
-    last_progress, last_count = time.monotonic(), 0
-    while len(seen) < expected and time.monotonic() - last_progress < 30:  # stalled: give up
-        time.sleep(0.02)
-        if len(seen) != last_count:
-            last_progress, last_count = time.monotonic(), len(seen)
-    client.disconnect()
-    client.loop_stop()
-    result.put({"count": len(seen), "first": times["first"], "last": times["last"], "lat": lat})
-
-
-def run_load(ot_port: int, it_port: int, creds: dict[str, tuple[Path, Path]], cafile: Path,
-             per_device: int, rate_per_device: float | None) -> dict[str, Any]:  # fmt: skip
-    ctx = mp.get_context("spawn")
-    ready, done, result, go = ctx.Queue(), ctx.Queue(), ctx.Queue(), ctx.Event()
-    expected = per_device * len(DEVICES)
-    consumer = ctx.Process(
-        target=_consumer, args=(it_port, cafile, creds[CONSUMER], expected, result, ready)
-    )
-    consumer.start()
-    pubs = [
-        ctx.Process(
-            target=_publisher,
-            args=(ot_port, cafile, creds[d], d, per_device, rate_per_device, ready, go, done),
-        )
-        for d in DEVICES
-    ]
-    for p in pubs:
-        p.start()
-    for _ in range(len(pubs) + 1):
-        ready.get(timeout=120)
-    time.sleep(0.5)  # subscriptions settle (SUBACK seen; bridge/relay already connected)
-    t0 = time.time()
-    go.set()
-    out = result.get(timeout=900)
-    for p in pubs:
-        p.join(timeout=60)
-    consumer.join(timeout=60)
-    out["t0"] = t0
-    out["expected"] = expected
-    return out
-
-
-# -- setups --------------------------------------------------------------------------------
-
-
-def bench_policy() -> str:
-    text = (REPO / "deploy" / "policy" / "plant.toml").read_text()
-    return text.replace(
-        "max_messages_per_s = 20\nburst = 100", "max_messages_per_s = 1000000\nburst = 1000000"
+def bench_policy(text: str) -> str:
+    """The example policy with every rate limit out of a benchmark's way (the limiter runs)."""
+    return re.sub(
+        r"max_messages_per_s = \d+\nburst = \d+",
+        "max_messages_per_s = 1000000\nburst = 1000000",
+        text,
     )
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--messages", type=int, default=20000, help="messages per throughput phase")
-    ap.add_argument("--workers", type=int, default=2, help="N for the multi-worker phase")
-    ap.add_argument("--latency-seconds", type=float, default=10.0)
-    ap.add_argument("--no-broker-denial-audit", action="store_true",
-                    help="relay brokers at normal log level (no audit of broker ACL refusals)")  # fmt: skip
-    args = ap.parse_args()
-    if shutil.which("mosquitto") is None:
-        print("mosquitto not found", file=sys.stderr)
-        return 2
-    tmp = Path(tempfile.mkdtemp(prefix="idmz-bench-relay-"))
+@dataclass
+class Setup:
+    tmp: Path
+    ca: LocalCA
+    creds: dict[str, tuple[Path, Path]]
+    server: tuple[Path, Path]
+    policy_text: str
+    plugin: Path
+
+    @property
+    def cafile(self) -> Path:
+        return self.tmp / "ca" / "chain.pem"
+
+    def tls_args(self, who: str) -> list[str]:
+        cert, key = self.creds[who]
+        return ["--cafile", str(self.cafile), "--cert", str(cert), "--key", str(key)]
+
+
+def make_setup(tmp: Path, profile: Profile) -> Setup:
     init_local_ca(
         tmp / "ca",
         passphrase=PASS,
@@ -254,141 +149,415 @@ def main() -> int:
         now=datetime.now(UTC) - timedelta(minutes=5),
     )
     ca = LocalCA.open(tmp / "ca", passphrase=PASS)
-    creds: dict[str, tuple[Path, Path]] = {}
-    for d in DEVICES:
-        creds[d] = _issue(ca, tmp / "creds", d, DeviceIdentity.parse(d), ProfileName.DEVICE, d)
+    creds = {
+        d: _issue(ca, tmp / "creds", DeviceIdentity.parse(d), ProfileName.DEVICE, d)
+        for d in DEVICES
+    }
     for c in (RELAY_ID, CONSUMER):
-        creds[c] = _issue(ca, tmp / "creds", c, ConsumerIdentity.parse(c), ProfileName.CONSUMER, c)
-    server = _issue(ca, tmp / "creds", "server", ServerName(("localhost",), (ipaddress.ip_address("127.0.0.1"),)),
+        creds[c] = _issue(ca, tmp / "creds", ConsumerIdentity.parse(c), ProfileName.CONSUMER, c)
+    server = _issue(ca, tmp / "creds", ServerName(("localhost",), (ipaddress.ip_address("127.0.0.1"),)),
                     ProfileName.SERVER, "localhost")  # fmt: skip
-    cafile = tmp / "ca" / "chain.pem"
-    policy_text = bench_policy()
-    policy = load_policy(policy_text, source="bench")
-    per_device = args.messages // len(DEVICES)
-    results: dict[str, float] = {}
+    text = profile.policy(bench_policy((REPO / "deploy" / "policy" / "plant.toml").read_text()))
+    return Setup(tmp, ca, creds, server, text, build_plugin())
 
-    def managed(port: int) -> ManagedBroker:
-        return ManagedBroker("127.0.0.1", port, cafile, *server)
 
-    # 1. Mosquitto bridge between the two brokers.
-    ot_port, it_port = _free_port(), _free_port()
-    bdir = tmp / "bridge"
-    registry = registry_from_ledger(ca.ledger.entries(), frozenset())
-    files, _, _ = render_files(policy, registry, ot=managed(ot_port), it=managed(it_port),
-                               crl_path=tmp / "ca" / "crl.pem", directory=bdir, audit_denials=False,
-                               run_as_user="root")  # fmt: skip
-    relay_cert, relay_key = creds[RELAY_ID]
-    with files.ot_config.open("a") as fh:
-        fh.write(
-            "\nconnection idmz-bridge\n"
-            f"address 127.0.0.1:{it_port}\n"
-            "topic acme/# out 1\n"
-            "bridge_protocol_version mqttv311\n"
-            "cleansession false\n"
-            "remote_clientid idmz-bridge\n"
-            f"bridge_cafile {cafile}\nbridge_certfile {relay_cert}\nbridge_keyfile {relay_key}\n"
-            "bridge_insecure false\n"
-            "notifications false\n"  # the IT ACL rightly refuses $SYS notification writes
-        )
-    it_proc = MosquittoProcess("it", files.it_config, "127.0.0.1", it_port, "mosquitto")
-    it_proc.start()
-    ot_proc = MosquittoProcess("ot", files.ot_config, "127.0.0.1", ot_port, "mosquitto")
-    ot_proc.start()
-    time.sleep(1.0)  # the bridge connects
-    try:
-        r = run_load(ot_port, it_port, creds, cafile, per_device, None)
-        if r["count"] < r["expected"]:
-            raise SystemExit(f"bridge delivered {r['count']}/{r['expected']}; see {bdir}")
-        results["bridge"] = r["count"] / (r["last"] - r["t0"])
-        print(
-            f"bridge: {r['count']}/{r['expected']} in {r['last'] - r['t0']:.2f}s = {results['bridge']:.0f} msg/s",
-            flush=True,
-        )
-        lat_rate = 1000.0 / len(DEVICES)
-        n_lat = int(args.latency_seconds * lat_rate)
-        r = run_load(ot_port, it_port, creds, cafile, n_lat, lat_rate)
-        lat = sorted(r["lat"])
-        results["bridge_p50"] = statistics.median(lat) * 1000
-        results["bridge_p99"] = lat[int(len(lat) * 0.99) - 1] * 1000
-        print(
-            f"bridge latency at 1000 msg/s: p50 {results['bridge_p50']:.2f} ms, p99 {results['bridge_p99']:.2f} ms",
-            flush=True,
-        )
-    finally:
-        ot_proc.stop()
-        it_proc.stop()
+@dataclass
+class Brokers:
+    ot: MosquittoProcess
+    it: MosquittoProcess
+    ot_port: int
+    it_port: int
+    ot_bound: int
+    it_bound: int
 
-    # 2. The relay appliance with 1 and N workers; 3. latency through N workers.
-    def relay_phase(workers: int, latency: bool) -> None:
-        home = tmp / f"relay-{workers}"
-        ot_p, it_p = _free_port(), _free_port()
-        tls = TLSFiles(cafile, relay_cert, relay_key)
-        wc = WorkerConfig(
-            ot=BrokerEndpoint("127.0.0.1", ot_p, tls), it=BrokerEndpoint("127.0.0.1", it_p, tls),
-            policy_text=policy_text, policy_source="bench", state_dir=home / "relay",
-            audit_dir=home / "audit", audit_origin="bench/idmz-audit",
-            crl_path=tmp / "ca" / "crl.pem", issuing_ca_path=tmp / "ca" / "issuing.pem",
-            ledger_path=tmp / "ca" / "ledger.sqlite", limits=RelayLimits(),
-        )  # fmt: skip
-        cfg = ApplianceConfig(worker=wc, workers=workers, managed_ot=managed(ot_p), managed_it=managed(it_p),
-                              broker_dir=home / "brokers", health_port=_free_port(),
-                              audit_broker_denials=not args.no_broker_denial_audit)  # fmt: skip
-        audit = AuditLog.open(home / "audit", origin="bench/idmz-audit")
-        app = Appliance(cfg, audit=audit)
-        app.start()
-        try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                snaps = app.snapshots()
-                if len(snaps) >= workers and all(
-                    s.get("ot_connected") and s.get("it_connected") for s in snaps.values()
-                ):
-                    break
-                time.sleep(0.1)
-            pids = [p for p in app.worker_pids() if p is not None]
-            cpu0 = sum(_cpu_seconds(p) for p in pids)
-            r = run_load(ot_p, it_p, creds, cafile, per_device, None)
-            if r["count"] < r["expected"]:
-                raise SystemExit(f"relay delivered {r['count']}/{r['expected']}")
-            cpu = sum(_cpu_seconds(p) for p in pids) - cpu0
-            rate = r["count"] / (r["last"] - r["t0"])
-            results[f"relay{workers}"] = rate
-            results[f"cpu_us{workers}"] = cpu / r["count"] * 1e6
-            print(
-                f"relay, {workers} worker(s): {r['count']}/{r['expected']} in {r['last'] - r['t0']:.2f}s = {rate:.0f} msg/s; "
-                f"worker CPU {results[f'cpu_us{workers}']:.0f} us/msg "
-                f"(a worker with a core to itself: ~{1e6 / results[f'cpu_us{workers}']:.0f} msg/s)",
-                flush=True,
+    def stop(self) -> None:
+        for b in (self.ot, self.it):
+            if b.pid is not None:
+                os.kill(b.pid, signal.SIGCONT)
+            b.stop()
+
+
+def start_brokers(s: Setup, directory: Path, *, bridge: bool) -> Brokers:
+    """Both brokers, rendered exactly as the appliance renders them; ``bridge``: the OT broker
+    also carries Mosquitto's bridge to the IT broker's main listener."""
+    ports = [free_port("127.0.0.1") for _ in range(4)]
+
+    def managed(port: int, bound: int) -> ManagedBroker:
+        return ManagedBroker("127.0.0.1", port, s.cafile, *s.server, bound_port=bound)
+
+    policy = load_policy(s.policy_text, source="bench")
+    files, _, _ = render_files(
+        policy, registry_from_ledger(s.ca.ledger.entries(), frozenset()),
+        ot=managed(ports[0], ports[2]), it=managed(ports[1], ports[3]),
+        crl_path=s.tmp / "ca" / "crl.pem", directory=directory, audit_denials=True,
+        run_as_user="root" if os.geteuid() == 0 else None,
+        policy_document=("bench", s.policy_text), revoke_plugin=s.plugin,
+    )  # fmt: skip
+    if bridge:
+        cert, key = s.creds[RELAY_ID]
+        with files.ot_config.open("a") as fh:
+            fh.write(
+                "\nconnection idmz-bridge\n"
+                f"address 127.0.0.1:{ports[1]}\n"
+                "topic acme/# out 1\n"
+                "bridge_protocol_version mqttv311\n"
+                "cleansession false\n"
+                f"remote_clientid {RELAY_ID}\n"
+                f"bridge_cafile {s.cafile}\nbridge_certfile {cert}\nbridge_keyfile {key}\n"
+                "bridge_insecure false\n"
+                "restart_timeout 1\n"
+                "notifications false\n"  # the IT ACL rightly refuses $SYS notification writes
             )
-            if latency:
-                lat_rate = 1000.0 / len(DEVICES)
-                r = run_load(
-                    ot_p, it_p, creds, cafile, int(args.latency_seconds * lat_rate), lat_rate
-                )
-                lat = sorted(r["lat"])
-                results["p50"] = statistics.median(lat) * 1000
-                results["p99"] = lat[int(len(lat) * 0.99) - 1] * 1000
-                print(
-                    f"relay latency at 1000 msg/s ({workers} workers): p50 {results['p50']:.2f} ms, p99 {results['p99']:.2f} ms",
-                    flush=True,
-                )
-        finally:
-            app.stop()
-            audit.close()
+    it = MosquittoProcess("it", files.it_config, "127.0.0.1", ports[1], "mosquitto")
+    it.start()
+    ot = MosquittoProcess("ot", files.ot_config, "127.0.0.1", ports[0], "mosquitto")
+    ot.start()
+    return Brokers(ot, it, ports[0], ports[1], ports[2], ports[3])
 
-    relay_phase(1, latency=False)
-    relay_phase(args.workers, latency=True)
-    ca.close()
-    best = max(results["relay1"], results[f"relay{args.workers}"])
-    print(
-        f"RESULT relay msgs_per_s={best:.0f} bridge_msgs_per_s={results['bridge']:.0f} "
-        f"ratio={best / results['bridge']:.2f} p50_ms={results['p50']:.2f} p99_ms={results['p99']:.2f} "
-        f"per_worker_msgs_per_s={results['relay1']:.0f} "
-        f"worker_cpu_us_per_msg={results['cpu_us1']:.0f} "
-        f"per_worker_core_msgs_per_s={1e6 / results['cpu_us1']:.0f}"
+
+# -- forwarders ------------------------------------------------------------------------------
+
+
+class Forwarder:
+    """What moves messages from OT to IT: the processes to pause and whose CPU to count."""
+
+    name = ""
+
+    def pause_pids(self) -> list[int]:
+        raise NotImplementedError
+
+    def cpu_pids(self) -> list[int]:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Nothing of its own to stop (the bridge lives in the OT broker)."""
+
+    def signal(self, sig: signal.Signals) -> None:
+        for pid in self.pause_pids():
+            os.kill(pid, sig)
+
+    def cpu(self) -> float:
+        return sum(_cpu_seconds(p) for p in self.cpu_pids())
+
+
+class Bridge(Forwarder):
+    name = "bridge"
+
+    def __init__(self, brokers: Brokers) -> None:
+        self.brokers = brokers
+
+    def pause_pids(self) -> list[int]:  # the bridge's session queues while IT does not read
+        return [p for p in (self.brokers.it.pid,) if p is not None]
+
+    def cpu_pids(self) -> list[int]:  # the OT broker runs the bridge
+        return [p for p in (self.brokers.ot.pid,) if p is not None]
+
+
+class Relay(Forwarder):
+    def __init__(self, s: Setup, brokers: Brokers, home: Path, workers: int) -> None:
+        self.name = f"relay-w{workers}"
+        tls = TLSFiles(s.cafile, *s.creds[RELAY_ID])
+        state = home / "relay"
+        state.mkdir(parents=True, mode=0o700)
+        ensure_share_secret(state / "share-secret")
+        AuditLog.open(home / "audit", origin="bench/idmz-audit").close()
+        config = WorkerConfig(
+            ot=BrokerEndpoint("127.0.0.1", brokers.ot_bound, tls),
+            it=BrokerEndpoint("127.0.0.1", brokers.it_bound, tls),
+            policy_text=s.policy_text, policy_source="bench", state_dir=state,
+            audit_dir=home / "audit", audit_origin="bench/idmz-audit",
+            crl_path=s.tmp / "ca" / "crl.pem", issuing_ca_path=s.tmp / "ca" / "issuing.pem",
+            ledger_path=s.tmp / "ca" / "ledger.sqlite", limits=RelayLimits(),
+            shared_subscription=workers > 1,
+        )  # fmt: skip
+        ctx = mp.get_context("spawn")
+        self.procs = [
+            ctx.Process(target=run_worker_process, args=(config, i, "warning", os.getpid()))
+            for i in range(workers)
+        ]
+        for p in self.procs:
+            p.start()
+
+    def pause_pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p.pid is not None]
+
+    cpu_pids = pause_pids
+
+    def stop(self) -> None:
+        self.signal(signal.SIGCONT)
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            p.join(timeout=20)
+            if p.is_alive():
+                p.kill()
+
+
+# -- C load generators -----------------------------------------------------------------------
+
+
+class Run:
+    """Message ids unique in the whole run (the dedup window would drop a repeat)."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self.n = 0
+
+    def lines(self, device: str, count: int, t: float = 0.0) -> bytes:
+        tag = device.rsplit("/", 1)[1]
+        out = []
+        for _ in range(count):
+            self.n += 1
+            out.append(self.profile.payload(device, f"{tag}-{self.n}", t))
+        return b"\n".join(out) + b"\n"
+
+
+def publisher(s: Setup, port: int, device: str, topic: str, stdin: Any) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), *s.tls_args(device), "-V", "mqttv5",
+         "-q", "1", "-M", "1000", "-t", topic, "-l"],
+        stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def subscriber(s: Setup, port: int, count: int, out: Path, fmt: str, *, probe: bool = False) -> subprocess.Popen[bytes]:  # fmt: skip
+    """The historian's persistent session: messages are queued for it while no run is
+    connected, so none is lost between runs. A probe run counts only the status probes."""
+    skip = "acme/plant1/+/+/+/+/telemetry" if probe else PROBE_TOPIC
+    return subprocess.Popen(
+        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), *s.tls_args(CONSUMER), "-V", "mqttv5",
+         "-q", "1", "-c", "-i", CONSUMER, "-x", "3600", "-t", "acme/plant1/#", "-T", skip,
+         "-C", str(count), "-F", fmt],
+        stdout=out.open("wb"), stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def wait_flowing(s: Setup, brokers: Brokers, work: Path, timeout_s: float = 60.0) -> None:
+    """Probe OT -> IT until one probe arrives: the forwarder is connected and subscribed."""
+    sub = subscriber(s, brokers.it_port, 1, work / "probe.out", "%t", probe=True)
+    device = DEVICES[0]
+    deadline = time.monotonic() + timeout_s
+    try:
+        while sub.poll() is None:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"no probe reached IT in {timeout_s:.0f} s; see {work}")
+            body = ENVELOPE.payload(device, f"probe-{time.monotonic_ns()}", 0.0)
+            body = body.replace(b'"telemetry"', b'"status"')
+            subprocess.run(
+                ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(brokers.ot_port), *s.tls_args(device),
+                 "-V", "mqttv5", "-q", "1", "-t", f"{device}/status", "-m", body],
+                check=True, stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+            with suppress(subprocess.TimeoutExpired):
+                sub.wait(timeout=0.5)
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+        sub.wait()
+
+
+def wait_count(
+    sub: subprocess.Popen[bytes], out: Path, expected: int, stall_s: float = 30.0
+) -> None:
+    size, moved = -1, time.monotonic()
+    while sub.poll() is None:
+        now_size = out.stat().st_size
+        if now_size != size:
+            size, moved = now_size, time.monotonic()
+        elif time.monotonic() - moved > stall_s:
+            sub.kill()
+            got = len(out.read_bytes().splitlines())
+            raise SystemExit(f"stalled at {got}/{expected} messages; see {out.parent}")
+        time.sleep(0.05)
+
+
+def receipt_span(out: Path) -> tuple[int, float]:
+    times = [float(line.split()[0]) for line in out.read_bytes().splitlines() if line]
+    return len(times), max(times) - min(times)
+
+
+# -- phases ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    drain: float = 0.0
+    live: float = 0.0
+    cpu_us: float = 0.0
+    live_cpu_us: float = 0.0
+    latency: dict[int, tuple[float, float]] = field(default_factory=dict)
+
+
+def drain_phase(s: Setup, run: Run, b: Brokers, f: Forwarder, n: int, work: Path) -> tuple[float, float]:  # fmt: skip
+    out = work / f"{f.name}-drain.out"
+    sub = subscriber(s, b.it_port, n, out, "%U")
+    time.sleep(0.3)  # connected (and if not yet: its session queues)
+    f.signal(signal.SIGSTOP)
+    try:
+        pubs = []
+        for d in DEVICES:
+            src = work / f"{f.name}-{d.rsplit('/', 1)[1]}.lines"
+            src.write_bytes(run.lines(d, n // len(DEVICES)))
+            with src.open("rb") as fh:
+                pubs.append(publisher(s, b.ot_port, d, run.profile.topic(d), fh))
+        for p in pubs:
+            if p.wait(timeout=300) != 0:
+                raise SystemExit(
+                    f"mosquitto_pub failed: {p.stderr.read().decode() if p.stderr else ''}"
+                )
+    finally:
+        cpu0 = f.cpu()
+        f.signal(signal.SIGCONT)
+    wait_count(sub, out, n)
+    cpu = f.cpu() - cpu0
+    count, span = receipt_span(out)
+    return count / span, cpu / count * 1e6
+
+
+def live_phase(s: Setup, run: Run, b: Brokers, f: Forwarder, n: int, work: Path) -> tuple[float, float]:  # fmt: skip
+    out = work / f"{f.name}-live.out"
+    sources = []
+    for d in DEVICES:
+        src = work / f"{f.name}-{d.rsplit('/', 1)[1]}-live.lines"
+        src.write_bytes(run.lines(d, n // len(DEVICES)))
+        sources.append(src)
+    sub = subscriber(s, b.it_port, n, out, "%U")
+    time.sleep(0.3)
+    cpu0 = f.cpu()
+    handles = [src.open("rb") for src in sources]
+    pubs = [publisher(s, b.ot_port, d, run.profile.topic(d), fh) for d, fh in zip(DEVICES, handles, strict=True)]  # fmt: skip
+    wait_count(sub, out, n)
+    cpu = f.cpu() - cpu0
+    for p, fh in zip(pubs, handles, strict=True):
+        p.wait(timeout=60)
+        fh.close()
+    count, span = receipt_span(out)
+    return count / span, cpu / count * 1e6
+
+
+def latency_phase(s: Setup, run: Run, b: Brokers, f: Forwarder, rate: int, seconds: float, work: Path) -> tuple[float, float]:  # fmt: skip
+    """Lines written to the gateways' stdin at ``rate`` (total), each carrying its write time."""
+    n = max(len(DEVICES), int(rate * seconds) // len(DEVICES) * len(DEVICES))
+    out = work / f"{f.name}-lat{rate}.out"
+    sub = subscriber(s, b.it_port, n, out, "%U %p")
+    time.sleep(0.3)
+    pubs = [publisher(s, b.ot_port, d, run.profile.topic(d), subprocess.PIPE) for d in DEVICES]
+    time.sleep(0.3)  # connected
+    start = time.monotonic()
+    for i in range(n):
+        d = i % len(DEVICES)
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        stdin = pubs[d].stdin
+        if stdin is None:
+            raise SystemExit("publisher without stdin")
+        stdin.write(run.lines(DEVICES[d], 1, time.time()))
+        stdin.flush()
+    for p in pubs:
+        if p.stdin is not None:
+            p.stdin.close()
+    wait_count(sub, out, n)
+    for p in pubs:
+        p.wait(timeout=60)
+    lat = sorted(
+        float(recv) - run.profile.sent_at(payload)
+        for recv, payload in (line.split(b" ", 1) for line in out.read_bytes().splitlines() if line)
     )
-    shutil.rmtree(tmp, ignore_errors=True)
-    return 0  # on failure tmp is kept for its broker logs
+    return statistics.median(lat) * 1000, lat[max(0, int(len(lat) * 0.99) - 1)] * 1000
+
+
+@contextmanager
+def cpu_burner() -> Iterator[None]:
+    """A process that wants a whole CPU, as on a plant's IDMZ box that is never quiet."""
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        burner.kill()
+        burner.wait()
+
+
+def measure(s: Setup, run: Run, label: str, workers: int, args: argparse.Namespace) -> Figures:
+    work = s.tmp / f"{run.profile.name}-{label}"
+    work.mkdir(parents=True)
+    brokers = start_brokers(s, work / "brokers", bridge=workers == 0)
+    forwarder: Forwarder | None = None
+    try:
+        forwarder = Bridge(brokers) if workers == 0 else Relay(s, brokers, work / "home", workers)
+        wait_flowing(s, brokers, work)
+        fig = Figures()
+        fig.drain, fig.cpu_us = drain_phase(s, run, brokers, forwarder, args.messages, work)
+        fig.live, fig.live_cpu_us = live_phase(s, run, brokers, forwarder, args.messages, work)
+        print(
+            f"{forwarder.name}: drain {fig.drain:.0f} msg/s, live {fig.live:.0f} msg/s; CPU per "
+            f"message {fig.cpu_us:.0f} us (drain), {fig.live_cpu_us:.0f} us (live) of "
+            f"{'the OT broker' if workers == 0 else 'the workers'}",
+            flush=True,
+        )
+        with cpu_burner():
+            for rate in args.rates:
+                fig.latency[rate] = latency_phase(
+                    s, run, brokers, forwarder, rate, args.latency_seconds, work
+                )
+                p50, p99 = fig.latency[rate]
+                print(f"{forwarder.name}: {rate} msg/s with a CPU burner: p50 {p50:.1f} ms, p99 {p99:.1f} ms", flush=True)  # fmt: skip
+        return fig
+    finally:
+        if forwarder is not None:
+            forwarder.stop()
+        brokers.stop()
+
+
+def result_line(profile: str, bridge: Figures, relay: dict[int, Figures]) -> str:
+    kv = [f"profile={profile}", f"bridge_drain_msgs_per_s={bridge.drain:.0f}",
+          f"bridge_live_msgs_per_s={bridge.live:.0f}"]  # fmt: skip
+    for w, fig in relay.items():
+        kv += [f"drain_ratio_w{w}={fig.drain / bridge.drain:.2f}",
+               f"live_ratio_w{w}={fig.live / bridge.live:.2f}",
+               f"cpu_us_w{w}={fig.cpu_us:.0f}"]  # fmt: skip
+    for rate, (_p50, p99) in bridge.latency.items():
+        kv.append(f"bridge_p99_ms_{rate}={p99:.1f}")
+        for w, fig in relay.items():
+            kv += [f"p50_ms_{rate}_w{w}={fig.latency[rate][0]:.1f}",
+                   f"p99_ms_{rate}_w{w}={fig.latency[rate][1]:.1f}"]  # fmt: skip
+    return "RESULT relay " + " ".join(kv)
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--messages", type=int, default=50000, help="backlog and live messages")
+    ap.add_argument("--workers", type=_ints, default=[1, 2], help="worker counts, e.g. 1,2")
+    ap.add_argument("--rates", type=_ints, default=[500, 1000, 2000], help="latency rates, msg/s")
+    ap.add_argument("--latency-seconds", type=float, default=6.0, help="per rate")
+    ap.add_argument("--profiles", default="envelope", help=f"of {sorted(PROFILES)}")
+    ap.add_argument("--quick", action="store_true", help="10,000 messages, 2 s per rate")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.messages, args.latency_seconds = 10000, 2.0
+    for tool in ("mosquitto", "mosquitto_pub", "mosquitto_sub"):
+        if shutil.which(tool) is None:
+            print(f"{tool} not found", file=sys.stderr)
+            return 2
+    print(f"load average at start: {os.getloadavg()[0]:.2f}", flush=True)
+    for name in args.profiles.split(","):
+        profile = PROFILES[name]
+        tmp = Path(tempfile.mkdtemp(prefix="idmz-bench-relay-"))
+        s = make_setup(tmp, profile)
+        run = Run(profile)
+        bridge = measure(s, run, "bridge", 0, args)
+        relay = {w: measure(s, run, f"w{w}", w, args) for w in args.workers}
+        s.ca.close()
+        print(f"load average at end: {os.getloadavg()[0]:.2f}", flush=True)
+        print(result_line(name, bridge, relay), flush=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # on failure tmp is kept for its broker logs
+    return 0
 
 
 if __name__ == "__main__":
