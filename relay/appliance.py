@@ -79,7 +79,7 @@ def run_worker_process(
     from audit.log import AuditLog
     from relay.deathsig import die_with_parent
     from relay.links import broker_links
-    from relay.worker import Worker
+    from relay.worker import Worker, quiet_gc
 
     if parent_pid is not None:
         die_with_parent(parent_pid)
@@ -99,6 +99,7 @@ def run_worker_process(
 
     audit = AuditLog.open(config.audit_dir, origin=config.audit_origin)
     worker = Worker(config, index, audit=audit, on_fatal=on_fatal, links=broker_links)
+    quiet_gc()
     worker.start()
     try:
         stop.wait()

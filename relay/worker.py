@@ -18,6 +18,7 @@ outboxes) keep the data. The alarm is the ``spool_full`` metric and an error log
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -356,3 +357,18 @@ class Worker:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+GC_YOUNG_THRESHOLD = 50_000  # CPython's default is 700
+
+
+def quiet_gc() -> None:
+    """For a worker process, once its modules and its `Worker` are loaded: move everything that
+    exists now out of the cyclic collector's sight (``gc.freeze``) and let the young generation
+    grow to ``GC_YOUNG_THRESHOLD`` objects before a collection. The hot path allocates tuples,
+    bytes and small objects per message but makes no reference cycles; with the defaults the
+    collector ran every ~700 allocations and walked the policy, the schemas and the modules on
+    every older-generation pass (~10 % of a busy worker's CPU in perf, ADR 0125)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 100)
