@@ -41,7 +41,7 @@ from policies.envelope import (
 )
 from policies.errors import AccessDeniedError, PolicyConfigError, PolicyError
 from policies.loader import load_policy
-from policies.payload import check_payload
+from policies.payload import check_payload, check_payload_claims
 from policies.ratelimit import RateLimiter
 from policies.topic import split_device_topic
 
@@ -74,6 +74,7 @@ __all__ = [
     "Zone",
     "check_deployment",
     "check_payload",
+    "check_payload_claims",
     "claims",
     "evaluate",
     "load_policy",

@@ -16,7 +16,7 @@ from pki.identity import DeviceIdentity
 from policies.decision import Action, Decision, ReasonCode
 from policies.document import Policy
 from policies.engine import evaluate
-from policies.envelope import claims
+from policies.envelope import Claims, claims
 from policies.strict_json import StrictJSONRefusal, parse_strict
 
 _ACCEPTED = Decision.allow("payload accepted")
@@ -50,33 +50,44 @@ def _schema_decision(policy: Policy, schema: str, document: Any) -> Decision | N
 def check_payload(policy: Policy, identity: DeviceIdentity, topic: str, payload: bytes) -> Decision:
     """Check a message ``identity`` published on ``topic``. Runs `evaluate` first, so a refusal
     for the topic comes back unchanged."""
+    return check_payload_claims(policy, identity, topic, payload)[0]
+
+
+def check_payload_claims(
+    policy: Policy, identity: DeviceIdentity, topic: str, payload: bytes
+) -> tuple[Decision, Claims | None]:
+    """`check_payload`, and for an accepted payload the envelope `Claims` of the document it
+    parsed (None with a refusal), so a caller that needs the message id does not parse the
+    payload again (the relay's hot path)."""
     decision = evaluate(policy, identity, Action.PUBLISH, topic)
     if not decision.allowed:
-        return decision
+        return decision, None
     topic_class = topic[len(identity.topic_prefix) :]
     limits = policy.limits.get(topic_class)
     if limits is None:
-        return Decision.deny(ReasonCode.NO_LIMITS, f"no limits for topic class {topic_class!r}")
+        return Decision.deny(
+            ReasonCode.NO_LIMITS, f"no limits for topic class {topic_class!r}"
+        ), None
     if len(payload) > limits.max_message_bytes:
         return Decision.deny(
             ReasonCode.PAYLOAD_TOO_LARGE,
             f"{len(payload)} bytes on {topic_class!r}; the limit is {limits.max_message_bytes}",
-        )
+        ), None
     document = parse_strict(payload, max_depth=limits.max_json_depth)
     if isinstance(document, StrictJSONRefusal):
-        return Decision.deny(document.code, document.reason)
+        return Decision.deny(document.code, document.reason), None
     refused = _schema_decision(policy, limits.schema, document)
     if refused is not None:
-        return refused
+        return refused, None
     claimed = claims(document)
     if claimed.device != identity.path:
         return Decision.deny(
             ReasonCode.ENVELOPE_DEVICE_MISMATCH,
             f"envelope 'device' does not equal the sender {identity}",
-        )
+        ), None
     if limits.envelope_kind is not None and claimed.kind != limits.envelope_kind:
         return Decision.deny(
             ReasonCode.ENVELOPE_KIND_MISMATCH,
             f"envelope 'kind' must be {limits.envelope_kind!r} on {topic_class!r}",
-        )
-    return _ACCEPTED
+        ), None
+    return _ACCEPTED, claimed

@@ -12,7 +12,7 @@ refusal names a stable reason code:
    file changes, so a revoked device is refused from that moment, before the broker evicts it);
 3. the policy allows this device class to publish this sub-topic (`policies.evaluate`);
 4. the per-device rate limit (`policies.RateLimiter`);
-5. size, strict JSON, JSON Schema, envelope device == sender (`policies.check_payload`).
+5. size, strict JSON, JSON Schema, envelope device == sender (`policies.check_payload_claims`).
 
 `Inspector.inspect` is total: whatever the topic, bytes and properties, it returns a `Verdict`.
 An exception inside it (a bug, a library surprise) is a refusal with the code
@@ -38,7 +38,7 @@ from policies import (
     Policy,
     RateLimiter,
     ReasonCode,
-    check_payload,
+    check_payload_claims,
     evaluate,
     split_device_topic,
 )
@@ -169,12 +169,18 @@ class Inspector:
                 message_id(topic, payload, property_id),
             )
         device, decision = route
-        msg_id = message_id(topic, payload, property_id)
         if device.path in self.revocation.revoked_devices:
             reason = f"every certificate of {device} is revoked (CRL {self.revocation.crl_number})"
-            return Verdict(Decision.deny(ReasonCode.CERTIFICATE_REVOKED, reason), device, msg_id)
+            return Verdict(
+                Decision.deny(ReasonCode.CERTIFICATE_REVOKED, reason),
+                device,
+                message_id(topic, payload, property_id),
+            )
         if decision.allowed:
             decision = self._limiter.admit(device, topic, now)
         if decision.allowed:
-            decision = check_payload(self.policy, device, topic, payload)
-        return Verdict(decision, device, msg_id)
+            decision, claimed = check_payload_claims(self.policy, device, topic, payload)
+            if claimed is not None:  # accepted: the id from the document parsed once
+                msg_id = _valid_msg_id(property_id) or _valid_msg_id(claimed.id)
+                return Verdict(decision, device, msg_id or _digest_id(topic, payload))
+        return Verdict(decision, device, message_id(topic, payload, property_id))
