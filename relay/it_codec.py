@@ -20,22 +20,40 @@ _QOS1_MESSAGE = b"\x32"  # packet type 3, QoS 1, not DUP, not RETAIN (§3.3.1)
 
 def pack_user_properties(pairs: Sequence[tuple[str, str]]) -> bytes:
     """The property block (length + properties) holding only user properties: byte for byte
-    what paho's generic `Properties.pack` produces (tests/relay/test_it_sink.py)."""
-    parts: list[bytes] = []
-    for key, value in pairs:
-        raw_key = key.encode("utf-8")  # strict: a lone surrogate is an error, as in paho
-        raw_value = value.encode("utf-8")
-        if len(raw_key) > 0xFFFF or len(raw_value) > 0xFFFF:
-            raise ValueError("an MQTT user property string is longer than 65535 bytes")
-        parts += (
+    what paho's generic `Properties.pack` produces (tests/relay/test_it_sink.py). All pairs but
+    the last (the relay's provenance: device, certificate, policy; then the message id) repeat
+    for every message of a device, so their encoding is remembered."""
+    if not pairs:
+        return variable_byte_integer(0)
+    head = tuple(pairs[:-1])
+    packed = _HEADS.get(head)
+    if packed is None:
+        packed = b"".join(_pack_pair(key, value) for key, value in head)
+        if len(_HEADS) >= _HEADS_MAX:
+            _HEADS.clear()
+        _HEADS[head] = packed
+    body = packed + _pack_pair(*pairs[-1])
+    return variable_byte_integer(len(body)) + body
+
+
+_HEADS: dict[tuple[tuple[str, str], ...], bytes] = {}
+_HEADS_MAX = 4096
+
+
+def _pack_pair(key: str, value: str) -> bytes:
+    raw_key = key.encode("utf-8")  # strict: a lone surrogate is an error, as in paho
+    raw_value = value.encode("utf-8")
+    if len(raw_key) > 0xFFFF or len(raw_value) > 0xFFFF:
+        raise ValueError("an MQTT user property string is longer than 65535 bytes")
+    return b"".join(
+        (
             _USER_PROPERTY,
             len(raw_key).to_bytes(2, "big"),
             raw_key,
             len(raw_value).to_bytes(2, "big"),
             raw_value,
         )
-    body = b"".join(parts)
-    return variable_byte_integer(len(body)) + body
+    )
 
 
 def encode_qos1_message(topic: str, packet_id: int, properties: bytes, payload: bytes) -> bytes:
