@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from policies.envelope import MSG_ID_PROPERTY
 from relay.config import BrokerEndpoint
@@ -53,9 +53,9 @@ _SUBSCRIBE_ID = 1
 AckToken = tuple[int, int, int]  # (connection generation, packet id, qos)
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One message from the OT broker. ``ack_token`` is only meaningful to `OTSource.ack`."""
+class Delivery(NamedTuple):
+    """One message from the OT broker. ``ack_token`` is only meaningful to `OTSource.ack`.
+    (A named tuple: built for every message, three times cheaper than a frozen dataclass.)"""
 
     topic: str
     payload: bytes

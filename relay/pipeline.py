@@ -25,6 +25,7 @@ its committer thread, the tests run it on in-memory fakes.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import threading
 from collections import Counter, deque
@@ -137,7 +138,7 @@ class Pipeline:
         )  # fmt: skip
         self.lock = threading.Lock()
         self.spooled_count = spooled  # per device, in the spool and not yet at IT
-        self._seq = 0
+        self._seq = itertools.count(1)  # next() is atomic: no lock per message
         self._inproc: set[tuple[str, str]] = set()  # accepted here, not yet acknowledged
         self._refusals: deque[Item] = deque()
         self._accepted: deque[Item] = deque()
@@ -154,9 +155,7 @@ class Pipeline:
     ) -> bool:  # fmt: skip
         """Take one delivery; True when the committer should run now."""
         device = verdict.device.path if verdict.device is not None else ""
-        with self.lock:
-            self._seq += 1
-            seq = self._seq
+        seq = next(self._seq)
         if not verdict.accepted:
             item = Item(seq, token, topic, payload, device, verdict.msg_id, now, S.REFUSED)
             item.code, item.reason = verdict.reason_code, verdict.reason
