@@ -69,12 +69,22 @@ def reason_name(code: int) -> str:
 
 def variable_byte_integer(n: int) -> bytes:
     """§1.5.5: seven bits per byte, least significant first, high bit = more follows."""
+    if 0 <= n < _VBI_TABLE_SIZE:  # every property block and most packets: no loop
+        return _VBI_TABLE[n]
+    return _variable_byte_integer(n)
+
+
+def _variable_byte_integer(n: int) -> bytes:
     out = bytearray()
     while True:
         n, digit = divmod(n, 128)
         out.append(digit | (0x80 if n else 0))
         if not n:
             return bytes(out)
+
+
+_VBI_TABLE_SIZE = 1 << 14  # the two-byte encodings: 16 KiB of small bytes objects
+_VBI_TABLE = [_variable_byte_integer(i) for i in range(_VBI_TABLE_SIZE)]
 
 
 def _utf8(text: str) -> bytes:
