@@ -31,7 +31,7 @@ The last line (one per profile):
 
     RESULT relay profile=... drain_ratio_w1=... live_ratio_w1=... cpu_us_w1=... p50_ms_1000_w1=...
 
-A profile is a payload generator and a name (bench/relay_profiles.py): another load (Sparkplug)
+A profile is a payload generator and a name (bench/relay_profiles/): another load (Sparkplug)
 registers itself there from its own module and is run with ``--profiles``.
 """
 
@@ -546,6 +546,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{tool} not found", file=sys.stderr)
             return 2
     print(f"load average at start: {os.getloadavg()[0]:.2f}", flush=True)
+    unknown = sorted(set(args.profiles.split(",")) - set(PROFILES))
+    if unknown:
+        print(f"unknown profile(s) {unknown}; known: {sorted(PROFILES)}", file=sys.stderr)
+        return 2
     for name in args.profiles.split(","):
         profile = PROFILES[name]
         tmp = Path(tempfile.mkdtemp(prefix="idmz-bench-relay-"))

@@ -1,8 +1,9 @@
 """The loads bench/relay.py can send: a payload generator and a name each (`Profile`).
 
-A new load (a Sparkplug profile, say) lives in its own module, builds a `Profile` and adds it
-to `PROFILES` (register it by importing that module at the end of this one); then
-``bench/relay.py --profiles envelope,<name>`` runs it in the same run, one RESULT line each.
+A new load (a Sparkplug profile, say) lives in its own module in this package, builds a
+`Profile` and adds it to `PROFILES` (register it by importing that module at the end of this
+one); then ``bench/relay.py --profiles envelope,<name>`` runs it in the same run, one RESULT
+line each. (A package, so that ``make bench``, which runs every ``bench/*.py``, skips it.)
 """
 
 from __future__ import annotations
