@@ -228,7 +228,7 @@ def render_html(report: Report) -> str:
                 for name, n in sorted(report.sparkplug.nodes.items())[:2000]
             ],
             numeric=3,
-        ),  # fmt: skip
+        ),
         "<h2>8. Verify this report yourself</h2><ol>",
         *(f"<li>{escape(step)}</li>" for step in verification_steps(report)),
         "</ol>",
