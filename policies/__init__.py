@@ -48,6 +48,7 @@ from policies.payload import check_payload
 from policies.ratelimit import RateLimiter
 from policies.sparkplug import (
     BIRTH_CACHE_PREFIX,
+    SPARKPLUG_ID,
     SPARKPLUG_PREFIX,
     MessageType,
     SparkplugNode,
@@ -71,7 +72,15 @@ _LAZY: dict[str, tuple[str, ...]] = {
         "check_metric_refs",
         "check_sparkplug_payload",
     ),
-    "sparkplug_codec": ("MalformedPayloadError", "decode_sparkplug", "encode_sparkplug"),
+    "sparkplug_codec": (
+        "BOOLEAN",
+        "DOUBLE",
+        "STRING",
+        "UINT64",
+        "MalformedPayloadError",
+        "decode_sparkplug",
+        "encode_sparkplug",
+    ),
 }
 _lazy_names, __getattr__ = lazy_surface(__name__, _LAZY)
 
@@ -115,6 +124,7 @@ __all__ = [
     "split_device_topic",
     "BIRTH_CACHE_PREFIX",
     "SPARKPLUG_BIRTH_PROPERTY",
+    "SPARKPLUG_ID",
     "SPARKPLUG_PREFIX",
     "MessageType",
     "SparkplugNode",

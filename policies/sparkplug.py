@@ -38,7 +38,7 @@ BIRTH_CACHE_PREFIX = "$sparkplug/certificates/"
 STATE_GROUP = "STATE"
 # Group, node, device and host ids: what the spec allows (UTF-8 without / + #) narrowed to what
 # is safe in ACL files and audit records.
-ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+SPARKPLUG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 
 
 class MessageType(StrEnum):
@@ -73,7 +73,7 @@ def parse_topic(topic: str) -> SparkplugTopic | None:
     if len(parts) not in (4, 5) or parts[0] != NAMESPACE:
         return None
     mtype = _TYPES.get(parts[2])
-    if mtype is None or not all(ID.fullmatch(p) for p in parts[1:2] + parts[3:]):
+    if mtype is None or not all(SPARKPLUG_ID.fullmatch(p) for p in parts[1:2] + parts[3:]):
         return None
     device = parts[4] if len(parts) == 5 else None
     if (device is None) != (mtype in NODE_TYPES or mtype is M.NCMD):

@@ -23,7 +23,7 @@ from pki.identity import DeviceIdentity, IdentityPrefix
 from policies.document import DeviceClass
 from policies.source import KeyPath, PolicyText
 from policies.sparkplug import (
-    ID,
+    SPARKPLUG_ID,
     STATE_GROUP,
     SparkplugLimits,
     SparkplugNode,
@@ -36,7 +36,7 @@ _KEYS = {"host_id", "max_payload_bytes", "max_metrics", "max_messages_per_s", "b
 
 def sparkplug_id(doc: PolicyText, value: Any, path: KeyPath) -> str:
     text = doc.typed(value, path, str)
-    if not ID.fullmatch(text):
+    if not SPARKPLUG_ID.fullmatch(text):
         doc.fail(path, f"a Sparkplug id is [A-Za-z0-9][A-Za-z0-9_-]{{0,62}}; found {text!r}")
     return text
 
