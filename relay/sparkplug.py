@@ -19,8 +19,10 @@ State is bounded: only nodes of the policy get any (the route refuses every othe
 this runs), a birth's definitions are bounded by ``max_metrics``, a node's devices by its
 listed ids, and the kept birth payloads by ``max_payload_bytes`` each. One node's messages
 touch only that node's state, and a refused message touches none (it is decided first).
-After a relay restart the tracker knows no birth: data is refused as ``sparkplug_no_birth``
-until the node's next NBIRTH (ADR 0110: an NCMD rebirth request cannot be sent toward OT).
+After a relay restart the worker gives the tracker the births it kept (`restore`, from
+`relay.sparkplug_births`): no NCMD rebirth request can reach OT (ADR 0110), so the relay
+replays what it knew instead. Without a kept birth, data is refused as ``sparkplug_no_birth``
+until the node's next NBIRTH. The first message after a restore starts the seq count again.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from policies.sparkplug import (
     edge_topic,
 )
 from policies.sparkplug_checks import BirthDefs, Checked, check_metric_refs, check_sparkplug_payload
+from policies.sparkplug_codec import MalformedPayloadError, decode_sparkplug
 
 M = MessageType
 _ACCEPTED = Decision.allow("Sparkplug payload accepted")
@@ -122,7 +125,7 @@ class SparkplugTracker:
             ), None
         seq = checked.seq if checked.seq is not None else 0
         expected = (state.seq + 1) % 256
-        gap = None if seq == expected else (expected, seq)
+        gap = None if seq == expected or state.seq < 0 else (expected, seq)
         device = topic.device
         note = SparkplugNote(label, mtype, device, gap)
         if mtype is M.NDATA:
@@ -150,6 +153,24 @@ class SparkplugTracker:
                 )
         state.seq = seq
         return _ACCEPTED, note
+
+    def restore(self, node: SparkplugNode, topic: SparkplugTopic, raw: bytes) -> bool:
+        """Take back a birth this worker accepted before it restarted (kept by
+        `relay.sparkplug_births`); its age does not matter, the rest is checked again. The
+        node's seq is unknown until its next message. False when it no longer passes."""
+        key = (node.group, node.node)
+        checked = check_sparkplug_payload(self.limits, topic.type, raw, now_ms=_kept_ms(raw))
+        if isinstance(checked, Decision) or checked.defs is None:
+            return False
+        if topic.type is M.NBIRTH:
+            self._birth(key, f"{node.group}/{node.node}", node, checked, raw)
+        elif topic.device is not None and key in self._nodes:
+            dtopic = birth_cache_topic(edge_topic(node.group, M.DBIRTH, node.node, topic.device))
+            self._nodes[key].devices[topic.device] = _Device(checked.defs, raw, dtopic)
+        else:
+            return False
+        self._nodes[key].seq = -1
+        return True
 
     def _birth(
         self, key: tuple[str, str], label: str, node: SparkplugNode, checked: Checked, raw: bytes
@@ -187,3 +208,11 @@ class SparkplugTracker:
         return _ACCEPTED, SparkplugNote(
             label, M.NDEATH, None, cache=tuple(cache), bd_seq=checked.bd_seq
         )
+
+
+def _kept_ms(raw: bytes) -> int:
+    """A kept birth's own timestamp, so the skew check passes for its age alone."""
+    try:
+        return int(decode_sparkplug(raw).timestamp)
+    except MalformedPayloadError:
+        return 0

@@ -15,18 +15,22 @@ acknowledges nothing on OT: the original message carries the OT acknowledgement.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from audit.events import AuditEvent, Outcome
 from policies import Decision
 from policies.envelope import SPARKPLUG_BIRTH_PROPERTY
-from policies.sparkplug import MessageType
+from policies.sparkplug import MessageType, SparkplugPolicy, parse_topic
 from relay.inspector import Verdict
 from relay.pipeline import Pipeline
-from relay.sparkplug import SparkplugNote
+from relay.sparkplug import SparkplugNote, SparkplugTracker
+from relay.sparkplug_births import BirthStore
 from relay.stats import WorkerStats
 
+_log = logging.getLogger("relay.worker")
 NO_ACK = (-1, 0, 0)  # an OT token of no connection: acknowledges nothing (relay.ot_source)
 _CACHED = Decision.allow("birth cache copy of an accepted birth")
 Provenance = Callable[[str, str], tuple[tuple[str, str], ...]]
@@ -34,21 +38,42 @@ Provenance = Callable[[str, str], tuple[tuple[str, str], ...]]
 
 class SparkplugFlow:
     """The worker's Sparkplug side effects. ``accepted`` runs on the OT reader's thread;
-    ``take_events``/``requeue`` on the committer's."""
+    ``take_events``/``requeue`` on the committer's. Built, it gives ``tracker`` back the births
+    kept in ``births_dir`` before a restart (`relay.sparkplug_births`)."""
 
-    def __init__(self, worker: str, stats: WorkerStats, online: Callable[[], int]) -> None:
+    def __init__(
+        self, worker: str, stats: WorkerStats, tracker: SparkplugTracker, births_dir: Path,
+        sparkplug: SparkplugPolicy,
+    ) -> None:  # fmt: skip
         self._worker = worker
         self._stats = stats
-        self._online = online
+        self._online = tracker.online
         self._lock = threading.Lock()
         self._events: list[AuditEvent] = []
+        self._births = BirthStore(births_dir)
+        restored = sum(
+            tracker.restore(sparkplug.by_node[t.group, t.node], t, raw)
+            for t, raw in self._births.kept(sparkplug)
+        )
+        if restored:
+            _log.info("%s: %d Sparkplug birth(s) restored from %s", worker, restored, births_dir)
+        with stats.lock:
+            stats.sparkplug_nodes_online = tracker.online()
 
     def accepted(
-        self, topic: str, verdict: Verdict, now: float, pipeline: Pipeline, provenance: Provenance
-    ) -> None:
+        self, topic: str, payload: bytes, verdict: Verdict, now: float, pipeline: Pipeline,
+        provenance: Provenance,
+    ) -> None:  # fmt: skip
         note = verdict.sparkplug
         if note is None or verdict.device is None:
             return
+        parsed = parse_topic(topic)
+        if (
+            parsed is not None
+            and note.type is not MessageType.NDATA
+            and note.type is not MessageType.DDATA
+        ):
+            self._births.changed(parsed, payload)
         device = verdict.device.path
         for cache_topic, birth, state in note.cache:
             digest = hashlib.sha256(f"{verdict.msg_id}\0{cache_topic}\0{state}".encode())

@@ -78,8 +78,12 @@ class Worker:
             dedup_path, window_s=limits.dedup_window_s, max_ids=limits.dedup_max_ids
         )
         self._inspector = Inspector(self.policy, RevocationState())
-        tracker = self._inspector.sparkplug
-        self._sparkplug = SparkplugFlow(self.name, self.stats, tracker.online) if tracker else None
+        tracker, sp = self._inspector.sparkplug, self.policy.sparkplug
+        self._sparkplug = (
+            SparkplugFlow(self.name, self.stats, tracker, state / "sparkplug", sp)
+            if tracker is not None and sp is not None
+            else None
+        )
         self._crl: CrlWatcher | None = None
         if config.crl_path is not None:
             self._crl = CrlWatcher(
@@ -199,7 +203,7 @@ class Worker:
         if self._pipe.receive(d.ack_token, d.topic, d.payload, verdict, now, self._provenance):
             self._wake.set()
         if verdict.sparkplug is not None and self._sparkplug is not None:  # ADR 0110
-            self._sparkplug.accepted(d.topic, verdict, now, self._pipe, self._provenance)
+            self._sparkplug.accepted(d.topic, d.payload, verdict, now, self._pipe, self._provenance)
             self._wake.set()
 
     def _provenance(self, device: str, msg_id: str) -> tuple[tuple[str, str], ...]:

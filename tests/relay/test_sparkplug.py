@@ -318,3 +318,27 @@ def test_ncmd_and_state_from_it_never_reach_ot(relay: Relay, tmp_path: Path) -> 
             w.terminate()
             w.wait(timeout=10)
         client.crash()
+
+
+def test_a_restarted_worker_still_knows_the_births_no_rebirth_needed(
+    relay: Relay, host: HostApp
+) -> None:
+    import os
+    import signal
+
+    node, client = edge_node(relay.ot, relay.plant.cred(NODE_2), group=GROUP, node="press-02",
+                             metrics=(metric("load", 1.0),))  # fmt: skip
+    node.connect("127.0.0.1", port=relay.ot.port)
+    wait_for(lambda: host.of(MT.NBIRTH), timeout_s=60, what="NBIRTH")
+    pid = relay.appliance.worker_pids()[0]
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # no clean stop: only what it kept on disk survives
+    wait_for(lambda: relay.appliance.worker_pids()[0] not in (None, pid), timeout_s=60,
+             what="worker restarted")  # fmt: skip
+    relay.wait_connected()
+    before = len(refused(relay, "sparkplug_no_birth"))
+    node.update((metric("load", 4.0),))  # QoS 0: sent again until the new worker has it
+    wait_for(lambda: host.of(MT.NDATA) or node.update((metric("load", 4.0),)), timeout_s=60,
+             interval_s=1.0, what="NDATA through the restarted worker")  # fmt: skip
+    assert len(refused(relay, "sparkplug_no_birth")) == before
+    client.crash()

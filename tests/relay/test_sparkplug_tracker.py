@@ -3,6 +3,7 @@ refused, what is a gap, what one node can do to another, and how much state a no
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -211,3 +212,32 @@ def test_state_stays_bounded_by_the_policy_whatever_arrives(
 
 def test_identities_of_the_policy_are_the_nodes(sparkplug: SparkplugPolicy) -> None:
     assert {n.identity.path for n in sparkplug.nodes.values()} == {NODE_1, NODE_2}
+
+
+def test_a_restarted_worker_takes_back_the_births_it_kept(
+    sparkplug: SparkplugPolicy, tmp_path: Path
+) -> None:
+    from relay.sparkplug_births import BirthStore
+
+    store = BirthStore(tmp_path / "sparkplug")
+    s = Session(sparkplug)
+    for topic, raw in ((N1.format("NBIRTH"), birth(bd=5)), (N1.format("DBIRTH") + "/plc", birth())):
+        assert s.send(topic, raw)[0].allowed
+        parsed = parse_topic(topic)
+        assert parsed is not None
+        store.changed(parsed, raw)
+    restarted = SparkplugTracker(sparkplug)
+    for topic, raw in store.kept(sparkplug):
+        assert restarted.restore(sparkplug.by_node[topic.group, topic.node], topic, raw)
+    again = Session(sparkplug)
+    again.tracker = restarted
+    decision, note = again.send(N1.format("NDATA"), data(77, {"alias": 7, "double_value": 1.0}))
+    assert decision.allowed and note.gap is None  # the count starts again after a restore
+    assert again.send(N1.format("DDATA") + "/plc", data(78, {"name": "mode", "string_value": "x"}))[
+        0
+    ].allowed
+    assert again.send(N1.format("NDEATH"), death(5))[0].allowed  # the kept bdSeq
+    parsed = parse_topic(N1.format("NDEATH"))
+    assert parsed is not None
+    store.changed(parsed, death(5))
+    assert list(store.kept(sparkplug)) == []
