@@ -342,3 +342,33 @@ def test_a_restarted_worker_still_knows_the_births_no_rebirth_needed(
              interval_s=1.0, what="NDATA through the restarted worker")  # fmt: skip
     assert len(refused(relay, "sparkplug_no_birth")) == before
     client.crash()
+
+
+def test_with_two_workers_one_node_is_judged_by_worker_0_alone(
+    plant: Plant, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    for node in (NODE_1, NODE_2):
+        plant.cred(node)
+    relay2 = start_relay(plant, tmp_path_factory.mktemp("spb-two"), workers=2,
+                         policy_text=sparkplug_policy_text())  # fmt: skip
+    host = HostApp(relay2.it, relay2.plant.cred(HISTORIAN))
+    try:
+        host.start(GROUP)
+        wait_for(host.subscribed.is_set, timeout_s=30, what="host subscribed")
+        node, client = edge_node(relay2.ot, relay2.plant.cred(NODE_1), group=GROUP,
+                                 node="press-01", metrics=(metric("speed", 1.0),))  # fmt: skip
+        node.connect("127.0.0.1", port=relay2.ot.port)
+        wait_for(lambda: host.of(MT.NBIRTH), timeout_s=60, what="NBIRTH")
+        for i in range(20):
+            node.update((metric("speed", float(i)),))
+        wait_for(lambda: len(host.of(MT.NDATA)) >= 20, timeout_s=60, what="20 NDATA")
+        # Shared delivery would split the node between workers: gaps and no-birth refusals.
+        assert not events(relay2, "relay.sparkplug.gap")
+        assert not refused(relay2, "sparkplug_no_birth")
+        assert [m.payload.metrics[0].value for m in host.of(MT.NDATA)] == [
+            float(i) for i in range(20)
+        ]
+        client.crash()
+    finally:
+        host.stop()
+        stop_relay(relay2)
