@@ -74,15 +74,24 @@ def metrics_of(device: str, kind: str, data: Mapping[str, Any]) -> list[tuple[st
         for tag in data.get("tags", []):
             if isinstance(tag, Mapping) and isinstance(tag.get("name"), str):
                 asset = str(tag.get("asset") or "")
-                path = f"{device}/{asset}" if asset else device
+                path = _isa95(tag, device, asset)
                 name = f"telemetry/{asset + '/' if asset else ''}{tag['name']}"
                 out.append((name, tag.get("value"), str(tag.get("unit") or ""), path))
         return out
     owner = data.get("asset")
     prefix = f"{kind}/{owner}" if isinstance(owner, str) else kind
-    path = f"{device}/{owner}" if isinstance(owner, str) else device
-    rest = {k: v for k, v in data.items() if k != "asset"}
+    path = _isa95(data, device, owner if isinstance(owner, str) else "")
+    rest = {k: v for k, v in data.items() if k not in ("asset", "path")}
     return [(name, value, "", path) for name, value in _leaves(prefix, rest)]
+
+
+def _isa95(fields: Mapping[str, Any], device: str, asset: str) -> str:
+    """The asset's ISA-95 path as the message gives it (``path``), else the gateway's
+    identity path and the asset."""
+    given = fields.get("path")
+    if isinstance(given, str) and given:
+        return given
+    return f"{device}/{asset}" if asset else device
 
 
 class EdgeNodeState:
