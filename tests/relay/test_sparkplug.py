@@ -66,6 +66,17 @@ def raw_publisher(relay: Relay, identity: str) -> PeerClient:
     return client
 
 
+def born(
+    relay: Relay, host: HostApp, identity: str, node_id: str, *metrics: spb.Metric
+) -> tuple[spb.EdgeNode, PeerClient]:
+    """A pysparkplug edge node for ``identity``, connected, its NBIRTH seen by ``host``."""
+    node, client = edge_node(relay.ot, relay.plant.cred(identity), group=GROUP, node=node_id,
+                             metrics=metrics)  # fmt: skip
+    node.connect("127.0.0.1", port=relay.ot.port)
+    wait_for(lambda: host.of(MT.NBIRTH), timeout_s=60, what=f"NBIRTH of {node_id}")
+    return node, client
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -175,10 +186,7 @@ def test_node_restart_with_a_new_bdseq_is_a_new_session(relay: Relay, host: Host
 def test_a_sequence_gap_is_forwarded_and_audited_as_possible_loss(
     relay: Relay, host: HostApp
 ) -> None:
-    node, client = edge_node(relay.ot, relay.plant.cred(NODE_2), group=GROUP, node="press-02",
-                             metrics=(metric("load", 1.0),))  # fmt: skip
-    node.connect("127.0.0.1", port=relay.ot.port)
-    wait_for(lambda: host.of(MT.NBIRTH), timeout_s=60, what="NBIRTH")
+    node, client = born(relay, host, NODE_2, "press-02", metric("load", 1.0))
     before = len(events(relay, "relay.sparkplug.gap"))
     _ = node._seq, node._seq  # two messages "lost" on the plant side
     node.update((metric("load", 3.0),))
@@ -326,10 +334,7 @@ def test_a_restarted_worker_still_knows_the_births_no_rebirth_needed(
     import os
     import signal
 
-    node, client = edge_node(relay.ot, relay.plant.cred(NODE_2), group=GROUP, node="press-02",
-                             metrics=(metric("load", 1.0),))  # fmt: skip
-    node.connect("127.0.0.1", port=relay.ot.port)
-    wait_for(lambda: host.of(MT.NBIRTH), timeout_s=60, what="NBIRTH")
+    node, client = born(relay, host, NODE_2, "press-02", metric("load", 1.0))
     pid = relay.appliance.worker_pids()[0]
     assert pid is not None
     os.kill(pid, signal.SIGKILL)  # no clean stop: only what it kept on disk survives
