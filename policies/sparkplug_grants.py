@@ -23,6 +23,18 @@ from policies.sparkplug import BIRTH_CACHE_PREFIX, SPARKPLUG_PREFIX, state_topic
 Grant = tuple[Zone, str, list[tuple[str, str]]]
 
 
+def sparkplug_ot_writes(policy: Policy) -> dict[str, frozenset[str]]:
+    """What each identity may write on OT outside its own path: its node's exact topics, and
+    the relay's STATE (what `idmz policy check` accepts in an OT ACL)."""
+    sp = policy.sparkplug
+    if sp is None:
+        return {}
+    out = {i.path: frozenset(n.topics()) for i, n in sp.nodes.items()}
+    if sp.host_id:
+        out[policy.relay.identity.path] = frozenset({state_topic(sp.host_id)})
+    return out
+
+
 def sparkplug_grants(
     policy: Policy, devices: Iterable[DeviceIdentity], notes: list[str]
 ) -> list[Grant]:

@@ -4,6 +4,7 @@ and the payload codec against an independent implementation (pysparkplug) and ar
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import pysparkplug as spb
 import pytest
@@ -199,3 +200,46 @@ def test_the_checks_are_total_over_arbitrary_bytes(raw: bytes, mtype: MessageTyp
         decode_sparkplug(raw)
     result = check_sparkplug_payload(sp_policy().limits, mtype, raw, now_ms=0)
     assert isinstance(result, Checked) or not result.allowed
+
+
+def test_policy_check_passes_a_rendered_sparkplug_deployment_and_refuses_a_foreign_node_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from idmz.cli import main
+    from tests.policies.testpki import make_test_pki
+
+    pki = make_test_pki(tmp_path / "pki")
+    try:
+        server = pki.server()
+        policy = tmp_path / "plant.toml"
+        policy.write_text(sparkplug_policy_text())
+        devices = tmp_path / "devices.toml"
+        devices.write_text(
+            f'devices = ["{NODE_1}", "{NODE_2}"]\nconsumers = ["acme/it/historian"]\n'
+        )
+        out = tmp_path / "deploy"
+        args = ["policy", "render", "--policy", str(policy), "--devices", str(devices),
+                "--out", str(out), "--cafile", str(pki.cafile), "--crlfile", str(pki.crlfile),
+                "--bind", "127.0.0.1"]  # fmt: skip
+        for zone in ("ot", "it"):
+            args += [f"--{zone}-cert", str(server.cert), f"--{zone}-key", str(server.key)]
+        assert main(args) == 0
+        capsys.readouterr()
+
+        def check() -> dict[str, object]:
+            main(["policy", "check", "--deployment", str(out), "--json"])
+            report: dict[str, object] = json.loads(capsys.readouterr().out)
+            return report
+
+        assert check()["passed"] is True
+        acl = out / "ot-broker.acl"
+        acl.write_text(
+            acl.read_text() + f"\nuser {NODE_2}\ntopic write spBv1.0/{GROUP}/NDATA/press-01\n"
+        )
+        report = check()
+        assert report["passed"] is False
+        assert "acl.write_outside_identity" in {f["rule"] for f in report["findings"]}  # type: ignore[attr-defined]
+    finally:
+        pki.ca.close()
