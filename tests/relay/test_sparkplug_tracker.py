@@ -241,3 +241,36 @@ def test_a_restarted_worker_takes_back_the_births_it_kept(
     assert parsed is not None
     store.changed(parsed, death(5))
     assert list(store.kept(sparkplug)) == []
+
+
+def test_the_idmz_gateways_own_sparkplug_passes_the_relays_checks(
+    sparkplug: SparkplugPolicy,
+) -> None:
+    import time
+
+    from edge.envelope import envelope_bytes
+    from edge.sparkplug import EdgeNodeState
+
+    now = time.time()
+    gw = EdgeNodeState(GROUP, "press-01", NODE_1)
+    tracker = SparkplugTracker(sparkplug)
+    node = sparkplug.by_node[GROUP, "press-01"]
+
+    def judge(topic: str, raw: bytes) -> Any:
+        parsed = parse_topic(topic)
+        assert parsed is not None
+        return tracker.judge(node, parsed, raw, now=now, now_ms=int(now * 1000))
+
+    assert judge(*gw.birth(bd_seq=9, now_ms=int(now * 1000)))[0].allowed
+    tags = {"tags": [{"name": "speed", "value": 1500.0, "unit": "rpm", "asset": "spindle",
+                      "path": f"{NODE_1}/spindle"}]}  # fmt: skip
+    anomaly = {"asset": "spindle", "score": 3.5, "alarm": "advisory", "rul_s": None,
+               "features": {"rms": 0.4, "kurtosis": 3.1}}  # fmt: skip
+    for i, (kind, data) in enumerate((("telemetry", tags), ("anomaly", anomaly))):
+        changed, ts_ms, rebirth = gw.learn(envelope_bytes(f"m{i}", now - 3600, NODE_1, kind, data))
+        if rebirth:
+            assert judge(*gw.birth(bd_seq=gw.bd_seq, now_ms=int(now * 1000)))[0].allowed
+        decision, note = judge(*gw.data(changed, ts_ms, now_ms=int(now * 1000), historical=True))
+        assert decision.allowed, decision.reason
+        assert note.gap is None
+    assert judge(*gw.death(gw.bd_seq, 0))[0].allowed
