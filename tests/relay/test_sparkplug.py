@@ -148,7 +148,13 @@ def test_a_late_host_decodes_aliased_ndata_from_the_birth_cache(relay: Relay) ->
                        include_dtypes=False)  # fmt: skip
         ndata_topic = f"spBv1.0/{GROUP}/NDATA/press-01"
         wait_for(lambda: any(m.topic == ndata_topic for m in seen), timeout_s=60, what="NDATA")
-        raw = next(m for m in seen if m.topic == ndata_topic).payload
+        forwarded = next(m for m in seen if m.topic == ndata_topic)
+        raw = forwarded.payload
+        assert raw == payload.encode(include_dtypes=False)  # byte for byte, never re-encoded
+        provenance = dict(forwarded.properties.UserProperty)  # type: ignore[union-attr]
+        assert provenance["idmz-device"] == NODE_1
+        assert set(provenance) >= {"idmz-cert-sha256", "idmz-policy-sha256", "idmz-msg-id"}
+        assert not forwarded.retain
         decoded = spb.NData.decode(raw, birth=birth)
         assert [(m.name, m.datatype, m.value) for m in decoded.metrics] == [
             ("speed", spb.DataType.DOUBLE, 2.5)
@@ -377,3 +383,19 @@ def test_with_two_workers_one_node_is_judged_by_worker_0_alone(
     finally:
         host.stop()
         stop_relay(relay2)
+
+
+def test_an_ndeath_with_another_sessions_bdseq_is_refused_and_audited(
+    relay: Relay, host: HostApp
+) -> None:
+    # pysparkplug 0.6.1's clean disconnect() sends NDEATH with the *next* connection's bdSeq
+    # (it re-arms its will after the birth), not the birth's: a death a host must ignore.
+    node, _client = born(relay, host, NODE_2, "press-02", metric("load", 1.0))
+    bd_seq = next(m.value for m in host.of(MT.NBIRTH)[-1].payload.metrics if m.name == "bdSeq")
+    before = len(refused(relay, "sparkplug_bdseq_mismatch"))
+    node.disconnect()
+    wait_for(lambda: len(refused(relay, "sparkplug_bdseq_mismatch")) > before, timeout_s=60,
+             what="the mismatched NDEATH refused")  # fmt: skip
+    refusal = refused(relay, "sparkplug_bdseq_mismatch")[-1]
+    assert refusal["actor"] == NODE_2 and f"is {bd_seq}" in refusal["reason"]
+    assert not host.of(MT.NDEATH)
