@@ -37,7 +37,7 @@ from policies.sparkplug_codec import BOOLEAN, DOUBLE, STRING, UINT64, encode_spa
 BD_SEQ = "bdSeq"
 REBIRTH = "Node Control/Rebirth"  # declared as the spec asks; no command ever reaches OT
 _FIELD = {DOUBLE: "double_value", BOOLEAN: "boolean_value", STRING: "string_value"}
-MAX_METRICS = 2_000  # a gateway's own messages stay far below the relay's default limit
+MAX_METRICS = 1_000  # metrics a gateway defines; births stay below the relay's default 2,000
 
 
 @dataclass(slots=True)
