@@ -64,7 +64,7 @@ _SURFACE: dict[str, tuple[str, ...]] = {
         "simulator_recording",
         "train",
     ),
-    "uplink": ("Uplink", "UplinkSettings"),
+    "uplink": ("SparkplugUplink", "Uplink", "UplinkSettings"),
 }
 
 __all__, __getattr__ = lazy_surface(__name__, _SURFACE)
