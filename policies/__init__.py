@@ -42,7 +42,12 @@ from policies.envelope import (
     Envelope,
     claims,
 )
-from policies.errors import AccessDeniedError, PolicyConfigError, PolicyError
+from policies.errors import (
+    AccessDeniedError,
+    MalformedPayloadError,
+    PolicyConfigError,
+    PolicyError,
+)
 from policies.loader import load_policy
 from policies.payload import check_payload
 from policies.ratelimit import RateLimiter
@@ -77,7 +82,6 @@ _LAZY: dict[str, tuple[str, ...]] = {
         "DOUBLE",
         "STRING",
         "UINT64",
-        "MalformedPayloadError",
         "decode_sparkplug",
         "encode_sparkplug",
     ),
@@ -104,6 +108,7 @@ __all__ = [
     "Envelope",
     "Policy",
     "PolicyConfigError",
+    "MalformedPayloadError",
     "PolicyError",
     "RateLimiter",
     "ReasonCode",

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from policies.decision import Decision, ReasonCode
+from policies.errors import MalformedPayloadError
 from policies.sparkplug import MessageType, SparkplugLimits
 from policies.sparkplug_codec import (
     INT64,
     LAST_DATATYPE,
     UINT64,
     VALUE_FIELD,
-    MalformedPayloadError,
     decode_sparkplug,
 )
 

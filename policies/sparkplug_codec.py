@@ -27,6 +27,8 @@ from typing import Any
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
+from policies.errors import MalformedPayloadError
+
 PACKAGE = "org.eclipse.tahu.protobuf"
 
 # DataType (Sparkplug 3.0 section 6.4.16): the value kinds a metric may declare.
@@ -185,11 +187,6 @@ def _payload_class() -> type[Message]:
 
 
 Payload = _payload_class()
-
-
-class MalformedPayloadError(ValueError):
-    """The bytes are not a Sparkplug B payload. Raised by `decode_sparkplug` only; the checks in
-    `policies.sparkplug` turn it into a refusal."""
 
 
 def decode_sparkplug(raw: bytes) -> Any:

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from policies.decision import Decision, ReasonCode
+from policies.errors import MalformedPayloadError
 from policies.sparkplug import (
     MessageType,
     SparkplugNode,
@@ -39,7 +40,7 @@ from policies.sparkplug import (
     edge_topic,
 )
 from policies.sparkplug_checks import BirthDefs, Checked, check_metric_refs, check_sparkplug_payload
-from policies.sparkplug_codec import MalformedPayloadError, decode_sparkplug
+from policies.sparkplug_codec import decode_sparkplug
 
 M = MessageType
 _ACCEPTED = Decision.allow("Sparkplug payload accepted")
