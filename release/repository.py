@@ -370,6 +370,7 @@ class ReleaseRepository:
     def _apply(
         self, record: ReleaseRecord, data: bytes, signer: Signer, *, drop: Sequence[str]
     ) -> None:
+        self._check_signer(signer)
         targets = self._targets()
         path = record.path
         blob = self._blob(record.kind, record.prefix, record.stage, record.sha256)
@@ -396,16 +397,11 @@ class ReleaseRepository:
         writes still sees a consistent set), then the history."""
         now, expiry = self.clock.now(), self.expiry
         online = online_signer or load_signer(self.online_key_path)
-        root = self._root().signed
+        self._check_signer(targets_signer)
         if not first:
             targets.signed.version += 1
         targets.signed.expires = now + timedelta(days=expiry.targets_days)
         targets.signatures.clear()
-        keyids = root.roles[Targets.type].keyids
-        if targets_signer.public_key.keyid not in keyids:
-            raise ReleaseRefusedError(
-                "this key is not one of the repository's release signers (idmz release signers)"
-            )
         targets.sign(targets_signer)
         snapshot = Metadata(Snapshot(expires=now)) if first else self._snapshot()
         if not first:
@@ -428,6 +424,12 @@ class ReleaseRepository:
         if record is not None:
             rows = [asdict(r) for r in self.history()] + [asdict(record)]
             write_atomic(self.history_path, (json.dumps(rows, indent=1) + "\n").encode())
+
+    def _check_signer(self, signer: Signer) -> None:
+        if signer.public_key.keyid not in self._root().signed.roles[Targets.type].keyids:
+            raise ReleaseRefusedError(
+                "this key is not one of the repository's release signers (idmz release signers)"
+            )
 
     @staticmethod
     def _write(

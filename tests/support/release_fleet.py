@@ -135,7 +135,9 @@ class Fleet:
             g.gateway.outbox.close()
 
 
-def start_fleet(ca: ProductCA, tmp: Path, identities: Sequence[str] = (), *, expiry: Expiry = Expiry()) -> Fleet:  # noqa: B008
+def start_fleet(
+    ca: ProductCA, tmp: Path, identities: Sequence[str] = (), *, expiry: Expiry = Expiry()
+) -> Fleet:  # noqa: B008
     """A repository with one release signer, served on an ephemeral loopback port."""
     ca.ca.publish_crl(now=datetime.now(UTC))
     signer = ca.signer("release")
