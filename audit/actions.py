@@ -88,6 +88,19 @@ _CATALOGUE = (
     Action("config.relay.started", Category.CONFIGURATION, "the relay started with a policy"),
     Action("config.broker.changed", Category.CONFIGURATION, "a broker's configuration changed"),
     Action("operator.plant.commissioned", Category.CONFIGURATION, "the demo plant is set up"),
+    Action("release.change.published", Category.CONFIGURATION,
+           "a model or config was offered to gateways (resource: kind/prefix; release, sha256, stage)"),
+    Action("release.change.promoted", Category.CONFIGURATION, "a canary was given to every gateway of its prefix"),
+    Action("release.change.rolled_back", Category.CONFIGURATION,
+           "an earlier artifact was offered again under a new release (rollback_of)"),
+    Action("release.change.refused", Category.CONFIGURATION, "a release change was refused (nothing changed)"),
+    Action("release.signers.changed", Category.CONFIGURATION, "the release signers changed (new root)"),
+    Action("release.artifact.fetched", _A, "a gateway downloaded a release artifact", actor_is_subject=True),
+    Action("release.fetch.refused", _A, "the release repository refused a request (TLS, prefix, method)"),
+    Action("edge.release.activated", _C, "a gateway put a release into service (its status report)",
+           actor_is_subject=True),
+    Action("edge.release.refused", _C, "a gateway refused a release (its status report: why)",
+           actor_is_subject=True),
 )  # fmt: skip
 ACTIONS: Mapping[str, Action] = MappingProxyType({a.name: a for a in _CATALOGUE})
 CERTIFICATE_ACTIONS = tuple(a.name for a in _CATALOGUE if a.certificate is not None)
@@ -107,6 +120,7 @@ AREAS: Mapping[str, Category] = MappingProxyType(
         "backup": Category.BACKUP_RESTORE,
         "restore": Category.BACKUP_RESTORE,
         "audit": Category.AUDIT_LOG,
+        "release": Category.CONFIGURATION,
     }
 )
 

@@ -28,7 +28,14 @@ from bedrock.surface import lazy_surface
 # module up front, so importing one module stays light. tests/test_public_surface.py holds every
 # import in the product to this list.
 _SURFACE: dict[str, tuple[str, ...]] = {
+    "activation": (
+        "ConfigActivator",
+        "ModelActivator",
+        "released_config_path",
+        "released_model_paths",
+    ),
     "alarms": ("AlarmCallback",),
+    "anomaly_model": ("model_metadata",),
     "bearing": ("BEARINGS", "BearingGeometry", "SKF_6205"),
     "config": ("GatewayConfig", "VibrationChannel"),
     "credentials": ("load_credentials",),
@@ -64,6 +71,7 @@ _SURFACE: dict[str, tuple[str, ...]] = {
         "simulator_recording",
         "train",
     ),
+    "updates": ("UpdateAgent", "UpdateSettings"),
     "uplink": ("Uplink", "UplinkSettings"),
 }
 

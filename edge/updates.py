@@ -12,7 +12,7 @@ Every check ends in one `UpdateResult`: ``current`` (nothing new), ``activated``
 (a security check failed: the running version is untouched) or ``failed`` (the repository
 could not be reached). The results are kept for the status message (`status()`).
 
-    >>> agent = UpdateAgent(settings, identity, activators={Kind.MODEL: models})  # doctest: +SKIP
+    >>> agent = UpdateAgent(settings, identity, activators={ReleaseKind.MODEL: models})  # doctest: +SKIP
     >>> await agent.run(stop_event)                                               # doctest: +SKIP
 """
 
@@ -38,7 +38,7 @@ from edge.credentials import client_tls_context, fingerprint
 from edge.errors import ConfigError, EdgeError
 from pki.credentials import Fingerprint
 from policies.errors import PolicyConfigError
-from policies.release import Kind, ReleaseTarget, parse_custom, select_release, target_path
+from policies.release import ReleaseKind, ReleaseTarget, parse_custom, select_release, target_path
 
 _log = logging.getLogger("idmz.edge.updates")
 MAX_RESULTS = 20
@@ -53,7 +53,7 @@ class UpdateSettings:
     interval_s: float = 300.0
     jitter_s: float = 60.0
     timeout_s: float = 30.0
-    kinds: tuple[Kind, ...] = (Kind.MODEL, Kind.CONFIG)
+    kinds: tuple[ReleaseKind, ...] = (ReleaseKind.MODEL, ReleaseKind.CONFIG)
     max_artifact_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
@@ -176,13 +176,13 @@ class UpdateClient:
         )
 
     def check(
-        self, kinds: tuple[Kind, ...], running: Mapping[Kind, int]
-    ) -> dict[Kind, Download | None]:
+        self, kinds: tuple[ReleaseKind, ...], running: Mapping[ReleaseKind, int]
+    ) -> dict[ReleaseKind, Download | None]:
         """Refresh the metadata and download what is newer than ``running``, per kind. Raises
         the TUF client's errors (translated by `UpdateAgent`)."""
         updater = self._updater()
         updater.refresh()
-        found: dict[Kind, Download | None] = {}
+        found: dict[ReleaseKind, Download | None] = {}
         infos: dict[str, TargetFile] = {}
 
         def lookup(path: str) -> ReleaseTarget | None:
@@ -221,7 +221,7 @@ class UpdateAgent:
         self,
         settings: UpdateSettings,
         identity: str,
-        activators: Mapping[Kind, Activator],
+        activators: Mapping[ReleaseKind, Activator],
         *,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
@@ -239,7 +239,7 @@ class UpdateAgent:
         network part in a thread and activation on the event loop."""
         return self._activate(self._fetch())
 
-    def _fetch(self) -> dict[Kind, Download | None] | UpdateResult:
+    def _fetch(self) -> dict[ReleaseKind, Download | None] | UpdateResult:
         kinds = tuple(k for k in self.settings.kinds if k in self.activators)
         running = {k: self.activators[k].running() for k in kinds}
         now = self.clock()
@@ -253,7 +253,9 @@ class UpdateAgent:
         except (OSError, ValueError, EdgeError) as exc:
             return UpdateResult(now, "metadata", "failed", reason=_describe(exc))
 
-    def _activate(self, fetched: dict[Kind, Download | None] | UpdateResult) -> list[UpdateResult]:
+    def _activate(
+        self, fetched: dict[ReleaseKind, Download | None] | UpdateResult
+    ) -> list[UpdateResult]:
         now = self.clock()
         if isinstance(fetched, UpdateResult):
             results = [fetched]

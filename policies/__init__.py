@@ -43,6 +43,19 @@ from policies.errors import AccessDeniedError, PolicyConfigError, PolicyError
 from policies.loader import load_policy
 from policies.payload import check_payload
 from policies.ratelimit import RateLimiter
+from policies.release import (
+    STATUS_SECTION,
+    ReleaseKind,
+    ReleaseStage,
+    ReleaseTarget,
+    StageRequest,
+    check_prefix,
+    offered_to,
+    parse_custom,
+    pick_canary,
+    select_release,
+    target_path,
+)
 from policies.topic import split_device_topic
 
 __all__ = [
@@ -52,6 +65,7 @@ __all__ = [
     "MSG_ID_PROPERTY",
     "PACKET_OVERHEAD_BYTES",
     "POLICY_SHA256_PROPERTY",
+    "STATUS_SECTION",
     "SYS_DROPPED_TOPIC",
     "AccessDeniedError",
     "Action",
@@ -69,18 +83,28 @@ __all__ = [
     "RateLimiter",
     "ReasonCode",
     "Registry",
+    "ReleaseKind",
+    "ReleaseStage",
+    "ReleaseTarget",
+    "StageRequest",
     "StaleCrlMode",
     "TlsFiles",
     "Zone",
     "check_deployment",
     "check_payload",
+    "check_prefix",
     "claims",
     "evaluate",
     "load_policy",
     "max_packet_bytes",
+    "offered_to",
+    "parse_custom",
+    "pick_canary",
     "referenced_paths",
     "relay_client_id",
     "relay_subscription",
     "render_brokers",
+    "select_release",
     "split_device_topic",
+    "target_path",
 ]

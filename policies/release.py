@@ -34,18 +34,24 @@ from policies.decision import Decision, ReasonCode
 from policies.errors import PolicyConfigError
 
 CUSTOM_KEY = "idmz"
+# The gateway's status message reports its releases under this key (docs/contracts.md):
+# {"running": {"model": 7, "config": 3}, "checks": 12,
+#  "last": [{"at": 1765000000.0, "kind": "model", "result": "activated|refused|failed",
+#            "release": 7, "reason": "..."}]}
+STATUS_SECTION = "release"
+UPDATE_RESULTS = ("current", "activated", "refused", "failed")
 MAX_RELEASE = 2**53  # exact in every JSON parser (the model bundle uses the same bound)
 MAX_CANARY = 1000
 MAX_REASON_CHARS = 500
 MAX_SIGNATURE_CHARS = 256 * 1024
 
 
-class Kind(StrEnum):
+class ReleaseKind(StrEnum):
     MODEL = "model"
     CONFIG = "config"
 
 
-class Stage(StrEnum):
+class ReleaseStage(StrEnum):
     CANARY = "canary"
     ALL = "all"
 
@@ -54,16 +60,16 @@ class Stage(StrEnum):
 class StageRequest:
     """``canary:N`` (the first N gateways under the prefix) or ``all``."""
 
-    stage: Stage
+    stage: ReleaseStage
     count: int = 0
 
     @classmethod
     def parse(cls, text: str) -> StageRequest:
         if text == "all":
-            return cls(Stage.ALL)
+            return cls(ReleaseStage.ALL)
         name, _, n = text.partition(":")
         if name == "canary" and n.isdigit() and 0 < int(n) <= MAX_CANARY:
-            return cls(Stage.CANARY, int(n))
+            return cls(ReleaseStage.CANARY, int(n))
         raise PolicyConfigError(
             f"stage must be 'all' or 'canary:N' with 1 <= N <= {MAX_CANARY}; found {text!r}"
         )
@@ -73,9 +79,9 @@ class StageRequest:
 class ReleaseTarget:
     """What a target's signed custom metadata says (only `parse_custom` makes one)."""
 
-    kind: Kind
+    kind: ReleaseKind
     prefix: str
-    stage: Stage
+    stage: ReleaseStage
     canary: tuple[str, ...]
     release: int
     signature: str  # the model's signature bundle (ADR 0061), "" for a config
@@ -112,7 +118,7 @@ def check_prefix(prefix: str, *, levels: int = 6) -> str:
     return prefix
 
 
-def target_path(kind: Kind, prefix: str, stage: Stage) -> str:
+def target_path(kind: ReleaseKind, prefix: str, stage: ReleaseStage) -> str:
     return f"{kind.value}/{check_prefix(prefix)}/release.{stage.value}"
 
 
@@ -122,7 +128,7 @@ def parse_custom(custom: Mapping[str, Any] | None) -> ReleaseTarget:
     if not isinstance(doc, Mapping):
         raise PolicyConfigError(f"target has no {CUSTOM_KEY!r} custom metadata")
     try:
-        kind, stage = Kind(doc["kind"]), Stage(doc["stage"])
+        kind, stage = ReleaseKind(doc["kind"]), ReleaseStage(doc["stage"])
         prefix, canary, release = doc["prefix"], doc["canary"], doc["release"]
         signature, reason = doc["signature"], doc["reason"]
     except (KeyError, ValueError) as exc:
@@ -137,7 +143,7 @@ def parse_custom(custom: Mapping[str, Any] | None) -> ReleaseTarget:
         raise PolicyConfigError(f"reason must be text of at most {MAX_REASON_CHARS} characters")
     for ident in canary:
         check_prefix(ident)
-    if stage is Stage.CANARY and not canary:
+    if stage is ReleaseStage.CANARY and not canary:
         raise PolicyConfigError("a canary target names its gateways")
     return ReleaseTarget(
         kind, check_prefix(prefix), stage, tuple(canary), release, signature, reason
@@ -156,7 +162,7 @@ def offered_to(identity: str, target: ReleaseTarget) -> Decision:
             ReasonCode.RELEASE_OTHER_PREFIX,
             f"release {target.release} is for {target.prefix}, not {identity}",
         )
-    if target.stage is Stage.CANARY and identity not in target.canary:
+    if target.stage is ReleaseStage.CANARY and identity not in target.canary:
         return Decision.deny(
             ReasonCode.RELEASE_NOT_IN_CANARY,
             f"release {target.release} is a canary on {target.prefix} without {identity}",
@@ -171,13 +177,13 @@ def prefixes_of(identity: str) -> list[str]:
 
 
 def select_release(
-    identity: str, kind: Kind, lookup: Callable[[str], ReleaseTarget | None]
+    identity: str, kind: ReleaseKind, lookup: Callable[[str], ReleaseTarget | None]
 ) -> ReleaseTarget | None:
     """The release of ``kind`` this gateway should run: for its most specific prefix that
     offers one, the canary if it names the gateway, else the stage ``all``. ``lookup(path)``
     returns the verified target at a path (the TUF client), None when there is none."""
     for prefix in prefixes_of(identity):
-        for stage in (Stage.CANARY, Stage.ALL):
+        for stage in (ReleaseStage.CANARY, ReleaseStage.ALL):
             target = lookup(target_path(kind, prefix, stage))
             if target is None:
                 continue

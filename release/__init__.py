@@ -21,7 +21,9 @@ _SURFACE: dict[str, tuple[str, ...]] = {
     "errors": ("ReleaseConfigError", "ReleaseError", "ReleaseRefusedError", "ReleaseStateError"),
     "fetchlog": ("FetchLog", "fleet_status"),
     "keys": ("load_signer",),
-    "repository": ("Expiry", "ReleaseRecord", "ReleaseRepository"),
+    "reports": ("Reports", "read_reports"),
+    "records": ("Expiry", "ReleaseRecord"),
+    "repository": ("ReleaseRepository",),
     "server": ("Fetch", "RepositoryServer", "ServerTLS"),
 }
 

@@ -12,7 +12,7 @@ offers, under a release number that only grows. A rollback offers an earlier art
 under a *new* number, so no gateway is ever asked to accept older metadata or a lower release.
 
     >>> repo = ReleaseRepository(Path("idmz-data/release/repository"))
-    >>> rec = repo.publish(Kind.MODEL, "acme/plant1/press/line1", StageRequest.parse("canary:1"),
+    >>> rec = repo.publish(ReleaseKind.MODEL, "acme/plant1/press/line1", StageRequest.parse("canary:1"),
     ...                    data, fleet=ids, sign=bundle_for, reason="week 49", actor="alice",
     ...                    targets_signer=signer)                              # doctest: +SKIP
 """
@@ -24,7 +24,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -44,9 +44,9 @@ from tuf.api.serialization.json import JSONSerializer
 from bedrock.clock import Clock, SystemClock
 from bedrock.files import write_atomic
 from policies.release import (
-    Kind,
+    ReleaseKind,
+    ReleaseStage,
     ReleaseTarget,
-    Stage,
     StageRequest,
     check_prefix,
     parse_custom,
@@ -55,55 +55,10 @@ from policies.release import (
 )
 from release.errors import ReleaseConfigError, ReleaseRefusedError, ReleaseStateError
 from release.keys import generate_key, load_signer, public_key_of_certificate
+from release.records import Expiry, ReleaseRecord, record_before, record_of
 
 SPEC_VERSION = "1.0.31"
 MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Expiry:
-    """How long each role's metadata stays valid; the timestamp is short so a frozen or
-    blocked repository is noticed within hours, not weeks."""
-
-    root_days: int = 365
-    targets_days: int = 90
-    snapshot_days: int = 7
-    timestamp_s: int = 86400
-
-
-@dataclass(frozen=True, slots=True)
-class ReleaseRecord:
-    """One change of a channel, as `history.json` keeps it (the change-control record)."""
-
-    action: str  # published | promoted | rolled_back
-    release: int
-    kind: str
-    prefix: str
-    stage: str
-    sha256: str
-    length: int
-    reason: str
-    actor: str
-    at: str
-    canary: tuple[str, ...] = ()
-    rollback_of: int = 0  # the release a rollback replaced
-    version: str = ""  # the model's own version string, when known
-    signature: str = field(default="", repr=False)
-
-    @property
-    def path(self) -> str:
-        return target_path(Kind(self.kind), self.prefix, Stage(self.stage))
-
-    def target(self) -> ReleaseTarget:
-        return ReleaseTarget(
-            Kind(self.kind),
-            self.prefix,
-            Stage(self.stage),
-            self.canary,
-            self.release,
-            self.signature,
-            self.reason,
-        )
 
 
 class ReleaseRepository:
@@ -127,7 +82,7 @@ class ReleaseRepository:
         root_key_dir: Path,
         signer_certs: Sequence[bytes],
         targets_signer: Signer,
-        expiry: Expiry = Expiry(),
+        expiry: Expiry | None = None,
         clock: Clock | None = None,
     ) -> ReleaseRepository:
         """A new repository: root key generated into ``root_key_dir`` (take it offline),
@@ -137,7 +92,7 @@ class ReleaseRepository:
             raise ReleaseConfigError(f"a release repository already exists at {root}")
         if not signer_certs:
             raise ReleaseConfigError("a release repository needs at least one release signer")
-        clock = clock or SystemClock()
+        clock, expiry = clock or SystemClock(), expiry or Expiry()
         now = clock.now()
         (root / "metadata").mkdir(parents=True, exist_ok=True)
         (root / "targets").mkdir(exist_ok=True)
@@ -153,8 +108,7 @@ class ReleaseRepository:
             signed_root.add_key(public_key_of_certificate(pem), Targets.type)
         root_md = Metadata(signed_root)
         root_md.sign(root_signer)
-        repo_settings = json.dumps(asdict(expiry)).encode()
-        write_atomic(root / "expiry.json", repo_settings)
+        write_atomic(root / "expiry.json", json.dumps(asdict(expiry)).encode())
         _write_root(root / "metadata", root_md)
         write_atomic(root / "history.json", b"[]\n")
         repo = cls(root, clock=clock)
@@ -234,7 +188,7 @@ class ReleaseRepository:
 
     def publish(
         self,
-        kind: Kind,
+        kind: ReleaseKind,
         prefix: str,
         stage: StageRequest,
         data: bytes,
@@ -255,7 +209,7 @@ class ReleaseRepository:
         if not data or len(data) > MAX_ARTIFACT_BYTES:
             raise ReleaseRefusedError(f"artifact must be 1..{MAX_ARTIFACT_BYTES} bytes")
         canary: tuple[str, ...] = ()
-        if stage.stage is Stage.CANARY:
+        if stage.stage is ReleaseStage.CANARY:
             canary = pick_canary(fleet, prefix, stage.count)
             if not canary:
                 raise ReleaseRefusedError(f"no known gateway under {prefix} for a canary")
@@ -266,21 +220,21 @@ class ReleaseRepository:
                 hashlib.sha256(data).hexdigest(), len(data), reason, actor, self._now(),
                 canary, version=version, signature=sign(number),
             )  # fmt: skip
-            drop = [target_path(kind, prefix, Stage.CANARY)] if not canary else []
+            drop = [target_path(kind, prefix, ReleaseStage.CANARY)] if not canary else []
             self._apply(record, data, targets_signer, drop=drop)
             return record
 
     def promote(
-        self, kind: Kind, prefix: str, *, reason: str, actor: str, targets_signer: Signer
+        self, kind: ReleaseKind, prefix: str, *, reason: str, actor: str, targets_signer: Signer
     ) -> ReleaseRecord:
         """The canary of ``prefix`` becomes what every gateway under it runs (same release)."""
         with self._locked():
-            canary = self.current().get(target_path(kind, prefix, Stage.CANARY))
+            canary = self.current().get(target_path(kind, prefix, ReleaseStage.CANARY))
             if canary is None:
                 raise ReleaseRefusedError(f"no canary of {kind} on {prefix} to promote")
-            source = self._record_of(canary)
+            source = record_of(self.history(), canary)
             record = replace(
-                source, action="promoted", stage=Stage.ALL.value, canary=(), reason=reason,
+                source, change="promoted", stage=ReleaseStage.ALL.value, canary=(), reason=reason,
                 actor=actor, at=self._now(),
             )  # fmt: skip
             data = self.artifact(source)
@@ -289,38 +243,42 @@ class ReleaseRepository:
 
     def rollback(
         self,
-        kind: Kind,
+        kind: ReleaseKind,
         prefix: str,
         *,
-        sign: Callable[[int], str],
+        sign: Callable[[int, bytes], str],
         reason: str,
         actor: str,
         targets_signer: Signer,
     ) -> ReleaseRecord:
         """Offer again what ran before the latest change of ``prefix`` (with a canary: what
-        the rest runs; without: the previous release for everyone), under a NEW release."""
+        the rest runs; without: the previous release for everyone), under a NEW release;
+        ``sign(release, data)`` re-signs the model's bundle for that number."""
         with self._locked():
             now_offered = self.current()
-            canary = now_offered.get(target_path(kind, prefix, Stage.CANARY))
-            every = now_offered.get(target_path(kind, prefix, Stage.ALL))
+            canary = now_offered.get(target_path(kind, prefix, ReleaseStage.CANARY))
+            every = now_offered.get(target_path(kind, prefix, ReleaseStage.ALL))
             if canary is not None:
                 if every is None:
                     raise ReleaseRefusedError(
                         f"the canary on {prefix} replaced nothing; publish a release instead"
                     )
-                back_to, replaced = self._record_of(every), canary.release
+                back_to, replaced = record_of(self.history(), every), canary.release
             else:
                 if every is None:
                     raise ReleaseRefusedError(f"nothing of {kind} published on {prefix}")
-                back_to, replaced = self._before(kind, prefix, every), every.release
-            number = self._next_release()
+                back_to, replaced = (
+                    record_before(self.history(), kind, prefix, every),
+                    every.release,
+                )
+            number, data = self._next_release(), self.artifact(back_to)
             record = replace(
-                back_to, action="rolled_back", release=number, stage=Stage.ALL.value,
+                back_to, change="rolled_back", release=number, stage=ReleaseStage.ALL.value,
                 canary=(), reason=reason, actor=actor, at=self._now(), rollback_of=replaced,
-                signature=sign(number),
+                signature=sign(number, data),
             )  # fmt: skip
-            drop = [target_path(kind, prefix, Stage.CANARY)]
-            self._apply(record, self.artifact(back_to), targets_signer, drop=drop)
+            drop = [target_path(kind, prefix, ReleaseStage.CANARY)]
+            self._apply(record, data, targets_signer, drop=drop)
             return record
 
     def renew_timestamp(self, *, force: bool = False) -> bool:
@@ -345,24 +303,6 @@ class ReleaseRepository:
 
     def _next_release(self) -> int:
         return max((r.release for r in self.history()), default=0) + 1
-
-    def _record_of(self, target: ReleaseTarget) -> ReleaseRecord:
-        for rec in reversed(self.history()):
-            if rec.release == target.release and rec.prefix == target.prefix:
-                return rec
-        raise ReleaseStateError(f"release {target.release} is offered but not in the history")
-
-    def _before(self, kind: Kind, prefix: str, current: ReleaseTarget) -> ReleaseRecord:
-        seen = [
-            r
-            for r in self.history()
-            if r.kind == kind.value and r.prefix == prefix and r.stage == Stage.ALL.value
-        ]
-        sha_now = self._record_of(current).sha256
-        earlier = [r for r in seen if r.release < current.release and r.sha256 != sha_now]
-        if not earlier:
-            raise ReleaseRefusedError(f"no earlier {kind} on {prefix} to roll back to")
-        return earlier[-1]
 
     def _blob(self, kind: str, prefix: str, stage: str, sha256: str) -> Path:
         return self.targets_dir / kind / prefix / f"{sha256}.release.{stage}"
@@ -439,13 +379,11 @@ class ReleaseRepository:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        """One writer at a time across processes (publish, promote, serve's timestamp)."""
+        """One writer at a time across processes (publish, promote, serve's timestamp); the
+        lock goes with the file descriptor."""
         with (self.root / "lock").open("a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+            yield
 
 
 def _write_root(metadata_dir: Path, root: Metadata[Root]) -> None:

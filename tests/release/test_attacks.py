@@ -20,7 +20,7 @@ from tuf.api.serialization.json import JSONSerializer
 
 from bedrock.clock import FixedClock
 from pki.authority import RevocationReason
-from policies.release import Kind, StageRequest
+from policies.release import ReleaseKind, StageRequest
 from release.errors import ReleaseRefusedError
 from release.keys import load_signer
 from release.repository import ReleaseRepository
@@ -119,7 +119,7 @@ def test_replayed_timestamp_is_refused_freeze_attack(
     running.publish_model(models["m-2"], LINE1, "canary:1")  # GW_B must keep m-1 ...
     running.gateways[GW_B].check()  # ... and has now seen the newer timestamp
     running.repo.rollback(
-        Kind.MODEL, LINE1, sign=running.bundle_for(models["m-1"]),  # type: ignore[arg-type]
+        ReleaseKind.MODEL, LINE1, sign=running.resign,
         reason="x", actor="t", targets_signer=running.targets_signer(),
     )  # fmt: skip
     (md(running.repo) / "timestamp.json").write_bytes(old)  # freeze GW_B at the old state
@@ -147,9 +147,9 @@ def test_older_metadata_offered_again_is_refused_rollback_attack(
 def test_a_model_signed_for_an_older_release_is_refused(
     running: Fleet, models: dict[str, bytes]
 ) -> None:
-    old_bundle = running.bundle_for(models["m-2"])(1)  # type: ignore[operator]
+    old_bundle = running.bundle_for(models["m-2"])(1)
     running.repo.publish(
-        Kind.MODEL, LINE1, StageRequest.parse("all"),
+        ReleaseKind.MODEL, LINE1, StageRequest.parse("all"),
         models["m-2"], fleet=[], sign=lambda _: old_bundle, reason="x", actor="t",
         targets_signer=running.targets_signer(),
     )  # fmt: skip
@@ -194,8 +194,8 @@ def test_metadata_signed_by_a_revoked_release_signer_is_refused(
     )
     with pytest.raises(ReleaseRefusedError, match="not one of the repository's release signers"):
         running.repo.publish(
-            Kind.MODEL, LINE1, StageRequest.parse("all"), models["m-2"], fleet=[],
-            sign=running.bundle_for(models["m-2"]),  # type: ignore[arg-type]
+            ReleaseKind.MODEL, LINE1, StageRequest.parse("all"), models["m-2"], fleet=[],
+            sign=running.bundle_for(models["m-2"]),
             reason="x", actor="t", targets_signer=old_key,
         )  # fmt: skip
     targets = Metadata[Targets].from_file(str(sorted(md(running.repo).glob("*.targets.json"))[-1]))

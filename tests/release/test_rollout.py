@@ -3,7 +3,7 @@ real TUF client in three gateways (two on line 1, one on line 2)."""
 
 from __future__ import annotations
 
-from policies.release import Kind, StageRequest
+from policies.release import ReleaseKind, StageRequest
 from tests.release.conftest import GW_A, GW_B, GW_C, LINE1
 from tests.support.release_fleet import Fleet
 
@@ -32,10 +32,10 @@ def test_promote_gives_the_canary_to_the_whole_line_and_not_to_another_line(
     canary = fleet.publish_model(models["m-1"], LINE1, "canary:1")
     check_all(fleet)
     promoted = fleet.repo.promote(
-        Kind.MODEL, LINE1, reason="canary good for a shift", actor="alice",
+        ReleaseKind.MODEL, LINE1, reason="canary good for a shift", actor="alice",
         targets_signer=fleet.targets_signer(),
     )  # fmt: skip
-    assert promoted.release == canary.release and promoted.action == "promoted"
+    assert promoted.release == canary.release and promoted.change == "promoted"
     results = check_all(fleet)
     assert results[GW_A] == ["current", "current"]  # it runs that release already
     assert results[GW_B] == ["activated", "current"]
@@ -53,7 +53,7 @@ def test_rollback_offers_the_previous_model_under_a_new_release(
     check_all(fleet)
     assert fleet.gateways[GW_B].model_version == "m-2"
     back = fleet.repo.rollback(
-        Kind.MODEL, LINE1, sign=fleet.bundle_for(models["m-1"]),  # type: ignore[arg-type]
+        ReleaseKind.MODEL, LINE1, sign=fleet.resign,
         reason="m-2 alarms on every start", actor="alice", targets_signer=fleet.targets_signer(),
     )  # fmt: skip
     assert back.release > second.release > first.release
@@ -72,7 +72,7 @@ def test_rollback_of_a_canary_returns_the_canary_to_what_the_line_runs(
     check_all(fleet)
     assert fleet.gateways[GW_A].model_version == "m-2"
     fleet.repo.rollback(
-        Kind.MODEL, LINE1, sign=fleet.bundle_for(models["m-1"]),  # type: ignore[arg-type]
+        ReleaseKind.MODEL, LINE1, sign=fleet.resign,
         reason="canary drifts", actor="alice", targets_signer=fleet.targets_signer(),
     )  # fmt: skip
     check_all(fleet)
@@ -82,7 +82,7 @@ def test_rollback_of_a_canary_returns_the_canary_to_what_the_line_runs(
 
 def test_a_live_config_is_applied_without_a_restart(fleet: Fleet) -> None:
     fleet.repo.publish(
-        Kind.CONFIG, LINE1, StageRequest.parse("all"), b'{"status_interval_s": 5}',
+        ReleaseKind.CONFIG, LINE1, StageRequest.parse("all"), b'{"status_interval_s": 5}',
         fleet=[], sign=lambda _: "", reason="faster status", actor="alice",
         targets_signer=fleet.targets_signer(),
     )  # fmt: skip
@@ -93,11 +93,11 @@ def test_a_live_config_is_applied_without_a_restart(fleet: Fleet) -> None:
 
 def test_a_config_that_needs_a_restart_is_refused_with_its_reason(fleet: Fleet) -> None:
     fleet.repo.publish(
-        Kind.CONFIG, LINE1, StageRequest.parse("all"), b'{"outbox_path": "/tmp/x"}',
+        ReleaseKind.CONFIG, LINE1, StageRequest.parse("all"), b'{"outbox_path": "/tmp/x"}',
         fleet=[], sign=lambda _: "", reason="move outbox", actor="alice",
         targets_signer=fleet.targets_signer(),
     )  # fmt: skip
     results = fleet.gateways[GW_A].check()
     refused = [r for r in results if r.result == "refused"]
     assert refused and "cannot be applied live" in refused[0].reason
-    assert fleet.gateways[GW_A].agent.activators[Kind.CONFIG].running() == 0
+    assert fleet.gateways[GW_A].agent.activators[ReleaseKind.CONFIG].running() == 0

@@ -7,12 +7,13 @@ Each `FleetGateway` is a real `edge.gateway.Gateway` (no readers, no uplink) wit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
+from securesystemslib.signer import CryptoSigner
 
 from edge.activation import ConfigActivator, ModelActivator
 from edge.config import GatewayConfig
@@ -22,9 +23,10 @@ from edge.model_signing import ModelTrust, sign_model
 from edge.outbox import Outbox, OutboxLimits
 from edge.updates import UpdateAgent, UpdateResult, UpdateSettings
 from pki.identity import DeviceIdentity
-from policies.release import Kind, StageRequest
+from policies.release import ReleaseKind, StageRequest
 from release.keys import load_signer
-from release.repository import Expiry, ReleaseRecord, ReleaseRepository
+from release.records import Expiry, ReleaseRecord
+from release.repository import ReleaseRepository
 from release.server import Fetch, RepositoryServer, ServerTLS
 from tests.edge.pkifixtures import Issued, ProductCA
 
@@ -46,7 +48,7 @@ class FleetGateway:
 
     @property
     def model_release(self) -> int:
-        return self.agent.activators[Kind.MODEL].running()
+        return self.agent.activators[ReleaseKind.MODEL].running()
 
 
 @dataclass
@@ -68,7 +70,7 @@ class Fleet:
         crl = x509.load_pem_x509_crl(self.ca.crl_path.read_bytes())
         return ModelTrust((self.ca.ca.root_certificate,), (crl,))
 
-    def bundle_for(self, model: bytes) -> object:
+    def bundle_for(self, model: bytes) -> Callable[[int], str]:
         def sign(release: int) -> str:
             return sign_model(
                 model,
@@ -82,19 +84,18 @@ class Fleet:
 
         return sign
 
+    def resign(self, release: int, model: bytes) -> str:
+        return self.bundle_for(model)(release)
+
     def publish_model(self, model: bytes, prefix: str, stage: str = "all") -> ReleaseRecord:
         return self.repo.publish(
-            Kind.MODEL, prefix, StageRequest.parse(stage), model,
-            fleet=list(self.gateways), sign=self.bundle_for(model),  # type: ignore[arg-type]
+            ReleaseKind.MODEL, prefix, StageRequest.parse(stage), model,
+            fleet=list(self.gateways), sign=self.bundle_for(model),
             reason="test release", actor="tester", targets_signer=self.targets_signer(),
         )  # fmt: skip
 
-    def targets_signer(self):  # type: ignore[no-untyped-def]
-        key = self.tmp / "signer-key.pem"
-        if not key.exists():
-            key.write_bytes(self.signer.key_pem)
-            key.chmod(0o600)
-        return load_signer(key)
+    def targets_signer(self) -> CryptoSigner:
+        return load_signer(self.tmp / "signer-key.pem")
 
     def add_gateway(self, identity: str, **settings: object) -> FleetGateway:
         home = self.tmp / "gw" / identity.replace("/", "_")
@@ -122,7 +123,7 @@ class Fleet:
             state_dir=state,
             **settings,  # type: ignore[arg-type]
         )
-        agent = UpdateAgent(upd, identity, {Kind.MODEL: models, Kind.CONFIG: configs})
+        agent = UpdateAgent(upd, identity, {ReleaseKind.MODEL: models, ReleaseKind.CONFIG: configs})
         gw.status_sections["release"] = agent.status
         fg = FleetGateway(identity, gw, agent, creds)
         self.gateways[identity] = fg
@@ -136,8 +137,8 @@ class Fleet:
 
 
 def start_fleet(
-    ca: ProductCA, tmp: Path, identities: Sequence[str] = (), *, expiry: Expiry = Expiry()
-) -> Fleet:  # noqa: B008
+    ca: ProductCA, tmp: Path, identities: Sequence[str] = (), *, expiry: Expiry | None = None
+) -> Fleet:
     """A repository with one release signer, served on an ephemeral loopback port."""
     ca.ca.publish_crl(now=datetime.now(UTC))
     signer = ca.signer("release")
@@ -150,7 +151,7 @@ def start_fleet(
         root_key_dir=tmp / "offline-root",
         signer_certs=[signer.cert_pem],
         targets_signer=load_signer(tmp / "signer-key.pem"),
-        expiry=expiry,
+        expiry=expiry or Expiry(),
     )
     (tmp / "trusted-root.json").write_bytes(repo.trusted_root())
     fetches: list[Fetch] = []
