@@ -31,6 +31,7 @@ _SURFACE: dict[str, tuple[str, ...]] = {
     "activation": (
         "ConfigActivator",
         "ModelActivator",
+        "released_config",
         "released_config_path",
         "released_model_paths",
     ),
@@ -60,6 +61,7 @@ _SURFACE: dict[str, tuple[str, ...]] = {
     "ports": ("Reader", "ReaderFactory", "ReadingSink"),
     "recordings": ("load_recording",),
     "run_recording": ("load_run_recording", "run_features"),
+    "schedule": ("Service",),
     "simulator": ("PlantSimulator", "SimulatorSettings"),
     "sources": ("Backoff", "ModbusSource", "OpcUaSecurity", "OpcUaSource"),
     "tagmap": ("TagSpec",),
@@ -71,7 +73,7 @@ _SURFACE: dict[str, tuple[str, ...]] = {
         "simulator_recording",
         "train",
     ),
-    "updates": ("UpdateAgent", "UpdateSettings"),
+    "updates": ("Activator", "UpdateAgent", "UpdateSettings"),
     "uplink": ("Uplink", "UplinkSettings"),
 }
 

@@ -148,6 +148,14 @@ class ConfigActivator:
         return "config " + ", ".join(f"{k}={v}" for k, v in sorted(changes.items()))
 
 
+def released_config(state_dir: Path) -> dict[str, float] | None:
+    """The configuration release in service (applied again at a start), None if none."""
+    try:
+        return parse_live_config(released_config_path(state_dir).read_bytes())
+    except FileNotFoundError:
+        return None
+
+
 def parse_live_config(data: bytes) -> dict[str, float]:
     """The settings of a config release, or `ConfigError` naming what cannot be applied live."""
     if len(data) > MAX_CONFIG_BYTES:

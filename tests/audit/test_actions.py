@@ -12,7 +12,17 @@ from audit.actions import ACTIONS, AREAS, CERTIFICATE_ACTIONS, Category, categor
 from audit.report import category_of
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = ("bedrock", "pki", "audit", "policies", "provisioning", "relay", "edge", "release", "idmz")
+PRODUCT = (
+    "bedrock",
+    "pki",
+    "audit",
+    "policies",
+    "provisioning",
+    "relay",
+    "edge",
+    "release",
+    "idmz",
+)
 CATALOGUE_FILE = ROOT / "audit" / "actions.py"
 ACTION_NAME = re.compile(rf"({'|'.join(AREAS)})\.[a-z_]+\.[a-z_]+")
 

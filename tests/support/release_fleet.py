@@ -15,13 +15,12 @@ from pathlib import Path
 from cryptography import x509
 from securesystemslib.signer import CryptoSigner
 
-from edge.activation import ConfigActivator, ModelActivator
 from edge.config import GatewayConfig
 from edge.gateway import Gateway
-from edge.model_release import release_state_path
 from edge.model_signing import ModelTrust, sign_model
 from edge.outbox import Outbox, OutboxLimits
 from edge.updates import UpdateAgent, UpdateResult, UpdateSettings
+from idmz.gateway_runtime import attach_updates
 from pki.identity import DeviceIdentity
 from policies.release import ReleaseKind, StageRequest
 from release.keys import load_signer
@@ -107,24 +106,14 @@ class Fleet:
             state_dir=home / "state",
         )
         gw = Gateway(config, outbox=Outbox.open(config.outbox_path, OutboxLimits()))
-        state = home / "state" / "release"
-        models = ModelActivator(
-            state,
-            self.trust(),
-            release_state_path(home / "model.onnx"),
-            gw.use_scorer,
-            config.vibration,
-        )
-        configs = ConfigActivator(state, gw.apply_settings)
         upd = UpdateSettings(
             url=self.url,
             trusted_root=self.tmp / "trusted-root.json",
             credential_dir=creds,
-            state_dir=state,
+            state_dir=home / "state" / "release",
             **settings,  # type: ignore[arg-type]
         )
-        agent = UpdateAgent(upd, identity, {ReleaseKind.MODEL: models, ReleaseKind.CONFIG: configs})
-        gw.status_sections["release"] = agent.status
+        agent = attach_updates(gw, upd, self.trust(), home / "model.onnx")
         fg = FleetGateway(identity, gw, agent, creds)
         self.gateways[identity] = fg
         return fg
