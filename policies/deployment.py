@@ -27,6 +27,7 @@ from policies.errors import PolicyConfigError
 from policies.findings import Finding, Findings, Severity
 from policies.loader import load_policy
 from policies.mosquitto_conf import MosquittoConfig, Section, parse_acl, parse_config
+from policies.release_deployment import check_release_deployment
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,7 @@ class Deployment:
     configs: tuple[BrokerConfigFile, ...]
     files: Mapping[str, bytes] = field(default_factory=dict)
     extra_certificates: Mapping[str, bytes] = field(default_factory=dict)  # other *.pem in DIR
+    release: BrokerConfigFile | None = None  # release.toml: the release repository (ADR 0100)
 
 
 def _zone_of(cfg: BrokerConfigFile) -> Zone:
@@ -341,12 +343,15 @@ def check_deployment(
                         "render it with `idmz policy render`")  # fmt: skip
             else:
                 _check_acl(c, acl.value, zone, text.decode("utf-8", "replace"), relay_user)
+    if deployment.release is not None:
+        check_release_deployment(c, deployment.release.name, deployment.release.text)
     for fname, data in sorted(deployment.extra_certificates.items()):
         if fname not in seen_certs:
             check_certificates(c, fname, data, cert_policy, now)
     files = [
         deployment.policy_name or "",
         *(cfg.name for cfg in deployment.configs),
+        deployment.release.name if deployment.release else "",
         *deployment.files,
         *deployment.extra_certificates,
     ]

@@ -7,7 +7,7 @@
     idmz release rollback --kind model --to acme/plant1/press/line1 --reason "false alarms"
     idmz release status [--json]
     mosquitto_sub ... -t '+/+/+/+/+/+/status' -F %p | idmz release reports --from -
-    idmz release serve --cert server.pem --key server.key [--port 8445]
+    idmz release serve --config release.toml     (or --cert server.pem --key server.key)
     idmz release signers --cert new-signer.pem --root-key /media/usb/root-key.pem
 
 The repository lives in the IDMZ under ``<home>/release/repository``; ``serve`` answers gateways
@@ -290,12 +290,27 @@ def _cmd_signers(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from idmz.release_serve import serve_repository
+    from policies.release_deployment import parse_release_deployment
 
     home = _home(args)
+    opts = vars(args).copy()
+    if args.config:  # the file's settings, relative paths from its directory; options win
+        path = Path(args.config)
+        d = parse_release_deployment(path.read_text(), str(path))
+        for key in ("cert", "key", "client_ca", "crl"):
+            value = getattr(d, key)
+            if opts[key] is None and value is not None:
+                opts[key] = str(path.parent / value)
+        opts["host"] = opts["host"] or d.host
+        opts["port"] = d.port if opts["port"] is None else opts["port"]
+        opts["unsafe_skip_revocation"] |= d.unsafe_skip_revocation
+    if not opts["cert"] or not opts["key"]:
+        raise ReleaseUsageError("give --cert and --key, or --config release.toml")
     return serve_repository(
-        home, _release_dir(home), cert=Path(args.cert), key=Path(args.key),
-        client_ca=args.client_ca, crl=args.crl, host=args.host, port=args.port,
-        unsafe_skip_revocation=args.unsafe_skip_revocation,
+        home, _release_dir(home), cert=Path(opts["cert"]), key=Path(opts["key"]),
+        client_ca=opts["client_ca"], crl=opts["crl"], host=opts["host"] or "127.0.0.1",
+        port=DEFAULT_PORT if opts["port"] is None else opts["port"],
+        unsafe_skip_revocation=opts["unsafe_skip_revocation"],
     )  # fmt: skip
 
 
@@ -359,15 +374,16 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
 
     text = "serve the repository to gateways over HTTPS with mutual TLS (read-only)"
     p = cmds.add_parser("serve", help=text, description=text)
-    p.add_argument("--cert", required=True, help="server certificate + chain (server profile)")
-    p.add_argument("--key", required=True)
+    p.add_argument("--config", help="release.toml (docs/release.md); options override it")
+    p.add_argument("--cert", help="server certificate + chain (server profile)")
+    p.add_argument("--key", help="its private key")
     p.add_argument(
         "--client-ca", help="CA chain for gateway certificates (default <home>/ca/chain.pem)"
     )
     p.add_argument("--crl", help="the CA's CRL (default <home>/ca/crl.pem)")
     p.add_argument("--unsafe-skip-revocation", action="store_true")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--host", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help=f"listen port (default {DEFAULT_PORT}; 0: any)")
     p.set_defaults(func=_cmd_serve)
 
     text = "replace the release signers (new root version, signed with the offline root key)"

@@ -23,7 +23,7 @@ def test_a_canary_of_one_reaches_only_that_gateway_of_its_line(
     assert fleet.gateways[GW_B].model_version is None
     assert fleet.gateways[GW_C].model_version is None
     status = fleet.gateways[GW_A].gateway.status()["release"]
-    assert status["running"]["model"] == rec.release
+    assert status["running"]["model"] == rec.release  # type: ignore[index]
 
 
 def test_promote_gives_the_canary_to_the_whole_line_and_not_to_another_line(
