@@ -404,3 +404,11 @@ def test_release_repository_that_ot_can_write_or_that_reaches_ot_fails(
     (deploy / "release.toml").write_text(RELEASE_TOML.replace(*change))
     code, report = check(deploy, capsys)
     assert code == 1 and rule in rules(report)
+
+
+def test_the_example_release_toml_is_a_valid_release_conduit() -> None:
+    from policies.findings import Findings
+    from policies.release_deployment import check_release_deployment
+
+    example = Path(__file__).resolve().parents[2] / "deploy" / "release.toml"
+    assert check_release_deployment(Findings(), "release.toml", example.read_text()).findings == []
