@@ -129,6 +129,7 @@ def start_fleet(
     ca: ProductCA, tmp: Path, identities: Sequence[str] = (), *, expiry: Expiry | None = None
 ) -> Fleet:
     """A repository with one release signer, served on an ephemeral loopback port."""
+    tmp.mkdir(parents=True, exist_ok=True)
     ca.ca.publish_crl(now=datetime.now(UTC))
     signer = ca.signer("release")
     server = ca.server()
