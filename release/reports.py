@@ -42,9 +42,8 @@ def read_reports(lines: Iterable[str], seen: set[str]) -> Reports:
         except ValueError:
             continue
         said = claims(doc)
-        section = (
-            doc.get("data", {}).get(STATUS_SECTION) if isinstance(doc.get("data"), dict) else None
-        )
+        data = doc.get("data") if isinstance(doc, dict) else None
+        section = data.get(STATUS_SECTION) if isinstance(data, dict) else None
         if said.device is None or said.kind != "status" or not isinstance(section, dict):
             continue
         run = section.get("running")

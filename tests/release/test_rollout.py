@@ -3,6 +3,8 @@ real TUF client in three gateways (two on line 1, one on line 2)."""
 
 from __future__ import annotations
 
+import asyncio
+
 from policies.release import ReleaseKind, StageRequest
 from tests.release.conftest import GW_A, GW_B, GW_C, LINE1
 from tests.support.release_fleet import Fleet
@@ -101,3 +103,29 @@ def test_a_config_that_needs_a_restart_is_refused_with_its_reason(fleet: Fleet) 
     refused = [r for r in results if r.result == "refused"]
     assert refused and "cannot be applied live" in refused[0].reason
     assert fleet.gateways[GW_A].agent.activators[ReleaseKind.CONFIG].running() == 0
+
+
+def test_a_running_gateway_pulls_on_its_own_schedule_and_swaps_without_a_restart(
+    fleet: Fleet, models: dict[str, bytes]
+) -> None:
+    fleet.publish_model(models["m-1"], LINE1)
+    gw = fleet.add_gateway(f"{LINE1}/cell9/gw-live", interval_s=0.2, jitter_s=0.1)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(gw.gateway.run(stop))
+        deadline = asyncio.get_running_loop().time() + 60
+        while gw.model_version != "m-1":
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        first = gw.gateway.scorer
+        fleet.publish_model(models["m-2"], LINE1)
+        while gw.model_version != "m-2":
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        assert gw.gateway.scorer is not first and not task.done()  # same process, same task
+        stop.set()
+        await task
+
+    asyncio.run(scenario())
+    assert gw.agent.checks >= 2
