@@ -13,16 +13,8 @@ import importlib.util
 from pathlib import Path
 
 # The top-level packages one idmz install provides (pyproject.toml, ADR 0003).
-PACKAGES = (
-    "idmz",
-    "pki",
-    "audit",
-    "policies",
-    "provisioning",
-    "relay",
-    "edge",
-    "bedrock",
-    "release",
+PACKAGES = tuple(
+    ["idmz", "pki", "audit", "policies", "provisioning", "relay", "edge", "bedrock", "release"]
 )
 
 

@@ -3,18 +3,8 @@
 
 The repository is a conduit of its own: the IT publisher writes into the IDMZ, OT gateways
 read from the IDMZ, and nothing reaches OT. So it must run in the IDMZ, be written only from IT
-(or the IDMZ host itself), be read only by OT gateways over mutual TLS checked against the CRL::
-
-    # idmz release serve --config release.toml
-    zone = "idmz"
-    host = "10.0.35.5"
-    port = 8445
-    cert = "release-server.pem"
-    key = "release-server.key"
-    client_ca = "chain.pem"
-    crl = "crl.pem"
-    readers = ["ot"]
-    writers = ["it"]
+(or the IDMZ host itself), be read only by OT gateways over mutual TLS checked against the CRL.
+deploy/release.toml is a complete example; docs/release.md the reference.
 
 >>> check_release_deployment(Findings(), "release.toml", 'zone = "ot"').findings[0].rule  # doctest: +SKIP
 'release.zone'

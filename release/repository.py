@@ -25,7 +25,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from securesystemslib.signer import Signer
@@ -288,11 +288,8 @@ class ReleaseRepository:
             left = ts.signed.expires - self.clock.now()
             if not force and left > timedelta(seconds=self.expiry.timestamp_s / 2):
                 return False
-            online = load_signer(self.online_key_path)
-            ts.signed.version += 1
-            ts.signed.expires = self.clock.now() + timedelta(seconds=self.expiry.timestamp_s)
-            ts.signatures.clear()
-            ts.sign(online)
+            expires = self.clock.now() + timedelta(seconds=self.expiry.timestamp_s)
+            _resign(ts, expires, load_signer(self.online_key_path), bump=True)
             self._write(self.metadata_dir / "timestamp.json", ts)
             return True
 
@@ -338,25 +335,13 @@ class ReleaseRepository:
         now, expiry = self.clock.now(), self.expiry
         online = online_signer or load_signer(self.online_key_path)
         self._check_signer(targets_signer)
-        if not first:
-            targets.signed.version += 1
-        targets.signed.expires = now + timedelta(days=expiry.targets_days)
-        targets.signatures.clear()
-        targets.sign(targets_signer)
         snapshot = Metadata(Snapshot(expires=now)) if first else self._snapshot()
-        if not first:
-            snapshot.signed.version += 1
-        snapshot.signed.meta["targets.json"] = MetaFile(targets.signed.version)
-        snapshot.signed.expires = now + timedelta(days=expiry.snapshot_days)
-        snapshot.signatures.clear()
-        snapshot.sign(online)
         timestamp = Metadata(Timestamp(expires=now)) if first else self._timestamp()
-        if not first:
-            timestamp.signed.version += 1
+        _resign(targets, now + timedelta(days=expiry.targets_days), targets_signer, bump=not first)
+        snapshot.signed.meta["targets.json"] = MetaFile(targets.signed.version)
+        _resign(snapshot, now + timedelta(days=expiry.snapshot_days), online, bump=not first)
         timestamp.signed.snapshot_meta = MetaFile(snapshot.signed.version)
-        timestamp.signed.expires = now + timedelta(seconds=expiry.timestamp_s)
-        timestamp.signatures.clear()
-        timestamp.sign(online)
+        _resign(timestamp, now + timedelta(seconds=expiry.timestamp_s), online, bump=not first)
         md = self.metadata_dir
         self._write(md / f"{targets.signed.version}.targets.json", targets)
         self._write(md / f"{snapshot.signed.version}.snapshot.json", snapshot)
@@ -384,6 +369,21 @@ class ReleaseRepository:
         with (self.root / "lock").open("a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             yield
+
+
+def _resign(
+    md: Metadata[Targets] | Metadata[Snapshot] | Metadata[Timestamp],
+    expires: datetime,
+    signer: Signer,
+    *,
+    bump: bool,
+) -> None:
+    """A new version (unless it is the first), its expiry, and only this signature."""
+    if bump:
+        md.signed.version += 1
+    md.signed.expires = expires
+    md.signatures.clear()
+    md.sign(signer)
 
 
 def _write_root(metadata_dir: Path, root: Metadata[Root]) -> None:

@@ -12,19 +12,9 @@ import pytest
 
 import bedrock.errors as category
 from bedrock.errors import CATEGORIES, IdmzError, category_of, exit_code_for, http_status_for
+from tests.support.product import PACKAGES
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = (
-    "bedrock",
-    "pki",
-    "audit",
-    "policies",
-    "provisioning",
-    "relay",
-    "edge",
-    "release",
-    "idmz",
-)
 
 
 def public_error_classes() -> list[type[BaseException]]:

@@ -369,16 +369,12 @@ def test_listener_letting_clients_choose_their_client_id_fails(deploy, capsys) -
     assert "listener.client_id_unbound" in rules(check(deploy, capsys)[1])
 
 
-RELEASE_TOML = """zone = "idmz"
-host = "10.0.35.5"
-port = 8445
-cert = "release-server.pem"
-key = "release-server.key"
-client_ca = "chain.pem"
-crl = "crl.pem"
-readers = ["ot"]
-writers = ["it"]
-"""
+RELEASE_TOML = (Path(__file__).resolve().parents[2] / "deploy" / "release.toml").read_text()
+
+
+def without(key: str) -> tuple[str, str]:
+    line = next(ln for ln in RELEASE_TOML.splitlines(keepends=True) if ln.startswith(key))
+    return line, ""
 
 
 def test_release_repository_as_a_conduit_of_its_own_passes(deploy, capsys) -> None:
@@ -393,8 +389,8 @@ def test_release_repository_as_a_conduit_of_its_own_passes(deploy, capsys) -> No
         (('writers = ["it"]', 'writers = ["it", "ot"]'), "release.ot_writes"),
         (('zone = "idmz"', 'zone = "ot"'), "release.zone"),  # IT would write into OT
         (('readers = ["ot"]', 'readers = ["ot", "it"]'), "release.readers"),
-        (('client_ca = "chain.pem"\n', ""), "release.no_client_ca"),
-        (('crl = "crl.pem"\n', ""), "release.no_crl"),
+        (without("client_ca"), "release.no_client_ca"),
+        (without("crl"), "release.no_crl"),
         (("port = 8445", "port = 8445\nupload = true"), "release.invalid"),
     ],
 )
@@ -404,11 +400,3 @@ def test_release_repository_that_ot_can_write_or_that_reaches_ot_fails(
     (deploy / "release.toml").write_text(RELEASE_TOML.replace(*change))
     code, report = check(deploy, capsys)
     assert code == 1 and rule in rules(report)
-
-
-def test_the_example_release_toml_is_a_valid_release_conduit() -> None:
-    from policies.findings import Findings
-    from policies.release_deployment import check_release_deployment
-
-    example = Path(__file__).resolve().parents[2] / "deploy" / "release.toml"
-    assert check_release_deployment(Findings(), "release.toml", example.read_text()).findings == []

@@ -14,16 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # The product packages, the folders pyproject.toml installs (ARCHITECTURE.md section 2).
-PACKAGES = (
-    "bedrock",
-    "pki",
-    "audit",
-    "policies",
-    "provisioning",
-    "relay",
-    "edge",
-    "release",
-    "idmz",
+PACKAGES = tuple(
+    ["bedrock", "pki", "audit", "policies", "provisioning", "relay", "edge", "release", "idmz"]
 )
 
 
