@@ -56,6 +56,12 @@ from policies.release import (
     select_release,
     target_path,
 )
+from policies.release_deployment import FILE_NAME as RELEASE_DEPLOYMENT_FILE
+from policies.release_deployment import (
+    ReleaseDeployment,
+    check_release_deployment,
+    parse_release_deployment,
+)
 from policies.topic import split_device_topic
 
 __all__ = [
@@ -65,6 +71,7 @@ __all__ = [
     "MSG_ID_PROPERTY",
     "PACKET_OVERHEAD_BYTES",
     "POLICY_SHA256_PROPERTY",
+    "RELEASE_DEPLOYMENT_FILE",
     "STATUS_SECTION",
     "SYS_DROPPED_TOPIC",
     "AccessDeniedError",
@@ -83,6 +90,7 @@ __all__ = [
     "RateLimiter",
     "ReasonCode",
     "Registry",
+    "ReleaseDeployment",
     "ReleaseKind",
     "ReleaseStage",
     "ReleaseTarget",
@@ -93,12 +101,14 @@ __all__ = [
     "check_deployment",
     "check_payload",
     "check_prefix",
+    "check_release_deployment",
     "claims",
     "evaluate",
     "load_policy",
     "max_packet_bytes",
     "offered_to",
     "parse_custom",
+    "parse_release_deployment",
     "pick_canary",
     "referenced_paths",
     "relay_client_id",

@@ -196,7 +196,7 @@ def gather_deployment(directory: Path) -> Any:
         data = p.read_bytes()[:MAX_FILE_BYTES]
         if b"-----BEGIN CERTIFICATE-----" in data:
             extra[str(p.relative_to(directory))] = data
-    from policies.release_deployment import FILE_NAME
+    from policies import RELEASE_DEPLOYMENT_FILE as FILE_NAME
 
     release_file = directory / FILE_NAME
     release = (

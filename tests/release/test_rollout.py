@@ -91,6 +91,11 @@ def test_a_live_config_is_applied_without_a_restart(fleet: Fleet) -> None:
     check_all(fleet)
     assert fleet.gateways[GW_B].gateway.config.status_interval_s == 5.0
     assert fleet.gateways[GW_C].gateway.config.status_interval_s == 10.0
+    # The running schedule reads the interval at every turn: the next status comes in 5 s.
+    status_job = next(
+        p for p in fleet.gateways[GW_B].gateway.schedule().periodic if p.name == "status"
+    )
+    assert status_job.every is not None and status_job.every() == 5.0
 
 
 def test_a_config_that_needs_a_restart_is_refused_with_its_reason(fleet: Fleet) -> None:
