@@ -42,6 +42,9 @@ from policies.release import ReleaseKind, ReleaseTarget, parse_custom, select_re
 
 _log = logging.getLogger("idmz.edge.updates")
 MAX_RESULTS = 20
+# The status message is small (the plant policy allows 4 KiB): the last results, reasons cut.
+STATUS_RESULTS = 2
+STATUS_REASON_CHARS = 160
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +298,10 @@ class UpdateAgent:
         return {
             "running": {str(k): a.running() for k, a in self.activators.items()},
             "checks": self.checks,
-            "last": [asdict(r) for r in list(self.results)[-5:]],
+            "last": [
+                {**asdict(r), "reason": r.reason[:STATUS_REASON_CHARS]}
+                for r in list(self.results)[-STATUS_RESULTS:]
+            ],
         }
 
 
