@@ -31,6 +31,7 @@ from audit.actions import (
 )
 from audit.errors import AuditConfigError
 from audit.note import VerifierKey
+from audit.sparkplug_summary import SparkplugSummary
 from audit.storage import RECORD_BYTES, LogPaths, iter_entries, read_index
 from audit.verify import VerifiedLog, verify_log
 
@@ -105,6 +106,7 @@ class Report:
     certificates: list[dict[str, Any]] = field(default_factory=list)
     operator_actions: list[dict[str, Any]] = field(default_factory=list)
     changes: list[dict[str, Any]] = field(default_factory=list)  # change control (releases)
+    sparkplug: SparkplugSummary = field(default_factory=SparkplugSummary)
 
     def bucket_of(self, when: datetime) -> str:
         steps = (when - self.start) // self.bucket
@@ -134,6 +136,7 @@ class Report:
         if action in CHANGE_ACTIONS and len(self.changes) < 10_000:
             details = entry.get("details") or {}
             self.changes.append({**row, "outcome": outcome, "details": dict(details)})
+        self.sparkplug.add(entry)
 
     def to_json(self) -> dict[str, Any]:
         cp = self.verified.checkpoint.checkpoint
@@ -162,6 +165,7 @@ class Report:
             "certificates": self.certificates,
             "operator_actions": self.operator_actions,
             "change_control": self.changes,
+            "sparkplug": self.sparkplug.to_json(),
         }
 
 

@@ -238,7 +238,24 @@ def render_html(report: Report) -> str:
                 for r in report.changes[:2000]
             ],
         ),
-        "<h2>8. Verify this report yourself</h2><ol>",
+        "<h2>8. Sparkplug B edge nodes</h2>",
+        _table(
+            ["node", "identity", "online", "births", "deaths", "sequence gaps", "missing"],
+            [
+                [
+                    name,
+                    n["identity"],
+                    "yes" if n["online"] else "no",
+                    n["births"],
+                    n["deaths"],
+                    n["gaps"],
+                    n["missing"],
+                ]
+                for name, n in sorted(report.sparkplug.nodes.items())[:2000]
+            ],
+            numeric=3,
+        ),
+        "<h2>9. Verify this report yourself</h2><ol>",
         *(f"<li>{escape(step)}</li>" for step in verification_steps(report)),
         "</ol>",
     ]

@@ -74,7 +74,7 @@ _SURFACE: dict[str, tuple[str, ...]] = {
         "train",
     ),
     "updates": ("Activator", "UpdateAgent", "UpdateSettings"),
-    "uplink": ("Uplink", "UplinkSettings"),
+    "uplink": ("SparkplugUplink", "Uplink", "UplinkSettings"),
 }
 
 __all__, __getattr__ = lazy_surface(__name__, _SURFACE)

@@ -25,10 +25,11 @@ from edge.outbox import OutboxLimits
 from edge.sources import Backoff, ModbusSource, OpcUaSecurity, OpcUaSource
 from edge.tagmap import TagSpec
 from edge.updates import UpdateSettings
-from edge.uplink import UplinkSettings
+from edge.uplink import SparkplugUplink, UplinkSettings
 from pki.errors import MalformedIdentityError
 from pki.identity import DeviceIdentity
 from policies.release import ReleaseKind
+from policies.sparkplug import SPARKPLUG_ID
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +121,21 @@ def _release(
     return settings
 
 
+def _sparkplug(u: Table, state_dir: Path) -> SparkplugUplink | None:
+    """``format = "envelope"`` (the default) or ``"sparkplug"`` with ``sparkplug_group`` and
+    ``sparkplug_node`` (ADR 0110); bdSeq lives in ``<state_dir>/sparkplug-bdseq``."""
+    fmt = u.text("format", "envelope")
+    if fmt not in ("envelope", "sparkplug"):
+        raise ConfigError(f'[uplink] format must be "envelope" or "sparkplug"; found {fmt!r}')
+    if fmt == "envelope":
+        return None
+    ids = [u.text(k, required=True) for k in ("sparkplug_group", "sparkplug_node")]
+    for value in ids:
+        if not SPARKPLUG_ID.fullmatch(value):
+            raise ConfigError(f"[uplink] Sparkplug ids are [A-Za-z0-9][A-Za-z0-9_-]*; {value!r}")
+    return SparkplugUplink(ids[0], ids[1], state_dir / "sparkplug-bdseq")
+
+
 def parse_gateway_config(
     doc: Mapping[str, Any], base: Path, *, source: Path
 ) -> LoadedGatewayConfig:
@@ -182,6 +198,7 @@ def parse_gateway_config(
             backfill_messages_per_s=u.number("backfill_messages_per_s", 200.0),
             credential_check_interval_s=u.number("credential_check_interval_s", 2.0),
             backoff=_backoff(u),
+            sparkplug=_sparkplug(u, state_dir),
         )
         u.done()
 
