@@ -64,6 +64,9 @@ class ReasonCode(StrEnum):
     # the relay's own checks (relay.inspector), before the policy's
     SENDER_UNKNOWN = "sender_unknown"  # the topic does not start with a device identity path
     CERTIFICATE_REVOKED = "certificate_revoked"  # every certificate of the sender is revoked
+    # releases (policies.release): is a signed target for this gateway?
+    RELEASE_OTHER_PREFIX = "release_other_prefix"  # bound to another site/area/line
+    RELEASE_NOT_IN_CANARY = "release_not_in_canary"  # a canary that does not name the gateway
     # Sparkplug B (policies.sparkplug, relay.sparkplug; ADR 0110)
     SPARKPLUG_TOPIC_INVALID = "sparkplug_topic_invalid"  # not spBv1.0/<group>/<TYPE>/<node>[/<dev>]
     SPARKPLUG_NODE_UNKNOWN = "sparkplug_node_unknown"  # (group, node) not in [sparkplug.nodes]

@@ -27,6 +27,7 @@ from policies.errors import PolicyConfigError
 from policies.findings import Finding, Findings, Severity
 from policies.loader import load_policy
 from policies.mosquitto_conf import MosquittoConfig, Section, parse_acl, parse_config
+from policies.release_deployment import check_release_deployment
 from policies.sparkplug_grants import sparkplug_ot_writes
 
 
@@ -82,6 +83,7 @@ class Deployment:
     configs: tuple[BrokerConfigFile, ...]
     files: Mapping[str, bytes] = field(default_factory=dict)
     extra_certificates: Mapping[str, bytes] = field(default_factory=dict)  # other *.pem in DIR
+    release: BrokerConfigFile | None = None  # release.toml: the release repository (ADR 0100)
 
 
 def _zone_of(cfg: BrokerConfigFile) -> Zone:
@@ -352,12 +354,15 @@ def check_deployment(
             else:
                 _check_acl(c, acl.value, zone, text.decode("utf-8", "replace"), relay_user,
                            sparkplug_ot_writes(policy) if policy else {})  # fmt: skip
+    if deployment.release is not None:
+        check_release_deployment(c, deployment.release.name, deployment.release.text)
     for fname, data in sorted(deployment.extra_certificates.items()):
         if fname not in seen_certs:
             check_certificates(c, fname, data, cert_policy, now)
     files = [
         deployment.policy_name or "",
         *(cfg.name for cfg in deployment.configs),
+        deployment.release.name if deployment.release else "",
         *deployment.files,
         *deployment.extra_certificates,
     ]

@@ -1,4 +1,4 @@
-"""Acts 1-5: the story the plant tells once it runs. Each step acts like an operator or an
+"""Acts 1-6: the story the plant tells once it runs. Each step acts like an operator or an
 attacker would (a control file on the simulator, ``mosquitto_pub`` with real certificates,
 ``idmz provisioning revoke``, ``idmz audit``) and passes only on evidence from an independent
 place: the gateway's local alarm file, the IT historian's own ``mosquitto_sub``, an OT-side
@@ -21,6 +21,7 @@ from bedrock.clock import utc_now
 from idmz.demo.attacks import Attacks
 from idmz.demo.layout import PRESS_1
 from idmz.demo.observe import Message, read_jsonl
+from idmz.demo.release_act import ReleaseAct
 from idmz.demo.runner import Step, StepFailedError
 from idmz.demo.scene import Scene, cert_sha256, clip
 from idmz.demo.wear import BASELINE_S, TRAINING, UNSEEN, parse_rows, rul_lines
@@ -37,9 +38,11 @@ class Story(Scene):
     fault_at: datetime | None = None
     alarm: dict[str, Any] | None = None
     attacks: Attacks = field(init=False)
+    release: ReleaseAct = field(init=False)
 
     def __post_init__(self) -> None:
         self.attacks = Attacks(self.plant)
+        self.release = ReleaseAct(self.plant)
 
     def acts(self) -> list[tuple[str, list[Step]]]:
         gw1, gw2, relay = "gateway-press-01", "gateway-press-02", "relay"
@@ -77,8 +80,9 @@ class Story(Scene):
                     Step("press-02 is cut off and stays out", self.attacks.cut_off, (gw2, relay)),
                 ],
             ),
+            ("Act 5 · A retrained model, canary first", self.release.steps()),
             (
-                "Act 5 · The auditor's view",
+                "Act 6 · The auditor's view",
                 [
                     Step("audit log verified against the pinned key", self.verify_audit),
                     Step("the cut-off record proven in the log, offline", self.proof),
