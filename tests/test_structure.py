@@ -28,8 +28,6 @@ ALLOWED_OVER = frozenset(
         "pki.local",
         "pki.vault",
         "policies.broker_config",
-        "provisioning.api",
-        "provisioning.service",
         "relay.appliance",
     }
 )
