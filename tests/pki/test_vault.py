@@ -36,7 +36,8 @@ from pki.keys import KeyPolicy
 from pki.profiles import ProfileName, ServerName
 from pki.vault import VaultCA, VaultConfig, vault_serial
 from pki.verifier import ChainVerifier
-from tests.pki.conftest import DEVICE, make_csr
+from tests.pki.conftest import DEVICE
+from tests.support.ca import make_csr
 from tests.support.net import free_port
 from tests.support.openbao import MOUNT, OpenBao, bao_binary, start_openbao
 

@@ -1,6 +1,6 @@
 """A real relay appliance for tests: a LocalCA in a tmp dir, two managed Mosquitto brokers with
 TLS on ephemeral ports rendered from the example policy, N worker processes, the durable audit
-log. Independent clients are `mosquitto_pub` / `mosquitto_sub` (tests.policies.mqtt_clients).
+log. Independent clients are `mosquitto_pub` / `mosquitto_sub` (tests.support.mqtt).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from relay.config import (
 )
 from relay.errors import RevokePluginUnavailableError
 from relay.revoke_plugin import build_plugin
-from tests.policies.mqtt_clients import Endpoint
-from tests.policies.testpki import ClientCredentials, PKIFixture, make_test_pki
+from tests.support.ca import ClientCredentials, PKIFixture, make_test_pki
+from tests.support.mqtt import Endpoint
 from tests.support.net import free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,9 +16,9 @@ import pytest
 
 from relay.config import BrokerEndpoint, TLSFiles
 from relay.ot_source import Delivery, OTSource
-from tests.policies.mqtt_clients import Endpoint
 from tests.relay.conftest import PRESS_1, RELAY_ID, Plant
 from tests.support.mosquitto import Broker, start_broker
+from tests.support.mqtt import Endpoint
 from tests.support.net import free_port, wait_for
 
 pytestmark = pytest.mark.integration
