@@ -10,7 +10,6 @@ from __future__ import annotations
 import socket
 import ssl
 import struct
-import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,8 +22,8 @@ from pki.identity import DeviceIdentity
 from pki.profiles import ProfileName
 from tests.relay.conftest import HISTORIAN, PRESS_1, PRESS_2, Relay, envelope
 from tests.relay.test_forwarding import ITConsumer, make_live
-from tests.support.ca import make_test_pki
-from tests.support.mqtt import publish
+from tests.support.ca import ClientCredentials, make_test_pki
+from tests.support.mqtt import publish, publish_lines
 from tests.support.net import wait_for
 
 pytestmark = pytest.mark.integration
@@ -169,11 +168,9 @@ def test_bad_payload_is_refused_counted_audited_and_not_forwarded(
     body = tmp_path / "payload"
     body.write_text(payload)
     before = len(refusals(relay, code))
-    subprocess.run(
-        ["mosquitto_pub", *relay.ot.args(relay.plant.cred(PRESS_1)), "-V", "mqttv5", "-q", "1",
-         "-t", f"{PRESS_1}/telemetry", "-f", str(body)],
-        check=True, timeout=60, capture_output=True,
-    )  # fmt: skip
+    sent = publish(relay.ot, relay.plant.cred(PRESS_1), f"{PRESS_1}/telemetry", None, v5=True,
+                   file=body)  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
     sentinel(relay, consumer, PRESS_1, name)
     events = wait_refused(relay, code, before + 1)
     assert events[-1]["actor"] == PRESS_1
@@ -186,14 +183,9 @@ def test_bad_payload_is_refused_counted_audited_and_not_forwarded(
 def test_flood_over_the_rate_limit_is_refused(
     relay: Relay, consumer: ITConsumer, tmp_path: Path
 ) -> None:
-    lines = tmp_path / "flood.txt"
-    lines.write_text("\n".join(envelope(PRESS_2, f"flood-{i}") for i in range(600)) + "\n")
-    with lines.open("rb") as fh:
-        subprocess.run(
-            ["mosquitto_pub", *relay.ot.args(relay.plant.cred(PRESS_2)), "-V", "mqttv5", "-q", "1",
-             "-t", f"{PRESS_2}/telemetry", "-l"],
-            stdin=fh, check=True, timeout=120, capture_output=True,
-        )  # fmt: skip
+    lines = "\n".join(envelope(PRESS_2, f"flood-{i}") for i in range(600)) + "\n"
+    sent = publish_lines(relay.ot, relay.plant.cred(PRESS_2), f"{PRESS_2}/telemetry", lines)
+    assert sent.returncode == 0, sent.stderr
     sentinel(relay, consumer, PRESS_2, "flood")
     limited = wait_refused(relay, "rate_limited")
     refused_ids = {e["details"]["msg_id"] for e in limited}  # type: ignore[index]
@@ -204,20 +196,15 @@ def test_flood_over_the_rate_limit_is_refused(
     ]
 
 
-def _tls_refused(relay: Relay, cert: Path, key: Path) -> bool:
-    result = subprocess.run(
-        ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(relay.ot.port), "--cafile",
-         str(relay.plant.pki.cafile), "--cert", str(cert), "--key", str(key), "-V", "mqttv5",
-         "-q", "1", "-t", f"{PRESS_1}/telemetry", "-m", envelope(PRESS_1, "tls-1")],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    return result.returncode != 0
+def _tls_refused(relay: Relay, creds: ClientCredentials) -> bool:
+    topic, message = f"{PRESS_1}/telemetry", envelope(PRESS_1, "tls-1")
+    return publish(relay.ot, creds, topic, message, v5=True).returncode != 0
 
 
 def test_foreign_ca_certificate_is_refused_at_tls(relay: Relay, tmp_path: Path) -> None:
     foreign = make_test_pki(tmp_path, now=relay.plant.pki.now)
     creds = foreign.device(PRESS_1)  # the right name, the wrong CA
-    assert _tls_refused(relay, creds.cert, creds.key)
+    assert _tls_refused(relay, creds)
     foreign.ca.close()
 
 
@@ -232,7 +219,7 @@ def test_expired_certificate_is_refused_at_tls(relay: Relay, tmp_path: Path) -> 
     )
     creds = pki.files("expired", issued)
     assert x509.load_pem_x509_certificate(issued.cert_pem).not_valid_after_utc < datetime.now(UTC)
-    assert _tls_refused(relay, creds.cert, creds.key)
+    assert _tls_refused(relay, creds)
 
 
 def test_it_consumer_cannot_publish_anything(relay: Relay, consumer: ITConsumer) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -126,11 +125,9 @@ def test_every_hostile_payload_class_is_refused_with_its_own_code(
     for code, payload in cases.items():
         body = tmp_path / code
         body.write_text(payload)
-        subprocess.run(
-            ["mosquitto_pub", *relay.ot.args(relay.plant.cred(PRESS_1)), "-V", "mqttv5",
-             "-q", "1", "-t", f"{PRESS_1}/telemetry", "-f", str(body)],
-            check=True, timeout=60, capture_output=True,
-        )  # fmt: skip
+        sent = publish(relay.ot, relay.plant.cred(PRESS_1), f"{PRESS_1}/telemetry", None,
+                       v5=True, file=body)  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
     for code, marker in [("payload_number_out_of_range", "inf-1"),
                          ("payload_too_deep", "deep-1"), ("payload_not_json", "nan-1")]:  # fmt: skip
         [record] = wait_refused(relay, code, match=lambda e, m=marker: e["details"]["msg_id"] == m)
@@ -146,11 +143,8 @@ def test_retained_device_message_is_not_replayed_after_the_relay_reconnects(
 ) -> None:
     topic = f"{PRESS_2}/status"
     retained = envelope(PRESS_2, "retained-1", "status", {})
-    subprocess.run(
-        ["mosquitto_pub", *relay.ot.args(relay.plant.cred(PRESS_2)), "-V", "mqttv5", "-q", "1",
-         "-r", "-t", topic, "-m", retained],
-        check=True, timeout=60, capture_output=True,
-    )  # fmt: skip
+    sent = publish(relay.ot, relay.plant.cred(PRESS_2), topic, retained, v5=True, retain=True)
+    assert sent.returncode == 0, sent.stderr
     try:
         wait_for(lambda: consumer.lines_with('"retained-1"'), timeout_s=60, what="retained")
         batches_before = len(events(relay, "relay.batch.forwarded"))
@@ -171,11 +165,7 @@ def test_retained_device_message_is_not_replayed_after_the_relay_reconnects(
         later = events(relay, "relay.batch.forwarded")[batches_before:]
         assert later and not any(e["details"]["duplicates"] for e in later)  # not even redelivered
     finally:  # clear the retained message
-        subprocess.run(
-            ["mosquitto_pub", *relay.ot.args(relay.plant.cred(PRESS_2)), "-V", "mqttv5",
-             "-q", "1", "-r", "-n", "-t", topic],
-            check=False, timeout=60, capture_output=True,
-        )  # fmt: skip
+        publish(relay.ot, relay.plant.cred(PRESS_2), topic, None, v5=True, retain=True)
 
 
 def test_subscribe_options_ask_for_no_retained_messages() -> None:

@@ -18,11 +18,10 @@ import pytest
 from pki.authority import RevocationReason
 from pki.vault import VaultCA
 from tests.relay.conftest import (
-    HISTORIAN,
-    RELAY_ID,
     Plant,
     Relay,
     envelope,
+    issue_plant,
     start_relay,
     stop_relay,
     utcnow,
@@ -46,12 +45,8 @@ def vault_plant(
     tmp = tmp_path_factory.mktemp("relay-vault-pki")
     ca = VaultCA.connect(openbao.config(), ca_dir=tmp / "ca")
     pki = PKIFixture(tmp, ProductCA(ca, tmp / "ca", datetime.now(UTC)))
-    server = pki.server()
-    creds = {RELAY_ID: pki.consumer(RELAY_ID), HISTORIAN: pki.consumer(HISTORIAN)}
-    for device in (VICTIM, BYSTANDER):
-        creds[device] = pki.device(device)
     try:
-        yield Plant(pki, server, creds, tmp)
+        yield issue_plant(pki, (VICTIM, BYSTANDER))
     finally:
         ca.close()
 

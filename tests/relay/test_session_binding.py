@@ -22,7 +22,7 @@ from relay.share_secret import load_share_secret
 from tests.relay.conftest import HISTORIAN, PRESS_1, PRESS_2, Plant, Relay, envelope, start_relay
 from tests.relay.test_forwarding import ITConsumer, make_live
 from tests.support.ca import ClientCredentials
-from tests.support.mqtt import Endpoint, Subscriber, publish
+from tests.support.mqtt import Endpoint, Subscriber, publish, publish_lines
 from tests.support.net import wait_for
 
 pytestmark = pytest.mark.integration
@@ -226,11 +226,7 @@ def test_flooding_denials_are_aggregated_per_identity(relay: Relay) -> None:
     topic = f"{PRESS_2}/flood"
     lines = 400
     started = time.monotonic()
-    flood = subprocess.run(
-        ["mosquitto_pub", *relay.ot.args(relay.plant.cred(PRESS_2)), "-V", "mqttv5", "-q", "1",
-         "-t", topic, "-l"],
-        input="x\n" * lines, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    flood = publish_lines(relay.ot, relay.plant.cred(PRESS_2), topic, "x\n" * lines)
     elapsed = time.monotonic() - started
     assert "not authori" in (flood.stdout + flood.stderr).lower()
 

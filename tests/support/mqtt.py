@@ -9,7 +9,7 @@ import itertools
 import json
 import ssl
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -44,22 +44,49 @@ def publish(
     endpoint: Endpoint,
     creds: ClientCredentials | None,
     topic: str,
-    message: str,
+    message: str | None,
     *,
     v5: bool = False,
     client_id: str | None = None,
+    retain: bool = False,
+    user_properties: Sequence[tuple[str, str]] = (),
+    file: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """One QoS 1 publish; returns once the broker has acknowledged it (or refused)."""
-    argv = ["mosquitto_pub", *endpoint.args(creds), *(["-V", "mqttv5"] if v5 else [])]
-    if client_id is not None:
-        argv += ["-i", client_id]
+    """One QoS 1 publish of ``message`` (or of ``file``'s bytes; an empty message when both are
+    None); returns once the broker has acknowledged it (or refused)."""
+    argv = [*_pub_argv(endpoint, creds, topic, v5=v5, client_id=client_id), "-q", "1"]
+    argv += ["-r"] if retain else []
+    for key, value in user_properties:
+        argv += ["-D", "publish", "user-property", key, value]
+    if file is not None:
+        argv += ["-f", str(file)]
+    else:
+        argv += ["-m", message] if message is not None else ["-n"]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+def publish_lines(
+    endpoint: Endpoint, creds: ClientCredentials, topic: str, lines: str, *, timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Every line of ``lines`` as one QoS 1 MQTT 5 message, over one connection, as fast as the
+    broker acknowledges them (``mosquitto_pub -l``): a flood."""
+    argv = [*_pub_argv(endpoint, creds, topic, v5=True), "-q", "1", "-l"]
     return subprocess.run(
-        [*argv, "-q", "1", "-t", topic, "-m", message],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        argv, input=lines, capture_output=True, text=True, timeout=timeout_s, check=False
     )
+
+
+def _pub_argv(
+    endpoint: Endpoint,
+    creds: ClientCredentials | None,
+    topic: str,
+    *,
+    v5: bool,
+    client_id: str | None = None,
+) -> list[str]:
+    argv = ["mosquitto_pub", *endpoint.args(creds), *(["-V", "mqttv5"] if v5 else [])]
+    argv += ["-i", client_id] if client_id is not None else []
+    return [*argv, "-t", topic]
 
 
 class Record(NamedTuple):
