@@ -52,6 +52,7 @@ class Action:
     certificate: CertificateEvent | None = None
     resource_is_subject: bool = False  # resource names the device; serials are in details
     actor_is_subject: bool = False  # the device itself acted (enrolled, renewed)
+    change_control: bool = False  # a change to what runs in the plant (the report's section)
 
 
 _A, _C = Category.ACCESS_CONTROL, Category.CONTROL_SYSTEM
@@ -84,13 +85,37 @@ _CATALOGUE = (
     Action("relay.batch.forwarded", _C, "accepted traffic, per batch (count, hash)"),
     Action("relay.session.refused", _C, "a broker refused a CONNECT (client id not the cert's)"),
     Action("relay.broker.overflow", _C, "a broker dropped messages: a client queue was full"),
+    Action("relay.sparkplug.birth", _C, "a Sparkplug edge node was born (NBIRTH; bdSeq)"),
+    Action("relay.sparkplug.death", _C, "a Sparkplug edge node died (NDEATH; bdSeq)"),
+    Action("relay.sparkplug.gap", _C, "a Sparkplug sequence gap: possible loss before the relay"),
+    Action("relay.sparkplug.state", _C, "the Sparkplug STATE the OT side shows changed"),
     Action("relay.crl.stale", _C, "the brokers' CRL passed nextUpdate"),
     Action("config.relay.started", Category.CONFIGURATION, "the relay started with a policy"),
     Action("config.broker.changed", Category.CONFIGURATION, "a broker's configuration changed"),
     Action("operator.plant.commissioned", Category.CONFIGURATION, "the demo plant is set up"),
+    Action("release.change.published", Category.CONFIGURATION,
+           "a model or config was offered to gateways (resource: kind/prefix; release, sha256, stage)",
+           change_control=True),
+    Action("release.change.promoted", Category.CONFIGURATION,
+           "a canary was given to every gateway of its prefix", change_control=True),
+    Action("release.change.rolled_back", Category.CONFIGURATION,
+           "an earlier artifact was offered again under a new release (rollback_of)",
+           change_control=True),
+    Action("release.change.refused", Category.CONFIGURATION,
+           "a release change was refused (nothing changed)", change_control=True),
+    Action("release.signers.changed", Category.CONFIGURATION,
+           "the release signers changed (new root)", change_control=True),
+    Action("release.artifact.fetched", _A, "a gateway downloaded a release artifact",
+           actor_is_subject=True),
+    Action("release.fetch.refused", _A, "the release repository refused a request (TLS, prefix, method)"),
+    Action("edge.release.activated", _C, "a gateway put a release into service (its status report)",
+           actor_is_subject=True, change_control=True),
+    Action("edge.release.refused", _C, "a gateway refused a release (its status report: why)",
+           actor_is_subject=True, change_control=True),
 )  # fmt: skip
 ACTIONS: Mapping[str, Action] = MappingProxyType({a.name: a for a in _CATALOGUE})
 CERTIFICATE_ACTIONS = tuple(a.name for a in _CATALOGUE if a.certificate is not None)
+CHANGE_ACTIONS = frozenset(a.name for a in _CATALOGUE if a.change_control)
 
 # Actions outside the catalogue, by area (the first dotted part). Manual actions are always
 # ``operator.<what>`` (`idmz audit record` refuses other names).
@@ -107,6 +132,7 @@ AREAS: Mapping[str, Category] = MappingProxyType(
         "backup": Category.BACKUP_RESTORE,
         "restore": Category.BACKUP_RESTORE,
         "audit": Category.AUDIT_LOG,
+        "release": Category.CONFIGURATION,
     }
 )
 

@@ -24,12 +24,14 @@ from audit.actions import (
     ACTIONS,
     CATEGORIES,
     CERTIFICATE_ACTIONS,
+    CHANGE_ACTIONS,
     Category,
     category_for,
     is_manual,
 )
 from audit.errors import AuditConfigError
 from audit.note import VerifierKey
+from audit.sparkplug_summary import SparkplugSummary
 from audit.storage import RECORD_BYTES, LogPaths, iter_entries, read_index
 from audit.verify import VerifiedLog, verify_log
 
@@ -103,6 +105,8 @@ class Report:
     bucket: timedelta = timedelta(hours=1)
     certificates: list[dict[str, Any]] = field(default_factory=list)
     operator_actions: list[dict[str, Any]] = field(default_factory=list)
+    changes: list[dict[str, Any]] = field(default_factory=list)  # change control (releases)
+    sparkplug: SparkplugSummary = field(default_factory=SparkplugSummary)
 
     def bucket_of(self, when: datetime) -> str:
         steps = (when - self.start) // self.bucket
@@ -129,6 +133,10 @@ class Report:
             self.certificates.append({**row, **certificate_fields(entry)})
         if is_manual(action) and len(self.operator_actions) < 10_000:
             self.operator_actions.append(row)
+        if action in CHANGE_ACTIONS and len(self.changes) < 10_000:
+            details = entry.get("details") or {}
+            self.changes.append({**row, "outcome": outcome, "details": dict(details)})
+        self.sparkplug.add(entry)
 
     def to_json(self) -> dict[str, Any]:
         cp = self.verified.checkpoint.checkpoint
@@ -156,6 +164,8 @@ class Report:
             "timeline": dict(sorted(self.timeline.items())),
             "certificates": self.certificates,
             "operator_actions": self.operator_actions,
+            "change_control": self.changes,
+            "sparkplug": self.sparkplug.to_json(),
         }
 
 

@@ -136,6 +136,16 @@ def _certificate_row(r: dict[str, Any]) -> list[Any]:
             _when(r["time"]), r["reason"]]  # fmt: skip
 
 
+def _release_cell(details: dict[str, Any]) -> str:
+    """Release number, stage, digest prefix and what a rollback replaced, when recorded."""
+    parts = [f"{k} {details[k]}" for k in ("release", "stage", "rollback_of") if k in details]
+    if "sha256" in details:
+        parts.append(f"sha256 {str(details['sha256'])[:16]}...")
+    if details.get("canary"):
+        parts.append(f"canary {details['canary']}")
+    return ", ".join(parts)
+
+
 def _timeline_points(report: Report) -> list[tuple[str, int]]:
     points: list[tuple[str, int]] = []
     t = report.start
@@ -212,7 +222,40 @@ def render_html(report: Report) -> str:
                 for r in report.operator_actions[:2000]
             ],
         ),
-        "<h2>7. Verify this report yourself</h2><ol>",
+        "<h2>7. Change control: releases to the plant</h2>",
+        _table(
+            ["seq", "time (UTC)", "who", "action", "what", "release", "reason"],
+            [
+                [
+                    r["seq"],
+                    _when(r["time"]),
+                    r["actor"],
+                    r["action"],
+                    r["resource"],
+                    _release_cell(r["details"]),
+                    r["reason"],
+                ]
+                for r in report.changes[:2000]
+            ],
+        ),
+        "<h2>8. Sparkplug B edge nodes</h2>",
+        _table(
+            ["node", "identity", "online", "births", "deaths", "sequence gaps", "missing"],
+            [
+                [
+                    name,
+                    n["identity"],
+                    "yes" if n["online"] else "no",
+                    n["births"],
+                    n["deaths"],
+                    n["gaps"],
+                    n["missing"],
+                ]
+                for name, n in sorted(report.sparkplug.nodes.items())[:2000]
+            ],
+            numeric=3,
+        ),
+        "<h2>9. Verify this report yourself</h2><ol>",
         *(f"<li>{escape(step)}</li>" for step in verification_steps(report)),
         "</ol>",
     ]

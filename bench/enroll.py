@@ -67,13 +67,15 @@ def prepare(
         with ThreadPoolExecutor(16) as pool:  # audit group commit makes parallel setup fast
             list(
                 pool.map(
-                    lambda p: runtime.service.add_device(p, operator="operator:bench", now=now),
+                    lambda p: runtime.services.operators.add_device(
+                        p, operator="operator:bench", now=now
+                    ),
                     paths,
                 )
             )
             tokens = list(
                 pool.map(
-                    lambda p: runtime.service.create_enrollment_token(
+                    lambda p: runtime.services.operators.create_enrollment_token(
                         operator="operator:bench", now=now, device=p, ttl_s=3600
                     )[0],
                     paths,

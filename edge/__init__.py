@@ -28,7 +28,15 @@ from bedrock.surface import lazy_surface
 # module up front, so importing one module stays light. tests/test_public_surface.py holds every
 # import in the product to this list.
 _SURFACE: dict[str, tuple[str, ...]] = {
+    "activation": (
+        "ConfigActivator",
+        "ModelActivator",
+        "released_config",
+        "released_config_path",
+        "released_model_paths",
+    ),
     "alarms": ("AlarmCallback",),
+    "anomaly_model": ("model_metadata",),
     "bearing": ("BEARINGS", "BearingGeometry", "SKF_6205"),
     "config": ("GatewayConfig", "VibrationChannel"),
     "credentials": ("load_credentials",),
@@ -53,6 +61,7 @@ _SURFACE: dict[str, tuple[str, ...]] = {
     "ports": ("Reader", "ReaderFactory", "ReadingSink"),
     "recordings": ("load_recording",),
     "run_recording": ("load_run_recording", "run_features"),
+    "schedule": ("Service",),
     "simulator": ("PlantSimulator", "SimulatorSettings"),
     "sources": ("Backoff", "ModbusSource", "OpcUaSecurity", "OpcUaSource"),
     "tagmap": ("TagSpec",),
@@ -64,7 +73,8 @@ _SURFACE: dict[str, tuple[str, ...]] = {
         "simulator_recording",
         "train",
     ),
-    "uplink": ("Uplink", "UplinkSettings"),
+    "updates": ("Activator", "UpdateAgent", "UpdateSettings"),
+    "uplink": ("SparkplugUplink", "Uplink", "UplinkSettings"),
 }
 
 __all__, __getattr__ = lazy_surface(__name__, _SURFACE)

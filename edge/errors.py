@@ -38,6 +38,11 @@ class ModelRollbackError(ModelVerificationError):
     not a rollback signed by a rollback signer; the model must not be run."""
 
 
+class ReleaseRefusedError(EdgeError, category.VerificationError):
+    """A release pulled from the repository was refused (not newer, not applicable live);
+    the running version stays in service."""
+
+
 class OutboxStorageError(EdgeError, category.UpstreamError):
     """The outbox's disk failed (full, read-only, I/O error); the message was not stored."""
 

@@ -18,9 +18,10 @@ runs, and is tested, without a network.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -85,6 +86,29 @@ class Gateway:
         self.anomalies = 0
         self.windows = 0
         self.last_features: dict[str, dict[str, object]] = {}
+        # Added by the composition root (the release updates, ADR 0100): more services, and
+        # more sections of the status message.
+        self.services: list[Service] = []
+        self.status_sections: dict[str, Callable[[], object]] = {}
+
+    def use_scorer(self, scorer: Scorer) -> None:
+        """Put another verified model in service (called on the event loop, so between two
+        windows): each channel starts its next window with it; its prognostics baseline is
+        the channel's commissioning record, as at a start."""
+        check_model(scorer, self.config.vibration)
+        self.monitors = {
+            ch.tag: ChannelMonitor(ch, self._specs[ch.tag], scorer, state_dir=self.config.state_dir)
+            for ch in self.config.vibration
+        }
+        self.scorer = self.report.scorer = scorer
+        self.metrics.model.info(
+            {"version": scorer.version, "sha256": scorer.sha256, "signer": scorer.signer}
+        )
+
+    def apply_settings(self, changes: Mapping[str, float]) -> None:
+        """Change live settings (`edge.activation.LIVE_KEYS`); the periodic jobs read their
+        interval at every turn."""
+        self.config = dataclasses.replace(self.config, **changes)  # type: ignore[arg-type]
 
     def publish(
         self, kind: str, data: dict[str, object], *, subtopic: str | None = None
@@ -144,7 +168,9 @@ class Gateway:
 
     def status(self) -> dict[str, object]:
         gaps = sum(m.windower.gaps for m in self.monitors.values())
-        return self.report.status(GatewayCounts(self.windows, gaps, self.anomalies))
+        body = self.report.status(GatewayCounts(self.windows, gaps, self.anomalies))
+        body.update({name: section() for name, section in self.status_sections.items()})
+        return body
 
     def schedule(self) -> Schedule:
         """The readers and the uplink, and the periodic jobs, as `run` starts them."""
@@ -152,11 +178,22 @@ class Gateway:
         services = [Service(f"reader-{r.name}", r.run) for r in self.readers]
         if self.uplink is not None:
             services.append(Service("uplink", self.uplink.run))
+        services += self.services
         return Schedule(
             services,
             [
-                Periodic("telemetry", c.telemetry_interval_s, self._publish_telemetry),
-                Periodic("status", c.status_interval_s, self._publish_status),
+                Periodic(
+                    "telemetry",
+                    c.telemetry_interval_s,
+                    self._publish_telemetry,
+                    every=lambda: self.config.telemetry_interval_s,
+                ),
+                Periodic(
+                    "status",
+                    c.status_interval_s,
+                    self._publish_status,
+                    every=lambda: self.config.status_interval_s,
+                ),
                 Periodic("metrics", METRICS_INTERVAL_S, self.report.update_metrics),
                 Periodic("outbox-expiry", EXPIRY_INTERVAL_S, self._expire),
             ],

@@ -25,11 +25,11 @@ import numpy.typing as npt
 from edge.alarm_levels import AlarmLevel, AlarmLevels, AlarmState
 from edge.errors import ConfigError
 from edge.health import HealthIndicator, HealthReading, HealthSettings
-from edge.rul import RulEstimate, RulModel, RunHistory, fit_rul
+from edge.rul import RulEstimate, RulHistory, RulModel, RunHistory, fit_rul
 
 FloatArray = npt.NDArray[np.float64]
 META_KEY = "prognostics"
-FORMAT = "idmz-prognostics/v1"
+FORMAT = "idmz-prognostics/v2"  # v2: the RUL of ADR 0069
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +99,10 @@ class PrognosticsTracker:
             prognostics.health, failure_level=prognostics.failure_level
         )
         self.alarm = AlarmState(prognostics.alarms)
+        # Health at commissioning is 0 by definition; a machine restored after a restart (its
+        # history is not kept) is seen as having risen evenly from there to its worst level.
+        self.history = RulHistory()
+        self.history.add(0.0, 0.0)
         self.last = Assessment(None, AlarmLevel.NONE, None)
 
     def update(self, t_s: float, log_rms: npt.ArrayLike) -> Assessment:
@@ -107,7 +111,8 @@ class PrognosticsTracker:
         if reading is None:
             return self.last
         level = self.alarm.update(reading.raw)
-        estimate = self.prognostics.rul.estimate(reading.t_s, reading.health, reading.trend_per_h)
+        self.history.add(reading.t_s, reading.health)
+        estimate = self.prognostics.rul.estimate(reading.t_s, self.history)
         self.last = Assessment(reading, level, estimate)
         return self.last
 
@@ -132,8 +137,8 @@ def fit_prognostics(
     """Fit on whole run-to-failure runs: (times of the windows, log RMS per window and axis).
 
     Each run ends at its failure. The failure level is the median over runs of the highest
-    smoothed level each reached; health is the running peak over it; the RUL model learns how
-    much longer, as a multiple of their age, runs went on from each health state.
+    smoothed level each reached; health is the running peak over it; the RUL model keeps each
+    run's health over its life fraction and the runs' lives (`edge.rul`).
     """
     health = health or HealthSettings()
     traces = []
@@ -150,7 +155,6 @@ def fit_prognostics(
         RunHistory(
             [r.t_s for r in rs],
             [r.health / failure_level for r in rs],
-            [r.trend_per_h / failure_level for r in rs],
             end,
         )
         for rs, end in traces

@@ -1,42 +1,62 @@
-"""Remaining useful life from the health indicator, fitted on run-to-failure histories.
+"""Remaining useful life from the health indicator's trajectory, fitted on run-to-failure runs.
 
-Lives of the same kind of bearing under the same kind of test differ several-fold (PRONOSTIA's
-learning runs last 1.4 to 7.8 hours), so "bearings fail after N hours" is not something to
-learn. What transfers is scale-free: how much longer a run went on, **as a multiple of its age**,
-once its health had reached a given state. A state is a bin of health (``state_edges``) and
-whether the health is still rising (trend at least ``rising_per_h``) or holds at a plateau: a
-bearing whose vibration stepped up and then held (PRONOSTIA Bearing2_1, 2_2) runs on for a long
-time; one whose vibration is climbing fails within minutes. The model keeps, per state, the ratio
-``remaining / age`` the training runs showed at cut points through their lives, and estimates
+A Bayesian estimate of where in its life the machine is, from two things the training runs
+teach (ADR 0069):
 
-* ``rul_s = factor[state] * age``, where ``factor`` is the one constant that scores best on the
-  training runs under the PHM 2012 challenge's asymmetric score (a late estimate costs more than
-  an early one, so the factor sits below the median ratio);
-* ``rul_low_s``, ``rul_high_s``: the ``band_quantiles`` of the training ratios, times the age.
+* **How long bearings live** (prior): a log-normal over the training runs' lives (the spread of
+  bearing lives is the reason ISO 281 speaks of an L10 life, not one life). A machine that is
+  ``age_s`` old has survived that long, so only lives longer than its age remain possible.
+* **How health rises through a life** (likelihood): each training run's health as a function of
+  its **life fraction** (time / its life), kept in the model on a grid of ``GRID`` points. For a
+  candidate life fraction ``u`` now, the machine's own health history (time ``s`` since
+  commissioning, ``s / age * u`` of its life) is compared with each training run's curve; the
+  likelihood is ``exp(-mean squared difference / (2 sigma^2))``. A machine whose health still
+  sits at its baseline is early in a life like the training runs'; one whose health climbed the
+  way theirs did in their last minutes is near its end.
 
-A state no training run visited borrows the same health bin's other trend, else a lower bin.
+The posterior over (training run, life fraction) gives a distribution of the remaining life
+``age * (1 - u) / u``:
 
->>> runs = [RunHistory((0.0, 50.0, 100.0), (0.0, 0.0, 1.0), (0.0, 0.0, 0.0), end_s=100.0)] * 2
->>> m = fit_rul(runs, cut_fractions=(0.5,))
->>> 45 < m.estimate(50.0, 0.0).rul_s <= 50  # the grid's factor just under the true 1.0
+* ``rul_s``: the value with the best expected PHM 2012 score under that distribution (a late
+  estimate costs more than an early one, so it sits below the median);
+* ``rul_low_s``, ``rul_high_s``: its ``band`` quantiles (5 % and 95 %);
+* ``fraction``: the posterior median of the life fraction used so far.
+
+``sigma`` (how closely a trajectory must follow a training run's) is the one value chosen at
+fit time, by leave-one-run-out **within the training runs** (never on a run being evaluated).
+
+>>> runs = [RunHistory(np.arange(0, 101.0), np.r_[np.zeros(80), np.linspace(0, 1, 21)], 100.0)]
+>>> m = fit_rul(runs * 2)
+>>> history = RulHistory()
+>>> for t in range(0, 51):
+...     history.add(float(t), 0.0)
+>>> e = m.estimate(50.0, history)
+>>> e.rul_low_s <= e.rul_s <= e.rul_high_s and 0.2 < e.fraction < 0.8
 True
 """
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from edge.errors import ConfigError
 
-DEFAULT_EDGES: tuple[float, ...] = (0.3, 0.6)  # health: below 0.3, 0.3-0.6, 0.6 and above
-DEFAULT_RISING_PER_H = 0.5  # health per hour: from as new to failed in two hours
+FloatArray = npt.NDArray[np.float64]
+GRID = 101  # points per training curve, over life fractions 0..1
+FRACTIONS: FloatArray = np.linspace(0.01, 0.995, 240)  # candidate life fractions now
+HISTORY_POINTS = 128  # a machine's health history is kept at most this long (decimated)
+MATCH_POINTS = 60  # history points compared per estimate
+DEFAULT_SIGMAS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 10.0)  # 10: ignore the trajectory
+DEFAULT_PRIOR_WEIGHTS: tuple[float, ...] = (0.0, 0.5, 1.0)
+DEFAULT_SIGMA = 0.2  # with fewer than three training runs there is nothing to choose it on
+MIN_LOG_SPREAD = 0.3  # the life prior is never narrower than this (a few runs can agree)
 DEFAULT_CUTS: tuple[float, ...] = tuple(round(0.1 + 0.05 * i, 2) for i in range(18))  # .1-.95
-_FACTORS = np.exp(np.linspace(math.log(0.01), math.log(20.0), 400))
+_LN_HALF = math.log(0.5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +65,6 @@ class RunHistory:
 
     t_s: Sequence[float]
     health: Sequence[float]
-    trend_per_h: Sequence[float]  # health per hour
     end_s: float
 
 
@@ -54,109 +73,169 @@ class RulEstimate:
     rul_s: float
     rul_low_s: float
     rul_high_s: float
-    state: int  # index of the state it came from: 2 x health bin + (1 if rising)
+    fraction: float  # posterior median of the life used so far (0..1)
 
 
-@dataclass(frozen=True, slots=True)
-class RulState:
-    factor: float
-    low: float
-    high: float
-    samples: int
+class RulHistory:
+    """A machine's health history, bounded: when full, every other point is dropped (the first
+    and the newest are kept), so a long life is remembered at a coarser spacing."""
+
+    def __init__(self, max_points: int = HISTORY_POINTS) -> None:
+        if max_points < 4:
+            raise ConfigError(f"a health history needs at least 4 points; found {max_points}")
+        self.max_points = max_points
+        self._t: list[float] = []
+        self._h: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self._t)
+
+    def add(self, t_s: float, health: float) -> None:
+        if self._t and t_s <= self._t[-1]:
+            return  # one point per time, in order
+        self._t.append(t_s)
+        self._h.append(health)
+        if len(self._t) > self.max_points:
+            keep = [*range(0, len(self._t) - 1, 2), len(self._t) - 1]
+            self._t = [self._t[i] for i in keep]
+            self._h = [self._h[i] for i in keep]
+
+    def arrays(self) -> tuple[FloatArray, FloatArray]:
+        return np.asarray(self._t, dtype=np.float64), np.asarray(self._h, dtype=np.float64)
 
 
 @dataclass(frozen=True)
 class RulModel:
-    state_edges: tuple[float, ...]
-    rising_per_h: float
-    # 2 x (len(state_edges) + 1): per health bin, (holding, rising); None: no run was there
-    states: tuple[RulState | None, ...]
+    curves: tuple[tuple[float, ...], ...]  # per training run: health at GRID life fractions
+    lives_s: tuple[float, ...]
+    sigma: float
+    prior_weight: float = 1.0  # 1: the life prior in full; 0: every life fraction alike
+    band: tuple[float, float] = (0.05, 0.95)
 
-    def state_of(self, health: float, trend_per_h: float) -> int:
-        rising = 1 if trend_per_h >= self.rising_per_h else 0
-        return 2 * bisect.bisect_right(self.state_edges, health) + rising
+    def estimate(self, age_s: float, history: RulHistory) -> RulEstimate:
+        """The estimate for a machine ``age_s`` after commissioning with this health history."""
+        t, h = history.arrays()
+        if t.size == 0 or not age_s > 0:
+            raise ConfigError("a RUL estimate needs an age > 0 and a health history")
+        return self._estimate(age_s, t, h)
 
-    def estimate(self, age_s: float, health: float, trend_per_h: float = 0.0) -> RulEstimate:
-        k = self.state_of(health, trend_per_h)
-        order = [k, k ^ 1] + [j for b in range(k // 2 - 1, -1, -1) for j in (2 * b, 2 * b + 1)]
-        st = next((self.states[j] for j in order if self.states[j] is not None), None)
-        if st is None:
-            raise ConfigError("RUL model has no fitted state")
-        age = max(age_s, 0.0)
-        point = st.factor * age
-        return RulEstimate(point, min(st.low * age, point), max(st.high * age, point), k)
+    def _estimate(self, age: float, t: FloatArray, h: FloatArray) -> RulEstimate:
+        pick = np.unique(np.linspace(0, t.size - 1, min(MATCH_POINTS, t.size)).astype(int))
+        s = np.clip(t[pick] / age, 0.0, 1.0)
+        y = h[pick]
+        grid = np.linspace(0.0, 1.0, len(self.curves[0]))
+        u = FRACTIONS[:, None] * s[None, :]
+        log_w = np.vstack(
+            [
+                -((np.interp(u, grid, np.asarray(c)) - y) ** 2).mean(axis=1) / (2 * self.sigma**2)
+                for c in self.curves
+            ]
+        )
+        # Life prior: log-normal density of L = age / u, times |dL/du|: exp(-z^2 / 2) / u.
+        logs = np.log(np.asarray(self.lives_s))
+        mu, spread = float(logs.mean()), max(float(logs.std()), MIN_LOG_SPREAD)
+        z = (np.log(age / FRACTIONS) - mu) / spread
+        log_w = log_w - self.prior_weight * (0.5 * z**2 + np.log(FRACTIONS))
+        w = np.exp(log_w - log_w.max()).sum(axis=0)
+        w /= w.sum()
+        rul = age * (1.0 - FRACTIONS) / FRACTIONS  # decreasing in u
+        point = float(rul[int(np.argmax(_expected_scores(rul, w)))])
+        # rul falls as u rises: its quantile q is the fraction's quantile 1 - q.
+        lo, hi = (float(rul[_quantile_index(w, 1.0 - q)]) for q in self.band)
+        frac = float(FRACTIONS[_quantile_index(w, 0.5)])
+        return RulEstimate(point, min(lo, point), max(hi, point), frac)
 
     def to_json(self) -> dict[str, object]:
         return {
-            "state_edges": list(self.state_edges),
-            "rising_per_h": self.rising_per_h,
-            "states": [
-                None if s is None else [s.factor, s.low, s.high, s.samples] for s in self.states
-            ],
+            "curves": [list(c) for c in self.curves],
+            "lives_s": list(self.lives_s),
+            "sigma": self.sigma,
+            "prior_weight": self.prior_weight,
+            "band": list(self.band),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, object]) -> RulModel:
         try:
-            edges = tuple(float(e) for e in data["state_edges"])  # type: ignore[attr-defined]
-            rising = float(data["rising_per_h"])  # type: ignore[arg-type]
-            states = tuple(
-                None if s is None else RulState(float(s[0]), float(s[1]), float(s[2]), int(s[3]))
-                for s in data["states"]  # type: ignore[attr-defined]
-            )
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            curves = tuple(tuple(float(v) for v in c) for c in data["curves"])  # type: ignore[attr-defined]
+            lives = tuple(float(v) for v in data["lives_s"])  # type: ignore[attr-defined]
+            sigma = float(data["sigma"])  # type: ignore[arg-type]
+            prior = float(data["prior_weight"])  # type: ignore[arg-type]
+            lo, hi = (float(v) for v in data["band"])  # type: ignore[attr-defined]
+        except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"malformed RUL model: {exc!r}") from exc
-        if len(states) != 2 * (len(edges) + 1) or list(edges) != sorted(edges):
-            raise ConfigError("RUL model: two states per health bin, edges sorted")
-        if states[0] is None and states[1] is None:
-            raise ConfigError("RUL model: the healthy bin must be fitted")
-        if not all(s is None or (s.low >= 0 and s.factor >= 0) for s in states):
-            raise ConfigError("RUL model: factors must be >= 0")
-        return cls(edges, rising, states)
+        values = [v for c in curves for v in c] + [*lives, sigma, prior, lo, hi]
+        if not curves or len(curves) != len(lives) or len({len(c) for c in curves}) != 1:
+            raise ConfigError("RUL model: one curve per training life, all the same length")
+        if len(curves[0]) < 2 or not all(math.isfinite(v) for v in values):
+            raise ConfigError("RUL model: curves of at least 2 finite points")
+        if not (sigma > 0 and all(v > 0 for v in lives) and 0 <= lo < hi <= 1 and prior >= 0):
+            raise ConfigError(
+                "RUL model: sigma and lives > 0, prior weight >= 0, band quantiles 0 <= low < "
+                "high <= 1"
+            )
+        return cls(curves, lives, sigma, prior, (lo, hi))
 
 
 def phm2012_score(actual: float, estimate: float) -> float:
     """The PHM 2012 challenge's score of one RUL estimate (late estimates cost more)."""
     er = 100.0 * (actual - estimate) / actual
-    return math.exp(-math.log(0.5) * er / 5) if er <= 0 else math.exp(math.log(0.5) * er / 20)
+    return math.exp(-_LN_HALF * er / 5) if er <= 0 else math.exp(_LN_HALF * er / 20)
+
+
+def _quantile_index(weights: FloatArray, q: float) -> int:
+    """The first grid index where the cumulative weight reaches ``q``."""
+    return min(int(np.searchsorted(np.cumsum(weights), q)), weights.size - 1)
+
+
+def _expected_scores(actual: FloatArray, weights: FloatArray) -> FloatArray:
+    """Expected PHM 2012 score of estimating each value of ``actual`` when the true remaining
+    life is ``actual`` with probability ``weights``."""
+    er = 100.0 * (actual[None, :] - actual[:, None]) / actual[None, :]  # [estimate, truth]
+    late, early = np.minimum(er, 0.0), np.maximum(er, 0.0)  # each branch stays finite
+    a = np.where(er <= 0, np.exp(-_LN_HALF * late / 5), np.exp(_LN_HALF * early / 20))
+    return np.asarray(a @ weights, dtype=np.float64)
+
+
+def _curve(run: RunHistory) -> tuple[float, ...]:
+    t = np.asarray(run.t_s, dtype=np.float64)
+    h = np.asarray(run.health, dtype=np.float64)
+    return tuple(round(float(v), 5) for v in np.interp(np.linspace(0, 1, GRID), t / run.end_s, h))
 
 
 def fit_rul(
     runs: Sequence[RunHistory],
     *,
-    state_edges: Sequence[float] = DEFAULT_EDGES,
-    rising_per_h: float = DEFAULT_RISING_PER_H,
+    sigmas: Sequence[float] = DEFAULT_SIGMAS,
+    prior_weights: Sequence[float] = DEFAULT_PRIOR_WEIGHTS,
     cut_fractions: Sequence[float] = DEFAULT_CUTS,
-    band_quantiles: tuple[float, float] = (0.1, 0.9),
 ) -> RulModel:
     """Fit on whole run-to-failure histories (each ends at its failure)."""
     if not runs:
         raise ConfigError("fitting remaining useful life needs at least one run-to-failure run")
-    model = RulModel(tuple(state_edges), rising_per_h, ())
-    ratios: list[list[float]] = [[] for _ in range(2 * (len(state_edges) + 1))]
-    for run in runs:
-        t = np.asarray(run.t_s, dtype=np.float64)
-        h = np.asarray(run.health, dtype=np.float64)
-        trend = np.asarray(run.trend_per_h, dtype=np.float64)
-        for p in cut_fractions:
-            age = p * run.end_s
-            i = int(np.searchsorted(t, age, side="right")) - 1
-            if i < 0 or age <= 0:
-                continue  # still learning the baseline: no estimate there
-            ratios[model.state_of(float(h[i]), float(trend[i]))].append((run.end_s - age) / age)
-    states: list[RulState | None] = []
-    for r in ratios:
-        if not r:
-            states.append(None)
-            continue
-        arr = np.asarray(r)
-        # The factor the asymmetric score prefers, by grid search over the training ratios.
-        er = 100.0 * (arr[None, :] - _FACTORS[:, None]) / arr[None, :]
-        late, early = np.minimum(er, 0.0), np.maximum(er, 0.0)  # each branch stays finite
-        a = np.where(er <= 0, np.exp(-math.log(0.5) * late / 5), np.exp(math.log(0.5) * early / 20))
-        best = float(_FACTORS[int(np.argmax(a.mean(axis=1)))])
-        lo, hi = np.quantile(arr, band_quantiles)
-        states.append(RulState(best, float(lo), float(hi), int(arr.size)))
-    if states[0] is None and states[1] is None:
-        raise ConfigError("no training run was observed in the healthy state")
-    return RulModel(tuple(state_edges), rising_per_h, tuple(states))
+    for r in runs:
+        if not r.end_s > 0 or len(r.t_s) != len(r.health) or len(r.t_s) < 2:
+            raise ConfigError("a run-to-failure history needs >= 2 points and a life > 0")
+    curves = tuple(_curve(r) for r in runs)
+    lives = tuple(float(r.end_s) for r in runs)
+    if len(runs) < 3:
+        return RulModel(curves, lives, DEFAULT_SIGMA)
+
+    def inner_score(choice: tuple[float, float]) -> float:
+        """Mean score, each training run estimated by a model of the others (inner LOO)."""
+        scores = []
+        for k, held in enumerate(runs):
+            rest = [j for j in range(len(runs)) if j != k]
+            model = RulModel(tuple(curves[j] for j in rest), tuple(lives[j] for j in rest), *choice)
+            t = np.asarray(held.t_s, dtype=np.float64)
+            h = np.asarray(held.health, dtype=np.float64)
+            for p in cut_fractions:
+                age = p * held.end_s
+                n = int(np.searchsorted(t, age, side="right"))
+                if n and age > 0:
+                    est = model._estimate(age, t[:n], h[:n])
+                    scores.append(phm2012_score(held.end_s - age, est.rul_s))
+        return float(np.mean(scores)) if scores else 0.0
+
+    sigma, prior = max(((s, w) for s in sigmas for w in prior_weights), key=inner_score)
+    return RulModel(curves, lives, float(sigma), float(prior))

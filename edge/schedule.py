@@ -35,6 +35,7 @@ class Periodic:
     name: str
     interval_s: float
     job: Callable[[], None]
+    every: Callable[[], float] | None = None  # the interval read at each turn (live config)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -42,8 +43,9 @@ class Periodic:
                 self.job()
             except EdgeError:
                 _log.exception("periodic task %s failed", self.name)
+            interval = self.every() if self.every is not None else self.interval_s
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.interval_s)
+                await asyncio.wait_for(stop.wait(), timeout=interval)
 
 
 class Schedule:

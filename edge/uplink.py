@@ -34,10 +34,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bedrock.files import write_atomic
 from edge.credentials import client_tls_context, fingerprint, load_credentials
 from edge.errors import ConfigError
 from edge.outbox import Outbox, OutboxMessage
 from edge.sources import Backoff
+from edge.sparkplug import EdgeNodeState
 from policies.envelope import MSG_ID_PROPERTY
 
 _log = logging.getLogger("idmz.edge.uplink")
@@ -55,6 +57,27 @@ class UplinkSettings:
     credential_check_interval_s: float = 2.0
     shutdown_drain_s: float = 2.0
     backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=0.5, max_s=30.0))
+    sparkplug: SparkplugUplink | None = None  # format = "sparkplug" (ADR 0110)
+
+
+@dataclass(frozen=True, slots=True)
+class SparkplugUplink:
+    """``[uplink] format = "sparkplug"``: the node's group and id (the policy's
+    ``[sparkplug.nodes]`` entry for this identity) and where bdSeq survives restarts."""
+
+    group: str
+    node: str
+    bd_seq_path: Path
+
+    def next_bd_seq(self) -> int:
+        """The bdSeq of the next connection (0-255), persisted before it is used."""
+        try:
+            last = int(self.bd_seq_path.read_text().strip())
+        except (OSError, ValueError):
+            last = -1
+        bd_seq = (last + 1) % 256
+        write_atomic(self.bd_seq_path, f"{bd_seq}\n".encode(), 0o600)
+        return bd_seq
 
 
 @dataclass
@@ -130,6 +153,7 @@ class Uplink:
         self._clock = clock
         self.stats = UplinkStats()
         self._wake = asyncio.Event()
+        self._node: EdgeNodeState | None = None  # Sparkplug: the edge node's definitions
 
     def notify(self) -> None:
         """New messages are in the outbox (called from the event loop)."""
@@ -159,6 +183,11 @@ class Uplink:
         creds = load_credentials(s.credential_dir)
         conn = _Connection(s, creds.identity.path)
         client = conn.client
+        if s.sparkplug is not None:  # the will is this connection's NDEATH, its bdSeq persisted
+            if self._node is None:
+                self._node = EdgeNodeState(s.sparkplug.group, s.sparkplug.node, creds.identity.path)
+            bd_seq = s.sparkplug.next_bd_seq()
+            client.will_set(*self._node.death(bd_seq, self._ms()), qos=1, retain=False)
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(
@@ -178,12 +207,16 @@ class Uplink:
                 return False
             self.stats.connected = True
             self.stats.connections += 1
+            if self._node is not None:
+                client.publish(*self._node.birth(bd_seq=bd_seq, now_ms=self._ms()), qos=1)
             _log.info("uplink: connected to %s:%d as %s", s.host, s.port, creds.identity.path)
             await self._pump(conn, stop, creds.fingerprint)
             return True
         finally:
             self.stats.connected = False
             with contextlib.suppress(Exception):
+                if self._node is not None and client.is_connected():  # an intentional death
+                    client.publish(*self._node.death(self._node.bd_seq, self._ms()), qos=0)
                 client.disconnect()
             await loop.run_in_executor(None, client.loop_stop)
 
@@ -232,7 +265,7 @@ class Uplink:
             if room > 0:
                 batch = self.outbox.next_batch(after_seq=live_cursor, limit=room)
                 for msg in batch:
-                    self._publish(conn, msg, inflight)
+                    self._publish(conn, msg, inflight, historical=False)
                     live_cursor = msg.seq
                 room -= len(batch)
             tokens = min(
@@ -245,7 +278,7 @@ class Uplink:
                     after_seq=backfill_cursor, before_seq=boundary + 1, limit=min(room, int(tokens))
                 )
                 for msg in batch:
-                    self._publish(conn, msg, inflight)
+                    self._publish(conn, msg, inflight, historical=True)
                     backfill_cursor = msg.seq
                 tokens -= len(batch)
                 backfill_done = not batch
@@ -287,11 +320,29 @@ class Uplink:
             self.stats.acked += self.outbox.ack(acked)
         return lost
 
-    def _publish(self, conn: _Connection, msg: OutboxMessage, inflight: dict[int, str]) -> None:
+    def _ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _publish(
+        self, conn: _Connection, msg: OutboxMessage, inflight: dict[int, str], *, historical: bool
+    ) -> None:
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         props.UserProperty = [(MSG_ID_PROPERTY, msg.id)]
-        props.ContentType = "application/json"
-        info = conn.client.publish(msg.topic, msg.payload, qos=1, properties=props)
+        topic, payload = msg.topic, msg.payload
+        if self._node is None:
+            props.ContentType = "application/json"
+        else:  # Sparkplug: the envelope becomes this connection's NDATA (edge.sparkplug)
+            changed, ts_ms, rebirth = self._node.learn(msg.payload)
+            if not changed:  # nothing changed: nothing to send, the message is done
+                self.stats.acked += self.outbox.ack([msg.id])
+                return
+            if rebirth:
+                birth = self._node.birth(bd_seq=self._node.bd_seq, now_ms=self._ms())
+                conn.client.publish(*birth, qos=1)
+            topic, payload = self._node.data(
+                changed, ts_ms, now_ms=self._ms(), historical=historical
+            )
+        info = conn.client.publish(topic, payload, qos=1, properties=props)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             conn.events.put(("disconnect", f"publish failed: {mqtt.error_string(info.rc)}"))
             return

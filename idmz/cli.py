@@ -25,6 +25,7 @@ COMMAND_GROUPS: tuple[tuple[str, str], ...] = (
     ("relay", "the IDMZ relay appliance"),
     ("edge", "the OT gateway and the plant simulator"),
     ("model", "train and sign the edge anomaly model"),
+    ("release", "signed models and gateway config pulled by gateways: publish, promote, rollback"),
     ("audit", "tamper-evident audit log: append, verify, proofs, witness, reports"),
     ("demo", "plant in a box: the whole chain on this machine"),
 )

@@ -24,9 +24,12 @@ from edge.model_signing import ModelTrust, load_trust
 from edge.outbox import OutboxLimits
 from edge.sources import Backoff, ModbusSource, OpcUaSecurity, OpcUaSource
 from edge.tagmap import TagSpec
-from edge.uplink import UplinkSettings
+from edge.updates import UpdateSettings
+from edge.uplink import SparkplugUplink, UplinkSettings
 from pki.errors import MalformedIdentityError
 from pki.identity import DeviceIdentity
+from policies.release import ReleaseKind
+from policies.sparkplug import SPARKPLUG_ID
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,7 @@ class LoadedGatewayConfig:
     gateway: GatewayConfig
     model: ModelFiles | None
     source: Path
+    release: UpdateSettings | None = None  # [release]: pull signed releases (ADR 0100)
 
 
 def _table(data: Mapping[str, Any], where: str) -> Table:
@@ -87,6 +91,49 @@ def _pair(t: Table, key: str, default: tuple[float, float]) -> tuple[float, floa
     if len(raw) != 2 or not all(isinstance(v, int | float) for v in raw):
         raise ConfigError(f"{t.where}.{key}: expected [low, high]")
     return (float(raw[0]), float(raw[1]))
+
+
+def _release(
+    t: Table | None, base: Path, cred_dir: Path | None, state_dir: Path, model: ModelFiles | None
+) -> UpdateSettings | None:
+    """``[release]``: where the gateway pulls signed models and configuration from."""
+    if t is None:
+        return None
+    if cred_dir is None:
+        raise ConfigError("[release] needs gateway.credential_dir: the repository asks for mTLS")
+    try:
+        kinds = tuple(ReleaseKind(str(k)) for k in t.array("kinds") or ["model", "config"])
+    except ValueError as exc:
+        raise ConfigError(f"release.kinds: {exc}; known: model, config") from exc
+    if ReleaseKind.MODEL in kinds and model is None:
+        raise ConfigError("release.kinds has model: [model] (its trust roots) is required")
+    settings = UpdateSettings(
+        url=t.text("url", required=True),
+        trusted_root=_resolve(base, t.text("trusted_root", required=True)),
+        credential_dir=cred_dir,
+        state_dir=state_dir / "release",
+        interval_s=t.number("interval_s", 300.0),
+        jitter_s=t.number("jitter_s", 60.0),
+        timeout_s=t.number("timeout_s", 30.0),
+        kinds=kinds,
+    )
+    t.done()
+    return settings
+
+
+def _sparkplug(u: Table, state_dir: Path) -> SparkplugUplink | None:
+    """``format = "envelope"`` (the default) or ``"sparkplug"`` with ``sparkplug_group`` and
+    ``sparkplug_node`` (ADR 0110); bdSeq lives in ``<state_dir>/sparkplug-bdseq``."""
+    fmt = u.text("format", "envelope")
+    if fmt not in ("envelope", "sparkplug"):
+        raise ConfigError(f'[uplink] format must be "envelope" or "sparkplug"; found {fmt!r}')
+    if fmt == "envelope":
+        return None
+    ids = [u.text(k, required=True) for k in ("sparkplug_group", "sparkplug_node")]
+    for value in ids:
+        if not SPARKPLUG_ID.fullmatch(value):
+            raise ConfigError(f"[uplink] Sparkplug ids are [A-Za-z0-9][A-Za-z0-9_-]*; {value!r}")
+    return SparkplugUplink(ids[0], ids[1], state_dir / "sparkplug-bdseq")
 
 
 def parse_gateway_config(
@@ -151,6 +198,7 @@ def parse_gateway_config(
             backfill_messages_per_s=u.number("backfill_messages_per_s", 200.0),
             credential_check_interval_s=u.number("credential_check_interval_s", 2.0),
             backoff=_backoff(u),
+            sparkplug=_sparkplug(u, state_dir),
         )
         u.done()
 
@@ -174,6 +222,8 @@ def parse_gateway_config(
         )
         model = ModelFiles(model_path, sig, trust)
         mt.done()
+
+    release = _release(root.sub("release"), base, cred_dir, state_dir, model)
 
     opcua = []
     for i, raw in enumerate(root.array("opcua")):
@@ -292,7 +342,7 @@ def parse_gateway_config(
         metrics_port=metrics_port,
         metrics_host=metrics_host or "127.0.0.1",
     )
-    return LoadedGatewayConfig(config, model, source)
+    return LoadedGatewayConfig(config, model, source, release)
 
 
 def load_gateway_config(path: Path) -> LoadedGatewayConfig:

@@ -13,7 +13,9 @@ import importlib.util
 from pathlib import Path
 
 # The top-level packages one idmz install provides (pyproject.toml, ADR 0003).
-PACKAGES = ("idmz", "pki", "audit", "policies", "provisioning", "relay", "edge", "bedrock")
+PACKAGES = tuple(
+    ["idmz", "pki", "audit", "policies", "provisioning", "relay", "edge", "bedrock", "release"]
+)
 
 
 def _location(name: str) -> Path | None:

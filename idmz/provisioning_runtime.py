@@ -27,8 +27,9 @@ from pki.local import LocalCA, init_local_ca
 from pki.publication import CAPublication
 from policies.document import CertificatePolicy
 from provisioning.config import ServiceLimits
+from provisioning.operations import RevocationListener
 from provisioning.registry import Registry
-from provisioning.service import ProvisioningService, RevocationListener
+from provisioning.services import Services
 from provisioning.tokens import TokenKey
 
 if TYPE_CHECKING:
@@ -77,12 +78,18 @@ class Runtime:
     registry: Registry
     audit: AuditLog
     token_key: TokenKey
-    service: ProvisioningService
+    services: Services
 
     def close(self) -> None:
         self.audit.close()
         self.registry.close()
         self.ca.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 def open_runtime(
@@ -111,7 +118,7 @@ def open_runtime(
     registry = Registry.open(database_url or default_database_url(home))
     audit = open_audit_log(home)
     token_key = TokenKey.load_or_create(home.provisioning_dir / "token-key.pem")
-    service = ProvisioningService(
+    services = Services.compose(
         ca=ca,
         registry=registry,
         audit=audit,
@@ -121,7 +128,7 @@ def open_runtime(
         listeners=listeners,
         limits=limits,
     )
-    return Runtime(home, ca, registry, audit, token_key, service)
+    return Runtime(home, ca, registry, audit, token_key, services)
 
 
 def client_ca_file(home: Home) -> Path:

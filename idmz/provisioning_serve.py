@@ -123,10 +123,10 @@ def _serve_worker(
     from bedrock.clock import utc_now as now_utc
     from idmz.crl_publisher import crl_published_event, republish_crl
     from idmz.provisioning_runtime import client_ca_file
-    from provisioning.api import create_app, wrap
     from provisioning.config import RateLimits, ServiceLimits, parse_duration
     from provisioning.expiry import alert_expiring, scan_expiry
-    from provisioning.operations import withdraw_stale_pending
+    from provisioning.http.app import create_app, wrap
+    from provisioning.retirement import withdraw_stale_pending
     from provisioning.server import ServeOptions, build_server
 
     notifier = make_notifier(args)
@@ -138,7 +138,8 @@ def _serve_worker(
     interval_s = parse_duration(args.expiry_interval).total_seconds()
     stop = threading.Event()
     try:
-        app = wrap(create_app(rt.service, clock=now_utc), rt.service.limits)
+        service = rt.services.enrollment
+        app = wrap(create_app(rt.services, clock=now_utc), service.limits)
         options = ServeOptions(
             args.host,
             args.port,
@@ -146,7 +147,7 @@ def _serve_worker(
             key,
             client_ca_file(rt.home),
             log_level=args.log_level,
-            http=rt.service.limits.http,
+            http=service.limits.http,
         )
         server = build_server(app, options)
 
@@ -156,9 +157,9 @@ def _serve_worker(
                     report = scan_expiry(
                         rt.registry,
                         now=now_utc(),
-                        alert_days=rt.service.policy.expiry_alert_days,
-                        issuing_not_after=rt.service.issuing.not_valid_after_utc,
-                        device_validity=rt.service.max_device_validity,
+                        alert_days=service.policy.expiry_alert_days,
+                        issuing_not_after=service.issuing.not_valid_after_utc,
+                        device_validity=service.max_device_validity,
                     )
                     alert_expiring(
                         report,
@@ -173,12 +174,12 @@ def _serve_worker(
 
         # Superseded certificates are revoked soon after their grace (ADR 0047), not only at
         # the next hourly scan: a quarter of the grace, at least every 30 s.
-        sweep_s = max(30.0, rt.service.limits.renewal.superseded_grace_s / 4)
+        sweep_s = max(30.0, service.limits.renewal.superseded_grace_s / 4)
 
         def supersession_loop() -> None:
             while not stop.wait(sweep_s):
                 try:
-                    rt.service.revoke_superseded(now=now_utc())
+                    service.revoke_superseded(now=now_utc())
                 except Exception:  # noqa: BLE001 - keep serving; the next sweep retries
                     _log.exception("revoking superseded certificates failed")
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pki.identity import ConsumerIdentity, DeviceIdentity
 from policies.document import Policy, Zone
 from policies.errors import PolicyConfigError
+from policies.sparkplug_grants import sparkplug_grants
 
 # TLS 1.2 suites with forward secrecy and AEAD only (TLS 1.3 suites are always AEAD).
 TLS12_CIPHERS = ":".join(
@@ -251,6 +252,8 @@ def max_packet_bytes(policy: Policy) -> int:
     """The brokers' ``max_packet_size``: the largest payload any limit allows plus room for the
     topic, properties and fixed header. The relay's OT reader announces more than this."""
     largest = max((lim.max_message_bytes for lim in policy.limits.values()), default=0)
+    if policy.sparkplug is not None:
+        largest = max(largest, policy.sparkplug.limits.max_payload_bytes)
     return largest + PACKET_OVERHEAD_BYTES
 
 
@@ -373,6 +376,10 @@ def render_brokers(
     for rules in (ot_rules, it_rules):
         rules.append(f"read {relay} {SYS_DROPPED_TOPIC}")
     it_acl.append("")
+    for zone, user, grants in sparkplug_grants(policy, registry.devices, notes):  # ADR 0110
+        acl, rules = (ot_acl, ot_rules) if zone is Zone.OT else (it_acl, it_rules)
+        acl += [f"user {user}", *(f"topic {a} {t}" for a, t in grants), ""]
+        rules += [f"{a} {user} {t}" for a, t in grants]
     known = set()
     if not policy.consumers_may_subscribe and policy.consumers:
         notes.append("no it -> idmz subscribe conduit: consumers get no rights")

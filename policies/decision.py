@@ -64,6 +64,23 @@ class ReasonCode(StrEnum):
     # the relay's own checks (relay.inspector), before the policy's
     SENDER_UNKNOWN = "sender_unknown"  # the topic does not start with a device identity path
     CERTIFICATE_REVOKED = "certificate_revoked"  # every certificate of the sender is revoked
+    # releases (policies.release): is a signed target for this gateway?
+    RELEASE_OTHER_PREFIX = "release_other_prefix"  # bound to another site/area/line
+    RELEASE_NOT_IN_CANARY = "release_not_in_canary"  # a canary that does not name the gateway
+    # Sparkplug B (policies.sparkplug, relay.sparkplug; ADR 0110)
+    SPARKPLUG_TOPIC_INVALID = "sparkplug_topic_invalid"  # not spBv1.0/<group>/<TYPE>/<node>[/<dev>]
+    SPARKPLUG_NODE_UNKNOWN = "sparkplug_node_unknown"  # (group, node) not in [sparkplug.nodes]
+    SPARKPLUG_COMMAND_FROM_OT = "sparkplug_command_from_ot"  # NCMD, DCMD, STATE from a device
+    SPARKPLUG_DEVICE_NOT_ALLOWED = "sparkplug_device_not_allowed"  # device id not listed
+    SPARKPLUG_MALFORMED = "sparkplug_malformed"  # not a Tahu protobuf payload
+    SPARKPLUG_TOO_MANY_METRICS = "sparkplug_too_many_metrics"
+    SPARKPLUG_SEQ_INVALID = "sparkplug_seq_invalid"  # missing, or outside 0-255
+    SPARKPLUG_TIMESTAMP_INVALID = "sparkplug_timestamp_invalid"  # missing, or beyond the skew
+    SPARKPLUG_BIRTH_INVALID = "sparkplug_birth_invalid"  # no bdSeq, unnamed/untyped metric, ...
+    SPARKPLUG_BDSEQ_MISMATCH = "sparkplug_bdseq_mismatch"  # NDEATH of another session
+    SPARKPLUG_NO_BIRTH = "sparkplug_no_birth"  # data or device message before its birth
+    SPARKPLUG_METRIC_UNDEFINED = "sparkplug_metric_undefined"  # alias or name not in the birth
+    SPARKPLUG_DATATYPE_MISMATCH = "sparkplug_datatype_mismatch"  # not the birth's datatype
 
 
 @dataclass(frozen=True, slots=True)

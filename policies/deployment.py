@@ -27,6 +27,8 @@ from policies.errors import PolicyConfigError
 from policies.findings import Finding, Findings, Severity
 from policies.loader import load_policy
 from policies.mosquitto_conf import MosquittoConfig, Section, parse_acl, parse_config
+from policies.release_deployment import check_release_deployment
+from policies.sparkplug_grants import sparkplug_ot_writes
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,7 @@ class Deployment:
     configs: tuple[BrokerConfigFile, ...]
     files: Mapping[str, bytes] = field(default_factory=dict)
     extra_certificates: Mapping[str, bytes] = field(default_factory=dict)  # other *.pem in DIR
+    release: BrokerConfigFile | None = None  # release.toml: the release repository (ADR 0100)
 
 
 def _zone_of(cfg: BrokerConfigFile) -> Zone:
@@ -205,7 +208,12 @@ def _check_bridges(
                            "confirm the target is not in or toward the OT zone, or remove the bridge")  # fmt: skip
 
 
-def _check_acl(c: Findings, name: str, zone: Zone, text: str, relay_user: str | None) -> None:
+def _check_acl(
+    c: Findings, name: str, zone: Zone, text: str, relay_user: str | None,
+    sparkplug: Mapping[str, frozenset[str]],
+) -> None:  # fmt: skip
+    """``sparkplug``: the exact OT topics the policy gives each identity outside its path (its
+    Sparkplug node's, and the relay's STATE; ADR 0110)."""
     for e in parse_acl(text):
         if not e.writes:
             continue
@@ -223,7 +231,11 @@ def _check_acl(c: Findings, name: str, zone: Zone, text: str, relay_user: str | 
         if e.user is None:
             c.error("auth.anonymous", name, e.line, f"ACL grants anonymous clients write on {e.topic!r}",
                     "move the line under a `user` block or delete it")  # fmt: skip
-        elif zone is Zone.OT and not e.topic.startswith(e.user + "/"):
+        elif (
+            zone is Zone.OT
+            and not e.topic.startswith(e.user + "/")
+            and e.topic not in sparkplug.get(e.user, ())
+        ):
             c.error("acl.write_outside_identity", name, e.line,
                     f"user {e.user!r} may write {e.topic!r}, outside its own path (on OT only devices publish, under their own path)",
                     "grant each device its own <path>/<sub-topic> only")  # fmt: skip
@@ -340,13 +352,17 @@ def check_deployment(
                 c.error("acl.unreadable", cfg.name, acl.line, f"acl_file {acl.value} is missing",
                         "render it with `idmz policy render`")  # fmt: skip
             else:
-                _check_acl(c, acl.value, zone, text.decode("utf-8", "replace"), relay_user)
+                _check_acl(c, acl.value, zone, text.decode("utf-8", "replace"), relay_user,
+                           sparkplug_ot_writes(policy) if policy else {})  # fmt: skip
+    if deployment.release is not None:
+        check_release_deployment(c, deployment.release.name, deployment.release.text)
     for fname, data in sorted(deployment.extra_certificates.items()):
         if fname not in seen_certs:
             check_certificates(c, fname, data, cert_policy, now)
     files = [
         deployment.policy_name or "",
         *(cfg.name for cfg in deployment.configs),
+        deployment.release.name if deployment.release else "",
         *deployment.files,
         *deployment.extra_certificates,
     ]

@@ -28,6 +28,7 @@ import jsonschema_rs
 
 from pki.identity import ConsumerIdentity, DeviceIdentity, IdentityPrefix
 from policies.decision import Action
+from policies.sparkplug import SparkplugPolicy
 
 POLICY_VERSION = 1
 CERT_PROFILES = ("device", "consumer", "server", "model-signer", "issuing-ca", "root-ca")
@@ -85,6 +86,7 @@ class DeviceClass:
     name: str
     publish: tuple[str, ...]
     description: str = ""
+    sparkplug: bool = False  # its devices may be Sparkplug B edge nodes ([sparkplug.nodes])
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,7 @@ class ConsumerRule:
     name: str
     subscribe: tuple[IdentityPrefix, ...]
     description: str = ""
+    sparkplug_groups: tuple[str, ...] = ()  # Sparkplug groups it reads (and their births)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +184,7 @@ class Policy:
     relay: RelayPolicy
     # zone -> what its broker does with a CRL past nextUpdate (ot and it only)
     on_stale_crl: Mapping[Zone, StaleCrlMode] = field(default_factory=lambda: STALE_CRL_DEFAULTS)
+    sparkplug: SparkplugPolicy | None = None  # [sparkplug] (ADR 0110)
 
     content_hash: str = field(init=False)
     # Precomputed lookups for the decision engine (see policies.engine).
@@ -275,12 +279,22 @@ class Policy:
                 for c in self.conduits
             ],
             "device_classes": {
-                n: {"publish": list(c.publish), "description": c.description}
+                n: {
+                    "publish": list(c.publish),
+                    "description": c.description,
+                    **({"sparkplug": True} if c.sparkplug else {}),
+                }
                 for n, c in self.device_classes.items()
             },
             "assignments": {p.path: c for p, c in self.assignments.items()},
             "consumers": {
-                n: {"subscribe": [p.path for p in c.subscribe], "description": c.description}
+                n: {
+                    "subscribe": [p.path for p in c.subscribe],
+                    "description": c.description,
+                    **(
+                        {"sparkplug_groups": list(c.sparkplug_groups)} if c.sparkplug_groups else {}
+                    ),
+                }
                 for n, c in self.consumers.items()
             },
             "limits": {
@@ -308,4 +322,5 @@ class Policy:
                 "share_group": self.relay.share_group,
                 "on_audit_failure": str(self.relay.on_audit_failure),
             },
+            **({"sparkplug": self.sparkplug.canonical()} if self.sparkplug is not None else {}),
         }

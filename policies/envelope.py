@@ -26,6 +26,8 @@ MSG_ID_PROPERTY = "idmz-msg-id"
 DEVICE_PROPERTY = "idmz-device"
 CERT_SHA256_PROPERTY = "idmz-cert-sha256"
 POLICY_SHA256_PROPERTY = "idmz-policy-sha256"
+# On a Sparkplug birth-cache copy (ADR 0110): "online", or "stale" once its NDEATH/DDEATH came.
+SPARKPLUG_BIRTH_PROPERTY = "idmz-sparkplug-birth"
 PROVENANCE_PROPERTIES = (
     DEVICE_PROPERTY,
     CERT_SHA256_PROPERTY,

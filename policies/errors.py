@@ -5,6 +5,8 @@
                          Carries the key path and, where the parser allows, the line.
   x AccessDeniedError    a well-formed request that the policy refuses: refuse, count, audit.
                          Carries the `Decision`, so the reason code reaches the audit record.
+  x MalformedPayloadError  the bytes are not a Sparkplug B payload: the checks in
+                         `policies.sparkplug_checks` turn it into a refusal.
 
 Messages name the key, the identity or the topic; they never contain payloads.
 """
@@ -50,3 +52,8 @@ class AccessDeniedError(PolicyError, category.AccessDeniedError):
     def __init__(self, decision: Decision) -> None:
         self.decision = decision
         super().__init__(f"access denied ({decision.reason_code}): {decision.reason}")
+
+
+class MalformedPayloadError(PolicyError, category.VerificationError):
+    """The bytes are not a Sparkplug B payload. Raised by `decode_sparkplug` only; the checks in
+    `policies.sparkplug_checks` turn it into a refusal."""

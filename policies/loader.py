@@ -41,6 +41,7 @@ from policies.document import (
     Zone,
 )
 from policies.source import KeyPath, PolicyText, parse_text
+from policies.sparkplug_loader import load_sparkplug, sparkplug_id
 from policies.topic import LEVEL
 
 MAX_MESSAGE_BYTES_CEILING = 16 * 1024 * 1024
@@ -57,6 +58,7 @@ _TOP_KEYS = {
     "schemas",
     "certificates",
     "relay",
+    "sparkplug",
 }
 
 
@@ -110,7 +112,7 @@ def _device_classes(doc: PolicyText, data: Mapping[str, Any]) -> dict[str, Devic
         path = ["device_classes", name]
         doc.label(name, path)
         raw = doc.typed(raw, path, dict)
-        doc.only(raw, path, {"publish", "description"})
+        doc.only(raw, path, {"publish", "description", "sparkplug"})
         topics = doc.str_list(raw, path, "publish")
         for i, sub in enumerate(topics):
             levels = sub.split("/")
@@ -118,7 +120,12 @@ def _device_classes(doc: PolicyText, data: Mapping[str, Any]) -> dict[str, Devic
                 doc.fail([*path, "publish", i], f"sub-topic {sub!r}: 1-4 levels of [a-z0-9_-]")
         if len(set(topics)) != len(topics):
             doc.fail([*path, "publish"], "lists a sub-topic twice")
-        out[name] = DeviceClass(name, tuple(topics), doc.opt(raw, path, "description", str, ""))
+        out[name] = DeviceClass(
+            name,
+            tuple(topics),
+            doc.opt(raw, path, "description", str, ""),
+            doc.opt(raw, path, "sparkplug", bool, False),
+        )
     return out
 
 
@@ -297,14 +304,20 @@ def load_policy(text: str, *, fmt: str | None = None, source: str = "") -> Polic
         if name == relay.identity.name:
             doc.fail(path, f"{name!r} is the relay's own identity; a consumer needs another name")
         raw = doc.typed(raw, path, dict)
-        doc.only(raw, path, {"subscribe", "description", "publish"})
+        doc.only(raw, path, {"subscribe", "description", "publish", "sparkplug_groups"})
         if "publish" in raw:
             doc.fail([*path, "publish"], "IT consumers never publish; remove this key")
         prefixes = tuple(
             _prefix(doc, p, [*path, "subscribe", i], enterprise)
             for i, p in enumerate(doc.str_list(raw, path, "subscribe"))
         )
-        consumers[name] = ConsumerRule(name, prefixes, doc.opt(raw, path, "description", str, ""))
+        groups = tuple(
+            sparkplug_id(doc, g, [*path, "sparkplug_groups", i])
+            for i, g in enumerate(doc.str_list(raw, path, "sparkplug_groups"))
+        )
+        consumers[name] = ConsumerRule(
+            name, prefixes, doc.opt(raw, path, "description", str, ""), groups
+        )
 
     schemas = _schemas(doc, data)
     limits = _limits(doc, data, schemas)
@@ -330,6 +343,14 @@ def load_policy(text: str, *, fmt: str | None = None, source: str = "") -> Polic
         certificates=_certificates(doc, data),
         relay=relay,
         on_stale_crl=MappingProxyType(on_stale_crl),
+        sparkplug=load_sparkplug(
+            doc,
+            data,
+            enterprise=enterprise,
+            classes=classes,
+            assignments=assignments,
+            max_bytes=MAX_MESSAGE_BYTES_CEILING,
+        ),
     )
 
 

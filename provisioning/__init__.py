@@ -3,13 +3,19 @@ and EST (RFC 7030), revocation, air-gapped enrollment and expiry alerts.
 
 The pieces, top down::
 
-    api.py / est.py      FastAPI: JSON API and EST endpoints; errors -> HTTP statuses
+    http/                FastAPI, routes by concern (enroll, operator, est), injected context,
+                         errors -> HTTP statuses (ADR 0090)
     schemas.py           request/response bodies (the OpenAPI document)
     bodylimit.py         413 for oversized bodies, before any route parses them
     server.py            uvicorn over TLS; the peer certificate goes into the ASGI TLS extension
+    services.py          the composed services: enrollment, operator actions, operator tokens
     service.py           the decisions: token -> device -> CSR -> issue -> registry -> audit
+    admission.py         what a request may claim: token, identity, device state, validity
     peers.py             who a client certificate is (chain, CRL, profile, renewal grace)
     operations.py        operator actions: devices, groups, tokens, revocation
+    operator_tokens.py   operator tokens: authentication and the deny-list
+    retirement.py        superseded and never-activated certificates revoked by the service
+    recording.py         audit appends that fail closed, refusals and upstream failures
     tokens.py            enrollment and operator JWTs (EdDSA only)
     registry.py          devices, groups, certificates, tokens (SQLite or PostgreSQL)
     expiry.py            expiring certificates grouped by site/area/line
@@ -32,16 +38,17 @@ from bedrock.surface import lazy_surface
 # module up front, so importing one module stays light. tests/test_public_surface.py holds every
 # import in the product to this list.
 _SURFACE: dict[str, tuple[str, ...]] = {
-    "api": ("create_app", "wrap"),
     "client": ("client", "offline_response", "parse_offline_request"),
     "config": ("RateLimits", "RenewalPolicy", "ServiceLimits", "parse_duration"),
     "errors": ("UsageError",),
     "expiry": ("alert_expiring", "scan_expiry"),
+    "http.app": ("create_app", "wrap"),
     "notify": ("MqttTarget", "Notifier"),
-    "operations": ("withdraw_stale_pending",),
+    "operations": ("RevocationListener",),
+    "retirement": ("revoke_superseded", "withdraw_stale_pending"),
     "registry": ("Registry",),
     "server": ("ServeOptions", "build_server", "default_server_names", "ensure_server_certificate"),
-    "service": ("ProvisioningService", "RevocationListener"),
+    "services": ("Services",),
     "tokens": ("MAX_TOKEN_CHARS", "Role", "TokenKey"),
 }
 

@@ -12,8 +12,16 @@ from datetime import datetime, timedelta
 from pki.csr import CheckedCSR, VerifiedCSR
 from pki.errors import CSRError, MalformedIdentityError
 from pki.identity import DeviceIdentity, IdentityPrefix
+from pki.keys import KeyPolicy
+from policies.document import CertificatePolicy
 from provisioning.errors import DeviceStateError, RequestError, TokenError
-from provisioning.records import CertificateRecord, DeviceRecord, DeviceStatus
+from provisioning.records import (
+    CertificateRecord,
+    CertificateStatus,
+    DeviceRecord,
+    DeviceStatus,
+    GroupRecord,
+)
 from provisioning.registry import Registry
 from provisioning.tokens import EnrollmentClaims, TokenKey, is_est_password
 
@@ -111,7 +119,11 @@ def require_renewable(
             f"device {identity} is {device.status if device else 'not registered'}",
             code="device-not-enrolled",
         )
-    if record is None or record.status != "active" or record.device_path != identity.path:
+    if (
+        record is None
+        or record.status != CertificateStatus.ACTIVE
+        or record.device_path != identity.path
+    ):
         raise DeviceStateError(
             f"certificate {serial} of {identity} is {record.status if record else 'unknown to the registry'}; "
             "only the current certificate renews",
@@ -125,3 +137,47 @@ def require_verified(csr: CheckedCSR) -> VerifiedCSR:
         return csr.verified()
     except CSRError as exc:
         raise RequestError(f"CSR refused: {exc}", code="bad-csr") from exc
+
+
+def require_enrollable(
+    registry: Registry,
+    identity: DeviceIdentity,
+    claims: EnrollmentClaims,
+    policy: CertificatePolicy,
+) -> tuple[timedelta, GroupRecord | None]:
+    """Step 2: the device the token binds may be issued; returns its validity and group."""
+    device, group = registry.device_and_group(identity.path)
+    if device is not None or claims.device_path is not None:
+        require_issuable(device, identity)
+    if device is not None and claims.group_prefix is not None:
+        # A group token must never mint a second identity for a device that exists:
+        # whoever holds it could otherwise impersonate any registered device on the line.
+        raise DeviceStateError(
+            f"group token {claims.token_id} enrolls new devices only; {identity} is already "
+            "registered (mint a device token for it)",
+            code="device-exists",
+        )
+    return device_validity(group, policy), group
+
+
+def max_device_validity(policy: CertificatePolicy) -> timedelta:
+    """The longest a device certificate may live (the certificate policy; 90 days default)."""
+    return timedelta(days=int(policy.max_validity_days.get("device", 90)))
+
+
+def device_validity(group: GroupRecord | None, policy: CertificatePolicy) -> timedelta:
+    """The group's validity when it sets one, never beyond the policy's maximum."""
+    limit = max_device_validity(policy)
+    days = group.validity_days if group is not None and group.validity_days else limit.days
+    return timedelta(days=min(days, limit.days))
+
+
+def key_policy_for(policy: CertificatePolicy) -> KeyPolicy:
+    curves = tuple(
+        c for c, t in (("secp256r1", "ec-p256"), ("secp384r1", "ec-p384")) if t in policy.key_types
+    )
+    return KeyPolicy(
+        allowed_curves=curves or ("secp256r1",),
+        min_rsa_bits=max(2048, policy.min_rsa_bits),
+        allow_rsa="rsa" in policy.key_types,
+    )

@@ -2,8 +2,8 @@
 with the operator as the actor; the CLI (on the CA host) and the operator API call the same
 methods (ADR 0042).
 
-`OperatorActions` is mixed into `ProvisioningService`, which provides the attributes declared
-below.
+`OperatorActions` is one of the composed provisioning services (ADR 0090): it receives the CA,
+the registry, the audit log, the token key, the certificate policy and the limits it acts with.
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from cryptography import x509
 
-from audit.errors import AuditError
 from audit.events import AuditEvent, AuditSink, Outcome
 from pki.authority import CertificateAuthority, RevocationReason, format_serial
 from pki.errors import MalformedIdentityError, PKIError
@@ -25,7 +24,8 @@ from pki.ledger import LedgerEntry
 from policies.document import CertificatePolicy
 from provisioning.config import ServiceLimits
 from provisioning.errors import DeviceStateError, UpstreamError, UsageError
-from provisioning.records import CertificateStatus, DeviceStatus
+from provisioning.recording import record
+from provisioning.records import DeviceStatus
 from provisioning.registry import Registry
 from provisioning.tokens import EnrollmentClaims, OperatorClaims, Role, TokenKey
 
@@ -45,6 +45,7 @@ class RevocationNotice:
     crl_number: int | None
 
 
+@dataclass(kw_only=True, slots=True)
 class OperatorActions:
     ca: CertificateAuthority
     registry: Registry
@@ -52,20 +53,10 @@ class OperatorActions:
     token_key: TokenKey
     policy: CertificatePolicy
     limits: ServiceLimits
-    _listeners: tuple[RevocationListener, ...]
-
-    @property
-    def max_device_validity(self) -> timedelta:
-        return timedelta(days=int(self.policy.max_validity_days.get("device", 90)))
+    listeners: tuple[RevocationListener, ...] = ()
 
     def _record(self, event: AuditEvent) -> None:
-        """Append to the audit log; an unavailable log is an upstream failure (503 / exit 3).
-        Operator changes call this inside their registry transaction, so a change that cannot
-        be recorded is not committed (ADR 0024)."""
-        try:
-            self.audit.record(event)
-        except AuditError as exc:
-            raise UpstreamError(f"the audit log cannot record {event.action}: {exc}") from exc
+        record(self.audit, event)
 
     def add_device(
         self,
@@ -156,12 +147,12 @@ class OperatorActions:
             )
         if device is not None and group is None:
             identity = parse_device(device)
-            record = self.registry.device(identity.path)
-            if record is None:
+            row = self.registry.device(identity.path)
+            if row is None:
                 raise UsageError(
                     f"device {identity} is not registered; run `idmz provisioning device add {identity}` first"
                 )
-            if record.status == DeviceStatus.REVOKED:
+            if row.status == DeviceStatus.REVOKED:
                 raise UsageError(f"device {identity} is revoked")
             subject = f"device:{identity.path}"
         elif group is not None and device is None:
@@ -260,7 +251,7 @@ class OperatorActions:
             )
         crl_number = _crl_number(self.ca.current_crl(now=now).crl)
         notice = RevocationNotice(identity.path, tuple(serials), reason.value, now, crl_number)
-        for listener in self._listeners:
+        for listener in self.listeners:
             try:
                 listener(notice)
             except Exception:  # noqa: BLE001 - a failed listener must not undo a revocation
@@ -282,88 +273,12 @@ class OperatorActions:
             and (hex_serial := format_serial(entry.serial)) not in seen
         ]
 
-    def revoke_superseded(self, *, now: datetime, actor: str = "service:provisioning") -> list[str]:
-        """Revoke (reason ``superseded``) the superseded certificates whose grace is over
-        (`RenewalPolicy`, ADR 0047); returns their serials. Safe to run on several instances
-        at once: each certificate is taken by one conditional update."""
-        policy = self.limits.renewal
-        cutoff = now - timedelta(seconds=policy.superseded_grace_s)
-        revoked: list[str] = []
-        for serial, device in self.registry.supersessions_due(cutoff, limit=policy.sweep_batch):
-            with self.registry.unit() as unit:
-                if not unit.revoke_certificate_if(
-                    serial, device_path=device, status=CertificateStatus.SUPERSEDED
-                ):
-                    continue
-                try:
-                    self.ca.revoke(int(serial, 16), RevocationReason.SUPERSEDED, now=now)
-                except PKIError as exc:
-                    raise UpstreamError(f"the CA could not revoke {serial}: {exc}") from exc
-                self._record(
-                    AuditEvent(
-                        actor,
-                        "pki.cert.revoked",
-                        serial,
-                        Outcome.SUCCESS,
-                        reason="superseded: a newer certificate of the device is active and "
-                        "the switch-over grace is over",
-                        details={"device": device, "identity": device},
-                    )
-                )
-            revoked.append(serial)
-        return revoked
-
 
 @runtime_checkable
 class IssuanceInventory(Protocol):
     """A CA that can list what it issued to a subject (`pki.local.LocalCA` and its ledger)."""
 
     def certificates_for(self, subject: str) -> list[LedgerEntry]: ...
-
-
-def withdraw_stale_pending(
-    ca: CertificateAuthority,
-    registry: Registry,
-    audit: AuditSink,
-    *,
-    now: datetime,
-    older_than: timedelta = timedelta(minutes=10),
-    actor: str = "service:provisioning",
-) -> list[str]:
-    """Revoke certificates left ``pending`` by a crash between issuance and activation: they
-    were never handed out with an audit record, so none may stay usable. Run with the expiry
-    scan; returns the serials withdrawn."""
-    withdrawn: list[str] = []
-    for cert in registry.pending_certificates_before(now - older_than):
-        with registry.unit() as unit:
-            # Conditional, under the device lock: a late activation either ran first (the
-            # certificate is active and stays so) or finds it revoked and refuses (ADR 0049).
-            if not unit.revoke_certificate_if(
-                cert.serial, device_path=cert.device_path, status=CertificateStatus.PENDING
-            ):
-                continue
-            try:
-                ca.revoke(int(cert.serial, 16), RevocationReason.CESSATION_OF_OPERATION, now=now)
-            except PKIError as exc:
-                raise UpstreamError(
-                    f"the CA could not revoke pending {cert.serial}: {exc}"
-                ) from exc
-            audit.record(
-                AuditEvent(
-                    actor,
-                    "pki.cert.revoked",
-                    cert.serial,
-                    Outcome.SUCCESS,
-                    reason="cessation-of-operation: issued but never activated (no audit record)",
-                    details={
-                        "device": cert.device_path,
-                        "identity": cert.device_path,
-                        "issued_at": cert.issued_at.isoformat(),
-                    },
-                )
-            )
-        withdrawn.append(cert.serial)
-    return withdrawn
 
 
 def parse_device(path: str) -> DeviceIdentity:

@@ -1,21 +1,30 @@
 """Operator tokens can be revoked (review S7, ADR 0048): a deny-list of token ids in the
 registry, consulted by every instance on every operator-API request, with every refusal audited.
 
-`OperatorTokens` is mixed into `ProvisioningService` on top of `OperatorActions`, whose minting
-records each operator token's id (never the token).
+`OperatorTokens` is one of the composed provisioning services (ADR 0090), beside
+`OperatorActions`, whose minting records each operator token's id (never the token).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
-from audit.events import AuditEvent, Outcome
+from audit.events import AuditEvent, AuditSink, Outcome
+from provisioning.config import ServiceLimits
 from provisioning.errors import TokenError, UsageError
-from provisioning.operations import OperatorActions
-from provisioning.tokens import OperatorClaims
+from provisioning.recording import record
+from provisioning.registry import Registry
+from provisioning.tokens import OperatorClaims, TokenKey
 
 
-class OperatorTokens(OperatorActions):
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OperatorTokens:
+    registry: Registry
+    audit: AuditSink
+    token_key: TokenKey
+    limits: ServiceLimits
+
     def revoke_operator_token(
         self,
         *,
@@ -40,27 +49,28 @@ class OperatorTokens(OperatorActions):
                 claims.expires_at,
             )
         elif token_id is not None and token is None:
-            record = self.registry.token(token_id[:64])
-            if record is None or not record.subject.startswith("operator:"):
+            row = self.registry.token(token_id[:64])
+            if row is None or not row.subject.startswith("operator:"):
                 raise UsageError(
                     f"no operator token with id {token_id[:64]} was minted by this registry; "
                     "pass the token itself (--token-file)"
                 )
-            jti, subject, expires_at = record.jti, record.subject, record.expires_at
+            jti, subject, expires_at = row.jti, row.subject, row.expires_at
         else:
             raise UsageError("name the operator token by its id or give the token, not both")
         with self.registry.unit() as unit:
             if unit.deny_token(
                 jti, subject=subject, expires_at=expires_at, now=now, revoked_by=operator
             ):
-                self._record(
+                record(
+                    self.audit,
                     AuditEvent(
                         operator,
                         "provisioning.token.revoked",
                         subject,
                         Outcome.SUCCESS,
                         details={"token_id": jti, "expires_at": expires_at.isoformat()},
-                    )
+                    ),
                 )
         return jti
 
@@ -82,7 +92,8 @@ class OperatorTokens(OperatorActions):
                     code="token-revoked",
                 )
         except TokenError as exc:
-            self._record(
+            record(
+                self.audit,
                 AuditEvent(
                     actor,
                     "provisioning.token.refused",
@@ -90,7 +101,7 @@ class OperatorTokens(OperatorActions):
                     Outcome.DENIED,
                     reason=exc.reason,
                     details={"code": exc.code, "client": client, "via": "operator-api"},
-                )
+                ),
             )
             raise
         return claims

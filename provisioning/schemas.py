@@ -8,6 +8,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from pki.authority import RevocationReason
+from provisioning.records import DeviceStatus
 
 MAX_CSR_CHARS = 24 * 1024
 
@@ -51,7 +52,7 @@ class DeviceIn(BaseModel):
 
 class DeviceOut(BaseModel):
     path: str
-    status: str
+    status: DeviceStatus
     device_class: str
     asset: str
 

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from audit.errors import AuditError
 from audit.events import AuditEvent, AuditSink, Outcome
 from pki.authority import (
     CertificateAuthority,
@@ -49,12 +48,15 @@ from pki.errors import (
     PKIError,
 )
 from pki.identity import DeviceIdentity
-from pki.keys import KeyPolicy
 from pki.profiles import ProfileName
 from policies.document import CertificatePolicy
 from provisioning.admission import (
+    device_validity,
     enrollment_claims,
     identity_for,
+    key_policy_for,
+    max_device_validity,
+    require_enrollable,
     require_issuable,
     require_renewable,
     require_verified,
@@ -66,15 +68,14 @@ from provisioning.errors import (
     ProvisioningError,
     RefusedError,
     RequestError,
-    TokenError,
     UpstreamError,
 )
-from provisioning.operations import RevocationListener, RevocationNotice
-from provisioning.operator_tokens import OperatorTokens
 from provisioning.peers import PeerVerifier
-from provisioning.records import CertificateStatus, DeviceStatus, GroupRecord
+from provisioning.recording import record_refusal, record_upstream_failure
+from provisioning.records import CertificateStatus, DeviceStatus
 from provisioning.registry import Registry, Unit
-from provisioning.tokens import EnrollmentClaims, TokenKey
+from provisioning.retirement import revoke_superseded
+from provisioning.tokens import TokenKey
 
 _log = logging.getLogger("provisioning")
 ENROLL_REFUSED = "provisioning.enroll.refused"
@@ -87,18 +88,10 @@ class Enrolled:
     issued: IssuedCertificate
 
 
-def key_policy_for(policy: CertificatePolicy) -> KeyPolicy:
-    curves = tuple(
-        c for c, t in (("secp256r1", "ec-p256"), ("secp384r1", "ec-p384")) if t in policy.key_types
-    )
-    return KeyPolicy(
-        allowed_curves=curves or ("secp256r1",),
-        min_rsa_bits=max(2048, policy.min_rsa_bits),
-        allow_rsa="rsa" in policy.key_types,
-    )
+class ProvisioningService:
+    """Enrollment and renewal (one of the composed services, ADR 0090; operator actions are
+    `provisioning.operations.OperatorActions`, operator tokens `OperatorTokens`)."""
 
-
-class ProvisioningService(OperatorTokens):
     def __init__(
         self,
         *,
@@ -109,7 +102,6 @@ class ProvisioningService(OperatorTokens):
         policy: CertificatePolicy | None = None,
         limits: ServiceLimits | None = None,
         crl_file: Path | None = None,
-        listeners: tuple[RevocationListener, ...] = (),
     ) -> None:
         self.ca = ca
         self.registry = registry
@@ -118,53 +110,28 @@ class ProvisioningService(OperatorTokens):
         self.policy = policy or CertificatePolicy()
         self.limits = limits or ServiceLimits()
         self.key_policy = key_policy_for(self.policy)
-        self._listeners = listeners
         chain = ca.ca_chain()
         self.issuing, self.root = chain[0], chain[-1]
         self.peers = PeerVerifier(ca=ca, registry=registry, policy=self.policy, crl_file=crl_file)
 
-    # -- audit helpers ----------------------------------------------------------------------
+    @property
+    def max_device_validity(self) -> timedelta:
+        return max_device_validity(self.policy)
 
     def _refuse(
         self, action: str, actor: str, resource: str, exc: RefusedError, *, client: str, via: str
     ) -> RefusedError:
-        self._record(
-            AuditEvent(
-                actor=actor,
-                action=action,
-                resource=resource,
-                outcome=Outcome.DENIED
-                if isinstance(exc, TokenError | DeviceStateError)
-                else Outcome.FAILURE,
-                reason=exc.reason,
-                details={"code": exc.code, "client": client, "via": via},
-            )
-        )
-        return exc
-
-    def _record_upstream_failure(
-        self, action: str, actor: str, resource: str, exc: UpstreamError, *, client: str, via: str
-    ) -> None:
-        """A request that failed because an upstream failed (the CA: Vault down or sealed; the
-        registry) is audited like a refusal, outcome failure, code ``upstream``; nothing was
-        issued (the registry transaction rolled back). When the audit log is itself what failed,
-        that is logged instead."""
-        event = AuditEvent(
-            actor=actor,
-            action=action,
-            resource=resource,
-            outcome=Outcome.FAILURE,
-            reason=str(exc),
-            details={"code": "upstream", "client": client, "via": via},
-        )
-        try:
-            self.audit.record(event)
-        except AuditError:
-            _log.exception("the audit log cannot record the failure of %s either", action)
+        return record_refusal(self.audit, action, actor, resource, exc, client=client, via=via)
 
     def record_refusal(self, action: str, exc: RefusedError, *, client: str, via: str) -> None:
         """Audit a refusal the HTTP layer detected before reaching the service."""
         self._refuse(action, f"client:{client}", "-", exc, client=client, via=via)
+
+    def revoke_superseded(self, *, now: datetime, actor: str = "service:provisioning") -> list[str]:
+        """Revoke the superseded certificates whose grace is over (`provisioning.retirement`)."""
+        return revoke_superseded(
+            self.ca, self.registry, self.audit, self.limits.renewal, now=now, actor=actor
+        )
 
     # -- enrollment -------------------------------------------------------------------------
 
@@ -190,7 +157,7 @@ class ProvisioningService(OperatorTokens):
             )
             identity = identity_for(claims, requested_identity)
             actor = resource = identity.path
-            validity, group = self._check_device(identity, claims)
+            validity, group = require_enrollable(self.registry, identity, claims, self.policy)
             verified = require_verified(csr)
             with self.registry.unit() as unit:
                 if not unit.consume_token(
@@ -241,8 +208,8 @@ class ProvisioningService(OperatorTokens):
                 ENROLL_REFUSED, actor, resource, exc, client=client, via=via
             ) from None
         except UpstreamError as exc:
-            self._record_upstream_failure(
-                ENROLL_REFUSED, actor, resource, exc, client=client, via=via
+            record_upstream_failure(
+                self.audit, ENROLL_REFUSED, actor, resource, exc, client=client, via=via
             )
             raise
         return Enrolled(identity, issued)
@@ -318,30 +285,6 @@ class ProvisioningService(OperatorTokens):
             with self.registry.unit() as unit:
                 unit.set_certificate_status(issued.serial_hex, CertificateStatus.REVOKED)
 
-    def _check_device(
-        self, identity: DeviceIdentity, claims: EnrollmentClaims
-    ) -> tuple[timedelta, GroupRecord | None]:
-        device, group = self.registry.device_and_group(identity.path)
-        if device is not None or claims.device_path is not None:
-            require_issuable(device, identity)
-        if device is not None and claims.group_prefix is not None:
-            # A group token must never mint a second identity for a device that exists:
-            # whoever holds it could otherwise impersonate any registered device on the line.
-            raise DeviceStateError(
-                f"group token {claims.token_id} enrolls new devices only; {identity} is already "
-                "registered (mint a device token for it)",
-                code="device-exists",
-            )
-        return self._validity(group), group
-
-    def _validity(self, group: GroupRecord | None) -> timedelta:
-        max_days = int(self.policy.max_validity_days.get("device", 90))
-        days = group.validity_days if group is not None and group.validity_days else max_days
-        return timedelta(days=min(days, max_days))
-
-    def _validity_for(self, path: str) -> timedelta:
-        return self._validity(self.registry.group_for(path))
-
     def _issue(
         self, csr: VerifiedCSR, identity: DeviceIdentity, validity: timedelta, now: datetime
     ) -> IssuedCertificate:
@@ -380,7 +323,7 @@ class ProvisioningService(OperatorTokens):
                 peer.serial_hex,
             )
             verified = require_verified(csr)
-            validity = self._validity_for(peer.identity.path)
+            validity = device_validity(self.registry.group_for(peer.identity.path), self.policy)
             with self.registry.unit() as unit:
                 require_renewable(
                     unit.lock_device(peer.identity.path),
@@ -417,8 +360,8 @@ class ProvisioningService(OperatorTokens):
                 RENEW_REFUSED, actor, resource, exc, client=client, via=via
             ) from None
         except UpstreamError as exc:
-            self._record_upstream_failure(
-                RENEW_REFUSED, actor, resource, exc, client=client, via=via
+            record_upstream_failure(
+                self.audit, RENEW_REFUSED, actor, resource, exc, client=client, via=via
             )
             raise
         return Enrolled(peer.identity, issued)
@@ -428,4 +371,4 @@ class _TokenUnusableError(Exception):
     """The conditional UPDATE matched nothing; the reason is looked up afterwards."""
 
 
-__all__ = ["Enrolled", "ProvisioningService", "RevocationListener", "RevocationNotice"]
+__all__ = ["Enrolled", "ProvisioningService"]

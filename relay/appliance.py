@@ -64,6 +64,7 @@ from relay.retention import bump_epoch
 from relay.revocation import CrlStatus, CrlWatcher, RevocationState
 from relay.revoke_plugin import build_plugin
 from relay.share_secret import ensure_share_secret
+from relay.sparkplug_state import StatePublisher, state_publisher
 from relay.stats import read_snapshots
 
 _log = logging.getLogger("relay.appliance")
@@ -152,6 +153,7 @@ class Appliance:
             config.health_host, config.health_port, self.snapshots, self.status
         )
         self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
+        self._state: StatePublisher | None = None  # Sparkplug STATE on OT (ADR 0110)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -167,6 +169,9 @@ class Appliance:
             self._start_brokers()
         for i in range(self.config.workers):
             self._start_worker(i)
+        self._state = state_publisher(self.policy, self._bound_endpoints(wc), self._record)
+        if self._state is not None:
+            self._state.start()
         if self._crl is not None:
             self._crl.start()
         self._health.start()
@@ -196,6 +201,8 @@ class Appliance:
                     proc.join(timeout=5)
         if self._crl is not None:
             self._crl.stop()
+        if self._state is not None:
+            self._state.stop()
         for tail in self._tails:
             tail.stop()
         for broker in self._brokers.values():

@@ -47,6 +47,10 @@ class _Collector:
             "spool_full_events": "times the spool reached spool_max_bytes",
             "dead_letters": "messages refused by IT or revoked while spooled, kept aside",
             "replayed": "messages re-sent after the IT broker lost what it acknowledged",
+            "sparkplug_births": "Sparkplug NBIRTH and DBIRTH messages accepted",
+            "sparkplug_deaths": "Sparkplug NDEATH and DDEATH messages accepted",
+            "sparkplug_gaps": "Sparkplug sequence gaps (possible loss before the relay)",
+            "sparkplug_missing": "Sparkplug messages the sequence gaps skipped",
         }
         for key, doc in simple.items():
             c = CounterMetricFamily(p + key, doc, labels=["worker"])
@@ -84,6 +88,7 @@ class _Collector:
             ("it_connected", "1 while connected to the IT broker"),
             ("ot_connected", "1 while connected to the OT broker"),
             ("revoked_devices", "devices whose certificates are all revoked"),
+            ("sparkplug_nodes_online", "Sparkplug edge nodes born and not dead"),
         ):
             g = GaugeMetricFamily(p + key, doc, labels=["worker"])
             for worker, s in snaps.items():

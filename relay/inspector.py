@@ -14,6 +14,11 @@ refusal names a stable reason code:
 4. the per-device rate limit (`policies.RateLimiter`);
 5. size, strict JSON, JSON Schema, envelope device == sender (`policies.check_payload`).
 
+A Sparkplug B topic (``spBv1.0/...``, ADR 0110) names no identity path: the policy maps its
+(group, node) to the identity whose certificate the OT broker let write it
+(`policies.sparkplug.route_sparkplug`); then revocation, and the node's session (`relay.sparkplug`: rate,
+protobuf, limits, seq, bdSeq, aliases, datatypes, timestamps).
+
 `Inspector.inspect` is total: whatever the topic, bytes and properties, it returns a `Verdict`.
 An exception inside it (a bug, a library surprise) is a refusal with the code
 ``inspection_error`` that carries the exception in ``Verdict.error``, so the worker can log the
@@ -28,6 +33,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -43,7 +50,9 @@ from policies import (
     split_device_topic,
 )
 from policies.envelope import claims
+from policies.sparkplug import SPARKPLUG_PREFIX, route_sparkplug
 from relay.revocation import RevocationState
+from relay.sparkplug import SparkplugNote, SparkplugTracker
 
 MAX_MSG_ID_CHARS = 128
 
@@ -60,6 +69,7 @@ class Verdict:
     device: DeviceIdentity | None
     msg_id: str
     error: Exception | None = None
+    sparkplug: SparkplugNote | None = None  # an accepted Sparkplug message: what it changed
 
     @property
     def accepted(self) -> bool:
@@ -134,11 +144,19 @@ class Inspector:
     worker's life and `policies.evaluate` is pure), so they are remembered per topic, up to
     ``ROUTE_CACHE_MAX`` topics; revocation, rate and payload are checked on every message."""
 
-    def __init__(self, policy: Policy, revocation: RevocationState) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        revocation: RevocationState,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.policy = policy
         self.revocation = revocation
         self._limiter = RateLimiter(policy)
         self._routes: dict[str, tuple[DeviceIdentity, Decision]] = {}
+        self._wall = wall_clock  # Sparkplug timestamps are wall-clock milliseconds
+        self.sparkplug = SparkplugTracker(policy.sparkplug) if policy.sparkplug else None
 
     def _route(self, topic: str) -> tuple[DeviceIdentity, Decision] | None:
         found = self._routes.get(topic)
@@ -160,6 +178,8 @@ class Inspector:
             return inspection_failed(topic, payload, property_id, exc)
 
     def _inspect(self, topic: str, payload: bytes, property_id: str | None, now: float) -> Verdict:
+        if topic.startswith(SPARKPLUG_PREFIX):
+            return self._sparkplug(topic, payload, property_id, now)
         route = self._route(topic)
         if route is None:
             reason = f"topic {topic[:120]!a} does not start with a device identity path"
@@ -178,3 +198,24 @@ class Inspector:
         if decision.allowed:
             decision = check_payload(self.policy, device, topic, payload)
         return Verdict(decision, device, msg_id)
+
+    def _sparkplug(
+        self, topic: str, payload: bytes, property_id: str | None, now: float
+    ) -> Verdict:
+        node, parsed, decision = route_sparkplug(self.policy.sparkplug, topic)
+        msg_id = _valid_msg_id(property_id) or _digest_id(topic, payload)
+        if node is None or parsed is None or self.sparkplug is None:
+            return Verdict(decision, None, msg_id)
+        device = node.identity
+        if device.path in self.revocation.revoked_devices:
+            reason = f"every certificate of {device} is revoked (CRL {self.revocation.crl_number})"
+            return Verdict(Decision.deny(ReasonCode.CERTIFICATE_REVOKED, reason), device, msg_id)
+        if not self.policy.device_data_flows:
+            decision = Decision.deny(
+                ReasonCode.NO_CONDUIT, "device data needs the ot -> idmz and idmz -> it conduits"
+            )
+        if not decision.allowed:
+            return Verdict(decision, device, msg_id)
+        wall_ms = int(self._wall() * 1000)
+        decision, note = self.sparkplug.judge(node, parsed, payload, now=now, now_ms=wall_ms)
+        return Verdict(decision, device, msg_id, sparkplug=note)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from policies.sparkplug import BIRTH_CACHE_PREFIX
 from relay.errors import MQTTProtocolError
 from relay.mqtt_codec import read_properties, variable_byte_integer
 
 PUBACK = 4
 _USER_PROPERTY = b"\x26"  # property identifier 38: a UTF-8 string pair (§3.3.2.3.7)
 _QOS1_MESSAGE = b"\x32"  # packet type 3, QoS 1, not DUP, not RETAIN (§3.3.1)
+_QOS1_RETAINED = b"\x33"  # the same, RETAIN: only the Sparkplug birth cache (ADR 0110)
 
 
 def pack_user_properties(pairs: Sequence[tuple[str, str]]) -> bytes:
@@ -39,14 +41,16 @@ def pack_user_properties(pairs: Sequence[tuple[str, str]]) -> bytes:
 
 
 def encode_qos1_message(topic: str, packet_id: int, properties: bytes, payload: bytes) -> bytes:
-    """A QoS 1 application message (§3.3); ``properties`` from `pack_user_properties`."""
+    """A QoS 1 application message (§3.3); ``properties`` from `pack_user_properties`. Only
+    the Sparkplug birth cache (``$sparkplug/certificates/...``) is retained, by its topic: a
+    copy the relay made of a birth it forwarded, so nothing else can ask for retention."""
     name = topic.encode("utf-8")
     if len(name) > 0xFFFF:
         raise ValueError("an MQTT topic is at most 65535 bytes")
     length = 4 + len(name) + len(properties) + len(payload)
     return b"".join(
         (
-            _QOS1_MESSAGE,
+            _QOS1_RETAINED if topic.startswith(BIRTH_CACHE_PREFIX) else _QOS1_MESSAGE,
             variable_byte_integer(length),
             len(name).to_bytes(2, "big"),
             name,

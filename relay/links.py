@@ -12,6 +12,7 @@ from policies.broker_config import (
     relay_client_id,
     relay_subscription,
 )
+from policies.sparkplug import SPARKPLUG_PREFIX
 from relay.it_sink import ITSink
 from relay.ot_source import OTSource
 from relay.ports import ITLink, OTLink
@@ -35,6 +36,7 @@ def broker_links(worker: Worker) -> tuple[OTLink, ITLink]:
         max_packet_bytes=max_packet_bytes(policy) + PACKET_OVERHEAD_BYTES,
         on_delivery=worker.on_delivery,
         on_state=worker.on_ot_state,
+        more_subscriptions=sparkplug_subscriptions(worker),
     )
     it = ITSink(
         config.it,
@@ -54,6 +56,16 @@ def client_id(worker: Worker, side: str) -> str:
     config, policy = worker.config, worker.policy
     secret_file = config.share_secret_file or config.state_dir / "share-secret"
     return relay_client_id(policy, ensure_share_secret(secret_file), worker.index, side)
+
+
+def sparkplug_subscriptions(worker: Worker) -> tuple[str, ...]:
+    """``spBv1.0/<group>/#`` per Sparkplug group of the policy, plain (never shared) and held by
+    worker 0 alone: a node's sequence numbers, bdSeq and aliases are checked against its own
+    history, which one worker must see whole and in order (ADR 0110)."""
+    sp = worker.policy.sparkplug
+    if sp is None or worker.index != 0:
+        return ()
+    return tuple(f"{SPARKPLUG_PREFIX}{group}/#" for group in sp.groups)
 
 
 def subscription(worker: Worker) -> str:

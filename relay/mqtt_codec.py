@@ -124,13 +124,14 @@ class RetainHandling(IntEnum):
 def encode_subscribe(
     packet_id: int,
     topic_filter: str,
-    *,
+    *more_filters: str,
     retain_handling: RetainHandling = RetainHandling.SEND_ON_SUBSCRIBE,
 ) -> bytes:
-    """SUBSCRIBE (§3.8) to one filter at QoS 1 with ``retain_handling``; no local and
+    """SUBSCRIBE (§3.8) to one or more filters at QoS 1 with ``retain_handling``; no local and
     retain-as-published left at 0. Flags 0b0010 are mandatory (§2.1.3)."""
     options = bytes((0x01 | retain_handling << 4,))
-    body = struct.pack("!H", packet_id) + b"\x00" + _utf8(topic_filter) + options
+    pairs = b"".join(_utf8(f) + options for f in (topic_filter, *more_filters))
+    body = struct.pack("!H", packet_id) + b"\x00" + pairs
     return _packet(SUBSCRIBE << 4 | 0x02, body)
 
 

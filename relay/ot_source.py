@@ -81,9 +81,11 @@ class OTSource:
         on_state: Callable[[bool], None],
         on_read_done: Callable[[], None] | None = None,
         reconnect_delay_s: tuple[float, float] = (1.0, 5.0),
+        more_subscriptions: tuple[str, ...] = (),
     ) -> None:
         self._subscription = subscription
-        self._label = _redacted(subscription)
+        self._more = more_subscriptions  # plain filters beside it (Sparkplug, ADR 0110)
+        self._label = " ".join((_redacted(subscription), *more_subscriptions))
         self._on_delivery = on_delivery
         self._on_state = on_state
         self._on_read_done = on_read_done
@@ -135,7 +137,10 @@ class OTSource:
     def on_connected(self, connack: Connack, generation: int) -> None:
         self._subscribed = False
         subscribe = encode_subscribe(
-            _SUBSCRIBE_ID, self._subscription, retain_handling=RetainHandling.DO_NOT_SEND
+            _SUBSCRIBE_ID,
+            self._subscription,
+            *self._more,
+            retain_handling=RetainHandling.DO_NOT_SEND,
         )
         self._link.send(subscribe, generation)
         _log.info(
@@ -177,10 +182,11 @@ class OTSource:
         packet_id, codes = decode_suback(flags, body)
         if packet_id != _SUBSCRIBE_ID or self._subscribed:
             raise MQTTProtocolError(f"a SUBACK for packet {packet_id}, which we did not send")
-        if codes[0] != 0x01:  # below QoS 1 the broker would not hold messages for us
+        refused = [c for c in codes if c != 0x01]  # below QoS 1 the broker would not hold them
+        if refused or len(codes) != 1 + len(self._more):
             raise OTBrokerUpstreamError(
                 f"the OT broker did not grant the subscription {self._label} at QoS 1: "
-                f"{reason_name(codes[0])}"
+                f"{', '.join(reason_name(c) for c in refused) or 'a reason code missing'}"
             )
         self._subscribed = True
         _log.info("subscribed to %s", self._label)

@@ -51,6 +51,12 @@ class WorkerStats:
         self.revoked_devices = 0
         self.latency_ms_sum = 0.0
         self.latency_count = 0
+        # Sparkplug B (ADR 0110)
+        self.sparkplug_births = 0  # NBIRTH and DBIRTH accepted
+        self.sparkplug_deaths = 0  # NDEATH and DDEATH accepted
+        self.sparkplug_gaps = 0  # seq jumps: possible loss before the relay
+        self.sparkplug_missing = 0  # messages the gaps skipped
+        self.sparkplug_nodes_online = 0
 
     def device_key(self, table: Counter[str], device: str) -> str:
         if device in table or len(table) < self.max_devices:
@@ -78,6 +84,15 @@ class WorkerStats:
     def count_duplicate(self) -> None:
         with self.lock:
             self.duplicates += 1
+
+    def count_sparkplug(self, mtype: str, gap: tuple[int, int] | None, online: int) -> None:
+        with self.lock:
+            self.sparkplug_births += mtype in ("NBIRTH", "DBIRTH")
+            self.sparkplug_deaths += mtype in ("NDEATH", "DDEATH")
+            if gap is not None:
+                self.sparkplug_gaps += 1
+                self.sparkplug_missing += (gap[1] - gap[0]) % 256
+            self.sparkplug_nodes_online = online
 
     def count_dead_letters(self, count: int, lost: int) -> None:
         with self.lock:
@@ -114,6 +129,11 @@ class WorkerStats:
                 "revoked_devices": self.revoked_devices,
                 "latency_ms_sum": self.latency_ms_sum,
                 "latency_count": self.latency_count,
+                "sparkplug_births": self.sparkplug_births,
+                "sparkplug_deaths": self.sparkplug_deaths,
+                "sparkplug_gaps": self.sparkplug_gaps,
+                "sparkplug_missing": self.sparkplug_missing,
+                "sparkplug_nodes_online": self.sparkplug_nodes_online,
                 "pid": os.getpid(),
             }
 

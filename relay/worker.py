@@ -46,6 +46,7 @@ from relay.pipeline import Item, Pipeline
 from relay.ports import AuditPort, Fields, ITLink, OTLink
 from relay.retention import Retainer, Retention, read_epoch
 from relay.revocation import CrlWatcher, RevocationState
+from relay.sparkplug_flow import SparkplugFlow
 from relay.spool import Spool
 from relay.stats import WorkerStats, write_snapshot
 
@@ -83,6 +84,12 @@ class Worker:
             dedup_path, window_s=limits.dedup_window_s, max_ids=limits.dedup_max_ids
         )
         self._inspector = Inspector(self.policy, RevocationState())
+        tracker, sp = self._inspector.sparkplug, self.policy.sparkplug
+        self._sparkplug = (
+            SparkplugFlow(self.name, self.stats, tracker, state / "sparkplug", sp)
+            if tracker is not None and sp is not None
+            else None
+        )
         self._crl: CrlWatcher | None = None
         if config.crl_path is not None:
             self._crl = CrlWatcher(
@@ -201,6 +208,9 @@ class Worker:
             )  # fmt: skip
         if self._pipe.receive(d.ack_token, d.topic, d.payload, verdict, now, self._provenance):
             self._wake.set()
+        if verdict.sparkplug is not None and self._sparkplug is not None:  # ADR 0110
+            self._sparkplug.accepted(d.topic, d.payload, verdict, now, self._pipe, self._provenance)
+            self._wake.set()
 
     def _provenance(self, device: str, msg_id: str) -> tuple[tuple[str, str], ...]:
         return (
@@ -311,6 +321,7 @@ class Worker:
             else:
                 self._drain.answer(ref, code, retained)
         dead = self._drain.take_dead()
+        spb = self._sparkplug.take_events() if self._sparkplug is not None else []
 
         def after_audit() -> None:
             if popped:
@@ -321,12 +332,14 @@ class Worker:
 
         audited = self._pipe.cycle(
             item_acks,
-            extra_events=self._drain.dead_events(dead),
+            extra_events=[*self._drain.dead_events(dead), *spb],
             extra_retained=retained,
             after_audit=after_audit,
         )
         if not audited:
             self._drain.requeue_dead(dead)
+            if self._sparkplug is not None:
+                self._sparkplug.requeue(spb)
         elif dead:
             self._drain.bury(dead)
         return audited

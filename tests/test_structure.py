@@ -27,8 +27,6 @@ ALLOWED_OVER = frozenset(
         "idmz.demo.plant",
         "pki.local",
         "policies.broker_config",
-        "provisioning.api",
-        "provisioning.service",
         "relay.appliance",
     }
 )

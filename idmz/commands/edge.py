@@ -41,6 +41,7 @@ def _scorer(loaded: LoadedGatewayConfig, *, record: bool) -> Scorer | None:
     """Verify and load the configured model; refuse to start on a model that does not verify
     or would roll the gateway back (`edge.model_release`). With ``record`` the accepted
     release is remembered, durably, before the model is used."""
+    from edge.activation import released_model_paths
     from edge.inference import Scorer
     from edge.model_release import (
         admit_release,
@@ -54,7 +55,12 @@ def _scorer(loaded: LoadedGatewayConfig, *, record: bool) -> Scorer | None:
         _log.warning("no [model] configured: features are published, no anomaly detection")
         return None
     m = loaded.model
-    verified = load_verified_model(m.model, m.signature, m.trust, now=datetime.now(UTC))
+    model_file, signature = m.model, m.signature
+    if loaded.release is not None:
+        pulled, pulled_sig = released_model_paths(loaded.release.state_dir)
+        if pulled.exists():  # a model pulled from the release repository is in service
+            model_file, signature = pulled, pulled_sig
+    verified = load_verified_model(model_file, signature, m.trust, now=datetime.now(UTC))
     state = release_state_path(m.model)
     accepted = admit_release(verified, read_accepted(state), m.trust)
     if record:
@@ -91,7 +97,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         stop = asyncio.Event()
-        gw = build_gateway(cfg, outbox=outbox, scorer=scorer)
+        gw = build_gateway(
+            cfg,
+            outbox=outbox,
+            scorer=scorer,
+            updates=loaded.release,
+            model_trust=loaded.model.trust if loaded.model else None,
+            model_path=loaded.model.model if loaded.model else None,
+        )
         print(
             f"idmz edge: gateway {cfg.identity.path} running "
             f"(model {scorer.version if scorer else 'none'}, outbox {cfg.outbox_path})",

@@ -9,7 +9,7 @@
 
 Train fits the anomaly model only on healthy data (with --run-to-failure: the first
 ``--baseline-s`` of each run) and, from whole run-to-failure runs, the health indicator's failure
-level and the remaining-useful-life model (docs/edge.md, ADR 0067). Score replays a recording as
+level and the remaining-useful-life model (docs/edge.md, ADR 0067, 0069). Score replays a recording as
 a gateway commissioned at its start would see it and prints one JSON object per snapshot. Sign writes ``<model>.sig`` (JSON: SHA-256, signature, signer
 chain); gateways refuse a model whose signature or signer certificate does not verify.
 """

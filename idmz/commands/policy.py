@@ -196,7 +196,15 @@ def gather_deployment(directory: Path) -> Any:
         data = p.read_bytes()[:MAX_FILE_BYTES]
         if b"-----BEGIN CERTIFICATE-----" in data:
             extra[str(p.relative_to(directory))] = data
-    return Deployment(policy_name, policy_text, configs, files, extra)
+    from policies import RELEASE_DEPLOYMENT_FILE as FILE_NAME
+
+    release_file = directory / FILE_NAME
+    release = (
+        BrokerConfigFile(FILE_NAME, _read_text(release_file, "release config"))
+        if release_file.is_file()
+        else None
+    )
+    return Deployment(policy_name, policy_text, configs, files, extra, release)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

@@ -21,6 +21,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bedrock.clock import utc_now
+from idmz.operator import operator_actor
+
 _log = logging.getLogger("idmz.provisioning")
 
 # The same variable `idmz enroll` reads: a token never needs to be on a command line (S10).
@@ -245,22 +248,16 @@ def _notifier(args: argparse.Namespace) -> Any:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    rt = _runtime(args)
-    try:
+    with _runtime(args) as rt:
         print(f"ca: {rt.ca.paths.root}")
         print(f"registry: {rt.registry.dialect}")
         print(f"ca-fingerprint: {rt.ca.root_fingerprint}")
-    finally:
-        rt.close()
     return 0
 
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:
-    rt = _runtime(args, create_ca=False)
-    try:
+    with _runtime(args, create_ca=False) as rt:
         print(rt.ca.root_fingerprint)
-    finally:
-        rt.close()
     return 0
 
 
@@ -270,19 +267,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(args, open_runtime=_runtime, notifier=_notifier)
 
 
-def _usage(message: str) -> Exception:
-    from provisioning.errors import UsageError
-
-    return UsageError(message)
-
-
 def cmd_device_add(args: argparse.Namespace) -> int:
-    from bedrock.clock import utc_now
-    from idmz.operator import operator_actor
-
-    rt = _runtime(args)
-    try:
-        rt.service.add_device(
+    with _runtime(args) as rt:
+        rt.services.operators.add_device(
             args.path,
             operator=operator_actor(),
             now=utc_now(),
@@ -290,14 +277,11 @@ def cmd_device_add(args: argparse.Namespace) -> int:
             asset=args.asset,
         )
         print(f"registered {args.path}")
-    finally:
-        rt.close()
     return 0
 
 
 def cmd_device_list(args: argparse.Namespace) -> int:
-    rt = _runtime(args)
-    try:
+    with _runtime(args) as rt:
         devices = rt.registry.devices()
         if args.json:
             print(
@@ -317,18 +301,12 @@ def cmd_device_list(args: argparse.Namespace) -> int:
         else:
             for d in devices:
                 print(f"{d.status:<10} {d.device_class:<10} {d.path}  {d.asset}")
-    finally:
-        rt.close()
     return 0
 
 
 def cmd_group_add(args: argparse.Namespace) -> int:
-    from bedrock.clock import utc_now
-    from idmz.operator import operator_actor
-
-    rt = _runtime(args)
-    try:
-        rt.service.add_group(
+    with _runtime(args) as rt:
+        rt.services.operators.add_group(
             args.prefix,
             operator=operator_actor(),
             now=utc_now(),
@@ -340,23 +318,19 @@ def cmd_group_add(args: argparse.Namespace) -> int:
             f"group {args.prefix}: validity {args.validity_days or 'policy default'} days, "
             f"renewal grace {args.grace_days} days"
         )
-    finally:
-        rt.close()
     return 0
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    from bedrock.clock import utc_now
-    from idmz.operator import operator_actor, operator_name
+    from idmz.operator import operator_name
     from provisioning.config import parse_duration
     from provisioning.tokens import Role
 
     ttl_s = int(parse_duration(args.ttl).total_seconds()) if args.ttl else None
-    rt = _runtime(args)
-    try:
+    with _runtime(args) as rt:
         if args.role:
             name = args.name or operator_name()
-            token, claims = rt.service.create_operator_token(
+            token, claims = rt.services.operators.create_operator_token(
                 operator=operator_actor(),
                 name=name,
                 role=Role(args.role),
@@ -369,7 +343,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
                 f"expires {claims.expires_at:%Y-%m-%dT%H:%M:%SZ}"
             )
         else:
-            token, claims = rt.service.create_enrollment_token(
+            token, claims = rt.services.operators.create_enrollment_token(
                 operator=operator_actor(),
                 now=utc_now(),
                 device=args.device,
@@ -384,24 +358,16 @@ def cmd_token_create(args: argparse.Namespace) -> int:
             if args.est_password:
                 token = rt.token_key.est_password(claims.token_id)
         print(token)
-    finally:
-        rt.close()
     return 0
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
-    from bedrock.clock import utc_now
-    from idmz.operator import operator_actor
-
     token = read_token(args.token_file) if args.token_file is not None else None
-    rt = _runtime(args)
-    try:
-        jti = rt.service.revoke_operator_token(
+    with _runtime(args) as rt:
+        jti = rt.services.operator_tokens.revoke_operator_token(
             operator=operator_actor(), now=utc_now(), token_id=args.id, token=token
         )
         print(f"operator token {jti} is revoked; every instance refuses it from now on")
-    finally:
-        rt.close()
     return 0
 
 
@@ -436,14 +402,11 @@ def read_token(path: Path | None, *, env_var: str | None = None) -> str:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from bedrock.clock import utc_now
-    from idmz.operator import operator_actor
     from pki.authority import RevocationReason
 
     notifier = _notifier(args)
-    rt = _runtime(args, listeners=(notifier.revoked,) if notifier else ())
-    try:
-        notice = rt.service.revoke_device(
+    with _runtime(args, listeners=(notifier.revoked,) if notifier else ()) as rt:
+        notice = rt.services.operators.revoke_device(
             args.path,
             operator=operator_actor(),
             now=utc_now(),
@@ -453,13 +416,10 @@ def cmd_revoke(args: argparse.Namespace) -> int:
             f"revoked {notice.device}: {len(notice.serials)} certificate(s) "
             f"{', '.join(notice.serials)}; CRL #{notice.crl_number} published to {rt.ca.paths.crl_pem}"
         )
-    finally:
-        rt.close()
     return 0
 
 
 def cmd_sign_request(args: argparse.Namespace) -> int:
-    from bedrock.clock import utc_now
     from pki.csr import check_csr
     from provisioning.client import offline_response, parse_offline_request
 
@@ -472,11 +432,10 @@ def cmd_sign_request(args: argparse.Namespace) -> int:
         )
     token = read_token(args.token_file, env_var=ENROLLMENT_VAR)
     identity, csr = parse_offline_request(args.request.read_bytes())
-    rt = _runtime(args)
-    try:
-        result = rt.service.enroll(
+    with _runtime(args) as rt:
+        result = rt.services.enrollment.enroll(
             token,
-            check_csr(csr, rt.service.key_policy),
+            check_csr(csr, rt.services.enrollment.key_policy),
             now=utc_now(),
             client="offline",
             via="offline",
@@ -492,31 +451,26 @@ def cmd_sign_request(args: argparse.Namespace) -> int:
             f"signed {result.identity} serial {issued.serial_hex} valid until {issued.not_after:%Y-%m-%d}; "
             f"response in {args.out}"
         )
-    finally:
-        rt.close()
     return 0
 
 
 def cmd_expiry(args: argparse.Namespace) -> int:
-    from bedrock.clock import utc_now
-    from idmz.operator import operator_actor
     from provisioning.expiry import alert_expiring, scan_expiry
-    from provisioning.operations import withdraw_stale_pending
+    from provisioning.retirement import withdraw_stale_pending
 
     notifier = _notifier(args)
-    rt = _runtime(args)
-    try:
+    with _runtime(args) as rt:
         days = (
             tuple(int(d) for d in args.days.split(","))
             if args.days
-            else rt.service.policy.expiry_alert_days
+            else rt.services.enrollment.policy.expiry_alert_days
         )
         report = scan_expiry(
             rt.registry,
             now=utc_now(),
             alert_days=days,
-            issuing_not_after=rt.service.issuing.not_valid_after_utc,
-            device_validity=rt.service.max_device_validity,
+            issuing_not_after=rt.services.enrollment.issuing.not_valid_after_utc,
+            device_validity=rt.services.enrollment.max_device_validity,
         )
         alert_expiring(
             report,
@@ -534,7 +488,7 @@ def cmd_expiry(args: argparse.Namespace) -> int:
                 f"{', '.join(withdrawn)}",
                 file=sys.stderr,
             )
-        retired = rt.service.revoke_superseded(now=utc_now(), actor=operator_actor())
+        retired = rt.services.enrollment.revoke_superseded(now=utc_now(), actor=operator_actor())
         if retired:
             print(
                 f"revoked {len(retired)} superseded certificate(s) past the switch-over grace: "
@@ -555,6 +509,4 @@ def cmd_expiry(args: argparse.Namespace) -> int:
                 print(f"no certificates expire within {max(days)} days")
             if report.ca_warning:
                 print(f"WARNING: {report.ca_warning}")
-    finally:
-        rt.close()
     return 0

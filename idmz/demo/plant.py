@@ -29,6 +29,7 @@ from idmz.demo.layout import (
 from idmz.demo.observe import CAPTURE_FORMAT, AuditTail, Capture, http_json
 from idmz.demo.ports import Ports, pick_ports, port_open
 from idmz.demo.processes import DemoProcesses
+from idmz.demo.release_setup import start_release_repository as release_repo
 from idmz.demo.runner import Step, StepFailedError
 from idmz.home import generate_secret_file, write_secret_file
 from idmz.supervisor import Child
@@ -91,6 +92,7 @@ class Plant:
             Step("gateways enrolled at first boot", self.enroll, ("provisioning",)),
             Step("a replayed enrollment token is refused", self.replayed_token, ("provisioning",)),
             Step("anomaly model trained on healthy data and signed", self.model, ("model-train",)),
+            Step("release repository up in the IDMZ", lambda: release_repo(self), ("release",)),
             Step("relay up with brokers rendered from the policy", self.relay, ("relay",)),
             Step("deployment passes `idmz policy check`", self.deployment_check),
             Step("stamping line serving OPC UA and Modbus TCP", self.simulator, ("simulator",)),

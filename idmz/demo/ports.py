@@ -31,6 +31,7 @@ class Ports:
     ot_bound: int
     it_bound: int
     vault: int = 0  # the OpenBao dev server of `idmz demo --ca vault`
+    release: int = 0  # the release repository (`idmz release serve`)
 
 
 def ephemeral_start(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> int:

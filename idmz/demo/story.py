@@ -1,4 +1,4 @@
-"""Acts 1-5: the story the plant tells once it runs. Each step acts like an operator or an
+"""Acts 1-6: the story the plant tells once it runs. Each step acts like an operator or an
 attacker would (a control file on the simulator, ``mosquitto_pub`` with real certificates,
 ``idmz provisioning revoke``, ``idmz audit``) and passes only on evidence from an independent
 place: the gateway's local alarm file, the IT historian's own ``mosquitto_sub``, an OT-side
@@ -21,8 +21,10 @@ from bedrock.clock import utc_now
 from idmz.demo.attacks import Attacks
 from idmz.demo.layout import PRESS_1
 from idmz.demo.observe import Message, read_jsonl
+from idmz.demo.release_act import ReleaseAct
 from idmz.demo.runner import Step, StepFailedError
 from idmz.demo.scene import Scene, cert_sha256, clip
+from idmz.demo.wear import BASELINE_S, TRAINING, UNSEEN, parse_rows, rul_lines
 from policies.envelope import (
     CERT_SHA256_PROPERTY,
     DEVICE_PROPERTY,
@@ -36,9 +38,11 @@ class Story(Scene):
     fault_at: datetime | None = None
     alarm: dict[str, Any] | None = None
     attacks: Attacks = field(init=False)
+    release: ReleaseAct = field(init=False)
 
     def __post_init__(self) -> None:
         self.attacks = Attacks(self.plant)
+        self.release = ReleaseAct(self.plant)
 
     def acts(self) -> list[tuple[str, list[Step]]]:
         gw1, gw2, relay = "gateway-press-01", "gateway-press-02", "relay"
@@ -54,6 +58,7 @@ class Story(Scene):
                     Step("the gateway raises a local anomaly alarm", self.local_alarm, (gw1,)),
                     Step("the anomaly reaches IT through the relay", self.anomaly_at_it, (relay,)),
                     Step("the historian holds contextualized data", self.contextualized),
+                    Step("remaining useful life from run-to-failure histories", self.wear),
                 ],
             ),
             (
@@ -75,8 +80,9 @@ class Story(Scene):
                     Step("press-02 is cut off and stays out", self.attacks.cut_off, (gw2, relay)),
                 ],
             ),
+            ("Act 5 · A retrained model, canary first", self.release.steps()),
             (
-                "Act 5 · The auditor's view",
+                "Act 6 · The auditor's view",
                 [
                     Step("audit log verified against the pinned key", self.verify_audit),
                     Step("the cut-off record proven in the log, offline", self.proof),
@@ -255,3 +261,26 @@ class Story(Scene):
         if not path.exists() or path.stat().st_size == 0:
             raise StepFailedError(f"no report at {path}")
         return f"{path}\nopen it in a browser: {path.resolve().as_uri()}"
+
+    def wear(self) -> str:
+        """Fit prognostics on three bearing lives, replay an unseen fourth (idmz/demo/wear.py)."""
+        d = self.plant.layout.root / "wear"
+        d.mkdir(exist_ok=True)
+        runs = [str(r.write(d / f"life{i}.npz")) for i, r in enumerate(TRAINING)]
+        unseen = UNSEEN.write(d / "unseen.npz")
+        model = d / "rtf.onnx"
+        self.plant.idmz(
+            "model-train-rtf", "model", "train", "--run-to-failure", *runs, "--out", str(model),
+            "--baseline-s", BASELINE_S, "--band-low", "500", "--band-high", "2000",
+        )  # fmt: skip
+        printed = self.plant.idmz(
+            "model-score", "model", "score", "--model", str(model), "--recording", str(unseen),
+            "--json",
+        )  # fmt: skip
+        lines, wrong = rul_lines(parse_rows(printed), UNSEEN.life_s)
+        if wrong:
+            raise StepFailedError("; ".join(wrong))
+        return (
+            f"idmz model train --run-to-failure (3 lives), idmz model score on an unseen "
+            f"{UNSEEN.life_s / 60:.0f}-minute life:\n" + "\n".join(lines)
+        )

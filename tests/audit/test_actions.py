@@ -10,9 +10,10 @@ from pathlib import Path
 
 from audit.actions import ACTIONS, AREAS, CERTIFICATE_ACTIONS, Category, category_for, is_manual
 from audit.report import category_of
+from tests.support.product import PACKAGES
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = ("bedrock", "pki", "audit", "policies", "provisioning", "relay", "edge", "idmz")
+PRODUCT = PACKAGES  # the product packages (tests.support.product)
 CATALOGUE_FILE = ROOT / "audit" / "actions.py"
 ACTION_NAME = re.compile(rf"({'|'.join(AREAS)})\.[a-z_]+\.[a-z_]+")
 

@@ -184,3 +184,24 @@ def test_edge_run_and_simulate_from_the_command_line(
                 p.wait(timeout=60)
         collector.stop()
     assert sim.returncode == 0
+
+
+def test_uplink_format_sparkplug_needs_its_group_and_node(
+    test_ca: ProductCA, tmp_path: Path
+) -> None:
+    path = make_config(test_ca, tmp_path, broker_port=1, opcua=2, modbus=3, metrics=4)
+    doc = tomllib.loads(path.read_text())
+    doc["uplink"]["format"] = "sparkplug"
+    with pytest.raises(ConfigError, match="sparkplug_group"):
+        parse_gateway_config(doc, tmp_path, source=path)
+    doc["uplink"].update(sparkplug_group="plant1", sparkplug_node="press/07")
+    with pytest.raises(ConfigError, match="Sparkplug ids"):
+        parse_gateway_config(doc, tmp_path, source=path)
+    doc["uplink"]["sparkplug_node"] = "press-07"
+    loaded = parse_gateway_config(doc, tmp_path, source=path)
+    uplink = loaded.gateway.uplink
+    assert uplink is not None and uplink.sparkplug is not None
+    assert uplink.sparkplug.node == "press-07"
+    doc["uplink"]["format"] = "protobuf"
+    with pytest.raises(ConfigError, match="format"):
+        parse_gateway_config(doc, tmp_path, source=path)

@@ -158,9 +158,11 @@ def test_rul_is_banded_and_falls_once_the_bearing_degrades(
     seq = assess_run(prog, f.t_s, f.log_rms)
     ests = [(float(t), a.rul) for t, a in zip(f.t_s, seq, strict=True) if a.rul]
     assert all(e.rul_low_s <= e.rul_s <= e.rul_high_s for _, e in ests)
-    healthy = next(e for t, e in ests if t >= 0.5 * 4000.0)
-    late = next(e for t, e in ests if t >= 0.95 * 4000.0)
-    assert late.rul_s < healthy.rul_s and late.rul_s < 0.2 * 4000.0
+    (t_h, healthy), (t_l, late) = (
+        next((t, e) for t, e in ests if t >= p * 4000.0) for p in (0.5, 0.95)
+    )
+    assert late.rul_s < healthy.rul_s and late.fraction > healthy.fraction
+    assert all(e.rul_low_s <= 4000.0 - t <= e.rul_high_s for t, e in ((t_h, healthy), (t_l, late)))
 
 
 def test_the_challenge_score_costs_late_estimates_more() -> None:
@@ -172,10 +174,11 @@ def test_the_challenge_score_costs_late_estimates_more() -> None:
 def test_rul_fit_needs_runs() -> None:
     with pytest.raises(ConfigError):
         fit_rul([])
-    model = fit_rul([RunHistory((0.0, 50.0, 100.0), (0.0, 0.0, 1.0), (0.0,) * 3, end_s=100.0)])
+    model = fit_rul([RunHistory((0.0, 50.0, 100.0), (0.0, 0.0, 1.0), end_s=100.0)])
     assert type(model).from_json(model.to_json()) == model
-    with pytest.raises(ConfigError):
-        type(model).from_json({**model.to_json(), "states": [None] * len(model.states)})
+    for bad in ({"curves": []}, {"sigma": 0.0}, {"band": [0.9, 0.1]}, {"lives_s": [-1.0]}):
+        with pytest.raises(ConfigError):
+            type(model).from_json({**model.to_json(), **bad})
 
 
 # -- the signed model carries it -----------------------------------------------------------

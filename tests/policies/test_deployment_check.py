@@ -367,3 +367,36 @@ def test_listener_letting_clients_choose_their_client_id_fails(deploy, capsys) -
     # persistent session, the relay's included (ADR 0058).
     edit(deploy / "ot-broker.conf", lambda t: t.replace("use_username_as_clientid true\n", ""))
     assert "listener.client_id_unbound" in rules(check(deploy, capsys)[1])
+
+
+RELEASE_TOML = (Path(__file__).resolve().parents[2] / "deploy" / "release.toml").read_text()
+
+
+def without(key: str) -> tuple[str, str]:
+    line = next(ln for ln in RELEASE_TOML.splitlines(keepends=True) if ln.startswith(key))
+    return line, ""
+
+
+def test_release_repository_as_a_conduit_of_its_own_passes(deploy, capsys) -> None:
+    (deploy / "release.toml").write_text(RELEASE_TOML)
+    code, report = check(deploy, capsys)
+    assert code == 0 and report["findings"] == [] and "release.toml" in report["checked_files"]
+
+
+@pytest.mark.parametrize(
+    ("change", "rule"),
+    [
+        (('writers = ["it"]', 'writers = ["it", "ot"]'), "release.ot_writes"),
+        (('zone = "idmz"', 'zone = "ot"'), "release.zone"),  # IT would write into OT
+        (('readers = ["ot"]', 'readers = ["ot", "it"]'), "release.readers"),
+        (without("client_ca"), "release.no_client_ca"),
+        (without("crl"), "release.no_crl"),
+        (("port = 8445", "port = 8445\nupload = true"), "release.invalid"),
+    ],
+)
+def test_release_repository_that_ot_can_write_or_that_reaches_ot_fails(
+    deploy, capsys, change: tuple[str, str], rule: str
+) -> None:
+    (deploy / "release.toml").write_text(RELEASE_TOML.replace(*change))
+    code, report = check(deploy, capsys)
+    assert code == 1 and rule in rules(report)

@@ -27,8 +27,8 @@ from audit.storage import LogPaths, iter_entries, read_index
 from pki.authority import pem
 from pki.local import LocalCA
 from pki.vault import VaultCA
-from provisioning.api import create_app, wrap
 from provisioning.config import RateLimits, ServiceLimits
+from provisioning.http.app import create_app, wrap
 from provisioning.registry import Registry
 from provisioning.server import (
     ServeOptions,
@@ -36,7 +36,7 @@ from provisioning.server import (
     default_server_names,
     ensure_server_certificate,
 )
-from provisioning.service import ProvisioningService
+from provisioning.services import Services
 from provisioning.tokens import TokenKey
 from tests.support.ca import PASSPHRASE, init_ca, make_csr
 from tests.support.net import free_port, wait_for
@@ -74,7 +74,7 @@ class Env:
     registry: Registry
     audit: AuditLog
     token_key: TokenKey
-    service: ProvisioningService
+    services: Services
     url: str
     port: int
     clock_offset: list[timedelta] = field(default_factory=lambda: [timedelta(0)])
@@ -88,17 +88,17 @@ class Env:
 
     @property
     def root_pem(self) -> bytes:
-        return pem(self.service.root)
+        return pem(self.services.enrollment.root)
 
     @property
     def root_file(self) -> Path:
         return self.ca.paths.root_cert
 
     def add_device(self, path: str = DEVICE, **kwargs: Any) -> None:
-        self.service.add_device(path, operator="operator:test", now=self.now(), **kwargs)
+        self.services.operators.add_device(path, operator="operator:test", now=self.now(), **kwargs)
 
     def token(self, path: str = DEVICE, *, ttl_s: int = 900) -> str:
-        return self.service.create_enrollment_token(
+        return self.services.operators.create_enrollment_token(
             operator="operator:test", now=self.now(), device=path, ttl_s=ttl_s
         )[0]
 
@@ -235,7 +235,7 @@ def start_service(
             per_client_per_s=1000, per_client_burst=1000, per_token_per_s=5, per_token_burst=20
         )
     )
-    service = ProvisioningService(
+    services = Services.compose(
         ca=ca,
         registry=registry,
         audit=audit,
@@ -245,12 +245,12 @@ def start_service(
     )
     port = free_port()
     env = Env(
-        home, ca, registry, audit, token_key, service, f"https://127.0.0.1:{port}", port, offset
+        home, ca, registry, audit, token_key, services, f"https://127.0.0.1:{port}", port, offset
     )
     cert, key = ensure_server_certificate(
         ca, home / "provisioning", names=default_server_names(), now=env.now()
     )
-    app = wrap(create_app(service, clock=env.now, limits=limits), limits)
+    app = wrap(create_app(services, clock=env.now, limits=limits), limits)
     options = ServeOptions("127.0.0.1", port, cert, key, ca.paths.chain, http=limits.http)
     server = build_server(app, options)
     thread = threading.Thread(target=server.run, daemon=True)

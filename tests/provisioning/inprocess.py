@@ -21,7 +21,7 @@ from pki.keys import KeyPolicy
 from pki.local import LocalCA
 from provisioning.config import ServiceLimits
 from provisioning.registry import Registry
-from provisioning.service import ProvisioningService
+from provisioning.services import Services
 from provisioning.tokens import TokenKey
 from tests.provisioning.conftest import PASSPHRASE, csr_for, make_ca, new_key
 
@@ -40,7 +40,7 @@ class Plant:
     ca: LocalCA
     registry: Registry
     audit: AuditLog
-    service: ProvisioningService
+    services: Services
 
     def audit_records(self) -> list[dict[str, object]]:
         paths = LogPaths(self.home / "audit")
@@ -88,7 +88,7 @@ def open_plant(home: Path, url: str, *, limits: ServiceLimits | None = None) -> 
     ca = LocalCA.open(home / "ca", passphrase=PASSPHRASE)
     registry = Registry.open(url)
     audit = AuditLog.open(home / "audit", origin="test/audit", background_checkpoints=False)
-    service = ProvisioningService(
+    services = Services.compose(
         ca=ca,
         registry=registry,
         audit=audit,
@@ -97,7 +97,7 @@ def open_plant(home: Path, url: str, *, limits: ServiceLimits | None = None) -> 
         crl_file=ca.paths.crl_der,
     )
     try:
-        yield Plant(home, ca, registry, audit, service)
+        yield Plant(home, ca, registry, audit, services)
     finally:
         audit.close()
         registry.close()

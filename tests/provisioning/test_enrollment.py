@@ -149,7 +149,7 @@ def test_revoke_cuts_the_device_off_and_publishes_the_crl(env: Env, tmp_path: Pa
     out = tmp_path / "gw"
     enroll(env, out)
     crl_before = env.ca.paths.crl_der.read_bytes()
-    notice = env.service.revoke_device(DEVICE, operator="operator:test", now=env.now())
+    notice = env.services.operators.revoke_device(DEVICE, operator="operator:test", now=env.now())
     assert env.ca.paths.crl_der.read_bytes() != crl_before
     cert = x509.load_pem_x509_certificate((out / "cert.pem").read_bytes())
     crl = x509.load_der_x509_crl(env.ca.paths.crl_der.read_bytes())
@@ -202,8 +202,10 @@ def test_renew_daemon_renews_when_due_and_stops_on_sigterm(env: Env, tmp_path: P
 
 
 def test_group_token_enrolls_one_new_device_under_its_prefix(env: Env, tmp_path: Path) -> None:
-    env.service.add_group("acme/plant1/press/line1", operator="t", now=env.now(), validity_days=30)
-    token, _ = env.service.create_enrollment_token(
+    env.services.operators.add_group(
+        "acme/plant1/press/line1", operator="t", now=env.now(), validity_days=30
+    )
+    token, _ = env.services.operators.create_enrollment_token(
         operator="t", now=env.now(), group="acme/plant1/press/line1"
     )
     outside = idmz(
@@ -237,7 +239,7 @@ def test_group_token_enrolls_one_new_device_under_its_prefix(env: Env, tmp_path:
     )
     existing = "acme/plant1/press/line1/cell2/press-07"
     env.add_device(existing)
-    token2, _ = env.service.create_enrollment_token(
+    token2, _ = env.services.operators.create_enrollment_token(
         operator="t", now=env.now(), group="acme/plant1/press/line1"
     )
     before = env.snapshot()

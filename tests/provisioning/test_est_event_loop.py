@@ -38,8 +38,8 @@ class StalledAudit:
 
 
 def test_est_refusals_waiting_on_a_stalled_audit_disk_do_not_stall_the_server(env: Env) -> None:
-    stalled = StalledAudit(env.service.audit)
-    env.service.audit = stalled
+    stalled = StalledAudit(env.services.enrollment.audit)
+    env.services.enrollment.audit = stalled
     before = len(env.audit_records())
     requests = [
         (f"{EST}/simpleenroll", {}),  # no token

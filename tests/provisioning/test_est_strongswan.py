@@ -58,12 +58,12 @@ def est_round_trip(env: Env, tmp_path: Path) -> None:
         hashlib.sha256(c.public_bytes(serialization.Encoding.DER)).hexdigest() for c in certs
     }
     assert env.fingerprint in fingerprints
-    assert env.service.issuing.subject in {c.subject for c in certs}
+    assert env.services.enrollment.issuing.subject in {c.subject for c in certs}
 
     # 4.2.1 simpleenroll with strongSwan, HTTP Basic: the token's short EST password (a JWT
     # does not fit strongSwan's 256-byte header buffer).
     env.add_device()
-    _, claims = env.service.create_enrollment_token(
+    _, claims = env.services.operators.create_enrollment_token(
         operator="operator:test", now=env.now(), device=DEVICE, ttl_s=900
     )
     password = env.token_key.est_password(claims.token_id)
@@ -141,7 +141,7 @@ def test_forged_est_password_is_refused(env: Env) -> None:
     from tests.provisioning.conftest import assert_refused
 
     env.add_device()
-    _, claims = env.service.create_enrollment_token(
+    _, claims = env.services.operators.create_enrollment_token(
         operator="operator:test", now=env.now(), device=DEVICE, ttl_s=900
     )
     genuine = env.token_key.est_password(claims.token_id)
@@ -173,7 +173,7 @@ def test_expired_est_password_is_refused(env: Env) -> None:
     from tests.provisioning.conftest import assert_refused
 
     env.add_device()
-    _, claims = env.service.create_enrollment_token(
+    _, claims = env.services.operators.create_enrollment_token(
         operator="operator:test", now=env.now() - timedelta(hours=2), device=DEVICE, ttl_s=60
     )
     before = env.snapshot()

@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 
 from audit.log import AuditLog
 from pki.local import LocalCA
-from provisioning.api import create_app, wrap
 from provisioning.config import RateLimits, ServiceLimits
+from provisioning.http.app import create_app, wrap
 from provisioning.registry import Registry
-from provisioning.service import ProvisioningService
+from provisioning.services import Services
 from provisioning.tokens import Role, TokenKey
 from tests.provisioning.conftest import DEVICE, PASSPHRASE, make_ca
 
@@ -42,7 +42,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             per_client_per_s=1e6, per_client_burst=10**6, per_token_per_s=1e6, per_token_burst=10**6
         )
     )
-    service = ProvisioningService(
+    services = Services.compose(
         ca=ca,
         registry=registry,
         audit=audit,
@@ -51,12 +51,12 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         crl_file=ca.paths.crl_der,
     )
     now = datetime.now(UTC)
-    service.add_device(DEVICE, operator="t", now=now)
-    _ADMIN["token"] = service.create_operator_token(
+    services.operators.add_device(DEVICE, operator="t", now=now)
+    _ADMIN["token"] = services.operators.create_operator_token(
         operator="t", name="fuzz", role=Role.ADMIN, now=now
     )[0]
     try:
-        yield wrap(create_app(service, clock=lambda: datetime.now(UTC), limits=limits), limits)
+        yield wrap(create_app(services, clock=lambda: datetime.now(UTC), limits=limits), limits)
     finally:
         audit.close()
         registry.close()

@@ -238,7 +238,9 @@ class _Hook(BaseHTTPRequestHandler):
 
 
 def test_expiring_certificates_are_alerted_once_per_threshold_by_line(env: Env) -> None:
-    env.service.add_group("acme/plant1/press/line1", operator="t", now=env.now(), validity_days=5)
+    env.services.operators.add_group(
+        "acme/plant1/press/line1", operator="t", now=env.now(), validity_days=5
+    )
     env.add_device()
     assert env.enroll().status_code == 201
     env.add_device("acme/plant1/paint/line9/cell1/robot-1")  # not enrolled: nothing to alert
@@ -252,7 +254,7 @@ def test_expiring_certificates_are_alerted_once_per_threshold_by_line(env: Env) 
             env.registry,
             now=env.now(),
             alert_days=(30, 14, 7, 1),
-            issuing_not_after=env.service.issuing.not_valid_after_utc,
+            issuing_not_after=env.services.enrollment.issuing.not_valid_after_utc,
             device_validity=timedelta(days=90),
         )
         assert [(c.device, c.threshold_days) for c in report.items] == [(DEVICE, 7)]
@@ -324,12 +326,12 @@ def test_revocation_is_published_over_mqtt_with_tls(env: Env, tmp_path: Path) ->
         wait_for(
             lambda: "SUBSCRIBE" in broker.log(), timeout_s=30, what="mosquitto_sub to subscribe"
         )
-        env.service._listeners = (
+        env.services.operators.listeners = (
             Notifier(mqtt=MqttTarget("127.0.0.1", port, ca_file=env.root_file)).revoked,
         )
         env.add_device()
         assert env.enroll().status_code == 201
-        env.service.revoke_device(DEVICE, operator="t", now=env.now())
+        env.services.operators.revoke_device(DEVICE, operator="t", now=env.now())
         sub.wait(timeout=60)
     finally:
         if sub.poll() is None:

@@ -19,10 +19,10 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def _revoked_token_is_refused(issuer: Env, other_instance: Env) -> None:
-    token, claims = issuer.service.create_operator_token(
+    token, claims = issuer.services.operators.create_operator_token(
         operator="operator:lead", name="alice", role=Role.OPERATOR, now=issuer.now()
     )
-    colleague, _ = issuer.service.create_operator_token(
+    colleague, _ = issuer.services.operators.create_operator_token(
         operator="operator:lead", name="alice", role=Role.OPERATOR, now=issuer.now()
     )
     assert issuer.registry.token(claims.token_id) is not None  # the jti is recorded
@@ -31,7 +31,7 @@ def _revoked_token_is_refused(issuer: Env, other_instance: Env) -> None:
         assert r.status_code == 201, r.text
 
     for _ in range(2):  # revoking twice is harmless and audited once
-        issuer.service.revoke_operator_token(
+        issuer.services.operator_tokens.revoke_operator_token(
             operator="operator:lead", now=issuer.now(), token_id=claims.token_id
         )
 
@@ -69,9 +69,13 @@ def test_operator_token_revoked_on_one_instance_is_refused_by_another(
 
 def test_revoking_an_unknown_or_dead_token_is_a_usage_error(env: Env) -> None:
     with pytest.raises(UsageError):
-        env.service.revoke_operator_token(operator="operator:lead", now=env.now(), token_id="nope")
+        env.services.operator_tokens.revoke_operator_token(
+            operator="operator:lead", now=env.now(), token_id="nope"
+        )
     with pytest.raises(UsageError):
-        env.service.revoke_operator_token(operator="operator:lead", now=env.now(), token="x.y.z")
+        env.services.operator_tokens.revoke_operator_token(
+            operator="operator:lead", now=env.now(), token="x.y.z"
+        )
 
 
 def test_operator_token_is_revoked_from_the_cli_by_id_or_from_stdin(tmp_path: Path) -> None:

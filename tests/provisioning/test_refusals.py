@@ -65,7 +65,7 @@ def test_replayed_enrollment_token_is_refused(env: Env) -> None:
 
 def test_expired_enrollment_token_is_refused(env: Env) -> None:
     env.add_device()
-    token, _ = env.service.create_enrollment_token(
+    token, _ = env.services.operators.create_enrollment_token(
         operator="t", now=env.now() - timedelta(hours=2), device=DEVICE, ttl_s=60
     )
     before = env.snapshot()
@@ -194,7 +194,7 @@ def test_csr_with_a_bad_proof_of_possession_is_refused(env: Env) -> None:
 def test_unregistered_device_gets_no_token_and_revoked_device_is_refused(env: Env) -> None:
     env.add_device()
     token = env.token()
-    env.service.revoke_device(DEVICE, operator="t", now=env.now())
+    env.services.operators.revoke_device(DEVICE, operator="t", now=env.now())
     before = env.snapshot()
     r = post_enroll(env, token)
     assert r.status_code == 403  # type: ignore[attr-defined]
@@ -208,7 +208,7 @@ def _renew(env: Env, creds: Path) -> object:
 
 def test_renewal_with_a_revoked_certificate_is_refused(env: Env, tmp_path: Path) -> None:
     creds = env.enrolled_device(tmp_path / "gw")
-    env.service.revoke_device(DEVICE, operator="t", now=env.now())
+    env.services.operators.revoke_device(DEVICE, operator="t", now=env.now())
     before = env.snapshot()
     r = _renew(env, creds)
     assert r.status_code == 403  # type: ignore[attr-defined]
@@ -261,7 +261,9 @@ def test_renewal_with_an_expired_certificate_is_refused(env: Env, tmp_path: Path
 
 
 def test_renewal_after_expiry_is_allowed_within_the_groups_grace(env: Env, tmp_path: Path) -> None:
-    env.service.add_group("acme/plant1/press", operator="t", now=env.now(), renewal_grace_days=30)
+    env.services.operators.add_group(
+        "acme/plant1/press", operator="t", now=env.now(), renewal_grace_days=30
+    )
     creds = _expired_credentials(env, tmp_path / "gw", days_ago=3)
     r = _renew(env, creds)
     assert r.status_code == 201, r.text  # type: ignore[attr-defined]
@@ -311,7 +313,7 @@ def test_huge_body_is_refused_with_413_before_parsing(env: Env) -> None:
 
 
 def test_operator_api_requires_the_role(env: Env) -> None:
-    auditor, _ = env.service.create_operator_token(
+    auditor, _ = env.services.operators.create_operator_token(
         operator="t",
         name="alice",
         role=__import__("provisioning.tokens").tokens.Role.AUDITOR,
@@ -347,7 +349,7 @@ def test_enrollment_body_that_does_not_match_the_schema_is_refused_and_audited(e
 def test_operator_registers_mints_and_revokes_over_the_api(env: Env, tmp_path: Path) -> None:
     from provisioning.tokens import Role
 
-    operator, _ = env.service.create_operator_token(
+    operator, _ = env.services.operators.create_operator_token(
         operator="t", name="bob", role=Role.OPERATOR, now=env.now()
     )
     auth = {"Authorization": f"Bearer {operator}"}
@@ -394,13 +396,13 @@ def test_operator_change_that_cannot_be_audited_is_not_committed(env: Env) -> No
 
     env.audit.close()
     with pytest.raises(UpstreamError):
-        env.service.add_device(DEVICE, operator="t", now=env.now())
+        env.services.operators.add_device(DEVICE, operator="t", now=env.now())
     assert env.registry.device(DEVICE) is None
 
 
 def test_certificate_left_pending_by_a_crash_is_withdrawn(env: Env) -> None:
     from pki.identity import DeviceIdentity
-    from provisioning.operations import withdraw_stale_pending
+    from provisioning.retirement import withdraw_stale_pending
 
     env.add_device()
     past = env.now() - timedelta(hours=1)

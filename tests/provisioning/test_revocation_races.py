@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from pki.authority import format_serial
 from provisioning.errors import RefusedError
 from provisioning.registry import Registry
-from provisioning.service import ProvisioningService
+from provisioning.services import Services
 from tests.provisioning.inprocess import (
     BACKENDS,
     CSRS,
@@ -91,28 +91,32 @@ def race(attacker: Attacker, revoke: Callable[[], object], *, issued_before: int
     assert not thread.is_alive()
 
 
-def revoke(service: ProvisioningService, device: str) -> None:
-    service.revoke_device(device, operator=OPERATOR, now=now())
+def revoke(services: Services, device: str) -> None:
+    services.operators.revoke_device(device, operator=OPERATOR, now=now())
 
 
 @dataclass
 class Renewer:
     """The stolen-key holder: renews with the newest certificate it got."""
 
-    service: ProvisioningService
+    services: Services
     newest: list[x509.Certificate]
 
     def step(self, i: int) -> str:
         der = self.newest[-1].public_bytes(serialization.Encoding.DER)
-        cert = self.service.renew(der, CSRS[i % 8], now=now(), client="gw").issued.certificate
+        cert = self.services.enrollment.renew(
+            der, CSRS[i % 8], now=now(), client="gw"
+        ).issued.certificate
         self.newest.append(cert)
         return format_serial(cert.serial_number)
 
 
-def enroll_with(service: ProvisioningService, tokens: list[str], i: int) -> str | None:
+def enroll_with(services: Services, tokens: list[str], i: int) -> str | None:
     if i >= len(tokens):
         return None
-    return service.enroll(tokens[i], CSRS[i % 8], now=now(), client="gw").issued.serial_hex
+    return services.enrollment.enroll(
+        tokens[i], CSRS[i % 8], now=now(), client="gw"
+    ).issued.serial_hex
 
 
 def assert_revocation_is_final(plant: Plant, device: str, issued: list[str]) -> None:
@@ -133,22 +137,26 @@ def assert_revocation_is_final(plant: Plant, device: str, issued: list[str]) -> 
 
 
 def test_renewal_racing_revocation_cannot_unrevoke_the_device(plant: Plant) -> None:
-    service = plant.service
+    services = plant.services
     for trial in range(TRIALS):
         device = f"acme/plant1/press/line1/cell2/renew-{trial}"
-        service.add_device(device, operator=OPERATOR, now=now())
-        token, _ = service.create_enrollment_token(operator=OPERATOR, now=now(), device=device)
-        first = service.enroll(token, CSRS[0], now=now(), client="gw").issued.certificate
-        renewer = Renewer(service, [first])
+        services.operators.add_device(device, operator=OPERATOR, now=now())
+        token, _ = services.operators.create_enrollment_token(
+            operator=OPERATOR, now=now(), device=device
+        )
+        first = services.enrollment.enroll(
+            token, CSRS[0], now=now(), client="gw"
+        ).issued.certificate
+        renewer = Renewer(services, [first])
         attacker = Attacker(renewer.step)
-        race(attacker, partial(revoke, service, device), issued_before=1 + trial % 3)
+        race(attacker, partial(revoke, services, device), issued_before=1 + trial % 3)
         assert_revocation_is_final(
             plant, device, [format_serial(first.serial_number), *attacker.issued]
         )
         # The newest certificate the attacker holds renews no more; the refusal is audited.
         before = len(plant.audit_actions())
         with pytest.raises(RefusedError):
-            service.renew(
+            services.enrollment.renew(
                 renewer.newest[-1].public_bytes(serialization.Encoding.DER),
                 CSRS[0],
                 now=now(),
@@ -159,22 +167,24 @@ def test_renewal_racing_revocation_cannot_unrevoke_the_device(plant: Plant) -> N
 
 
 def test_enrollment_racing_revocation_cannot_unrevoke_the_device(plant: Plant) -> None:
-    service = plant.service
+    services = plant.services
     for trial in range(TRIALS):
         device = f"acme/plant1/press/line1/cell3/enroll-{trial}"
-        service.add_device(device, operator=OPERATOR, now=now())
+        services.operators.add_device(device, operator=OPERATOR, now=now())
         tokens = [
-            service.create_enrollment_token(operator=OPERATOR, now=now(), device=device)[0]
+            services.operators.create_enrollment_token(operator=OPERATOR, now=now(), device=device)[
+                0
+            ]
             for _ in range(24)
         ]
         # The last token is kept back: it must be refused once the device is revoked.
-        attacker = Attacker(partial(enroll_with, service, tokens[:-1]))
-        race(attacker, partial(revoke, service, device), issued_before=1 + trial % 3)
+        attacker = Attacker(partial(enroll_with, services, tokens[:-1]))
+        race(attacker, partial(revoke, services, device), issued_before=1 + trial % 3)
         assert attacker.issued, "the attacker never enrolled before the revocation"
         assert_revocation_is_final(plant, device, attacker.issued)
         # A token the attacker never reached is refused for the revoked device, audited.
         with pytest.raises(RefusedError):
-            service.enroll(tokens[-1], CSRS[0], now=now(), client="gw")
+            services.enrollment.enroll(tokens[-1], CSRS[0], now=now(), client="gw")
         actor, action, reason = plant.audit_actions()[-1]
         assert (actor, action) == (device, "provisioning.enroll.refused")
         assert "revoked" in reason
@@ -183,15 +193,17 @@ def test_enrollment_racing_revocation_cannot_unrevoke_the_device(plant: Plant) -
 def test_group_enrollment_racing_revocation_cannot_unrevoke_the_device(plant: Plant) -> None:
     """A group token enrolls a new device; the operator revokes it the moment it appears in
     the registry (between the pending record and the activation, when the race allows)."""
-    service = plant.service
+    services = plant.services
     prefix = "acme/plant1/press/line2"
-    service.add_group(prefix, operator=OPERATOR, now=now())
+    services.operators.add_group(prefix, operator=OPERATOR, now=now())
     for trial in range(TRIALS):
         device = f"{prefix}/cell1/new-{trial}"
-        token, _ = service.create_enrollment_token(operator=OPERATOR, now=now(), group=prefix)
+        token, _ = services.operators.create_enrollment_token(
+            operator=OPERATOR, now=now(), group=prefix
+        )
         outcome: list[str | RefusedError] = []
         thread = threading.Thread(
-            target=_enroll_into, args=(service, token, device, outcome), daemon=True
+            target=_enroll_into, args=(services, token, device, outcome), daemon=True
         )
         thread.start()
         wait_for(
@@ -200,7 +212,7 @@ def test_group_enrollment_racing_revocation_cannot_unrevoke_the_device(plant: Pl
             interval_s=0.0005,
             what="the group enrollment to register the device",
         )
-        service.revoke_device(device, operator=OPERATOR, now=now())
+        services.operators.revoke_device(device, operator=OPERATOR, now=now())
         thread.join(timeout=120)
         assert not thread.is_alive()
         issued = [o for o in outcome if isinstance(o, str)]
@@ -208,10 +220,12 @@ def test_group_enrollment_racing_revocation_cannot_unrevoke_the_device(plant: Pl
 
 
 def _enroll_into(
-    service: ProvisioningService, token: str, device: str, outcome: list[str | RefusedError]
+    services: Services, token: str, device: str, outcome: list[str | RefusedError]
 ) -> None:
     try:
-        enrolled = service.enroll(token, CSRS[0], now=now(), client="gw", requested_identity=device)
+        enrolled = services.enrollment.enroll(
+            token, CSRS[0], now=now(), client="gw", requested_identity=device
+        )
         outcome.append(enrolled.issued.serial_hex)
     except RefusedError as exc:
         outcome.append(exc)

@@ -43,12 +43,14 @@ def graceful(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Plant]:
 
 
 def enroll_and_renew(plant: Plant) -> tuple[x509.Certificate, x509.Certificate]:
-    service = plant.service
-    service.add_device(DEVICE, operator=OPERATOR, now=now())
-    token, _ = service.create_enrollment_token(operator=OPERATOR, now=now(), device=DEVICE)
-    old = service.enroll(token, CSRS[0], now=now(), client="gw").issued.certificate
+    services = plant.services
+    services.operators.add_device(DEVICE, operator=OPERATOR, now=now())
+    token, _ = services.operators.create_enrollment_token(
+        operator=OPERATOR, now=now(), device=DEVICE
+    )
+    old = services.enrollment.enroll(token, CSRS[0], now=now(), client="gw").issued.certificate
     der = old.public_bytes(serialization.Encoding.DER)
-    new = service.renew(der, CSRS[1], now=now(), client="gw").issued.certificate
+    new = services.enrollment.renew(der, CSRS[1], now=now(), client="gw").issued.certificate
     return old, new
 
 
@@ -68,7 +70,7 @@ def test_superseded_certificate_is_refused_after_renewal(immediate: Plant) -> No
     statuses = {c.serial: c.status for c in plant.registry.certificates(DEVICE)}
     assert statuses == {old_serial: "revoked", format_serial(new.serial_number): "active"}
     with pytest.raises(RefusedError):
-        plant.service.renew(
+        plant.services.enrollment.renew(
             old.public_bytes(serialization.Encoding.DER), CSRS[2], now=now(), client="gw"
         )
     records = plant.audit_records()
@@ -85,11 +87,13 @@ def test_superseded_certificate_stays_valid_through_the_switch_over_grace(
     old, new = enroll_and_renew(plant)
     # Within the grace the gateway may still reconnect with the old certificate.
     assert plant.openssl_verify(pem(old)).returncode == 0
-    assert plant.service.revoke_superseded(now=now() + timedelta(seconds=590)) == []
+    assert plant.services.enrollment.revoke_superseded(now=now() + timedelta(seconds=590)) == []
     # Once it is over, the periodic sweep revokes it, exactly once across repeated sweeps.
     later = now() + timedelta(seconds=601)
-    assert plant.service.revoke_superseded(now=later) == [format_serial(old.serial_number)]
-    assert plant.service.revoke_superseded(now=later) == []
+    assert plant.services.enrollment.revoke_superseded(now=later) == [
+        format_serial(old.serial_number)
+    ]
+    assert plant.services.enrollment.revoke_superseded(now=later) == []
     # (The sweep ran 10 minutes ahead, so its CRL is not valid yet for `openssl verify`.)
     on_crl = plant.openssl_crl_serials()
     assert format_serial(old.serial_number) in on_crl
@@ -101,12 +105,12 @@ def test_revoking_the_device_inside_the_grace_leaves_nothing_for_the_sweep(
 ) -> None:
     plant = graceful
     old, new = enroll_and_renew(plant)
-    notice = plant.service.revoke_device(DEVICE, operator=OPERATOR, now=now())
+    notice = plant.services.operators.revoke_device(DEVICE, operator=OPERATOR, now=now())
     assert set(notice.serials) == {
         format_serial(old.serial_number),
         format_serial(new.serial_number),
     }
-    assert plant.service.revoke_superseded(now=now() + timedelta(days=1)) == []
+    assert plant.services.enrollment.revoke_superseded(now=now() + timedelta(days=1)) == []
 
 
 def test_a_grace_beyond_the_limit_is_a_config_error() -> None:

@@ -37,7 +37,9 @@ def test_enroll_renew_and_revoke_through_vault(vault_env: Env, tmp_path: Path) -
     env = vault_env
     creds = env.enrolled_device(tmp_path / "gw")
     cert = x509.load_pem_x509_certificate((creds / "cert.pem").read_bytes())
-    assert cert.issuer == env.service.issuing.subject  # Vault's issuing CA, not a local one
+    assert (
+        cert.issuer == env.services.enrollment.issuing.subject
+    )  # Vault's issuing CA, not a local one
     assert env.fingerprint == env.ca.root_fingerprint
     assert openssl_verify(env, creds / "cert.pem").returncode == 0
 
@@ -49,7 +51,7 @@ def test_enroll_renew_and_revoke_through_vault(vault_env: Env, tmp_path: Path) -
     assert env.last_audit()["action"] == "provisioning.renew.accepted"
 
     # Revocation is final: every certificate of the device is in Vault's CRL and in crl.pem.
-    notice = env.service.revoke_device(DEVICE, operator="operator:test", now=env.now())
+    notice = env.services.operators.revoke_device(DEVICE, operator="operator:test", now=env.now())
     assert len(notice.serials) == 2
     listed = subprocess.run(
         ["openssl", "crl", "-in", str(env.ca.paths.crl_pem), "-noout", "-text"],

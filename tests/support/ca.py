@@ -106,6 +106,10 @@ class ProductCA:
         return self.ca.paths.root_cert.read_bytes()
 
     @property
+    def root_certificate(self) -> x509.Certificate:
+        return self.ca.ca_chain()[-1]
+
+    @property
     def root_path(self) -> Path:
         return self.ca.paths.root_cert
 
@@ -172,8 +176,15 @@ class ProductCA:
         """Revoke ``serial`` (key compromise) and publish the CRL (``crl.pem`` replaced)."""
         now = now or datetime.now(UTC)
         self.ca.revoke(serial, RevocationReason.KEY_COMPROMISE, now=now)
-        if isinstance(self.ca, LocalCA):  # Vault publishes its CRL itself
+        self.publish_crl(now=now)
+
+    def publish_crl(self, *, now: datetime | None = None) -> None:
+        """A fresh CRL in ``crl.pem`` (Vault: its current one, republished)."""
+        now = now or datetime.now(UTC)
+        if isinstance(self.ca, LocalCA):
             self.ca.publish_crl(now=now)
+        else:
+            self.ca.current_crl(now=now)
 
     def ledger_rows(self) -> int:
         ledger = self.ca.ledger

@@ -14,7 +14,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # The product packages, the folders pyproject.toml installs (ARCHITECTURE.md section 2).
-PACKAGES = ("bedrock", "pki", "audit", "policies", "provisioning", "relay", "edge", "idmz")
+PACKAGES = tuple(
+    ["bedrock", "pki", "audit", "policies", "provisioning", "relay", "edge", "release", "idmz"]
+)
 
 
 @dataclass(frozen=True)

@@ -17,22 +17,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import time
-from collections.abc import Callable
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from provisioning.errors import RefusedError, RequestError, TokenError
-from provisioning.service import ENROLL_REFUSED, RENEW_REFUSED, ProvisioningService
-from provisioning.tokens import token_digest
-
-if TYPE_CHECKING:
-    from provisioning.api import Limiters
+from provisioning.errors import RequestError, TokenError
+from provisioning.http.deps import Context, HttpContext, peer_certificate_der
+from provisioning.http.enroll import enroll_with_csr, renew_with_csr
+from provisioning.service import ENROLL_REFUSED, RENEW_REFUSED
 
 PKCS7_CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only"
 EST_PREFIX = "/.well-known/est/"
@@ -108,85 +103,61 @@ def est_token(request: Request) -> str:
     )
 
 
-async def record_refusal_off_loop(
-    service: ProvisioningService, action: str, exc: RefusedError, *, client: str, via: str
-) -> None:
-    """Audit a refusal from an ``async`` handler: the durable append waits for an fsync, which
-    must not stall every other request on this event loop (as ``/v1/enroll`` does it)."""
-    await run_in_threadpool(service.record_refusal, action, exc, client=client, via=via)
+async def csr_from_body(
+    request: Request, context: HttpContext, action: str, *, client: str
+) -> bytes:
+    """The PKCS#10 in the request body; an undecodable one is refused, audited as ``action``."""
+    body = await request.body()
+    try:
+        return decode_pkcs10(body)
+    except RequestError as exc:
+        await context.record_refusal(action, exc, client=client, via="est")
+        raise
 
 
-def add_est_routes(
-    app: FastAPI,
-    service: ProvisioningService,
-    *,
-    clock: Callable[[], datetime],
-    admit_client: Callable[[Request], str],
-    limiters: Limiters,
-    monotonic: Callable[[], float] = time.monotonic,
-) -> None:
-    from provisioning.api import (
-        client_address,
+# Both enrollment routes take a PKCS#10 body and answer certs-only CMS.
+_PKCS10_IN_PKCS7_OUT: dict[str, Any] = {
+    "openapi_extra": _PKCS10_BODY,
+    "responses": _PKCS7_RESPONSE,
+    "response_class": Response,
+}
+router = APIRouter(prefix=EST_PREFIX.rstrip("/"), tags=["est"])
+
+
+@router.get("/cacerts", responses=_PKCS7_RESPONSE, response_class=Response)
+def cacerts(context: Context) -> Response:
+    service = context.services.enrollment
+    return certs_response([service.issuing, service.root], "application/pkcs7-mime")
+
+
+@router.post("/simpleenroll", **_PKCS10_IN_PKCS7_OUT)
+async def simpleenroll(request: Request, context: Context) -> Response:
+    client = context.admit_client(request)
+    token = await context.enrollment_token(request, est_token, client=client, via="est")
+    csr = await csr_from_body(request, context, ENROLL_REFUSED, client=client)
+    result = await run_in_threadpool(
         enroll_with_csr,
-        peer_certificate_der,
+        context.services.enrollment,
+        token,
+        csr,
+        now=context.clock(),
+        client=client,
+        via="est",
+    )
+    return certs_response([result.issued.certificate])
+
+
+@router.post("/simplereenroll", **_PKCS10_IN_PKCS7_OUT)
+async def simplereenroll(request: Request, context: Context) -> Response:
+    client = context.admit_client(request)
+    csr = await csr_from_body(request, context, RENEW_REFUSED, client=client)
+    result = await run_in_threadpool(
         renew_with_csr,
+        context.services.enrollment,
+        peer_certificate_der(request),
+        csr,
+        now=context.clock(),
+        client=client,
+        via="est-reenroll",
     )
-
-    base = "/.well-known/est"
-
-    @app.get(f"{base}/cacerts", tags=["est"], responses=_PKCS7_RESPONSE, response_class=Response)
-    def cacerts() -> Response:
-        return certs_response([service.issuing, service.root], "application/pkcs7-mime")
-
-    @app.post(
-        f"{base}/simpleenroll",
-        tags=["est"],
-        openapi_extra=_PKCS10_BODY,
-        responses=_PKCS7_RESPONSE,
-        response_class=Response,
-    )
-    async def simpleenroll(request: Request) -> Response:
-        client = admit_client(request)
-        try:
-            token = est_token(request)
-        except TokenError as exc:
-            await record_refusal_off_loop(
-                service,
-                ENROLL_REFUSED,
-                exc,
-                client=client_address(request),
-                via="est",
-            )
-            raise
-        limiters.token.admit(token_digest(token), now_s=monotonic())
-        body = await request.body()
-        try:
-            csr = decode_pkcs10(body)
-        except RequestError as exc:
-            await record_refusal_off_loop(service, ENROLL_REFUSED, exc, client=client, via="est")
-            raise
-        result = await run_in_threadpool(
-            enroll_with_csr, service, token, csr, now=clock(), client=client, via="est"
-        )
-        return certs_response([result.issued.certificate])
-
-    @app.post(
-        f"{base}/simplereenroll",
-        tags=["est"],
-        openapi_extra=_PKCS10_BODY,
-        responses=_PKCS7_RESPONSE,
-        response_class=Response,
-    )
-    async def simplereenroll(request: Request) -> Response:
-        client = admit_client(request)
-        body = await request.body()
-        peer = peer_certificate_der(request)
-        try:
-            csr = decode_pkcs10(body)
-        except RequestError as exc:
-            await record_refusal_off_loop(service, RENEW_REFUSED, exc, client=client, via="est")
-            raise
-        result = await run_in_threadpool(
-            renew_with_csr, service, peer, csr, now=clock(), client=client, via="est-reenroll"
-        )
-        return certs_response([result.issued.certificate])
+    return certs_response([result.issued.certificate])

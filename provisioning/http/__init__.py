@@ -1,0 +1,11 @@
+"""Provisioning's HTTP layer (ADR 0090): FastAPI routes by concern over the composed services,
+which are injected, never looked up. It translates requests into service calls and errors into
+statuses; it decides nothing.
+
+    app.py       create_app: the routes, the error handlers, the dependencies; wrap: body limit
+    deps.py      the typed context the routes receive (services, clock, rate limiters)
+    errors.py    exception -> status, body and headers (the table in its docstring)
+    enroll.py    /v1/ca, /v1/enroll, /v1/renew (renewal over mutual TLS)
+    operator.py  /v1/devices, /v1/groups, /v1/tokens, /v1/revocations, /v1/expiry
+    est.py       /.well-known/est/ (RFC 7030)
+"""

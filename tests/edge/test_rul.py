@@ -1,0 +1,113 @@
+"""The remaining-useful-life estimator (edge/rul.py) on health trajectories with known answers:
+training runs of different lives that all degrade the same way over their life fraction, and a
+machine that follows them."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from edge.errors import ConfigError
+from edge.rul import RulEstimate, RulHistory, RulModel, RunHistory, fit_rul
+
+ONSET = 0.6  # every run's health starts to rise at 60 % of its life
+
+
+def health_at(fraction: np.ndarray) -> np.ndarray:
+    return np.asarray(np.clip((fraction - ONSET) / (1 - ONSET), 0.0, None) ** 2)
+
+
+def run(life_s: float) -> RunHistory:
+    t = np.arange(0.0, life_s + 1e-9, 10.0)
+    return RunHistory(tuple(t), tuple(health_at(t / life_s)), life_s)
+
+
+LIVES = (3000.0, 4000.0, 5000.0, 6000.0)
+
+
+@pytest.fixture(scope="module")
+def model() -> RulModel:
+    return fit_rul([run(life) for life in LIVES])
+
+
+def machine(life_s: float, age_s: float) -> RulHistory:
+    history = RulHistory()
+    for t in np.arange(0.0, age_s + 1e-9, 10.0):
+        history.add(float(t), float(health_at(np.asarray(t / life_s))))
+    return history
+
+
+def estimate(model: RulModel, life_s: float, fraction: float) -> RulEstimate:
+    return model.estimate(fraction * life_s, machine(life_s, fraction * life_s))
+
+
+@pytest.mark.parametrize("fraction", [0.7, 0.8, 0.9, 0.95])
+def test_the_band_holds_the_true_remaining_life_of_a_degrading_machine(
+    model: RulModel, fraction: float
+) -> None:
+    life = 4500.0  # between the training lives, none of them
+    est = estimate(model, life, fraction)
+    truth = life * (1 - fraction)
+    assert est.rul_low_s <= truth <= est.rul_high_s
+    assert est.rul_low_s <= est.rul_s <= est.rul_high_s
+    if fraction >= 0.8:  # health has risen a quarter of the way: it knows where in life it is
+        assert abs(est.fraction - fraction) < 0.1
+
+
+def test_once_degrading_the_estimate_is_close_and_rather_early_than_late(model: RulModel) -> None:
+    life = 4500.0
+    for fraction in (0.8, 0.9):
+        est = estimate(model, life, fraction)
+        truth = life * (1 - fraction)
+        assert 0.5 * truth <= est.rul_s <= 1.1 * truth
+
+
+def test_the_estimate_falls_as_the_machine_degrades(model: RulModel) -> None:
+    ests = [estimate(model, 4500.0, f) for f in (0.7, 0.8, 0.9, 0.95, 0.99)]
+    assert all(b.rul_s < a.rul_s for a, b in itertools.pairwise(ests))
+    assert all(b.fraction > a.fraction for a, b in itertools.pairwise(ests))
+
+
+def test_at_the_same_age_worse_health_means_less_life_left(model: RulModel) -> None:
+    age = 3000.0
+    rul = []
+    for latest in (0.0, 0.2, 0.5, 0.9):
+        history = machine(10_000.0, age - 10.0)  # healthy so far
+        history.add(age, latest)
+        rul.append(model.estimate(age, history).rul_s)
+    assert all(b < a for a, b in itertools.pairwise(rul))
+
+
+def test_a_healthy_machine_is_not_told_it_is_about_to_fail(model: RulModel) -> None:
+    est = estimate(model, 4500.0, 0.4)  # before any training run rose
+    assert est.fraction < ONSET and est.rul_high_s > 0.6 * 4500.0
+
+
+def test_the_history_is_bounded_and_keeps_its_first_and_newest_points() -> None:
+    history = RulHistory(max_points=16)
+    for t in range(1000):
+        history.add(float(t), t / 1000)
+    t, h = history.arrays()
+    assert len(history) <= 16 and t[0] == 0.0 and t[-1] == 999.0
+    assert np.all(np.diff(t) > 0) and np.all(np.diff(h) >= 0)
+    history.add(500.0, 0.0)  # out of order: ignored
+    assert history.arrays()[0][-1] == 999.0
+
+
+def test_what_is_chosen_at_fit_time_comes_from_the_grid_and_survives_json(
+    model: RulModel,
+) -> None:
+    assert model.sigma in (0.05, 0.1, 0.2, 0.4, 10.0) and model.prior_weight in (0.0, 0.5, 1.0)
+    assert RulModel.from_json(model.to_json()) == model
+    assert len(model.curves) == len(LIVES) and model.lives_s == LIVES
+
+
+def test_an_estimate_needs_an_age_and_a_history(model: RulModel) -> None:
+    with pytest.raises(ConfigError):
+        model.estimate(100.0, RulHistory())
+    with pytest.raises(ConfigError):
+        model.estimate(0.0, machine(1000.0, 100.0))
+    with pytest.raises(ConfigError):
+        fit_rul([RunHistory((0.0,), (0.0,), 100.0)])

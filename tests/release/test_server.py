@@ -1,0 +1,85 @@
+"""The repository's HTTPS server: read-only, device certificates only, no way out of its
+directory, nothing served to a gateway outside the artifact's prefix. Spoken to with `curl`
+(an independent client) and with the gateway's own client."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pki.identity import ConsumerIdentity
+from tests.release.conftest import GW_A, LINE1, LINE2
+from tests.support.release_fleet import Fleet
+
+
+def curl(fleet: Fleet, who: Path, path: str, *extra: str) -> int:
+    """HTTP status of ``path`` for the client whose cert/key files are in ``who``."""
+    done = subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(fleet.ca.root_path),
+         "--cert", str(who / "cert.pem"), "--key", str(who / "key.pem"), *extra,
+         f"{fleet.url}/{path}"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    return int(done.stdout or 0)
+
+
+@pytest.fixture
+def gw_a(fleet: Fleet) -> Path:
+    creds = fleet.gateways[GW_A].creds
+    (creds / "cert.pem").write_bytes(
+        (creds / "cert.pem").read_bytes() + (creds / "chain.pem").read_bytes()
+    )
+    return creds
+
+
+def test_a_gateway_reads_metadata(fleet: Fleet, gw_a: Path) -> None:
+    assert curl(fleet, gw_a, "metadata/timestamp.json") == 200
+    assert curl(fleet, gw_a, "metadata/1.root.json", "-I") == 200  # HEAD
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+def test_the_repository_is_read_only_for_gateways(fleet: Fleet, gw_a: Path, method: str) -> None:
+    before = (fleet.repo.metadata_dir / "timestamp.json").read_bytes()
+    assert curl(fleet, gw_a, "metadata/timestamp.json", "-X", method, "--data", "x") == 405
+    assert (fleet.repo.metadata_dir / "timestamp.json").read_bytes() == before
+    assert any(f.status == 405 and f.identity == GW_A for f in fleet.fetches)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["keys/online.pem", "metadata/../keys/online.pem", "metadata/%2e%2e/keys/online.pem",
+     "history.json", "targets/../history.json", "metadata/", "lock"],
+)  # fmt: skip
+def test_nothing_outside_metadata_and_targets_is_served(
+    fleet: Fleet, gw_a: Path, path: str
+) -> None:
+    assert curl(fleet, gw_a, path, "--path-as-is") in (403, 404)
+
+
+def test_an_it_consumer_certificate_is_not_a_gateway(fleet: Fleet, tmp_path: Path) -> None:
+    from pki.profiles import ProfileName
+
+    issued = fleet.ca.issue(ConsumerIdentity.parse("acme/it/historian"), ProfileName.CONSUMER)
+    (tmp_path / "cert.pem").write_bytes(issued.cert_pem + issued.chain_pem)
+    (tmp_path / "key.pem").write_bytes(issued.key_pem)
+    assert curl(fleet, tmp_path, "metadata/timestamp.json") == 403
+
+
+def test_a_client_without_a_certificate_is_refused_at_the_handshake(fleet: Fleet) -> None:
+    done = subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert",
+         str(fleet.ca.root_path), f"{fleet.url}/metadata/timestamp.json"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0 and done.stdout in ("", "000")
+
+
+def test_an_artifact_is_served_only_under_its_prefix(
+    fleet: Fleet, gw_a: Path, models: dict[str, bytes]
+) -> None:
+    mine = fleet.publish_model(models["m-1"], LINE1)
+    other = fleet.publish_model(models["m-2"], LINE2)
+    assert curl(fleet, gw_a, f"targets/model/{LINE1}/{mine.sha256}.release.all") == 200
+    assert curl(fleet, gw_a, f"targets/model/{LINE2}/{other.sha256}.release.all") == 403
