@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 # The repository first: this file's own directory would otherwise answer `import release`.
@@ -33,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.edge.harness import train_simulator_model  # noqa: E402
-from tests.edge.pkifixtures import make_ca  # noqa: E402
+from tests.support.ca import make_ca  # noqa: E402
 from tests.support.release_fleet import FleetGateway, start_fleet  # noqa: E402
 
 LINE = "acme/plant1/press/line1"
@@ -57,7 +58,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        ca = make_ca(root / "ca")
+        ca = make_ca(root / "ca", age=timedelta(days=365))
         ids = [f"{LINE}/cell{i % 4}/gw-{i:03d}" for i in range(args.gateways)]
         fleet = start_fleet(ca, root / "fleet", ids)
         try:

@@ -22,14 +22,13 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from edge.errors import PeerUnavailableError, UpstreamError
-from edge.ports import ReadingSink
+from edge.ports import ReadingSink, SourceReader
 from edge.sources import ModbusSource
 from edge.tagmap import (
     Quality,
     Reading,
     RegisterBlock,
     TagSpec,
-    all_bad,
     plan_register_blocks,
 )
 
@@ -43,7 +42,7 @@ def decode(tag: TagSpec, words: list[int]) -> float:
     return float(struct.unpack(fmt[tag.data_type], raw)[0]) * tag.scale
 
 
-class ModbusReader:
+class ModbusReader(SourceReader[ModbusSource]):
     def __init__(
         self,
         source: ModbusSource,
@@ -52,27 +51,16 @@ class ModbusReader:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.source = source
-        self.tags = tags
+        super().__init__(source, tags, sink, clock=clock)
         self.blocks: tuple[RegisterBlock, ...] = plan_register_blocks(tags)
-        self._sink = sink
-        self._clock = clock
         self._client: AsyncModbusTcpClient | None = None
         self.connected = False
         self.reconnects = 0
         self.requests = 0
 
-    @property
-    def name(self) -> str:
-        return self.source.name
-
     def status(self) -> dict[str, object]:
         """This source in the gateway's status message."""
         return {"kind": "modbus", "connected": self.connected}
-
-    def _report_all_bad(self, reason: str) -> None:
-        for reading in all_bad(self.tags, reason, self._clock()):
-            self._sink(reading)
 
     async def _connect(self) -> None:
         s = self.source

@@ -33,9 +33,9 @@ from asyncua.ua.uaerrors import UaError
 
 from edge.errors import PeerUnavailableError, UpstreamError
 from edge.opcua_certs import application_uri_of
-from edge.ports import ReadingSink
+from edge.ports import ReadingSink, SourceReader
 from edge.sources import OpcUaSource
-from edge.tagmap import Quality, Reading, TagSpec, all_bad
+from edge.tagmap import Quality, Reading, TagSpec
 
 _log = logging.getLogger("idmz.edge.opcua")
 
@@ -59,7 +59,7 @@ class _Handler:
         self._lost.set()
 
 
-class OpcUaReader:
+class OpcUaReader(SourceReader[OpcUaSource]):
     def __init__(
         self,
         source: OpcUaSource,
@@ -68,19 +68,12 @@ class OpcUaReader:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.source = source
-        self.tags = tags
-        self._sink = sink
-        self._clock = clock
+        super().__init__(source, tags, sink, clock=clock)
         self._by_node: dict[ua.NodeId, TagSpec] = {}
         self.connected = False
         self.sessions = 0  # sessions built so far (1 + reconnects)
         self.failed_tags: dict[str, str] = {}
         self.notifications = 0
-
-    @property
-    def name(self) -> str:
-        return self.source.name
 
     def status(self) -> dict[str, object]:
         """This source in the gateway's status message."""
@@ -111,10 +104,6 @@ class OpcUaReader:
             value, quality = None, Quality.BAD
         reason = "" if quality is Quality.GOOD else f"status {status.name}"
         self._sink(Reading(tag.name, value, quality, ts, reason))
-
-    def _report_all_bad(self, reason: str) -> None:
-        for reading in all_bad(self.tags, reason, self._clock()):
-            self._sink(reading)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read until `stop` is set; rebuild everything after any loss."""

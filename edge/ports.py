@@ -12,10 +12,11 @@ that replays readings from memory, and runs the gateway's logic without a networ
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
-from edge.tagmap import Reading
+from edge.tagmap import Reading, TagSpec, all_bad
 
 if TYPE_CHECKING:
     from edge.uplink import UplinkStats
@@ -42,6 +43,40 @@ class Reader(Protocol):
 
 
 ReaderFactory = Callable[[ReadingSink], Sequence[Reader]]
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+_S = TypeVar("_S", bound=_Named)
+
+
+class SourceReader(Generic[_S]):
+    """What every real reader keeps: its source's settings, the tags it reads, the sink it
+    reports to and the clock that stamps readings without a source timestamp."""
+
+    def __init__(
+        self,
+        source: _S,
+        tags: tuple[TagSpec, ...],
+        sink: ReadingSink,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.source = source
+        self.tags = tags
+        self._sink = sink
+        self._clock = clock
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    def _report_all_bad(self, reason: str) -> None:
+        for reading in all_bad(self.tags, reason, self._clock()):
+            self._sink(reading)
 
 
 class UplinkPort(Protocol):

@@ -3,7 +3,8 @@
 Endpoints: ``auth/<approle>/login``, ``<mount>/sign/<role>``, ``<mount>/revoke``,
 ``<mount>/cert/<serial>``, ``<mount>/ca_chain``, ``<mount>/crl/pem``.
 
-The only module that imports ``hvac``; every hvac/requests exception is translated here, once.
+Calls go through the AppRole session `pki.vault_session.VaultSession`, the only module that
+imports ``hvac``; every hvac/requests exception is translated there, once.
 
 >>> ca = VaultCA.connect(VaultConfig(url="https://vault.plant1:8200", mount="pki_int",
 ...     role="idmz-device", role_id="...", secret_id="..."))                 # doctest: +SKIP
@@ -20,16 +21,10 @@ the request refused, naming what differed.
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import hvac
-import hvac.exceptions
-import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -48,38 +43,44 @@ from pki.identity import ConsumerIdentity, DeviceIdentity
 from pki.issuance import IssuanceLimits, IssuancePlan, PlannedIssuer
 from pki.ledger import Ledger, LedgerEntry
 from pki.profiles import SignerName, Subject
-from pki.vault_answers import TokenLease, check_returned, checked_chain, data_of, issued_by
+from pki.vault_answers import check_returned, checked_chain, data_of, issued_by
 from pki.vault_config import VaultConfig as VaultConfig  # re-exported: pki.vault.VaultConfig
 from pki.vault_config import vault_serial as vault_serial
 from pki.vault_mirror import VaultMirror
-
-_T = TypeVar("_T")
+from pki.vault_session import VaultSession
 
 
 class VaultCA(PlannedIssuer):
     """Issue, revoke and read CRLs through Vault's PKI engine (``sign/<role>``, ``revoke``,
-    ``ca_chain``, ``crl/pem``). Thread-safe: one client, re-login under a lock on 403."""
+    ``ca_chain``, ``crl/pem``). Thread-safe: one session (`VaultSession`), re-login under its
+    lock on 403."""
 
     def __init__(
         self,
         config: VaultConfig,
-        client: Any,
+        session: VaultSession,
         *,
         ledger: Ledger | None = None,
         mirror: VaultMirror | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config = config
-        self._client = client
+        self._session = session
+        self._client = session.client
+        self._call = session.call
         self._ledger = ledger
         self._mirror = mirror
-        self._monotonic = monotonic
         self._limits = IssuanceLimits(key_policy=config.key_policy)
-        self._lock = threading.Lock()
         self._chain: tuple[x509.Certificate, ...] | None = None
-        self._token = TokenLease(obtained_at=monotonic(), lease_s=0.0, renewable=False)
-        self.renewals = 0  # AppRole token renewals (renew-self), for operators and tests
-        self.logins = 0
+
+    @property
+    def logins(self) -> int:
+        """AppRole logins so far (for operators and tests)."""
+        return self._session.logins
+
+    @property
+    def renewals(self) -> int:
+        """AppRole token renewals (``renew-self``) so far."""
+        return self._session.renewals
 
     @classmethod
     def connect(cls, config: VaultConfig, *, ca_dir: Path | None = None) -> VaultCA:
@@ -87,21 +88,16 @@ class VaultCA(PlannedIssuer):
         is recorded in its ``ledger.sqlite`` too (serial, subject, not-after, and the certificate,
         so a role with ``no_store`` can still revoke it), and Vault's chain and CRL are
         republished there as the CA files brokers and the relay read (ADR 0019)."""
-        client = hvac.Client(
-            url=config.url,
-            namespace=config.namespace,
-            verify=config.ca_bundle if config.ca_bundle else True,
-            timeout=config.timeout_s,
-        )
+        session = VaultSession.open(config)
         ledger = mirror = None
         if ca_dir is not None:
             ca_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             paths = CAPaths(ca_dir)
             ledger, mirror = Ledger(paths.ledger), VaultMirror(paths)
-        ca = cls(config, client, ledger=ledger, mirror=mirror)
+        ca = cls(config, session, ledger=ledger, mirror=mirror)
         try:
-            with ca._lock:
-                ca._login()
+            with session.lock:
+                session.login()
             if mirror is not None:
                 ca.current_crl(now=datetime.now(UTC))  # reads and publishes the chain too
         except BaseException:
@@ -309,95 +305,3 @@ class VaultCA(PlannedIssuer):
         if self._mirror is not None:
             self._mirror.publish_chain(self._chain)
         return self._chain
-
-    # -- plumbing ---------------------------------------------------------------------------
-
-    def _login(self) -> None:
-        """AppRole login (under ``self._lock``). The secret_id is read now, so a rotated one is
-        picked up by the next login."""
-        try:
-            secret_id = self._config.current_secret_id()
-        except Exception as exc:
-            raise KeyStoreError(f"cannot read the Vault AppRole secret_id: {exc}") from exc
-        started = self._monotonic()
-        try:
-            response = self._client.auth.approle.login(
-                role_id=self._config.role_id,
-                secret_id=secret_id,
-                mount_point=self._config.approle_mount,
-            )
-        except hvac.exceptions.VaultError as exc:
-            # Vault answers 400 for a wrong or expired secret_id; either way the credentials,
-            # not the request, are at fault. Never echo them.
-            raise KeyStoreError(
-                f"Vault AppRole login at {self._config.url} failed ({type(exc).__name__}: "
-                f"{_errors(exc)}); check the role_id/secret_id and the secret_id's TTL"
-            ) from exc
-        except requests.exceptions.RequestException as exc:
-            raise KeyStoreError(f"cannot reach Vault at {self._config.url} for login") from exc
-        self._token = TokenLease.from_auth(response, obtained_at=started)
-        self.logins += 1
-
-    def _fresh_token(self) -> None:
-        """Renew the AppRole token before it expires (``renew-self`` once less than
-        ``renew_at_fraction`` of its lease remains); when it cannot be renewed (not renewable,
-        its max TTL reached, or revoked) log in again. Without a lease (a root or periodic
-        token) nothing is done."""
-        with self._lock:
-            lease = self._token
-            if lease.lease_s <= 0:
-                return
-            now = self._monotonic()
-            if lease.remaining_s(now) > lease.lease_s * self._config.renew_at_fraction:
-                return
-            if lease.renewable:
-                try:
-                    renewed = TokenLease.from_auth(
-                        self._client.auth.token.renew_self(), obtained_at=now
-                    )
-                except (hvac.exceptions.VaultError, requests.exceptions.RequestException):
-                    renewed = None
-                # A renewal capped by the token's max TTL buys too little: log in instead.
-                if renewed is not None and renewed.lease_s > lease.lease_s * (
-                    self._config.renew_at_fraction
-                ):
-                    self._token = renewed
-                    self.renewals += 1
-                    return
-            self._login()
-
-    def _call(self, what: str, func: Callable[[], _T]) -> _T:
-        """Run ``func`` with a fresh token; on 403 (token expired or revoked early) log in again
-        once and retry."""
-        self._fresh_token()
-        try:
-            return self._call_once(what, func, translate_forbidden=False)
-        except hvac.exceptions.Forbidden:
-            with self._lock:
-                self._login()
-            return self._call_once(what, func)
-
-    def _call_once(
-        self, what: str, func: Callable[[], _T], *, translate_forbidden: bool = True
-    ) -> _T:
-        try:
-            return func()
-        except hvac.exceptions.Forbidden as exc:
-            if not translate_forbidden:
-                raise
-            raise KeyStoreError(f"Vault refused {what}: permission denied") from exc
-        except (hvac.exceptions.InvalidRequest, hvac.exceptions.InvalidPath) as exc:
-            raise IssuanceRefusedError(f"Vault refused {what}: {_errors(exc)}") from exc
-        except hvac.exceptions.VaultError as exc:
-            raise KeyStoreError(
-                f"Vault failed {what}: {type(exc).__name__}: {_errors(exc)}"
-            ) from exc
-        except requests.exceptions.RequestException as exc:
-            raise KeyStoreError(f"cannot reach Vault at {self._config.url} for {what}") from exc
-
-
-def _errors(exc: hvac.exceptions.VaultError) -> str:
-    errors = getattr(exc, "errors", None)
-    if isinstance(errors, list) and errors:
-        return "; ".join(str(e)[:300] for e in errors)
-    return "no detail"

@@ -39,6 +39,7 @@ from pki.profiles import SignerName
 
 _log = logging.getLogger(__name__)
 _I = TypeVar("_I", DeviceIdentity, ConsumerIdentity, SignerName)
+_N = TypeVar("_N", DeviceIdentity, ConsumerIdentity)  # the identities a client presents
 
 # root -> issuing -> leaf. A longer chain is not one this CA makes.
 MAX_CHAIN_DEPTH = 2
@@ -133,17 +134,13 @@ class ChainVerifier:
     def verify_device(
         self, leaf: x509.Certificate, intermediates: Sequence[x509.Certificate], *, now: datetime
     ) -> VerifiedDevice:
-        chain = self._verify_chain(leaf, intermediates, now=now, code_signing=False)
-        identity = _parse_identity(leaf, DeviceIdentity.from_spiffe)
-        self._check_common_name(leaf, identity.path)
+        chain, identity = self._verify_named(leaf, intermediates, now, DeviceIdentity.from_spiffe)
         return VerifiedDevice(certificate=leaf, chain=chain, identity=identity)
 
     def verify_consumer(
         self, leaf: x509.Certificate, intermediates: Sequence[x509.Certificate], *, now: datetime
     ) -> VerifiedConsumer:
-        chain = self._verify_chain(leaf, intermediates, now=now, code_signing=False)
-        identity = _parse_identity(leaf, ConsumerIdentity.from_spiffe)
-        self._check_common_name(leaf, identity.path)
+        chain, identity = self._verify_named(leaf, intermediates, now, ConsumerIdentity.from_spiffe)
         return VerifiedConsumer(certificate=leaf, chain=chain, identity=identity)
 
     def verify_signer(
@@ -244,6 +241,20 @@ class ChainVerifier:
                 "refusing to verify against stale revocation data"
             )
         return crl
+
+    def _verify_named(
+        self,
+        leaf: x509.Certificate,
+        intermediates: Sequence[x509.Certificate],
+        now: datetime,
+        parse: Callable[[str], _N],
+    ) -> tuple[tuple[x509.Certificate, ...], _N]:
+        """A client (device or consumer): the chain, the identity its URI SAN names, and a
+        common name, if any, equal to that identity's path."""
+        chain = self._verify_chain(leaf, intermediates, now=now, code_signing=False)
+        identity = _parse_identity(leaf, parse)
+        self._check_common_name(leaf, identity.path)
+        return chain, identity
 
     @staticmethod
     def _check_common_name(leaf: x509.Certificate, path: str) -> None:

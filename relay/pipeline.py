@@ -32,7 +32,8 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from enum import IntEnum
 
-from audit.events import AuditEvent, AuditSink
+from audit.events import AuditEvent
+from relay import ports
 from relay.config import AcceptedAudit
 from relay.deadletter import DeadLetter, dead_letter_event, refused_by_it
 from relay.errors import PipelineError, SpoolFullError
@@ -120,7 +121,7 @@ class Pipeline:
 
     def __init__(
         self, name: str, *, ot: OTAcks, it: ITPublisher, spool: SpoolAppender, dedup: Dedup,
-        audit: AuditSink, letters: DeadLetterStore, retainer: Retainer, stats: WorkerStats,
+        audit: ports.AuditPort, letters: DeadLetterStore, retainer: Retainer, stats: WorkerStats,
         policy_hash: str, accepted_audit: AcceptedAudit, audit_batch_max: int,
         refuse_on_audit_failure: bool, spooled: Counter[str],
         clock: Callable[[], float], wall_clock: Callable[[], float],

@@ -3,7 +3,7 @@
 The pipeline decides; these ports do the I/O. On a relay they are the real things, built by the
 composition (`relay.worker.Worker`, from `relay.appliance`): `relay.ot_source.OTSource`,
 `relay.it_sink.ITSink`, `relay.spool.Spool`, `relay.dedup.DedupWindow`,
-`relay.deadletter.DeadLetters`, the retention log and an `audit.events.AuditSink`. In the tests
+`relay.deadletter.DeadLetters`, the retention log and the audit log (`AuditPort`). In the tests
 they are the in-memory fakes of ``tests/support/relay_fakes.py``, so the ack-after-durable and
 ordering invariants are checked as properties over random interleavings, without brokers.
 
@@ -16,12 +16,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+from audit.events import AuditSink
 from relay.deadletter import DeadLetter
 from relay.spool import SpoolRecord
 
 # A message as the spool and the retention log keep it: topic, device, message id, provenance
 # user properties, payload (the `SpoolRecord` fields, not yet encoded).
 Fields = tuple[str, str, str, tuple[tuple[str, str], ...], bytes]
+
+
+class AuditPort(AuditSink, Protocol):
+    """The audit log (`audit.log.AuditLog`): an `audit.events.AuditSink` that also says whether
+    it is broken. A broken log (a failed fdatasync) refuses everything until it is reopened,
+    and for a worker reopening is a restart."""
+
+    @property
+    def broken(self) -> bool: ...
 
 
 class OTAcks(Protocol):

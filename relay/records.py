@@ -22,8 +22,9 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from audit.errors import AuditError
-from audit.events import AuditEvent, AuditSink, Outcome
+from audit.events import AuditEvent, Outcome
 from relay.config import AcceptedAudit
+from relay.ports import AuditPort
 from relay.stats import WorkerStats
 
 _log = logging.getLogger("relay.worker")
@@ -125,7 +126,7 @@ class Recorder:
     ``forward-and-alarm`` the alarm is logged and True returned."""
 
     def __init__(
-        self, audit: AuditSink, stats: WorkerStats, *, worker: str, policy_hash: str,
+        self, audit: AuditPort, stats: WorkerStats, *, worker: str, policy_hash: str,
         accepted_audit: AcceptedAudit, batch_max: int, refuse_on_failure: bool,
         on_broken: Callable[[str], None] | None,
     ) -> None:  # fmt: skip
@@ -150,7 +151,7 @@ class Recorder:
             with self._stats.lock:
                 self._stats.audit_failures += 1
                 self._stats.audit_ok = False
-            if getattr(self._audit, "broken", False) and self._on_broken is not None:
+            if self._audit.broken and self._on_broken is not None:
                 # A failed fdatasync: this log object refuses everything until reopened, and
                 # reopening is a restart (the OT broker keeps every unacknowledged message).
                 self._on_broken(f"audit log flush failed ({exc}); restarting to reopen it")

@@ -28,8 +28,14 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from audit.events import AuditSink
-from policies import AuditFailureMode, load_policy
+from policies import (
+    CERT_SHA256_PROPERTY,
+    DEVICE_PROPERTY,
+    MSG_ID_PROPERTY,
+    POLICY_SHA256_PROPERTY,
+    AuditFailureMode,
+    load_policy,
+)
 from relay.config import WorkerConfig
 from relay.deadletter import DeadLetters
 from relay.dedup import DedupWindow
@@ -38,7 +44,7 @@ from relay.inspector import Inspector, inspection_failed
 from relay.links import broker_links
 from relay.ot_source import Delivery
 from relay.pipeline import Item, Pipeline
-from relay.ports import Fields, ITLink, OTLink
+from relay.ports import AuditPort, Fields, ITLink, OTLink
 from relay.retention import Retainer, Retention, read_epoch
 from relay.revocation import CrlWatcher, RevocationState
 from relay.sparkplug_flow import SparkplugFlow
@@ -58,7 +64,7 @@ class Worker:
         config: WorkerConfig,
         index: int,
         *,
-        audit: AuditSink,
+        audit: AuditPort,
         clock: Callable[[], float] = time.monotonic,
         on_fatal: Callable[[str], None] | None = None,
         links: Callable[[Worker], tuple[OTLink, ITLink]] = broker_links,
@@ -209,10 +215,10 @@ class Worker:
 
     def _provenance(self, device: str, msg_id: str) -> tuple[tuple[str, str], ...]:
         return (
-            ("idmz-device", device),
-            ("idmz-cert-sha256", self._inspector.revocation.fingerprints.get(device, "unknown")),
-            ("idmz-policy-sha256", self.policy.content_hash),
-            ("idmz-msg-id", msg_id),
+            (DEVICE_PROPERTY, device),
+            (CERT_SHA256_PROPERTY, self._inspector.revocation.fingerprints.get(device, "unknown")),
+            (POLICY_SHA256_PROPERTY, self.policy.content_hash),
+            (MSG_ID_PROPERTY, msg_id),
         )
 
     def on_ot_state(self, up: bool) -> None:

@@ -26,7 +26,6 @@ ALLOWED_OVER = frozenset(
         "idmz.commands.provisioning",
         "idmz.demo.plant",
         "pki.local",
-        "pki.vault",
         "policies.broker_config",
         "relay.appliance",
     }

@@ -32,7 +32,7 @@ from idmz.gateway_config import load_gateway_config
 from idmz.home import Home
 from idmz.relay_config import load_relay_config
 from idmz.supervisor import Supervisor
-from tests.edge.pkifixtures import make_ca
+from tests.support.ca import make_ca
 from tests.support.net import free_port, port_open, wait_for
 
 PORTS = Ports(8443, 8883, 8884, 9465, 4840, 5020, 9464, 9466, 18883, 18884)

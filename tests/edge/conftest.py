@@ -4,25 +4,33 @@ from __future__ import annotations
 
 import getpass
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from edge.simulator import SimulatorSettings, SimulatorThread
-from tests.edge.pkifixtures import ProductCA, make_ca
+from tests.support.ca import ProductCA, make_ca
 from tests.support.mosquitto import Broker, start_broker
 from tests.support.net import free_port
 
-
-@pytest.fixture(scope="session")
-def test_ca(tmp_path_factory: pytest.TempPathFactory) -> ProductCA:
-    return make_ca(tmp_path_factory.mktemp("edge-ca") / "ca")
+# Made a year ago, so tests can issue backdated (already expired) certificates from it.
+CA_AGE = timedelta(days=365)
 
 
 @pytest.fixture(scope="session")
-def other_ca(tmp_path_factory: pytest.TempPathFactory) -> ProductCA:
+def test_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProductCA]:
+    ca = make_ca(tmp_path_factory.mktemp("edge-ca") / "ca", age=CA_AGE)
+    yield ca
+    ca.close()
+
+
+@pytest.fixture(scope="session")
+def other_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProductCA]:
     """A CA nobody trusts."""
-    return make_ca(tmp_path_factory.mktemp("other-ca") / "ca", organization="mallory")
+    ca = make_ca(tmp_path_factory.mktemp("other-ca") / "ca", organization="mallory", age=CA_AGE)
+    yield ca
+    ca.close()
 
 
 def mtls_broker_config(
@@ -33,7 +41,7 @@ def mtls_broker_config(
     (workdir / "server.pem").write_bytes(server.cert_pem + server.chain_pem)
     (workdir / "server.key").write_bytes(server.key_pem)
     (workdir / "server.key").chmod(0o600)
-    (workdir / "clients-ca.pem").write_bytes(test_ca.ca.paths.chain.read_bytes())
+    (workdir / "clients-ca.pem").write_bytes(test_ca.chain_path.read_bytes())
     lines = [
         # Started as root, Mosquitto would switch to user "mosquitto", which cannot read the
         # test's private temporary directory; stay the user that owns it.

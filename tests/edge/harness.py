@@ -1,16 +1,12 @@
 """Run a real gateway in a thread, build configs for the simulator, collect MQTT messages with an
-independent client (mosquitto_sub)."""
+independent client (mosquitto_sub, `tests.support.mqtt`)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import shutil
-import subprocess
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,7 +25,8 @@ from edge.training import WindowPlan, simulator_recording, train
 from edge.uplink import UplinkSettings
 from idmz.gateway_runtime import build_gateway
 from pki.identity import DeviceIdentity
-from tests.edge.pkifixtures import GATEWAY_ID, Issued, ProductCA
+from tests.support.ca import GATEWAY_ID, ClientCredentials, Issued, ProductCA
+from tests.support.mqtt import WITH_PROPERTIES, Endpoint, Subscriber
 
 T = TypeVar("T")
 ASSET = "acme/plant1/press/line1/cell2/press01"
@@ -203,34 +200,6 @@ class GatewayThread:
             self._done.result()
 
 
-@dataclass
-class Collector:
-    """mosquitto_sub as an independent MQTT 5 client over mTLS; one record per message."""
-
-    process: subprocess.Popen[bytes]
-    out_path: Path
-    records: list[tuple[str, dict[str, str], dict[str, Any]]] = field(default_factory=list)
-
-    def read(self) -> list[tuple[str, dict[str, str], dict[str, Any]]]:
-        recs = []
-        for line in self.out_path.read_text().splitlines():
-            if not line.strip():
-                continue
-            topic, props, payload = line.split("\t", 2)
-            try:
-                body = json.loads(payload)
-            except ValueError:
-                continue  # a line still being written
-            kv = dict(p.split(":", 1) for p in props.split(" ") if ":" in p) if props else {}
-            recs.append((topic, kv, body))
-        self.records = recs
-        return recs
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-
-
 def start_collector(
     test_ca: ProductCA,
     port: int,
@@ -238,41 +207,24 @@ def start_collector(
     *,
     client_id: str = "collector",
     persistent: bool = False,
-) -> Collector:
-    creds = test_ca.device("acme/plant1/it/x/y/collector")
+) -> Subscriber:
+    """An independent MQTT 5 client over mTLS on everything under ``acme/``: one
+    `tests.support.mqtt.Record` per message (``.records()``)."""
+    issued = test_ca.device("acme/plant1/it/x/y/collector")
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "c.pem").write_bytes(creds.cert_pem + creds.chain_pem)
-    (workdir / "c.key").write_bytes(creds.key_pem)
+    (workdir / "c.pem").write_bytes(issued.cert_pem + issued.chain_pem)
+    (workdir / "c.key").write_bytes(issued.key_pem)
     (workdir / "ca.pem").write_bytes(test_ca.root_pem)
-    out = workdir / "messages.tsv"
-    argv = [
-        shutil.which("mosquitto_sub") or "mosquitto_sub",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "-V",
-        "mqttv5",
-        "-q",
-        "1",
-        "--cafile",
-        str(workdir / "ca.pem"),
-        "--cert",
-        str(workdir / "c.pem"),
-        "--key",
-        str(workdir / "c.key"),
-        "-i",
-        client_id,
-        "-t",
+    creds = ClientCredentials("collector", workdir / "c.pem", workdir / "c.key", issued.serial)
+    return Subscriber(
+        Endpoint(port, workdir / "ca.pem"),
+        creds,
         "acme/#",
-        "-F",
-        "%t\t%P\t%p\n",
-    ]
-    if persistent:
-        argv += ["-c", "-x", "3600"]
-    with out.open("wb") as fh:
-        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT)
-    return Collector(proc, out)
+        workdir / "messages.tsv",
+        client_id=client_id,
+        persistent=persistent,
+        line_format=WITH_PROPERTIES,
+    )
 
 
 class LoopThread:

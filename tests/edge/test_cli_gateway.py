@@ -19,7 +19,7 @@ from edge.metrics import GatewayMetrics
 from edge.model_signing import sign_model
 from idmz.gateway_config import load_gateway_config, parse_gateway_config
 from tests.edge.harness import start_collector, train_simulator_model
-from tests.edge.pkifixtures import GATEWAY_ID, ProductCA
+from tests.support.ca import GATEWAY_ID, ProductCA
 from tests.support.mosquitto import Broker
 from tests.support.net import free_port, port_open, wait_for
 
@@ -159,7 +159,7 @@ def test_edge_run_and_simulate_from_the_command_line(
         assert "idmz_edge_outbox_depth_messages" in text
 
         def status() -> dict[str, object] | None:
-            for _, _, b in collector.read():
+            for _, _, b in collector.records():
                 if b["kind"] == "status" and b["data"]["readers"]["press-plc"]["connected"]:
                     return b["data"]
             return None
@@ -168,7 +168,7 @@ def test_edge_run_and_simulate_from_the_command_line(
         assert st["model"]["version"] == "cli-1"  # type: ignore[index]
         control.write_text(json.dumps({"fault": "bearing-outer-race"}))
         wait_for(
-            lambda: any(b["kind"] == "anomaly" for _, _, b in collector.read()),
+            lambda: any(b["kind"] == "anomaly" for _, _, b in collector.records()),
             timeout_s=60,
             what="the anomaly on the IT side",
         )

@@ -25,7 +25,7 @@ from tests.edge.harness import (
     start_collector,
     train_simulator_model,
 )
-from tests.edge.pkifixtures import GATEWAY_ID, ProductCA
+from tests.support.ca import GATEWAY_ID, ProductCA
 from tests.support.mosquitto import start_broker
 from tests.support.net import free_port, wait_for
 
@@ -64,7 +64,7 @@ def test_uplink_cut_for_a_minute_loses_nothing_keeps_order_and_alarms_locally(
     try:
 
         def kinds() -> set[str]:
-            return {body["kind"] for _, _, body in collector.read()}
+            return {body["kind"] for _, _, body in collector.records()}
 
         wait_for(
             lambda: {"telemetry", "features", "status"} <= kinds(),
@@ -115,14 +115,14 @@ def test_uplink_cut_for_a_minute_loses_nothing_keeps_order_and_alarms_locally(
         assert stats.appended == stats.acked + stats.depth
 
         def received() -> dict[str, dict]:
-            return {p["idmz-msg-id"]: body for _, p, body in collector.read()}
+            return {p["idmz-msg-id"]: body for _, p, body in collector.records()}
 
         wait_for(
             lambda: len(received()) >= stats.acked,
             timeout_s=60,
             what="every acknowledged message at the IT subscriber",
         )
-        got = collector.read()
+        got = collector.records()
         ids = [p["idmz-msg-id"] for _, p, _ in got]
         assert all(p["idmz-msg-id"] == body["id"] for _, p, body in got)
         # At least once: every acknowledged message arrived; one still in the outbox may have

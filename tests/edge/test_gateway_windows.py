@@ -18,7 +18,7 @@ from edge.sources import OpcUaSource
 from edge.tagmap import Quality, Reading, TagSpec
 from pki.identity import DeviceIdentity
 from tests.edge.harness import signed_scorer, train_simulator_model
-from tests.edge.pkifixtures import GATEWAY_ID, ProductCA
+from tests.support.ca import GATEWAY_ID, ProductCA
 
 FS = 12000.0
 BLOCK = 1200

@@ -25,7 +25,7 @@ from edge.tagmap import Quality, Reading, TagSpec
 from edge.uplink import UplinkStats
 from pki.identity import DeviceIdentity
 from policies.envelope import VERSION
-from tests.edge.pkifixtures import GATEWAY_ID
+from tests.support.ca import GATEWAY_ID
 
 TEMP = TagSpec("temp", "plc", "ns=2;s=t", "degC", "press01", "acme/p/a/l/c/press01", "scalar")
 

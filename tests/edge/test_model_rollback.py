@@ -24,9 +24,9 @@ from edge.model_release import (
 )
 from edge.model_signing import ModelTrust, VerifiedModel, verify_model
 from tests.edge.harness import train_simulator_model
-from tests.edge.pkifixtures import ProductCA
 from tests.edge.test_cli_gateway import make_config
 from tests.edge.test_model_signing import bundle
+from tests.support.ca import ProductCA
 
 OPERATOR = "acme/signer/operations"
 

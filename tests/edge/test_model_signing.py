@@ -18,7 +18,7 @@ from pki.authority import RevocationReason
 from pki.identity import DeviceIdentity
 from pki.profiles import ProfileName
 from tests.edge.harness import train_simulator_model
-from tests.edge.pkifixtures import Issued, ProductCA
+from tests.support.ca import Issued, ProductCA
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,8 @@ from edge.rul import RunHistory, fit_rul, phm2012_score
 from edge.run_recording import RunFeatures, RunRecording, read_run_recording, run_features
 from edge.training import fit_run_to_failure
 from tests.edge.harness import signed_scorer
-from tests.edge.pkifixtures import ProductCA
 from tests.edge.rtf import FS, FZ, TRAINING, Run
+from tests.support.ca import ProductCA
 
 HEALTH = HealthSettings(baseline_s=300.0)
 

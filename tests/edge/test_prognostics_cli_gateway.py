@@ -25,8 +25,8 @@ from edge.tagmap import Quality, Reading, TagSpec
 from edge.training import fit_run_to_failure
 from pki.identity import DeviceIdentity
 from tests.edge.harness import signed_scorer
-from tests.edge.pkifixtures import GATEWAY_ID, ProductCA
 from tests.edge.rtf import FS, FZ, SNAPSHOT, TRAINING, Run
+from tests.support.ca import GATEWAY_ID, ProductCA
 
 FIELDS = {"t_s", "score", "health", "alarm", "rul_s", "rul_low_s", "rul_high_s"}
 

@@ -18,7 +18,7 @@ from edge.uplink import Uplink, UplinkSettings
 from pki.authority import RevocationReason
 from tests.edge.conftest import mtls_broker_config
 from tests.edge.harness import LoopThread, start_collector
-from tests.edge.pkifixtures import GATEWAY_ID, ProductCA
+from tests.support.ca import GATEWAY_ID, ProductCA
 from tests.support.mosquitto import Broker, start_broker
 from tests.support.net import free_port, wait_for
 
@@ -58,8 +58,8 @@ def test_messages_arrive_with_their_id_and_leave_the_outbox_only_after_puback(
         ids = fill(box, 25)
         runner.call_soon(uplink.notify)
         wait_for(lambda: box.stats(now=0).depth == 0, timeout_s=30, what="outbox drained")
-        wait_for(lambda: len(collector.read()) >= 25, timeout_s=30, what="25 messages")
-        got = collector.read()
+        wait_for(lambda: len(collector.records()) >= 25, timeout_s=30, what="25 messages")
+        got = collector.records()
         assert [r[1]["idmz-msg-id"] for r in got] == ids  # in order, each with its id
         assert [r[2]["n"] for r in got] == list(range(25))
         assert {r[0] for r in got} == {TOPIC}
@@ -153,7 +153,7 @@ def test_renewed_credentials_are_picked_up_without_a_restart(
         assert load_credentials(creds).fingerprint != before.fingerprint
         fill(box, 3)
         runner.call_soon(uplink.notify)
-        wait_for(lambda: len(collector.read()) >= 3, timeout_s=30, what="delivery after renewal")
+        wait_for(lambda: len(collector.records()) >= 3, timeout_s=30, what="delivery after renewal")
     finally:
         runner.stop()
         collector.stop()

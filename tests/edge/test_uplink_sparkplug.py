@@ -17,7 +17,7 @@ from edge.sources import Backoff
 from edge.sparkplug import EdgeNodeState
 from edge.uplink import SparkplugUplink, Uplink, UplinkSettings
 from tests.edge.harness import LoopThread
-from tests.edge.pkifixtures import GATEWAY_ID, ProductCA
+from tests.support.ca import GATEWAY_ID, ProductCA
 from tests.support.mosquitto import Broker
 from tests.support.net import wait_for
 

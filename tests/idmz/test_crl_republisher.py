@@ -20,9 +20,9 @@ from cryptography import x509
 from pki.identity import DeviceIdentity
 from policies import load_policy
 from policies.broker_config import BrokerSettings, Registry, TlsFiles, render_brokers
-from tests.policies.mqtt_clients import Endpoint, publish
-from tests.policies.testpki import PASSPHRASE, make_test_pki
+from tests.support.ca import PASSPHRASE, make_test_pki
 from tests.support.mosquitto import start_broker
+from tests.support.mqtt import Endpoint, publish
 from tests.support.net import free_port, port_open, wait_for
 
 pytestmark = pytest.mark.integration

@@ -18,10 +18,11 @@ from pki.errors import ConfigError
 from pki.identity import DeviceIdentity
 from pki.keys import KeyPolicy
 from pki.profiles import ProfileName
-from tests.pki.conftest import DEVICE, OTHER_DEVICE, CAFixture, make_csr
+from tests.pki.conftest import DEVICE, OTHER_DEVICE
+from tests.support.ca import ProductCA, make_csr
 
 
-def enroll(local_ca: CAFixture, out: Path, device: DeviceIdentity, *, named: str) -> CredentialDir:
+def enroll(local_ca: ProductCA, out: Path, device: DeviceIdentity, *, named: str) -> CredentialDir:
     """What `idmz enroll` does on the gateway: a key made here, the CA's answer installed."""
     key = ec.generate_private_key(ec.SECP256R1())
     issued = local_ca.ca.issue(
@@ -40,7 +41,7 @@ def enroll(local_ca: CAFixture, out: Path, device: DeviceIdentity, *, named: str
 
 
 def test_what_enrollment_writes_is_what_the_uplink_loads(
-    local_ca: CAFixture, tmp_path: Path
+    local_ca: ProductCA, tmp_path: Path
 ) -> None:
     creds = enroll(local_ca, tmp_path / "gw", DEVICE, named=DEVICE.path)
     loaded = creds.load()
@@ -53,14 +54,14 @@ def test_what_enrollment_writes_is_what_the_uplink_loads(
     assert os.stat(creds.key).st_mode & 0o777 == 0o600
 
 
-def test_a_certificate_for_another_device_is_refused(local_ca: CAFixture, tmp_path: Path) -> None:
+def test_a_certificate_for_another_device_is_refused(local_ca: ProductCA, tmp_path: Path) -> None:
     creds = enroll(local_ca, tmp_path / "gw", OTHER_DEVICE, named=DEVICE.path)
     with pytest.raises(ConfigError, match="expected exactly"):
         creds.load()
 
 
 def test_a_key_that_does_not_belong_to_the_certificate_is_refused_and_nothing_written(
-    local_ca: CAFixture, tmp_path: Path
+    local_ca: ProductCA, tmp_path: Path
 ) -> None:
     issued = local_ca.ca.issue(
         verify_csr(make_csr(), KeyPolicy()), DEVICE, profile=ProfileName.DEVICE, now=local_ca.now
@@ -77,14 +78,14 @@ def test_a_key_that_does_not_belong_to_the_certificate_is_refused_and_nothing_wr
     assert not creds.root.exists()
 
 
-def test_a_private_key_readable_by_others_is_refused(local_ca: CAFixture, tmp_path: Path) -> None:
+def test_a_private_key_readable_by_others_is_refused(local_ca: ProductCA, tmp_path: Path) -> None:
     creds = enroll(local_ca, tmp_path / "gw", DEVICE, named=DEVICE.path)
     os.chmod(creds.key, 0o644)
     with pytest.raises(ConfigError, match="0600"):
         creds.load()
 
 
-def test_a_missing_file_is_named(local_ca: CAFixture, tmp_path: Path) -> None:
+def test_a_missing_file_is_named(local_ca: ProductCA, tmp_path: Path) -> None:
     creds = enroll(local_ca, tmp_path / "gw", DEVICE, named=DEVICE.path)
     creds.chain.unlink()
     with pytest.raises(ConfigError, match=r"lacks chain\.pem"):

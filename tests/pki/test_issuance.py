@@ -18,13 +18,14 @@ from pki.errors import CSRError, IssuanceRefusedError, MalformedIdentityError, P
 from pki.identity import ConsumerIdentity
 from pki.keys import KeyPolicy
 from pki.profiles import ProfileName, ServerName, SignerName
-from tests.pki.conftest import DEVICE, OTHER_DEVICE, PASSPHRASE, CAFixture, key_pem, make_csr
+from tests.pki.conftest import DEVICE, OTHER_DEVICE
+from tests.support.ca import PASSPHRASE, ProductCA, key_pem, make_csr
 
 DEV = ProfileName.DEVICE
 
 
 def refused(
-    fx: CAFixture, csr: bytes, error: type[PKIError], *, subject=DEVICE, profile=DEV, validity=None
+    fx: ProductCA, csr: bytes, error: type[PKIError], *, subject=DEVICE, profile=DEV, validity=None
 ) -> str:  # type: ignore[no-untyped-def]
     """Issue, expect ``error``, check that nothing was issued and nothing secret leaked."""
     before = fx.ledger_rows()
@@ -46,7 +47,7 @@ def refused(
 # -- the good path -------------------------------------------------------------------------
 
 
-def test_device_certificate_is_an_x509_svid_with_cn_mirroring_the_path(local_ca: CAFixture) -> None:
+def test_device_certificate_is_an_x509_svid_with_cn_mirroring_the_path(local_ca: ProductCA) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     issued = local_ca.ca.issue(
         verify_csr(make_csr(key), KeyPolicy()), DEVICE, profile=DEV, now=local_ca.now
@@ -67,7 +68,7 @@ def test_device_certificate_is_an_x509_svid_with_cn_mirroring_the_path(local_ca:
     assert issued.chain == local_ca.ca.ca_chain()
 
 
-def test_names_in_the_csr_subject_are_never_copied(local_ca: CAFixture) -> None:
+def test_names_in_the_csr_subject_are_never_copied(local_ca: ProductCA) -> None:
     issued = local_ca.ca.issue(
         verify_csr(make_csr(cn="admin"), KeyPolicy()), DEVICE, profile=DEV, now=local_ca.now
     )
@@ -83,7 +84,7 @@ def test_names_in_the_csr_subject_are_never_copied(local_ca: CAFixture) -> None:
         ),
     ],
 )
-def test_p384_and_rsa_2048_keys_are_accepted(local_ca: CAFixture, key) -> None:  # type: ignore[no-untyped-def]
+def test_p384_and_rsa_2048_keys_are_accepted(local_ca: ProductCA, key) -> None:  # type: ignore[no-untyped-def]
     issued = local_ca.ca.issue(
         verify_csr(make_csr(key()), KeyPolicy()), DEVICE, profile=DEV, now=local_ca.now
     )
@@ -93,18 +94,18 @@ def test_p384_and_rsa_2048_keys_are_accepted(local_ca: CAFixture, key) -> None: 
     )
 
 
-def test_der_csr_is_accepted(local_ca: CAFixture) -> None:
+def test_der_csr_is_accepted(local_ca: ProductCA) -> None:
     local_ca.ca.issue(
         verify_csr(make_csr(der=True), KeyPolicy()), DEVICE, profile=DEV, now=local_ca.now
     )
 
 
-def test_csr_san_naming_exactly_the_enrolled_identity_is_accepted(local_ca: CAFixture) -> None:
+def test_csr_san_naming_exactly_the_enrolled_identity_is_accepted(local_ca: ProductCA) -> None:
     csr = make_csr(sans=[x509.UniformResourceIdentifier(DEVICE.spiffe_id)])
     local_ca.ca.issue(verify_csr(csr, KeyPolicy()), DEVICE, profile=DEV, now=local_ca.now)
 
 
-def test_server_profile_carries_dns_and_ip_sans_and_server_auth(local_ca: CAFixture) -> None:
+def test_server_profile_carries_dns_and_ip_sans_and_server_auth(local_ca: ProductCA) -> None:
     names = ServerName.parse("relay.plant1.example,127.0.0.1")
     cert = local_ca.ca.issue(
         verify_csr(make_csr(), KeyPolicy()), names, profile=ProfileName.SERVER, now=local_ca.now
@@ -116,7 +117,7 @@ def test_server_profile_carries_dns_and_ip_sans_and_server_auth(local_ca: CAFixt
     assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH]
 
 
-def test_consumer_and_model_signer_profiles(local_ca: CAFixture) -> None:
+def test_consumer_and_model_signer_profiles(local_ca: ProductCA) -> None:
     consumer = ConsumerIdentity.parse("acme/it/historian")
     c = local_ca.ca.issue(
         verify_csr(make_csr(), KeyPolicy()),
@@ -154,19 +155,19 @@ def test_consumer_and_model_signer_profiles(local_ca: CAFixture) -> None:
         pytest.param(b"A" * 20000, id="oversized"),
     ],
 )
-def test_malformed_csr_is_refused(local_ca: CAFixture, blob: bytes) -> None:
+def test_malformed_csr_is_refused(local_ca: ProductCA, blob: bytes) -> None:
     text = refused(local_ca, blob, CSRError)
     assert "expected" in text or "limit" in text
 
 
-def test_csr_whose_signature_does_not_verify_fails_proof_of_possession(local_ca: CAFixture) -> None:
+def test_csr_whose_signature_does_not_verify_fails_proof_of_possession(local_ca: ProductCA) -> None:
     der = bytearray(make_csr(der=True))
     der[-5] ^= 0x01  # inside the signature BIT STRING
     text = refused(local_ca, bytes(der), CSRError)
     assert "proof of possession" in text and DEVICE.path in text
 
 
-def test_csr_with_another_keys_signature_fails_proof_of_possession(local_ca: CAFixture) -> None:
+def test_csr_with_another_keys_signature_fails_proof_of_possession(local_ca: ProductCA) -> None:
     # Splice: the public key of one CSR with the signature of another.
     a = x509.load_der_x509_csr(make_csr(der=True))
     b = x509.load_der_x509_csr(make_csr(der=True))
@@ -176,7 +177,7 @@ def test_csr_with_another_keys_signature_fails_proof_of_possession(local_ca: CAF
     refused(local_ca, forged, CSRError)
 
 
-def test_rsa_1024_is_refused(local_ca: CAFixture) -> None:
+def test_rsa_1024_is_refused(local_ca: ProductCA) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 - the attack
     text = refused(local_ca, make_csr(key), CSRError)
     assert "at least 2048" in text and "1024" in text
@@ -185,36 +186,36 @@ def test_rsa_1024_is_refused(local_ca: CAFixture) -> None:
 @pytest.mark.parametrize(
     "curve", [ec.SECP521R1(), ec.SECP256K1(), ec.SECP224R1()], ids=lambda c: c.name
 )
-def test_other_curves_are_refused(local_ca: CAFixture, curve: ec.EllipticCurve) -> None:
+def test_other_curves_are_refused(local_ca: ProductCA, curve: ec.EllipticCurve) -> None:
     text = refused(local_ca, make_csr(ec.generate_private_key(curve)), CSRError)
     assert curve.name in text and "secp256r1" in text
 
 
-def test_csr_asking_for_ca_true_is_refused(local_ca: CAFixture) -> None:
+def test_csr_asking_for_ca_true_is_refused(local_ca: ProductCA) -> None:
     csr = make_csr(extensions=[(x509.BasicConstraints(ca=True, path_length=None), True)])
     assert "CA:true" in refused(local_ca, csr, CSRError)
 
 
-def test_csr_carrying_sans_for_another_device_is_refused(local_ca: CAFixture) -> None:
+def test_csr_carrying_sans_for_another_device_is_refused(local_ca: ProductCA) -> None:
     csr = make_csr(sans=[x509.UniformResourceIdentifier(OTHER_DEVICE.spiffe_id)])
     text = refused(local_ca, csr, CSRError)
     assert OTHER_DEVICE.path in text and DEVICE.path in text
 
 
-def test_csr_adding_a_second_name_to_its_own_is_refused(local_ca: CAFixture) -> None:
+def test_csr_adding_a_second_name_to_its_own_is_refused(local_ca: ProductCA) -> None:
     csr = make_csr(
         sans=[x509.UniformResourceIdentifier(DEVICE.spiffe_id), x509.DNSName("broker.example")]
     )
     refused(local_ca, csr, CSRError)
 
 
-def test_csr_with_unexpected_extension_is_refused(local_ca: CAFixture) -> None:
+def test_csr_with_unexpected_extension_is_refused(local_ca: ProductCA) -> None:
     ext = x509.NameConstraints(permitted_subtrees=[x509.DNSName("example")], excluded_subtrees=None)
     text = refused(local_ca, make_csr(extensions=[(ext, True)]), CSRError)
     assert "2.5.29.30" in text
 
 
-def test_sha1_signed_csr_is_refused(local_ca: CAFixture, tmp_path: Path) -> None:
+def test_sha1_signed_csr_is_refused(local_ca: ProductCA, tmp_path: Path) -> None:
     # cryptography will not even make a SHA-1 signature; openssl still will.
     key = tmp_path / "key.pem"
     key.write_bytes(key_pem(ec.generate_private_key(ec.SECP256R1())))
@@ -227,27 +228,27 @@ def test_sha1_signed_csr_is_refused(local_ca: CAFixture, tmp_path: Path) -> None
     assert "SHA-256" in text and "sha1" in text
 
 
-def test_validity_longer_than_the_profile_maximum_is_refused(local_ca: CAFixture) -> None:
+def test_validity_longer_than_the_profile_maximum_is_refused(local_ca: ProductCA) -> None:
     text = refused(local_ca, make_csr(), IssuanceRefusedError, validity=timedelta(days=398))
     assert "397" in text and "398" in text
 
 
-def test_zero_validity_is_refused(local_ca: CAFixture) -> None:
+def test_zero_validity_is_refused(local_ca: ProductCA) -> None:
     refused(local_ca, make_csr(), IssuanceRefusedError, validity=timedelta(0))
 
 
-def test_validity_outliving_the_issuing_ca_is_refused_not_truncated(local_ca: CAFixture) -> None:
+def test_validity_outliving_the_issuing_ca_is_refused_not_truncated(local_ca: ProductCA) -> None:
     issuing_end = local_ca.ca.issuing_certificate.not_valid_after_utc
     local_ca.now = issuing_end - timedelta(days=30)
     text = refused(local_ca, make_csr(), IssuanceRefusedError)  # 90-day default
     assert "outlive the issuing CA" in text and f"{issuing_end:%Y-%m-%d}" in text
 
 
-def test_subject_of_the_wrong_kind_for_the_profile_is_refused(local_ca: CAFixture) -> None:
+def test_subject_of_the_wrong_kind_for_the_profile_is_refused(local_ca: ProductCA) -> None:
     refused(local_ca, make_csr(), MalformedIdentityError, profile=ProfileName.SERVER)
 
 
-def test_naive_now_is_a_configuration_error_not_a_crash(local_ca: CAFixture) -> None:
+def test_naive_now_is_a_configuration_error_not_a_crash(local_ca: ProductCA) -> None:
     from pki.errors import ConfigError
 
     local_ca.now = local_ca.now.replace(tzinfo=None)
@@ -257,12 +258,12 @@ def test_naive_now_is_a_configuration_error_not_a_crash(local_ca: CAFixture) -> 
         )
 
 
-def test_issuing_before_the_issuing_ca_is_valid_is_refused(local_ca: CAFixture) -> None:
+def test_issuing_before_the_issuing_ca_is_valid_is_refused(local_ca: ProductCA) -> None:
     local_ca.now = local_ca.ca.issuing_certificate.not_valid_before_utc - timedelta(days=1)
     assert "check this host's clock" in refused(local_ca, make_csr(), IssuanceRefusedError)
 
 
-def test_ledger_failures_are_key_store_errors_not_crashes(local_ca: CAFixture) -> None:
+def test_ledger_failures_are_key_store_errors_not_crashes(local_ca: ProductCA) -> None:
     from pki.errors import KeyStoreError
 
     issued = local_ca.ca.issue(

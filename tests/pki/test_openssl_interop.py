@@ -11,7 +11,8 @@ from pki.authority import RevocationReason
 from pki.csr import verify_csr
 from pki.keys import KeyPolicy
 from pki.profiles import ProfileName
-from tests.pki.conftest import DEVICE, CAFixture, make_csr
+from tests.pki.conftest import DEVICE
+from tests.support.ca import ProductCA, make_ca, make_csr
 
 
 def openssl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -19,7 +20,7 @@ def openssl(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def device_pem(local_ca: CAFixture, tmp_path: Path) -> tuple[Path, int]:
+def device_pem(local_ca: ProductCA, tmp_path: Path) -> tuple[Path, int]:
     issued = local_ca.ca.issue(
         verify_csr(make_csr(), KeyPolicy()), DEVICE, profile=ProfileName.DEVICE, now=local_ca.now
     )
@@ -28,7 +29,7 @@ def device_pem(local_ca: CAFixture, tmp_path: Path) -> tuple[Path, int]:
     return path, issued.serial
 
 
-def verify(fx: CAFixture, leaf: Path) -> subprocess.CompletedProcess[str]:
+def verify(fx: ProductCA, leaf: Path) -> subprocess.CompletedProcess[str]:
     return openssl(
         "verify", "-crl_check",
         "-CAfile", str(fx.dir / "root.pem"),
@@ -40,7 +41,7 @@ def verify(fx: CAFixture, leaf: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_openssl_accepts_a_fresh_device_certificate_with_crl_checking(
-    local_ca: CAFixture, device_pem: tuple[Path, int]
+    local_ca: ProductCA, device_pem: tuple[Path, int]
 ) -> None:
     result = verify(local_ca, device_pem[0])
     assert result.returncode == 0, result.stdout + result.stderr
@@ -48,7 +49,7 @@ def test_openssl_accepts_a_fresh_device_certificate_with_crl_checking(
 
 
 def test_openssl_rejects_the_certificate_after_revocation(
-    local_ca: CAFixture, device_pem: tuple[Path, int]
+    local_ca: ProductCA, device_pem: tuple[Path, int]
 ) -> None:
     local_ca.ca.revoke(device_pem[1], RevocationReason.KEY_COMPROMISE, now=local_ca.now)
     result = verify(local_ca, device_pem[0])
@@ -57,12 +58,8 @@ def test_openssl_rejects_the_certificate_after_revocation(
     assert "error 23 at 0 depth lookup: certificate revoked" in result.stdout + result.stderr
 
 
-def test_openssl_rejects_a_certificate_from_another_ca(local_ca: CAFixture, tmp_path: Path) -> None:
-    from pki.local import LocalCA, init_local_ca
-    from tests.pki.conftest import PASSPHRASE
-
-    init_local_ca(tmp_path / "rogue", passphrase=PASSPHRASE, organization="acme", now=local_ca.now)
-    rogue = LocalCA.open(tmp_path / "rogue", passphrase=PASSPHRASE)
+def test_openssl_rejects_a_certificate_from_another_ca(local_ca: ProductCA, tmp_path: Path) -> None:
+    rogue = make_ca(tmp_path / "rogue", now=local_ca.now).ca
     leaf = tmp_path / "rogue.pem"
     leaf.write_bytes(
         rogue.issue(
@@ -90,7 +87,7 @@ def test_openssl_shows_the_spiffe_san_and_the_device_key_usages(
 
 
 def test_openssl_reads_the_crl_signature_next_update_and_reason(
-    local_ca: CAFixture, device_pem: tuple[Path, int]
+    local_ca: ProductCA, device_pem: tuple[Path, int]
 ) -> None:
     local_ca.ca.revoke(device_pem[1], RevocationReason.KEY_COMPROMISE, now=local_ca.now)
     result = openssl(
@@ -116,14 +113,9 @@ def test_openssl_reads_the_crl_signature_next_update_and_reason(
 def test_p384_ca_signs_with_sha384_and_openssl_agrees(tmp_path: Path) -> None:
     from datetime import UTC, datetime
 
-    from pki.local import LocalCA, init_local_ca
-    from tests.pki.conftest import PASSPHRASE
-
     now = datetime.now(UTC)
-    init_local_ca(
-        tmp_path / "ca", passphrase=PASSPHRASE, organization="acme", now=now, key_type="ec-p384"
-    )
-    ca = LocalCA.open(tmp_path / "ca", passphrase=PASSPHRASE)
+    fx = make_ca(tmp_path / "ca", now=now, key_type="ec-p384")
+    ca = fx.ca
     issued = ca.issue(
         verify_csr(make_csr(), KeyPolicy()), DEVICE, profile=ProfileName.DEVICE, now=now
     )
@@ -132,6 +124,5 @@ def test_p384_ca_signs_with_sha384_and_openssl_agrees(tmp_path: Path) -> None:
     assert issued.certificate.signature_hash_algorithm.name == "sha384"
     leaf = tmp_path / "leaf.pem"
     leaf.write_bytes(issued.leaf_pem())
-    fx = CAFixture(tmp_path / "ca", ca, now)
     result = verify(fx, leaf)
     assert result.returncode == 0, result.stdout + result.stderr

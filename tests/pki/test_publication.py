@@ -18,10 +18,11 @@ from pki.keys import KeyPolicy
 from pki.ledger import Ledger
 from pki.profiles import ProfileName
 from pki.publication import CAPublication, LedgerView, read_ledger
-from tests.pki.conftest import DEVICE, OTHER_DEVICE, CAFixture, make_csr
+from tests.pki.conftest import DEVICE, OTHER_DEVICE
+from tests.support.ca import ProductCA, make_csr
 
 
-def test_the_published_files_hold_no_secret(local_ca: CAFixture) -> None:
+def test_the_published_files_hold_no_secret(local_ca: ProductCA) -> None:
     paths, published = CAPaths(local_ca.dir), CAPublication(local_ca.dir)
     assert paths.root_key not in published.files and paths.issuing_key not in published.files
     assert all(p.parent == local_ca.dir for p in published.files)
@@ -36,7 +37,7 @@ def test_a_reader_never_creates_a_missing_ledger(tmp_path: Path) -> None:
     assert os.listdir(missing.parent) == []
 
 
-def test_a_reader_that_tries_to_write_the_ledger_is_refused(local_ca: CAFixture) -> None:
+def test_a_reader_that_tries_to_write_the_ledger_is_refused(local_ca: ProductCA) -> None:
     local_ca.ca.issue(
         verify_csr(make_csr(), KeyPolicy()), DEVICE, profile=ProfileName.DEVICE, now=local_ca.now
     )
@@ -57,7 +58,7 @@ def test_a_reader_that_tries_to_write_the_ledger_is_refused(local_ca: CAFixture)
     assert local_ca.ledger_rows() == before
 
 
-def test_a_reader_sees_what_the_ca_writes_while_it_holds_the_view(local_ca: CAFixture) -> None:
+def test_a_reader_sees_what_the_ca_writes_while_it_holds_the_view(local_ca: ProductCA) -> None:
     with read_ledger(CAPublication(local_ca.dir).ledger) as view:
         assert view.entries() == []
         key = ec.generate_private_key(ec.SECP256R1())

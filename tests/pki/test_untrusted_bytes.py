@@ -11,7 +11,8 @@ from pki.csr import verify_csr
 from pki.errors import CertificateError, CSRError, PKIError
 from pki.keys import KeyPolicy
 from pki.verifier import load_certificates
-from tests.pki.conftest import DEVICE, make_csr
+from tests.pki.conftest import DEVICE
+from tests.support.ca import make_csr
 
 # Corrupted serials (zero, negative) make cryptography warn that it will refuse them one day;
 # refusing or parsing them is exactly what these tests check.
@@ -78,8 +79,6 @@ def test_any_single_byte_corruption_of_a_certificate_is_a_certificate_error(
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    from tests.pki.conftest import PASSPHRASE  # noqa: F401 - the CA fixture is not needed here
-
     cert = x509.load_pem_x509_certificate(CERT_PEM)
     der = bytearray(cert.public_bytes(serialization.Encoding.DER))
     der[offset % len(der)] ^= xor
@@ -95,15 +94,12 @@ def _one_ca() -> tuple[bytes, object]:
     from datetime import UTC, datetime
     from pathlib import Path
 
-    from pki.local import LocalCA, init_local_ca
     from pki.profiles import ProfileName
     from pki.verifier import ChainVerifier
-    from tests.pki.conftest import PASSPHRASE
+    from tests.support.ca import make_ca
 
     now = datetime.now(UTC)
-    d = Path(tempfile.mkdtemp()) / "ca"
-    init_local_ca(d, passphrase=PASSPHRASE, organization="acme", now=now)
-    ca = LocalCA.open(d, passphrase=PASSPHRASE)
+    ca = make_ca(Path(tempfile.mkdtemp()) / "ca", now=now).ca
     try:
         leaf = ca.issue(
             verify_csr(make_csr(), KeyPolicy()), DEVICE, profile=ProfileName.DEVICE, now=now

@@ -36,7 +36,8 @@ from pki.keys import KeyPolicy
 from pki.profiles import ProfileName, ServerName
 from pki.vault import VaultCA, VaultConfig, vault_serial
 from pki.verifier import ChainVerifier
-from tests.pki.conftest import DEVICE, make_csr
+from tests.pki.conftest import DEVICE
+from tests.support.ca import make_csr
 from tests.support.net import free_port
 from tests.support.openbao import MOUNT, OpenBao, bao_binary, start_openbao
 
@@ -385,8 +386,9 @@ def test_a_crl_older_than_the_published_one_is_refused(target: Target, tmp_path:
 def test_the_approle_token_is_renewed_before_it_expires(target: Target) -> None:
     clock = [0.0]
     vault = VaultCA.connect(target.config)
-    vault._monotonic = lambda: clock[0]
-    vault._token = type(vault._token)(obtained_at=0.0, lease_s=1200.0, renewable=True)
+    session = vault._session
+    session._monotonic = lambda: clock[0]
+    session._token = type(session._token)(obtained_at=0.0, lease_s=1200.0, renewable=True)
     clock[0] = 1200 * 0.7  # less than a third of the lease left
     vault.issue(verify_csr(make_csr(), KeyPolicy()), DEVICE, profile=ProfileName.DEVICE, now=now())
     assert (vault.renewals, vault.logins) == (1, 1), "renewed, not logged in again"

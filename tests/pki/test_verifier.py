@@ -18,23 +18,23 @@ from pki.csr import verify_csr
 from pki.errors import CertificateError, RevokedCertificateError
 from pki.identity import ConsumerIdentity
 from pki.keys import KeyPolicy, PrivateKey, load_private_key
-from pki.local import LocalCA, init_local_ca
 from pki.profiles import ProfileName, SignerName
 from pki.verifier import ChainVerifier
-from tests.pki.conftest import DEVICE, OTHER_DEVICE, PASSPHRASE, CAFixture, make_csr
+from tests.pki.conftest import DEVICE, OTHER_DEVICE
+from tests.support.ca import PASSPHRASE, ProductCA, make_ca, make_csr
 
 
-def issuing_key(fx: CAFixture) -> PrivateKey:
+def issuing_key(fx: ProductCA) -> PrivateKey:
     return load_private_key(fx.dir / "issuing.key.pem", PASSPHRASE)
 
 
-def verifier(fx: CAFixture) -> ChainVerifier:
+def verifier(fx: ProductCA) -> ChainVerifier:
     crl = fx.ca.current_crl(now=fx.now).crl
     return ChainVerifier(roots=[fx.ca.ca_chain()[-1]], crls=[crl])
 
 
 def forge_leaf(
-    fx: CAFixture,
+    fx: ProductCA,
     *,
     not_before: datetime | None = None,
     not_after: datetime | None = None,
@@ -75,13 +75,13 @@ def forge_leaf(
     return builder.sign(sign_with, hashes.SHA256())
 
 
-def issue(fx: CAFixture, subject=DEVICE, profile=ProfileName.DEVICE) -> x509.Certificate:  # type: ignore[no-untyped-def]
+def issue(fx: ProductCA, subject=DEVICE, profile=ProfileName.DEVICE) -> x509.Certificate:  # type: ignore[no-untyped-def]
     return fx.ca.issue(
         verify_csr(make_csr(), KeyPolicy()), subject, profile=profile, now=fx.now
     ).certificate
 
 
-def test_fresh_device_certificate_verifies_to_its_identity(local_ca: CAFixture) -> None:
+def test_fresh_device_certificate_verifies_to_its_identity(local_ca: ProductCA) -> None:
     cert = issue(local_ca)
     peer = verifier(local_ca).verify_device(
         cert, [local_ca.ca.issuing_certificate], now=local_ca.now
@@ -91,7 +91,7 @@ def test_fresh_device_certificate_verifies_to_its_identity(local_ca: CAFixture) 
     assert peer.chain[-1] == local_ca.ca.ca_chain()[-1]
 
 
-def test_expired_certificate_is_refused(local_ca: CAFixture) -> None:
+def test_expired_certificate_is_refused(local_ca: ProductCA) -> None:
     cert = forge_leaf(
         local_ca,
         not_before=local_ca.now - timedelta(days=10),
@@ -101,7 +101,7 @@ def test_expired_certificate_is_refused(local_ca: CAFixture) -> None:
         verifier(local_ca).verify_device(cert, [local_ca.ca.issuing_certificate], now=local_ca.now)
 
 
-def test_not_yet_valid_certificate_is_refused(local_ca: CAFixture) -> None:
+def test_not_yet_valid_certificate_is_refused(local_ca: ProductCA) -> None:
     cert = forge_leaf(local_ca, not_before=local_ca.now + timedelta(days=1))
     with pytest.raises(CertificateError, match="does not verify"):
         verifier(local_ca).verify_device(cert, [local_ca.ca.issuing_certificate], now=local_ca.now)
@@ -109,15 +109,8 @@ def test_not_yet_valid_certificate_is_refused(local_ca: CAFixture) -> None:
 
 def test_certificate_under_an_expired_issuing_ca_is_refused(tmp_path: Path, now: datetime) -> None:
     past = now - timedelta(days=10)
-    init_local_ca(
-        tmp_path / "old",
-        passphrase=PASSPHRASE,
-        organization="acme",
-        now=past,
-        issuing_validity=timedelta(days=5),
-    )
-    ca = LocalCA.open(tmp_path / "old", passphrase=PASSPHRASE)
-    fx = CAFixture(tmp_path / "old", ca, now)
+    fx = make_ca(tmp_path / "old", now=now, age=now - past, issuing_validity=timedelta(days=5))
+    ca = fx.ca
     cert = forge_leaf(fx, not_before=past, not_after=now + timedelta(days=1))
     v = ChainVerifier(roots=[ca.ca_chain()[-1]], crls=[ca.publish_crl(now=now).crl])
     with pytest.raises(CertificateError, match="does not verify"):
@@ -125,9 +118,8 @@ def test_certificate_under_an_expired_issuing_ca_is_refused(tmp_path: Path, now:
     ca.close()
 
 
-def test_certificate_from_an_unknown_ca_is_refused(local_ca: CAFixture, tmp_path: Path) -> None:
-    init_local_ca(tmp_path / "rogue", passphrase=PASSPHRASE, organization="acme", now=local_ca.now)
-    rogue = LocalCA.open(tmp_path / "rogue", passphrase=PASSPHRASE)
+def test_certificate_from_an_unknown_ca_is_refused(local_ca: ProductCA, tmp_path: Path) -> None:
+    rogue = make_ca(tmp_path / "rogue", now=local_ca.now).ca
     cert = rogue.issue(
         verify_csr(make_csr(), KeyPolicy()), DEVICE, profile=ProfileName.DEVICE, now=local_ca.now
     ).certificate
@@ -137,40 +129,40 @@ def test_certificate_from_an_unknown_ca_is_refused(local_ca: CAFixture, tmp_path
     rogue.close()
 
 
-def test_revoked_certificate_is_refused(local_ca: CAFixture) -> None:
+def test_revoked_certificate_is_refused(local_ca: ProductCA) -> None:
     cert = issue(local_ca)
     local_ca.ca.revoke(cert.serial_number, RevocationReason.KEY_COMPROMISE, now=local_ca.now)
     with pytest.raises(RevokedCertificateError, match=format(cert.serial_number, "x")):
         verifier(local_ca).verify_device(cert, [local_ca.ca.issuing_certificate], now=local_ca.now)
 
 
-def test_ca_true_leaf_is_refused(local_ca: CAFixture) -> None:
+def test_ca_true_leaf_is_refused(local_ca: ProductCA) -> None:
     cert = forge_leaf(local_ca, ca=True)
     with pytest.raises(CertificateError):
         verifier(local_ca).verify_device(cert, [local_ca.ca.issuing_certificate], now=local_ca.now)
 
 
-def test_server_certificate_cannot_act_as_a_device(local_ca: CAFixture) -> None:
+def test_server_certificate_cannot_act_as_a_device(local_ca: ProductCA) -> None:
     cert = forge_leaf(local_ca, eku=ExtendedKeyUsageOID.SERVER_AUTH)
     with pytest.raises(CertificateError, match="does not verify"):
         verifier(local_ca).verify_device(cert, [local_ca.ca.issuing_certificate], now=local_ca.now)
 
 
-def test_two_uri_sans_are_refused(local_ca: CAFixture) -> None:
+def test_two_uri_sans_are_refused(local_ca: ProductCA) -> None:
     sans = [x509.UniformResourceIdentifier(d.spiffe_id) for d in (DEVICE, OTHER_DEVICE)]
     cert = forge_leaf(local_ca, sans=sans)
     with pytest.raises(CertificateError, match="exactly one URI SAN; found 2"):
         verifier(local_ca).verify_device(cert, [local_ca.ca.issuing_certificate], now=local_ca.now)
 
 
-def test_cn_that_does_not_mirror_the_uri_san_is_refused(local_ca: CAFixture) -> None:
+def test_cn_that_does_not_mirror_the_uri_san_is_refused(local_ca: ProductCA) -> None:
     cert = forge_leaf(local_ca, cn=OTHER_DEVICE.path)
     with pytest.raises(CertificateError, match="CN must equal") as info:
         verifier(local_ca).verify_device(cert, [local_ca.ca.issuing_certificate], now=local_ca.now)
     assert DEVICE.path in str(info.value) and OTHER_DEVICE.path in str(info.value)
 
 
-def test_consumer_certificate_is_not_a_device_and_vice_versa(local_ca: CAFixture) -> None:
+def test_consumer_certificate_is_not_a_device_and_vice_versa(local_ca: ProductCA) -> None:
     consumer = issue(local_ca, ConsumerIdentity.parse("acme/it/historian"), ProfileName.CONSUMER)
     device = issue(local_ca)
     v, chain = verifier(local_ca), [local_ca.ca.issuing_certificate]
@@ -181,7 +173,7 @@ def test_consumer_certificate_is_not_a_device_and_vice_versa(local_ca: CAFixture
     assert v.verify_consumer(consumer, chain, now=local_ca.now).identity.name == "historian"
 
 
-def test_model_signer_verifies_only_as_a_signer(local_ca: CAFixture) -> None:
+def test_model_signer_verifies_only_as_a_signer(local_ca: ProductCA) -> None:
     signer = issue(local_ca, SignerName.parse("acme/signer/models"), ProfileName.MODEL_SIGNER)
     v, chain = verifier(local_ca), [local_ca.ca.issuing_certificate]
     assert v.verify_signer(signer, chain, now=local_ca.now).identity.name == "models"
@@ -191,7 +183,7 @@ def test_model_signer_verifies_only_as_a_signer(local_ca: CAFixture) -> None:
         v.verify_device(signer, chain, now=local_ca.now)
 
 
-def test_stale_crl_fails_closed(local_ca: CAFixture) -> None:
+def test_stale_crl_fails_closed(local_ca: ProductCA) -> None:
     cert = issue(local_ca)
     v = verifier(local_ca)  # CRL valid for one day
     later = local_ca.now + timedelta(days=2)
@@ -199,7 +191,7 @@ def test_stale_crl_fails_closed(local_ca: CAFixture) -> None:
         v.verify_device(cert, [local_ca.ca.issuing_certificate], now=later)
 
 
-def test_crl_from_the_future_is_refused(local_ca: CAFixture) -> None:
+def test_crl_from_the_future_is_refused(local_ca: ProductCA) -> None:
     cert = issue(local_ca)
     future = local_ca.ca.publish_crl(now=local_ca.now + timedelta(hours=2)).crl
     v = ChainVerifier(roots=[local_ca.ca.ca_chain()[-1]], crls=[future])
@@ -207,7 +199,7 @@ def test_crl_from_the_future_is_refused(local_ca: CAFixture) -> None:
         v.verify_device(cert, [local_ca.ca.issuing_certificate], now=local_ca.now)
 
 
-def test_crl_signed_by_the_wrong_key_is_refused(local_ca: CAFixture) -> None:
+def test_crl_signed_by_the_wrong_key_is_refused(local_ca: ProductCA) -> None:
     cert = issue(local_ca)
     forged = build_crl(
         issuer=local_ca.ca.issuing_certificate,  # right name, wrong key
@@ -222,7 +214,7 @@ def test_crl_signed_by_the_wrong_key_is_refused(local_ca: CAFixture) -> None:
         v.verify_device(cert, [local_ca.ca.issuing_certificate], now=local_ca.now)
 
 
-def test_missing_crl_fails_closed(local_ca: CAFixture) -> None:
+def test_missing_crl_fails_closed(local_ca: ProductCA) -> None:
     v = ChainVerifier(roots=[local_ca.ca.ca_chain()[-1]])
     with pytest.raises(CertificateError, match="no CRL"):
         v.verify_device(issue(local_ca), [local_ca.ca.issuing_certificate], now=local_ca.now)
@@ -233,7 +225,7 @@ def test_verifier_without_roots_refuses_to_exist() -> None:
         ChainVerifier(roots=[])
 
 
-def test_leaf_built_by_the_product_builder_round_trips(local_ca: CAFixture) -> None:
+def test_leaf_built_by_the_product_builder_round_trips(local_ca: ProductCA) -> None:
     # build_leaf is public API; what it makes must verify like an issued certificate.
     key = ec.generate_private_key(ec.SECP256R1())
     cert = build_leaf(
@@ -254,7 +246,7 @@ def test_leaf_built_by_the_product_builder_round_trips(local_ca: CAFixture) -> N
     )
 
 
-def test_with_old_and_new_crls_loaded_the_newest_decides(local_ca: CAFixture) -> None:
+def test_with_old_and_new_crls_loaded_the_newest_decides(local_ca: ProductCA) -> None:
     cert = issue(local_ca)
     old = local_ca.ca.current_crl(now=local_ca.now).crl
     local_ca.ca.revoke(
@@ -269,7 +261,7 @@ def test_with_old_and_new_crls_loaded_the_newest_decides(local_ca: CAFixture) ->
             )
 
 
-def test_a_forged_crl_next_to_the_real_one_is_ignored(local_ca: CAFixture) -> None:
+def test_a_forged_crl_next_to_the_real_one_is_ignored(local_ca: ProductCA) -> None:
     cert = issue(local_ca)
     local_ca.ca.revoke(cert.serial_number, RevocationReason.KEY_COMPROMISE, now=local_ca.now)
     real = local_ca.ca.current_crl(now=local_ca.now).crl

@@ -20,9 +20,9 @@ import pytest
 from pki.identity import ConsumerIdentity, DeviceIdentity
 from policies import Policy
 from policies.broker_config import BrokerSettings, Registry, TlsFiles, render_brokers
-from tests.policies.mqtt_clients import Endpoint, Subscriber, publish, wait_until
-from tests.policies.testpki import ClientCredentials, PKIFixture, make_test_pki
+from tests.support.ca import ClientCredentials, PKIFixture, make_test_pki
 from tests.support.mosquitto import Broker, start_broker
+from tests.support.mqtt import Endpoint, Subscriber, publish, wait_until
 from tests.support.net import free_port
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from idmz.cli import main
 from tests.policies.conftest import PLANT_POLICY
-from tests.policies.testpki import PKIFixture, make_test_pki
+from tests.support.ca import PKIFixture, make_test_pki
 
 
 @pytest.fixture(scope="module")

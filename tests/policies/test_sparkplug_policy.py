@@ -208,7 +208,7 @@ def test_policy_check_passes_a_rendered_sparkplug_deployment_and_refuses_a_forei
     import json
 
     from idmz.cli import main
-    from tests.policies.testpki import make_test_pki
+    from tests.support.ca import make_test_pki
 
     pki = make_test_pki(tmp_path / "pki")
     try:

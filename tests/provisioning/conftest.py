@@ -19,13 +19,13 @@ import httpx
 import psycopg
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from audit.log import AuditLog
 from audit.storage import LogPaths, iter_entries, read_index
 from pki.authority import pem
-from pki.local import LocalCA, init_local_ca
+from pki.local import LocalCA
 from pki.vault import VaultCA
 from provisioning.config import RateLimits, ServiceLimits
 from provisioning.http.app import create_app, wrap
@@ -38,23 +38,19 @@ from provisioning.server import (
 )
 from provisioning.services import Services
 from provisioning.tokens import TokenKey
+from tests.support.ca import PASSPHRASE, init_ca, make_csr
 from tests.support.net import free_port, wait_for
 from tests.support.openbao import OpenBao, openbao  # noqa: F401 - fixture
 
 DEVICE = "acme/plant1/press/line1/cell2/press-07"
 OTHER = "acme/plant1/press/line1/cell2/press-08"
-PASSPHRASE = b"test passphrase"
 PG_URL = os.environ.get("IDMZ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def csr_for(key: Any, san: str | None = None, hash_alg: Any = None) -> bytes:
-    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
-    if san is not None:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(f"spiffe://{san}")]),
-            critical=False,
-        )
-    return builder.sign(key, hash_alg or hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    """A CSR with an empty subject, optionally asking for the URI SAN ``spiffe://<san>``."""
+    sans = [x509.UniformResourceIdentifier(f"spiffe://{san}")] if san is not None else []
+    return make_csr(key, sans=sans, cn=None, hash_alg=hash_alg)
 
 
 def new_key() -> ec.EllipticCurvePrivateKey:
@@ -208,12 +204,7 @@ def pg_database(pg_admin_url: str) -> Iterator[str]:
 
 def make_ca(home: Path) -> None:
     # Backdated so tests can hold certificates that were issued (and expired) weeks ago.
-    init_local_ca(
-        home / "ca",
-        passphrase=PASSPHRASE,
-        organization="acme",
-        now=datetime.now(UTC) - timedelta(days=60),
-    )
+    init_ca(home / "ca", age=timedelta(days=60))
 
 
 @dataclass

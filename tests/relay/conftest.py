@@ -1,6 +1,6 @@
 """A real relay appliance for tests: a LocalCA in a tmp dir, two managed Mosquitto brokers with
 TLS on ephemeral ports rendered from the example policy, N worker processes, the durable audit
-log. Independent clients are `mosquitto_pub` / `mosquitto_sub` (tests.policies.mqtt_clients).
+log. Independent clients are `mosquitto_pub` / `mosquitto_sub` (tests.support.mqtt).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from relay.config import (
 )
 from relay.errors import RevokePluginUnavailableError
 from relay.revoke_plugin import build_plugin
-from tests.policies.mqtt_clients import Endpoint
-from tests.policies.testpki import ClientCredentials, PKIFixture, make_test_pki
+from tests.support.ca import ClientCredentials, PKIFixture, make_test_pki
+from tests.support.mqtt import Endpoint
 from tests.support.net import free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -138,18 +138,22 @@ def revoke_plugin() -> Path:
         pytest.skip(f"the revoke plugin cannot be built here: {exc}")
 
 
-@pytest.fixture(scope="module")
-def plant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plant]:
-    tmp = tmp_path_factory.mktemp("relay-pki")
-    pki = make_test_pki(tmp)
+def issue_plant(pki: PKIFixture, devices: tuple[str, ...]) -> Plant:
+    """The brokers' server certificate, the relay's and the historian's, and ``devices``'."""
     server = pki.server()
     creds = {RELAY_ID: pki.consumer(RELAY_ID), HISTORIAN: pki.consumer(HISTORIAN)}
-    for device in (PRESS_1, PRESS_2):
+    for device in devices:
         creds[device] = pki.device(device)
+    return Plant(pki, server, creds, pki.dir)
+
+
+@pytest.fixture(scope="module")
+def plant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plant]:
+    pki = make_test_pki(tmp_path_factory.mktemp("relay-pki"))
     try:
-        yield Plant(pki, server, creds, tmp)
+        yield issue_plant(pki, (PRESS_1, PRESS_2))
     finally:
-        pki.ca.close()
+        pki.close()
 
 
 def appliance_config(

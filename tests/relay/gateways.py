@@ -8,37 +8,27 @@ broker acknowledged: those are the ones that must never be lost.
 
 from __future__ import annotations
 
-import ssl
-import subprocess
 import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tests.policies.mqtt_clients import publish
 from tests.relay.conftest import HISTORIAN, Relay, envelope
+from tests.support.mqtt import WITH_PROPERTIES, Subscriber, paho_client, publish
 from tests.support.net import wait_for
 
 
 class Gateway:
     def __init__(self, relay: Relay, device: str) -> None:
-        creds = relay.plant.cred(device)
         self.device = device
         self.acked: set[str] = set()
         self.sent: list[str] = []
         self._mids: dict[int, str] = {}
         self._early: set[int] = set()
         self._lock = threading.Lock()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=device, protocol=mqtt.MQTTv5
-        )
-        ctx = ssl.create_default_context(cafile=str(relay.plant.pki.cafile))
-        ctx.load_cert_chain(str(creds.cert), str(creds.key))
-        self.client.tls_set_context(ctx)
+        self.client = paho_client(relay.ot, relay.plant.cred(device), device)
         self.client.reconnect_delay_set(1, 2)
         self.client.max_inflight_messages_set(100)
         self.client.on_publish = self._on_publish
@@ -91,30 +81,19 @@ def stream(gateways: list[Gateway], count: int, rate_per_s: float, stop: threadi
             time.sleep(delay)
 
 
-class PersistentConsumer:
+class PersistentConsumer(Subscriber):
     """`mosquitto_sub` on IT with a persistent session, so an IT broker restart loses nothing
-    on the consumer's side either; prints topic, user properties and payload per line."""
+    on the consumer's side either; prints topic, user properties and payload per line.
+    `stop()` goes offline (the session stays on the broker and queues for it); `start()`
+    connects again and receives what the broker queued meanwhile."""
 
     def __init__(self, relay: Relay, out: Path, client_id: str) -> None:
-        self.relay, self.out, self.client_id = relay, out, client_id
-        self.start()
-
-    def start(self) -> None:
-        """Connect (again): the broker delivers what it queued for the session meanwhile."""
-        creds = self.relay.plant.cred(HISTORIAN)
-        self._fh = self.out.open("a")
-        self.proc = subprocess.Popen(
-            ["mosquitto_sub", *self.relay.it.args(creds), "-V", "mqttv5", "-q", "1", "-c",
-             "-i", self.client_id, "-x", "3600", "-F", "%t\t%P\t%p", "-t", "acme/#"],
-            stdout=self._fh, stderr=subprocess.STDOUT,
+        creds = relay.plant.cred(HISTORIAN)
+        super().__init__(
+            relay.it, creds, "acme/#", out,
+            client_id=client_id, persistent=True, line_format=WITH_PROPERTIES,
+            track=relay.subscribers,
         )  # fmt: skip
-        self.relay.subscribers.append(self.proc)
-
-    def stop(self) -> None:
-        """Go offline; the persistent session stays on the broker and queues for it."""
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-        self._fh.close()
 
     def ids(self) -> list[str]:
         """Message ids in arrival order (duplicates included)."""

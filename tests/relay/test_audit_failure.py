@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.policies.mqtt_clients import publish
 from tests.relay.conftest import POLICY_PATH, Plant, Relay, envelope, start_relay, stop_relay
 from tests.relay.gateways import PersistentConsumer, wait_consumer_live
 from tests.support.faulty_fs import FaultyFs, FuseUnavailableError, mount_faulty_fs
+from tests.support.mqtt import publish
 from tests.support.net import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

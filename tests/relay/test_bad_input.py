@@ -10,7 +10,6 @@ from __future__ import annotations
 import socket
 import ssl
 import struct
-import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,18 +17,13 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import NameOID
 
-from pki.csr import verify_csr
 from pki.identity import DeviceIdentity
-from pki.keys import KeyPolicy, generate_private_key, private_key_pem
-from pki.local import LocalCA, init_local_ca
 from pki.profiles import ProfileName
-from tests.policies.mqtt_clients import publish
-from tests.policies.testpki import PASSPHRASE, PKIFixture
 from tests.relay.conftest import HISTORIAN, PRESS_1, PRESS_2, Relay, envelope
 from tests.relay.test_forwarding import ITConsumer, make_live
+from tests.support.ca import ClientCredentials, make_test_pki
+from tests.support.mqtt import publish, publish_lines
 from tests.support.net import wait_for
 
 pytestmark = pytest.mark.integration
@@ -45,9 +39,7 @@ def consumer(relay: Relay, tmp_path_factory: pytest.TempPathFactory) -> ITConsum
 def sentinel(relay: Relay, consumer: ITConsumer, device: str, name: str) -> None:
     publish(relay.ot, relay.plant.cred(device), f"{device}/status",
             envelope(device, f"sentinel-{name}", "status", {}), v5=True)  # fmt: skip
-    wait_for(
-        lambda: consumer.payloads_with(f"sentinel-{name}"), timeout_s=60, what=f"sentinel {name}"
-    )
+    wait_for(lambda: consumer.lines_with(f"sentinel-{name}"), timeout_s=60, what=f"sentinel {name}")
 
 
 def refusals(relay: Relay, code: str) -> list[dict[str, Any]]:
@@ -80,7 +72,7 @@ def test_device_cannot_publish_under_another_devices_path(
                      envelope(PRESS_1, "spoofed-1"), v5=True)  # fmt: skip
     assert "not authori" in (result.stdout + result.stderr).lower()  # PUBACK reason 0x87
     sentinel(relay, consumer, PRESS_2, "spoof")
-    assert not consumer.payloads_with("spoofed-1")
+    assert not consumer.lines_with("spoofed-1")
     wait_refused(relay, "broker_acl_denied",
                  match=lambda e: e["actor"] == PRESS_2 and e["resource"] == f"{PRESS_1}/telemetry")  # fmt: skip
     assert f'idmz_relay_broker_refused_total{{broker="ot",device="{PRESS_2}"}}' in relay.metrics()
@@ -98,7 +90,7 @@ def test_device_cannot_publish_to_sys(relay: Relay, consumer: ITConsumer) -> Non
                     envelope(PRESS_1, "sys-2"), v5=True)  # fmt: skip
     assert "not authori" in (other.stdout + other.stderr).lower()
     sentinel(relay, consumer, PRESS_1, "sys")
-    assert not consumer.payloads_with("sys-1") and not consumer.payloads_with("sys-2")
+    assert not consumer.lines_with("sys-1") and not consumer.lines_with("sys-2")
     wait_refused(relay, "broker_acl_denied",
                  match=lambda e: e["actor"] == PRESS_1 and e["resource"] == "$idmz/fake")  # fmt: skip
 
@@ -176,82 +168,58 @@ def test_bad_payload_is_refused_counted_audited_and_not_forwarded(
     body = tmp_path / "payload"
     body.write_text(payload)
     before = len(refusals(relay, code))
-    subprocess.run(
-        ["mosquitto_pub", *relay.ot.args(relay.plant.cred(PRESS_1)), "-V", "mqttv5", "-q", "1",
-         "-t", f"{PRESS_1}/telemetry", "-f", str(body)],
-        check=True, timeout=60, capture_output=True,
-    )  # fmt: skip
+    sent = publish(relay.ot, relay.plant.cred(PRESS_1), f"{PRESS_1}/telemetry", None, v5=True,
+                   file=body)  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
     sentinel(relay, consumer, PRESS_1, name)
     events = wait_refused(relay, code, before + 1)
     assert events[-1]["actor"] == PRESS_1
     assert "payload_sha256" in events[-1]["details"]  # type: ignore[operator]
     marker = payload[:0] + {"oversized": "big-1", "malformed": "bad-json-1", "schema": "schema-1",
                             "duplicate-key": "dupkey-1", "envelope-device": "envdev-1"}[name]  # fmt: skip
-    assert not consumer.payloads_with(marker)
+    assert not consumer.lines_with(marker)
 
 
 def test_flood_over_the_rate_limit_is_refused(
     relay: Relay, consumer: ITConsumer, tmp_path: Path
 ) -> None:
-    lines = tmp_path / "flood.txt"
-    lines.write_text("\n".join(envelope(PRESS_2, f"flood-{i}") for i in range(600)) + "\n")
-    with lines.open("rb") as fh:
-        subprocess.run(
-            ["mosquitto_pub", *relay.ot.args(relay.plant.cred(PRESS_2)), "-V", "mqttv5", "-q", "1",
-             "-t", f"{PRESS_2}/telemetry", "-l"],
-            stdin=fh, check=True, timeout=120, capture_output=True,
-        )  # fmt: skip
+    lines = "\n".join(envelope(PRESS_2, f"flood-{i}") for i in range(600)) + "\n"
+    sent = publish_lines(relay.ot, relay.plant.cred(PRESS_2), f"{PRESS_2}/telemetry", lines)
+    assert sent.returncode == 0, sent.stderr
     sentinel(relay, consumer, PRESS_2, "flood")
     limited = wait_refused(relay, "rate_limited")
     refused_ids = {e["details"]["msg_id"] for e in limited}  # type: ignore[index]
-    forwarded = consumer.payloads_with('"flood-')
+    forwarded = consumer.lines_with('"flood-')
     assert len(forwarded) < 600
     assert not [
         line for line in forwarded if line.split("idmz-msg-id:")[1].split()[0] in refused_ids
     ]
 
 
-def _tls_refused(relay: Relay, cert: Path, key: Path) -> bool:
-    result = subprocess.run(
-        ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(relay.ot.port), "--cafile",
-         str(relay.plant.pki.cafile), "--cert", str(cert), "--key", str(key), "-V", "mqttv5",
-         "-q", "1", "-t", f"{PRESS_1}/telemetry", "-m", envelope(PRESS_1, "tls-1")],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    return result.returncode != 0
+def _tls_refused(relay: Relay, creds: ClientCredentials) -> bool:
+    topic, message = f"{PRESS_1}/telemetry", envelope(PRESS_1, "tls-1")
+    return publish(relay.ot, creds, topic, message, v5=True).returncode != 0
 
 
 def test_foreign_ca_certificate_is_refused_at_tls(relay: Relay, tmp_path: Path) -> None:
-    init_local_ca(
-        tmp_path / "ca", passphrase=PASSPHRASE, organization="acme", now=relay.plant.pki.now
-    )
-    foreign = PKIFixture(
-        tmp_path, LocalCA.open(tmp_path / "ca", passphrase=PASSPHRASE), relay.plant.pki.now
-    )
+    foreign = make_test_pki(tmp_path, now=relay.plant.pki.now)
     creds = foreign.device(PRESS_1)  # the right name, the wrong CA
-    assert _tls_refused(relay, creds.cert, creds.key)
+    assert _tls_refused(relay, creds)
     foreign.ca.close()
 
 
 def test_expired_certificate_is_refused_at_tls(relay: Relay, tmp_path: Path) -> None:
     pki = relay.plant.pki
-    key = generate_private_key("ec-p256")
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, PRESS_1)]))
-        .sign(key, hashes.SHA256())  # type: ignore[arg-type]
-    )
-    issued = pki.ca.issue(
-        verify_csr(csr.public_bytes(serialization.Encoding.PEM), KeyPolicy()),
+    issued = pki.product.issue(
         DeviceIdentity.parse(PRESS_1),
-        profile=ProfileName.DEVICE,
+        ProfileName.DEVICE,
         now=pki.now - timedelta(minutes=4),
         validity=timedelta(minutes=1),  # expired three minutes ago
+        cn=PRESS_1,
     )
-    (tmp_path / "cert.pem").write_bytes(issued.leaf_pem())
-    (tmp_path / "key.pem").write_bytes(private_key_pem(key, None))
-    assert issued.not_after < datetime.now(UTC)
-    assert _tls_refused(relay, tmp_path / "cert.pem", tmp_path / "key.pem")
+    creds = pki.files("expired", issued)
+    assert x509.load_pem_x509_certificate(issued.cert_pem).not_valid_after_utc < datetime.now(UTC)
+    assert _tls_refused(relay, creds)
 
 
 def test_it_consumer_cannot_publish_anything(relay: Relay, consumer: ITConsumer) -> None:
@@ -261,7 +229,7 @@ def test_it_consumer_cannot_publish_anything(relay: Relay, consumer: ITConsumer)
         )
         assert "not authori" in (result.stdout + result.stderr).lower(), topic
     sentinel(relay, consumer, PRESS_1, "it-publish")
-    assert not consumer.payloads_with('"it-1"')
+    assert not consumer.lines_with('"it-1"')
     # Two records: the $SYS write is refused by Mosquitto's core, unaudited (see above).
     wait_refused(relay, "broker_acl_denied", at_least=2,
                  match=lambda e: e["actor"] == HISTORIAN and e["details"]["broker"] == "it")  # fmt: skip

@@ -21,8 +21,6 @@ from pathlib import Path
 import pytest
 
 from pki.authority import RevocationReason
-from tests.policies.mqtt_clients import publish
-from tests.policies.testpki import PASSPHRASE
 from tests.relay.conftest import (
     HISTORIAN,
     POLICY_PATH,
@@ -34,6 +32,8 @@ from tests.relay.conftest import (
     stop_relay,
     utcnow,
 )
+from tests.support.ca import PASSPHRASE
+from tests.support.mqtt import publish
 from tests.support.net import free_port, port_open, wait_for
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from relay.revocation import CrlWatcher, RevocationState
-from tests.policies.testpki import make_test_pki
+from tests.support.ca import make_test_pki
 
 PRESS = "acme/plant1/stamping/line1/cell1/press-01"
 

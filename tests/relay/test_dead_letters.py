@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from relay.config import RelayLimits
-from tests.policies.mqtt_clients import publish
 from tests.relay.conftest import Plant, Relay, envelope, start_relay, stop_relay
 from tests.relay.test_forwarding import ITConsumer, make_live
+from tests.support.mqtt import publish
 from tests.support.net import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

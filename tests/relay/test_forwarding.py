@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import itertools
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.policies.mqtt_clients import publish
 from tests.relay.conftest import HISTORIAN, PRESS_1, Relay, envelope
+from tests.support.mqtt import WITH_PROPERTIES, Subscriber, publish
 from tests.support.net import wait_for
 
 pytestmark = pytest.mark.integration
@@ -18,33 +17,18 @@ pytestmark = pytest.mark.integration
 _consumer_ids = itertools.count()
 
 
-class ITConsumer:
+class ITConsumer(Subscriber):
     """`mosquitto_sub` on the IT-facing broker with an IT consumer certificate, printing
     topic, user properties and payload per line."""
 
     def __init__(self, relay: Relay, out: Path, topic_filter: str = "acme/#") -> None:
-        creds = relay.plant.cred(HISTORIAN)
-        self.out = out
-        self._fh = out.open("w")
         # On the bound-id listener, with a client id of its own: several consumers of the one
         # historian identity (and its publish attempts) never displace each other (ADR 0058).
-        self.proc = subprocess.Popen(
-            ["mosquitto_sub", *relay.bound("it").args(creds), "-V", "mqttv5", "-q", "1",
-             "-i", f"{HISTORIAN}:sub-{next(_consumer_ids)}",
-             "-F", "%t\t%P\t%p", "-t", topic_filter],
-            stdout=self._fh, stderr=subprocess.STDOUT,
+        super().__init__(
+            relay.bound("it"), relay.plant.cred(HISTORIAN), topic_filter, out,
+            client_id=f"{HISTORIAN}:sub-{next(_consumer_ids)}", line_format=WITH_PROPERTIES,
+            track=relay.subscribers,
         )  # fmt: skip
-        relay.subscribers.append(self.proc)
-
-    def lines(self) -> list[str]:
-        return self.out.read_text(errors="replace").splitlines()
-
-    def payloads_with(self, marker: str) -> list[str]:
-        return [line for line in self.lines() if marker in line]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
 
 
 def make_live(relay: Relay, consumer: ITConsumer, device: str = PRESS_1) -> None:
@@ -69,8 +53,8 @@ def test_accepted_message_reaches_it_with_provenance_and_is_audited(
     result = publish(relay.ot, relay.plant.cred(PRESS_1), f"{PRESS_1}/telemetry",
                      envelope(PRESS_1, "fwd-1"), v5=True)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    wait_for(lambda: consumer.payloads_with('"fwd-1"'), timeout_s=30, what="forwarded message")
-    line = consumer.payloads_with('"fwd-1"')[0]
+    wait_for(lambda: consumer.lines_with('"fwd-1"'), timeout_s=30, what="forwarded message")
+    line = consumer.lines_with('"fwd-1"')[0]
     topic, props, _payload = line.split("\t", 2)
     assert topic == f"{PRESS_1}/telemetry"
     assert f"idmz-device:{PRESS_1}" in props

@@ -24,11 +24,11 @@ from relay.config import BrokerEndpoint, TLSFiles, WorkerConfig
 from relay.inspector import Inspector, Verdict
 from relay.revocation import RevocationState
 from relay.worker import Worker
-from tests.policies.mqtt_clients import Endpoint, Subscriber, publish
 from tests.policies.test_payload_properties import envelopes, texts
 from tests.relay.conftest import HISTORIAN, POLICY_PATH, PRESS_1, PRESS_2, RELAY_ID, Plant, envelope
 from tests.relay.test_ot_source import _broker_conf
 from tests.support.mosquitto import Broker, start_broker
+from tests.support.mqtt import Endpoint, Subscriber, publish
 from tests.support.net import free_port, wait_for
 
 POLICY = load_policy(POLICY_PATH.read_text())

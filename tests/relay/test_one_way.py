@@ -11,13 +11,12 @@ which may write there) never appears on the OT broker.
 from __future__ import annotations
 
 import ast
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.policies.mqtt_clients import publish
 from tests.relay.conftest import PRESS_1, RELAY_ID, Relay, envelope
+from tests.support.mqtt import Subscriber, publish
 from tests.support.net import wait_for
 
 RELAY_SRC = Path(__file__).resolve().parents[2] / "relay"
@@ -105,30 +104,24 @@ def test_no_relay_module_uses_paho() -> None:
 @pytest.mark.integration
 def test_message_published_on_it_never_appears_on_ot(relay: Relay, tmp_path: Path) -> None:
     out = tmp_path / "ot.txt"
-    with out.open("w") as fh:
-        # The relay identity may read everything under acme/ on the OT broker: the widest view.
-        watcher = subprocess.Popen(
-            ["mosquitto_sub", *relay.ot.args(relay.plant.cred(RELAY_ID)), "-V", "mqttv5",
-             "-q", "1", "-v", "-t", "acme/#"],
-            stdout=fh, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            # Make the OT watcher live: a device message shows up on it.
-            def live() -> bool:
-                publish(relay.ot, relay.plant.cred(PRESS_1), f"{PRESS_1}/status",
-                        envelope(PRESS_1, "ot-live", "status", {}), v5=True)  # fmt: skip
-                return "ot-live" in out.read_text()
-
-            wait_for(live, timeout_s=60, interval_s=0.5, what="OT watcher live")
-            # The relay's own identity is allowed to write device topics on IT; do it.
-            result = publish(relay.it, relay.plant.cred(RELAY_ID), f"{PRESS_1}/telemetry",
-                             envelope(PRESS_1, "from-it-1"), v5=True)  # fmt: skip
-            assert result.returncode == 0, result.stdout + result.stderr
-            # A later OT message arrives on the watcher; the IT one never does.
+    # The relay identity may read everything under acme/ on the OT broker: the widest view.
+    watcher = Subscriber(relay.ot, relay.plant.cred(RELAY_ID), "acme/#", out)
+    try:
+        # Make the OT watcher live: a device message shows up on it.
+        def live() -> bool:
             publish(relay.ot, relay.plant.cred(PRESS_1), f"{PRESS_1}/status",
-                    envelope(PRESS_1, "ot-after", "status", {}), v5=True)  # fmt: skip
-            wait_for(lambda: "ot-after" in out.read_text(), timeout_s=60, what="later OT message")
-            assert "from-it-1" not in out.read_text()
-        finally:
-            watcher.terminate()
-            watcher.wait(timeout=10)
+                    envelope(PRESS_1, "ot-live", "status", {}), v5=True)  # fmt: skip
+            return "ot-live" in out.read_text()
+
+        wait_for(live, timeout_s=60, interval_s=0.5, what="OT watcher live")
+        # The relay's own identity is allowed to write device topics on IT; do it.
+        result = publish(relay.it, relay.plant.cred(RELAY_ID), f"{PRESS_1}/telemetry",
+                         envelope(PRESS_1, "from-it-1"), v5=True)  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        # A later OT message arrives on the watcher; the IT one never does.
+        publish(relay.ot, relay.plant.cred(PRESS_1), f"{PRESS_1}/status",
+                envelope(PRESS_1, "ot-after", "status", {}), v5=True)  # fmt: skip
+        wait_for(lambda: "ot-after" in out.read_text(), timeout_s=60, what="later OT message")
+        assert "from-it-1" not in out.read_text()
+    finally:
+        watcher.stop()

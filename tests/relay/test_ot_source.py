@@ -16,9 +16,9 @@ import pytest
 
 from relay.config import BrokerEndpoint, TLSFiles
 from relay.ot_source import Delivery, OTSource
-from tests.policies.mqtt_clients import Endpoint
 from tests.relay.conftest import PRESS_1, RELAY_ID, Plant
 from tests.support.mosquitto import Broker, start_broker
+from tests.support.mqtt import Endpoint, publish
 from tests.support.net import free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -66,12 +66,9 @@ def broker(plant: Plant, tmp_path: Path) -> Iterator[Broker]:
 
 
 def _send(plant: Plant, port: int, msg_id: str) -> None:
-    result = subprocess.run(
-        ["mosquitto_pub", *Endpoint(port, plant.pki.cafile).args(plant.cred(PRESS_1)),
-         "-V", "mqttv5", "-q", "1", "-t", f"{PRESS_1}/telemetry", "-m", "{}",
-         "-D", "publish", "user-property", "idmz-msg-id", msg_id],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    endpoint = Endpoint(port, plant.pki.cafile)
+    result = publish(endpoint, plant.cred(PRESS_1), f"{PRESS_1}/telemetry", "{}", v5=True,
+                     user_properties=[("idmz-msg-id", msg_id)])  # fmt: skip
     assert result.returncode == 0, result.stderr
 
 

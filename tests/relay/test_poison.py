@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ import pytest
 
 from relay.config import RelayLimits
 from relay.mqtt_codec import RetainHandling, encode_subscribe
-from tests.policies.mqtt_clients import publish
 from tests.relay.conftest import (
     PRESS_1,
     PRESS_2,
@@ -34,6 +32,7 @@ from tests.relay.conftest import (
 )
 from tests.relay.test_bad_input import wait_refused
 from tests.relay.test_forwarding import ITConsumer, make_live
+from tests.support.mqtt import publish
 from tests.support.net import wait_for
 
 pytestmark = pytest.mark.integration
@@ -87,7 +86,7 @@ def test_poison_message_with_a_lone_surrogate_is_refused_and_other_devices_keep_
         publish(relay.ot, relay.plant.cred(PRESS_2), f"{PRESS_2}/telemetry",
                 envelope(PRESS_2, f"after-poison-{i}"), v5=True)  # fmt: skip
     wait_for(
-        lambda: all(consumer.payloads_with(f'"after-poison-{i}"') for i in range(5)),
+        lambda: all(consumer.lines_with(f'"after-poison-{i}"') for i in range(5)),
         timeout_s=60,
         what="the other device's messages after the poison on IT",
     )
@@ -99,7 +98,7 @@ def test_poison_message_with_a_lone_surrogate_is_refused_and_other_devices_keep_
     assert record["resource"] == f"{PRESS_1}/telemetry"
     assert record["details"]["payload_bytes"] == len(poison)
     assert "\\ud800" not in record["reason"] and "/ts" in record["reason"]
-    assert not consumer.payloads_with('"id":"x"')  # nothing of it forwarded
+    assert not consumer.lines_with('"id":"x"')  # nothing of it forwarded
     # The worker kept its OT session: no reconnect, so no redelivery loop.
     assert relay_sessions(relay) == sessions
     assert relay.appliance.worker_restarts == restarts
@@ -126,19 +125,17 @@ def test_every_hostile_payload_class_is_refused_with_its_own_code(
     for code, payload in cases.items():
         body = tmp_path / code
         body.write_text(payload)
-        subprocess.run(
-            ["mosquitto_pub", *relay.ot.args(relay.plant.cred(PRESS_1)), "-V", "mqttv5",
-             "-q", "1", "-t", f"{PRESS_1}/telemetry", "-f", str(body)],
-            check=True, timeout=60, capture_output=True,
-        )  # fmt: skip
+        sent = publish(relay.ot, relay.plant.cred(PRESS_1), f"{PRESS_1}/telemetry", None,
+                       v5=True, file=body)  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
     for code, marker in [("payload_number_out_of_range", "inf-1"),
                          ("payload_too_deep", "deep-1"), ("payload_not_json", "nan-1")]:  # fmt: skip
         [record] = wait_refused(relay, code, match=lambda e, m=marker: e["details"]["msg_id"] == m)
         assert record["actor"] == PRESS_1
     publish(relay.ot, relay.plant.cred(PRESS_1), f"{PRESS_1}/telemetry",
             envelope(PRESS_1, "after-hostile"), v5=True)  # fmt: skip
-    wait_for(lambda: consumer.payloads_with('"after-hostile"'), timeout_s=60, what="sentinel")
-    assert not any(consumer.payloads_with(f'"{m}"') for m in ("inf-1", "deep-1", "nan-1"))
+    wait_for(lambda: consumer.lines_with('"after-hostile"'), timeout_s=60, what="sentinel")
+    assert not any(consumer.lines_with(f'"{m}"') for m in ("inf-1", "deep-1", "nan-1"))
 
 
 def test_retained_device_message_is_not_replayed_after_the_relay_reconnects(
@@ -146,13 +143,10 @@ def test_retained_device_message_is_not_replayed_after_the_relay_reconnects(
 ) -> None:
     topic = f"{PRESS_2}/status"
     retained = envelope(PRESS_2, "retained-1", "status", {})
-    subprocess.run(
-        ["mosquitto_pub", *relay.ot.args(relay.plant.cred(PRESS_2)), "-V", "mqttv5", "-q", "1",
-         "-r", "-t", topic, "-m", retained],
-        check=True, timeout=60, capture_output=True,
-    )  # fmt: skip
+    sent = publish(relay.ot, relay.plant.cred(PRESS_2), topic, retained, v5=True, retain=True)
+    assert sent.returncode == 0, sent.stderr
     try:
-        wait_for(lambda: consumer.payloads_with('"retained-1"'), timeout_s=60, what="retained")
+        wait_for(lambda: consumer.lines_with('"retained-1"'), timeout_s=60, what="retained")
         batches_before = len(events(relay, "relay.batch.forwarded"))
         sessions = relay_sessions(relay)
         pid = relay.appliance.worker_pids()[0]
@@ -165,17 +159,13 @@ def test_retained_device_message_is_not_replayed_after_the_relay_reconnects(
         # been sent right after the SUBACK, before it, and so be on IT before it.
         publish(relay.ot, relay.plant.cred(PRESS_2), topic,
                 envelope(PRESS_2, "after-reconnect", "status", {}), v5=True)  # fmt: skip
-        wait_for(lambda: consumer.payloads_with('"after-reconnect"'), timeout_s=60,
+        wait_for(lambda: consumer.lines_with('"after-reconnect"'), timeout_s=60,
                  what="a message after the reconnect")  # fmt: skip
-        assert len(consumer.payloads_with('"retained-1"')) == 1  # forwarded once, not twice
+        assert len(consumer.lines_with('"retained-1"')) == 1  # forwarded once, not twice
         later = events(relay, "relay.batch.forwarded")[batches_before:]
         assert later and not any(e["details"]["duplicates"] for e in later)  # not even redelivered
     finally:  # clear the retained message
-        subprocess.run(
-            ["mosquitto_pub", *relay.ot.args(relay.plant.cred(PRESS_2)), "-V", "mqttv5",
-             "-q", "1", "-r", "-n", "-t", topic],
-            check=False, timeout=60, capture_output=True,
-        )  # fmt: skip
+        publish(relay.ot, relay.plant.cred(PRESS_2), topic, None, v5=True, retain=True)
 
 
 def test_subscribe_options_ask_for_no_retained_messages() -> None:

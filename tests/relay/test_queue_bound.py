@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from relay.config import RelayLimits
 from tests.relay.conftest import PRESS_1, Plant, envelope, start_relay, stop_relay
 from tests.relay.test_revocation import _state, _worker_pids
+from tests.support.mqtt import publish_lines
 from tests.support.net import wait_for
 
 pytestmark = pytest.mark.integration
@@ -34,11 +34,7 @@ def test_a_full_ot_queue_is_audited_counted_and_alarmed(
             wait_for(lambda pid=pid: _state(pid) == "T", timeout_s=30, what=f"worker {pid} stopped")
         try:
             lines = "".join(envelope(PRESS_1, f"q-{i}") + "\n" for i in range(SENT))
-            sent = subprocess.run(
-                ["mosquitto_pub", *relay.ot.args(relay.plant.cred(PRESS_1)), "-V", "mqttv5",
-                 "-q", "1", "-t", f"{PRESS_1}/telemetry", "-l"],
-                input=lines, capture_output=True, text=True, timeout=120, check=False,
-            )  # fmt: skip
+            sent = publish_lines(relay.ot, relay.plant.cred(PRESS_1), f"{PRESS_1}/telemetry", lines)
             assert sent.returncode == 0, sent.stderr  # the broker acknowledged every one
 
             def overflow() -> list[dict[str, Any]]:

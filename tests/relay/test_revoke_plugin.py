@@ -19,9 +19,9 @@ from relay.brokers import REVOKED_FILE, MosquittoProcess, registry_from_ledger, 
 from relay.config import ManagedBroker
 from relay.errors import RevokePluginUnavailableError
 from relay.revoke_plugin import build_plugin
-from tests.policies.mqtt_clients import Endpoint, publish
-from tests.policies.testpki import ClientCredentials, PKIFixture, make_test_pki
 from tests.relay.conftest import POLICY_PATH, envelope
+from tests.support.ca import ClientCredentials, PKIFixture, make_test_pki
+from tests.support.mqtt import Endpoint, publish
 from tests.support.net import free_port, wait_for
 
 pytestmark = pytest.mark.integration

@@ -19,10 +19,10 @@ from policies.broker_config import relay_client_id
 from relay.broker_refusals import RefusalTail
 from relay.errors import RelayConfigError, RevokePluginUnavailableError
 from relay.share_secret import load_share_secret
-from tests.policies.mqtt_clients import Endpoint, Subscriber, publish
-from tests.policies.testpki import ClientCredentials
 from tests.relay.conftest import HISTORIAN, PRESS_1, PRESS_2, Plant, Relay, envelope, start_relay
 from tests.relay.test_forwarding import ITConsumer, make_live
+from tests.support.ca import ClientCredentials
+from tests.support.mqtt import Endpoint, Subscriber, publish, publish_lines
 from tests.support.net import wait_for
 
 pytestmark = pytest.mark.integration
@@ -127,7 +127,7 @@ def test_device_cannot_take_over_the_relays_session(
     send(relay, [f"h3-after-{i}" for i in range(3)])
     for stage in ("before", "during", "after"):
         for i in range(3):
-            wait_for(lambda s=stage, n=i: consumer.payloads_with(f'"h3-{s}-{n}"'), timeout_s=60,
+            wait_for(lambda s=stage, n=i: consumer.lines_with(f'"h3-{s}-{n}"'), timeout_s=60,
                      what=f"h3-{stage}-{i} on IT")  # fmt: skip
     assert not [line for line in holder.lines() if "h3-" in line]  # it read nothing either
     assert not any(kicked(relay, "ot", cid) for cid in ot_ids)
@@ -148,7 +148,7 @@ def test_it_consumer_cannot_take_over_the_relays_it_session(
         holder.wait_subscribed()
         send(relay, [f"s3-{i}" for i in range(3)])
         for i in range(3):
-            wait_for(lambda n=i: consumer.payloads_with(f'"s3-{n}"'), timeout_s=60,
+            wait_for(lambda n=i: consumer.lines_with(f'"s3-{n}"'), timeout_s=60,
                      what=f"s3-{i} on IT")  # fmt: skip
     finally:
         holder.stop()
@@ -226,11 +226,7 @@ def test_flooding_denials_are_aggregated_per_identity(relay: Relay) -> None:
     topic = f"{PRESS_2}/flood"
     lines = 400
     started = time.monotonic()
-    flood = subprocess.run(
-        ["mosquitto_pub", *relay.ot.args(relay.plant.cred(PRESS_2)), "-V", "mqttv5", "-q", "1",
-         "-t", topic, "-l"],
-        input="x\n" * lines, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    flood = publish_lines(relay.ot, relay.plant.cred(PRESS_2), topic, "x\n" * lines)
     elapsed = time.monotonic() - started
     assert "not authori" in (flood.stdout + flood.stderr).lower()
 

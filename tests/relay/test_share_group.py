@@ -15,9 +15,9 @@ from idmz.relay_config import load_relay_config
 from policies.broker_config import relay_subscription
 from relay.errors import RelayConfigError
 from relay.share_secret import ensure_share_secret, load_share_secret
-from tests.policies.mqtt_clients import Subscriber, publish
 from tests.relay.conftest import PRESS_1, PRESS_2, Relay, envelope
 from tests.relay.test_forwarding import ITConsumer, make_live
+from tests.support.mqtt import Subscriber, publish
 from tests.support.net import wait_for
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "relay.toml"
@@ -41,7 +41,7 @@ def test_a_device_joining_the_public_group_name_takes_nothing_from_the_relay(
             result = publish(relay.ot, relay.plant.cred(PRESS_1), f"{PRESS_1}/telemetry",
                              envelope(PRESS_1, msg_id), v5=True)  # fmt: skip
             assert result.returncode == 0, result.stderr
-        wait_for(lambda: all(consumer.payloads_with(f'"{i}"') for i in ids), timeout_s=60,
+        wait_for(lambda: all(consumer.lines_with(f'"{i}"') for i in ids), timeout_s=60,
                  what="every message on IT")  # fmt: skip
         assert not [line for line in thief.lines() if "share-" in line]
     finally:

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from tests.edge.harness import train_simulator_model
-from tests.edge.pkifixtures import ProductCA, make_ca
+from tests.support.ca import ProductCA, make_ca
 from tests.support.release_fleet import Fleet, start_fleet
 
 LINE1 = "acme/plant1/press/line1"
@@ -18,7 +19,7 @@ GW_C = f"{LINE2}/cell1/gw-c"
 
 @pytest.fixture(scope="session")
 def release_ca(tmp_path_factory: pytest.TempPathFactory) -> ProductCA:
-    return make_ca(tmp_path_factory.mktemp("release-ca"))
+    return make_ca(tmp_path_factory.mktemp("release-ca"), age=timedelta(days=365))
 
 
 @pytest.fixture(scope="session")

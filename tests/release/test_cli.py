@@ -9,15 +9,15 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from idmz.cli import main
 from policies.envelope import Envelope
-from tests.edge.pkifixtures import PASSPHRASE, ProductCA, make_ca
 from tests.release.conftest import GW_A, GW_B, LINE1
+from tests.support.ca import PASSPHRASE, ProductCA, make_ca
 from tests.support.release_fleet import Fleet, FleetGateway
 
 
@@ -31,7 +31,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 @pytest.fixture
 def home(tmp_path: Path) -> Iterator[tuple[Path, ProductCA]]:
     h = tmp_path / "home"
-    ca = make_ca(h / "ca")
+    ca = make_ca(h / "ca", age=timedelta(days=365))
     ca.ca.publish_crl(now=datetime.now(UTC))
     yield h, ca
 

@@ -309,7 +309,10 @@ def _serve(backing: Path, mountpoint: Path, control: Path, parent_pid: int) -> N
             os.chown(self._full(path), uid, gid)
 
         def utimens(self, path: str, times: tuple[int, int] | None = None) -> None:
-            os.utime(self._full(path), ns=times)
+            if times is None:
+                os.utime(self._full(path))
+            else:
+                os.utime(self._full(path), ns=times)
 
         def statfs(self, path: str) -> dict[str, int]:
             sv = os.statvfs(self._full(path))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import select
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,17 @@ def wait_for(
                 return value
         time.sleep(interval_s)
     raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}; last error: {last_exc!r}")
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    """Terminate ``process`` and reap it; kill it if it does not exit within ``timeout_s``."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout_s)
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

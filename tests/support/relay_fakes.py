@@ -47,10 +47,12 @@ class Publish:
 
 
 class MemoryAudit:
-    """An `audit.events.AuditSink`: durable on return, or `AuditUnavailableError`."""
+    """A `relay.ports.AuditPort`: durable on return, or `AuditUnavailableError` while
+    ``failing``; ``broken`` like a log whose flush failed (it stays False unless a test sets it)."""
 
     def __init__(self) -> None:
         self.failing = False
+        self.broken = False
         self.events: list[AuditEvent] = []
         self.audited: set[Key] = set()  # (actor, msg id) of every durable record
 

@@ -27,7 +27,7 @@ from release.keys import load_signer
 from release.records import Expiry, ReleaseRecord
 from release.repository import ReleaseRepository
 from release.server import Fetch, RepositoryServer, ServerTLS
-from tests.edge.pkifixtures import Issued, ProductCA
+from tests.support.ca import Issued, ProductCA
 
 
 @dataclass
@@ -67,7 +67,7 @@ class Fleet:
 
     def trust(self) -> ModelTrust:
         crl = x509.load_pem_x509_crl(self.ca.crl_path.read_bytes())
-        return ModelTrust((self.ca.ca.root_certificate,), (crl,))
+        return ModelTrust((self.ca.root_certificate,), (crl,))
 
     def bundle_for(self, model: bytes) -> Callable[[int], str]:
         def sign(release: int) -> str:
@@ -130,7 +130,7 @@ def start_fleet(
 ) -> Fleet:
     """A repository with one release signer, served on an ephemeral loopback port."""
     tmp.mkdir(parents=True, exist_ok=True)
-    ca.ca.publish_crl(now=datetime.now(UTC))
+    ca.publish_crl()
     signer = ca.signer("release")
     server = ca.server()
     (tmp / "server.pem").write_bytes(server.cert_pem + server.chain_pem)

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 
 import pysparkplug as spb
 from paho.mqtt import client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.policies.mqtt_clients import Endpoint
-from tests.policies.testpki import ClientCredentials
+from tests.support.ca import ClientCredentials
+from tests.support.mqtt import Endpoint
 
 
 class PeerClient(spb.Client):
@@ -28,7 +29,7 @@ class PeerClient(spb.Client):
         with warnings.catch_warnings():  # version 1 is what pysparkplug's callbacks expect
             warnings.simplefilter("ignore", DeprecationWarning)
             self._client = paho.Client(
-                paho.CallbackAPIVersion.VERSION1,
+                CallbackAPIVersion.VERSION1,
                 client_id=client_id,
                 clean_session=True,
                 protocol=paho.MQTTv311,
