@@ -30,6 +30,10 @@ divided by the messages. The machine may be shared: read ratios and CPU, not abs
 The last line (one per profile):
 
     RESULT relay profile=... drain_ratio_w1=... live_ratio_w1=... cpu_us_w1=... p50_ms_1000_w1=...
+           ... spb_inspect_us=... json50_inspect_us=... spb_ratio=...
+
+The Sparkplug B profile rides along in every run (bench/relay_sparkplug.py): the relay's
+inspection CPU per message for NDATA with 50 metrics against a 50-tag JSON envelope.
 
 A profile is a payload generator and a name (bench/relay_profiles/): another load (Sparkplug)
 registers itself there from its own module and is run with ``--profiles``.
@@ -541,9 +545,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--sparkplug-profile", action="store_true",
                     help="only the Sparkplug B inspection CPU against the JSON one (bench/relay_sparkplug.py)")  # fmt: skip
     args = ap.parse_args(argv)
-    if args.sparkplug_profile:  # ADR 0110: its own module, so the load generation here stays apart
-        import relay_sparkplug  # bench/ is on sys.path when this file runs
+    import relay_sparkplug  # bench/ is on sys.path when this file runs (ADR 0110: its own module)
 
+    if args.sparkplug_profile:
         return int(relay_sparkplug.main(["--messages", str(args.messages)]))
     if args.quick:
         args.messages, args.latency_seconds = 10000, 2.0
@@ -564,8 +568,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         bridge = measure(s, run, "bridge", 0, args)
         relay = {w: measure(s, run, f"w{w}", w, args) for w in args.workers}
         s.ca.close()
+        # The Sparkplug B profile in the same run: inspection CPU per message, NDATA with 50
+        # metrics against a 50-tag JSON envelope (the rest of the path costs both the same).
+        spb = relay_sparkplug.run(min(args.messages, 20000))
         print(f"load average at end: {os.getloadavg()[0]:.2f}", flush=True)
-        print(result_line(name, bridge, relay), flush=True)
+        print(
+            result_line(name, bridge, relay)
+            + f" spb_inspect_us={spb['sparkplug_us']:.1f} json50_inspect_us={spb['json_us']:.1f}"
+            + f" spb_ratio={spb['sparkplug_us'] / spb['json_us']:.2f}",
+            flush=True,
+        )
         shutil.rmtree(tmp, ignore_errors=True)  # on failure tmp is kept for its broker logs
     return 0
 
