@@ -33,6 +33,9 @@ _log = logging.getLogger("idmz.release.server")
 MAX_PATH_CHARS = 1024
 HANDSHAKE_TIMEOUT_S = 10.0
 REQUEST_TIMEOUT_S = 30.0
+# Connections served at once (one thread each, handshake included); past it a connection is
+# closed at once and reported, so a flood of connections costs neither threads nor memory.
+MAX_CONNECTIONS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +94,29 @@ def device_of(peer: dict[str, Any] | None) -> DeviceIdentity | None:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # the listen backlog: a burst of gateways waits, not SYN retries
 
     def __init__(self, owner: RepositoryServer, address: tuple[str, int]) -> None:
         self.owner = owner
+        self._slots = threading.BoundedSemaphore(owner.max_connections)
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.owner.on_fetch(Fetch("", "", 503, 0, "connection cap reached"))
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         owner = self.owner
@@ -202,8 +224,10 @@ class RepositoryServer:
         host: str = "127.0.0.1",
         port: int = 0,
         on_fetch: Callable[[Fetch], None] = lambda _: None,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.root = root
+        self.max_connections = max_connections
         self.tls = tls
         self.on_fetch = on_fetch
         self._address = (host, port)

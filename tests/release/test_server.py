@@ -83,3 +83,34 @@ def test_an_artifact_is_served_only_under_its_prefix(
     other = fleet.publish_model(models["m-2"], LINE2)
     assert curl(fleet, gw_a, f"targets/model/{LINE1}/{mine.sha256}.release.all") == 200
     assert curl(fleet, gw_a, f"targets/model/{LINE2}/{other.sha256}.release.all") == 403
+
+
+def test_a_connection_flood_is_capped_and_a_gateway_gets_through_after_it(
+    fleet: Fleet, gw_a: Path
+) -> None:
+    """An enrolled gateway (or anyone who can reach the port) opens more connections than the
+    server serves at once and never speaks TLS: past the cap each is closed at once and
+    reported, so the flood holds no threads beyond the cap; when it stops, gateways read as
+    before."""
+    import socket
+
+    from release.server import MAX_CONNECTIONS
+
+    extra = 8
+    flood = [
+        socket.create_connection(("127.0.0.1", fleet.port), timeout=20)
+        for _ in range(MAX_CONNECTIONS + extra)
+    ]
+    try:
+        closed = 0
+        for s in flood[MAX_CONNECTIONS:]:
+            try:
+                closed += s.recv(1) == b""
+            except TimeoutError:
+                pass
+        assert closed == extra
+        assert sum(f.status == 503 for f in fleet.fetches) == extra
+    finally:
+        for s in flood:
+            s.close()
+    assert curl(fleet, gw_a, "metadata/timestamp.json") == 200
