@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -121,8 +122,8 @@ async def _request(
 
 
 async def enroll_all(
-    port: int, root: str, tokens: list[str], csrs: list[bytes], concurrency: int
-) -> tuple[int, float]:
+    port: int, root: str, tokens: list[str], csrs: list[bytes], concurrency: int, server_pid: int
+) -> tuple[int, float, float]:
     ctx = ssl.create_default_context(cafile=root)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(len(tokens)):
@@ -165,12 +166,22 @@ async def enroll_all(
     tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
     await asyncio.sleep(1.0)
     start = time.perf_counter()
-    cpu = time.process_time()
+    cpu, server_cpu = time.process_time(), tree_cpu_s(server_pid)
     ready.set()
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
-    print(f"client CPU {time.process_time() - cpu:.2f} s over {elapsed:.2f} s")
-    return ok, elapsed
+    server_cpu = tree_cpu_s(server_pid) - server_cpu
+    print(
+        f"client CPU {time.process_time() - cpu:.2f} s, server CPU {server_cpu:.2f} s "
+        f"over {elapsed:.2f} s"
+    )
+    return ok, elapsed, server_cpu
+
+
+@dataclass(frozen=True)
+class Measured:
+    per_s: float
+    server_cpu_ms: float  # server CPU (all its processes) per enrollment
 
 
 def serve_and_enroll(
@@ -182,7 +193,7 @@ def serve_and_enroll(
     *,
     ca_backend: str = "local",
     env: dict[str, str] | None = None,
-) -> float:
+) -> Measured:
     """Run ``idmz provisioning serve`` on ``home`` and enroll every token; enrollments/s."""
     port = _free_port()
     server = subprocess.Popen(
@@ -204,10 +215,12 @@ def serve_and_enroll(
         if "https://" not in line:
             raise SystemExit(f"service did not start: {line}")
         _wait_port(port)
-        ok, elapsed = asyncio.run(enroll_all(port, root, tokens, csrs, args.concurrency))
+        ok, elapsed, server_cpu = asyncio.run(
+            enroll_all(port, root, tokens, csrs, args.concurrency, server.pid)
+        )
         if ok != len(tokens):
             raise SystemExit(f"only {ok} of {len(tokens)} enrollments succeeded ({ca_backend})")
-        return ok / elapsed
+        return Measured(ok / elapsed, server_cpu / ok * 1000)
     finally:
         server.terminate()
         try:
@@ -237,13 +250,15 @@ def main() -> None:
     try:
         _, tokens, csrs, root = prepare(home, args.devices)
         raw = raw_issue_rate(home, csrs, args.raw_seconds)
-        rate = serve_and_enroll(home, args, tokens, csrs, root)
+        got = serve_and_enroll(home, args, tokens, csrs, root)
+        rate = got.per_s
         print(
             f"{len(tokens)} enrollments with {args.concurrency} keep-alive clients: {rate:.0f}/s; "
             f"raw LocalCA.issue {raw:.0f}/s"
         )
         print(
             f"RESULT enroll enroll_per_s={rate:.1f} raw_issue_per_s={raw:.1f} ratio={rate / raw:.3f}"
+            f" server_cpu_ms={got.server_cpu_ms:.2f} workers={args.workers} load1={os.getloadavg()[0]:.2f}"
         )
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -262,7 +277,7 @@ def vault_against_local(args: argparse.Namespace) -> None:
     try:
         local_home = work / "local"
         _, tokens, csrs, root = prepare(local_home, args.devices)
-        local = serve_and_enroll(local_home, args, tokens, csrs, root)
+        local = serve_and_enroll(local_home, args, tokens, csrs, root).per_s
         secret = work / "secret-id"
         secret.write_text(bao.secret_id)
         secret.chmod(0o600)
@@ -284,7 +299,7 @@ def vault_against_local(args: argparse.Namespace) -> None:
                     os.environ[k] = v
         through_vault = serve_and_enroll(
             vault_home, args, tokens, csrs, root, ca_backend="vault", env=env
-        )
+        ).per_s
         print(
             f"{len(tokens)} enrollments with {args.concurrency} keep-alive clients: through "
             f"OpenBao {through_vault:.0f}/s, through the local CA {local:.0f}/s"
@@ -296,6 +311,27 @@ def vault_against_local(args: argparse.Namespace) -> None:
     finally:
         bao.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants (the forked workers), from
+    /proc: the server's cost per enrollment, which a busy machine distorts less than its rate."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += stats.get(current, (0, 0.0))[1]
+        todo += [child for child, (parent, _) in stats.items() if parent == current]
+    return total
 
 
 def _free_port() -> int:

@@ -9,6 +9,8 @@ device locks the device row first (`Unit.lock_device`, ADR 0049).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -148,6 +150,13 @@ class Unit:
 
     def __init__(self, connection: Connection) -> None:
         self._c = connection
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested transaction: an exception rolls back only what the block wrote (one job
+        of a batched unit, `provisioning.committer`)."""
+        with self._c.begin_nested():
+            yield
 
     def consume_token(self, jti: str, *, subject: str, used_by: str, now: datetime) -> bool:
         """Mark the token used if it exists, is bound to ``subject``, is unused and unexpired.
