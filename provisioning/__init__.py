@@ -21,7 +21,10 @@ The pieces, top down::
     expiry.py            expiring certificates grouped by site/area/line
     notify.py            revocation and expiry notifications (webhook, MQTT)
     ratelimit.py         token buckets per client address and per token
+    shedding.py          enrollments in flight bounded; 429 with an appointment past it
+    committer.py         group commit of concurrent issuances (registry units, audit fsync)
     client.py            the gateway side: enroll, renew, offline request/import
+    patience.py          the gateway side of shedding: Retry-After honoured, with jitter
     credentials.py       the gateway's credential directory (docs/contracts.md section 2)
 
 >>> from provisioning.tokens import TokenKey
@@ -45,6 +48,7 @@ _SURFACE: dict[str, tuple[str, ...]] = {
     "http.app": ("create_app", "wrap"),
     "notify": ("MqttTarget", "Notifier"),
     "operations": ("RevocationListener",),
+    "patience": ("Patience",),
     "retirement": ("revoke_superseded", "withdraw_stale_pending"),
     "registry": ("Registry",),
     "server": ("ServeOptions", "build_server", "default_server_names", "ensure_server_certificate"),
