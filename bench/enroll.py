@@ -8,9 +8,17 @@ record appended durably (fsynced, group commit) before the reply. The service ru
 asyncio HTTP/1.1 load generator in this process, each with its own keep-alive TLS connection. The reference is `LocalCA.issue` on
 the same CSRs in a loop (ECDSA P-256, ledger write), with no network, token, registry or audit.
 
-    .venv/bin/python bench/enroll.py [--devices 600] [--concurrency 32]
+    .venv/bin/python bench/enroll.py [--devices 600] [--concurrency 32] [--workers 2]
+        [--power-up 5000]
 
-Last line: RESULT enroll enroll_per_s=<v> raw_issue_per_s=<v> ratio=<v>
+The server's CPU time per enrollment (all its processes, from /proc) is printed with the load
+average: on a shared machine the rate says as much about the neighbours as about the service.
+Then the plant-wide power-up (bench/enroll_power_up.py): ``--power-up`` gateways enroll at once,
+each on a new TLS connection, honouring 429/503 ``Retry-After`` with idmz enroll's jitter.
+
+Last line: RESULT enroll enroll_per_s=<v> raw_issue_per_s=<v> ratio=<v> server_cpu_ms=<v>
+workers=<n> cpus=<n> load1=<v> powerup_gateways=<n> powerup_s=<v> powerup_enrolled=<n>
+powerup_max_retries=<n> powerup_5xx=<n> powerup_gave_up=<n>
 
 With ``--ca vault`` the same enrollments run twice in one sitting, through the local CA and
 through a real OpenBao dev server (``bao`` from the dev extras, started here on a loopback port
@@ -39,6 +47,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from enroll_power_up import PowerUp, power_up  # bench/ is this script's sys.path[0]
 
 from idmz.home import Home
 from idmz.provisioning_runtime import open_runtime
@@ -46,6 +55,7 @@ from pki.csr import verify_csr
 from pki.identity import DeviceIdentity
 from pki.keys import KeyPolicy
 from pki.profiles import ProfileName
+from provisioning.patience import Patience
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,17 +118,19 @@ def raw_issue_rate(home: Path, csrs: list[bytes], seconds: float) -> float:
 
 async def _request(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes, body: bytes
-) -> tuple[int, bytes]:
+) -> tuple[int, bytes, dict[bytes, bytes]]:
     """One HTTP/1.1 request on a keep-alive connection (a load generator, like wrk: the
-    client must cost far less than the server it measures)."""
+    client must cost far less than the server it measures): status, body, headers."""
     writer.write(head + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     status_line = await reader.readline()
-    length = 0
+    headers = {}
     while (line := await reader.readline()) not in (b"\r\n", b""):
         name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    return int(status_line.split()[1]), await reader.readexactly(length)
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get(b"content-length", b"0"))
+    if not status_line:
+        raise ConnectionResetError("the service closed the connection")
+    return int(status_line.split()[1]), await reader.readexactly(length), headers
 
 
 async def enroll_all(
@@ -136,7 +148,7 @@ async def enroll_all(
         reader, writer = await asyncio.open_connection(
             "127.0.0.1", port, ssl=ctx, server_hostname="localhost"
         )
-        status, _ = await _request(
+        status, _, _ = await _request(
             reader, writer, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n", b""
         )
         assert status == 200
@@ -153,7 +165,7 @@ async def enroll_all(
                     b"POST /v1/enroll HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                     b"Authorization: Bearer " + tokens[i].encode() + b"\r\n"
                 )
-                status, body = await _request(
+                status, body, _ = await _request(
                     reader, writer, head, json.dumps({"csr": csrs[i].decode()}).encode()
                 )
                 if status == 201 and b"BEGIN CERTIFICATE" in body:
@@ -182,6 +194,7 @@ async def enroll_all(
 class Measured:
     per_s: float
     server_cpu_ms: float  # server CPU (all its processes) per enrollment
+    herd: PowerUp | None = None
 
 
 def serve_and_enroll(
@@ -193,8 +206,10 @@ def serve_and_enroll(
     *,
     ca_backend: str = "local",
     env: dict[str, str] | None = None,
+    herd: tuple[list[str], list[bytes]] | None = None,
 ) -> Measured:
-    """Run ``idmz provisioning serve`` on ``home`` and enroll every token; enrollments/s."""
+    """Run ``idmz provisioning serve`` on ``home`` and enroll every token; enrollments/s. Then,
+    with ``herd``, a power-up: all of its gateways at once on new connections."""
     port = _free_port()
     server = subprocess.Popen(
         [
@@ -202,7 +217,7 @@ def serve_and_enroll(
             "--port", str(port), "--ca", ca_backend,
             # All clients share 127.0.0.1; in a plant each gateway has its own address.
             "--client-rate", "100000", "--client-burst", "100000",
-            "--workers", str(args.workers),
+            "--workers", str(args.workers), "--max-in-flight", str(args.max_in_flight),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -220,7 +235,12 @@ def serve_and_enroll(
         )
         if ok != len(tokens):
             raise SystemExit(f"only {ok} of {len(tokens)} enrollments succeeded ({ca_backend})")
-        return Measured(ok / elapsed, server_cpu / ok * 1000)
+        herd_result = None
+        if herd is not None:
+            herd_result = asyncio.run(
+                power_up(port, root, *herd, _request, patience=Patience(total_s=600))
+            )
+        return Measured(ok / elapsed, server_cpu / ok * 1000, herd_result)
     finally:
         server.terminate()
         try:
@@ -237,7 +257,17 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=600)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument(
-        "--workers", type=int, default=1, help="service processes (serve --workers)"
+        "--workers", type=int, default=2, help="service processes (serve --workers)"
+    )
+    parser.add_argument(
+        "--max-in-flight", type=int, default=128, help="serve --max-in-flight (per worker)"
+    )
+    parser.add_argument(
+        "--power-up",
+        type=int,
+        default=5000,
+        metavar="GATEWAYS",
+        help="then this many gateways enroll at once, each on a new connection (0: skip)",
     )
     parser.add_argument("--raw-seconds", type=float, default=2.0)
     parser.add_argument("--ca", choices=("local", "vault"), default="local")
@@ -248,17 +278,37 @@ def main() -> None:
 
     home = Path(tempfile.mkdtemp(prefix="idmz-bench-enroll-"))
     try:
-        _, tokens, csrs, root = prepare(home, args.devices)
+        _, all_tokens, all_csrs, root = prepare(home, args.devices + args.power_up)
+        tokens, csrs = all_tokens[: args.devices], all_csrs[: args.devices]
+        herd = (all_tokens[args.devices :], all_csrs[args.devices :]) if args.power_up else None
         raw = raw_issue_rate(home, csrs, args.raw_seconds)
-        got = serve_and_enroll(home, args, tokens, csrs, root)
+        load = os.getloadavg()
+        got = serve_and_enroll(home, args, tokens, csrs, root, herd=herd)
         rate = got.per_s
         print(
             f"{len(tokens)} enrollments with {args.concurrency} keep-alive clients: {rate:.0f}/s; "
-            f"raw LocalCA.issue {raw:.0f}/s"
+            f"raw LocalCA.issue {raw:.0f}/s; server CPU {got.server_cpu_ms:.2f} ms per enrollment "
+            f"({args.workers} workers; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on "
+            f"{os.cpu_count()} CPUs)"
         )
+        up = ""
+        if got.herd is not None:
+            h = got.herd
+            print(
+                f"power-up: {h.enrolled} of {h.gateways} gateways enrolled in {h.seconds:.1f} s "
+                f"({h.enrolled / h.seconds:.0f}/s), {h.retries} retries (at most {h.max_retries} "
+                f"for one gateway), {h.gave_up} gave up, {h.connection_errors} connection errors, "
+                f"answers {dict(sorted(h.statuses.items()))}"
+            )
+            up = (
+                f" powerup_gateways={h.gateways} powerup_s={h.seconds:.1f}"
+                f" powerup_enrolled={h.enrolled} powerup_max_retries={h.max_retries}"
+                f" powerup_5xx={h.five_xx} powerup_gave_up={h.gave_up}"
+            )
         print(
             f"RESULT enroll enroll_per_s={rate:.1f} raw_issue_per_s={raw:.1f} ratio={rate / raw:.3f}"
-            f" server_cpu_ms={got.server_cpu_ms:.2f} workers={args.workers} load1={os.getloadavg()[0]:.2f}"
+            f" server_cpu_ms={got.server_cpu_ms:.2f} workers={args.workers}"
+            f" cpus={os.cpu_count()} load1={load[0]:.2f}{up}"
         )
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -266,6 +316,7 @@ def main() -> None:
 
 def vault_against_local(args: argparse.Namespace) -> None:
     """The same enrollments through the local CA, then through a real OpenBao, one sitting."""
+    args.power_up = 0
     sys.path.insert(0, str(ROOT))
     from tests.support.openbao import SERVER_ROLE, bao_binary, start_openbao
 

@@ -42,7 +42,7 @@ from bedrock.surface import lazy_surface
 # import in the product to this list.
 _SURFACE: dict[str, tuple[str, ...]] = {
     "client": ("client", "offline_response", "parse_offline_request"),
-    "config": ("RateLimits", "RenewalPolicy", "ServiceLimits", "parse_duration"),
+    "config": ("RateLimits", "RenewalPolicy", "ServiceLimits", "SheddingLimits", "parse_duration"),
     "errors": ("UsageError",),
     "expiry": ("alert_expiring", "scan_expiry"),
     "http.app": ("create_app", "wrap"),

@@ -283,6 +283,7 @@ def serving(
         yield e
     finally:
         running.stop()
+        e.services.enrollment.close()
         e.audit.close()
         e.registry.close()
         e.ca.close()
