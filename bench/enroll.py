@@ -38,11 +38,14 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -190,6 +193,26 @@ async def enroll_all(
     return ok, elapsed, server_cpu
 
 
+class ServerLog:
+    """Reads the service's output for as long as it runs (a full pipe would stop it: logging
+    blocks); counts its refused connections by reason."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.kinds: Counter[str] = Counter()
+        self.tail: deque[str] = deque(maxlen=5)
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: IO[bytes]) -> None:
+        for raw in stream:
+            line = raw.decode(errors="replace").rstrip()
+            self.tail.append(line)
+            self.kinds[line.rpartition(": ")[2] if "refused a connection" in line else "other"] += 1
+
+    def report(self) -> None:
+        if self.kinds:
+            print(f"service log lines: {dict(self.kinds)}; last: {list(self.tail)[-1:]}")
+
+
 @dataclass(frozen=True)
 class Measured:
     per_s: float
@@ -229,6 +252,7 @@ def serve_and_enroll(
         line = server.stdout.readline().decode()
         if "https://" not in line:
             raise SystemExit(f"service did not start: {line}")
+        log = ServerLog(server.stdout)
         _wait_port(port)
         ok, elapsed, server_cpu = asyncio.run(
             enroll_all(port, root, tokens, csrs, args.concurrency, server.pid)
@@ -240,6 +264,7 @@ def serve_and_enroll(
             herd_result = asyncio.run(
                 power_up(port, root, *herd, _request, patience=Patience(total_s=600))
             )
+        log.report()
         return Measured(ok / elapsed, server_cpu / ok * 1000, herd_result)
     finally:
         server.terminate()

@@ -76,6 +76,7 @@ class IssuanceCommitter:
         self._pid = 0
         self._closed = False
         self.rounds = 0  # batches run in this process (tests and the benchmark read it)
+        self._pending = 0  # submitted and not yet finished
 
     def run(self, job: IssuanceJob) -> IssuedCertificate:
         """Queue ``job``, wait for its batch; its certificate, or its exception raised."""
@@ -90,6 +91,7 @@ class IssuanceCommitter:
                 )
                 self._thread.start()
             self._queue.append(job)
+            self._pending += 1
             self._wake.notify()
         job.ready.acquire()
         if job.error is not None:
@@ -97,6 +99,11 @@ class IssuanceCommitter:
         if job.issued is None:  # never hand out a certificate the committer did not finish
             raise UpstreamError("the issuance committer released a job without a result")
         return job.issued
+
+    @property
+    def pending(self) -> int:
+        """Jobs submitted and not yet finished."""
+        return self._pending
 
     def close(self) -> None:
         """Stop the thread once the queued jobs are done; later submissions fail (503)."""
@@ -124,7 +131,9 @@ class IssuanceCommitter:
                     if job.error is None:
                         job.error = UpstreamError(f"issuance failed ({type(exc).__name__})")
             finally:
-                self.rounds += 1
+                with self._wake:
+                    self.rounds += 1
+                    self._pending -= len(batch)
                 for job in batch:
                     job.ready.release()
 
