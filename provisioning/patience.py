@@ -7,10 +7,10 @@ total time; `provisioning.client` sends every request of ``idmz enroll`` and ``i
 through it.
 
 >>> import random
->>> Patience(rng=random.Random(1)).delay_s("4", attempt=1)  # 4 s plus 0-100 % jitter
-4.537...
+>>> Patience(rng=random.Random(1)).delay_s("4", attempt=1)  # 4 s plus 0-50 % jitter
+4.268...
 >>> Patience(rng=random.Random(1)).delay_s(None, attempt=3)  # no hint: 1 s doubled twice
-4.537...
+4.268...
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class Retry:
 @dataclass(frozen=True)
 class Patience:
     """How long the client keeps coming back when the service is busy (ADR 0137): 429 or 503
-    with ``Retry-After`` (the wait the service gave, 50-100 % more with jitter, so a plant's
+    with ``Retry-After`` (the wait the service gave, plus 0-50 % jitter, so that a plant's
     gateways spread out), or a connection that could not be made (exponential back-off from
     ``backoff_s``, jittered the same way). One wait is at most ``max_wait_s``; after
     ``total_s`` in all the client gives up with an `UpstreamError` (an enrollment token lives
@@ -63,7 +63,7 @@ class Patience:
         base = self.backoff_s * 2.0 ** min(attempt - 1, 8)
         if retry_after is not None and retry_after.strip().isdigit():
             base = float(retry_after.strip())
-        return min(self.max_wait_s, base) * (1.0 + self.rng.random())
+        return min(self.max_wait_s, base) * (1.0 + self.rng.random() / 2)
 
 
 _BUSY = (429, 503)
