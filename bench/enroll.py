@@ -8,7 +8,7 @@ record appended durably (fsynced, group commit) before the reply. The service ru
 asyncio HTTP/1.1 load generator in this process, each with its own keep-alive TLS connection. The reference is `LocalCA.issue` on
 the same CSRs in a loop (ECDSA P-256, ledger write), with no network, token, registry or audit.
 
-    .venv/bin/python bench/enroll.py [--devices 600] [--concurrency 32] [--workers 2]
+    .venv/bin/python bench/enroll.py [--devices 2000] [--concurrency 32] [--workers 2]
         [--power-up 5000]
 
 The server's CPU time per enrollment (all its processes, from /proc) is printed with the load
@@ -279,7 +279,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--devices", type=int, default=600)
+    parser.add_argument("--devices", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument(
         "--workers", type=int, default=2, help="service processes (serve --workers)"
