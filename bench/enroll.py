@@ -9,7 +9,7 @@ asyncio HTTP/1.1 load generator in this process, each with its own keep-alive TL
 the same CSRs in a loop (ECDSA P-256, ledger write), with no network, token, registry or audit.
 
     .venv/bin/python bench/enroll.py [--devices 2000] [--concurrency 32] [--workers 2]
-        [--power-up 5000]
+        [--power-up 5000] [--postgres ADMIN_URL]
 
 The server's CPU time per enrollment (all its processes, from /proc) is printed with the load
 average: on a shared machine the rate says as much about the neighbours as about the service.
@@ -17,7 +17,7 @@ Then the plant-wide power-up (bench/enroll_power_up.py): ``--power-up`` gateways
 each on a new TLS connection, honouring 429/503 ``Retry-After`` with idmz enroll's jitter.
 
 Last line: RESULT enroll enroll_per_s=<v> raw_issue_per_s=<v> ratio=<v> server_cpu_ms=<v>
-workers=<n> cpus=<n> load1=<v> powerup_gateways=<n> powerup_s=<v> powerup_enrolled=<n>
+workers=<n> registry=<sqlite|postgresql> cpus=<n> load1=<v> powerup_gateways=<n> powerup_s=<v> powerup_enrolled=<n>
 powerup_max_retries=<n> powerup_5xx=<n> powerup_gave_up=<n>
 
 With ``--ca vault`` the same enrollments run twice in one sitting, through the local CA and
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -41,6 +42,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -70,9 +72,11 @@ def csr() -> bytes:
 
 
 def prepare(
-    home: Path, devices: int, ca_backend: str = "local"
+    home: Path, devices: int, ca_backend: str = "local", database_url: str | None = None
 ) -> tuple[list[str], list[str], list[bytes], str]:
-    runtime = open_runtime(Home(home), organization="bench", ca_backend=ca_backend)
+    runtime = open_runtime(
+        Home(home), organization="bench", ca_backend=ca_backend, database_url=database_url
+    )
     try:
         paths = [
             f"acme/plant1/area{i % 5}/line{i % 7}/cell{i % 3}/gw-{i:05d}" for i in range(devices)
@@ -241,6 +245,7 @@ def serve_and_enroll(
             # All clients share 127.0.0.1; in a plant each gateway has its own address.
             "--client-rate", "100000", "--client-burst", "100000",
             "--workers", str(args.workers), "--max-in-flight", str(args.max_in_flight),
+            *(["--database-url", args.database_url] if args.database_url else []),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -295,6 +300,12 @@ def main() -> None:
         help="then this many gateways enroll at once, each on a new connection (0: skip)",
     )
     parser.add_argument("--raw-seconds", type=float, default=2.0)
+    parser.add_argument(
+        "--postgres",
+        metavar="ADMIN_URL",
+        help="registry in a fresh PostgreSQL database created through this URL (and dropped), "
+        "e.g. postgresql://postgres@127.0.0.1:5432/postgres; default: SQLite in the home",
+    )
     parser.add_argument("--ca", choices=("local", "vault"), default="local")
     args = parser.parse_args()
     if args.ca == "vault":
@@ -302,8 +313,14 @@ def main() -> None:
         return
 
     home = Path(tempfile.mkdtemp(prefix="idmz-bench-enroll-"))
+    args.database_url = None
+    drop = contextlib.ExitStack()
+    if args.postgres:
+        args.database_url = drop.enter_context(postgres_database(args.postgres))
     try:
-        _, all_tokens, all_csrs, root = prepare(home, args.devices + args.power_up)
+        _, all_tokens, all_csrs, root = prepare(
+            home, args.devices + args.power_up, database_url=args.database_url
+        )
         tokens, csrs = all_tokens[: args.devices], all_csrs[: args.devices]
         herd = (all_tokens[args.devices :], all_csrs[args.devices :]) if args.power_up else None
         raw = raw_issue_rate(home, csrs, args.raw_seconds)
@@ -333,15 +350,37 @@ def main() -> None:
         print(
             f"RESULT enroll enroll_per_s={rate:.1f} raw_issue_per_s={raw:.1f} ratio={rate / raw:.3f}"
             f" server_cpu_ms={got.server_cpu_ms:.2f} workers={args.workers}"
+            f" registry={'postgresql' if args.database_url else 'sqlite'}"
             f" cpus={os.cpu_count()} load1={load[0]:.2f}{up}"
         )
     finally:
+        drop.close()
         shutil.rmtree(home, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def postgres_database(admin_url: str) -> Iterator[str]:
+    """A fresh database for one run, dropped afterwards (as the tests' ``pg_database``)."""
+    import uuid
+
+    import psycopg
+
+    name = f"idmz_bench_enroll_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{admin_url.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+            )
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 def vault_against_local(args: argparse.Namespace) -> None:
     """The same enrollments through the local CA, then through a real OpenBao, one sitting."""
-    args.power_up = 0
+    args.power_up, args.database_url = 0, None
     sys.path.insert(0, str(ROOT))
     from tests.support.openbao import SERVER_ROLE, bao_binary, start_openbao
 
