@@ -8,9 +8,17 @@ record appended durably (fsynced, group commit) before the reply. The service ru
 asyncio HTTP/1.1 load generator in this process, each with its own keep-alive TLS connection. The reference is `LocalCA.issue` on
 the same CSRs in a loop (ECDSA P-256, ledger write), with no network, token, registry or audit.
 
-    .venv/bin/python bench/enroll.py [--devices 600] [--concurrency 32]
+    .venv/bin/python bench/enroll.py [--devices 2000] [--concurrency 32] [--workers 2]
+        [--power-up 5000] [--postgres ADMIN_URL]
 
-Last line: RESULT enroll enroll_per_s=<v> raw_issue_per_s=<v> ratio=<v>
+The server's CPU time per enrollment (all its processes, from /proc) is printed with the load
+average: on a shared machine the rate says as much about the neighbours as about the service.
+Then the plant-wide power-up (bench/enroll_power_up.py): ``--power-up`` gateways enroll at once,
+each on a new TLS connection, honouring 429/503 ``Retry-After`` with idmz enroll's jitter.
+
+Last line: RESULT enroll enroll_per_s=<v> raw_issue_per_s=<v> ratio=<v> server_cpu_ms=<v>
+workers=<n> registry=<sqlite|postgresql> cpus=<n> load1=<v> powerup_gateways=<n> powerup_s=<v> powerup_enrolled=<n>
+powerup_max_retries=<n> powerup_5xx=<n> powerup_gave_up=<n>
 
 With ``--ca vault`` the same enrollments run twice in one sitting, through the local CA and
 through a real OpenBao dev server (``bao`` from the dev extras, started here on a loopback port
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -30,14 +39,20 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter, deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from enroll_power_up import PowerUp, power_up  # bench/ is this script's sys.path[0]
 
 from idmz.home import Home
 from idmz.provisioning_runtime import open_runtime
@@ -45,6 +60,7 @@ from pki.csr import verify_csr
 from pki.identity import DeviceIdentity
 from pki.keys import KeyPolicy
 from pki.profiles import ProfileName
+from provisioning.patience import Patience
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,9 +72,11 @@ def csr() -> bytes:
 
 
 def prepare(
-    home: Path, devices: int, ca_backend: str = "local"
+    home: Path, devices: int, ca_backend: str = "local", database_url: str | None = None
 ) -> tuple[list[str], list[str], list[bytes], str]:
-    runtime = open_runtime(Home(home), organization="bench", ca_backend=ca_backend)
+    runtime = open_runtime(
+        Home(home), organization="bench", ca_backend=ca_backend, database_url=database_url
+    )
     try:
         paths = [
             f"acme/plant1/area{i % 5}/line{i % 7}/cell{i % 3}/gw-{i:05d}" for i in range(devices)
@@ -107,22 +125,24 @@ def raw_issue_rate(home: Path, csrs: list[bytes], seconds: float) -> float:
 
 async def _request(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes, body: bytes
-) -> tuple[int, bytes]:
+) -> tuple[int, bytes, dict[bytes, bytes]]:
     """One HTTP/1.1 request on a keep-alive connection (a load generator, like wrk: the
-    client must cost far less than the server it measures)."""
+    client must cost far less than the server it measures): status, body, headers."""
     writer.write(head + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     status_line = await reader.readline()
-    length = 0
+    headers = {}
     while (line := await reader.readline()) not in (b"\r\n", b""):
         name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    return int(status_line.split()[1]), await reader.readexactly(length)
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get(b"content-length", b"0"))
+    if not status_line:
+        raise ConnectionResetError("the service closed the connection")
+    return int(status_line.split()[1]), await reader.readexactly(length), headers
 
 
 async def enroll_all(
-    port: int, root: str, tokens: list[str], csrs: list[bytes], concurrency: int
-) -> tuple[int, float]:
+    port: int, root: str, tokens: list[str], csrs: list[bytes], concurrency: int, server_pid: int
+) -> tuple[int, float, float]:
     ctx = ssl.create_default_context(cafile=root)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(len(tokens)):
@@ -135,7 +155,7 @@ async def enroll_all(
         reader, writer = await asyncio.open_connection(
             "127.0.0.1", port, ssl=ctx, server_hostname="localhost"
         )
-        status, _ = await _request(
+        status, _, _ = await _request(
             reader, writer, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n", b""
         )
         assert status == 200
@@ -152,7 +172,7 @@ async def enroll_all(
                     b"POST /v1/enroll HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                     b"Authorization: Bearer " + tokens[i].encode() + b"\r\n"
                 )
-                status, body = await _request(
+                status, body, _ = await _request(
                     reader, writer, head, json.dumps({"csr": csrs[i].decode()}).encode()
                 )
                 if status == 201 and b"BEGIN CERTIFICATE" in body:
@@ -165,12 +185,43 @@ async def enroll_all(
     tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
     await asyncio.sleep(1.0)
     start = time.perf_counter()
-    cpu = time.process_time()
+    cpu, server_cpu = time.process_time(), tree_cpu_s(server_pid)
     ready.set()
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
-    print(f"client CPU {time.process_time() - cpu:.2f} s over {elapsed:.2f} s")
-    return ok, elapsed
+    server_cpu = tree_cpu_s(server_pid) - server_cpu
+    print(
+        f"client CPU {time.process_time() - cpu:.2f} s, server CPU {server_cpu:.2f} s "
+        f"over {elapsed:.2f} s"
+    )
+    return ok, elapsed, server_cpu
+
+
+class ServerLog:
+    """Reads the service's output for as long as it runs (a full pipe would stop it: logging
+    blocks); counts its refused connections by reason."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.kinds: Counter[str] = Counter()
+        self.tail: deque[str] = deque(maxlen=5)
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: IO[bytes]) -> None:
+        for raw in stream:
+            line = raw.decode(errors="replace").rstrip()
+            self.tail.append(line)
+            self.kinds[line.rpartition(": ")[2] if "refused a connection" in line else "other"] += 1
+
+    def report(self) -> None:
+        if self.kinds:
+            print(f"service log lines: {dict(self.kinds)}; last: {list(self.tail)[-1:]}")
+
+
+@dataclass(frozen=True)
+class Measured:
+    per_s: float
+    server_cpu_ms: float  # server CPU (all its processes) per enrollment
+    herd: PowerUp | None = None
 
 
 def serve_and_enroll(
@@ -182,8 +233,10 @@ def serve_and_enroll(
     *,
     ca_backend: str = "local",
     env: dict[str, str] | None = None,
-) -> float:
-    """Run ``idmz provisioning serve`` on ``home`` and enroll every token; enrollments/s."""
+    herd: tuple[list[str], list[bytes]] | None = None,
+) -> Measured:
+    """Run ``idmz provisioning serve`` on ``home`` and enroll every token; enrollments/s. Then,
+    with ``herd``, a power-up: all of its gateways at once on new connections."""
     port = _free_port()
     server = subprocess.Popen(
         [
@@ -191,7 +244,8 @@ def serve_and_enroll(
             "--port", str(port), "--ca", ca_backend,
             # All clients share 127.0.0.1; in a plant each gateway has its own address.
             "--client-rate", "100000", "--client-burst", "100000",
-            "--workers", str(args.workers),
+            "--workers", str(args.workers), "--max-in-flight", str(args.max_in_flight),
+            *(["--database-url", args.database_url] if args.database_url else []),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -203,11 +257,20 @@ def serve_and_enroll(
         line = server.stdout.readline().decode()
         if "https://" not in line:
             raise SystemExit(f"service did not start: {line}")
+        log = ServerLog(server.stdout)
         _wait_port(port)
-        ok, elapsed = asyncio.run(enroll_all(port, root, tokens, csrs, args.concurrency))
+        ok, elapsed, server_cpu = asyncio.run(
+            enroll_all(port, root, tokens, csrs, args.concurrency, server.pid)
+        )
         if ok != len(tokens):
             raise SystemExit(f"only {ok} of {len(tokens)} enrollments succeeded ({ca_backend})")
-        return ok / elapsed
+        herd_result = None
+        if herd is not None:
+            herd_result = asyncio.run(
+                power_up(port, root, *herd, _request, patience=Patience(total_s=600))
+            )
+        log.report()
+        return Measured(ok / elapsed, server_cpu / ok * 1000, herd_result)
     finally:
         server.terminate()
         try:
@@ -221,12 +284,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--devices", type=int, default=600)
+    parser.add_argument("--devices", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument(
-        "--workers", type=int, default=1, help="service processes (serve --workers)"
+        "--workers", type=int, default=2, help="service processes (serve --workers)"
+    )
+    parser.add_argument(
+        "--max-in-flight", type=int, default=128, help="serve --max-in-flight (per worker)"
+    )
+    parser.add_argument(
+        "--power-up",
+        type=int,
+        default=5000,
+        metavar="GATEWAYS",
+        help="then this many gateways enroll at once, each on a new connection (0: skip)",
     )
     parser.add_argument("--raw-seconds", type=float, default=2.0)
+    parser.add_argument(
+        "--postgres",
+        metavar="ADMIN_URL",
+        help="registry in a fresh PostgreSQL database created through this URL (and dropped), "
+        "e.g. postgresql://postgres@127.0.0.1:5432/postgres; default: SQLite in the home",
+    )
     parser.add_argument("--ca", choices=("local", "vault"), default="local")
     args = parser.parse_args()
     if args.ca == "vault":
@@ -234,23 +313,74 @@ def main() -> None:
         return
 
     home = Path(tempfile.mkdtemp(prefix="idmz-bench-enroll-"))
+    args.database_url = None
+    drop = contextlib.ExitStack()
+    if args.postgres:
+        args.database_url = drop.enter_context(postgres_database(args.postgres))
     try:
-        _, tokens, csrs, root = prepare(home, args.devices)
+        _, all_tokens, all_csrs, root = prepare(
+            home, args.devices + args.power_up, database_url=args.database_url
+        )
+        tokens, csrs = all_tokens[: args.devices], all_csrs[: args.devices]
+        herd = (all_tokens[args.devices :], all_csrs[args.devices :]) if args.power_up else None
         raw = raw_issue_rate(home, csrs, args.raw_seconds)
-        rate = serve_and_enroll(home, args, tokens, csrs, root)
+        load = os.getloadavg()
+        got = serve_and_enroll(home, args, tokens, csrs, root, herd=herd)
+        rate = got.per_s
         print(
             f"{len(tokens)} enrollments with {args.concurrency} keep-alive clients: {rate:.0f}/s; "
-            f"raw LocalCA.issue {raw:.0f}/s"
+            f"raw LocalCA.issue {raw:.0f}/s; server CPU {got.server_cpu_ms:.2f} ms per enrollment "
+            f"({args.workers} workers; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on "
+            f"{os.cpu_count()} CPUs)"
         )
+        up = ""
+        if got.herd is not None:
+            h = got.herd
+            print(
+                f"power-up: {h.enrolled} of {h.gateways} gateways enrolled in {h.seconds:.1f} s "
+                f"({h.enrolled / h.seconds:.0f}/s), {h.retries} retries (at most {h.max_retries} "
+                f"for one gateway), {h.gave_up} gave up, {h.connection_errors} connection errors, "
+                f"answers {dict(sorted(h.statuses.items()))}"
+            )
+            up = (
+                f" powerup_gateways={h.gateways} powerup_s={h.seconds:.1f}"
+                f" powerup_enrolled={h.enrolled} powerup_max_retries={h.max_retries}"
+                f" powerup_5xx={h.five_xx} powerup_gave_up={h.gave_up}"
+            )
         print(
             f"RESULT enroll enroll_per_s={rate:.1f} raw_issue_per_s={raw:.1f} ratio={rate / raw:.3f}"
+            f" server_cpu_ms={got.server_cpu_ms:.2f} workers={args.workers}"
+            f" registry={'postgresql' if args.database_url else 'sqlite'}"
+            f" cpus={os.cpu_count()} load1={load[0]:.2f}{up}"
         )
     finally:
+        drop.close()
         shutil.rmtree(home, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def postgres_database(admin_url: str) -> Iterator[str]:
+    """A fresh database for one run, dropped afterwards (as the tests' ``pg_database``)."""
+    import uuid
+
+    import psycopg
+
+    name = f"idmz_bench_enroll_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{admin_url.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+            )
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 def vault_against_local(args: argparse.Namespace) -> None:
     """The same enrollments through the local CA, then through a real OpenBao, one sitting."""
+    args.power_up, args.database_url = 0, None
     sys.path.insert(0, str(ROOT))
     from tests.support.openbao import SERVER_ROLE, bao_binary, start_openbao
 
@@ -262,7 +392,7 @@ def vault_against_local(args: argparse.Namespace) -> None:
     try:
         local_home = work / "local"
         _, tokens, csrs, root = prepare(local_home, args.devices)
-        local = serve_and_enroll(local_home, args, tokens, csrs, root)
+        local = serve_and_enroll(local_home, args, tokens, csrs, root).per_s
         secret = work / "secret-id"
         secret.write_text(bao.secret_id)
         secret.chmod(0o600)
@@ -284,7 +414,7 @@ def vault_against_local(args: argparse.Namespace) -> None:
                     os.environ[k] = v
         through_vault = serve_and_enroll(
             vault_home, args, tokens, csrs, root, ca_backend="vault", env=env
-        )
+        ).per_s
         print(
             f"{len(tokens)} enrollments with {args.concurrency} keep-alive clients: through "
             f"OpenBao {through_vault:.0f}/s, through the local CA {local:.0f}/s"
@@ -296,6 +426,27 @@ def vault_against_local(args: argparse.Namespace) -> None:
     finally:
         bao.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants (the forked workers), from
+    /proc: the server's cost per enrollment, which a busy machine distorts less than its rate."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += stats.get(current, (0, 0.0))[1]
+        todo += [child for child, (parent, _) in stats.items() if parent == current]
+    return total
 
 
 def _free_port() -> int:

@@ -81,6 +81,7 @@ class Runtime:
     services: Services
 
     def close(self) -> None:
+        self.services.enrollment.close()
         self.audit.close()
         self.registry.close()
         self.ca.close()

@@ -123,7 +123,7 @@ def _serve_worker(
     from bedrock.clock import utc_now as now_utc
     from idmz.crl_publisher import crl_published_event, republish_crl
     from idmz.provisioning_runtime import client_ca_file
-    from provisioning.config import RateLimits, ServiceLimits, parse_duration
+    from provisioning.config import RateLimits, ServiceLimits, SheddingLimits, parse_duration
     from provisioning.expiry import alert_expiring, scan_expiry
     from provisioning.http.app import create_app, wrap
     from provisioning.retirement import withdraw_stale_pending
@@ -133,6 +133,7 @@ def _serve_worker(
     limits = ServiceLimits(
         rates=RateLimits(per_client_per_s=args.client_rate, per_client_burst=args.client_burst),
         renewal=renewal_policy(args.superseded_grace),
+        shedding=SheddingLimits(max_in_flight=args.max_in_flight),
     )
     rt = open_runtime(args, listeners=(notifier.revoked,) if notifier else (), limits=limits)
     interval_s = parse_duration(args.expiry_interval).total_seconds()

@@ -5,6 +5,7 @@ Features call `CertificateAuthority` and never know which backend is behind it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ class RevocationReason(StrEnum):
         return x509.ReasonFlags[self.name.lower()]
 
 
+@functools.lru_cache(maxsize=256)  # an issuance asks for its certificate's several times
 def fingerprint_sha256(cert: x509.Certificate) -> str:
     """Lower-case hex SHA-256 of the DER certificate (what gateways pin)."""
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
@@ -106,10 +108,15 @@ class IssuedCertificate(CertificateFacts):
 
     def chain_pem(self) -> bytes:
         """Intermediates only (issuing CA first), without the root."""
-        return b"".join(pem(c) for c in self.chain[:-1])
+        return b"".join(_ca_pem(c) for c in self.chain[:-1])
 
     def root_pem(self) -> bytes:
-        return pem(self.chain[-1])
+        return _ca_pem(self.chain[-1])
+
+
+@functools.lru_cache(maxsize=16)  # the same few CA certificates in every answer
+def _ca_pem(cert: x509.Certificate) -> bytes:
+    return pem(cert)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,10 @@ The pieces, top down::
     expiry.py            expiring certificates grouped by site/area/line
     notify.py            revocation and expiry notifications (webhook, MQTT)
     ratelimit.py         token buckets per client address and per token
+    shedding.py          enrollments in flight bounded; 429 with an appointment past it
+    committer.py         group commit of concurrent issuances (registry units, audit fsync)
     client.py            the gateway side: enroll, renew, offline request/import
+    patience.py          the gateway side of shedding: Retry-After honoured, with jitter
     credentials.py       the gateway's credential directory (docs/contracts.md section 2)
 
 >>> from provisioning.tokens import TokenKey
@@ -39,12 +42,13 @@ from bedrock.surface import lazy_surface
 # import in the product to this list.
 _SURFACE: dict[str, tuple[str, ...]] = {
     "client": ("client", "offline_response", "parse_offline_request"),
-    "config": ("RateLimits", "RenewalPolicy", "ServiceLimits", "parse_duration"),
+    "config": ("RateLimits", "RenewalPolicy", "ServiceLimits", "SheddingLimits", "parse_duration"),
     "errors": ("UsageError",),
     "expiry": ("alert_expiring", "scan_expiry"),
     "http.app": ("create_app", "wrap"),
     "notify": ("MqttTarget", "Notifier"),
     "operations": ("RevocationListener",),
+    "patience": ("Patience",),
     "retirement": ("revoke_superseded", "withdraw_stale_pending"),
     "registry": ("Registry",),
     "server": ("ServeOptions", "build_server", "default_server_names", "ensure_server_certificate"),

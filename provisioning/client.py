@@ -33,6 +33,7 @@ from pki.authority import fingerprint_sha256
 from pki.credentials import CredentialDir
 from pki.keys import PrivateKey, generate_private_key, load_private_key, write_private_key
 from provisioning.errors import ConfigError, RefusedError, UpstreamError
+from provisioning.patience import Patience, request_patiently
 
 _log = logging.getLogger("provisioning.client")
 OFFLINE_REQUEST_FORMAT = "idmz-offline-request/1"
@@ -109,11 +110,14 @@ def pin_ca(root_pem: bytes, chain_pem: bytes, fingerprint: str) -> PinnedCA:
     return PinnedCA(root, chain_pem)
 
 
-def fetch_pinned_ca(server: str, fingerprint: str, *, timeout_s: float = 15.0) -> PinnedCA:
+def fetch_pinned_ca(
+    server: str, fingerprint: str, *, timeout_s: float = 15.0, patience: Patience | None = None
+) -> PinnedCA:
     # Unauthenticated TLS on purpose: what comes back is checked against the pin before use.
+    url = f"{server.rstrip('/')}/v1/ca"
     try:
         with httpx.Client(verify=False, timeout=timeout_s) as http:  # noqa: S501
-            response = http.get(f"{server.rstrip('/')}/v1/ca")
+            response = request_patiently(http, "GET", url, patience or Patience())
     except httpx.HTTPError as exc:
         raise UpstreamError(f"cannot reach {server}: {type(exc).__name__}") from exc
     if response.status_code != 200:
@@ -122,15 +126,13 @@ def fetch_pinned_ca(server: str, fingerprint: str, *, timeout_s: float = 15.0) -
     return pin_ca(str(body["root"]).encode(), str(body["chain"]).encode(), fingerprint)
 
 
-def _post(http: httpx.Client, url: str, **kwargs: Any) -> dict[str, Any]:
+def _post(
+    http: httpx.Client, url: str, patience: Patience | None = None, **kwargs: Any
+) -> dict[str, Any]:
     try:
-        response = http.post(url, **kwargs)
+        response = request_patiently(http, "POST", url, patience or Patience(), **kwargs)
     except httpx.HTTPError as exc:
         raise UpstreamError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
-    if response.status_code == 429:
-        raise UpstreamError(
-            f"{url} is rate limiting; retry after {response.headers.get('retry-after', '?')} s"
-        )
     if response.status_code >= 500:
         raise UpstreamError(f"{url} answered {response.status_code}")
     if response.status_code >= 400:
@@ -153,13 +155,17 @@ def enroll(
     *,
     identity: str | None = None,
     key_type: str = "ec-p256",
+    patience: Patience | None = None,
 ) -> CredentialDir:
-    pinned = fetch_pinned_ca(server, fingerprint)
+    """Enroll with ``token``; a busy service is waited for within ``patience``."""
+    patience = patience or Patience()
+    pinned = fetch_pinned_ca(server, fingerprint, patience=patience)
     key = generate_private_key(key_type)
     with httpx.Client(verify=pinned.tls_context(), timeout=30.0) as http:
         body = _post(
             http,
             f"{server.rstrip('/')}/v1/enroll",
+            patience,
             json={"csr": make_csr(key).decode(), "identity": identity},
             headers={"Authorization": f"Bearer {token}"},
         )

@@ -52,13 +52,31 @@ class HttpLimits:
     max_header_bytes: int = 16 * 1024  # request line + header lines; beyond: 431 and close
     header_timeout_s: float = 10.0  # connection (or first byte) to end of headers; then 408
     body_timeout_s: float = 60.0  # end of headers to end of body
-    max_connections: int = 4096  # open at once; the next one is answered 503 and closed
+    max_connections: int = 4096  # open at once; the next one is answered 429 and closed
+    busy_retry_after_s: int = 2  # the Retry-After of that 429 (the client adds jitter)
 
     def __post_init__(self) -> None:
         if min(self.max_body_bytes, self.max_header_bytes, self.max_connections) < 1:
             raise ConfigError("HTTP byte and connection limits must be >= 1")
         if min(self.header_timeout_s, self.body_timeout_s) <= 0:
             raise ConfigError("HTTP timeouts must be > 0 seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class SheddingLimits:
+    """Enrollments and renewals inside one service process at once; past it, 429 with an
+    appointment in ``Retry-After`` (`provisioning.shedding`, ADR 0137)."""
+
+    max_in_flight: int = 128
+    initial_rate_per_s: float = 100.0  # the completion rate assumed until one is measured
+    min_rate_per_s: float = 20.0
+    max_retry_after_s: int = 120
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight < 1 or self.max_retry_after_s < 1:
+            raise ConfigError("max_in_flight and max_retry_after_s must be >= 1")
+        if min(self.initial_rate_per_s, self.min_rate_per_s) <= 0:
+            raise ConfigError("shedding rates must be > 0 per second")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +117,7 @@ class ServiceLimits:
     tokens: TokenLimits = field(default_factory=TokenLimits)
     rates: RateLimits = field(default_factory=RateLimits)
     http: HttpLimits = field(default_factory=HttpLimits)
+    shedding: SheddingLimits = field(default_factory=SheddingLimits)
     expiry: ExpiryPolicy = field(default_factory=ExpiryPolicy)
     renewal: RenewalPolicy = field(default_factory=RenewalPolicy)
 

@@ -171,10 +171,10 @@ class Registry:
             raise UpstreamError(
                 f"the registry database failed ({type(exc.orig).__name__})"
             ) from exc
-        device = _device(DeviceRow(**row._mapping)) if row is not None else None
+        device = _device(row) if row is not None else None
         for prefix in candidates:
             if prefix in groups:
-                return device, _group(GroupRow(**groups[prefix]._mapping))
+                return device, _group(groups[prefix])
         return device, None
 
     def devices(self) -> list[DeviceRecord]:

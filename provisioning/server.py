@@ -55,7 +55,8 @@ class PeerCertProtocol(HttpToolsProtocol):
     - time: the headers must be complete ``header_timeout_s`` after the connection is made
       (or after a keep-alive request's first byte), the body ``body_timeout_s`` after that;
       both are deadlines, not idle timers, so a byte at a time does not extend them (408);
-    - connections: past ``max_connections`` a new one gets 503 and is closed before any read.
+    - connections: past ``max_connections`` a new one gets 429 with ``Retry-After`` and is
+      closed before any read.
 
     `build_server` sets ``limits`` on a subclass; the class default is `HttpLimits()`."""
 
@@ -69,7 +70,12 @@ class PeerCertProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
-            self._refuse(HTTPStatus.SERVICE_UNAVAILABLE, "too many open connections")
+            # 429, not 503: the service is well, only full; the client comes back (ADR 0137)
+            self._refuse(
+                HTTPStatus.TOO_MANY_REQUESTS,
+                "too many open connections",
+                retry_after_s=self.limits.busy_retry_after_s,
+            )
             return
         self._arm(self.limits.header_timeout_s, "headers")
         ssl_object = transport.get_extra_info("ssl_object")
@@ -149,7 +155,7 @@ class PeerCertProtocol(HttpToolsProtocol):
         self._deadline = None
         self._refuse(HTTPStatus.REQUEST_TIMEOUT, f"request {phase} not received in time")
 
-    def _refuse(self, status: HTTPStatus, reason: str) -> None:
+    def _refuse(self, status: HTTPStatus, reason: str, *, retry_after_s: int | None = None) -> None:
         """Answer ``status`` unless a response is under way, stop reading, and cut the
         connection once the answer has had time to leave. (Not ``close()``: on TLS it waits up
         to 30 s for the peer's close_notify, reading and discarding all it sends meanwhile.)"""
@@ -163,6 +169,8 @@ class PeerCertProtocol(HttpToolsProtocol):
         if cycle is None or not cycle.response_started:
             body = f"{reason}\n".encode()
             head = f"HTTP/1.1 {status.value} {status.phrase}\r\ncontent-type: text/plain\r\n"
+            if retry_after_s is not None:
+                head += f"retry-after: {retry_after_s}\r\n"
             head += f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
             self.transport.write(head.encode() + body)
         if cycle is not None and not cycle.response_complete:

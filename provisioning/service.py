@@ -62,12 +62,13 @@ from provisioning.admission import (
     require_verified,
     why_token_unusable,
 )
+from provisioning.committer import IssuanceCommitter, IssuanceJob
 from provisioning.config import ServiceLimits
 from provisioning.errors import (
-    DeviceStateError,
     ProvisioningError,
     RefusedError,
     RequestError,
+    TokenError,
     UpstreamError,
 )
 from provisioning.peers import PeerVerifier
@@ -113,6 +114,16 @@ class ProvisioningService:
         chain = ca.ca_chain()
         self.issuing, self.root = chain[0], chain[-1]
         self.peers = PeerVerifier(ca=ca, registry=registry, policy=self.policy, crl_file=crl_file)
+        self.committer = IssuanceCommitter(
+            registry=registry,
+            audit=audit,
+            withdraw=self._withdraw,
+            after_supersession=self._sweep_superseded,
+        )
+
+    def close(self) -> None:
+        """Finish the queued issuances and stop the committer thread."""
+        self.committer.close()
 
     @property
     def max_device_validity(self) -> timedelta:
@@ -159,7 +170,8 @@ class ProvisioningService:
             actor = resource = identity.path
             validity, group = require_enrollable(self.registry, identity, claims, self.policy)
             verified = require_verified(csr)
-            with self.registry.unit() as unit:
+
+            def step(unit: Unit) -> IssuedCertificate:
                 if not unit.consume_token(
                     claims.token_id, subject=claims.subject, used_by=identity.path, now=now
                 ):
@@ -176,9 +188,10 @@ class ProvisioningService:
                     require_issuable(unit.lock_device(identity.path), identity)
                 issued = self._issue(verified, identity, validity, now)
                 self._record_pending(unit, issued, identity, via=via, now=now)
-            self._audit_then_activate(
-                issued,
-                AuditEvent(
+                return issued
+
+            def event(issued: IssuedCertificate) -> AuditEvent:
+                return AuditEvent(
                     actor=identity.path,
                     action="provisioning.enroll.accepted",
                     resource=issued.serial_hex,
@@ -192,10 +205,9 @@ class ProvisioningService:
                         "fingerprint": issued.fingerprint,
                         "not_after": issued.not_after.isoformat(),
                     },
-                ),
-                device=identity.path,
-                now=now,
-            )
+                )
+
+            issued = self.committer.run(IssuanceJob(identity.path, now, step, event))
         except _TokenUnusableError:
             # Asked after the transaction ended: SQLite has one writer, and the reason is
             # only for the audit record (the client hears the same generic refusal).
@@ -219,7 +231,8 @@ class ProvisioningService:
     # every enrollment behind one fsync each. The certificate is recorded `pending` (never handed
     # out, never renewable); it becomes `active` only after its audit record is durable. If the
     # record cannot be written, the certificate is revoked at once and the request fails: no
-    # usable certificate exists without its audit record (ADR 0024, ADR 0045).
+    # usable certificate exists without its audit record (ADR 0024, ADR 0045). Concurrent
+    # requests share both transactions and the fsync (`provisioning.committer`, ADR 0136).
 
     @staticmethod
     def _record_pending(
@@ -236,35 +249,6 @@ class ProvisioningService:
             status=CertificateStatus.PENDING,
         )
 
-    def _audit_then_activate(
-        self,
-        issued: IssuedCertificate,
-        event: AuditEvent,
-        *,
-        device: str,
-        now: datetime,
-    ) -> None:
-        try:
-            self.audit.record(event)
-        except Exception as exc:
-            self._withdraw(issued, now=now)
-            raise UpstreamError(
-                f"the audit log could not record the issuance of {issued.serial_hex} for {device}; "
-                "the certificate was revoked"
-            ) from exc
-        try:
-            with self.registry.unit() as unit:
-                superseded = unit.activate_certificate(
-                    issued.serial_hex, device_path=device, now=now
-                )
-        except DeviceStateError:
-            # The device was revoked after this certificate was recorded `pending`: the
-            # revocation revoked it already; make sure of it, and refuse (audited by the caller).
-            self._withdraw(issued, now=now)
-            raise
-        if superseded:
-            self._sweep_superseded(now)
-
     def _sweep_superseded(self, now: datetime) -> None:
         """Revoke superseded certificates whose grace is over (this renewal's own one at once
         when the grace is 0). The periodic scan does the same; a failure here must not fail a
@@ -274,7 +258,7 @@ class ProvisioningService:
         except ProvisioningError:
             _log.exception("revoking superseded certificates failed; the next sweep retries")
 
-    def _withdraw(self, issued: IssuedCertificate, *, now: datetime) -> None:
+    def _withdraw(self, issued: IssuedCertificate, now: datetime) -> None:
         """Revoke a certificate that must never be used (no audit record, or its device was
         revoked while it was issued). Idempotent: a serial revoked already keeps its reason."""
         try:
@@ -324,7 +308,8 @@ class ProvisioningService:
             )
             verified = require_verified(csr)
             validity = device_validity(self.registry.group_for(peer.identity.path), self.policy)
-            with self.registry.unit() as unit:
+
+            def step(unit: Unit) -> IssuedCertificate:
                 require_renewable(
                     unit.lock_device(peer.identity.path),
                     unit.certificate(peer.serial_hex),
@@ -333,9 +318,10 @@ class ProvisioningService:
                 )
                 issued = self._issue(verified, peer.identity, validity, now)
                 self._record_pending(unit, issued, peer.identity, via=via, now=now)
-            self._audit_then_activate(
-                issued,
-                AuditEvent(
+                return issued
+
+            def event(issued: IssuedCertificate) -> AuditEvent:
+                return AuditEvent(
                     actor=peer.identity.path,
                     action="provisioning.renew.accepted",
                     resource=issued.serial_hex,
@@ -351,10 +337,9 @@ class ProvisioningService:
                         "fingerprint": issued.fingerprint,
                         "not_after": issued.not_after.isoformat(),
                     },
-                ),
-                device=peer.identity.path,
-                now=now,
-            )
+                )
+
+            issued = self.committer.run(IssuanceJob(peer.identity.path, now, step, event))
         except RefusedError as exc:
             raise self._refuse(
                 RENEW_REFUSED, actor, resource, exc, client=client, via=via
@@ -367,8 +352,11 @@ class ProvisioningService:
         return Enrolled(peer.identity, issued)
 
 
-class _TokenUnusableError(Exception):
+class _TokenUnusableError(TokenError):
     """The conditional UPDATE matched nothing; the reason is looked up afterwards."""
+
+    def __init__(self) -> None:
+        super().__init__("the token could not be consumed", code="token-unusable")
 
 
 __all__ = ["Enrolled", "ProvisioningService"]

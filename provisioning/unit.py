@@ -9,11 +9,13 @@ device locks the device row first (`Unit.lock_device`, ADR 0049).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, text, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
 from provisioning._tables import (
@@ -43,7 +45,9 @@ def _dt(value: int) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
 
-def _device(row: DeviceRow) -> DeviceRecord:
+# The converters take an ORM row or a Core result row (same attribute names): the hot path
+# reads Core rows and builds no ORM object (a SQLModel instance validates every field).
+def _device(row: DeviceRow | Row[Any]) -> DeviceRecord:
     return DeviceRecord(
         row.path,
         DeviceStatus(row.status),
@@ -54,11 +58,11 @@ def _device(row: DeviceRow) -> DeviceRecord:
     )
 
 
-def _group(row: GroupRow) -> GroupRecord:
+def _group(row: GroupRow | Row[Any]) -> GroupRecord:
     return GroupRecord(row.prefix, row.device_class, row.validity_days, row.renewal_grace_days)
 
 
-def _cert(row: CertificateRow) -> CertificateRecord:
+def _cert(row: CertificateRow | Row[Any]) -> CertificateRecord:
     return CertificateRecord(
         row.serial,
         row.device_path,
@@ -149,6 +153,21 @@ class Unit:
     def __init__(self, connection: Connection) -> None:
         self._c = connection
 
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested transaction: an exception rolls back only what the block wrote (one job
+        of a batched unit, `provisioning.committer`). Plain SQL, the same on SQLite and
+        PostgreSQL: SQLAlchemy's nested-transaction object costs several times more, and
+        after a failure PostgreSQL needs exactly this ``ROLLBACK TO`` to go on."""
+        self._c.exec_driver_sql("SAVEPOINT idmz_job")
+        try:
+            yield
+        except BaseException:
+            self._c.exec_driver_sql("ROLLBACK TO SAVEPOINT idmz_job")
+            self._c.exec_driver_sql("RELEASE SAVEPOINT idmz_job")
+            raise
+        self._c.exec_driver_sql("RELEASE SAVEPOINT idmz_job")
+
     def consume_token(self, jti: str, *, subject: str, used_by: str, now: datetime) -> bool:
         """Mark the token used if it exists, is bound to ``subject``, is unused and unexpired.
         True when this call consumed it; False when any condition failed."""
@@ -157,7 +176,7 @@ class Unit:
 
     def device(self, path: str) -> DeviceRecord | None:
         row = self._c.execute(_SELECT_DEVICE, {"path": path}).first()
-        return _device(DeviceRow(**row._mapping)) if row is not None else None
+        return _device(row) if row is not None else None
 
     def lock_device(self, path: str) -> DeviceRecord | None:
         """The device row, locked until this unit ends: every unit that issues to a device,
@@ -167,11 +186,11 @@ class Unit:
         (``BEGIN IMMEDIATE``, plus the registry's process and file locks)."""
         stmt = _LOCK_DEVICE if self._c.dialect.name == "postgresql" else _SELECT_DEVICE
         row = self._c.execute(stmt, {"path": path}).first()
-        return _device(DeviceRow(**row._mapping)) if row is not None else None
+        return _device(row) if row is not None else None
 
     def certificate(self, serial: str) -> CertificateRecord | None:
         row = self._c.execute(_SELECT_CERT, {"serial": serial}).first()
-        return _cert(CertificateRow(**row._mapping)) if row is not None else None
+        return _cert(row) if row is not None else None
 
     def insert_device(
         self, path: str, *, device_class: str, asset: str, status: DeviceStatus, now: datetime

@@ -42,6 +42,14 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
         "--identity", help="expected identity path (checked against the token's binding)"
     )
     p.add_argument("--key-type", default="ec-p256", choices=["ec-p256", "ec-p384", "rsa-3072"])
+    p.add_argument(
+        "--max-wait",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="while the service is busy (429/503 with Retry-After, connection refused) keep "
+        "coming back, as told and with jitter, for at most this long in all (default 600)",
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
         "--offline-request",
@@ -81,6 +89,7 @@ def _usage(message: str) -> Exception:
 
 def cmd_enroll(args: argparse.Namespace) -> int:
     from provisioning import client
+    from provisioning.patience import Patience
 
     if args.offline_request:
         if not args.identity:
@@ -115,6 +124,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         args.out,
         identity=args.identity,
         key_type=args.key_type,
+        patience=Patience(total_s=args.max_wait),
     )
     cert = creds.load_certificate()
     print(

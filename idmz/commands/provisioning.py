@@ -97,6 +97,13 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
     )
     s.add_argument("--client-rate", type=float, default=50.0, help="requests/s per client address")
     s.add_argument("--client-burst", type=int, default=200, help="burst per client address")
+    s.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=128,
+        help="enrollments and renewals inside one worker at once; past it 429 with a "
+        "Retry-After appointment (ADR 0137)",
+    )
     s.set_defaults(func=cmd_serve)
 
     dev = g.add_parser("device", help="register and list devices").add_subparsers(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, ParamSpec, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -21,15 +21,19 @@ from provisioning.errors import AccessDeniedError, RefusedError, TokenError
 from provisioning.ratelimit import KeyedRateLimiter
 from provisioning.service import ENROLL_REFUSED
 from provisioning.services import Services
+from provisioning.shedding import EnrollmentGate
 from provisioning.tokens import OperatorClaims, Role, token_digest
 
 Clock = Callable[[], datetime]
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
 class Limiters:
     client: KeyedRateLimiter
     token: KeyedRateLimiter
+    issuance: EnrollmentGate  # enrollments and renewals in this process at once
 
     @classmethod
     def from_limits(cls, limits: ServiceLimits) -> Limiters:
@@ -46,6 +50,12 @@ class Limiters:
                 burst=r.per_token_burst,
                 max_keys=r.max_tracked_keys,
                 what="token",
+            ),
+            EnrollmentGate(
+                max_in_flight=limits.shedding.max_in_flight,
+                min_rate_per_s=limits.shedding.min_rate_per_s,
+                initial_rate_per_s=limits.shedding.initial_rate_per_s,
+                max_retry_after_s=limits.shedding.max_retry_after_s,
             ),
         )
 
@@ -82,6 +92,16 @@ class HttpContext:
             raise
         self.admit_token(token)
         return token
+
+    async def issue(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a blocking enrollment or renewal in the thread pool (one hop), if the
+        issuance gate admits it; else 429 with an appointment (ADR 0137)."""
+        gate = self.limiters.issuance
+        gate.enter(now_s=self.monotonic())
+        try:
+            return await run_in_threadpool(call, *args, **kwargs)
+        finally:
+            gate.leave(now_s=self.monotonic())
 
     async def record_refusal(
         self, action: str, exc: RefusedError, *, client: str, via: str

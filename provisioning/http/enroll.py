@@ -9,7 +9,6 @@ from datetime import datetime
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from pki.authority import fingerprint_sha256, pem
 from pki.csr import check_csr
@@ -86,7 +85,7 @@ async def enroll(body: EnrollRequest, request: Request, context: Context) -> Res
     """First enrollment with a one-time token (``Authorization: Bearer``)."""
     client = context.admit_client(request)
     token = await context.enrollment_token(request, bearer_token, client=client, via="enroll")
-    result = await run_in_threadpool(
+    result = await context.issue(
         enroll_with_csr,
         context.services.enrollment,
         token,
@@ -103,7 +102,7 @@ async def enroll(body: EnrollRequest, request: Request, context: Context) -> Res
 async def renew(body: RenewRequest, request: Request, context: Context) -> Response:
     """Renewal authenticated by the current certificate over mutual TLS."""
     client = context.admit_client(request)
-    result = await run_in_threadpool(
+    result = await context.issue(
         renew_with_csr,
         context.services.enrollment,
         peer_certificate_der(request),

@@ -22,7 +22,6 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 from fastapi import APIRouter, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from provisioning.errors import RequestError, TokenError
 from provisioning.http.deps import Context, HttpContext, peer_certificate_der
@@ -135,7 +134,7 @@ async def simpleenroll(request: Request, context: Context) -> Response:
     client = context.admit_client(request)
     token = await context.enrollment_token(request, est_token, client=client, via="est")
     csr = await csr_from_body(request, context, ENROLL_REFUSED, client=client)
-    result = await run_in_threadpool(
+    result = await context.issue(
         enroll_with_csr,
         context.services.enrollment,
         token,
@@ -151,7 +150,7 @@ async def simpleenroll(request: Request, context: Context) -> Response:
 async def simplereenroll(request: Request, context: Context) -> Response:
     client = context.admit_client(request)
     csr = await csr_from_body(request, context, RENEW_REFUSED, client=client)
-    result = await run_in_threadpool(
+    result = await context.issue(
         renew_with_csr,
         context.services.enrollment,
         peer_certificate_der(request),

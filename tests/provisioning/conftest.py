@@ -274,6 +274,7 @@ def serving(
         yield e
     finally:
         running.stop()
+        e.services.enrollment.close()
         e.audit.close()
         e.registry.close()
         e.ca.close()

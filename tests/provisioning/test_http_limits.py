@@ -1,5 +1,5 @@
 """The provisioning service's HTTP layer against hostile clients on raw TLS sockets, before
-any route runs: header floods (431), slow clients (408), too many connections (503). The real
+any route runs: header floods (431), slow clients (408), too many connections (429 + Retry-After). The real
 service (uvicorn + `PeerCertProtocol` over TLS); after each refusal nothing was issued and
 honest clients are still served."""
 
@@ -147,12 +147,16 @@ def keep_alive_request(sock: ssl.SSLSocket) -> int:
     return http_status(reply)
 
 
-def test_connections_beyond_max_connections_are_refused_with_503(capped_env: Env) -> None:
+def test_connections_beyond_max_connections_are_told_to_come_back_with_429(
+    capped_env: Env,
+) -> None:
     held = [tls(capped_env) for _ in range(2)]
     try:
         assert [keep_alive_request(sock) for sock in held] == [200, 200]  # both counted now
         with tls(capped_env) as third:
-            assert http_status(read_until_closed(third)) == 503  # refused before any request
+            reply = read_until_closed(third)  # refused before any request: full, not failing
+            assert http_status(reply) == 429
+            assert b"\r\nretry-after: 2\r\n" in reply.lower()
         held.pop().close()
         wait_for(lambda: healthy(capped_env), what="a connection slot to be released")
     finally:
