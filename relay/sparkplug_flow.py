@@ -122,6 +122,8 @@ class SparkplugFlow:
         return out
 
     def take_events(self) -> list[AuditEvent]:
+        """The cycle's audit events; the births kept since the last cycle made durable first."""
+        self._births.sync()
         with self._lock:
             events, self._events = self._events, []
         return events

@@ -1,0 +1,72 @@
+"""The births worker 0 keeps on disk for a restart (relay.sparkplug_births, ADR 0110): what a
+flood of births from one edge node costs the OT reader, and what a restart takes back."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from policies import load_policy
+from policies.sparkplug import MessageType, SparkplugPolicy, SparkplugTopic
+from relay.sparkplug_births import BirthStore
+from tests.support.sparkplug_policy import GROUP, sparkplug_policy_text
+
+M = MessageType
+
+
+@pytest.fixture(scope="module")
+def sparkplug() -> SparkplugPolicy:
+    sp = load_policy(sparkplug_policy_text()).sparkplug
+    assert sp is not None
+    return sp
+
+
+class FsyncCount:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        real = os.fsync
+
+        def counted(fd: int) -> None:
+            self.calls += 1
+            real(fd)
+
+        monkeypatch.setattr(os, "fsync", counted)
+
+
+def test_a_birth_flood_costs_the_ot_reader_no_fsync_and_the_commit_cycle_one_per_file(
+    sparkplug: SparkplugPolicy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An edge node may send births as fast as its rate allows (50/s, 256 KiB each by
+    default). Fsynced on the OT reader's thread, each cost ~10 ms of worker 0's only reader
+    (every Sparkplug node's and its share of JSON traffic): one node stalled everyone's. Now
+    the reader only writes; the committer makes the latest of each file durable once a cycle."""
+    store = BirthStore(tmp_path / "sparkplug")
+    fsyncs = FsyncCount(monkeypatch)
+    node = SparkplugTopic(GROUP, M.NBIRTH, "press-01")
+    device = SparkplugTopic(GROUP, M.DBIRTH, "press-01", "plc")
+    for i in range(50):
+        store.changed(node, b"node birth %d" % i)
+        store.changed(device, b"device birth %d" % i)
+    assert fsyncs.calls == 0  # the OT reader's thread
+    store.sync()  # the committer's, once a cycle
+    assert fsyncs.calls == 3  # the two files written, then the directory
+    store.sync()
+    assert fsyncs.calls == 3  # nothing new: nothing to make durable
+    kept = dict(store.kept(sparkplug))
+    assert kept == {node: b"node birth 49", device: b"device birth 49"}
+
+
+def test_a_death_is_made_durable_by_the_next_cycle_and_forgets_the_births(
+    sparkplug: SparkplugPolicy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = BirthStore(tmp_path / "sparkplug")
+    store.changed(SparkplugTopic(GROUP, M.NBIRTH, "press-01"), b"birth")
+    store.changed(SparkplugTopic(GROUP, M.DBIRTH, "press-01", "plc"), b"device")
+    store.sync()
+    fsyncs = FsyncCount(monkeypatch)
+    store.changed(SparkplugTopic(GROUP, M.NDEATH, "press-01"), b"death")
+    assert list(store.kept(sparkplug)) == [] and fsyncs.calls == 0
+    store.sync()
+    assert fsyncs.calls == 1  # the directory: the removals
