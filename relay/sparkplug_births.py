@@ -4,8 +4,9 @@ own copy instead of asking the node.
 
 One file per node and device, ``<state dir>/sparkplug/<group>.<node>.<device or _>.birth``,
 holding the birth exactly as received (a Sparkplug id never contains ``.``, nor starts with
-``_``). A birth replaces it, a death removes it, on the OT reader's thread without an fsync;
-the committer makes them durable once a commit cycle (`sync`: one fsync per file written, then
+``_``). A birth replaces it, a death removes it, on the OT reader's thread without an fsync
+and before the message enters the pipeline; the committer makes them durable once a commit
+cycle, before that cycle acknowledges anything on OT (`sync`: one fsync per file written, then
 the directory), however many births arrived meanwhile. An edge node may send births as fast as
 its rate allows: fsynced one by one on the OT reader (~10 ms each) they stalled every other
 node's traffic. Losing the last cycle's births to a power cut refuses a node's data until it

@@ -4,13 +4,18 @@ flood of births from one edge node costs the OT reader, and what a restart takes
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from policies import load_policy
 from policies.sparkplug import MessageType, SparkplugPolicy, SparkplugTopic
+from policies.sparkplug_codec import UINT64, encode_sparkplug
+from relay.ot_source import Delivery
 from relay.sparkplug_births import BirthStore
+from tests.support.relay_fakes import memory_worker
 from tests.support.sparkplug_policy import GROUP, sparkplug_policy_text
 
 M = MessageType
@@ -70,3 +75,41 @@ def test_a_death_is_made_durable_by_the_next_cycle_and_forgets_the_births(
     assert list(store.kept(sparkplug)) == [] and fsyncs.calls == 0
     store.sync()
     assert fsyncs.calls == 1  # the directory: the removals
+
+
+def test_a_kept_birth_is_durable_before_its_message_is_acknowledged_on_ot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The committer runs beside the OT reader: here right after the NBIRTH entered the
+    pipeline, with IT away (spooled: audited, fsynced and acknowledged in that one cycle). Once
+    acknowledged the OT broker forgets the birth, so the relay's copy must be durable first:
+    lost to a power cut, it would judge the node's data against an older birth, or refuse it."""
+    worker, _, ot, it = memory_worker(tmp_path, sparkplug_policy_text(), "sparkplug.toml")
+    it.up = False
+    token = (0, 1, 1)
+    acked_at_birth_fsync: list[bool] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".birth"):
+            acked_at_birth_fsync.append(token in ot.acked)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    receive = worker._pipe.receive
+
+    def receive_then_commit(*args: Any) -> bool:
+        woke = receive(*args)
+        if args[0] == token:
+            assert worker._commit_cycle()  # the committer's turn, between the reader's steps
+        return woke
+
+    monkeypatch.setattr(worker._pipe, "receive", receive_then_commit)
+    raw = encode_sparkplug(timestamp=int(time.time() * 1000), seq=0, metrics=[
+        {"name": "bdSeq", "datatype": UINT64, "long_value": 3}])  # fmt: skip
+    try:
+        worker.on_delivery(Delivery(f"spBv1.0/{GROUP}/NBIRTH/press-01", raw, None, False, token))
+        assert token in ot.acked and not worker.stats.refused  # accepted, spooled, acknowledged
+        assert acked_at_birth_fsync[:1] == [False]
+    finally:
+        worker.stop()
