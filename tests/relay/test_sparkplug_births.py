@@ -113,3 +113,30 @@ def test_a_kept_birth_is_durable_before_its_message_is_acknowledged_on_ot(
         assert acked_at_birth_fsync[:1] == [False]
     finally:
         worker.stop()
+
+
+def test_corrupted_oversized_or_foreign_kept_births_are_skipped_at_restart(
+    sparkplug: SparkplugPolicy, tmp_path: Path
+) -> None:
+    """Whatever lies in the births directory, a restarting worker 0 starts: a file that is not
+    a birth any more, one above ``max_payload_bytes``, or one of a node the policy does not
+    name is not taken back, and that node's data is refused until it is born again."""
+    worker, *_ = memory_worker(tmp_path, sparkplug_policy_text(), "sparkplug.toml")
+    directory = worker._sparkplug._births.directory if worker._sparkplug else None
+    worker.stop()
+    assert directory is not None
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{GROUP}.press-01._.birth").write_bytes(b"\x0a\xff\xff\xff\xff\x0f garbage")
+    big = sparkplug.limits.max_payload_bytes + 1
+    (directory / f"{GROUP}.press-02._.birth").write_bytes(b"\x00" * big)
+    (directory / f"{GROUP}.intruder._.birth").write_bytes(b"")
+    worker, _, ot, _ = memory_worker(tmp_path, sparkplug_policy_text(), "sparkplug.toml")
+    try:
+        assert worker.stats.sparkplug_nodes_online == 0
+        ndata = encode_sparkplug(timestamp=int(time.time() * 1000), seq=1, metrics=[])
+        worker.on_delivery(Delivery(f"spBv1.0/{GROUP}/NDATA/press-01", ndata, None, False,
+                                    (0, 1, 1)))  # fmt: skip
+        assert worker._commit_cycle()
+        assert worker.stats.refused["sparkplug_no_birth"] == 1 and ot.acked == [(0, 1, 1)]
+    finally:
+        worker.stop()
