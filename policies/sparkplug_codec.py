@@ -12,7 +12,9 @@ table turned into a descriptor at import time, in a pool of its own: no generate
 default pool (a Sparkplug library in the same process, as in the tests).
 
 Parsing is protobuf's own (upb, in C). What it accepts is bounded before it runs: the caller
-checks the size first, and protobuf's recursion limit (100) bounds the nesting of templates.
+checks the size first, and protobuf's recursion limit (100 messages deep) bounds the nesting
+of templates, data sets and property sets. Every string must be valid UTF-8 (the schema is
+declared as edition 2023 with proto2's wire behaviour and ``utf8_validation = VERIFY``).
 
 >>> raw = encode_sparkplug(timestamp=1, seq=0, metrics=[{"name": "bdSeq", "datatype": UINT64, "long_value": 3}])
 >>> decode_sparkplug(raw).metrics[0].long_value
@@ -174,9 +176,20 @@ def _message(spec: _Msg) -> descriptor_pb2.DescriptorProto:
 
 
 def _payload_class() -> type[Message]:
+    # The published schema is proto2; written as edition 2023 with proto2's behaviour
+    # (explicit presence, unpacked repeated scalars: the same bytes on the wire) and one thing
+    # proto2 cannot say: strings are verified UTF-8 when parsed. A proto2 parser (upb) hands an
+    # invalid one out as ``bytes`` where every host application expects ``str``.
     proto = descriptor_pb2.FileDescriptorProto(
-        name="idmz/sparkplug_b.proto", package=PACKAGE, syntax="proto2"
+        name="idmz/sparkplug_b.proto",
+        package=PACKAGE,
+        syntax="editions",
+        edition=descriptor_pb2.EDITION_2023,
     )
+    features = proto.options.features
+    features.field_presence = descriptor_pb2.FeatureSet.EXPLICIT
+    features.repeated_field_encoding = descriptor_pb2.FeatureSet.EXPANDED
+    features.utf8_validation = descriptor_pb2.FeatureSet.VERIFY
     proto.message_type.append(_message(_SCHEMA))
     pool = descriptor_pool.DescriptorPool()  # our own: never the default pool
     pool.Add(proto)

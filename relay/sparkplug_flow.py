@@ -37,8 +37,8 @@ Provenance = Callable[[str, str], tuple[tuple[str, str], ...]]
 
 
 class SparkplugFlow:
-    """The worker's Sparkplug side effects. ``accepted`` runs on the OT reader's thread;
-    ``take_events``/``requeue`` on the committer's. Built, it gives ``tracker`` back the births
+    """The worker's Sparkplug side effects. ``keep`` and ``accepted`` run on the OT reader's
+    thread; ``sync_births``, ``take_events`` and ``requeue`` on the committer's. Built, it gives ``tracker`` back the births
     kept in ``births_dir`` before a restart (`relay.sparkplug_births`)."""
 
     def __init__(
@@ -60,20 +60,29 @@ class SparkplugFlow:
         with stats.lock:
             stats.sparkplug_nodes_online = tracker.online()
 
+    def keep(self, topic: str, payload: bytes, verdict: Verdict) -> None:
+        """Before the message enters the pipeline (the OT reader's thread): keep a birth or
+        forget what a death ended, on disk, so that `sync_births` in the cycle that could
+        acknowledge the message on OT has it."""
+        note = verdict.sparkplug
+        if note is None or note.type in (MessageType.NDATA, MessageType.DDATA):
+            return
+        parsed = parse_topic(topic)
+        if parsed is not None:
+            self._births.changed(parsed, payload)
+
+    def sync_births(self) -> None:
+        """The committer's, once a cycle, before anything is acknowledged on OT."""
+        self._births.sync()
+
     def accepted(
         self, topic: str, payload: bytes, verdict: Verdict, now: float, pipeline: Pipeline,
         provenance: Provenance,
     ) -> None:  # fmt: skip
+        """After the message entered the pipeline: its birth-cache copies, records, counters."""
         note = verdict.sparkplug
         if note is None or verdict.device is None:
             return
-        parsed = parse_topic(topic)
-        if (
-            parsed is not None
-            and note.type is not MessageType.NDATA
-            and note.type is not MessageType.DDATA
-        ):
-            self._births.changed(parsed, payload)
         device = verdict.device.path
         for cache_topic, birth, state in note.cache:
             digest = hashlib.sha256(f"{verdict.msg_id}\0{cache_topic}\0{state}".encode())

@@ -207,10 +207,13 @@ class Worker:
                 type(verdict.error).__name__, verdict.reason_code,
                 "".join(traceback.format_tb(verdict.error.__traceback__)).rstrip(),
             )  # fmt: skip
+        spb = self._sparkplug if verdict.sparkplug is not None else None  # ADR 0110
+        if spb is not None:  # its birth on disk before the committer can acknowledge it
+            spb.keep(d.topic, d.payload, verdict)
         if self._pipe.receive(d.ack_token, d.topic, d.payload, verdict, now, self._provenance):
             self._wake.set()
-        if verdict.sparkplug is not None and self._sparkplug is not None:  # ADR 0110
-            self._sparkplug.accepted(d.topic, d.payload, verdict, now, self._pipe, self._provenance)
+        if spb is not None:
+            spb.accepted(d.topic, d.payload, verdict, now, self._pipe, self._provenance)
             self._wake.set()
 
     def _provenance(self, device: str, msg_id: str) -> tuple[tuple[str, str], ...]:
@@ -324,7 +327,9 @@ class Worker:
         dead = self._drain.take_dead()
         spb = self._sparkplug.take_events() if self._sparkplug is not None else []
 
-        def after_audit() -> None:
+        def after_audit() -> None:  # before anything of this cycle is acknowledged on OT
+            if self._sparkplug is not None:
+                self._sparkplug.sync_births()
             if popped:
                 with self._acks_cv:
                     self._acks_done += popped

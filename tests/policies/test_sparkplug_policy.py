@@ -193,6 +193,42 @@ def test_nesting_beyond_the_parsers_recursion_limit_is_malformed_not_a_crash() -
     assert refusal.reason_code is ReasonCode.SPARKPLUG_MALFORMED
 
 
+def _field(number: int, data: bytes | int) -> bytes:
+    """One protobuf field: a varint, or length-delimited bytes."""
+    if isinstance(data, int):
+        return _varint(number << 3) + _varint(data)
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+_BAD_UTF8 = b"t\xff\xc0\x80"  # not UTF-8: upb hands proto2 strings like this out as bytes
+_STRING = 12  # DataType String
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [
+        _field(1, _BAD_UTF8) + _field(4, _STRING) + _field(15, b"ok"),  # its name
+        _field(1, b"t") + _field(4, _STRING) + _field(15, _BAD_UTF8),  # its string value
+        _field(1, b"t") + _field(4, _STRING) + _field(9, _field(1, _BAD_UTF8)),  # a property key
+        _field(1, b"t") + _field(4, 16) + _field(17, _field(2, _BAD_UTF8)),  # a DataSet column
+    ],
+    ids=["name", "string_value", "property_key", "dataset_column"],
+)
+def test_a_string_of_invalid_utf8_is_malformed_not_handed_to_hosts_as_bytes(metric: bytes) -> None:
+    """Sparkplug strings are UTF-8 (protobuf ``string``). A proto2 parser that does not check
+    gives the IT host application ``bytes`` where its type says ``str`` (pysparkplug does): the
+    relay refuses the payload instead of forwarding it."""
+    now = 1_000_000
+    bd_seq = _field(1, b"bdSeq") + _field(4, UINT64) + _field(11, 1)
+    raw = _field(1, now) + _field(2, bd_seq) + _field(2, metric) + _field(3, 0)
+    for mtype in (MessageType.NBIRTH, MessageType.DBIRTH, MessageType.NDATA):
+        refusal = check_sparkplug_payload(sp_policy().limits, mtype, raw, now_ms=now)
+        assert not isinstance(refusal, Checked), mtype
+        assert refusal.reason_code is ReasonCode.SPARKPLUG_MALFORMED, mtype
+    with pytest.raises(MalformedPayloadError):
+        decode_sparkplug(raw)
+
+
 @settings(max_examples=2000, deadline=None)
 @given(st.binary(max_size=512), st.sampled_from(list(MessageType)))
 def test_the_checks_are_total_over_arbitrary_bytes(raw: bytes, mtype: MessageType) -> None:

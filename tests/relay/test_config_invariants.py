@@ -15,30 +15,17 @@ import pytest
 
 from relay.config import (
     ApplianceConfig,
-    BrokerEndpoint,
     ManagedBroker,
-    TLSFiles,
     WorkerConfig,
 )
 from relay.errors import RelayConfigError
+from tests.support.relay_fakes import worker_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _worker(tmp: Path, crl_path: Path | None) -> WorkerConfig:
-    tls = TLSFiles(tmp / "ca.pem", tmp / "relay.pem", tmp / "relay.key")
-    return WorkerConfig(
-        ot=BrokerEndpoint("127.0.0.1", 8883, tls),
-        it=BrokerEndpoint("127.0.0.1", 8884, tls),
-        policy_text="",
-        policy_source="policy.toml",
-        state_dir=tmp / "relay",
-        audit_dir=tmp / "audit",
-        audit_origin="plant1.example/idmz-audit",
-        crl_path=crl_path,
-        issuing_ca_path=None,
-        ledger_path=None,
-    )
+    return worker_config(tmp, crl_path=crl_path)
 
 
 def _managed(tmp: Path, port: int) -> ManagedBroker:

@@ -399,3 +399,36 @@ def test_an_ndeath_with_another_sessions_bdseq_is_refused_and_audited(
     refusal = refused(relay, "sparkplug_bdseq_mismatch")[-1]
     assert refusal["actor"] == NODE_2 and f"is {bd_seq}" in refusal["reason"]
     assert not host.of(MT.NDEATH)
+
+
+def test_an_edge_node_cannot_publish_state_or_commands_on_ot(relay: Relay, tmp_path: Path) -> None:
+    """A compromised gateway (valid key) tries to tell every node the primary host is offline
+    (so that nodes configured to wait for it stop publishing) and to send another node a
+    rebirth: the OT broker refuses both, they are audited, and the STATE stays the
+    appliance's."""
+    intruder = raw_publisher(relay, NODE_2)
+    state, ncmd = f"spBv1.0/STATE/{HOST_ID}", f"spBv1.0/{GROUP}/NCMD/press-01"
+    try:
+        offline = json.dumps({"online": False, "timestamp": now_ms() + 10_000}).encode()
+        rebirth = encode_sparkplug(timestamp=now_ms(), metrics=[
+            {"name": "Node Control/Rebirth", "datatype": 11, "boolean_value": True}])  # fmt: skip
+        intruder._client.publish(state, offline, qos=1, retain=True).wait_for_publish(timeout=30)
+        intruder._client.publish(ncmd, rebirth, qos=1).wait_for_publish(timeout=30)
+
+        def denied() -> bool:  # (the IT broker's refusals of the same topics have other actors)
+            found = {e["resource"] for e in refused(relay, "broker_acl_denied")
+                     if e["actor"] == NODE_2}  # fmt: skip
+            return {state, ncmd} <= found
+
+        wait_for(denied, timeout_s=60, what="the OT broker's refusals audited")
+    finally:
+        intruder._client.loop_stop()
+        intruder._client.disconnect()
+    out = tmp_path / "state.txt"
+    watcher = _ot_watch(relay, out, NODE_1, state)  # a new subscriber gets the retained STATE
+    try:
+        wait_for(lambda: "online" in out.read_text(), timeout_s=60, what="retained STATE")
+        assert all('"online":true' in line for line in out.read_text().splitlines())
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=10)

@@ -5,32 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from relay.config import AcceptedAudit, BrokerEndpoint, TLSFiles, WorkerConfig
 from relay.ot_source import Delivery
 from relay.pipeline import Item
 from relay.worker import Worker
 from tests.relay.conftest import POLICY_PATH, PRESS_1, PRESS_2, envelope
-from tests.support.relay_fakes import MemoryAudit, MemoryIT, MemoryOTLink
+from tests.support.relay_fakes import MemoryAudit, MemoryIT, MemoryOTLink, memory_worker
 
 
 def _worker(home: Path, audit: MemoryAudit) -> tuple[Worker, MemoryOTLink, MemoryIT]:
-    tls = TLSFiles(home / "ca.pem", home / "cert.pem", home / "key.pem")  # never opened
-    config = WorkerConfig(
-        ot=BrokerEndpoint("127.0.0.1", 1, tls),
-        it=BrokerEndpoint("127.0.0.1", 2, tls),
-        policy_text=POLICY_PATH.read_text(),
-        policy_source=str(POLICY_PATH),
-        state_dir=home / "relay",
-        audit_dir=home / "audit",
-        audit_origin="test",
-        crl_path=None,
-        issuing_ca_path=None,
-        ledger_path=None,
-        shared_subscription=False,
-        accepted_audit=AcceptedAudit.PER_MESSAGE,  # the fake audit reads message ids
-    )
-    ot, it = MemoryOTLink(), MemoryIT(audit)
-    return Worker(config, 0, audit=audit, links=lambda _: (ot, it)), ot, it
+    worker, _, ot, it = memory_worker(home, POLICY_PATH.read_text(), str(POLICY_PATH), audit)
+    return worker, ot, it
 
 
 def _deliver(worker: Worker, n: int, topic: str, payload: str) -> None:

@@ -13,13 +13,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from audit.errors import AuditUnavailableError
 from audit.events import AuditEvent, AuditReceipt
 from pki.identity import DeviceIdentity
 from policies import Decision, ReasonCode
-from relay.config import AcceptedAudit
+from relay.config import AcceptedAudit, BrokerEndpoint, TLSFiles, WorkerConfig
 from relay.deadletter import DeadLetter
 from relay.errors import SpoolFullError
 from relay.inspector import Verdict
@@ -27,6 +28,7 @@ from relay.pipeline import Item, Pipeline
 from relay.ports import Fields
 from relay.spool import SpoolRecord
 from relay.stats import WorkerStats
+from relay.worker import Worker
 
 Key = tuple[str, str]  # (device, message id)
 DEVICES = tuple(f"acme/plant1/stamping/line1/cell1/press-{n:02d}" for n in (1, 2, 3))
@@ -234,6 +236,41 @@ class MemoryOTLink:
 
     def stop(self) -> None:
         pass
+
+
+def worker_config(
+    home: Path, *, policy_text: str = "", policy_source: str = "policy.toml",
+    crl_path: Path | None = None, **more: Any,
+) -> WorkerConfig:  # fmt: skip
+    """A worker's configuration under ``home`` (its TLS files are never opened here)."""
+    tls = TLSFiles(home / "ca.pem", home / "cert.pem", home / "key.pem")
+    return WorkerConfig(
+        ot=BrokerEndpoint("127.0.0.1", 8883, tls),
+        it=BrokerEndpoint("127.0.0.1", 8884, tls),
+        policy_text=policy_text,
+        policy_source=policy_source,
+        state_dir=home / "relay",
+        audit_dir=home / "audit",
+        audit_origin="plant1.example/idmz-audit",
+        crl_path=crl_path,
+        issuing_ca_path=None,
+        ledger_path=None,
+        **more,
+    )
+
+
+def memory_worker(
+    home: Path, policy_text: str, policy_source: str, audit: MemoryAudit | None = None
+) -> tuple[Worker, MemoryAudit, MemoryOTLink, MemoryIT]:
+    """A whole worker 0 on in-memory links and audit (its spool, dedup window, retention and
+    Sparkplug births are real files under ``home``), auditing accepted messages one by one."""
+    config = worker_config(
+        home, policy_text=policy_text, policy_source=policy_source, shared_subscription=False,
+        accepted_audit=AcceptedAudit.PER_MESSAGE,  # the fake audit reads message ids
+    )  # fmt: skip
+    audit = audit or MemoryAudit()
+    ot, it = MemoryOTLink(), MemoryIT(audit)
+    return Worker(config, 0, audit=audit, links=lambda _: (ot, it)), audit, ot, it
 
 
 def _key(ref: Item | Drained) -> Key:
