@@ -174,7 +174,7 @@ def test_a_target_for_another_line_is_neither_taken_nor_served(
 def test_expired_timestamp_is_refused(running: Fleet, models: dict[str, bytes]) -> None:
     running.publish_model(models["m-2"], LINE1)
     running.repo.clock = FixedClock(datetime.now(UTC) - timedelta(days=2))
-    running.repo.renew_timestamp(force=True)  # signed two days ago, valid for one
+    running.repo.renew_online(force=True)  # signed two days ago, valid for one
     refused(running.gateways[GW_A], "ExpiredMetadata")
 
 
