@@ -282,10 +282,8 @@ class ReleaseRepository:
             return record
 
     def renew_online(self, *, force: bool = False) -> bool:
-        """Re-sign what the online key signs when half its lifetime is gone (``serve`` calls
-        this every few minutes): the snapshot (7 days), then the timestamp (24 hours) that
-        names it. Without the snapshot, a week without a publish would freeze every gateway
-        (each refusing an expired snapshot). Returns whether anything was re-signed."""
+        """Re-sign the snapshot and the timestamp at half their lifetime (``serve``, every few
+        minutes): a week without a publish must not freeze the fleet on an expired snapshot."""
         with self._locked():
             now, expiry = self.clock.now(), self.expiry
             online = load_signer(self.online_key_path)
