@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -42,11 +44,38 @@ LIVE_KEYS: Mapping[str, tuple[float, float]] = {
     "stale_after_s": (0.5, 86400.0),
 }
 MAX_CONFIG_BYTES = 64 * 1024
+MODEL_POINTER = "model.current"  # names the staging directory of the model in service
+_STAGED = re.compile(r"model-[0-9]{1,16}")
 
 
 def released_model_paths(state_dir: Path) -> tuple[Path, Path]:
-    """Where the model in service from the repository lives (model, signature bundle)."""
-    return state_dir / "active" / "model.onnx", state_dir / "active" / "model.onnx.sig"
+    """Where the model in service from the repository lives (model, signature bundle): the
+    staging directory ``active/model.current`` names (neither file exists when none does)."""
+    active = state_dir / "active"
+    try:
+        name = (active / MODEL_POINTER).read_text().strip()
+    except FileNotFoundError:
+        name = ""
+    if not _STAGED.fullmatch(name):
+        return active / "model.onnx", active / "model.onnx.sig"  # the first layout, or none
+    return active / name / "model.onnx", active / name / "model.onnx.sig"
+
+
+def _stage_model(state_dir: Path, release: int, model: bytes, signature: bytes) -> None:
+    """Write the model and its bundle into a directory of their own, then switch the pointer
+    to it (one atomic rename): a crash or a full disk at any point leaves a pair that
+    verifies, the old one or the new one, never a new model beside the old signature. The
+    previous pair is kept; older ones are removed."""
+    active = state_dir / "active"
+    previous = released_model_paths(state_dir)[0].parent.name  # "active": none staged yet
+    staged = active / f"model-{release}"
+    staged.mkdir(parents=True, exist_ok=True)
+    write_atomic(staged / "model.onnx", model)
+    write_atomic(staged / "model.onnx.sig", signature)
+    write_atomic(active / MODEL_POINTER, staged.name.encode())
+    for old in active.glob("model-*"):
+        if old.name not in (staged.name, previous) and _STAGED.fullmatch(old.name):
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def released_config_path(state_dir: Path) -> Path:
@@ -88,12 +117,9 @@ class ModelActivator:
         accepted = admit_release(verified, read_accepted(self.release_state), self.trust)
         scorer = Scorer.from_verified(verified)
         self._self_test(scorer)
-        model_path, sig_path = released_model_paths(self.state_dir)
-        model_path.parent.mkdir(parents=True, exist_ok=True)
         # Stage the files first, then remember the release: a crash in between restarts on the
         # new model (its release is higher), never on a model the state file would refuse.
-        write_atomic(model_path, download.data)
-        write_atomic(sig_path, target.signature.encode())
+        _stage_model(self.state_dir, target.release, download.data, target.signature.encode())
         record_accepted(self.release_state, accepted)
         self.use_scorer(scorer)
         return f"model {verified.version} (sha256 {verified.sha256[:16]}...) by {verified.signer}"

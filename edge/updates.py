@@ -212,10 +212,13 @@ class UpdateClient:
                     f"{self.settings.max_artifact_bytes}"
                 )
             self.download_dir.mkdir(parents=True, exist_ok=True)
+            sha256 = info.hashes.get("sha256")
+            if sha256 is None:
+                raise tuf_errors.RepositoryError(f"release {target.release} has no SHA-256")
             local = Path(updater.download_target(info, str(self.download_dir / f"{kind}.download")))
             data = local.read_bytes()
             local.unlink()
-            found[kind] = Download(target, data, info.hashes["sha256"])
+            found[kind] = Download(target, data, sha256)
         return found
 
 
@@ -244,10 +247,10 @@ class UpdateAgent:
 
     def _fetch(self) -> dict[ReleaseKind, Download | None] | UpdateResult:
         kinds = tuple(k for k in self.settings.kinds if k in self.activators)
-        running = {k: self.activators[k].running() for k in kinds}
         now = self.clock()
         self.checks += 1
         try:
+            running = {k: self.activators[k].running() for k in kinds}
             return self.client.check(kinds, running)
         except (tuf_errors.RepositoryError, tuf_errors.DownloadLengthMismatchError) as exc:
             return UpdateResult(now, "metadata", "refused", reason=_describe(exc))
@@ -276,6 +279,8 @@ class UpdateAgent:
                     results.append(UpdateResult(now, kind, "activated", release, what))
                 except EdgeError as exc:
                     results.append(UpdateResult(now, kind, "refused", release, str(exc)))
+                except OSError as exc:  # a full or failing disk while staging
+                    results.append(UpdateResult(now, kind, "failed", release, _describe(exc)))
         for r in results:
             if r.result != "current":
                 log = _log.warning if r.result in ("refused", "failed") else _log.info
@@ -288,8 +293,14 @@ class UpdateAgent:
         spread by the jitter) until ``stop``."""
         delay = self.rng.uniform(0, self.settings.jitter_s)
         while not await _stopped(stop, delay):
-            fetched = await asyncio.to_thread(self._fetch)
-            self._activate(fetched)  # on the loop: the scorer is swapped between windows
+            try:
+                fetched = await asyncio.to_thread(self._fetch)
+                self._activate(fetched)  # on the loop: the scorer is swapped between windows
+            except Exception as exc:  # noqa: BLE001 - one bad check must not end the updates
+                _log.exception("release check failed")
+                self.results.append(
+                    UpdateResult(self.clock(), "metadata", "failed", 0, _describe(exc))
+                )
             delay = self.settings.interval_s + self.rng.uniform(0, self.settings.jitter_s)
         self.client.fetcher.close()
 

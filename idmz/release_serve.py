@@ -1,5 +1,5 @@
 """``idmz release serve``: the release repository's HTTPS server with its fetch log, its audit
-records and the timestamp renewal (the runtime below the command, ADR 0100).
+records and the renewal of the online metadata (the runtime below the command, ADR 0100).
 
     >>> serve_repository(home, home.root / "release", cert=..., key=..., host="0.0.0.0",
     ...                  port=8445)                                          # doctest: +SKIP
@@ -36,7 +36,7 @@ def serve_repository(
     port: int,
     unsafe_skip_revocation: bool = False,
 ) -> int:
-    """Serve until SIGTERM/SIGINT; renew the timestamp when half its lifetime is gone."""
+    """Serve until SIGTERM/SIGINT; renew the timestamp and the snapshot at half their lifetime."""
     repo = ReleaseRepository(release_dir / "repository")
     published = CAPublication(home.ca_dir)
     if unsafe_skip_revocation:
@@ -62,8 +62,8 @@ def serve_repository(
     try:
         every = max(1.0, min(60.0, repo.expiry.timestamp_s / 4))
         while not stop.wait(every):
-            if repo.renew_timestamp():
-                _log.info("timestamp renewed")
+            if repo.renew_online():
+                _log.info("online metadata renewed (timestamp, snapshot when due)")
     finally:
         server.stop()
         audit.close()

@@ -79,10 +79,10 @@ def load_reports(release_dir: Path) -> dict[str, Any]:
 def record_reports(home: Home, release_dir: Path, lines: Iterable[str]) -> int:
     """Audit each release result not seen before; keep what each gateway runs."""
     kept = load_reports(release_dir)
-    reports = read_reports(lines, set(kept["seen"]))
+    reports = read_reports(lines, kept["seen"])
     if reports.events:
         record(home, reports.events)  # durable before they count as seen
     running = {**kept["running"], **reports.running}
-    doc = {"running": running, "seen": sorted(reports.seen)[-100000:]}
+    doc = {"running": running, "seen": reports.seen}  # bounded per gateway
     write_atomic(release_dir / "reports.json", json.dumps(doc).encode())
     return len(reports.events)

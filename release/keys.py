@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -32,8 +33,15 @@ def generate_key(path: Path) -> CryptoSigner:
 
 
 def load_signer(key_path: Path, *, password: bytes | None = None) -> CryptoSigner:
-    """A signer from a PEM private key file (ECDSA or Ed25519)."""
+    """A signer from a PEM private key file (ECDSA or Ed25519) that only its owner can read
+    (0600): a root, online or release signer key readable by others is refused, not used."""
     try:
+        mode = stat.S_IMODE(key_path.stat().st_mode)
+        if mode & 0o077:
+            raise ReleaseConfigError(
+                f"the signing key {key_path} must be readable by its owner only (0600); "
+                f"found {mode:04o}"
+            )
         key = load_pem_private_key(key_path.read_bytes(), password=password)
         return CryptoSigner(key)
     except (OSError, ValueError, TypeError) as exc:

@@ -21,19 +21,26 @@ from policies.envelope import claims
 from policies.release import STATUS_SECTION
 
 MAX_LINE_BYTES = 256 * 1024
+# A gateway reports its last two results (edge.updates.STATUS_RESULTS); more in one message is
+# not a gateway speaking. What is remembered as recorded is bounded per gateway, so one
+# gateway in an attacker's hands can neither grow it without end nor push out the others'
+# (which would then be recorded again, as duplicates in the change-control record).
+MAX_RESULTS_PER_MESSAGE = 20
+SEEN_PER_DEVICE = 64
 
 
 @dataclass(frozen=True, slots=True)
 class Reports:
     events: list[AuditEvent]
     running: dict[str, dict[str, int]]  # identity -> kind -> release in service
-    seen: set[str]  # keys of the results recorded (so a result is recorded once)
+    seen: list[str]  # keys of the results recorded (so a result is recorded once), oldest first
 
 
-def read_reports(lines: Iterable[str], seen: set[str]) -> Reports:
+def read_reports(lines: Iterable[str], seen: Iterable[str]) -> Reports:
     events: list[AuditEvent] = []
     running: dict[str, dict[str, int]] = {}
-    seen = set(seen)
+    order = list(seen)
+    known = set(order)
     for line in lines:
         if not line.strip() or len(line) > MAX_LINE_BYTES:
             continue
@@ -49,15 +56,17 @@ def read_reports(lines: Iterable[str], seen: set[str]) -> Reports:
         run = section.get("running")
         if isinstance(run, dict):
             running[said.device] = {str(k): v for k, v in run.items() if type(v) is int}
-        for r in section.get("last") or []:
+        last = section.get("last")
+        for r in last[:MAX_RESULTS_PER_MESSAGE] if isinstance(last, list) else []:
             if not isinstance(r, dict) or r.get("result") not in ("activated", "refused"):
                 continue
             key = (
                 f"{said.device}|{r.get('at')}|{r.get('kind')}|{r.get('release')}|{r.get('result')}"
             )
-            if key in seen:
+            if key in known:
                 continue
-            seen.add(key)
+            known.add(key)
+            order.append(key)
             ok = r["result"] == "activated"
             events.append(
                 AuditEvent(
@@ -72,4 +81,16 @@ def read_reports(lines: Iterable[str], seen: set[str]) -> Reports:
                     },
                 )
             )
-    return Reports(events, running, seen)
+    return Reports(events, running, bounded(order))
+
+
+def bounded(keys: list[str]) -> list[str]:
+    """The newest `SEEN_PER_DEVICE` keys of each gateway, in their order."""
+    left: dict[str, int] = {}
+    kept: list[str] = []
+    for key in reversed(keys):
+        device = key.split("|", 1)[0]
+        if left.setdefault(device, SEEN_PER_DEVICE) > 0:
+            left[device] -= 1
+            kept.append(key)
+    return kept[::-1]

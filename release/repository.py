@@ -281,15 +281,23 @@ class ReleaseRepository:
             self._apply(record, data, targets_signer, drop=drop)
             return record
 
-    def renew_timestamp(self, *, force: bool = False) -> bool:
-        """Re-sign the timestamp when half its lifetime is gone (``serve`` calls this)."""
+    def renew_online(self, *, force: bool = False) -> bool:
+        """Re-sign the snapshot and the timestamp at half their lifetime (``serve``, every few
+        minutes): a week without a publish must not freeze the fleet on an expired snapshot."""
         with self._locked():
-            ts = self._timestamp()
-            left = ts.signed.expires - self.clock.now()
-            if not force and left > timedelta(seconds=self.expiry.timestamp_s / 2):
+            now, expiry = self.clock.now(), self.expiry
+            online = load_signer(self.online_key_path)
+            ts, snapshot = self._timestamp(), self._snapshot()
+            snap_left = snapshot.signed.expires - now
+            if force or snap_left <= timedelta(days=expiry.snapshot_days / 2):
+                _resign(snapshot, now + timedelta(days=expiry.snapshot_days), online, bump=True)
+                self._write(
+                    self.metadata_dir / f"{snapshot.signed.version}.snapshot.json", snapshot
+                )
+                ts.signed.snapshot_meta = MetaFile(snapshot.signed.version)
+            elif ts.signed.expires - now > timedelta(seconds=expiry.timestamp_s / 2):
                 return False
-            expires = self.clock.now() + timedelta(seconds=self.expiry.timestamp_s)
-            _resign(ts, expires, load_signer(self.online_key_path), bump=True)
+            _resign(ts, now + timedelta(seconds=expiry.timestamp_s), online, bump=True)
             self._write(self.metadata_dir / "timestamp.json", ts)
             return True
 

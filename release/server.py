@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import ssl
+import stat
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,11 +34,15 @@ from release.errors import ReleaseConfigError
 
 _log = logging.getLogger("idmz.release.server")
 MAX_PATH_CHARS = 1024
+CHUNK_BYTES = 64 * 1024
 HANDSHAKE_TIMEOUT_S = 10.0
 REQUEST_TIMEOUT_S = 30.0
 # Connections served at once (one thread each, handshake included); past it a connection is
 # closed at once and reported, so a flood of connections costs neither threads nor memory.
 MAX_CONNECTIONS = 64
+# Connections one gateway may hold at once: an enrolled gateway in an attacker's hands (valid
+# key, any timing) must not take every slot and starve the fleet of a rollback.
+MAX_PER_DEVICE = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +79,14 @@ def _context(tls: ServerTLS) -> ssl.SSLContext:
     try:
         ctx.load_cert_chain(str(tls.cert), str(tls.key))
         ctx.load_verify_locations(cafile=str(tls.client_ca))
-        if tls.crl is not None:
-            ctx.load_verify_locations(cafile=str(tls.crl))
-            ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     except (OSError, ssl.SSLError) as exc:
         raise ReleaseConfigError(f"release server TLS: {exc}") from exc
+    if tls.crl is not None:
+        try:
+            ctx.load_verify_locations(cafile=str(tls.crl))
+        except (OSError, ssl.SSLError) as exc:
+            raise ReleaseConfigError(f"release server CRL {tls.crl}: {exc}") from exc
+        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     return ctx
 
 
@@ -99,6 +109,8 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, owner: RepositoryServer, address: tuple[str, int]) -> None:
         self.owner = owner
         self._slots = threading.BoundedSemaphore(owner.max_connections)
+        self._per_device: Counter[str] = Counter()
+        self._per_device_lock = threading.Lock()
         super().__init__(address, _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -121,18 +133,43 @@ class _Server(ThreadingHTTPServer):
     def finish_request(self, request: Any, client_address: Any) -> None:
         owner = self.owner
         raw: socket.socket = request
-        raw.settimeout(HANDSHAKE_TIMEOUT_S)
+        raw.settimeout(HANDSHAKE_TIMEOUT_S)  # the whole handshake (ssl keeps one deadline)
         try:
             tls = owner.context().wrap_socket(raw, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
+        except (ssl.SSLError, OSError, ReleaseConfigError) as exc:
             owner.on_fetch(Fetch("", "", 0, 0, f"TLS handshake refused: {exc}"))
             raw.close()
             return
         tls.settimeout(REQUEST_TIMEOUT_S)
+        identity = _identity_of(tls)
+        if not self._enter(identity):
+            owner.on_fetch(Fetch(identity, "", 503, 0, "too many connections from this gateway"))
+            tls.close()
+            return
         try:
             super().finish_request(tls, client_address)
         finally:
+            self._leave(identity)
             tls.close()
+
+    def _enter(self, identity: str) -> bool:
+        with self._per_device_lock:
+            # Certificates that are not a device's ('') share one such allowance.
+            if self._per_device[identity] >= self.owner.max_per_device:
+                return False
+            self._per_device[identity] += 1
+            return True
+
+    def _leave(self, identity: str) -> None:
+        with self._per_device_lock:
+            self._per_device[identity] -= 1
+            if self._per_device[identity] <= 0:
+                del self._per_device[identity]
+
+
+def _identity_of(conn: Any) -> str:
+    device = device_of(conn.getpeercert() if isinstance(conn, ssl.SSLSocket) else None)
+    return device.path if device else ""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -151,18 +188,30 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(body=False)
 
     def _refuse_write(self) -> None:
-        self._reply(405, "read-only repository", self._identity())
+        if not self._revalidated():
+            self._reply(405, "read-only repository", self._identity())
+
+    def _revalidated(self) -> bool:
+        """True (and the connection closed) when the CRL changed since this connection's
+        handshake: a gateway revoked meanwhile must not keep pulling over a kept-alive
+        connection; every client reconnects and is checked against the new CRL."""
+        conn = self.connection
+        if isinstance(conn, ssl.SSLSocket) and conn.context is self.server.owner.context():
+            return False
+        self.close_connection = True
+        self._reply(503, "the CRL changed: reconnect", self._identity())
+        return True
 
     do_POST = do_PUT = do_DELETE = do_PATCH = _refuse_write  # noqa: N815
 
     def _identity(self) -> str:
-        conn = self.connection
-        device = device_of(conn.getpeercert() if isinstance(conn, ssl.SSLSocket) else None)
-        return device.path if device else ""
+        return _identity_of(self.connection)
 
     def _reply(self, status: int, reason: str, identity: str, path: str = "") -> None:
         body = (reason + "\n").encode()
         self.send_response(status)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -173,6 +222,8 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _answer(self, *, body: bool) -> None:
+        if self._revalidated():
+            return
         identity = self._identity()
         if not identity:
             self._reply(403, "a device certificate is required", "")
@@ -197,16 +248,20 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             self._reply(404, "not found", identity, rel)
             return
+        size = os.fstat(fd)
+        if not stat.S_ISREG(size.st_mode):  # a directory of the tree is no answer
+            os.close(fd)
+            self._reply(404, "not found", identity, rel)
+            return
         with os.fdopen(fd, "rb") as fh:
-            data = fh.read()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if body:
-            self.wfile.write(data)
-        self.server.owner.on_fetch(Fetch(identity, rel, 200, len(data)))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(size.st_size))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            if body:  # in chunks: 64 gateways taking a 64 MiB model must not cost 4 GiB
+                shutil.copyfileobj(fh, self.wfile, CHUNK_BYTES)
+        self.server.owner.on_fetch(Fetch(identity, rel, 200, size.st_size))
 
 
 def _prefix_admits(parts: list[str], identity: str) -> bool:
@@ -225,9 +280,11 @@ class RepositoryServer:
         port: int = 0,
         on_fetch: Callable[[Fetch], None] = lambda _: None,
         max_connections: int = MAX_CONNECTIONS,
+        max_per_device: int = MAX_PER_DEVICE,
     ) -> None:
         self.root = root
         self.max_connections = max_connections
+        self.max_per_device = max_per_device
         self.tls = tls
         self.on_fetch = on_fetch
         self._address = (host, port)

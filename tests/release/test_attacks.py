@@ -174,7 +174,7 @@ def test_a_target_for_another_line_is_neither_taken_nor_served(
 def test_expired_timestamp_is_refused(running: Fleet, models: dict[str, bytes]) -> None:
     running.publish_model(models["m-2"], LINE1)
     running.repo.clock = FixedClock(datetime.now(UTC) - timedelta(days=2))
-    running.repo.renew_timestamp(force=True)  # signed two days ago, valid for one
+    running.repo.renew_online(force=True)  # signed two days ago, valid for one
     refused(running.gateways[GW_A], "ExpiredMetadata")
 
 
@@ -212,12 +212,17 @@ def test_revoked_gateway_certificate_is_refused_at_the_repository(
     running.ca.ca.revoke(serial, RevocationReason.KEY_COMPROMISE, now=datetime.now(UTC))
     running.ca.ca.publish_crl(now=datetime.now(UTC))
     running.publish_model(models["m-2"], LINE1)
-    results = gw.check()
-    assert [r.result for r in results] == ["failed"]
+    # Its kept-alive connection is closed when the CRL changes (503, "reconnect"); the
+    # next connection is refused at the handshake.
+    for _ in range(2):
+        assert [r.result for r in gw.check()] == ["failed"]
     assert gw.model_version == "m-1"
     # The server records the refusal in its own thread, possibly after the client saw the alert.
     deadline = time.monotonic() + 30
     while not any(f.identity == "" and "revoked" in f.reason for f in running.fetches):
         assert time.monotonic() < deadline, running.fetches
         time.sleep(0.01)
-    assert running.gateways[GW_A].check()[0].result == "activated"  # the others still pull
+    # The others still pull: one whose connection spanned the CRL change reconnects first.
+    other = running.gateways[GW_A]
+    first = other.check()[0].result
+    assert first == "activated" or (first == "failed" and other.check()[0].result == "activated")

@@ -29,3 +29,22 @@ def test_each_result_is_recorded_once_across_repeated_status_messages() -> None:
 def test_messages_that_are_not_status_reports_are_ignored() -> None:
     lines = ["not json", "[]", status(GW, [ACTIVATED], kind="telemetry"), "", "{" * 10]
     assert read_reports(lines, set()).events == []
+
+
+def test_a_gateway_flooding_its_status_cannot_get_the_others_results_recorded_twice() -> None:
+    """A gateway in an attacker's hands sends status messages full of made-up results: at most
+    a few are recorded per message, what is remembered about it stays bounded, and another
+    gateway's result, remembered before the flood, is not recorded a second time."""
+    from release.reports import MAX_RESULTS_PER_MESSAGE, SEEN_PER_DEVICE
+
+    other = "acme/plant1/press/line1/cell1/gw-0"
+    before = read_reports([status(other, [ACTIVATED])], [])
+    flood = [
+        status(GW, [{**ACTIVATED, "at": float(m * 1000 + i)} for i in range(500)])
+        for m in range(300)
+    ]
+    after = read_reports(flood, before.seen)
+    assert len(after.events) <= 300 * MAX_RESULTS_PER_MESSAGE
+    assert sum(k.startswith(GW + "|") for k in after.seen) <= SEEN_PER_DEVICE
+    again = read_reports([status(other, [ACTIVATED])], after.seen)
+    assert again.events == []

@@ -134,3 +134,21 @@ def test_a_running_gateway_pulls_on_its_own_schedule_and_swaps_without_a_restart
 
     asyncio.run(scenario())
     assert gw.agent.checks >= 2
+
+
+def test_a_quiet_week_without_a_publish_does_not_freeze_the_fleet(
+    fleet: Fleet, models: dict[str, bytes]
+) -> None:
+    """The last release was published eight days ago and nothing since; `serve` has kept
+    renewing the online metadata. The snapshot (7 days) must have been renewed with it, or
+    every gateway refuses every check as if the repository were under a freeze attack."""
+    from datetime import UTC, datetime, timedelta
+
+    from bedrock.clock import FixedClock, SystemClock
+
+    fleet.repo.clock = FixedClock(datetime.now(UTC) - timedelta(days=8))
+    fleet.publish_model(models["m-1"], LINE1)
+    fleet.repo.clock = SystemClock()
+    assert fleet.repo.renew_online()  # what `serve` does every few minutes
+    results = fleet.gateways[GW_A].check()
+    assert [r.result for r in results] == ["activated", "current"], results

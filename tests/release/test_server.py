@@ -4,13 +4,19 @@ directory, nothing served to a gateway outside the artifact's prefix. Spoken to 
 
 from __future__ import annotations
 
+import http.client
+import socket
+import ssl
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
+from pki.authority import RevocationReason
 from pki.identity import ConsumerIdentity
-from tests.release.conftest import GW_A, LINE1, LINE2
+from tests.release.conftest import GW_A, GW_B, LINE1, LINE2
 from tests.support.release_fleet import Fleet
 
 
@@ -108,4 +114,90 @@ def test_a_connection_flood_is_capped_and_a_gateway_gets_through_after_it(
     finally:
         for s in flood:
             s.close()
+    assert curl(fleet, gw_a, "metadata/timestamp.json") == 200
+
+
+def _tls_client(fleet: Fleet, who: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(fleet.ca.root_path))
+    ctx.load_cert_chain(str(who / "cert.pem"), str(who / "key.pem"))
+    return ctx
+
+
+def _get(conn: http.client.HTTPSConnection, path: str) -> int:
+    """Status of ``path`` on a kept-alive connection; 0 when the server closed it instead."""
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+    except (http.client.HTTPException, OSError):
+        return 0
+    return response.status
+
+
+def test_a_revoked_gateway_cannot_keep_pulling_over_a_kept_alive_connection(
+    fleet: Fleet, gw_a: Path
+) -> None:
+    """The CRL is checked at the handshake; a gateway revoked after it connected (its key
+    stolen) must not go on reading over the same connection."""
+    conn = http.client.HTTPSConnection(
+        "localhost", fleet.port, context=_tls_client(fleet, gw_a), timeout=30
+    )
+    try:
+        assert _get(conn, "/metadata/timestamp.json") == 200
+        serial = x509.load_pem_x509_certificate((gw_a / "cert.pem").read_bytes()).serial_number
+        fleet.ca.ca.revoke(serial, RevocationReason.KEY_COMPROMISE, now=datetime.now(UTC))
+        fleet.ca.ca.publish_crl(now=datetime.now(UTC))
+        assert _get(conn, "/metadata/timestamp.json") != 200
+        assert _get(conn, "/metadata/timestamp.json") != 200  # nor on the connection after
+    finally:
+        conn.close()
+    assert curl(fleet, gw_a, "metadata/timestamp.json") != 200
+
+
+def test_one_gateway_cannot_take_every_connection_slot(fleet: Fleet, gw_a: Path) -> None:
+    """A gateway in an attacker's hands (valid key) opens as many TLS connections as the
+    server serves and keeps them: another gateway must still get through (a rollback must
+    reach the fleet), and the hoarder's extra connections are refused and recorded."""
+    from release.server import MAX_CONNECTIONS, MAX_PER_DEVICE
+
+    ctx = _tls_client(fleet, gw_a)
+    held: list[ssl.SSLSocket] = []
+    try:
+        for _ in range(MAX_CONNECTIONS):
+            raw = socket.create_connection(("127.0.0.1", fleet.port), timeout=20)
+            held.append(ctx.wrap_socket(raw, server_hostname="localhost"))
+        gw_b = fleet.gateways[GW_B].creds
+        (gw_b / "cert.pem").write_bytes(
+            (gw_b / "cert.pem").read_bytes() + (gw_b / "chain.pem").read_bytes()
+        )
+        assert curl(fleet, gw_b, "metadata/timestamp.json") == 200
+        cut = [f for f in fleet.fetches if f.identity == GW_A and f.status == 503]
+        assert len(cut) >= MAX_CONNECTIONS - MAX_PER_DEVICE - 1, fleet.fetches[-5:]
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_a_directory_of_the_tree_is_answered_not_found_and_recorded(
+    fleet: Fleet, gw_a: Path, models: dict[str, bytes]
+) -> None:
+    fleet.publish_model(models["m-1"], LINE1)
+    assert curl(fleet, gw_a, f"targets/model/{LINE1}") == 404
+    assert any(f.status == 404 and f.path == f"targets/model/{LINE1}" for f in fleet.fetches)
+
+
+def test_a_damaged_crl_refuses_every_gateway_with_a_recorded_reason(
+    fleet: Fleet, gw_a: Path
+) -> None:
+    """The CA's CRL file is rewritten with garbage (a torn copy, an attacker on the IDMZ
+    disk): fail closed, and each refused connection is recorded, not a stack trace."""
+    good = fleet.ca.crl_path.read_bytes()
+    fleet.ca.crl_path.write_bytes(b"-----BEGIN X509 CRL-----\ngarbage\n-----END X509 CRL-----\n")
+    try:
+        assert curl(fleet, gw_a, "metadata/timestamp.json") != 200
+        assert any(f.identity == "" and "CRL" in f.reason.upper() for f in fleet.fetches), (
+            fleet.fetches
+        )
+    finally:
+        fleet.ca.crl_path.write_bytes(good)
     assert curl(fleet, gw_a, "metadata/timestamp.json") == 200

@@ -136,6 +136,7 @@ def start_fleet(
     (tmp / "server.pem").write_bytes(server.cert_pem + server.chain_pem)
     (tmp / "server-key.pem").write_bytes(server.key_pem)
     (tmp / "signer-key.pem").write_bytes(signer.key_pem)
+    (tmp / "signer-key.pem").chmod(0o600)
     repo = ReleaseRepository.create(
         tmp / "repository",
         root_key_dir=tmp / "offline-root",
