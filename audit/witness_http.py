@@ -12,14 +12,13 @@ import contextlib
 import io
 import logging
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from email.message import Message
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +29,7 @@ from audit.note import VerifierKey, split_note
 from audit.storage import LeafHashes, LogPaths, read_index
 from audit.witness import MAX_REQUEST_BYTES, Witness, format_request
 from bedrock.files import write_atomic
+from bedrock.serving import CappedHTTPServer
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -184,41 +184,23 @@ class _Handler(BaseHTTPRequestHandler):
 _BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\nConnection: close\r\n\r\nbusy\n"
 
 
-class _WitnessServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _WitnessServer(CappedHTTPServer):
     def __init__(self, address: tuple[str, int], witness: Witness, limits: WitnessHttpLimits):
         self.witness = witness
         self.limits = limits
-        self._slots = threading.BoundedSemaphore(limits.max_connections)
-        super().__init__(address, _Handler)
+        super().__init__(address, _Handler, max_connections=limits.max_connections)
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        # Runs on the accepting thread: a connection past the cap costs no thread and no read.
-        if not self._slots.acquire(blocking=False):
-            _log.warning("witness refused a connection from %s: %d connections are open",
-                         client_address[0], self.limits.max_connections)  # fmt: skip
-            with contextlib.suppress(OSError):
-                request.setblocking(False)
-                request.send(_BUSY)
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+    def refuse(self, request: Any, client_address: Any) -> None:
+        _log.warning("witness refused a connection from %s: %d connections are open",
+                     client_address[0], self.limits.max_connections)  # fmt: skip
+        with contextlib.suppress(OSError):
+            request.setblocking(False)
+            request.send(_BUSY)
 
 
 def make_server(
     witness: Witness, host: str, port: int, limits: WitnessHttpLimits | None = None
-) -> ThreadingHTTPServer:
+) -> CappedHTTPServer:
     """An HTTP server for ``witness`` (call ``serve_forever``; ``server_address`` has the
     bound port when ``port`` is 0)."""
     return _WitnessServer((host, port), witness, limits or WitnessHttpLimits())

@@ -1,13 +1,14 @@
 """The bottom floor: what every part of idmz shares and that imports nothing of ours (ADR 0007).
 
-Five modules and nothing else:
+Six modules and nothing else:
 
 * ``bedrock.errors``  the error categories (what the caller does next), with the exit code
   and HTTP status each one means, chosen by ``isinstance``;
 * ``bedrock.files``   one atomic file write (``write_atomic``) and ``fsync_dir``;
 * ``bedrock.clock``   the clock as an input (``Clock``, ``SystemClock``, ``FixedClock``, ``utc_now``);
 * ``bedrock.tables``  the strict configuration reader (``Table``, ``type_mismatch``);
-* ``bedrock.surface`` a package's declared names resolved on first use (``lazy_surface``).
+* ``bedrock.surface`` a package's declared names resolved on first use (``lazy_surface``);
+* ``bedrock.serving`` a threading HTTP server with a connection cap (``CappedHTTPServer``).
 
 Example::
 
@@ -32,6 +33,7 @@ from bedrock.errors import (
     http_status_for,
 )
 from bedrock.files import fsync_dir, write_atomic
+from bedrock.serving import CappedHTTPServer
 from bedrock.surface import lazy_surface
 from bedrock.tables import Table, type_mismatch, unknown_keys
 
@@ -39,6 +41,7 @@ from bedrock.tables import Table, type_mismatch, unknown_keys
 __all__ = [
     "AccessDeniedError",
     "CapacityError",
+    "CappedHTTPServer",
     "Clock",
     "ConfigError",
     "FixedClock",

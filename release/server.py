@@ -23,11 +23,12 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from bedrock.serving import CappedHTTPServer
 from pki.errors import MalformedIdentityError
 from pki.identity import DeviceIdentity, parse_spiffe
 from release.errors import ReleaseConfigError
@@ -102,33 +103,17 @@ def device_of(peer: dict[str, Any] | None) -> DeviceIdentity | None:
     return principal if isinstance(principal, DeviceIdentity) else None
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(CappedHTTPServer):
     request_queue_size = 128  # the listen backlog: a burst of gateways waits, not SYN retries
 
     def __init__(self, owner: RepositoryServer, address: tuple[str, int]) -> None:
         self.owner = owner
-        self._slots = threading.BoundedSemaphore(owner.max_connections)
         self._per_device: Counter[str] = Counter()
         self._per_device_lock = threading.Lock()
-        super().__init__(address, _Handler)
+        super().__init__(address, _Handler, max_connections=owner.max_connections)
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.owner.on_fetch(Fetch("", "", 503, 0, "connection cap reached"))
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+    def refuse(self, request: Any, client_address: Any) -> None:
+        self.owner.on_fetch(Fetch("", "", 503, 0, "connection cap reached"))
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         owner = self.owner
