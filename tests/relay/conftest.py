@@ -222,17 +222,24 @@ def start_relay(
     )  # fmt: skip
     audit = AuditLog.open(home / "audit", origin="test.example/idmz-audit")
     appliance = Appliance(config, audit=audit, log_level="info")
-    appliance.start()
-    relay = Relay(
-        plant,
-        appliance,
-        config,
-        Endpoint(ot_port, plant.pki.cafile),
-        Endpoint(it_port, plant.pki.cafile),
-        home,
-        audit,
-    )
-    relay.wait_connected()
+    try:
+        appliance.start()
+        relay = Relay(
+            plant,
+            appliance,
+            config,
+            Endpoint(ot_port, plant.pki.cafile),
+            Endpoint(it_port, plant.pki.cafile),
+            home,
+            audit,
+        )
+        relay.wait_connected()
+    except BaseException:
+        # A relay that did not come up leaves nothing behind: no broker, worker or link thread
+        # that would later dial a port another test's broker has taken.
+        appliance.stop()
+        audit.close()
+        raise
     return relay
 
 
