@@ -119,7 +119,9 @@ def test_spooled_message_of_a_device_revoked_during_an_it_outage_is_refused_and_
     appliance re-renders the IT ACL without it); when IT is back its spooled messages are
     refused, audited and kept aside, and the other device's spooled and later messages all
     reach IT in order."""
-    consumer = ITConsumer(relay, tmp_path / "it.txt")
+    # Persistent: the relay drains its spool the moment IT is back, possibly before this
+    # consumer has reconnected; a clean session would lose those messages, not the relay.
+    consumer = ITConsumer(relay, tmp_path / "it.txt", persistent=True)
     make_live(relay, consumer, VICTIM)
     suspect_ids = [f"m1s-spooled-{i}" for i in range(3)]
     victim_ids = [f"m1v-spooled-{i}" for i in range(3)]
@@ -188,7 +190,9 @@ def test_message_the_it_broker_refuses_is_kept_aside_and_blocks_nothing(
     dead letter, and the other device's messages keep flowing in order. (The appliance puts
     the rendered ACL back within 2 s; the broker keeps what it loaded until its next reload,
     so each step is retried until the refusal really happened.)"""
-    consumer = ITConsumer(relay, tmp_path / "it.txt")
+    # Persistent: the relay drains its spool the moment IT is back, possibly before this
+    # consumer has reconnected; a clean session would lose those messages, not the relay.
+    consumer = ITConsumer(relay, tmp_path / "it.txt", persistent=True)
     make_live(relay, consumer, VICTIM)
     it = relay.appliance.broker("it")
     # The narrowed grant plays a change the appliance has not rendered itself (an operator's,

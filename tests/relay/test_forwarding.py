@@ -19,15 +19,18 @@ _consumer_ids = itertools.count()
 
 class ITConsumer(Subscriber):
     """`mosquitto_sub` on the IT-facing broker with an IT consumer certificate, printing
-    topic, user properties and payload per line."""
+    topic, user properties and payload per line. ``persistent`` for a consumer that must see
+    what the relay forwards while it reconnects (across an IT broker restart)."""
 
-    def __init__(self, relay: Relay, out: Path, topic_filter: str = "acme/#") -> None:
+    def __init__(
+        self, relay: Relay, out: Path, topic_filter: str = "acme/#", *, persistent: bool = False
+    ) -> None:
         # On the bound-id listener, with a client id of its own: several consumers of the one
         # historian identity (and its publish attempts) never displace each other (ADR 0058).
         super().__init__(
             relay.bound("it"), relay.plant.cred(HISTORIAN), topic_filter, out,
             client_id=f"{HISTORIAN}:sub-{next(_consumer_ids)}", line_format=WITH_PROPERTIES,
-            track=relay.subscribers,
+            persistent=persistent, track=relay.subscribers,
         )  # fmt: skip
 
 
