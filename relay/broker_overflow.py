@@ -46,6 +46,7 @@ class DroppedWatch:
             max_packet_bytes=4096,
             on_delivery=self._on_delivery,
             on_state=lambda _up: None,
+            side=zone.upper(),
         )
 
     def start(self) -> None:

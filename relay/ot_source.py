@@ -82,6 +82,7 @@ class OTSource:
         on_read_done: Callable[[], None] | None = None,
         reconnect_delay_s: tuple[float, float] = (1.0, 5.0),
         more_subscriptions: tuple[str, ...] = (),
+        side: str = "OT",  # the log's name for the broker; "IT" for the $SYS watch there
     ) -> None:
         self._subscription = subscription
         self._more = more_subscriptions  # plain filters beside it (Sparkplug, ADR 0110)
@@ -92,7 +93,7 @@ class OTSource:
         self._subscribed = False
         self._link = Link(
             endpoint,
-            side="OT",
+            side=side,
             connect_packet=encode_connect(
                 client_id,
                 clean_start=False,
