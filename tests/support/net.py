@@ -3,6 +3,9 @@ behave badly on purpose (slowloris, floods)."""
 
 from __future__ import annotations
 
+import itertools
+import os
+import random
 import select
 import socket
 import subprocess
@@ -10,12 +13,37 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+# Ports for the servers tests start, chosen below Linux's ephemeral range (32768-60999): a port
+# taken from that range and released could be given to any outgoing connection (the power-up
+# test makes thousands) before the server binds it. Each pytest-xdist process draws from its
+# own slice, so two processes never hand out the same port either.
+_PORTS_LOW, _PORTS_HIGH = 20000, 32768
+
+
+def _slice() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    count = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1), index + 1)
+    size = (_PORTS_HIGH - _PORTS_LOW) // count
+    return range(_PORTS_LOW + index * size, _PORTS_LOW + (index + 1) * size)
+
+
+_ports = _slice()
+_next = itertools.count(random.randrange(len(_ports)))
+
 
 def free_port() -> int:
-    """An ephemeral TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that was free a moment ago, from this test process's own slice
+    below the ephemeral range (ports in use, by anything on the machine, are passed over)."""
+    for _ in range(len(_ports)):
+        port = _ports[next(_next) % len(_ports)]
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_ports}")
 
 
 def wait_for(
