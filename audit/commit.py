@@ -111,7 +111,8 @@ class GroupCommit:
 
     def _write(self, batch: list[PendingEntry], durable: list[PendingEntry]) -> bool:
         """Append ``batch`` under the flock; True if bytes were written (they need a flush).
-        Wakes the callers of ``durable`` once the batch's system calls are issued, or before
+        Wakes the callers of ``durable`` once the batch's system calls are issued (the flock
+        released: a woken caller would take the GIL that the unlock gives up), or before
         anything that may wait on another thread or process."""
         writer = self._writer
         try:
@@ -128,8 +129,9 @@ class GroupCommit:
                 try:
                     writer.catch_up(recover=False)
                     wrote = writer.append(batch)
-                    _wake(durable)
-                    writer.checkpoint_if_due()
+                    if writer.checkpoint_due:
+                        _wake(durable)  # a checkpoint flushes and signs: answer first
+                        writer.checkpoint_if_due()
                 finally:
                     flock.release()
             finally:
