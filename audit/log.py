@@ -4,11 +4,10 @@
     ...     receipt = log.record(AuditEvent("op", "operator.note", "-", Outcome.SUCCESS, "why"))
 
 ``record`` returns only after the entry is written and fsynced. Concurrent callers share
-fsyncs (group commit, ADR 0021): a writer thread appends every pending entry under the
-cross-process ``flock`` (ADR 0022) and hands the batch to a flusher thread, which
-``fdatasync``s once for every batch written since its last flush and wakes exactly the
-callers whose entries that covered (each sleeps on its own plain lock). The next batch is written while the previous one
-flushes; batches are acknowledged in order, and none after a failed flush. The log stamps
+fsyncs (group commit, ADR 0021, ADR 0127): one commit thread (`audit.commit`) appends every
+pending entry under the cross-process ``flock`` (ADR 0022), ``fdatasync``s the batch, and
+wakes exactly its callers (each sleeps on its own plain lock) once the next batch's writes
+are issued; batches are acknowledged in order, and none after a failed flush. The log stamps
 ``seq`` (the Merkle leaf index), ``time``, ``time_source`` and ``host``. Open the log after
 forking worker processes, not before (threads do not survive ``fork``).
 """
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import socket
 import threading
 from collections.abc import Callable, Sequence
@@ -27,6 +25,7 @@ from types import TracebackType
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from audit.commit import GroupCommit
 from audit.entry import EncodedEvent, encode_event
 from audit.errors import AuditConfigError, AuditUnavailableError, InvalidEventError
 from audit.events import AuditEvent, AuditReceipt
@@ -57,27 +56,10 @@ class AuditLog:
     def __init__(self, writer: LogWriter, *, host: str) -> None:
         self.host = host
         self._writer = writer
-        # Plain locks, not Condition/Event: each wake-up through them costs a few µs of
-        # Python under the GIL, and every append needs one (ADR 0021).
-        self._mutex = threading.Lock()  # guards _pending, _closed and _writer_idle
-        self._wake_writer = threading.Lock()  # held while the writer thread sleeps
-        self._wake_writer.acquire()
-        self._writer_idle = False
-        self._pending: list[PendingEntry] = []
-        self._closed = False
-        self._flushes = 0
         self._pid = os.getpid()
-        self._file_mutex = threading.Lock()  # the writer thread vs. on-demand checkpoints
-        self._written: queue.SimpleQueue[tuple[list[PendingEntry], bool] | None] = (
-            queue.SimpleQueue()
-        )
+        self._commit = GroupCommit(writer, writer.limits.max_batch_entries)
         self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._write_loop, name="audit-writer", daemon=True),
-            threading.Thread(target=self._flush_loop, name="audit-flusher", daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._threads: list[threading.Thread] = []
 
     @classmethod
     def open(
@@ -143,11 +125,8 @@ class AuditLog:
 
     def close(self) -> None:
         """Stop accepting events, write and flush what is pending, write a final checkpoint."""
-        with self._mutex:
-            if self._closed:
-                return
-            self._closed = True
-            self._wake_writer_locked()
+        if not self._commit.close():
+            return
         self._stop.set()
         for thread in self._threads:
             thread.join()
@@ -184,7 +163,7 @@ class AuditLog:
 
     @property
     def stats(self) -> LogStats:
-        return LogStats(*self._writer.written, self._flushes)
+        return LogStats(*self._writer.written, self._commit.flushes)
 
     # -- recording ----------------------------------------------------------------------
 
@@ -194,11 +173,11 @@ class AuditLog:
         event that can never be recorded."""
         entry = PendingEntry(self._encode(event), ready=_held_lock())
         self._submit([entry])
-        entry.ready.acquire()  # type: ignore[union-attr]  # released by the flusher
+        entry.ready.acquire()  # type: ignore[union-attr]  # released by the commit thread
         if entry.error is not None:
             raise entry.error
-        if entry.receipt is None:  # the flusher released it with neither: never call it durable
-            raise AuditUnavailableError("the audit flusher released a record without a receipt")
+        if entry.receipt is None:  # released with neither: never call it durable
+            raise AuditUnavailableError("the audit commit released a record without a receipt")
         return entry.receipt
 
     def record_batch(self, events: Sequence[AuditEvent]) -> list[AuditReceipt]:
@@ -226,92 +205,12 @@ class AuditLog:
 
     def _submit(self, entries: list[PendingEntry]) -> None:
         if os.getpid() != self._pid:
-            # The writer threads and the flock stayed with the parent process.
+            # The commit thread and the flock stayed with the parent process.
             raise AuditConfigError(
                 f"this audit log was opened by process {self._pid}; open it again in each "
                 "process after fork"
             )
-        with self._mutex:
-            if self._closed:
-                raise AuditUnavailableError("the audit log is closed")
-            self._pending.extend(entries)
-            self._wake_writer_locked()
-
-    def _wake_writer_locked(self) -> None:
-        # Called with _mutex held: release the sleeping writer exactly once per sleep.
-        if self._writer_idle:
-            self._writer_idle = False
-            self._wake_writer.release()
-
-    def _write_loop(self) -> None:
-        """Writer thread: append whatever is pending as one batch, pass it to the flusher."""
-        while True:
-            with self._mutex:
-                if not self._pending and not self._closed:
-                    self._writer_idle = True
-                    batch = None
-                elif not self._pending:
-                    break
-                else:
-                    batch = self._pending[: self.limits.max_batch_entries]
-                    del self._pending[: len(batch)]
-            if batch is None:
-                self._wake_writer.acquire()  # released by _submit or close
-                continue
-            with self._file_mutex:
-                wrote = self._write(batch)
-            self._written.put((batch, wrote))
-        self._written.put(None)
-
-    def _flush_loop(self) -> None:
-        """Flusher thread: one fdatasync for every batch written since the last one (a later
-        flush covers earlier writes), then acknowledge those batches in order."""
-        done = False
-        while not done:
-            item = self._written.get()
-            items: list[tuple[list[PendingEntry], bool]] = []
-            while item is not None:
-                items.append(item)
-                if self._written.empty():
-                    break
-                item = self._written.get()
-            done = item is None
-            if any(wrote for _, wrote in items) and self._writer.broken is None:
-                try:
-                    self._writer.sync()
-                    self._flushes += 1
-                except AuditUnavailableError:
-                    pass  # the writer is broken now: acknowledge nothing from here on
-            # Read after the flush: a failed fdatasync elsewhere (a checkpoint's) may have
-            # consumed the error this flush would have seen.
-            broken = self._writer.broken
-            for batch, _ in items:
-                for entry in batch:
-                    if entry.error is None and (broken is not None or entry.receipt is None):
-                        entry.receipt = None
-                        entry.error = self._writer.refusal()
-                    if entry.ready is not None:
-                        entry.ready.release()
-
-    def _write(self, batch: list[PendingEntry]) -> bool:
-        """Append ``batch`` under the flock; True if bytes were written (need a flush)."""
-        try:
-            if self._writer.broken is not None:
-                raise self._writer.refusal()
-            with self._writer.lock():
-                self._writer.catch_up(recover=False)
-                wrote = self._writer.append(batch)
-                self._writer.checkpoint_if_due()
-            return wrote
-        except BaseException as exc:  # noqa: BLE001 - every waiter must learn the outcome
-            error = exc
-            if not isinstance(exc, AuditUnavailableError | AuditConfigError):
-                error = AuditUnavailableError(f"audit entry not recorded: {exc}")
-                error.__cause__ = exc
-            for entry in batch:
-                if entry.receipt is None and entry.error is None:
-                    entry.error = error
-            return any(entry.receipt is not None for entry in batch)
+        self._commit.submit(entries)
 
     # -- checkpoints --------------------------------------------------------------------
 
@@ -319,15 +218,14 @@ class AuditLog:
         """Sign and write a checkpoint of the whole log now; returns the signed note.
         Refused (`AuditUnavailableError`) once a flush has failed: it would sign entries
         whose durability is unknown."""
-        with self._mutex:
-            if self._closed:
-                raise AuditUnavailableError("the audit log is closed")
+        if self._commit.closed:
+            raise AuditUnavailableError("the audit log is closed")
         if self._writer.broken is not None:
             raise self._writer.refusal()
         return self._checkpoint_now()
 
     def _checkpoint_now(self) -> str:
-        with self._file_mutex, self._writer.lock():
+        with self._commit.file_mutex, self._writer.lock():
             self._writer.catch_up(recover=False)
             return self._writer.write_checkpoint()
 
@@ -345,7 +243,7 @@ class AuditLog:
 
 
 def _held_lock() -> threading.Lock:
-    """A lock that its creator will block on until the flusher releases it: the cheapest
+    """A lock that its creator will block on until the commit thread releases it: the cheapest
     one-shot wake-up CPython has (an Event is a Condition and a Lock in Python code)."""
     lock = threading.Lock()
     lock.acquire()

@@ -152,11 +152,22 @@ class FileLock:
     def __init__(self, fd: int) -> None:
         self._fd = fd
 
+    def acquire(self, *, blocking: bool = True) -> bool:
+        """Take the lock; without ``blocking``, False if another process holds it."""
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def release(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
     def __enter__(self) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self.acquire()
 
     def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self.release()
 
 
 def pwrite_all(fd: int, data: bytes, offset: int) -> None:

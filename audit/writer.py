@@ -295,14 +295,21 @@ class LogWriter:
                 "refusing to sign over a rewritten log"
             )
 
-    def checkpoint_if_due(self) -> None:
+    @property
+    def checkpoint_due(self) -> bool:
+        """Whether ``checkpoint_every_entries`` entries are unsigned, as far as this process
+        knows (no system call; another process may have signed them since)."""
         shared = self.shared
-        if shared.size == shared.checkpoint_size:
-            return
-        every = self.limits.checkpoint_every_entries
-        if shared.size - max(shared.checkpoint_size, 0) >= every:
+        unsigned = shared.size - max(shared.checkpoint_size, 0)
+        return (
+            shared.size != shared.checkpoint_size
+            and unsigned >= self.limits.checkpoint_every_entries
+        )
+
+    def checkpoint_if_due(self) -> None:
+        if self.checkpoint_due:
             self.read_checkpoint_size()  # another process may have written one
-            if shared.size - max(shared.checkpoint_size, 0) >= every:
+            if self.checkpoint_due:
                 self.write_checkpoint()
 
     def write_checkpoint(self) -> str:

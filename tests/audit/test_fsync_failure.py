@@ -231,7 +231,7 @@ def test_a_checkpoint_after_a_failed_fdatasync_is_refused_until_reopened(fs: Fau
 def test_a_failed_fdatasync_in_an_automatic_checkpoint_stops_the_log(fs: FaultyFs) -> None:
     """The writer signs a checkpoint every ``checkpoint_every_entries``; that checkpoint's
     fdatasync covers the batch just written. When it fails, Linux reports the error once: the
-    flusher's fdatasync right after succeeds, and must not be taken as durability."""
+    commit thread's fdatasync right after succeeds, and must not be taken as durability."""
     log = open_log(fs, checkpoint_every_entries=3)
     receipts = {n: log.record(refused(n)) for n in range(2)}
     before = len(fs.ops())

@@ -20,6 +20,9 @@ outside the mount:
   Linux reports a writeback error to one ``fsync`` and the next one succeeds although the
   data may be gone ("fsyncgate"), so code must never take a later fsync's success as
   durability.
+  ``<op> STALL <file name or *> id=<n>`` holds every matching ``fsync`` (after its fault
+  check, before it reaches the disk) for as long as the rule is in force: a slow disk whose
+  flush ends when the test says so (``stall``/``unstall``).
 - ``ops.log``: one line per modifying operation the kernel passed down,
   ``<op> <path> <offset> <size> <result>``, so a test can assert what reached the disk.
 
@@ -97,6 +100,24 @@ class FaultyFs:
         # A fresh id keeps a re-added rule from counting as one that already fired.
         rule = " ".join([op, errno.errorcode[error], name or "*", *flags, f"id={time.time_ns()}"])
         self._write_rules([*self._rules(), rule])
+
+    def stall(self, op: str = "fsync", *, name: str | None = None) -> None:
+        """From now on ``op`` (only ``fsync`` can stall) on files called ``name`` waits,
+        without reaching the disk, until `unstall`; each stall is logged as ``stalled``."""
+        if op != "fsync":
+            raise ValueError("only fsync stalls")
+        rule = " ".join([op, "STALL", name or "*", f"id={time.time_ns()}"])
+        self._write_rules([*self._rules(), rule])
+
+    def unstall(self, *, name: str | None = None) -> None:
+        """Let stalled and later fsyncs go on (only those of ``name``'s STALL rule if given);
+        the other rules stay in force."""
+        kept = []
+        for rule in self._rules():
+            _, kind, target, *_ = rule.split()
+            if kind != "STALL" or (name is not None and target != name):
+                kept.append(rule)
+        self._write_rules(kept)
 
     def heal(self) -> None:
         """Every operation succeeds again."""
@@ -231,6 +252,8 @@ class _Faults:
             parts = line.split()
             if len(parts) < 3 or parts[0] != op or parts[2] not in ("*", name):
                 continue
+            if parts[1] == "STALL":
+                continue
             flags = parts[3:]
             with self._lock:
                 if line in self._spent:
@@ -243,6 +266,19 @@ class _Faults:
                     return getattr(errno, parts[1]), True
             return getattr(errno, parts[1]), False
         return None
+
+    def stalled(self, op: str, path: str) -> bool:
+        """Whether a STALL rule in force matches ``op`` on ``path``."""
+        try:
+            text = self._path.read_text()
+        except FileNotFoundError:
+            return False
+        name = os.path.basename(path)
+        return any(
+            p[:2] == [op, "STALL"] and p[2] in ("*", name)
+            for p in (line.split() for line in text.splitlines())
+            if len(p) >= 3
+        )
 
 
 def _serve(backing: Path, mountpoint: Path, control: Path, parent_pid: int) -> None:
@@ -359,6 +395,10 @@ def _serve(backing: Path, mountpoint: Path, control: Path, parent_pid: int) -> N
             # later one without asking: fsync must be implemented to be able to fail.
             op = "fdatasync" if datasync else "fsync"
             fault("fsync", path, label=op)
+            if faults.stalled("fsync", path):
+                record("stalled", path, 0, 0, op)
+                while faults.stalled("fsync", path):
+                    time.sleep(0.001)
             if datasync:
                 os.fdatasync(fh)
             else:
