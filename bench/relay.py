@@ -1,6 +1,6 @@
 """Relay against Mosquitto's own bridge, with C load generators, in the same run.
 
-    .venv/bin/python bench/relay.py [--quick] [--messages 50000] [--workers 1,2]
+    .venv/bin/python bench/relay.py [--quick] [--drain-only] [--messages 50000] [--workers 1,2]
                                     [--rates 500,1000,2000] [--latency-seconds 6]
 
 Every phase runs between two fresh Mosquitto brokers rendered by the same code with the same
@@ -25,12 +25,25 @@ Phases, for the bridge and for the relay with each worker count:
     gateway stdin line -> historian receipt, both broker hops included (the bridge's figure is
     the reference: what the relay adds is the difference).
 
-Worker CPU per message: user + system time of the workers (from /proc) over the drain phase,
-divided by the messages. The machine may be shared: read ratios and CPU, not absolute rates.
-The last line (one per profile):
+Where the CPU goes (bench/relay_cpu.py, ADR 0129): over the drain and the live phase, user +
+system time from /proc of every process in it, by role: OT broker, IT broker, workers, the
+historian's mosquitto_sub, the gateways' mosquitto_pub (live only: in the drain they published
+before the window). Per phase a line gives the cores those processes kept busy (out of
+``os.cpu_count()``), the whole machine's busy cores (other load included) and CPU microseconds
+per message per role. ``cpu_us_w<N>`` is the workers' (the OT broker's for the bridge: it runs
+the bridge). ``predicted_ratio_w<N>`` = bridge CPU per message / relay CPU per message, all
+processes summed: the drain ratio to expect when both saturate the same cores.
+``manycore_ratio_w<N>``: the same for the busiest single process of each (every process with a
+core of its own, i.e. more cores). The machine may be shared: read ratios and CPU, not absolute
+rates, and compare ``*_cores_busy`` with ``*_machine_busy``. ``--drain-only`` runs the drain
+phase alone (for before/after CPU comparisons). The last line (one per profile):
 
     RESULT relay profile=... drain_ratio_w1=... live_ratio_w1=... cpu_us_w1=... p50_ms_1000_w1=...
-           ... spb_inspect_us=... json50_inspect_us=... spb_ratio=...
+           ... spb_inspect_us=... json50_inspect_us=... spb_ratio=... machine_cores=2
+           bridge_cores_busy=... bridge_machine_busy=... bridge_total_us=... broker_us_bridge=...
+           bridge_live_cores_busy=... bridge_live_total_us=... relay_cores_busy_w1=...
+           relay_machine_busy_w1=... total_us_w1=... broker_us_w1=... predicted_ratio_w1=...
+           manycore_ratio_w1=... relay_live_cores_busy_w1=... predicted_live_ratio_w1=... ...
 
 The Sparkplug B profile rides along in every run (bench/relay_sparkplug.py): the relay's
 inspection CPU per message for NDATA with 50 metrics against a 50-tag JSON envelope.
@@ -66,6 +79,7 @@ sys.path.insert(0, str(REPO))
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
+from relay_cpu import Meter, Usage, exited, manycore_ratio, predicted_ratio  # noqa: E402
 from relay_profiles import ENVELOPE, PROFILES, Profile  # noqa: E402
 
 from audit.log import AuditLog  # noqa: E402
@@ -88,12 +102,6 @@ PROBE_TOPIC = "acme/plant1/+/+/+/+/status"  # readiness probes; never counted
 
 
 # -- the CA, the credentials, the brokers ----------------------------------------------------
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads) so far, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _issue(
@@ -223,15 +231,17 @@ def start_brokers(s: Setup, directory: Path, *, bridge: bool) -> Brokers:
 
 
 class Forwarder:
-    """What moves messages from OT to IT: the processes to pause and whose CPU to count."""
+    """What moves messages from OT to IT: the processes to pause, and the role whose CPU per
+    message is the forwarder's own (the bridge runs inside the OT broker)."""
 
     name = ""
+    role = ""
 
     def pause_pids(self) -> list[int]:
         raise NotImplementedError
 
-    def cpu_pids(self) -> list[int]:
-        raise NotImplementedError
+    def worker_pids(self) -> list[int]:
+        return []
 
     def stop(self) -> None:
         """Nothing of its own to stop (the bridge lives in the OT broker)."""
@@ -240,12 +250,9 @@ class Forwarder:
         for pid in self.pause_pids():
             os.kill(pid, sig)
 
-    def cpu(self) -> float:
-        return sum(_cpu_seconds(p) for p in self.cpu_pids())
-
 
 class Bridge(Forwarder):
-    name = "bridge"
+    name, role = "bridge", "ot_broker"
 
     def __init__(self, brokers: Brokers) -> None:
         self.brokers = brokers
@@ -253,11 +260,10 @@ class Bridge(Forwarder):
     def pause_pids(self) -> list[int]:  # the bridge's session queues while IT does not read
         return [p for p in (self.brokers.it.pid,) if p is not None]
 
-    def cpu_pids(self) -> list[int]:  # the OT broker runs the bridge
-        return [p for p in (self.brokers.ot.pid,) if p is not None]
-
 
 class Relay(Forwarder):
+    role = "workers"
+
     def __init__(self, s: Setup, brokers: Brokers, home: Path, workers: int) -> None:
         self.name = f"relay-w{workers}"
         tls = TLSFiles(s.cafile, *s.creds[RELAY_ID])
@@ -285,7 +291,7 @@ class Relay(Forwarder):
     def pause_pids(self) -> list[int]:
         return [p.pid for p in self.procs if p.pid is not None]
 
-    cpu_pids = pause_pids
+    worker_pids = pause_pids
 
     def stop(self) -> None:
         self.signal(signal.SIGCONT)
@@ -361,10 +367,15 @@ def wait_flowing(s: Setup, brokers: Brokers, work: Path, timeout_s: float = 60.0
 
 
 def wait_count(
-    sub: subprocess.Popen[bytes], out: Path, expected: int, stall_s: float = 30.0
+    sub: subprocess.Popen[bytes],
+    out: Path,
+    expected: int,
+    meter: Meter | None = None,
+    stall_s: float = 30.0,
 ) -> None:
+    """Until the subscriber has its ``expected`` messages; ``meter`` reads its CPU as it exits."""
     size, moved = -1, time.monotonic()
-    while sub.poll() is None:
+    while not exited(sub):
         now_size = out.stat().st_size
         if now_size != size:
             size, moved = now_size, time.monotonic()
@@ -373,6 +384,9 @@ def wait_count(
             got = len(out.read_bytes().splitlines())
             raise SystemExit(f"stalled at {got}/{expected} messages; see {out.parent}")
         time.sleep(0.05)
+    if meter is not None:
+        meter.child_done(sub)
+    sub.wait()
 
 
 def receipt_span(out: Path) -> tuple[int, float]:
@@ -390,9 +404,18 @@ class Figures:
     cpu_us: float = 0.0
     live_cpu_us: float = 0.0
     latency: dict[int, tuple[float, float]] = field(default_factory=dict)
+    drain_use: Usage | None = None
+    live_use: Usage | None = None
 
 
-def drain_phase(s: Setup, run: Run, b: Brokers, f: Forwarder, n: int, work: Path) -> tuple[float, float]:  # fmt: skip
+def meter(b: Brokers, f: Forwarder, sub: subprocess.Popen[bytes]) -> Meter:
+    """Every process of a phase by role; publishers join as they start."""
+    pids = {"ot_broker": [b.ot.pid], "it_broker": [b.it.pid], "workers": f.worker_pids(),
+            "subscriber": [sub.pid]}  # fmt: skip
+    return Meter({role: [p for p in ps if p is not None] for role, ps in pids.items()})
+
+
+def drain_phase(s: Setup, run: Run, b: Brokers, f: Forwarder, n: int, work: Path) -> tuple[float, Usage]:  # fmt: skip
     out = work / f"{f.name}-drain.out"
     sub = subscriber(s, b.it_port, n, out, "%U")
     time.sleep(0.3)  # connected (and if not yet: its session queues)
@@ -410,15 +433,15 @@ def drain_phase(s: Setup, run: Run, b: Brokers, f: Forwarder, n: int, work: Path
                     f"mosquitto_pub failed: {p.stderr.read().decode() if p.stderr else ''}"
                 )
     finally:
-        cpu0 = f.cpu()
+        m = meter(b, f, sub)  # the backlog is queued: from here on, only forwarding
+        m.start()
         f.signal(signal.SIGCONT)
-    wait_count(sub, out, n)
-    cpu = f.cpu() - cpu0
+    wait_count(sub, out, n, m)
     count, span = receipt_span(out)
-    return count / span, cpu / count * 1e6
+    return count / span, m.stop(count)
 
 
-def live_phase(s: Setup, run: Run, b: Brokers, f: Forwarder, n: int, work: Path) -> tuple[float, float]:  # fmt: skip
+def live_phase(s: Setup, run: Run, b: Brokers, f: Forwarder, n: int, work: Path) -> tuple[float, Usage]:  # fmt: skip
     out = work / f"{f.name}-live.out"
     sources = []
     for d in DEVICES:
@@ -427,16 +450,18 @@ def live_phase(s: Setup, run: Run, b: Brokers, f: Forwarder, n: int, work: Path)
         sources.append(src)
     sub = subscriber(s, b.it_port, n, out, "%U")
     time.sleep(0.3)
-    cpu0 = f.cpu()
+    m = meter(b, f, sub)
+    m.start()
     handles = [src.open("rb") for src in sources]
     pubs = [publisher(s, b.ot_port, d, run.profile.topic(d), fh) for d, fh in zip(DEVICES, handles, strict=True)]  # fmt: skip
-    wait_count(sub, out, n)
-    cpu = f.cpu() - cpu0
+    for p in pubs:
+        m.add("publishers", p.pid)
+    wait_count(sub, out, n, m)
     for p, fh in zip(pubs, handles, strict=True):
-        p.wait(timeout=60)
+        m.child_done(p)
         fh.close()
     count, span = receipt_span(out)
-    return count / span, cpu / count * 1e6
+    return count / span, m.stop(count)
 
 
 def latency_phase(s: Setup, run: Run, b: Brokers, f: Forwarder, rate: int, seconds: float, work: Path) -> tuple[float, float]:  # fmt: skip
@@ -491,8 +516,15 @@ def measure(s: Setup, run: Run, label: str, workers: int, args: argparse.Namespa
         forwarder = Bridge(brokers) if workers == 0 else Relay(s, brokers, work / "home", workers)
         wait_flowing(s, brokers, work)
         fig = Figures()
-        fig.drain, fig.cpu_us = drain_phase(s, run, brokers, forwarder, args.messages, work)
-        fig.live, fig.live_cpu_us = live_phase(s, run, brokers, forwarder, args.messages, work)
+        fig.drain, fig.drain_use = drain_phase(s, run, brokers, forwarder, args.messages, work)
+        fig.cpu_us = fig.drain_use.us(forwarder.role)
+        print(f"{forwarder.name} drain: {fig.drain_use.describe()}", flush=True)
+        if args.drain_only:
+            print(f"{forwarder.name}: drain {fig.drain:.0f} msg/s; {fig.cpu_us:.0f} us/msg of {forwarder.role}", flush=True)  # fmt: skip
+            return fig
+        fig.live, fig.live_use = live_phase(s, run, brokers, forwarder, args.messages, work)
+        fig.live_cpu_us = fig.live_use.us(forwarder.role)
+        print(f"{forwarder.name} live: {fig.live_use.describe()}", flush=True)
         print(
             f"{forwarder.name}: drain {fig.drain:.0f} msg/s, live {fig.live:.0f} msg/s; CPU per "
             f"message {fig.cpu_us:.0f} us (drain), {fig.live_cpu_us:.0f} us (live) of "
@@ -517,15 +549,44 @@ def result_line(profile: str, bridge: Figures, relay: dict[int, Figures]) -> str
     kv = [f"profile={profile}", f"bridge_drain_msgs_per_s={bridge.drain:.0f}",
           f"bridge_live_msgs_per_s={bridge.live:.0f}"]  # fmt: skip
     for w, fig in relay.items():
-        kv += [f"drain_ratio_w{w}={fig.drain / bridge.drain:.2f}",
-               f"live_ratio_w{w}={fig.live / bridge.live:.2f}",
-               f"cpu_us_w{w}={fig.cpu_us:.0f}"]  # fmt: skip
+        kv.append(f"drain_ratio_w{w}={fig.drain / bridge.drain:.2f}")
+        if bridge.live:
+            kv.append(f"live_ratio_w{w}={fig.live / bridge.live:.2f}")
+        kv.append(f"cpu_us_w{w}={fig.cpu_us:.0f}")
     for rate, (_p50, p99) in bridge.latency.items():
         kv.append(f"bridge_p99_ms_{rate}={p99:.1f}")
         for w, fig in relay.items():
             kv += [f"p50_ms_{rate}_w{w}={fig.latency[rate][0]:.1f}",
                    f"p99_ms_{rate}_w{w}={fig.latency[rate][1]:.1f}"]  # fmt: skip
     return "RESULT relay " + " ".join(kv)
+
+
+def cpu_fields(bridge: Figures, relay: dict[int, Figures]) -> str:
+    """Where the CPU went (bench/relay_cpu.py): cores busy, CPU per message of all the phase's
+    processes and of the two brokers, and the rate ratios that CPU predicts."""
+    bd = bridge.drain_use
+    if bd is None:
+        return ""
+    broker = ("ot_broker", "it_broker")
+    kv = [f"machine_cores={os.cpu_count()}", f"bridge_cores_busy={bd.cores_busy:.2f}",
+          f"bridge_machine_busy={bd.machine_busy:.2f}", f"bridge_total_us={bd.us():.1f}",
+          f"broker_us_bridge={bd.us(*broker):.1f}"]  # fmt: skip
+    if bridge.live_use is not None:
+        kv += [f"bridge_live_cores_busy={bridge.live_use.cores_busy:.2f}",
+               f"bridge_live_total_us={bridge.live_use.us():.1f}"]  # fmt: skip
+    for w, fig in relay.items():
+        rd = fig.drain_use
+        if rd is None:
+            continue
+        kv += [f"relay_cores_busy_w{w}={rd.cores_busy:.2f}",
+               f"relay_machine_busy_w{w}={rd.machine_busy:.2f}", f"total_us_w{w}={rd.us():.1f}",
+               f"broker_us_w{w}={rd.us(*broker):.1f}",
+               f"predicted_ratio_w{w}={predicted_ratio(bd, rd):.2f}",
+               f"manycore_ratio_w{w}={manycore_ratio(bd, rd):.2f}"]  # fmt: skip
+        if bridge.live_use is not None and fig.live_use is not None:
+            kv += [f"relay_live_cores_busy_w{w}={fig.live_use.cores_busy:.2f}",
+                   f"predicted_live_ratio_w{w}={predicted_ratio(bridge.live_use, fig.live_use):.2f}"]  # fmt: skip
+    return " " + " ".join(kv)
 
 
 def _ints(text: str) -> list[int]:
@@ -542,6 +603,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--latency-seconds", type=float, default=6.0, help="per rate")
     ap.add_argument("--profiles", default="envelope", help=f"of {sorted(PROFILES)}")
     ap.add_argument("--quick", action="store_true", help="10,000 messages, 2 s per rate")
+    ap.add_argument("--drain-only", action="store_true",
+                    help="only the drain phase (no live rate, latency or Sparkplug B figure)")  # fmt: skip
     ap.add_argument("--sparkplug-profile", action="store_true",
                     help="only the Sparkplug B inspection CPU against the JSON one (bench/relay_sparkplug.py)")  # fmt: skip
     args = ap.parse_args(argv)
@@ -570,14 +633,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         s.ca.close()
         # The Sparkplug B profile in the same run: inspection CPU per message, NDATA with 50
         # metrics against a 50-tag JSON envelope (the rest of the path costs both the same).
-        spb = relay_sparkplug.run(min(args.messages, 20000))
+        spb_kv = ""
+        if not args.drain_only:
+            spb = relay_sparkplug.run(min(args.messages, 20000))
+            spb_kv = (
+                f" spb_inspect_us={spb['sparkplug_us']:.1f} json50_inspect_us={spb['json_us']:.1f}"
+                f" spb_ratio={spb['sparkplug_us'] / spb['json_us']:.2f}"
+            )
         print(f"load average at end: {os.getloadavg()[0]:.2f}", flush=True)
-        print(
-            result_line(name, bridge, relay)
-            + f" spb_inspect_us={spb['sparkplug_us']:.1f} json50_inspect_us={spb['json_us']:.1f}"
-            + f" spb_ratio={spb['sparkplug_us'] / spb['json_us']:.2f}",
-            flush=True,
-        )
+        print(result_line(name, bridge, relay) + spb_kv + cpu_fields(bridge, relay), flush=True)
         shutil.rmtree(tmp, ignore_errors=True)  # on failure tmp is kept for its broker logs
     return 0
 

@@ -49,7 +49,7 @@ from policies.errors import (
     PolicyError,
 )
 from policies.loader import load_policy
-from policies.payload import check_payload, check_payload_claims
+from policies.payload import check_allowed_payload, check_payload, check_payload_claims
 from policies.ratelimit import RateLimiter
 from policies.release import (
     STATUS_SECTION,
@@ -144,6 +144,7 @@ __all__ = [
     "Zone",
     "check_deployment",
     "check_payload",
+    "check_allowed_payload",
     "check_payload_claims",
     "check_prefix",
     "check_release_deployment",

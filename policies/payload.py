@@ -62,7 +62,19 @@ def check_payload_claims(
     decision = evaluate(policy, identity, Action.PUBLISH, topic)
     if not decision.allowed:
         return decision, None
-    topic_class = topic[len(identity.topic_prefix) :]
+    return check_allowed_payload(
+        policy, identity.path, topic[len(identity.topic_prefix) :], payload
+    )
+
+
+def check_allowed_payload(
+    policy: Policy, sender: str, topic_class: str, payload: bytes
+) -> tuple[Decision, Claims | None]:
+    """`check_payload_claims` after `evaluate` allowed the device whose path is ``sender`` to
+    publish ``topic_class`` (its topic without the device's prefix): the limits, size, strict
+    JSON, schema and envelope checks. For a caller that remembers that decision and those
+    strings per topic (the relay's inspector, ADR 0130): the same answer without evaluating the
+    policy again."""
     limits = policy.limits.get(topic_class)
     if limits is None:
         return Decision.deny(
@@ -80,10 +92,10 @@ def check_payload_claims(
     if refused is not None:
         return refused, None
     claimed = claims(document)
-    if claimed.device != identity.path:
+    if claimed.device != sender:
         return Decision.deny(
             ReasonCode.ENVELOPE_DEVICE_MISMATCH,
-            f"envelope 'device' does not equal the sender {identity}",
+            f"envelope 'device' does not equal the sender {sender}",
         ), None
     if limits.envelope_kind is not None and claimed.kind != limits.envelope_kind:
         return Decision.deny(

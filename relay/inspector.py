@@ -45,7 +45,7 @@ from policies import (
     Policy,
     RateLimiter,
     ReasonCode,
-    check_payload_claims,
+    check_allowed_payload,
     evaluate,
     split_device_topic,
 )
@@ -135,6 +135,9 @@ def inspection_failed(
 
 
 ROUTE_CACHE_MAX = 4096
+# Per topic: the sender, the policy decision, the sender's path and the topic class (the topic
+# without the sender's prefix), so a message costs no `evaluate` and no path formatting.
+_Route = tuple[DeviceIdentity, Decision, str, str]
 
 
 class Inspector:
@@ -142,7 +145,9 @@ class Inspector:
 
     The sender and the policy decision depend on the topic alone (the policy is fixed for the
     worker's life and `policies.evaluate` is pure), so they are remembered per topic, up to
-    ``ROUTE_CACHE_MAX`` topics; revocation, rate and payload are checked on every message."""
+    ``ROUTE_CACHE_MAX`` topics; revocation, rate and payload are checked on every message (the
+    payload by `policies.check_allowed_payload`, the part of `policies.check_payload_claims`
+    after the remembered decision)."""
 
     def __init__(
         self,
@@ -154,17 +159,19 @@ class Inspector:
         self.policy = policy
         self.revocation = revocation
         self._limiter = RateLimiter(policy)
-        self._routes: dict[str, tuple[DeviceIdentity, Decision]] = {}
+        self._routes: dict[str, _Route] = {}
         self._wall = wall_clock  # Sparkplug timestamps are wall-clock milliseconds
         self.sparkplug = SparkplugTracker(policy.sparkplug) if policy.sparkplug else None
 
-    def _route(self, topic: str) -> tuple[DeviceIdentity, Decision] | None:
+    def _route(self, topic: str) -> _Route | None:
         found = self._routes.get(topic)
         if found is None:
             split = split_device_topic(topic)
             if split is None:
                 return None
-            found = (split[0], evaluate(self.policy, split[0], Action.PUBLISH, topic))
+            device = split[0]
+            decision = evaluate(self.policy, device, Action.PUBLISH, topic)
+            found = (device, decision, device.path, topic[len(device.topic_prefix) :])
             if len(self._routes) >= ROUTE_CACHE_MAX:
                 self._routes.clear()
             self._routes[topic] = found
@@ -188,8 +195,8 @@ class Inspector:
                 None,
                 message_id(topic, payload, property_id),
             )
-        device, decision = route
-        if device.path in self.revocation.revoked_devices:
+        device, decision, path, topic_class = route
+        if path in self.revocation.revoked_devices:
             reason = f"every certificate of {device} is revoked (CRL {self.revocation.crl_number})"
             return Verdict(
                 Decision.deny(ReasonCode.CERTIFICATE_REVOKED, reason),
@@ -199,7 +206,7 @@ class Inspector:
         if decision.allowed:
             decision = self._limiter.admit(device, topic, now)
         if decision.allowed:
-            decision, claimed = check_payload_claims(self.policy, device, topic, payload)
+            decision, claimed = check_allowed_payload(self.policy, path, topic_class, payload)
             if claimed is not None:  # accepted: the id from the document parsed once
                 msg_id = _valid_msg_id(property_id) or _valid_msg_id(claimed.id)
                 return Verdict(decision, device, msg_id or _digest_id(topic, payload))

@@ -9,10 +9,11 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policies import ReasonCode, load_policy
+from pki.identity import DeviceIdentity
+from policies import ReasonCode, check_payload_claims, load_policy
 from relay.inspector import ROUTE_CACHE_MAX, Inspector, message_id
 from relay.revocation import RevocationState
-from tests.relay.conftest import POLICY_PATH, PRESS_1, envelope
+from tests.relay.conftest import POLICY_PATH, PRESS_1, PRESS_2, envelope
 
 TOPIC = f"{PRESS_1}/telemetry"
 
@@ -73,3 +74,38 @@ def test_the_message_id_is_the_contracts_whether_the_payload_is_accepted_or_not(
     assert verdict.msg_id == message_id(TOPIC, payload, property_id)
     valid_id = isinstance(doc_id, str) and 0 < len(doc_id) <= 128  # the envelope schema's
     assert verdict.accepted == (kind == "telemetry" and not duplicate_key and valid_id)
+
+
+_DEVICES = [PRESS_1, PRESS_2, "acme/plant1/stamping/line1/cell3/probe-01", "acme/plant2/x/y/z/d-1"]
+_CLASSES = ["telemetry", "features", "events/anomaly", "status", "commands", "telemetry/x"]
+
+
+@given(
+    sender=st.sampled_from(_DEVICES),
+    claimed=st.sampled_from([*_DEVICES, None]),
+    topic_class=st.sampled_from(_CLASSES),
+    kind=st.sampled_from(["telemetry", "features", "anomaly", "status", "other", None]),
+    tail=st.sampled_from(
+        [b"", b',"id":"again"', b',"v":1e400', b',"x":"\\ud800"', b',"d":' + b"[" * 40 + b"]" * 40]
+    ),
+    pad=st.sampled_from([0, 20000, 70000]),
+    property_id=st.one_of(st.none(), st.text(max_size=20)),
+)
+def test_a_remembered_route_judges_every_payload_as_check_payload_claims_does(
+    sender: str, claimed: str | None, topic_class: str, kind: str | None, tail: bytes, pad: int,
+    property_id: str | None,
+) -> None:  # fmt: skip
+    """The inspector keeps the policy decision, the sender's path and the topic class per topic
+    and runs only the payload checks after it (ADR 0130): for any sender, topic class and
+    payload (wrong sender or kind, duplicate key, huge number, lone surrogate, too deep, too
+    large), twice on the same topic, its verdict is the one `check_payload_claims` gives."""
+    inspector = _inspector()
+    topic = f"{sender}/{topic_class}"
+    body = json.loads(envelope(sender, "m-1"))
+    body["device"], body["kind"], body["data"] = claimed, kind, {"pad": "p" * pad}
+    payload = json.dumps(body, separators=(",", ":")).encode()[:-1] + tail + b"}"
+    want, _ = check_payload_claims(inspector.policy, DeviceIdentity.parse(sender), topic, payload)
+    for now in (0.0, 1.0):  # the first builds the route, the second uses it
+        verdict = inspector.inspect(topic, payload, property_id, now)
+        assert (verdict.reason_code, verdict.reason) == (want.reason_code, want.reason)
+        assert verdict.msg_id == message_id(topic, payload, property_id)
