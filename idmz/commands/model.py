@@ -133,6 +133,7 @@ def _train_run_to_failure(args: argparse.Namespace) -> int:
         version=version,
         sources=[rec.source for rec, _ in runs],
         health=HealthSettings(baseline_s=args.baseline_s),
+        conditions=[rec.condition for rec, _ in runs],
     )
     f0 = runs[0][1]
     return _write_checked(fitted, f0.model_inputs[:, 0], Path(args.out))
@@ -172,7 +173,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         )
     n, axes, d = feats.model_inputs.shape
     scores = scorer.score(feats.model_inputs.reshape(n * axes, d)).reshape(n, axes).max(axis=1)
-    tracker = prog.tracker()
+    tracker = prog.tracker(rec.condition)
     out = sys.stdout
     first: dict[str, float] = {}
     last: dict[str, object] = {}

@@ -49,6 +49,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["prognostics"]["summary"]["runs"] == 3
+    # each run's meta names its speed and load: the life prior can be rescaled (ADR 0138)
+    assert report["prognostics"]["rul"]["conditions"] == [[1800.0, 4000.0]] * 3
     return model, Run(life_s=3500.0, base_g=2.0, seed=9).write(d / "unseen.npz")
 
 
