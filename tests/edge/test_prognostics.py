@@ -252,6 +252,12 @@ def test_overriding_the_baseline_keeps_every_other_setting(
 def test_prognostics_metadata_round_trips(fitted: tuple[bytes, Prognostics]) -> None:
     _, prog = fitted
     assert Prognostics.from_json(prog.to_json()) == prog
+    v2 = json.loads(prog.to_json())  # a model signed before ADR 0138 still runs
+    v2["format"] = "idmz-prognostics/v2"
+    for key in ("point_quantile", "conditions"):
+        del v2["rul"][key]
+    old = Prognostics.from_json(json.dumps(v2))
+    assert old.rul.point_quantile is None and old.rul.conditions is None
     with pytest.raises(ConfigError):
         Prognostics.from_json('{"format": "something-else"}')
     with pytest.raises(ConfigError):
