@@ -29,7 +29,10 @@ baseline (+6 dB) for 3 consecutive snapshots, no hysteresis (the classic level c
 Features are computed once per run and cached in a temporary directory (keyed by file size and
 mtime), so a second run takes seconds.
 
-    .venv/bin/python bench/prognostics.py [--data DIR] [--cache DIR]
+    .venv/bin/python bench/prognostics.py [--data DIR] [--cache DIR] [--no-conditions]
+
+Each run's speed and load come from its recording's meta (ADR 0138: the life prior is rescaled
+to the evaluated run's condition by ISO 281); ``--no-conditions`` withholds them.
 
 Last line: RESULT prognostics rul_score=<challenge cuts> rul_score_even=<30/50/70/90 %>
 rul_score_uniform=<10-95 %>
@@ -53,8 +56,8 @@ from edge.anomaly_model import FittedModel
 from edge.bearing import PRONOSTIA
 from edge.featurizer import Featurizer, FeaturizerSettings
 from edge.prognostics import Prognostics, assess_run
-from edge.rul import DEFAULT_CUTS, phm2012_score
-from edge.run_recording import RunFeatures, load_run_recording, run_features
+from edge.rul import DEFAULT_CUTS, OperatingCondition, phm2012_score
+from edge.run_recording import RunFeatures, load_run_recording, operating_condition, run_features
 from edge.training import fit_run_to_failure
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "pronostia"
@@ -121,12 +124,19 @@ def anomaly_onsets(f: RunFeatures, model: FittedModel, baseline_s: float) -> lis
     return onsets([bool(f.t_s[i] >= baseline_s and score[i] > model.threshold) for i in range(n)])
 
 
-def evaluate(name: str, f: RunFeatures, model: FittedModel) -> dict[str, object]:
+def condition_of(path: Path) -> OperatingCondition | None:
+    with np.load(path) as z:
+        return operating_condition(str(z["meta"])) if "meta" in z.files else None
+
+
+def evaluate(
+    name: str, f: RunFeatures, model: FittedModel, condition: OperatingCondition | None
+) -> dict[str, object]:
     assert model.prognostics is not None
     prog = Prognostics.from_json(model.prognostics)
     t = f.t_s
     life = float(t[-1])
-    seq = assess_run(prog, t, f.log_rms)
+    seq = assess_run(prog, t, f.log_rms, condition)
     alarm_on = [
         i
         for i in range(1, len(seq))
@@ -183,6 +193,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "idmz-pronostia")
+    ap.add_argument(
+        "--no-conditions",
+        action="store_true",
+        help="do not tell the RUL model the runs' speed and load (no ISO 281 life scaling)",
+    )
     args = ap.parse_args()
     files = sorted(args.data.glob("pronostia_Learning_set_Bearing*.npz"))
     if len(files) != 6:
@@ -192,14 +207,21 @@ def main() -> int:
     t0 = time.process_time()
     feats = {p.stem.rsplit("_", 2)[-2] + "_" + p.stem.rsplit("_", 1)[-1]: p for p in files}
     runs = {name: cached_features(p, args.cache) for name, p in feats.items()}
+    # Speed and load of each run (ISO 281 life scaling, ADR 0138); --no-conditions: unknown.
+    conds = {n: None if args.no_conditions else condition_of(p) for n, p in feats.items()}
     print(f"features: {time.process_time() - t0:.1f} s CPU (cache {args.cache})")
     results = []
     for name, f in runs.items():
         train = [g for n, g in runs.items() if n != name]
         fitted = fit_run_to_failure(
-            train, FZ, window_s=0.1, version=f"loro-{name}", sources=[n for n in runs if n != name]
+            train,
+            FZ,
+            window_s=0.1,
+            version=f"loro-{name}",
+            sources=[n for n in runs if n != name],
+            conditions=[c for n, c in conds.items() if n != name],
         )
-        results.append(evaluate(name, f, fitted))
+        results.append(evaluate(name, f, fitted, conds[name]))
 
     def frac(v: object, life: float) -> str:
         return f"{float(v) / life:5.3f}" if isinstance(v, float) else "  -  "

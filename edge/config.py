@@ -9,6 +9,7 @@ from pathlib import Path
 from edge.errors import ConfigError
 from edge.featurizer import FeaturizerSettings
 from edge.outbox import OutboxLimits
+from edge.rul import OperatingCondition
 from edge.sources import ModbusSource, OpcUaSource
 from edge.tagmap import TagSpec
 from edge.uplink import UplinkSettings
@@ -27,12 +28,22 @@ class VibrationChannel:
     temperature_tag: str | None = None
     temperature_window_s: float = 300.0
     realarm_interval_s: float = 60.0  # while an anomaly persists, re-raise this often
+    load_n: float | None = None  # bearing load; with shaft_rpm, rescales the RUL's life prior
 
     def __post_init__(self) -> None:
         if self.shaft_speed_tag is None and self.shaft_rpm is None:
             raise ConfigError(f"vibration channel {self.tag}: set shaft_speed_tag or shaft_rpm")
+        if self.load_n is not None and not (self.load_n > 0 and self.shaft_rpm):
+            raise ConfigError(f"vibration channel {self.tag}: load_n needs shaft_rpm, both > 0")
         if not 0.1 <= self.window_s <= 10.0:
             raise ConfigError(f"vibration channel {self.tag}: window_s must be in [0.1, 10]")
+
+    @property
+    def condition(self) -> OperatingCondition | None:
+        """The machine's nominal speed and load, when both are configured (ADR 0138)."""
+        if self.shaft_rpm and self.load_n:
+            return OperatingCondition(self.shaft_rpm, self.load_n)
+        return None
 
 
 @dataclass(frozen=True, slots=True)

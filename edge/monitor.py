@@ -85,7 +85,7 @@ class ChannelMonitor:
         self.prognosis: PrognosticsTracker | None = None
         self.commissioning: CommissioningKeeper | None = None
         if scorer is not None and scorer.prognostics is not None:
-            self.prognosis = scorer.prognostics.tracker()
+            self.prognosis = scorer.prognostics.tracker(spec.condition)
             if state_dir is not None:  # an unreadable record refuses the start
                 keeper = CommissioningKeeper(record_path(state_dir, tag.name))
                 keeper.restore(self.prognosis.indicator)

@@ -25,11 +25,19 @@ import numpy.typing as npt
 from edge.alarm_levels import AlarmLevel, AlarmLevels, AlarmState
 from edge.errors import ConfigError
 from edge.health import HealthIndicator, HealthReading, HealthSettings
-from edge.rul import RulEstimate, RulHistory, RulModel, RunHistory, fit_rul
+from edge.rul import (
+    OperatingCondition,
+    RulEstimate,
+    RulHistory,
+    RulModel,
+    RunHistory,
+    fit_rul,
+)
 
 FloatArray = npt.NDArray[np.float64]
 META_KEY = "prognostics"
-FORMAT = "idmz-prognostics/v2"  # v2: the RUL of ADR 0069
+FORMAT = "idmz-prognostics/v3"  # v3: ADR 0138's point, band and operating conditions
+READABLE = (FORMAT, "idmz-prognostics/v2")  # v2 (ADR 0069) reads as v3 without them
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +67,9 @@ class Prognostics:
     rul: RulModel
     summary: Mapping[str, object]
 
-    def tracker(self) -> PrognosticsTracker:
-        return PrognosticsTracker(self)
+    def tracker(self, condition: OperatingCondition | None = None) -> PrognosticsTracker:
+        """One machine's tracker; ``condition`` (its speed and load) rescales the life prior."""
+        return PrognosticsTracker(self, condition)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -79,7 +88,7 @@ class Prognostics:
     def from_json(cls, text: str) -> Prognostics:
         try:
             data = json.loads(text)
-            if data.get("format") != FORMAT:
+            if data.get("format") not in READABLE:
                 raise ConfigError(f"prognostics format {data.get('format')!r}; want {FORMAT!r}")
             return cls(
                 health=HealthSettings(**data["health"]),
@@ -93,8 +102,11 @@ class Prognostics:
 
 
 class PrognosticsTracker:
-    def __init__(self, prognostics: Prognostics) -> None:
+    def __init__(
+        self, prognostics: Prognostics, condition: OperatingCondition | None = None
+    ) -> None:
         self.prognostics = prognostics
+        self.condition = condition
         self.indicator = HealthIndicator(
             prognostics.health, failure_level=prognostics.failure_level
         )
@@ -112,7 +124,7 @@ class PrognosticsTracker:
             return self.last
         level = self.alarm.update(reading.raw)
         self.history.add(reading.t_s, reading.health)
-        estimate = self.prognostics.rul.estimate(reading.t_s, self.history)
+        estimate = self.prognostics.rul.estimate(reading.t_s, self.history, self.condition)
         self.last = Assessment(reading, level, estimate)
         return self.last
 
@@ -133,8 +145,10 @@ def fit_prognostics(
     health: HealthSettings | None = None,
     alarms: AlarmLevels | None = None,
     summary: Mapping[str, object] | None = None,
+    conditions: Sequence[OperatingCondition | None] | None = None,
 ) -> Prognostics:
-    """Fit on whole run-to-failure runs: (times of the windows, log RMS per window and axis).
+    """Fit on whole run-to-failure runs: (times of the windows, log RMS per window and axis),
+    and each run's operating condition when known.
 
     Each run ends at its failure. The failure level is the median over runs of the highest
     smoothed level each reached; health is the running peak over it; the RUL model keeps each
@@ -165,15 +179,19 @@ def fit_prognostics(
         "lives_s": [round(h.end_s, 1) for h in histories],
         **(dict(summary) if summary else {}),
     }
-    return Prognostics(health, alarms or AlarmLevels(), failure_level, fit_rul(histories), info)
+    rul = fit_rul(histories, conditions=conditions)
+    return Prognostics(health, alarms or AlarmLevels(), failure_level, rul, info)
 
 
 def assess_run(
-    prognostics: Prognostics, t_s: npt.ArrayLike, log_rms: npt.ArrayLike
+    prognostics: Prognostics,
+    t_s: npt.ArrayLike,
+    log_rms: npt.ArrayLike,
+    condition: OperatingCondition | None = None,
 ) -> list[Assessment]:
     """Replay a whole recording through one tracker, as a gateway would see it window by window."""
     times, rows = _rows(t_s, log_rms)
-    tracker = prognostics.tracker()
+    tracker = prognostics.tracker(condition)
     return [tracker.update(float(t), row) for t, row in zip(times, rows, strict=True)]
 
 

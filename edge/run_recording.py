@@ -3,7 +3,8 @@
 The layout (``../shared/datasets/pronostia/README.md``): ``acc_horiz`` and ``acc_vert`` (float,
 one row per snapshot, in g), ``fs`` (Hz) and ``t_rel_s`` (each snapshot's start, seconds since
 the first; snapshots may be irregularly spaced, so time comes from here, never the row index).
-An optional ``meta`` JSON string may name the ``operating_condition`` ("1800 rpm, 4000 N").
+An optional ``meta`` JSON string may name the ``operating_condition`` ("1800 rpm, 4000 N"): the
+speed feeds the featurizer's defect lines, speed and load the life prior (ADR 0138).
 
 Reading is bounded: no pickles, every array's uncompressed size is checked against
 ``max_array_bytes`` before it is decompressed, and times must be finite and increasing.
@@ -31,6 +32,7 @@ import numpy.typing as npt
 
 from edge.errors import ConfigError
 from edge.featurizer import FEATURE_NAMES, Featurizer
+from edge.rul import OperatingCondition
 
 FloatArray = npt.NDArray[np.float64]
 AXES = ("acc_horiz", "acc_vert")
@@ -44,6 +46,14 @@ class RunRecording:
     sample_rate_hz: float
     shaft_rpm: float | None
     source: str
+    load_n: float | None = None  # radial load, when the meta names it
+
+    @property
+    def condition(self) -> OperatingCondition | None:
+        """Speed and load of the run when the recording names both (they scale its life)."""
+        if self.shaft_rpm and self.load_n:
+            return OperatingCondition(self.shaft_rpm, self.load_n)
+        return None
 
     @property
     def snapshots(self) -> int:
@@ -101,16 +111,24 @@ def read_run_recording(
         raise ConfigError(f"{source}: t_rel_s must be finite, increasing, one per snapshot")
     if not fs > 0 or not all(np.all(np.isfinite(a)) for a in axes):
         raise ConfigError(f"{source}: fs must be > 0 and samples finite")
-    return RunRecording(axes, t_s - t_s[0], fs, _rpm_from_meta(meta), source)
+    rpm, load = _from_meta(meta, "rpm"), _from_meta(meta, "N")
+    return RunRecording(axes, t_s - t_s[0], fs, rpm, source, load)
 
 
-def _rpm_from_meta(meta: str) -> float | None:
+def operating_condition(meta: str) -> OperatingCondition | None:
+    """Speed and load from a recording's meta JSON, when it names both."""
+    rpm, load = _from_meta(meta, "rpm"), _from_meta(meta, "N")
+    return OperatingCondition(rpm, load) if rpm and load else None
+
+
+def _from_meta(meta: str, unit: str) -> float | None:
+    """The number before ``unit`` in the meta's ``operating_condition`` ("1800 rpm, 4000 N")."""
     try:
         condition = str(json.loads(meta).get("operating_condition", "")) if meta else ""
     except (ValueError, AttributeError):
         return None
-    m = re.search(r"(\d+(?:\.\d+)?)\s*rpm", condition)
-    return float(m.group(1)) if m else None
+    m = re.search(rf"(\d+(?:\.\d+)?)\s*{unit}\b", condition)
+    return float(m.group(1)) if m and float(m.group(1)) > 0 else None
 
 
 def run_features(rec: RunRecording, featurizer: Featurizer, *, shaft_rpm: float) -> RunFeatures:

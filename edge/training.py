@@ -23,6 +23,7 @@ from edge.health import HealthSettings
 from edge.plant import LineSettings, StampingLine
 from edge.prognostics import fit_prognostics
 from edge.recordings import Recording, windows
+from edge.rul import OperatingCondition
 from edge.run_recording import RunFeatures
 
 FloatArray = npt.NDArray[np.float64]
@@ -106,9 +107,11 @@ def fit_run_to_failure(
     health: HealthSettings | None = None,
     alarms: AlarmLevels | None = None,
     settings: TrainingSettings | None = None,
+    conditions: Sequence[OperatingCondition | None] | None = None,
 ) -> FittedModel:
     """The anomaly model from each run's commissioning baseline (every axis), and prognostics
-    (health indicator, alarm levels, RUL) from the whole runs; one signed artefact carries both."""
+    (health indicator, alarm levels, RUL) from the whole runs; one signed artefact carries both.
+    ``conditions``: each run's shaft speed and load, when known (ADR 0138)."""
     health = health or HealthSettings()
     healthy = [f.model_inputs[f.t_s < health.baseline_s] for f in runs]
     x = np.vstack([h.reshape(-1, h.shape[-1]) for h in healthy])
@@ -128,6 +131,7 @@ def fit_run_to_failure(
         health=health,
         alarms=alarms or AlarmLevels(),
         summary={"sources": summary["sources"]},
+        conditions=conditions,
     )
     fitted = fit_model(
         x, FEATURE_NAMES, version=version, settings=settings or TrainingSettings(), summary=summary

@@ -321,6 +321,7 @@ def parse_gateway_config(
                 shaft_rpm=t.number("shaft_rpm"),
                 temperature_tag=t.text("temperature_tag"),
                 realarm_interval_s=t.number("realarm_interval_s", 60.0),
+                load_n=t.number("load_n"),
             )
         )
         t.done()

@@ -9,8 +9,10 @@
 
 Train fits the anomaly model only on healthy data (with --run-to-failure: the first
 ``--baseline-s`` of each run) and, from whole run-to-failure runs, the health indicator's failure
-level and the remaining-useful-life model (docs/edge.md, ADR 0067, 0069). Score replays a recording as
-a gateway commissioned at its start would see it and prints one JSON object per snapshot. Sign writes ``<model>.sig`` (JSON: SHA-256, signature, signer
+level and the remaining-useful-life model (docs/edge.md, ADR 0067, 0069, 0138; each run's speed
+and load from its ``meta.operating_condition`` rescale the life prior). Score replays a recording as
+a gateway commissioned at its start would see it (at the recording's own operating condition)
+and prints one JSON object per snapshot. Sign writes ``<model>.sig`` (JSON: SHA-256, signature, signer
 chain); gateways refuse a model whose signature or signer certificate does not verify.
 """
 
@@ -133,6 +135,7 @@ def _train_run_to_failure(args: argparse.Namespace) -> int:
         version=version,
         sources=[rec.source for rec, _ in runs],
         health=HealthSettings(baseline_s=args.baseline_s),
+        conditions=[rec.condition for rec, _ in runs],
     )
     f0 = runs[0][1]
     return _write_checked(fitted, f0.model_inputs[:, 0], Path(args.out))
@@ -172,7 +175,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         )
     n, axes, d = feats.model_inputs.shape
     scores = scorer.score(feats.model_inputs.reshape(n * axes, d)).reshape(n, axes).max(axis=1)
-    tracker = prog.tracker()
+    tracker = prog.tracker(rec.condition)
     out = sys.stdout
     first: dict[str, float] = {}
     last: dict[str, object] = {}
@@ -266,7 +269,8 @@ def register(sub: argparse._SubParsersAction[Any], summary: str) -> None:
         "--run-to-failure",
         nargs="+",
         metavar="FILE",
-        help="whole run-to-failure recordings (.npz: acc_horiz, acc_vert, fs, t_rel_s)",
+        help="whole run-to-failure recordings (.npz: acc_horiz, acc_vert, fs, t_rel_s; "
+        'meta.operating_condition "1800 rpm, 4000 N" gives the RUL speed and load)',
     )
     p.add_argument(
         "--baseline-s",

@@ -7,7 +7,7 @@ machine's level for most of the life, then growing as a worn bearing's does, eac
 own life and its own onset. It fits on three with ``idmz model train --run-to-failure`` and
 replays the fourth, unseen, with ``idmz model score --json``; the step passes only if the
 printed band holds the true remaining life (known, because the demo made the run) and the
-estimate falls as the bearing wears (ADR 0069).
+estimate falls as the bearing wears (ADR 0069, 0138).
 """
 
 from __future__ import annotations

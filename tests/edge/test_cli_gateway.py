@@ -17,6 +17,7 @@ import pytest
 from edge.errors import ConfigError
 from edge.metrics import GatewayMetrics
 from edge.model_signing import sign_model
+from edge.rul import OperatingCondition
 from idmz.gateway_config import load_gateway_config, parse_gateway_config
 from tests.edge.harness import start_collector, train_simulator_model
 from tests.support.ca import GATEWAY_ID, ProductCA
@@ -67,6 +68,7 @@ def make_config(
         "telemetry_interval_s = 1.0": "telemetry_interval_s = 0.5",
         "status_interval_s = 10.0": "status_interval_s = 1.0",
         "realarm_interval_s = 60": "realarm_interval_s = 5",
+        "# load_n = 4000": "load_n = 4000",
     }.items():
         assert old in text, old
         text = text.replace(old, new)
@@ -96,6 +98,7 @@ def test_the_example_config_loads_into_the_gateway_it_describes(
     assert g.identity.path == GATEWAY_ID  # from the credential directory
     assert [t.name for t in g.tags][:2] == ["press_tonnage", "ram_velocity"]
     assert g.vibration[0].featurizer.bearing.n_elements == 9
+    assert g.vibration[0].condition == OperatingCondition(1797.0, 4000.0)  # load_n, uncommented
     assert g.outbox.overflow == "drop-oldest" and g.metrics_host == "127.0.0.1"
     assert loaded.model is not None and loaded.model.trust.allowed_signers == (
         "acme/signer/reliability",

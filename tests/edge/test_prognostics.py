@@ -21,7 +21,7 @@ from edge.errors import ConfigError, ModelVerificationError
 from edge.featurizer import Featurizer
 from edge.health import HealthIndicator, HealthSettings
 from edge.prognostics import Prognostics, assess_run
-from edge.rul import RunHistory, fit_rul, phm2012_score
+from edge.rul import OperatingCondition, RunHistory, fit_rul, phm2012_score
 from edge.run_recording import RunFeatures, RunRecording, read_run_recording, run_features
 from edge.training import fit_run_to_failure
 from tests.edge.harness import signed_scorer
@@ -252,6 +252,12 @@ def test_overriding_the_baseline_keeps_every_other_setting(
 def test_prognostics_metadata_round_trips(fitted: tuple[bytes, Prognostics]) -> None:
     _, prog = fitted
     assert Prognostics.from_json(prog.to_json()) == prog
+    v2 = json.loads(prog.to_json())  # a model signed before ADR 0138 still runs
+    v2["format"] = "idmz-prognostics/v2"
+    for key in ("point_quantile", "conditions"):
+        del v2["rul"][key]
+    old = Prognostics.from_json(json.dumps(v2))
+    assert old.rul.point_quantile is None and old.rul.conditions is None
     with pytest.raises(ConfigError):
         Prognostics.from_json('{"format": "something-else"}')
     with pytest.raises(ConfigError):
@@ -269,6 +275,17 @@ def test_training_files_written_by_the_tests_load(tmp_path: Path) -> None:
     path = TRAINING[0].write(tmp_path / "run.npz")
     rec = read_run_recording(path.open("rb"), source=str(path))
     assert rec.snapshots == TRAINING[0].times().size and rec.window_s == SNAPSHOT_S
+    assert rec.condition == OperatingCondition(1800.0, 4000.0)  # from the meta's condition
+
+
+@pytest.mark.parametrize(
+    "condition", ["1800 rpm", "4000 N", "1800 rpm, 0 N", "fast and heavy", "1800 rpm, 4000 Nm"]
+)
+def test_a_recording_that_does_not_name_speed_and_load_has_no_condition(condition: str) -> None:
+    a = Run(life_s=100.0).arrays()
+    meta = np.array(json.dumps({"operating_condition": condition}))
+    rec = read_run_recording(npz(**{**a, "meta": meta}), source="mem")
+    assert rec.condition is None
 
 
 @settings(max_examples=200, deadline=None)

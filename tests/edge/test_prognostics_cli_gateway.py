@@ -19,6 +19,7 @@ from edge.featurizer import Featurizer
 from edge.gateway import Gateway
 from edge.health import HealthSettings
 from edge.outbox import Outbox, OutboxLimits
+from edge.rul import OperatingCondition
 from edge.run_recording import RunRecording, run_features
 from edge.sources import OpcUaSource
 from edge.tagmap import Quality, Reading, TagSpec
@@ -49,6 +50,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["prognostics"]["summary"]["runs"] == 3
+    # each run's meta names its speed and load: the life prior can be rescaled (ADR 0138)
+    assert report["prognostics"]["rul"]["conditions"] == [[1800.0, 4000.0]] * 3
     return model, Run(life_s=3500.0, base_g=2.0, seed=9).write(d / "unseen.npz")
 
 
@@ -107,7 +110,7 @@ def gateway_model(test_ca: ProductCA) -> Any:
 
     model = fit_run_to_failure(
         [feats(r) for r in TRAINING], FZ, window_s=0.1, version="gw-rtf", sources=["a", "b", "c"],
-        health=HealthSettings(baseline_s=300.0),
+        health=HealthSettings(baseline_s=300.0), conditions=[TRAINED_AT] * len(TRAINING),
     )  # fmt: skip
     return signed_scorer(test_ca, model.to_onnx().SerializeToString())
 
@@ -117,15 +120,22 @@ def rtf_scorer(test_ca: ProductCA) -> Any:
     return gateway_model(test_ca)
 
 
+TRAINED_AT = OperatingCondition(1800.0, 4000.0)
+
+
 def gateway(
-    tmp: Path, scorer: Any, alarms: list[Mapping[str, Any]], state: Path | None = None
+    tmp: Path,
+    scorer: Any,
+    alarms: list[Mapping[str, Any]],
+    state: Path | None = None,
+    load_n: float | None = None,
 ) -> Gateway:
     config = GatewayConfig(
         identity=DeviceIdentity.parse(GATEWAY_ID),
         tags=(WAVE,),
         outbox_path=tmp / "o.db",
         opcua=(OpcUaSource("plc", "opc.tcp://127.0.0.1:1/x"),),
-        vibration=(VibrationChannel("vib", FZ, window_s=0.1, shaft_rpm=1800.0),),
+        vibration=(VibrationChannel("vib", FZ, window_s=0.1, shaft_rpm=1800.0, load_n=load_n),),
         alarm_log=tmp / "alarms.jsonl",
         state_dir=state,
     )
@@ -166,6 +176,25 @@ def test_the_gateway_publishes_health_alarm_level_and_rul_and_raises_each_rise(
     events = [json.loads(m.payload)["data"] for m in msgs if m.topic.endswith("/events/anomaly")]
     assert len(events) == len(alarms) and all("rul_s" in e and "score" in e for e in events)
     assert a["acc_horiz"].shape[1] == SNAPSHOT
+
+
+def test_a_channel_configured_with_a_heavier_load_than_the_training_runs_is_given_less_life(
+    rtf_scorer: Any, tmp_path: Path
+) -> None:
+    a = Run(life_s=3000.0, base_g=1.5, seed=47).arrays()
+    rows = slice(0, a["t_rel_s"].size // 2)  # healthy so far: the estimate rests on the prior
+    as_trained = feed(gateway(tmp_path / "1", rtf_scorer, [], load_n=4000.0), a, rows)
+    heavier = feed(gateway(tmp_path / "2", rtf_scorer, [], load_n=5000.0), a, rows)
+    unknown = feed(gateway(tmp_path / "3", rtf_scorer, []), a, rows)
+    assert heavier[-1]["rul_high_s"] < as_trained[-1]["rul_high_s"]
+    assert heavier[-1]["rul_s"] <= as_trained[-1]["rul_s"] == unknown[-1]["rul_s"]
+
+
+def test_a_load_without_a_nominal_speed_is_refused() -> None:
+    with pytest.raises(ConfigError, match="load_n"):
+        VibrationChannel("vib", FZ, shaft_speed_tag="speed", load_n=4000.0)
+    with pytest.raises(ConfigError, match="load_n"):
+        VibrationChannel("vib", FZ, shaft_rpm=1800.0, load_n=0.0)
 
 
 def test_a_restart_on_a_worn_machine_does_not_relearn_its_wear_as_healthy(

@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 
 from edge.errors import ConfigError
-from edge.rul import RulEstimate, RulHistory, RulModel, RunHistory, fit_rul
+from edge.rul import (
+    BANDS,
+    POINT_QUANTILES,
+    OperatingCondition,
+    RulEstimate,
+    RulHistory,
+    RulModel,
+    RunHistory,
+    fit_rul,
+)
 
 ONSET = 0.6  # every run's health starts to rise at 60 % of its life
 
@@ -100,6 +109,7 @@ def test_what_is_chosen_at_fit_time_comes_from_the_grid_and_survives_json(
     model: RulModel,
 ) -> None:
     assert model.sigma in (0.05, 0.1, 0.2, 0.4, 10.0) and model.prior_weight in (0.0, 0.5, 1.0)
+    assert model.point_quantile in POINT_QUANTILES and model.band in BANDS
     assert RulModel.from_json(model.to_json()) == model
     assert len(model.curves) == len(LIVES) and model.lives_s == LIVES
 
@@ -111,3 +121,54 @@ def test_an_estimate_needs_an_age_and_a_history(model: RulModel) -> None:
         model.estimate(0.0, machine(1000.0, 100.0))
     with pytest.raises(ConfigError):
         fit_rul([RunHistory((0.0,), (0.0,), 100.0)])
+
+
+def test_a_model_of_adr_0069_without_point_band_choice_or_conditions_still_loads(
+    model: RulModel,
+) -> None:
+    old = {k: v for k, v in model.to_json().items() if k not in ("point_quantile", "conditions")}
+    loaded = RulModel.from_json(old)
+    assert loaded.point_quantile is None and loaded.conditions is None
+    assert loaded.estimate(2000.0, machine(4500.0, 2000.0)).rul_s > 0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"point_quantile": 1.5}, {"point_quantile": 0.0}, {"conditions": [[1800.0, 4000.0]]}],
+)
+def test_a_model_with_an_impossible_point_or_conditions_is_refused(
+    model: RulModel, change: dict[str, object]
+) -> None:
+    with pytest.raises(ConfigError):
+        RulModel.from_json({**model.to_json(), **change})
+
+
+LIGHT, HEAVY = OperatingCondition(1800.0, 4000.0), OperatingCondition(1800.0, 5000.0)
+
+
+def test_iso_281_a_bearing_loaded_a_quarter_harder_lives_about_half_as_long() -> None:
+    assert HEAVY.life_factor(LIGHT) == pytest.approx(1.25**3)
+    assert LIGHT.life_factor(HEAVY) == pytest.approx(0.512)
+    assert OperatingCondition(1500.0, 4000.0).life_factor(LIGHT) == pytest.approx(1.0 / 1.2)
+    with pytest.raises(ConfigError):
+        OperatingCondition(0.0, 4000.0)
+
+
+def test_a_heavier_loaded_machine_is_given_less_life_than_its_lighter_loaded_twin() -> None:
+    """Training runs at a light load; the same healthy history at a heavier load means the
+    life prior (ISO 281) shrinks, and so does the estimate and its band."""
+    m = fit_rul([run(life) for life in LIVES], conditions=[LIGHT] * len(LIVES))
+    assert m.conditions == (LIGHT,) * len(LIVES)
+    history = machine(10_000.0, 1500.0)
+    same, heavy = (m.estimate(1500.0, history, c) for c in (LIGHT, HEAVY))
+    unknown = m.estimate(1500.0, history)
+    assert heavy.rul_s < same.rul_s and heavy.rul_high_s < same.rul_high_s
+    assert unknown == same  # the machine's condition unknown: the training lives as they are
+
+
+def test_conditions_are_used_only_when_every_training_run_has_one() -> None:
+    runs = [run(life) for life in LIVES]
+    partial = fit_rul(runs, conditions=[LIGHT, None, LIGHT, LIGHT])
+    assert partial.conditions is None
+    with pytest.raises(ConfigError):
+        fit_rul(runs, conditions=[LIGHT])
