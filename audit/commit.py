@@ -12,10 +12,13 @@ Batches are acknowledged in order, and none after a failed flush (ADR 0021, ADR 
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from audit.errors import AuditConfigError, AuditUnavailableError
 from audit.writer import LogWriter, PendingEntry
+
+_log = logging.getLogger("audit")
 
 
 class GroupCommit:
@@ -34,6 +37,7 @@ class GroupCommit:
         self._closed = False
         self.flushes = 0
         self.file_mutex = threading.Lock()  # the commit thread vs. on-demand checkpoints
+        self._in_flight: list[PendingEntry] = []  # the batch being written and flushed
         self._thread = threading.Thread(target=self._run, name="audit-commit", daemon=True)
         self._thread.start()
 
@@ -86,8 +90,33 @@ class GroupCommit:
 
     def _run(self) -> None:
         durable: list[PendingEntry] = []  # final outcomes whose callers are not woken yet
+        try:
+            self._commit_loop(durable)
+        except BaseException as exc:  # noqa: BLE001 - no caller may wait forever
+            _log.exception("audit log: the commit thread failed; the log refuses from now on")
+            self._fail_everything(durable, exc)
+
+    def _fail_everything(self, durable: list[PendingEntry], exc: BaseException) -> None:
+        """The commit thread is ending on an unexpected error: answer every caller (a durable
+        batch keeps its receipts; anything not flushed is refused) and refuse new entries."""
+        with self._mutex:
+            self._closed = True
+            pending, self._pending = self._pending, []
+        refusal = AuditUnavailableError(
+            f"audit entry not recorded: the commit thread failed: {exc}"
+        )
+        refusal.__cause__ = exc
+        for entry in self._in_flight + pending:
+            entry.receipt = None
+            entry.error = refusal
+        _wake(durable)
+        _wake(self._in_flight)
+        _wake(pending)
+
+    def _commit_loop(self, durable: list[PendingEntry]) -> None:
         batch = self._take(wait=True)
         while batch is not None:
+            self._in_flight = batch
             wrote = self._write(batch, durable)  # wakes ``durable`` and empties it
             if wrote and self._writer.broken is None:
                 try:
@@ -102,7 +131,8 @@ class GroupCommit:
                 if entry.error is None and (broken is not None or entry.receipt is None):
                     entry.receipt = None
                     entry.error = self._writer.refusal()
-            durable = batch
+            durable[:] = batch
+            self._in_flight = []
             batch = self._take(wait=False)
             if not batch:
                 _wake(durable)  # nothing to overlap with: answer before sleeping
@@ -142,9 +172,11 @@ class GroupCommit:
             if not isinstance(exc, AuditUnavailableError | AuditConfigError):
                 error = AuditUnavailableError(f"audit entry not recorded: {exc}")
                 error.__cause__ = exc
-            for entry in batch:
-                if entry.receipt is None and entry.error is None:
-                    entry.error = error
+            unanswered = [e for e in batch if e.receipt is None and e.error is None]
+            for entry in unanswered:
+                entry.error = error
+            if not unanswered:  # written, then the checkpoint failed: no caller hears of it
+                _log.error("audit log: checkpoint after a batch failed: %s", exc)
             return any(entry.receipt is not None for entry in batch)
         finally:
             _wake(durable)

@@ -203,3 +203,25 @@ def test_a_failed_flush_of_the_next_batch_refuses_it_and_keeps_the_durable_batch
     verified(fs)
     assert_acknowledged_present(fs, {**receipts, 3: receipt})
     assert_only_acknowledged_then_refused(fs, range(4), [4])
+
+
+def test_a_bug_in_the_commit_thread_answers_every_caller_and_refuses_after(
+    audit_log: AuditLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception nobody planned for (here a programming error raised by the flush) must not
+    leave a caller blocked in ``record`` forever: everything not flushed is refused, and the
+    log refuses from then on instead of accepting entries nobody will write."""
+    first = audit_log.record(refused(0))
+    writer = audit_log._writer
+
+    def broken_sync() -> None:
+        raise RuntimeError("a bug, not an I/O error")
+
+    monkeypatch.setattr(writer, "sync", broken_sync)
+    callers = [Caller(audit_log, n) for n in range(1, 9)]
+    outcomes = [caller.answered() for caller in callers]
+    assert all(isinstance(outcome, AuditUnavailableError) for outcome in outcomes)
+    assert "commit thread failed" in str(outcomes[0])
+    with pytest.raises(AuditUnavailableError):
+        audit_log.record(refused(99))
+    assert isinstance(first, AuditReceipt)  # flushed before the bug: it keeps its receipt
