@@ -51,6 +51,7 @@ from policies import (
 )
 from policies.envelope import claims
 from policies.sparkplug import SPARKPLUG_PREFIX, route_sparkplug
+from policies.topic import MAX_TOPIC_CHARS
 from relay.revocation import RevocationState
 from relay.sparkplug import SparkplugNote, SparkplugTracker
 
@@ -172,6 +173,8 @@ class Inspector:
             device = split[0]
             decision = evaluate(self.policy, device, Action.PUBLISH, topic)
             found = (device, decision, device.path, topic[len(device.topic_prefix) :])
+            if len(topic) > MAX_TOPIC_CHARS:
+                return found  # denied by `evaluate`; never cached, so the cache stays small
             if len(self._routes) >= ROUTE_CACHE_MAX:
                 self._routes.clear()
             self._routes[topic] = found

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from pki.identity import DeviceIdentity
 from policies import ReasonCode, check_payload_claims, load_policy
+from policies.topic import MAX_TOPIC_CHARS
 from relay.inspector import ROUTE_CACHE_MAX, Inspector, message_id
 from relay.revocation import RevocationState
 from tests.relay.conftest import POLICY_PATH, PRESS_1, PRESS_2, envelope
@@ -42,6 +43,16 @@ def test_a_refused_topic_stays_refused_and_the_memory_is_bounded() -> None:
     for i in range(ROUTE_CACHE_MAX + 10):
         inspector.inspect(f"{PRESS_1}/x{i}", b"{}", None, 5.0)
     assert len(inspector._routes) <= ROUTE_CACHE_MAX
+
+
+def test_overlong_topics_are_refused_and_never_remembered() -> None:
+    """A stolen key sending 64 KiB topics must not fill the route memory with them."""
+    inspector = _inspector()
+    for i in range(20):
+        topic = f"{PRESS_1}/telemetry/{i}/" + "x" * (MAX_TOPIC_CHARS + 1)
+        verdict = inspector.inspect(topic, envelope(PRESS_1, "a").encode(), None, float(i))
+        assert (verdict.accepted, verdict.reason_code) == (False, ReasonCode.TOPIC_TOO_LONG)
+    assert inspector._routes == {}
 
 
 _IDS = st.one_of(
