@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,8 +34,19 @@ class VibrationChannel:
     def __post_init__(self) -> None:
         if self.shaft_speed_tag is None and self.shaft_rpm is None:
             raise ConfigError(f"vibration channel {self.tag}: set shaft_speed_tag or shaft_rpm")
-        if self.load_n is not None and not (self.load_n > 0 and self.shaft_rpm):
-            raise ConfigError(f"vibration channel {self.tag}: load_n needs shaft_rpm, both > 0")
+        for key, value in (("shaft_rpm", self.shaft_rpm), ("load_n", self.load_n)):
+            if value is not None and not 0 < value < math.inf:
+                raise ConfigError(
+                    f"vibration channel {self.tag}: {key} must be a finite number > 0; "
+                    f"found {value!r}"
+                )
+        if self.load_n is not None:
+            if self.shaft_rpm is None:
+                raise ConfigError(f"vibration channel {self.tag}: load_n needs shaft_rpm")
+            try:
+                OperatingCondition(self.shaft_rpm, self.load_n)
+            except ConfigError as exc:  # within the ranges the RUL's rescaling accepts
+                raise ConfigError(f"vibration channel {self.tag}: {exc}") from exc
         if not 0.1 <= self.window_s <= 10.0:
             raise ConfigError(f"vibration channel {self.tag}: window_s must be in [0.1, 10]")
 

@@ -151,6 +151,8 @@ class Gateway:
         self.metrics.windows.labels(asset).inc()
         if report.score is not None:
             self.metrics.score.labels(asset).set(report.score)
+        if report.prognosis_failed:
+            self.metrics.prognosis_errors.labels(asset).inc()
         if report.anomaly is not None:
             self.anomalies += 1
             self.metrics.anomalies.labels(asset).inc()

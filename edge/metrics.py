@@ -40,6 +40,12 @@ class GatewayMetrics:
         self.tag_bad = Gauge(p + "tags_bad", "tags with bad quality now", registry=r)
         self.windows = Counter(p + "windows", "vibration windows scored", ["asset"], registry=r)
         self.anomalies = Counter(p + "anomalies", "anomaly events raised", ["asset"], registry=r)
+        self.prognosis_errors = Counter(
+            p + "prognosis_errors",
+            "windows scored whose health, alarm level or RUL could not be assessed",
+            ["asset"],
+            registry=r,
+        )
         self.score = Gauge(p + "anomaly_score", "last anomaly score", ["asset"], registry=r)
         self.model = Info(p + "model", "the anomaly model in use", registry=r)
         self._server: WSGIServer | None = None

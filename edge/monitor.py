@@ -15,6 +15,7 @@ the gateway decides where the bodies go (outbox, local alarm).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +26,11 @@ from edge.config import VibrationChannel
 from edge.errors import ConfigError
 from edge.featurizer import FEATURE_NAMES, Featurizer
 from edge.inference import Scorer
-from edge.prognostics import PrognosticsTracker
+from edge.prognostics import Assessment, PrognosticsTracker
 from edge.tagmap import TagSpec, iso_ts
 from edge.windowing import Window, Windower
+
+_log = logging.getLogger(__name__)
 
 # What a model may ask for: the featurizer's features and the raw ones it computes on the way.
 KNOWN_FEATURES = frozenset({*FEATURE_NAMES, "rms", "peak", "kurtosis", "velocity_rms_mm_s"})
@@ -41,6 +44,7 @@ class WindowReport:
     features: dict[str, object]
     score: float | None = None
     anomaly: dict[str, object] | None = None
+    prognosis_failed: bool = False  # its health, alarm level or RUL could not be assessed
 
 
 def check_model(scorer: Scorer, channels: Sequence[VibrationChannel]) -> None:
@@ -84,6 +88,7 @@ class ChannelMonitor:
         # and kept in the state directory across restarts.
         self.prognosis: PrognosticsTracker | None = None
         self.commissioning: CommissioningKeeper | None = None
+        self.prognosis_errors = 0  # windows scored without (all of) their prognosis
         if scorer is not None and scorer.prognostics is not None:
             self.prognosis = scorer.prognostics.tracker(spec.condition)
             if state_dir is not None:  # an unreadable record refuses the start
@@ -113,17 +118,17 @@ class ChannelMonitor:
         vec = self.featurizer.feature_vector(feats, scorer.feature_names)
         score = float(scorer.score(vec)[0])
         data.update(score=score, threshold=scorer.threshold, model_version=scorer.version)
+        failed, prognosis_fields = False, dict[str, object]()
         if self.prognosis is None:
             verdict = tracker.observe(score, now)
         else:
             before = self.prognosis.last.alarm
-            assessment = self.prognosis.update(window.start_ts, (feats["log_rms"],))
-            data.update(assessment.fields())
-            if self.commissioning is not None:
-                self.commissioning.keep(self.prognosis.indicator)
+            assessment, failed = self._prognosis(self.prognosis, window.start_ts, feats["log_rms"])
+            prognosis_fields = assessment.fields()
+            data.update(prognosis_fields)
             verdict = tracker.observe(score, now, before=before, after=assessment.alarm)
         if not verdict.found:
-            return WindowReport(data, score)
+            return WindowReport(data, score, prognosis_failed=failed)
         event: dict[str, object] = {
             "asset": self.tag.asset,
             "path": self.tag.asset_path,
@@ -136,5 +141,29 @@ class ChannelMonitor:
             "features": {n: round(feats[n], 6) for n in scorer.feature_names},
         }
         if self.prognosis is not None:
-            event.update(self.prognosis.last.fields(), reasons=list(verdict.reasons))
-        return WindowReport(data, score, event)
+            event.update(prognosis_fields, reasons=list(verdict.reasons))
+        return WindowReport(data, score, event, failed)
+
+    def _prognosis(
+        self, prognosis: PrognosticsTracker, start_ts: float, log_rms: float
+    ) -> tuple[Assessment, bool]:
+        """This window's assessment, and whether any of it failed. A failure never costs the
+        window its score or anomaly event: its prognosis is published as null (the alarm
+        level stays where it was) and counted."""
+        rul_errors = prognosis.rul_errors
+        try:
+            assessment = prognosis.update(start_ts, (log_rms,))
+        except Exception:  # noqa: BLE001 - the score and the anomaly alarm come first
+            self.prognosis_errors += 1
+            if self.prognosis_errors == 1 or self.prognosis_errors % 1000 == 0:
+                _log.exception(
+                    "prognosis of %s failed (%d windows); published as null",
+                    self.tag.name,
+                    self.prognosis_errors,
+                )
+            return Assessment(None, prognosis.last.alarm, None), True
+        if self.commissioning is not None:
+            self.commissioning.keep(prognosis.indicator)
+        failed = prognosis.rul_errors > rul_errors
+        self.prognosis_errors += failed
+        return assessment, failed

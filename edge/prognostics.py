@@ -16,6 +16,7 @@ RMS per axis with the window's time, get an `Assessment` for the features/anomal
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
@@ -26,6 +27,7 @@ from edge.alarm_levels import AlarmLevel, AlarmLevels, AlarmState
 from edge.errors import ConfigError
 from edge.health import HealthIndicator, HealthReading, HealthSettings
 from edge.rul import (
+    FACTOR_BOUNDS,
     OperatingCondition,
     RulEstimate,
     RulHistory,
@@ -34,6 +36,7 @@ from edge.rul import (
     fit_rul,
 )
 
+_log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
 META_KEY = "prognostics"
 FORMAT = "idmz-prognostics/v3"  # v3: ADR 0138's point, band and operating conditions
@@ -106,7 +109,8 @@ class PrognosticsTracker:
         self, prognostics: Prognostics, condition: OperatingCondition | None = None
     ) -> None:
         self.prognostics = prognostics
-        self.condition = condition
+        self.condition = _usable(prognostics.rul, condition)
+        self.rul_errors = 0  # windows whose RUL could not be estimated (published as null)
         self.indicator = HealthIndicator(
             prognostics.health, failure_level=prognostics.failure_level
         )
@@ -124,9 +128,33 @@ class PrognosticsTracker:
             return self.last
         level = self.alarm.update(reading.raw)
         self.history.add(reading.t_s, reading.health)
-        estimate = self.prognostics.rul.estimate(reading.t_s, self.history, self.condition)
+        try:
+            estimate = self.prognostics.rul.estimate(reading.t_s, self.history, self.condition)
+        except Exception:  # noqa: BLE001 - the health and alarm level of the window still count
+            self.rul_errors += 1
+            if self.rul_errors == 1 or self.rul_errors % 1000 == 0:
+                _log.exception("RUL estimate failed (%d times); published as null", self.rul_errors)
+            estimate = None
         self.last = Assessment(reading, level, estimate)
         return self.last
+
+
+def _usable(rul: RulModel, condition: OperatingCondition | None) -> OperatingCondition | None:
+    """``condition`` if the training lives may be rescaled to it; None (the lives as they are,
+    ADR 0069) with a warning when a factor falls outside `edge.rul.FACTOR_BOUNDS`."""
+    if condition is None or rul.conditions is None or rul.life_factors(condition) is not None:
+        return condition
+    factors = sorted({round(c.life_factor(condition), 3) for c in rul.conditions})
+    _log.warning(
+        "operating condition %g rpm, %g N is too far from the training runs' (%s): ISO 281 "
+        "would rescale their lives by %s, outside %s; using the lives unscaled",
+        condition.shaft_rpm,
+        condition.load_n,
+        ", ".join(sorted({f"{c.shaft_rpm:g} rpm {c.load_n:g} N" for c in rul.conditions})),
+        ", ".join(f"{f:g}" for f in factors),
+        list(FACTOR_BOUNDS),
+    )
+    return None
 
 
 def health_levels(

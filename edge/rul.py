@@ -75,6 +75,13 @@ BANDS: tuple[tuple[float, float], ...] = tuple(
 BAND_COVER = 0.9
 DEFAULT_BAND = BANDS[0]
 LIFE_EXPONENT = 3.0  # ISO 281: basic rating life of ball bearings ~ (C / P)^3 revolutions
+# What an operating condition may say: anything else is a typo or a unit mix-up (ADR 0138).
+RPM_RANGE = (1.0, 100_000.0)  # shaft speed, rpm
+LOAD_RANGE = (1.0, 1e7)  # radial load, N
+# How far the training lives may be rescaled: beyond a factor of 4 either way (a load 1.59
+# times the training runs' at their speed, or a speed 4 times theirs) the rescaling is an
+# extrapolation the training runs say nothing about, so the lives are used as they are.
+FACTOR_BOUNDS = (0.25, 4.0)
 _LN_HALF = math.log(0.5)
 
 
@@ -95,12 +102,25 @@ class OperatingCondition:
     load_n: float
 
     def __post_init__(self) -> None:
-        if not (self.shaft_rpm > 0 and self.load_n > 0):
-            raise ConfigError(f"an operating condition needs rpm and load > 0; found {self}")
+        for key, value, (low, high) in (
+            ("shaft_rpm", self.shaft_rpm, RPM_RANGE),
+            ("load_n", self.load_n, LOAD_RANGE),
+        ):
+            if not low <= value <= high:  # NaN and infinity fail too
+                raise ConfigError(
+                    f"operating condition: {key} must be in [{low:g}, {high:g}]; found {value!r}"
+                )
+
+    def log_life_factor(self, to: OperatingCondition) -> float:
+        """The natural log of how many times longer a bearing lives at ``to`` than here."""
+        return math.log(self.shaft_rpm / to.shaft_rpm) + LIFE_EXPONENT * math.log(
+            self.load_n / to.load_n
+        )
 
     def life_factor(self, to: OperatingCondition) -> float:
-        """How many times longer a bearing lives at ``to`` than here (ISO 281)."""
-        return float((self.shaft_rpm / to.shaft_rpm) * (self.load_n / to.load_n) ** LIFE_EXPONENT)
+        """How many times longer a bearing lives at ``to`` than here (ISO 281); at most
+        1e26 within the ranges, so it never overflows."""
+        return math.exp(self.log_life_factor(to))
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,12 +184,22 @@ class RulModel:
         frac = float(FRACTIONS[_quantile_index(w, 0.5)])
         return RulEstimate(point, min(lo, point), max(hi, point), frac)
 
+    def life_factors(self, condition: OperatingCondition | None) -> FloatArray | None:
+        """Each training life's ISO 281 factor to ``condition``, or None when the lives are
+        not rescaled: a condition unknown on either side, or any factor outside
+        ``FACTOR_BOUNDS`` (an extrapolation, or a typo: the lives then stay as they are)."""
+        if condition is None or self.conditions is None:
+            return None
+        logs = np.asarray([c.log_life_factor(condition) for c in self.conditions])
+        low, high = (math.log(b) for b in FACTOR_BOUNDS)
+        if not np.all((logs >= low - 1e-12) & (logs <= high + 1e-12)):
+            return None
+        return np.asarray(np.exp(logs), dtype=np.float64)
+
     def _lives(self, condition: OperatingCondition | None) -> FloatArray:
         lives = np.asarray(self.lives_s, dtype=np.float64)
-        if condition is None or self.conditions is None:
-            return lives
-        factors = np.asarray([c.life_factor(condition) for c in self.conditions])
-        return np.asarray(lives * factors, dtype=np.float64)
+        factors = self.life_factors(condition)
+        return lives if factors is None else np.asarray(lives * factors, dtype=np.float64)
 
     def _posterior(self, age: float, t: FloatArray, h: FloatArray, lives: FloatArray) -> FloatArray:
         """Weights over the candidate life fractions ``FRACTIONS`` (summing to 1)."""
@@ -222,8 +252,10 @@ class RulModel:
                 if conds is None
                 else tuple(OperatingCondition(float(r), float(n)) for r, n in conds)  # type: ignore[attr-defined]
             )
-        except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"malformed RUL model: {exc!r}") from exc
+        except ConfigError as exc:  # a training run's operating condition out of its range
+            raise ConfigError(f"RUL model: a training run's {exc}") from exc
         values = [v for c in curves for v in c] + [*lives, sigma, prior, lo, hi, point or 0.5]
         if not curves or len(curves) != len(lives) or len({len(c) for c in curves}) != 1:
             raise ConfigError("RUL model: one curve per training life, all the same length")

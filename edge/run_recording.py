@@ -21,6 +21,7 @@ Reading is bounded: no pickles, every array's uncompressed size is checked again
 from __future__ import annotations
 
 import json
+import math
 import re
 import zipfile
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from edge.rul import OperatingCondition
 
 FloatArray = npt.NDArray[np.float64]
 AXES = ("acc_horiz", "acc_vert")
+_NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?")  # 1800, 1,800.5
 MAX_ARRAY_BYTES = 1 << 30
 
 
@@ -111,7 +113,12 @@ def read_run_recording(
         raise ConfigError(f"{source}: t_rel_s must be finite, increasing, one per snapshot")
     if not fs > 0 or not all(np.all(np.isfinite(a)) for a in axes):
         raise ConfigError(f"{source}: fs must be > 0 and samples finite")
-    rpm, load = _from_meta(meta, "rpm"), _from_meta(meta, "N")
+    try:
+        rpm, load = _from_meta(meta, "rpm"), _from_meta(meta, "N")
+        if rpm and load:
+            OperatingCondition(rpm, load)  # out of its ranges: refused now, not at training
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
     return RunRecording(axes, t_s - t_s[0], fs, rpm, source, load)
 
 
@@ -122,13 +129,26 @@ def operating_condition(meta: str) -> OperatingCondition | None:
 
 
 def _from_meta(meta: str, unit: str) -> float | None:
-    """The number before ``unit`` in the meta's ``operating_condition`` ("1800 rpm, 4000 N")."""
+    """The number before ``unit`` in the meta's ``operating_condition`` ("1,800 rpm, 4000 N"):
+    None when it names none (or 0); `ConfigError` when it names several, or one that does not
+    read as a plain number with optional thousands separators, or one too large for a float."""
     try:
         condition = str(json.loads(meta).get("operating_condition", "")) if meta else ""
     except (ValueError, AttributeError):
         return None
-    m = re.search(rf"(\d+(?:\.\d+)?)\s*{unit}\b", condition)
-    return float(m.group(1)) if m and float(m.group(1)) > 0 else None
+    found = [m.rstrip(",.") for m in re.findall(rf"(?<![\d.])(\d[\d.,]*)\s*{unit}\b", condition)]
+    if not found:
+        return None
+    key = "shaft_rpm" if unit == "rpm" else "load_n"
+    if len(found) > 1 or not _NUMBER.fullmatch(found[0]):
+        raise ConfigError(
+            f"recording meta operating_condition {condition!r}: {key} is ambiguous; want one "
+            f"number before {unit!r} (like 1800 or 1,800)"
+        )
+    value = float(found[0].replace(",", ""))
+    if not math.isfinite(value):
+        raise ConfigError(f"recording meta operating_condition: {key} {found[0][:20]}... too large")
+    return value if value > 0 else None
 
 
 def run_features(rec: RunRecording, featurizer: Featurizer, *, shaft_rpm: float) -> RunFeatures:

@@ -113,6 +113,18 @@ def test_a_misspelt_key_is_refused_not_ignored(test_ca: ProductCA, tmp_path: Pat
         parse_gateway_config(doc, tmp_path, source=path)
 
 
+@pytest.mark.parametrize("line", ["load_n = inf", "load_n = 1e300", "shaft_rpm = inf"])
+def test_an_infinite_load_or_speed_in_the_toml_is_refused_naming_the_key(
+    test_ca: ProductCA, tmp_path: Path, line: str
+) -> None:
+    path = make_config(test_ca, tmp_path, broker_port=1, opcua=2, modbus=3, metrics=4)
+    key, value = line.split(" = ")
+    doc = tomllib.loads(path.read_text())
+    doc["vibration"][0][key] = tomllib.loads(f"v = {value}")["v"]
+    with pytest.raises(ConfigError, match=key):
+        parse_gateway_config(doc, tmp_path, source=path)
+
+
 def test_metrics_refuse_to_listen_beyond_loopback() -> None:
     with pytest.raises(ConfigError, match="loopback"):
         GatewayMetrics().serve(free_port(), "0.0.0.0")

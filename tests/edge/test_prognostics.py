@@ -7,6 +7,7 @@ import dataclasses
 import io
 import itertools
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from edge.alarm_levels import AlarmLevel, AlarmLevels, AlarmState
 from edge.errors import ConfigError, ModelVerificationError
 from edge.featurizer import Featurizer
 from edge.health import HealthIndicator, HealthSettings
-from edge.prognostics import Prognostics, assess_run
+from edge.prognostics import Prognostics, assess_run, fit_prognostics
 from edge.rul import OperatingCondition, RunHistory, fit_rul, phm2012_score
 from edge.run_recording import RunFeatures, RunRecording, read_run_recording, run_features
 from edge.training import fit_run_to_failure
@@ -286,6 +287,56 @@ def test_a_recording_that_does_not_name_speed_and_load_has_no_condition(conditio
     meta = np.array(json.dumps({"operating_condition": condition}))
     rec = read_run_recording(npz(**{**a, "meta": meta}), source="mem")
     assert rec.condition is None
+
+
+def recording_with(condition: str) -> RunRecording:
+    a = Run(life_s=100.0).arrays()
+    meta = np.array(json.dumps({"operating_condition": condition}))
+    return read_run_recording(npz(**{**a, "meta": meta}), source="mem")
+
+
+@pytest.mark.parametrize(
+    "condition", ["1,800 rpm, 4,200 N", "1800 rpm,4200 N", "1,800.0 rpm; 4,200.0 N"]
+)
+def test_a_condition_with_thousands_separators_reads_as_written(condition: str) -> None:
+    assert recording_with(condition).condition == OperatingCondition(1800.0, 4200.0)
+
+
+@pytest.mark.parametrize(
+    ("condition", "unit"),
+    [
+        ("1800 rpm or 1,500 rpm, 4000 N", "rpm"),
+        ("1800 rpm, 4000 N to 5000 N", "N"),
+        ("12,3456 rpm, 4000 N", "rpm"),
+    ],
+)
+def test_an_ambiguous_speed_or_load_in_the_meta_is_refused(condition: str, unit: str) -> None:
+    with pytest.raises(ConfigError, match=f"operating_condition.*{unit}"):
+        recording_with(condition)
+
+
+def test_a_400_digit_load_in_the_meta_is_refused_not_read_as_infinity() -> None:
+    with pytest.raises(ConfigError, match="load_n"):
+        recording_with("1800 rpm, " + "9" * 400 + " N")
+
+
+def test_a_load_typo_outside_the_factor_bound_is_warned_once_and_not_rescaled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runs = [run.times() for run in TRAINING[:3]]
+    prog = fit_prognostics(
+        [(t, np.r_[np.zeros(t.size - 20), np.linspace(0, 2, 20)]) for t in runs],
+        health=HealthSettings(baseline_s=100.0),
+        conditions=[OperatingCondition(1800.0, 4000.0)] * 3,
+    )
+    typo = OperatingCondition(1800.0, 400.0)
+    with caplog.at_level(logging.WARNING, logger="edge.prognostics"):
+        tracker = prog.tracker(typo)
+        for t in np.arange(0.0, 1000.0, 10.0):
+            tracker.update(float(t), (0.0,))
+    warned = [r.getMessage() for r in caplog.records if "400" in r.getMessage()]
+    assert len(warned) == 1 and "1000" in warned[0]  # the factor, with the values
+    assert tracker.condition is None  # the training lives as they are (ADR 0069)
 
 
 @settings(max_examples=200, deadline=None)

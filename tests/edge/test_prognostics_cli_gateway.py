@@ -19,7 +19,7 @@ from edge.featurizer import Featurizer
 from edge.gateway import Gateway
 from edge.health import HealthSettings
 from edge.outbox import Outbox, OutboxLimits
-from edge.rul import OperatingCondition
+from edge.rul import OperatingCondition, RulModel
 from edge.run_recording import RunRecording, run_features
 from edge.sources import OpcUaSource
 from edge.tagmap import Quality, Reading, TagSpec
@@ -238,3 +238,46 @@ def test_score_refuses_a_recording_cut_into_other_windows_than_the_model(
     np.savez(short, **cut)  # type: ignore[arg-type]
     out = idmz("model", "score", "--model", str(model), "--recording", str(short), "--json")
     assert out.returncode == 2 and "0.1 s windows" in out.stderr and not out.stdout
+
+
+def test_a_failing_rul_estimate_does_not_suppress_the_windows_score_or_alarm(
+    rtf_scorer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever goes wrong in the prognosis (here an OverflowError, as a life factor of 1e300
+    once raised), the window is still scored, published and alarmed; its RUL is null."""
+
+    def overflow(*_: object, **__: object) -> None:
+        raise OverflowError("(34, 'Numerical result out of range')")
+
+    monkeypatch.setattr(RulModel, "estimate", overflow)
+    alarms: list[Mapping[str, Any]] = []
+    gw = gateway(tmp_path, rtf_scorer, alarms)
+    a = Run(life_s=3000.0, base_g=1.5, seed=41).arrays()
+    feats = feed(gw, a)
+    assert len(feats) == a["t_rel_s"].size == gw.windows
+    assert all(f["score"] is not None and f["rul_s"] is None for f in feats)
+    assert alarms and all(e["rul_s"] is None for e in alarms)  # the anomaly still raised
+    assert gw.monitors["vib"].prognosis_errors > 0
+    errors = gw.metrics.registry.get_sample_value(
+        "idmz_edge_prognosis_errors_total", {"asset": "bearing1"}
+    )
+    assert errors == gw.monitors["vib"].prognosis_errors
+
+
+@pytest.mark.parametrize(
+    ("rpm", "load", "key"),
+    [
+        (float("inf"), None, "shaft_rpm"),
+        (0.0, None, "shaft_rpm"),
+        (-1800.0, None, "shaft_rpm"),
+        (1800.0, float("inf"), "load_n"),
+        (1800.0, float("nan"), "load_n"),
+        (1800.0, 1e300, "load_n"),
+        (0.0, 4000.0, "shaft_rpm"),
+    ],
+)
+def test_a_non_finite_or_non_positive_speed_or_load_is_refused_naming_the_key(
+    rpm: float, load: float | None, key: str
+) -> None:
+    with pytest.raises(ConfigError, match=key):
+        VibrationChannel("vib", FZ, shaft_rpm=rpm, load_n=load)

@@ -12,7 +12,10 @@ import pytest
 from edge.errors import ConfigError
 from edge.rul import (
     BANDS,
+    FACTOR_BOUNDS,
+    LOAD_RANGE,
     POINT_QUANTILES,
+    RPM_RANGE,
     OperatingCondition,
     RulEstimate,
     RulHistory,
@@ -172,3 +175,54 @@ def test_conditions_are_used_only_when_every_training_run_has_one() -> None:
     assert partial.conditions is None
     with pytest.raises(ConfigError):
         fit_rul(runs, conditions=[LIGHT])
+
+
+@pytest.mark.parametrize(
+    ("rpm", "load"),
+    [
+        (float("inf"), 4000.0),
+        (1800.0, float("inf")),
+        (float("nan"), 4000.0),
+        (1e300, 4000.0),
+        (1800.0, 1e300),
+        (1800.0, 1e-300),
+        (0.5, 4000.0),
+        (1800.0, 0.5),
+    ],
+)
+def test_an_infinite_or_implausible_speed_or_load_is_refused(rpm: float, load: float) -> None:
+    with pytest.raises(ConfigError, match=r"shaft_rpm|load_n"):
+        OperatingCondition(rpm, load)
+
+
+def test_the_life_factor_between_the_most_extreme_conditions_does_not_overflow() -> None:
+    slow_light = OperatingCondition(RPM_RANGE[0], LOAD_RANGE[0])
+    fast_heavy = OperatingCondition(RPM_RANGE[1], LOAD_RANGE[1])
+    assert 0.0 < slow_light.life_factor(fast_heavy) < 1e-20
+    assert 1e20 < fast_heavy.life_factor(slow_light) < float("inf")
+
+
+@pytest.mark.parametrize("conditions", [[["inf", 1.0]], [[1800.0, "1e400"]], [[1e300, 4000.0]]])
+def test_a_model_whose_training_conditions_are_not_finite_or_plausible_is_refused(
+    conditions: list[list[object]],
+) -> None:
+    m = fit_rul([run(life) for life in LIVES], conditions=[LIGHT] * len(LIVES))
+    data = m.to_json()
+    bad = conditions + data["conditions"][1:]  # type: ignore[index]
+    with pytest.raises(ConfigError, match="operating condition"):
+        RulModel.from_json({**data, "conditions": bad})
+
+
+def test_a_load_typo_ten_times_too_light_does_not_stretch_the_life_prior() -> None:
+    """4000 N trained, 400 N configured: ISO 281 would make every life 1000 times longer (a
+    dangerously late RUL); beyond the bound the lives are used as they are (ADR 0069)."""
+    m = fit_rul([run(life) for life in LIVES], conditions=[LIGHT] * len(LIVES))
+    history = machine(10_000.0, 1500.0)
+    typo = OperatingCondition(1800.0, 400.0)
+    assert m.life_factors(typo) is None and m.life_factors(HEAVY) is not None
+    assert m.estimate(1500.0, history, typo) == m.estimate(1500.0, history)
+    assert m.estimate(1500.0, history, HEAVY) != m.estimate(1500.0, history)
+    low, high = FACTOR_BOUNDS
+    assert m.life_factors(OperatingCondition(1800.0 / high, 4000.0)) is not None  # on the bound
+    assert m.life_factors(OperatingCondition(1800.0 / high / 1.01, 4000.0)) is None
+    assert m.life_factors(OperatingCondition(1800.0 / low * 1.01, 4000.0)) is None
