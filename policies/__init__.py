@@ -85,7 +85,7 @@ from policies.sparkplug import (
     state_payload,
     state_topic,
 )
-from policies.topic import split_device_topic
+from policies.topic import MAX_TOPIC_CHARS, split_device_topic
 
 # The Sparkplug B payload codec and checks pull in protobuf (40 ms): resolved on first use
 # (PEP 562), so `import policies` stays light for everyone who never sees a Sparkplug payload.
@@ -110,6 +110,7 @@ _lazy_names, __getattr__ = lazy_surface(__name__, _LAZY)
 __all__ = [
     "CERT_SHA256_PROPERTY",
     "DEVICE_PROPERTY",
+    "MAX_TOPIC_CHARS",
     "MIN_SHARE_SECRET_BYTES",
     "MSG_ID_PROPERTY",
     "PACKET_OVERHEAD_BYTES",

@@ -40,6 +40,7 @@ from typing import NoReturn
 
 from pki.identity import DeviceIdentity
 from policies import (
+    MAX_TOPIC_CHARS,
     Action,
     Decision,
     Policy,
@@ -51,7 +52,6 @@ from policies import (
 )
 from policies.envelope import claims
 from policies.sparkplug import SPARKPLUG_PREFIX, route_sparkplug
-from policies.topic import MAX_TOPIC_CHARS
 from relay.revocation import RevocationState
 from relay.sparkplug import SparkplugNote, SparkplugTracker
 
