@@ -162,6 +162,12 @@ class AuditLog:
         return self._writer.broken is not None
 
     @property
+    def waiting(self) -> int:
+        """Entries submitted and not yet taken by the commit thread as its next batch (how far
+        the callers are ahead of the disk)."""
+        return self._commit.queued
+
+    @property
     def stats(self) -> LogStats:
         return LogStats(*self._writer.written, self._commit.flushes)
 

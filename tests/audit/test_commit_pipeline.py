@@ -75,8 +75,8 @@ def wait_stalled(fs: FaultyFs, count: int, name: str = "entries.jsonl") -> None:
 
 def wait_queued(log: AuditLog, count: int) -> None:
     """Until ``count`` entries wait for the commit thread to take them as its next batch (the
-    test needs them there before the stalled flush ends; no public API tells)."""
-    wait_for(lambda: log._commit.queued >= count, timeout_s=ANSWER_S, what="a queued entry")
+    test needs them there before the stalled flush ends)."""
+    wait_for(lambda: log.waiting >= count, timeout_s=ANSWER_S, what="a queued entry")
 
 
 class FlockHolder:
