@@ -30,10 +30,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pki.ceremony import init_local_ca
 from pki.csr import verify_csr
 from pki.identity import DeviceIdentity
 from pki.keys import KeyPolicy, load_private_key
-from pki.local import LocalCA, init_local_ca
+from pki.local import LocalCA
 from pki.profiles import ProfileName
 
 PASSPHRASE = b"bench-only"

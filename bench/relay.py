@@ -83,10 +83,11 @@ from relay_cpu import Meter, Usage, exited, manycore_ratio, predicted_ratio  # n
 from relay_profiles import ENVELOPE, PROFILES, Profile  # noqa: E402
 
 from audit.log import AuditLog  # noqa: E402
+from pki.ceremony import init_local_ca  # noqa: E402
 from pki.csr import verify_csr  # noqa: E402
 from pki.identity import ConsumerIdentity, DeviceIdentity  # noqa: E402
 from pki.keys import KeyPolicy, generate_private_key, private_key_pem  # noqa: E402
-from pki.local import LocalCA, init_local_ca  # noqa: E402
+from pki.local import LocalCA  # noqa: E402
 from pki.profiles import ProfileName, ServerName  # noqa: E402
 from policies import load_policy  # noqa: E402
 from relay.appliance import run_worker_process  # noqa: E402

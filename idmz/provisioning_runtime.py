@@ -23,7 +23,8 @@ from idmz.audit_log import open_audit_log
 from idmz.events import ca_created_event, record
 from idmz.home import Home
 from idmz.secrets import ca_passphrase
-from pki.local import LocalCA, init_local_ca
+from pki.ceremony import init_local_ca
+from pki.local import LocalCA
 from pki.publication import CAPublication
 from policies.document import CertificatePolicy
 from provisioning.config import ServiceLimits

@@ -53,13 +53,13 @@ _SURFACE: dict[str, tuple[str, ...]] = {
         "write_private_key",
     ),
     "ledger": ("Ledger", "LedgerEntry"),
-    "local": (
-        "LocalCA",
+    "ceremony": (
         "create_intermediate_request",
         "init_local_ca",
         "install_intermediate",
         "sign_intermediate",
     ),
+    "local": ("LocalCA",),
     "profiles": ("ProfileName", "ServerName", "parse_subject"),
     "publication": ("CAPublication", "LedgerView", "read_ledger"),
     "vault": ("VaultCA", "VaultConfig"),

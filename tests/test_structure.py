@@ -25,7 +25,6 @@ ALLOWED_OVER = frozenset(
         "idmz.commands.ca",
         "idmz.commands.provisioning",
         "idmz.demo.plant",
-        "pki.local",
         "policies.broker_config",
         "relay.appliance",
     }

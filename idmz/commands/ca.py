@@ -47,7 +47,7 @@ REASONS = (
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    from pki.local import init_local_ca
+    from pki.ceremony import init_local_ca
 
     home = ctx.home_of(args).ensure()
     passphrase = ctx.passphrase(home, create=True)
@@ -84,7 +84,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_intermediate_request(args: argparse.Namespace) -> int:
-    from pki.local import create_intermediate_request
+    from pki.ceremony import create_intermediate_request
 
     home = ctx.home_of(args).ensure()
     data = create_intermediate_request(
@@ -101,7 +101,7 @@ def _cmd_intermediate_request(args: argparse.Namespace) -> int:
 
 
 def _cmd_sign_intermediate(args: argparse.Namespace) -> int:
-    from pki.local import sign_intermediate
+    from pki.ceremony import sign_intermediate
 
     home = ctx.home_of(args)
     cert = sign_intermediate(
@@ -130,7 +130,7 @@ def _cmd_sign_intermediate(args: argparse.Namespace) -> int:
 
 
 def _cmd_install_intermediate(args: argparse.Namespace) -> int:
-    from pki.local import install_intermediate
+    from pki.ceremony import install_intermediate
 
     home = ctx.home_of(args)
     install_intermediate(

@@ -24,11 +24,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from pki.authority import RevocationReason
+from pki.ceremony import init_local_ca
 from pki.credentials import CredentialDir
 from pki.csr import verify_csr
 from pki.identity import ConsumerIdentity, DeviceIdentity
 from pki.keys import KeyPolicy, PrivateKey, generate_private_key, private_key_pem
-from pki.local import LocalCA, init_local_ca
+from pki.local import LocalCA
 from pki.profiles import ProfileName, ServerName, SignerName, Subject
 from pki.vault import VaultCA
 
