@@ -15,7 +15,9 @@ username and the client id (``use_identity_as_username``, ``use_username_as_clie
 client can take another identity's session. With the idmz broker plugin (`BrokerPlugin`) the
 plugin decides the ACLs from `RenderedBroker.rules`, and an optional second, bound-id listener
 lets clients choose ``<identity>`` or ``<identity>:<suffix>`` as client id (the plugin checks
-it at CONNECT): several sessions of one identity, such as the relay's workers.
+it at CONNECT): several sessions of one identity, such as the relay's workers. The plugin's OT
+write rules of a device's topic classes carry the class's limits (``max_messages_per_s``,
+``burst``), which the plugin enforces per identity (ADR 0141); the acl_file has no such cap.
 
 Inputs are plain values (ports, file paths, the list of registered identities), so the relay,
 the demo and ``idmz policy render`` each render into their own directories. Paths are checked
@@ -29,9 +31,10 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from pki.identity import ConsumerIdentity, DeviceIdentity
-from policies.document import Policy, Zone
+from policies.document import Policy, TopicLimits, Zone
 from policies.errors import PolicyConfigError
 from policies.sparkplug_grants import sparkplug_grants
 
@@ -110,7 +113,9 @@ class RenderedBroker:
     zone: Zone
     config: str  # mosquitto.conf text
     acl: str  # acl_file text (what decides without the plugin)
-    rules: str  # the plugin's rules: "<read|write> <identity> <filter>" lines, the same grants
+    # The plugin's rules: "<read|write> <identity> <filter>" lines, the same grants; a device's
+    # OT write rule ends with its topic class's "<rate> <burst>" (the plugin's cap, ADR 0141).
+    rules: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +326,30 @@ def _device_topics(
     return out
 
 
+# The largest cap the plugin takes (relay/native/idmz_revoke.c IDMZ_MAX_RATE, IDMZ_MAX_BURST).
+# Limits past them render no cap: the broker could not reach them anyway, the relay still can.
+MAX_CAP_RATE = 1_000_000
+MAX_CAP_BURST = 1_000_000_000
+
+
+def rate_cap(limits: TopicLimits | None) -> str:
+    """The rule fields `` <rate> <burst>`` capping a device's publishes on a topic class at the
+    OT broker: exactly the numbers the relay's limiter applies (`policies.RateLimiter`), so the
+    broker never refuses what the relay would forward. ``""`` (no cap) when there are no limits
+    or they exceed what the plugin takes. The rate is written as a plain decimal (no exponent).
+
+    >>> rate_cap(TopicLimits("status", 4096, 0.5, 10, "envelope"))
+    ' 0.5 10'
+    """
+    if limits is None:
+        return ""
+    rate, burst = limits.max_messages_per_s, limits.burst
+    if not (0 < rate <= MAX_CAP_RATE and 1 <= burst <= MAX_CAP_BURST):
+        return ""
+    text = format(Decimal(repr(float(rate))), "f")
+    return f" {text.rstrip('0').rstrip('.') if '.' in text else text} {burst}"
+
+
 def _acl_header(policy: Policy, zone: Zone) -> list[str]:
     return [
         f"# idmz {zone.upper()}-facing broker ACL (Mosquitto acl_file format)",
@@ -332,7 +361,8 @@ def _acl_header(policy: Policy, zone: Zone) -> list[str]:
 
 def _rules_header(policy: Policy, zone: Zone) -> list[str]:
     return [
-        f"# idmz {zone.upper()}-facing broker: the idmz plugin's rules (<read|write> <identity> <filter>)",
+        f"# idmz {zone.upper()}-facing broker: the idmz plugin's rules (<read|write> <identity> <filter>",
+        "# [<max messages/s> <burst>]: a write rule's rate cap, per identity, ADR 0141)",
         f"# idmz-policy-sha256: {policy.content_hash}",
         "# Anything not granted here is refused and reported.",
     ]
@@ -363,7 +393,11 @@ def render_brokers(
             "",
         ]
         it_acl += [f"topic write {t}" for t in topics]
-        ot_rules += [f"write {device.path} {t}" for t in topics]
+        publish = policy.device_classes[cls].publish
+        ot_rules += [
+            f"write {device.path} {t}{rate_cap(policy.limits.get(sub))}"
+            for sub, t in zip(publish, topics, strict=True)
+        ]
         it_rules += [f"write {relay} {t}" for t in topics]
     ot_acl += [
         "# the relay reads device traffic (shared subscription $share/<group>/<enterprise>/#)",

@@ -31,7 +31,9 @@ from pki.identity import ConsumerIdentity, DeviceIdentity
 
 _log = logging.getLogger("relay.broker_refusals")
 
-EVENTS = frozenset({"acl_denied", "revoked", "client_id_refused", "identity_refused"})
+EVENTS = frozenset(
+    {"acl_denied", "revoked", "client_id_refused", "identity_refused", "rate_limited"}
+)
 ACCESSES = frozenset({"read", "write", "connect"})
 MAX_LINE_BYTES = 8192  # the plugin's longest line is under 6 KiB
 MAX_COUNT = 10**12
@@ -90,6 +92,8 @@ def parse_refusal(line: bytes) -> BrokerRefusal | None:
     checked = _identity(who) if who else ""
     if checked is None or (not checked and event != b"identity_refused"):
         return None  # the plugin only reports identities it validated: this line is not its
+    if event == b"rate_limited" and access != b"write":
+        return None  # the plugin caps publishes only
     return BrokerRefusal(
         event=event.decode(),
         access=access.decode(),
@@ -108,6 +112,11 @@ _REASONS = {
         "topic (MQTT 5 reason 0x87 for a publish; a delivery is not made)",
     ),
     "revoked": ("revoked", "the {zone}-facing broker refused a revoked identity ({access})"),
+    "rate_limited": (
+        "broker_rate_limited",
+        "the {zone}-facing broker refused publishes over the policy's max_messages_per_s and "
+        "burst for this identity and topic (the plugin's cap, ADR 0141; count says how many)",
+    ),
     "client_id_refused": (
         "client_id_not_bound",
         "the {zone}-facing broker refused a CONNECT whose client id is not the certificate's "

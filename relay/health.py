@@ -106,7 +106,9 @@ class _Collector:
             )
         yield lat
         broker = CounterMetricFamily(
-            p + "broker_refused", "publishes the brokers' ACLs refused", labels=["broker", "device"]
+            p + "broker_refused",
+            "publishes the brokers refused (ACL, revocation, rate cap)",
+            labels=["broker", "device"],
         )
         for (name, device), n in sorted(status.get("broker_refused", {}).items()):
             broker.add_metric([name, device], float(n))

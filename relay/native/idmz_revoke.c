@@ -15,7 +15,14 @@
  *    whatever the CONNECT carried. A refused CONNECT gets CONNACK 0x87 and a report.
  * 2. ACLs (MOSQ_EVT_ACL_CHECK). With `plugin_opt_rules_file` the plugin decides publish (write)
  *    and delivery (read) itself from rules `<read|write> <identity> <topic filter>`; anything
- *    not granted is denied and reported. In 2.0.11 plugins are asked before acl_file and their
+ *    not granted is denied and reported. A write rule may end with a rate cap,
+ *    `write <identity> <filter> <rate> <burst>` (docs/adr/0141-publish-rate-cap-at-the-broker.md):
+ *    the rule keeps a token bucket (burst tokens, refilled at rate a second by CLOCK_MONOTONIC)
+ *    shared by every session of the identity, a publish it grants takes a token, and one over
+ *    the cap is denied and reported as `rate_limited`. A write rule without the two fields has
+ *    no cap. rate is a decimal ([0-9]+ or [0-9]+.[0-9]+, > 0, at most IDMZ_MAX_RATE), burst an
+ *    integer (1 to IDMZ_MAX_BURST); a rule with anything else there is malformed, so skipped:
+ *    it grants nothing. A reload keeps the level of each bucket whose rule is still there. In 2.0.11 plugins are asked before acl_file and their
  *    answer is final, so the rendered acl_file only decides when this plugin is not loaded.
  *    SUBSCRIBE is allowed as acl_file allows it: read rights are checked on every delivery.
  * 3. Revocation. The revoked file (one identity per line) is read at start, on every reload
@@ -29,7 +36,7 @@
  *    is cut to 128 bytes and the topic to 1024 (then topic_truncated is 1). Repeats of one
  *    (event, access, identity) are aggregated: the first in an interval is written at once,
  *    the rest as one line with their count when the interval ends (IDMZ_REPORT_INTERVAL_NS),
- *    so a flooding client adds at most two lines a second.
+ *    so a flooding client adds at most two lines a second. Counts saturate at IDMZ_MAX_COUNT.
  *
  * Options (mosquitto.conf):
  *   plugin /path/to/idmz_revoke.so
@@ -71,6 +78,11 @@
 #define IDMZ_REPORT_TOPIC 1024
 #define IDMZ_REPORT_SLOTS 1024
 #define IDMZ_REPORT_INTERVAL_NS 1000000000L
+#define IDMZ_MAX_COUNT 999999999999ULL /* what relay/broker_refusals.py accepts */
+#define IDMZ_RULE_FIELDS 5
+#define IDMZ_MAX_NUMBER 32      /* characters of a rate or burst field */
+#define IDMZ_MAX_RATE 1000000.0 /* policies/broker_config.py: MAX_CAP_RATE */
+#define IDMZ_MAX_BURST 1000000000.0 /* policies/broker_config.py: MAX_CAP_BURST */
 #define IDMZ_REPORT_LINE (64 + 3 * (IDMZ_MAX_IDENTITY + IDMZ_REPORT_CLIENT_ID + IDMZ_REPORT_TOPIC))
 
 /* The refusals reported; the appliance maps each to an audit record. */
@@ -79,8 +91,10 @@ enum idmz_event {
 	EV_REVOKED,          /* a revoked identity connecting, publishing or receiving */
 	EV_CLIENT_ID,        /* a client id that does not belong to the certificate's identity */
 	EV_IDENTITY,         /* no certificate, or a CN that is not an identity path */
+	EV_RATE_LIMITED,     /* a publish a capped rule grants, over its rate */
 };
-static const char *const EVENT_NAMES[] = {"acl_denied", "revoked", "client_id_refused", "identity_refused"};
+static const char *const EVENT_NAMES[] = {"acl_denied", "revoked", "client_id_refused", "identity_refused",
+	"rate_limited"};
 
 struct name_set {
 	char **names;
@@ -91,6 +105,11 @@ struct rule {
 	char *identity;
 	int access; /* MOSQ_ACL_READ or MOSQ_ACL_WRITE */
 	char *filter;
+	bool capped;          /* a write rule with a rate cap: a token bucket */
+	double rate;          /* tokens a second */
+	double burst;         /* the bucket's size */
+	double tokens;
+	struct timespec last; /* CLOCK_MONOTONIC of the last refill */
 };
 
 struct rule_set {
@@ -114,7 +133,7 @@ struct report_slot {
 	int event;
 	int access;
 	char *identity;
-	unsigned long pending; /* refusals since the line written for the first one */
+	unsigned long long pending; /* refusals since the line written for the first one */
 	char *client_id;       /* the latest one's, escaped when written */
 	char *topic;
 	bool topic_truncated;
@@ -379,32 +398,87 @@ static int compare_rules(const void *a, const void *b)
 	return strcmp(((const struct rule *)a)->identity, ((const struct rule *)b)->identity);
 }
 
-/* "<read|write> <identity> <filter>", single spaces; anything else is skipped (and counted). */
+/* A rate or burst field as policies/broker_config.py renders it: [0-9]+, or [0-9]+.[0-9]+ when
+ * not integer; at most IDMZ_MAX_NUMBER characters; > 0 and <= max. Parsed by hand: no locale,
+ * sign, exponent, hexadecimal, "inf" or "nan" can get in. */
+static bool parse_number(const char *text, bool integer, double max, double *out)
+{
+	size_t i = 0, whole = 0, fraction = 0;
+	double value = 0.0, scale = 1.0;
+
+	if(strlen(text) > IDMZ_MAX_NUMBER){
+		return false;
+	}
+	for(; text[i] >= '0' && text[i] <= '9'; i++, whole++){
+		value = value * 10.0 + (text[i] - '0');
+	}
+	if(text[i] == '.' && !integer){
+		for(i++; text[i] >= '0' && text[i] <= '9'; i++, fraction++){
+			scale /= 10.0;
+			value += (text[i] - '0') * scale;
+		}
+		if(fraction == 0){
+			return false;
+		}
+	}
+	if(whole == 0 || text[i] != '\0' || !(value > 0.0) || value > max){
+		return false;
+	}
+	*out = value;
+	return true;
+}
+
+/* "<read|write> <identity> <filter>" or "write <identity> <filter> <rate> <burst>", single
+ * spaces; anything else is skipped (and counted): a malformed line grants nothing. */
 static int add_rule(void *ctx, char *line)
 {
 	struct rule_builder *b = ctx;
-	char *identity, *filter;
+	char *fields[IDMZ_RULE_FIELDS];
+	char *p = line, *space;
+	size_t n = 0, i;
+	double rate = 0.0, burst = 0.0;
 	int access;
 	struct rule *r;
 
-	identity = strchr(line, ' ');
-	filter = identity ? strchr(identity + 1, ' ') : NULL;
-	if(filter == NULL || strchr(filter + 1, ' ') != NULL){
+	for(;;){
+		if(n == IDMZ_RULE_FIELDS){
+			b->skipped++; /* too many fields */
+			return MOSQ_ERR_SUCCESS;
+		}
+		fields[n++] = p;
+		space = strchr(p, ' ');
+		if(space == NULL){
+			break;
+		}
+		*space = '\0';
+		p = space + 1;
+	}
+	for(i = 0; i < n; i++){
+		if(fields[i][0] == '\0'){
+			b->skipped++; /* two spaces in a row */
+			return MOSQ_ERR_SUCCESS;
+		}
+	}
+	if(n != 3 && n != IDMZ_RULE_FIELDS){
 		b->skipped++;
 		return MOSQ_ERR_SUCCESS;
 	}
-	*identity++ = '\0';
-	*filter++ = '\0';
-	if(strcmp(line, "read") == 0){
+	if(strcmp(fields[0], "read") == 0){
 		access = MOSQ_ACL_READ;
-	}else if(strcmp(line, "write") == 0){
+	}else if(strcmp(fields[0], "write") == 0){
 		access = MOSQ_ACL_WRITE;
 	}else{
 		b->skipped++;
 		return MOSQ_ERR_SUCCESS;
 	}
-	if(!valid_identity(identity, strlen(identity)) || mosquitto_sub_topic_check(filter) != MOSQ_ERR_SUCCESS){
+	if(!valid_identity(fields[1], strlen(fields[1])) || mosquitto_sub_topic_check(fields[2]) != MOSQ_ERR_SUCCESS){
 		b->skipped++;
+		return MOSQ_ERR_SUCCESS;
+	}
+	if(n == IDMZ_RULE_FIELDS && (access != MOSQ_ACL_WRITE
+				|| !parse_number(fields[3], false, IDMZ_MAX_RATE, &rate)
+				|| !parse_number(fields[4], true, IDMZ_MAX_BURST, &burst))){
+		b->skipped++; /* only a write is capped, and only by numbers in range */
 		return MOSQ_ERR_SUCCESS;
 	}
 	if(b->set.count == b->capacity){
@@ -417,9 +491,14 @@ static int add_rule(void *ctx, char *line)
 		b->capacity = grown;
 	}
 	r = &b->set.rules[b->set.count];
+	memset(r, 0, sizeof(*r));
 	r->access = access;
-	r->identity = mosquitto_strdup(identity);
-	r->filter = mosquitto_strdup(filter);
+	r->capped = n == IDMZ_RULE_FIELDS;
+	r->rate = rate;
+	r->burst = burst;
+	r->tokens = burst; /* full; load_rules carries over the level of a rule that was there */
+	r->identity = mosquitto_strdup(fields[1]);
+	r->filter = mosquitto_strdup(fields[2]);
 	if(r->identity == NULL || r->filter == NULL){
 		mosquitto_free(r->identity);
 		mosquitto_free(r->filter);
@@ -429,16 +508,12 @@ static int add_rule(void *ctx, char *line)
 	return MOSQ_ERR_SUCCESS;
 }
 
-/* Does a rule of username grant access to topic? */
-static bool rules_grant(const struct rule_set *set, const char *username, int access, const char *topic)
+/* The index of the first rule of username (set->count if none): a binary search. */
+static size_t rules_first(const struct rule_set *set, const char *username)
 {
-	size_t lo = 0, hi = set->count, i;
-	bool match;
+	size_t lo = 0, hi = set->count;
 
-	if(username == NULL || topic == NULL){
-		return false;
-	}
-	while(lo < hi){ /* the first rule of username */
+	while(lo < hi){
 		size_t mid = lo + (hi - lo) / 2;
 		if(strcmp(set->rules[mid].identity, username) < 0){
 			lo = mid + 1;
@@ -446,16 +521,95 @@ static bool rules_grant(const struct rule_set *set, const char *username, int ac
 			hi = mid;
 		}
 	}
-	for(i = lo; i < set->count && strcmp(set->rules[i].identity, username) == 0; i++){
-		if(set->rules[i].access != access){
+	return lo;
+}
+
+static double seconds_between(const struct timespec *from, const struct timespec *to)
+{
+	return (double)(to->tv_sec - from->tv_sec) + (double)(to->tv_nsec - from->tv_nsec) / 1e9;
+}
+
+/* Refill the rule's bucket up to now (a clock that did not advance adds nothing). */
+static void refill(struct rule *r, const struct timespec *now)
+{
+	double elapsed = seconds_between(&r->last, now);
+
+	if(elapsed > 0.0){
+		r->tokens += elapsed * r->rate;
+		if(!(r->tokens <= r->burst)){
+			r->tokens = r->burst;
+		}
+		r->last = *now;
+	}
+}
+
+enum decision { NOT_GRANTED, GRANTED, OVER_CAP };
+
+/* Does a rule of username grant access to topic, and if it is capped, is there a token? A topic
+ * an uncapped rule grants is not capped; a capped one takes a token from the first matching
+ * rule that has one. */
+static enum decision rules_decide(struct rule_set *set, const char *username, int access, const char *topic)
+{
+	struct timespec now;
+	bool over = false, have_now = false, match;
+	size_t i;
+
+	if(username == NULL || topic == NULL){
+		return NOT_GRANTED;
+	}
+	for(i = rules_first(set, username); i < set->count && strcmp(set->rules[i].identity, username) == 0; i++){
+		struct rule *r = &set->rules[i];
+		if(r->access != access){
 			continue;
 		}
 		match = false;
-		if(mosquitto_topic_matches_sub(set->rules[i].filter, topic, &match) == MOSQ_ERR_SUCCESS && match){
-			return true;
+		if(mosquitto_topic_matches_sub(r->filter, topic, &match) != MOSQ_ERR_SUCCESS || !match){
+			continue;
+		}
+		if(!r->capped){
+			return GRANTED;
+		}
+		if(!have_now){
+			/* CLOCK_MONOTONIC cannot fail here; if it did, nothing is refilled (fail closed). */
+			have_now = clock_gettime(CLOCK_MONOTONIC, &now) == 0;
+		}
+		if(have_now){
+			refill(r, &now);
+		}
+		if(r->tokens >= 1.0){
+			r->tokens -= 1.0;
+			return GRANTED;
+		}
+		over = true;
+	}
+	return over ? OVER_CAP : NOT_GRANTED;
+}
+
+/* Start each capped rule of the new set where the same rule (identity, access, filter) of the
+ * old set is: a reload does not refill the buckets. A new rule starts full. */
+static void carry_buckets(struct rule_set *fresh, const struct rule_set *old)
+{
+	struct timespec now;
+	size_t i, j;
+
+	if(clock_gettime(CLOCK_MONOTONIC, &now) != 0){
+		memset(&now, 0, sizeof(now));
+	}
+	for(i = 0; i < fresh->count; i++){
+		struct rule *r = &fresh->rules[i];
+		r->last = now;
+		if(!r->capped){
+			continue;
+		}
+		for(j = rules_first(old, r->identity); j < old->count && strcmp(old->rules[j].identity, r->identity) == 0; j++){
+			struct rule o = old->rules[j];
+			if(o.capped && o.access == r->access && strcmp(o.filter, r->filter) == 0){
+				refill(&o, &now);
+				r->tokens = o.tokens < r->burst ? o.tokens : r->burst;
+				break;
+			}
 		}
 	}
-	return false;
 }
 
 /* -- reports ------------------------------------------------------------------------------ */
@@ -492,7 +646,7 @@ static void escape_field(char *out, const char *in, size_t max, bool *truncated)
 	out[o] = '\0';
 }
 
-static void write_report(int event, int access, unsigned long count, const char *identity,
+static void write_report(int event, int access, unsigned long long count, const char *identity,
 		const char *client_id, const char *topic)
 {
 	static char line[IDMZ_REPORT_LINE];
@@ -510,7 +664,7 @@ static void write_report(int event, int access, unsigned long count, const char 
 	escape_field(e_identity, identity, IDMZ_MAX_IDENTITY, NULL);
 	escape_field(e_client, client_id, IDMZ_REPORT_CLIENT_ID, NULL);
 	escape_field(e_topic, topic, IDMZ_REPORT_TOPIC, &truncated);
-	n = snprintf(line, sizeof(line), "v1 %s %s %lu %d %s %s %s\n", EVENT_NAMES[event], access_name,
+	n = snprintf(line, sizeof(line), "v1 %s %s %llu %d %s %s %s\n", EVENT_NAMES[event], access_name,
 			count, truncated ? 1 : 0, e_identity, e_client, e_topic);
 	if(n <= 0 || (size_t)n >= sizeof(line)){
 		return; /* cannot happen: every field is bounded */
@@ -597,7 +751,9 @@ static void report(int event, int access, const char *identity, const char *clie
 			/* Seen in this interval: counted, written when it ends. */
 			char *cid = dup_bounded(client_id, IDMZ_REPORT_CLIENT_ID);
 			char *tp = dup_bounded(topic, IDMZ_REPORT_TOPIC);
-			slot->pending++;
+			if(slot->pending < IDMZ_MAX_COUNT){
+				slot->pending++; /* saturates: the line stays one the appliance parses */
+			}
 			if(cid != NULL || client_id == NULL){
 				mosquitto_free(slot->client_id);
 				slot->client_id = cid;
@@ -720,6 +876,7 @@ static int load_rules(void)
 	if(b.set.count > 1){
 		qsort(b.set.rules, b.set.count, sizeof(struct rule), compare_rules);
 	}
+	carry_buckets(&b.set, &state.rules);
 	b.set.loaded = true;
 	rules_free(&state.rules);
 	state.rules = b.set;
@@ -903,11 +1060,17 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 		 * that would override the acl_file's deny. */
 		return MOSQ_ERR_PLUGIN_DEFER;
 	}
-	if(rules_grant(&state.rules, username, ed->access, ed->topic)){
+	switch(rules_decide(&state.rules, username, ed->access, ed->topic)){
+	case GRANTED:
 		return MOSQ_ERR_SUCCESS;
+	case OVER_CAP:
+		report(EV_RATE_LIMITED, ed->access, username, mosquitto_client_id(ed->client), ed->topic);
+		return MOSQ_ERR_ACL_DENIED;
+	case NOT_GRANTED:
+	default:
+		report(EV_ACL_DENIED, ed->access, username, mosquitto_client_id(ed->client), ed->topic);
+		return MOSQ_ERR_ACL_DENIED;
 	}
-	report(EV_ACL_DENIED, ed->access, username, mosquitto_client_id(ed->client), ed->topic);
-	return MOSQ_ERR_ACL_DENIED;
 }
 
 int mosquitto_plugin_version(int supported_version_count, const int *supported_versions)

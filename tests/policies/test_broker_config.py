@@ -134,6 +134,56 @@ def test_the_plugin_gets_a_bound_id_listener_and_the_same_grants_as_the_acl(poli
     assert f"write acme/it/idmz-relay {PRESS.path}/telemetry" in it_rules
 
 
+def test_a_devices_ot_writes_carry_its_topic_classes_limits_as_the_plugins_cap(policy) -> None:
+    # ADR 0141: a flooding gateway is capped at the OT broker at exactly the numbers the relay's
+    # limiter applies; reads, the IT broker and the acl_file carry no cap.
+    out = _render(policy)
+    cls = policy.device_classes[policy.class_of(PRESS)]  # type: ignore[index]
+    capped = [ln for ln in out.ot.rules.splitlines() if ln.startswith(f"write {PRESS.path} ")]
+    expected = []
+    for sub in cls.publish:
+        lim = policy.limits[sub]
+        rate = f"{lim.max_messages_per_s:g}"
+        expected.append(f"write {PRESS.path} {PRESS.path}/{sub} {rate} {lim.burst}")
+    assert sorted(capped) == sorted(expected)
+    assert all(len(ln.split(" ")) == 3 for ln in out.ot.rules.splitlines() if ln.startswith("read"))
+    assert all(len(ln.split(" ")) == 3 for ln in out.it.rules.splitlines() if ln[:1] in "rw")
+    assert not [
+        ln for ln in out.ot.acl.splitlines() if ln.startswith("topic") and len(ln.split()) > 3
+    ]
+
+
+@pytest.mark.parametrize(
+    ("rate", "burst", "fields"),
+    [
+        (0.00001, 3, " 0.00001 3"),  # never an exponent, which the plugin would refuse
+        (2.5, 1, " 2.5 1"),
+        (1_000_000, 1_000_000_000, " 1000000 1000000000"),
+        (1_000_001, 10, ""),  # past what the plugin takes: no cap (the relay's limiter stays)
+        (5, 1_000_000_001, ""),
+        (float("inf"), 10, ""),
+    ],
+)
+def test_a_rate_cap_is_a_plain_decimal_in_the_plugins_range_or_absent(rate, burst, fields) -> None:
+    from policies.broker_config import rate_cap
+    from policies.document import TopicLimits
+
+    assert rate_cap(TopicLimits("telemetry", 1024, rate, burst, "envelope")) == fields
+    assert rate_cap(None) == ""
+
+
+def test_the_plugins_cap_bounds_match_the_renderers() -> None:
+    # The renderer renders no cap past what the plugin takes, so a limit the plugin refuses
+    # could never turn into a skipped rule, hence a device that may publish nothing.
+    from pathlib import Path
+
+    from policies.broker_config import MAX_CAP_BURST, MAX_CAP_RATE
+
+    source = (Path(__file__).parents[2] / "relay" / "native" / "idmz_revoke.c").read_text()
+    assert f"#define IDMZ_MAX_RATE {MAX_CAP_RATE}.0 " in source
+    assert f"#define IDMZ_MAX_BURST {MAX_CAP_BURST}.0 " in source
+
+
 def test_the_queue_for_each_client_is_bounded(policy) -> None:
     # Review H2: max_queued_messages 0 (unbounded) let one stuck session fill the memory.
     assert "max_queued_messages 100000" in _render(policy).ot.config.splitlines()

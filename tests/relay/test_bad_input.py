@@ -21,6 +21,7 @@ from cryptography import x509
 from pki.identity import DeviceIdentity
 from pki.profiles import ProfileName
 from tests.relay.conftest import HISTORIAN, PRESS_1, PRESS_2, Relay, envelope
+from tests.relay.test_broker_rate_cap import broker_caps_off
 from tests.relay.test_forwarding import ITConsumer, make_live
 from tests.support.ca import ClientCredentials, make_test_pki
 from tests.support.mqtt import publish, publish_lines
@@ -180,13 +181,16 @@ def test_bad_payload_is_refused_counted_audited_and_not_forwarded(
     assert not consumer.lines_with(marker)
 
 
-def test_flood_over_the_rate_limit_is_refused(
+def test_flood_over_the_rate_limit_is_refused_by_the_relay_where_the_broker_does_not_cap(
     relay: Relay, consumer: ITConsumer, tmp_path: Path
 ) -> None:
+    # The OT broker caps a flood first (ADR 0141, tests/relay/test_broker_rate_cap.py); without
+    # its cap (the acl_file mode) the relay's own limiter is the line that refuses.
     lines = "\n".join(envelope(PRESS_2, f"flood-{i}") for i in range(600)) + "\n"
-    sent = publish_lines(relay.ot, relay.plant.cred(PRESS_2), f"{PRESS_2}/telemetry", lines)
-    assert sent.returncode == 0, sent.stderr
-    sentinel(relay, consumer, PRESS_2, "flood")
+    with broker_caps_off(relay):
+        sent = publish_lines(relay.ot, relay.plant.cred(PRESS_2), f"{PRESS_2}/telemetry", lines)
+        assert sent.returncode == 0, sent.stderr  # the broker acknowledged every one
+        sentinel(relay, consumer, PRESS_2, "flood")
     limited = wait_refused(relay, "rate_limited")
     refused_ids = {e["details"]["msg_id"] for e in limited}  # type: ignore[index]
     forwarded = consumer.lines_with('"flood-')

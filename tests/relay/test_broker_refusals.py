@@ -40,10 +40,27 @@ def test_an_escaped_line_is_read_back_exactly() -> None:
         b"v1 acl_denied write 1 0 not%20an%20identity a b",
         b"v1 acl_denied write 1 0 ~ a b",  # no identity, yet not an identity refusal
         f"v1 acl_denied write 1 0 {P2} a {'x' * 9000}".encode(),
+        f"v1 rate_limited read 1 0 {P2} a b".encode(),  # the plugin caps publishes only
+        f"v1 rate_limited write 99999999999999 0 {P2} a b".encode(),  # past its saturation
     ],
 )
 def test_anything_but_an_exact_line_is_refused(line: bytes) -> None:
     assert parse_refusal(line) is None
+
+
+def test_a_capped_flood_is_one_record_with_its_count_and_a_reason_saying_so() -> None:
+    # ADR 0141: the plugin's rate cap reports its refusals aggregated, like ACL denials.
+    line = f"v1 rate_limited write 999999999999 0 {P2} {P2} {P2}/telemetry".encode()
+    refusal = parse_refusal(line)
+    assert refusal is not None and refusal.count == 999_999_999_999  # the plugin's saturation
+    event = broker_refusal_event("ot", refusal)
+    assert (event.actor, event.action, event.resource) == (
+        P2,
+        "relay.message.refused",
+        f"{P2}/telemetry",
+    )
+    assert event.details["code"] == "broker_rate_limited"
+    assert "max_messages_per_s" in event.reason
 
 
 def test_the_tail_reads_appended_lines_and_skips_overlong_ones(tmp_path: Path) -> None:

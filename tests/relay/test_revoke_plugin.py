@@ -239,3 +239,44 @@ def test_missing_mosquitto_headers_name_the_packages_to_install(tmp_path: Path) 
     with pytest.raises(RevokePluginUnavailableError, match="mosquitto-dev and libmosquitto-dev"):
         build_plugin(tmp_path / "build", source=source, compiler=str(blind))
     assert not list((tmp_path / "build").glob("*.so"))
+
+
+def _install_rules(broker: PluginBroker, text: str, marker: str) -> None:
+    """Replace the OT rules atomically and wait until the plugin has logged ``marker`` once
+    more (it notices the changed file on its next tick)."""
+    before = broker.log().count(marker)
+    replace_with(text.encode())(broker.directory / "ot.rules")
+    wait_for(lambda: broker.log().count(marker) > before, timeout_s=30, what=marker)
+
+
+def test_a_malformed_rate_cap_grants_nothing_and_a_capped_rule_refuses_past_its_burst(
+    broker: PluginBroker,
+) -> None:
+    # ADR 0141: "write <identity> <filter> <rate> <burst>". A cap the plugin cannot read
+    # exactly skips the whole rule (denied, never an open ACL); a capped rule grants its burst,
+    # then refuses and reports rate_limited; a reload does not refill the bucket.
+    malformed = {
+        "exp": "1e3 10", "neg": "-1 10", "zero": "0 10", "zerofrac": "0.000 10", "nan": "nan 10",
+        "hex": "0x10 10", "fracburst": "5 1.5", "zeroburst": "5 0", "four": "5",
+        "six": "5 10 x", "huge": "1000001 10", "hugeburst": "5 1000000001", "dot": "5. 10",
+        "long": "0" * 32 + "1 10", "double": "5  10", "tab": "5\t10",
+    }  # fmt: skip
+    rules = [f"write {KEPT} {KEPT}/{sub} {cap}" for sub, cap in malformed.items()]
+    rules += [f"read {KEPT} {KEPT}/read 5 10", f"write {KEPT} {KEPT}/capped 0.001 3",
+              f"write {KEPT} {KEPT}/open"]  # fmt: skip
+    _install_rules(broker, "\n".join(rules) + "\n",
+                   f"2 rules from {broker.directory / 'ot.rules'} ({len(malformed) + 1} malformed")  # fmt: skip
+    for sub in malformed:
+        assert "not authori" in broker.publish_own(KEPT, sub=sub).lower(), sub
+    assert [broker.publish_own(KEPT, sub="capped") for _ in range(3)] == ["ok"] * 3
+    assert "not authori" in broker.publish_own(KEPT, sub="capped").lower()
+    assert broker.publish_own(KEPT, sub="open") == "ok"  # no cap on a rule without one
+    report = (broker.directory / "ot-refusals.log").read_text()
+    assert f"v1 rate_limited write 1 0 {KEPT} {KEPT} {KEPT}/capped\n" in report
+    assert f"v1 acl_denied write 1 0 {KEPT} {KEPT} {KEPT}/exp\n" in report
+
+    # Reloaded with a larger burst: the empty bucket stays empty (a reload is no refill).
+    rules[-2] = f"write {KEPT} {KEPT}/capped 0.001 50"
+    _install_rules(broker, "\n".join(rules) + "\n", "2 rules from")
+    assert "not authori" in broker.publish_own(KEPT, sub="capped").lower()
+    assert broker.process.running()
