@@ -52,8 +52,13 @@ def _run_stream(
     consumer = PersistentConsumer(
         relay, tmp_path / "it.txt", f"fault-consumer-{time.monotonic_ns()}"
     )
-    gateways = [Gateway(relay, d) for d in DEVICES]
+    # The probes first: each is a mosquitto_pub with the device's identity as client id, which
+    # takes over a session of that id. A gateway kicked off while the stream starts resends its
+    # queued messages on reconnect concurrently with new ones, out of order (paho, not the relay).
     wait_consumer_live(relay, consumer, DEVICES[0])
+    gateways = [Gateway(relay, d) for d in DEVICES]
+    wait_for(lambda: all(gw.client.is_connected() for gw in gateways), timeout_s=30,
+             what="every gateway connected")  # fmt: skip
     stop = threading.Event()
     streamer = threading.Thread(target=stream, args=(gateways, count, RATE_PER_S, stop))
     streamer.start()
