@@ -33,14 +33,16 @@ from edge.rul import (
     RulHistory,
     RulModel,
     RunHistory,
-    fit_rul,
 )
+from edge.rul_fit import fit_rul
 
 _log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
 META_KEY = "prognostics"
-FORMAT = "idmz-prognostics/v3"  # v3: ADR 0138's point, band and operating conditions
-READABLE = (FORMAT, "idmz-prognostics/v2")  # v2 (ADR 0069) reads as v3 without them
+FORMAT = "idmz-prognostics/v4"  # v4: ADR 0139's life prior around each training life
+# v3 (ADR 0138's point, band and conditions) and v2 (ADR 0069) read as v4 with one log-normal
+# prior over the lives, and v2 without the point, band and conditions too.
+READABLE = (FORMAT, "idmz-prognostics/v3", "idmz-prognostics/v2")
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,9 +3,11 @@
 A Bayesian estimate of where in its life the machine is, from two things the training runs
 teach (ADR 0069):
 
-* **How long bearings live** (prior): a log-normal over the training runs' lives (the spread of
-  bearing lives is the reason ISO 281 speaks of an L10 life, not one life). A machine that is
-  ``age_s`` old has survived that long, so only lives longer than its age remain possible.
+* **How long bearings live** (prior): a log-normal around each training run's own life, its
+  width chosen at fit time (ADR 0139; models before it: one log-normal over all the lives).
+  The spread of bearing lives is the reason ISO 281 speaks of an L10 life, not one life. A
+  machine that is ``age_s`` old has survived that long, so only lives longer than its age
+  remain possible: once it has outlived the shorter training lives, the longer ones count.
 * **How health rises through a life** (likelihood): each training run's health as a function of
   its **life fraction** (time / its life), kept in the model on a grid of ``GRID`` points. For a
   candidate life fraction ``u`` now, the machine's own health history (time ``s`` since
@@ -22,26 +24,15 @@ The posterior over (training run, life fraction) gives a distribution of the rem
 * ``rul_low_s``, ``rul_high_s``: a pair of its quantiles (the band);
 * ``fraction``: the posterior median of the life fraction used so far.
 
-Chosen at fit time by leave-one-run-out **within the training runs** (never on a run being
-evaluated), at cut points every 5 % of 10-95 % of life: ``sigma`` (how closely a trajectory
-must follow a training run's), how much the life prior counts, which statistic is the point
-(ADR 0138), and the band: the posterior's 5-95 % quantiles, or the narrowest wider pair of a
-fixed ladder that held the truth at 90 % of those cuts when 5-95 % did not.
+``sigma`` (how closely a trajectory must follow a training run's), how much the life prior
+counts and how wide it is, the point and the band are chosen at fit time by leave-one-run-out
+within the training runs (`edge.rul_fit`).
 
 **Operating condition (ADR 0138).** When the training runs and the machine each say their shaft
 speed and radial load, the training lives are rescaled to the machine's condition before they
 make the prior, by the basic rating life of ISO 281 (life in hours ~ (C / P)^3 / n for ball
 bearings): a bearing loaded 25 % harder lives about half as long. The exponent is the
 standard's, not fitted.
-
->>> runs = [RunHistory(np.arange(0, 101.0), np.r_[np.zeros(80), np.linspace(0, 1, 21)], 100.0)]
->>> m = fit_rul(runs * 2)
->>> history = RulHistory()
->>> for t in range(0, 51):
-...     history.add(float(t), 0.0)
->>> e = m.estimate(50.0, history)
->>> e.rul_low_s <= e.rul_s <= e.rul_high_s and 0.2 < e.fraction < 0.8
-True
 """
 
 from __future__ import annotations
@@ -49,6 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import numpy.typing as npt
@@ -62,6 +54,8 @@ HISTORY_POINTS = 128  # a machine's health history is kept at most this long (de
 MATCH_POINTS = 60  # history points compared per estimate
 DEFAULT_SIGMAS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 10.0)  # 10: ignore the trajectory
 DEFAULT_PRIOR_WEIGHTS: tuple[float, ...] = (0.0, 0.5, 1.0)
+# Widths (in log life) of the life prior's kernel around each training life (ADR 0139).
+DEFAULT_LIFE_WIDTHS: tuple[float | None, ...] = (None, 0.1, 0.2, 0.3, 0.5)
 DEFAULT_SIGMA = 0.2  # with fewer than three training runs there is nothing to choose it on
 MIN_LOG_SPREAD = 0.3  # the life prior is never narrower than this (a few runs can agree)
 DEFAULT_CUTS: tuple[float, ...] = tuple(round(0.1 + 0.05 * i, 2) for i in range(18))  # .1-.95
@@ -168,6 +162,9 @@ class RulModel:
     band: tuple[float, float] = DEFAULT_BAND
     point_quantile: float | None = None  # None: the best expected score
     conditions: tuple[OperatingCondition, ...] | None = None  # of the training runs
+    # The life prior: None, one log-normal over all training lives (ADR 0069, models of format
+    # v2 and v3); a width, a log-normal of that width around each training run's own life.
+    life_width: float | None = None
 
     def estimate(
         self, age_s: float, history: RulHistory, condition: OperatingCondition | None = None
@@ -179,9 +176,9 @@ class RulModel:
             raise ConfigError("a RUL estimate needs an age > 0 and a health history")
         w = self._posterior(age_s, t, h, self._lives(condition))
         rul = age_s * (1.0 - FRACTIONS) / FRACTIONS  # decreasing in u
-        point = _point(rul, w, self.point_quantile)
-        lo, hi = (float(rul[_quantile_index(w, 1.0 - q)]) for q in self.band)
-        frac = float(FRACTIONS[_quantile_index(w, 0.5)])
+        point = point_estimate(rul, w, self.point_quantile)
+        lo, hi = (float(rul[quantile_index(w, 1.0 - q)]) for q in self.band)
+        frac = float(FRACTIONS[quantile_index(w, 0.5)])
         return RulEstimate(point, min(lo, point), max(hi, point), frac)
 
     def life_factors(self, condition: OperatingCondition | None) -> FloatArray | None:
@@ -203,24 +200,27 @@ class RulModel:
 
     def _posterior(self, age: float, t: FloatArray, h: FloatArray, lives: FloatArray) -> FloatArray:
         """Weights over the candidate life fractions ``FRACTIONS`` (summing to 1)."""
+        return posterior(
+            self._log_likelihood(age, t, h),
+            log_life_prior(age, lives, self.life_width),
+            self.prior_weight,
+        )
+
+    def _log_likelihood(self, age: float, t: FloatArray, h: FloatArray) -> FloatArray:
+        """Per training run and candidate life fraction: how well the history follows the run."""
+        return -self.mean_squared(age, t, h) / (2 * self.sigma**2)
+
+    def mean_squared(self, age: float, t: FloatArray, h: FloatArray) -> FloatArray:
+        """Per training run and candidate life fraction: the mean squared difference between
+        the history and the run's curve, were the machine at that fraction of its life now."""
         pick = np.unique(np.linspace(0, t.size - 1, min(MATCH_POINTS, t.size)).astype(int))
         s = np.clip(t[pick] / age, 0.0, 1.0)
         y = h[pick]
         grid = np.linspace(0.0, 1.0, len(self.curves[0]))
         u = FRACTIONS[:, None] * s[None, :]
-        log_w = np.vstack(
-            [
-                -((np.interp(u, grid, np.asarray(c)) - y) ** 2).mean(axis=1) / (2 * self.sigma**2)
-                for c in self.curves
-            ]
+        return np.vstack(
+            [((np.interp(u, grid, np.asarray(c)) - y) ** 2).mean(axis=1) for c in self.curves]
         )
-        # Life prior: log-normal density of L = age / u, times |dL/du|: exp(-z^2 / 2) / u.
-        logs = np.log(lives)
-        mu, spread = float(logs.mean()), max(float(logs.std()), MIN_LOG_SPREAD)
-        z = (np.log(age / FRACTIONS) - mu) / spread
-        log_w = log_w - self.prior_weight * (0.5 * z**2 + np.log(FRACTIONS))
-        w = np.exp(log_w - log_w.max()).sum(axis=0)
-        return np.asarray(w / w.sum(), dtype=np.float64)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -233,6 +233,7 @@ class RulModel:
             "conditions": (
                 [[c.shaft_rpm, c.load_n] for c in self.conditions] if self.conditions else None
             ),
+            "life_width": self.life_width,
         }
 
     @classmethod
@@ -246,6 +247,8 @@ class RulModel:
             # Absent in models of ADR 0069 (format v2): their expected-score point, no rescaling.
             q = data.get("point_quantile")
             point = None if q is None else float(q)  # type: ignore[arg-type]
+            width = data.get("life_width")  # absent before ADR 0139 (v2, v3): one log-normal
+            life_width = None if width is None else float(width)  # type: ignore[arg-type]
             conds = data.get("conditions")
             conditions = (
                 None
@@ -257,6 +260,7 @@ class RulModel:
         except ConfigError as exc:  # a training run's operating condition out of its range
             raise ConfigError(f"RUL model: a training run's {exc}") from exc
         values = [v for c in curves for v in c] + [*lives, sigma, prior, lo, hi, point or 0.5]
+        values.append(0.5 if life_width is None else life_width)
         if not curves or len(curves) != len(lives) or len({len(c) for c in curves}) != 1:
             raise ConfigError("RUL model: one curve per training life, all the same length")
         if len(curves[0]) < 2 or not all(math.isfinite(v) for v in values):
@@ -268,7 +272,36 @@ class RulModel:
             )
         if not (point is None or 0 < point < 1) or (conditions and len(conditions) != len(lives)):
             raise ConfigError("RUL model: point quantile in (0, 1); one condition per life")
-        return cls(curves, lives, sigma, prior, (lo, hi), point, conditions or None)
+        if life_width is not None and not 0.01 <= life_width <= 10:
+            raise ConfigError(f"RUL model: life width must be in [0.01, 10]; found {life_width}")
+        return cls(curves, lives, sigma, prior, (lo, hi), point, conditions or None, life_width)
+
+
+def log_life_prior(age: float, lives: FloatArray, width: float | None) -> FloatArray:
+    """The log life prior over the candidate fractions (a row, or one row per training run):
+    the density of the life ``L = age / u`` times ``|dL/du|``, up to a constant.
+
+    With ``width`` None, one log-normal fitted to all lives (spread at least
+    ``MIN_LOG_SPREAD``, ADR 0069); with a width, one log-normal of that width around each
+    run's own life (ADR 0139): the machine lives about as long as the run it resembles, so
+    lives that cluster (a short and a long group) stay clusters instead of one wide blur
+    centred between them, where no run lived."""
+    logs = np.log(lives)
+    log_l = np.log(age / FRACTIONS)
+    if width is None:
+        spread = max(float(logs.std()), MIN_LOG_SPREAD)
+        z = (log_l - float(logs.mean())) / spread
+        return np.asarray(-(0.5 * z**2) - np.log(FRACTIONS), dtype=np.float64)[None, :]
+    z = (log_l[None, :] - logs[:, None]) / width
+    return np.asarray(-(0.5 * z**2) - np.log(FRACTIONS)[None, :], dtype=np.float64)
+
+
+def posterior(log_like: FloatArray, log_prior: FloatArray, prior_weight: float) -> FloatArray:
+    """Weights over ``FRACTIONS`` (summing to 1) from per-run log likelihoods and the log
+    prior (one row for all runs, or one per run), the prior counted ``prior_weight`` times."""
+    log_w = log_like + prior_weight * log_prior
+    w = np.exp(log_w - log_w.max()).sum(axis=0)
+    return np.asarray(w / w.sum(), dtype=np.float64)
 
 
 def phm2012_score(actual: float, estimate: float) -> float:
@@ -277,106 +310,40 @@ def phm2012_score(actual: float, estimate: float) -> float:
     return math.exp(-_LN_HALF * er / 5) if er <= 0 else math.exp(_LN_HALF * er / 20)
 
 
-def _point(rul: FloatArray, weights: FloatArray, quantile: float | None) -> float:
+def point_estimate(rul: FloatArray, weights: FloatArray, quantile: float | None) -> float:
     """The point estimate: the remaining life's ``quantile`` (rul falls as the life fraction
     rises, so it is the fraction's quantile 1 - q), or with None the best expected score."""
     if quantile is None:
         return float(rul[int(np.argmax(_expected_scores(rul, weights)))])
-    return float(rul[_quantile_index(weights, 1.0 - quantile)])
+    return float(rul[quantile_index(weights, 1.0 - quantile)])
 
 
-def _quantile_index(weights: FloatArray, q: float) -> int:
+def quantile_index(weights: FloatArray, q: float) -> int:
     """The first grid index where the cumulative weight reaches ``q``."""
     return min(int(np.searchsorted(np.cumsum(weights), q)), weights.size - 1)
 
 
 def _expected_scores(actual: FloatArray, weights: FloatArray) -> FloatArray:
     """Expected PHM 2012 score of estimating each value of ``actual`` when the true remaining
-    life is ``actual`` with probability ``weights``."""
+    life is ``actual`` with probability ``weights``. The score depends on the ratio of
+    estimate to truth only, so the remaining lives of one age (``age (1 - u) / u`` over
+    ``FRACTIONS``) share one matrix, made once."""
+    if actual.size == FRACTIONS.size and np.allclose(actual / actual[0], _RATIOS, rtol=1e-9):
+        return np.asarray(_score_matrix() @ weights, dtype=np.float64)
+    return np.asarray(_scores(actual) @ weights, dtype=np.float64)
+
+
+_RATIOS: FloatArray = ((1.0 - FRACTIONS) / FRACTIONS) / ((1.0 - FRACTIONS[0]) / FRACTIONS[0])
+
+
+@cache
+def _score_matrix() -> FloatArray:
+    return _scores(_RATIOS)
+
+
+def _scores(actual: FloatArray) -> FloatArray:
+    """The PHM 2012 score of each estimate (row) against each truth (column)."""
     er = 100.0 * (actual[None, :] - actual[:, None]) / actual[None, :]  # [estimate, truth]
     late, early = np.minimum(er, 0.0), np.maximum(er, 0.0)  # each branch stays finite
     a = np.where(er <= 0, np.exp(-_LN_HALF * late / 5), np.exp(_LN_HALF * early / 20))
-    return np.asarray(a @ weights, dtype=np.float64)
-
-
-def _curve(run: RunHistory) -> tuple[float, ...]:
-    t = np.asarray(run.t_s, dtype=np.float64)
-    h = np.asarray(run.health, dtype=np.float64)
-    return tuple(round(float(v), 5) for v in np.interp(np.linspace(0, 1, GRID), t / run.end_s, h))
-
-
-def fit_rul(
-    runs: Sequence[RunHistory],
-    *,
-    conditions: Sequence[OperatingCondition | None] | None = None,
-    sigmas: Sequence[float] = DEFAULT_SIGMAS,
-    prior_weights: Sequence[float] = DEFAULT_PRIOR_WEIGHTS,
-    cut_fractions: Sequence[float] = DEFAULT_CUTS,
-) -> RulModel:
-    """Fit on whole run-to-failure histories (each ends at its failure), with each run's
-    operating condition when every run has one (else the lives are not rescaled)."""
-    if not runs:
-        raise ConfigError("fitting remaining useful life needs at least one run-to-failure run")
-    for r in runs:
-        if not r.end_s > 0 or len(r.t_s) != len(r.health) or len(r.t_s) < 2:
-            raise ConfigError("a run-to-failure history needs >= 2 points and a life > 0")
-    if conditions is not None and len(conditions) != len(runs):
-        raise ConfigError(f"{len(conditions)} operating conditions for {len(runs)} runs")
-    known = tuple(c for c in conditions or () if c is not None)
-    conds = known if len(known) == len(runs) else None
-    curves = tuple(_curve(r) for r in runs)
-    lives = tuple(float(r.end_s) for r in runs)
-    if len(runs) < 3:
-        return RulModel(curves, lives, DEFAULT_SIGMA, conditions=conds)
-
-    def inner(sigma: float, prior: float) -> list[tuple[float, FloatArray, float]]:
-        """(true remaining life, posterior, age) at each cut of each training run, estimated
-        by a model of the other runs (inner leave-one-out)."""
-        out = []
-        for k, held in enumerate(runs):
-            rest = [j for j in range(len(runs)) if j != k]
-            model = RulModel(
-                tuple(curves[j] for j in rest),
-                tuple(lives[j] for j in rest),
-                sigma,
-                prior,
-                conditions=tuple(conds[j] for j in rest) if conds else None,
-            )
-            held_lives = model._lives(conds[k] if conds else None)
-            t = np.asarray(held.t_s, dtype=np.float64)
-            h = np.asarray(held.health, dtype=np.float64)
-            for p in cut_fractions:
-                age = p * held.end_s
-                n = int(np.searchsorted(t, age, side="right"))
-                if n and age > 0:
-                    w = model._posterior(age, t[:n], h[:n], held_lives)
-                    out.append((held.end_s - age, w, age))
-        return out
-
-    candidates = [(s, w, inner(s, w)) for s in sigmas for w in prior_weights]
-    sigma, prior, q, samples = max(
-        ((s, w, q, smp) for s, w, smp in candidates for q in POINT_QUANTILES),
-        key=lambda c: _mean_score(c[3], c[2]),
-    )
-    return RulModel(curves, lives, float(sigma), float(prior), _band(samples), q, conditions=conds)
-
-
-def _mean_score(samples: Sequence[tuple[float, FloatArray, float]], q: float | None) -> float:
-    scores = [
-        phm2012_score(actual, _point(age * (1.0 - FRACTIONS) / FRACTIONS, w, q))
-        for actual, w, age in samples
-    ]
-    return float(np.mean(scores)) if scores else 0.0
-
-
-def _band(samples: Sequence[tuple[float, FloatArray, float]]) -> tuple[float, float]:
-    """The narrowest band of the ladder that held the truth at ``BAND_COVER`` of the samples."""
-    for band in BANDS:
-        held = []
-        for actual, w, age in samples:
-            rul = age * (1.0 - FRACTIONS) / FRACTIONS
-            lo, hi = (float(rul[_quantile_index(w, 1.0 - q)]) for q in band)
-            held.append(lo <= actual <= hi)
-        if held and float(np.mean(held)) >= BAND_COVER:
-            return band
-    return BANDS[-1]
+    return np.asarray(a, dtype=np.float64)

@@ -22,7 +22,8 @@ from edge.errors import ConfigError, ModelVerificationError
 from edge.featurizer import Featurizer
 from edge.health import HealthIndicator, HealthSettings
 from edge.prognostics import Prognostics, assess_run, fit_prognostics
-from edge.rul import OperatingCondition, RunHistory, fit_rul, phm2012_score
+from edge.rul import OperatingCondition, RunHistory, phm2012_score
+from edge.rul_fit import fit_rul
 from edge.run_recording import RunFeatures, RunRecording, read_run_recording, run_features
 from edge.training import fit_run_to_failure
 from tests.edge.harness import signed_scorer
@@ -253,9 +254,14 @@ def test_overriding_the_baseline_keeps_every_other_setting(
 def test_prognostics_metadata_round_trips(fitted: tuple[bytes, Prognostics]) -> None:
     _, prog = fitted
     assert Prognostics.from_json(prog.to_json()) == prog
+    assert json.loads(prog.to_json())["format"] == "idmz-prognostics/v4"
+    v3 = json.loads(prog.to_json())  # a model signed before ADR 0139 still runs
+    v3["format"] = "idmz-prognostics/v3"
+    del v3["rul"]["life_width"]
+    assert Prognostics.from_json(json.dumps(v3)).rul.life_width is None
     v2 = json.loads(prog.to_json())  # a model signed before ADR 0138 still runs
     v2["format"] = "idmz-prognostics/v2"
-    for key in ("point_quantile", "conditions"):
+    for key in ("point_quantile", "conditions", "life_width"):
         del v2["rul"][key]
     old = Prognostics.from_json(json.dumps(v2))
     assert old.rul.point_quantile is None and old.rul.conditions is None

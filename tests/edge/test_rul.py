@@ -4,6 +4,7 @@ machine that follows them."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from edge.errors import ConfigError
 from edge.rul import (
     BANDS,
+    DEFAULT_LIFE_WIDTHS,
     FACTOR_BOUNDS,
     LOAD_RANGE,
     POINT_QUANTILES,
@@ -21,8 +23,8 @@ from edge.rul import (
     RulHistory,
     RulModel,
     RunHistory,
-    fit_rul,
 )
+from edge.rul_fit import fit_rul
 
 ONSET = 0.6  # every run's health starts to rise at 60 % of its life
 
@@ -113,6 +115,7 @@ def test_what_is_chosen_at_fit_time_comes_from_the_grid_and_survives_json(
 ) -> None:
     assert model.sigma in (0.05, 0.1, 0.2, 0.4, 10.0) and model.prior_weight in (0.0, 0.5, 1.0)
     assert model.point_quantile in POINT_QUANTILES and model.band in BANDS
+    assert model.life_width in DEFAULT_LIFE_WIDTHS
     assert RulModel.from_json(model.to_json()) == model
     assert len(model.curves) == len(LIVES) and model.lives_s == LIVES
 
@@ -135,9 +138,48 @@ def test_a_model_of_adr_0069_without_point_band_choice_or_conditions_still_loads
     assert loaded.estimate(2000.0, machine(4500.0, 2000.0)).rul_s > 0
 
 
+def test_a_model_of_adr_0138_keeps_its_one_log_normal_life_prior(model: RulModel) -> None:
+    old = {k: v for k, v in model.to_json().items() if k != "life_width"}
+    loaded = RulModel.from_json(old)
+    assert loaded.life_width is None
+    pooled = dataclasses.replace(model, life_width=None)
+    history = machine(4500.0, 2000.0)
+    assert loaded.estimate(2000.0, history) == pooled.estimate(2000.0, history)
+
+
+def flat_run(life_s: float) -> RunHistory:
+    """A run whose health gives nothing away until its end (most PRONOSTIA runs)."""
+    t = np.arange(0.0, life_s + 1e-9, 10.0)
+    return RunHistory(tuple(t), tuple(np.where(t > 0.98 * life_s, 1.0, 0.0)), life_s)
+
+
+def test_a_machine_that_outlived_the_short_lives_is_given_the_long_lived_runs_life() -> None:
+    """Two groups of lives, 1000 s and 4000 s: a machine still healthy at 2000 s lives like
+    the long group. One log-normal over all four lives (ADR 0069) puts most of its weight
+    between the groups, where no run lived, and tells it that it has little left."""
+    runs = [flat_run(life) for life in (950.0, 1050.0, 3800.0, 4200.0)]
+    m = fit_rul(runs)
+    history = RulHistory()
+    for t in np.arange(0.0, 2000.0 + 1e-9, 10.0):
+        history.add(float(t), 0.0)
+    est = m.estimate(2000.0, history)
+    pooled = dataclasses.replace(m, life_width=None).estimate(2000.0, history)
+    assert est.rul_low_s <= 2000.0 <= est.rul_high_s  # the long group's remaining life
+    assert est.fraction == pytest.approx(2000.0 / 4000.0, abs=0.1)
+    assert pooled.rul_s < est.rul_s
+
+
 @pytest.mark.parametrize(
     "change",
-    [{"point_quantile": 1.5}, {"point_quantile": 0.0}, {"conditions": [[1800.0, 4000.0]]}],
+    [
+        {"point_quantile": 1.5},
+        {"point_quantile": 0.0},
+        {"conditions": [[1800.0, 4000.0]]},
+        {"life_width": 0.0},
+        {"life_width": -0.2},
+        {"life_width": float("nan")},
+        {"life_width": 1e9},
+    ],
 )
 def test_a_model_with_an_impossible_point_or_conditions_is_refused(
     model: RulModel, change: dict[str, object]
