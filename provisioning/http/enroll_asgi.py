@@ -82,21 +82,24 @@ class EnrollRoute:
 
     async def _translated(self, request: Request, exc: Exception, send: Send) -> Response:
         """The answer of the handler Starlette would pick (the first class of the exception's
-        MRO registered on the app). Without one, or when the handler fails, a plain 500 is sent
-        and the error re-raised for the server to log, as Starlette's outermost middleware does."""
+        MRO registered on the app). Starlette handles errors at two levels, the route's and the
+        application's, with the same handlers: an error raised by a handler gets one more
+        translation. Past that, or without a handler, a plain 500 is sent and the error
+        re-raised for the server to log, as Starlette's outermost middleware does."""
         handlers = self.app.exception_handlers
-        handler = next((handlers[c] for c in type(exc).__mro__ if c in handlers), None)
-        try:
+        for _level in ("route", "application"):
+            handler = next((handlers[c] for c in type(exc).__mro__ if c in handlers), None)
             if handler is None:
-                raise exc
-            answer = handler(request, exc)  # provisioning.http.errors: all async
-            response: Response = await answer if inspect.isawaitable(answer) else answer
-        except Exception:
-            await PlainTextResponse("Internal Server Error", 500)(
-                request.scope, request.receive, send
-            )
-            raise
-        return response
+                break
+            try:
+                answer = handler(request, exc)  # provisioning.http.errors: all async
+                response: Response = await answer if inspect.isawaitable(answer) else answer
+            except Exception as again:  # noqa: BLE001 - translated once more, as Starlette does
+                exc = again
+            else:
+                return response
+        await PlainTextResponse("Internal Server Error", 500)(request.scope, request.receive, send)
+        raise exc
 
     async def _body(self, receive: Receive) -> bytes:
         """The whole body; `_OverLimitError` as soon as it is over the limit (unread rest)."""

@@ -436,3 +436,24 @@ def test_issuance_gate_full_is_429_with_an_appointment(env: Env) -> None:
         answers.append(call(build(app), Raw(headers=bearer(env.token()), chunks=(valid_body(),))))
     assert answers[0] == answers[1]
     assert answers[0].status == 429 and b"retry-after" in dict(answers[0].headers)
+
+
+# -- the audit log unavailable ------------------------------------------------------------------
+
+
+def test_refusal_that_cannot_be_audited_fails_alike(both: Both) -> None:
+    """No refusal may be answered as if it had been recorded: a missing token whose refusal
+    cannot be appended is a 503; so is a schema mismatch, whose error handler fails while
+    auditing and whose failure Starlette translates once more (the fast route must too)."""
+    token = both.env.token()
+    both.env.audit.close()
+    answers = []
+    for app in (both.framework, both.served):
+        missing = call(app, Raw(chunks=(valid_body(),)))
+        malformed = call(app, Raw(headers=bearer(token), chunks=(b"{}",)))
+        answers.append((missing, malformed))
+    assert answers[1] == answers[0]
+    missing, malformed = answers[1]
+    assert missing.status == 503 and error_of(missing) == "unavailable"
+    assert malformed.status == 503 and error_of(malformed) == "unavailable"
+    assert (missing.raised, malformed.raised) == (None, None)
