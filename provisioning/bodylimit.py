@@ -1,6 +1,7 @@
 """The request body limit, as ASGI middleware outside FastAPI: a body over ``max_body_bytes``
 is answered with 413 whether its length is declared (``Content-Length``) or streamed (chunked),
-before any route parses it."""
+before any route parses it. The enrollment route below FastAPI (`provisioning.http.enroll_asgi`)
+applies the same declared-length check and answers the same 413."""
 
 from __future__ import annotations
 
