@@ -1,6 +1,7 @@
 """The request body limit, as ASGI middleware outside FastAPI: a body over ``max_body_bytes``
 is answered with 413 whether its length is declared (``Content-Length``) or streamed (chunked),
-before any route parses it."""
+before any route parses it. The enrollment route below FastAPI (`provisioning.http.enroll_asgi`)
+applies the same declared-length check and answers the same 413."""
 
 from __future__ import annotations
 
@@ -22,10 +23,9 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.max):
-                await _too_large(send)
-                return
+        if declared_too_large(scope, self.max):
+            await too_large(send)
+            return
         seen = 0
         exceeded = False
         answered = False
@@ -47,7 +47,7 @@ class BodyLimit:
             if exceeded:
                 if not answered and message["type"] == "http.response.start":
                     answered = True
-                    await _too_large(send)
+                    await too_large(send)
                 return
             answered = answered or message["type"] == "http.response.start"
             await send(message)
@@ -57,10 +57,19 @@ class BodyLimit:
         except _BodyTooLargeError:
             if not answered:
                 answered = True
-                await _too_large(send)
+                await too_large(send)
 
 
-async def _too_large(send: Send) -> None:
+def declared_too_large(scope: Scope, max_body_bytes: int) -> bool:
+    """Whether a ``Content-Length`` of the request is malformed or over ``max_body_bytes``."""
+    for name, value in scope.get("headers", []):
+        if name == b"content-length" and (not value.isdigit() or int(value) > max_body_bytes):
+            return True
+    return False
+
+
+async def too_large(send: Send) -> None:
+    """The 413 answer (the connection is closed after it: the rest of the body is unread)."""
     body = b'{"error":"too_large","detail":"the request body is larger than this service accepts"}'
     await send(
         {

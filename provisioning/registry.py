@@ -21,6 +21,7 @@ if issuance fails the whole unit rolls back and the token stays unused.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import threading
 from collections.abc import Iterator
@@ -47,12 +48,11 @@ from provisioning.records import (
     CertificateRecord,
     CertificateStatus,
     DeviceRecord,
+    DeviceStatus,
     GroupRecord,
     TokenRecord,
 )
 from provisioning.unit import (
-    _SELECT_DEVICE,
-    _SELECT_GROUPS,
     Unit,
     _cert,
     _device,
@@ -64,11 +64,31 @@ from provisioning.unit import (
 
 __all__ = ["Registry", "Unit"]
 
+_DEVICE_COLUMNS = "path, status, device_class, asset, created_at, updated_at"
+_GROUP_COLUMNS = "prefix, device_class, validity_days, renewal_grace_days"
+
+
+@functools.cache
+def _driver_sql(paramstyle: str, prefixes: int) -> tuple[str, str]:
+    """The device and group lookups in the driver's parameter style (``:name`` for sqlite3,
+    ``%(name)s`` for psycopg), for ``prefixes`` candidate group prefixes."""
+
+    def param(name: str) -> str:
+        return f":{name}" if paramstyle == "named" else f"%({name})s"
+
+    in_list = ", ".join(param(f"p{i}") for i in range(prefixes))
+    return (
+        f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE path = {param('path')}",  # noqa: S608 - placeholders only
+        f"SELECT {_GROUP_COLUMNS} FROM enrollment_groups WHERE prefix IN ({in_list})",  # noqa: S608 - placeholders only
+    )
+
 
 class Registry:
     def __init__(self, engine: Engine, *, lock_file: str | None = None) -> None:
         self._engine = engine
         self._sqlite = engine.dialect.name == "sqlite"
+        self._paramstyle = "named" if self._sqlite else "pyformat"  # sqlite3, psycopg
+        self._driver_error: type[Exception] = engine.dialect.loaded_dbapi.OperationalError
         # SQLite has one writer; queueing writers on a lock (threads, then flock across
         # processes) is far faster than SQLite's busy handler, which sleeps and retries.
         self._write_lock = threading.Lock() if self._sqlite else None
@@ -158,23 +178,33 @@ class Registry:
             return _device(row) if row is not None else None
 
     def device_and_group(self, path: str) -> tuple[DeviceRecord | None, GroupRecord | None]:
-        """The device and its most specific group, in one round trip (the enrollment hot path)."""
+        """The device and its most specific group, in one round trip (the enrollment hot path).
+
+        Run on the driver's own connection: through SQLAlchemy's statement execution these two
+        lookups cost ~170 µs of CPU, through the driver ~25 µs (ADR 0140). The statements are
+        fixed text with bound parameters, as before; only the layer that runs them differs."""
         levels = path.split("/")
         candidates = ["/".join(levels[:n]) for n in range(len(levels), 0, -1)]
+        device_sql, groups_sql = _driver_sql(self._paramstyle, len(candidates))
+        params = {f"p{i}": prefix for i, prefix in enumerate(candidates)}
         try:
             with self._engine.connect() as conn:
-                row = conn.execute(_SELECT_DEVICE, {"path": path}).first()
-                groups = {
-                    g.prefix: g for g in conn.execute(_SELECT_GROUPS, {"prefixes": candidates})
-                }
-        except OperationalError as exc:
-            raise UpstreamError(
-                f"the registry database failed ({type(exc.orig).__name__})"
-            ) from exc
-        device = _device(row) if row is not None else None
+                driver = conn.connection.driver_connection
+                if driver is None:
+                    raise UpstreamError("the registry database connection is closed")
+                row = driver.execute(device_sql, {"path": path}).fetchone()
+                groups = {g[0]: g for g in driver.execute(groups_sql, params).fetchall()}
+        except (OperationalError, self._driver_error) as exc:
+            raise UpstreamError(f"the registry database failed ({type(exc).__name__})") from exc
+        device = (
+            DeviceRecord(row[0], DeviceStatus(row[1]), row[2], row[3], _dt(row[4]), _dt(row[5]))
+            if row is not None
+            else None
+        )
         for prefix in candidates:
             if prefix in groups:
-                return device, _group(groups[prefix])
+                g = groups[prefix]
+                return device, GroupRecord(g[0], g[1], g[2], g[3])
         return device, None
 
     def devices(self) -> list[DeviceRecord]:

@@ -1,5 +1,6 @@
 """The provisioning application: the routes of each concern, the error translations and the
-context they share, composed once (ADR 0090); and the body limit in front of it all."""
+context they share, composed once (ADR 0090); and in front of it all the body limit and the
+enrollment route below FastAPI (ADR 0140)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from provisioning.bodylimit import BodyLimit
 from provisioning.config import ServiceLimits
 from provisioning.http import enroll, est, operator
 from provisioning.http.deps import Clock, HttpContext, Limiters, install
+from provisioning.http.enroll_asgi import EnrollRoute
 from provisioning.http.errors import install_error_handlers
 from provisioning.schemas import ErrorOut
 from provisioning.services import Services
@@ -55,5 +57,7 @@ def create_app(
 
 
 def wrap(app: FastAPI, limits: ServiceLimits) -> ASGIApp:
-    """The app behind the body limit (outermost, so oversized bodies never reach a route)."""
-    return BodyLimit(app, limits.http.max_body_bytes)
+    """The app behind the body limit (outermost, so oversized bodies never reach a route), and
+    ``POST /v1/enroll`` answered below FastAPI with the same limit, checks and answers."""
+    max_body_bytes = limits.http.max_body_bytes
+    return EnrollRoute(app, BodyLimit(app, max_body_bytes), max_body_bytes)
