@@ -13,7 +13,8 @@ error                       status  body ``error``
 body over the limit         413     ``too_large`` (`provisioning.bodylimit`)
 `RateLimitedError`          429     ``rate_limited`` (+ ``Retry-After``)
 `UpstreamError`             503     ``unavailable``
-schema mismatch             422     ``invalid_request`` (audited on enroll/renew)
+schema mismatch             422     ``invalid_request`` (audited on enroll/renew, after
+                                    the client's rate limit: else 429)
 unknown route               404     ``not_found``
 ==========================  ======  =========================================
 
@@ -41,7 +42,7 @@ from provisioning.errors import (
     UpstreamError,
     UsageError,
 )
-from provisioning.http.deps import client_address, context_of
+from provisioning.http.deps import context_of
 from provisioning.http.est import EST_CHALLENGE, EST_PREFIX
 from provisioning.service import ENROLL_REFUSED, RENEW_REFUSED
 
@@ -103,11 +104,14 @@ async def _upstream(_: Request, exc: UpstreamError) -> JSONResponse:
 
 async def _validation(request: Request, _: RequestValidationError) -> JSONResponse:
     action = _REFUSAL_ACTIONS.get(request.url.path)
-    if action is not None:  # a refused enrollment or renewal is audited even when malformed
+    if action is not None:  # a refused enrollment or renewal is audited even when malformed ...
+        context = context_of(request)
+        try:  # ... once the client's rate limit admitted it, as the route would (ADR 0044)
+            client = context.admit_client(request)
+        except RateLimitedError as exc:
+            return await _rate(request, exc)
         refusal = RequestError("the request body does not match the API schema", code="schema")
-        await context_of(request).record_refusal(
-            action, refusal, client=client_address(request), via="api"
-        )
+        await context.record_refusal(action, refusal, client=client, via="api")
     return error_response(
         422, "invalid_request", "the request body or parameters do not match the API schema"
     )

@@ -69,6 +69,9 @@ def limited(tmp_path: Path) -> Iterator[Env]:
         e.ca.close()
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 def test_retries_with_one_token_are_paced_with_429_and_retry_after(limited: Env) -> None:
     limited.add_device()
     token = limited.token()
@@ -87,6 +90,29 @@ def test_a_flooding_client_is_paced_with_429(limited: Env) -> None:
     with limited.client() as http:
         statuses = [http.post("/v1/renew", json={"csr": "x"}).status_code for _ in range(6)]
     assert statuses[:4] == [401] * 4 and statuses[4:] == [429, 429]
+
+
+def test_a_client_flooding_malformed_enrollments_is_paced_before_the_audit_log(
+    limited: Env,
+) -> None:
+    """A body that fails the schema is an audited refusal (ADR 0044), so it takes the client's
+    rate limit first: an unauthenticated flood cannot grow the audit log past the limit."""
+    before = len(limited.audit_records())
+    with limited.client() as http:
+        statuses = [
+            http.post(path, content=b'{"not": "an enrollment"}', headers=JSON).status_code
+            for path in ("/v1/enroll", "/v1/renew", "/v1/enroll", "/v1/renew", "/v1/enroll")
+        ]
+        paced = http.post("/v1/renew", content=b"[]", headers=JSON)
+    assert statuses == [422, 422, 422, 422, 429]  # burst 4, then paced
+    assert paced.status_code == 429 and int(paced.headers["Retry-After"]) >= 1
+    records = limited.audit_records()[before:]
+    assert [r["action"] for r in records] == [
+        "provisioning.enroll.refused",
+        "provisioning.renew.refused",
+        "provisioning.enroll.refused",
+        "provisioning.renew.refused",
+    ]
 
 
 # -- air-gapped enrollment --------------------------------------------------------------------
