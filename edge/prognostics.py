@@ -39,10 +39,12 @@ from edge.rul_fit import fit_rul
 _log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
 META_KEY = "prognostics"
-FORMAT = "idmz-prognostics/v4"  # v4: ADR 0139's life prior around each training life
-# v3 (ADR 0138's point, band and conditions) and v2 (ADR 0069) read as v4 with one log-normal
-# prior over the lives, and v2 without the point, band and conditions too.
-READABLE = (FORMAT, "idmz-prognostics/v3", "idmz-prognostics/v2")
+FORMAT = "idmz-prognostics/v5"  # v5: several configurations combined (ADR 0139, amended)
+# v4 (ADR 0139's life prior around each training life) reads as v5 with one configuration; v3
+# (ADR 0138's point, band and conditions) and v2 (ADR 0069) also with one log-normal prior over
+# the lives, and v2 without the point, band and conditions too. A v4 reader would ignore the
+# members and estimate differently, so v5 is refused by gateways older than it.
+READABLE = (FORMAT, "idmz-prognostics/v4", "idmz-prognostics/v3", "idmz-prognostics/v2")
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,10 @@ The posterior over (training run, life fraction) gives a distribution of the rem
 
 ``sigma`` (how closely a trajectory must follow a training run's), how much the life prior
 counts and how wide it is, the point and the band are chosen at fit time by leave-one-run-out
-within the training runs (`edge.rul_fit`).
+within the training runs (`edge.rul_fit`). Since ADR 0139's amendment a model keeps the inner
+runs' best few configurations (``members``), not one: ``rul_s`` is the median of their points
+and the band and ``fraction`` come from the mean of their posteriors, so the estimate does not
+hinge on which of several near-equal configurations happened to score best.
 
 **Operating condition (ADR 0138).** When the training runs and the machine each say their shaft
 speed and radial load, the training lives are rescaled to the machine's condition before they
@@ -77,6 +80,9 @@ LOAD_RANGE = (1.0, 1e7)  # radial load, N
 # extrapolation the training runs say nothing about, so the lives are used as they are.
 FACTOR_BOUNDS = (0.25, 4.0)
 _LN_HALF = math.log(0.5)
+MAX_MEMBERS = 16  # configurations a model may combine (bounded input; the fit keeps 5)
+# One configuration: sigma, prior weight, life width (None: one log-normal), point quantile.
+Member = tuple[float, float, float | None, float | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +171,8 @@ class RulModel:
     # The life prior: None, one log-normal over all training lives (ADR 0069, models of format
     # v2 and v3); a width, a log-normal of that width around each training run's own life.
     life_width: float | None = None
+    # Format v5: the configurations combined (the one above is the first); empty: that one.
+    members: tuple[Member, ...] = ()
 
     def estimate(
         self, age_s: float, history: RulHistory, condition: OperatingCondition | None = None
@@ -174,9 +182,19 @@ class RulModel:
         t, h = history.arrays()
         if t.size == 0 or not age_s > 0:
             raise ConfigError("a RUL estimate needs an age > 0 and a health history")
-        w = self._posterior(age_s, t, h, self._lives(condition))
+        sq, lives = self.mean_squared(age_s, t, h), self._lives(condition)
         rul = age_s * (1.0 - FRACTIONS) / FRACTIONS  # decreasing in u
-        point = point_estimate(rul, w, self.point_quantile)
+        members = self.members or (
+            (self.sigma, self.prior_weight, self.life_width, self.point_quantile),
+        )
+        ws = [
+            posterior(-sq / (2 * s**2), log_life_prior(age_s, lives, lw), pw)
+            for s, pw, lw, _ in members
+        ]
+        w = np.asarray(np.mean(ws, axis=0), dtype=np.float64)  # the members' mixture
+        point = float(
+            np.median([point_estimate(rul, m, mb[3]) for m, mb in zip(ws, members, strict=True)])
+        )
         lo, hi = (float(rul[quantile_index(w, 1.0 - q)]) for q in self.band)
         frac = float(FRACTIONS[quantile_index(w, 0.5)])
         return RulEstimate(point, min(lo, point), max(hi, point), frac)
@@ -197,18 +215,6 @@ class RulModel:
         lives = np.asarray(self.lives_s, dtype=np.float64)
         factors = self.life_factors(condition)
         return lives if factors is None else np.asarray(lives * factors, dtype=np.float64)
-
-    def _posterior(self, age: float, t: FloatArray, h: FloatArray, lives: FloatArray) -> FloatArray:
-        """Weights over the candidate life fractions ``FRACTIONS`` (summing to 1)."""
-        return posterior(
-            self._log_likelihood(age, t, h),
-            log_life_prior(age, lives, self.life_width),
-            self.prior_weight,
-        )
-
-    def _log_likelihood(self, age: float, t: FloatArray, h: FloatArray) -> FloatArray:
-        """Per training run and candidate life fraction: how well the history follows the run."""
-        return -self.mean_squared(age, t, h) / (2 * self.sigma**2)
 
     def mean_squared(self, age: float, t: FloatArray, h: FloatArray) -> FloatArray:
         """Per training run and candidate life fraction: the mean squared difference between
@@ -234,6 +240,7 @@ class RulModel:
                 [[c.shaft_rpm, c.load_n] for c in self.conditions] if self.conditions else None
             ),
             "life_width": self.life_width,
+            "members": [list(m) for m in self.members],
         }
 
     @classmethod
@@ -249,18 +256,28 @@ class RulModel:
             point = None if q is None else float(q)  # type: ignore[arg-type]
             width = data.get("life_width")  # absent before ADR 0139 (v2, v3): one log-normal
             life_width = None if width is None else float(width)  # type: ignore[arg-type]
+            raw = (data.get("members") or [])[: MAX_MEMBERS + 1]  # type: ignore[index]
+            members = tuple(_member(m) for m in raw)  # more than MAX_MEMBERS: refused below
             conds = data.get("conditions")
             conditions = (
                 None
                 if conds is None
                 else tuple(OperatingCondition(float(r), float(n)) for r, n in conds)  # type: ignore[attr-defined]
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:  # and a member of the wrong length
             raise ConfigError(f"malformed RUL model: {exc!r}") from exc
         except ConfigError as exc:  # a training run's operating condition out of its range
             raise ConfigError(f"RUL model: a training run's {exc}") from exc
         values = [v for c in curves for v in c] + [*lives, sigma, prior, lo, hi, point or 0.5]
         values.append(0.5 if life_width is None else life_width)
+        if len(members) > MAX_MEMBERS:
+            raise ConfigError(f"RUL model: at most {MAX_MEMBERS} members; found {len(members)}")
+        for s, pw, lw, q in members:  # each checked as the model's own configuration is
+            values += [s, pw, 0.5 if lw is None else lw, 0.5 if q is None else q]
+            if not (s > 0 and pw >= 0 and (q is None or 0 < q < 1)):
+                raise ConfigError("RUL model: a member's sigma > 0, prior weight >= 0, q in (0, 1)")
+            if lw is not None and not 0.01 <= lw <= 10:
+                raise ConfigError("RUL model: a member's life width must be in [0.01, 10]")
         if not curves or len(curves) != len(lives) or len({len(c) for c in curves}) != 1:
             raise ConfigError("RUL model: one curve per training life, all the same length")
         if len(curves[0]) < 2 or not all(math.isfinite(v) for v in values):
@@ -274,7 +291,20 @@ class RulModel:
             raise ConfigError("RUL model: point quantile in (0, 1); one condition per life")
         if life_width is not None and not 0.01 <= life_width <= 10:
             raise ConfigError(f"RUL model: life width must be in [0.01, 10]; found {life_width}")
-        return cls(curves, lives, sigma, prior, (lo, hi), point, conditions or None, life_width)
+        return cls(
+            curves, lives, sigma, prior, (lo, hi), point, conditions or None, life_width, members
+        )
+
+
+def _member(raw: Sequence[object]) -> Member:
+    """One configuration as JSON holds it: [sigma, prior weight, life width, point quantile]."""
+    s, pw, lw, q = raw
+    return (
+        float(s),  # type: ignore[arg-type]
+        float(pw),  # type: ignore[arg-type]
+        None if lw is None else float(lw),  # type: ignore[arg-type]
+        None if q is None else float(q),  # type: ignore[arg-type]
+    )
 
 
 def log_life_prior(age: float, lives: FloatArray, width: float | None) -> FloatArray:

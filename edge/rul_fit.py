@@ -7,6 +7,11 @@ counts and how wide it is around each training life (ADR 0139), which statistic 
 (ADR 0138), and the band: the posterior's 5-95 % quantiles, or the narrowest wider pair of a
 fixed ladder that held the truth at 90 % of those cuts when 5-95 % did not.
 
+Not one configuration but the ``TOP_CONFIGS`` best (ADR 0139, amended): with five or six
+training runs several score within a few hundredths of each other at the inner cuts, and which
+one wins is chance; the model keeps them all and estimates with the median of their points
+and the band of their averaged posterior (its width chosen on that average's inner samples).
+
 >>> from edge.rul import RulHistory
 >>> runs = [RunHistory(np.arange(0, 101.0), np.r_[np.zeros(80), np.linspace(0, 1, 21)], 100.0)]
 >>> m = fit_rul(runs * 2)
@@ -37,6 +42,7 @@ from edge.rul import (
     GRID,
     POINT_QUANTILES,
     FloatArray,
+    Member,
     OperatingCondition,
     RulModel,
     RunHistory,
@@ -48,6 +54,7 @@ from edge.rul import (
 )
 
 DEFAULT_LIFE_WIDTH = 0.3  # with fewer than three runs: as wide as ADR 0069's narrowest prior
+TOP_CONFIGS = 5  # configurations combined; fixed a priori, not fitted (ADR 0139, amended)
 Sample = tuple[float, FloatArray, float]  # (true remaining life, posterior, age)
 
 
@@ -101,27 +108,41 @@ def fit_rul(
     priors = {w: [log_life_prior(age, ls, w) for _, age, ls, _ in cuts] for w in life_widths}
     # Ranked by whether the widest band of the ladder held the truth at BAND_COVER of the
     # inner cuts (a prior too narrow for the training runs' own spread of lives cannot give an
-    # honest band, however well its point scores), then by the mean score.
-    best: (
-        tuple[tuple[bool, float], tuple[float, float, float | None, float | None], list[Sample]]
-        | None
-    ) = None
+    # honest band, however well its point scores), then by the mean score with its best point.
+    # With no prior weight the width changes nothing: one such candidate per sigma.
+    ranked: list[tuple[tuple[bool, float], Member, list[Sample]]] = []
     for sigma in sigmas:
         for weight in prior_weights:
-            for width in life_widths:
+            for width in life_widths if weight > 0 else life_widths[:1]:
                 samples = [
                     (truth, posterior(-sq / (2 * sigma**2), prior, weight), age)
                     for (truth, age, _, sq), prior in zip(cuts, priors[width], strict=True)
                 ]
                 honest = _cover(samples, BANDS[-1]) >= BAND_COVER
-                for q in POINT_QUANTILES:
-                    key = (honest, _mean_score(samples, q))
-                    if best is None or key > best[0]:
-                        best = (key, (sigma, weight, width, q), samples)
-    if best is None:
+                score, q = max(
+                    ((_mean_score(samples, q), q) for q in POINT_QUANTILES), key=lambda p: p[0]
+                )
+                ranked.append(((honest, score), (sigma, weight, width, q), samples))
+    if not ranked:
         raise ConfigError("fitting remaining useful life needs candidates to choose from")
-    (sigma, weight, width, q), samples = best[1], best[2]
-    return RulModel(curves, lives, float(sigma), float(weight), _band(samples), q, conds, width)
+    ranked.sort(key=lambda r: r[0], reverse=True)  # stable: ties keep the grid's order
+    top = ranked[:TOP_CONFIGS]
+    mixed = [  # the members' averaged posterior at each inner cut: what the band is chosen on
+        (truth, np.mean([m[2][i][1] for m in top], axis=0), age)
+        for i, (truth, _, age) in enumerate(top[0][2])
+    ]
+    sigma, weight, width, q = top[0][1]
+    return RulModel(
+        curves,
+        lives,
+        float(sigma),
+        float(weight),
+        _band(mixed),
+        q,
+        conds,
+        width,
+        tuple(m[1] for m in top),
+    )
 
 
 def _curve(run: RunHistory) -> tuple[float, ...]:

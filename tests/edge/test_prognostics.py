@@ -254,14 +254,20 @@ def test_overriding_the_baseline_keeps_every_other_setting(
 def test_prognostics_metadata_round_trips(fitted: tuple[bytes, Prognostics]) -> None:
     _, prog = fitted
     assert Prognostics.from_json(prog.to_json()) == prog
-    assert json.loads(prog.to_json())["format"] == "idmz-prognostics/v4"
+    assert json.loads(prog.to_json())["format"] == "idmz-prognostics/v5"
+    assert len(prog.rul.members) > 1  # the inner runs' best configurations, combined
+    v4 = json.loads(prog.to_json())  # a model signed before ADR 0139's amendment still runs
+    v4["format"] = "idmz-prognostics/v4"
+    del v4["rul"]["members"]
+    single = dataclasses.replace(prog.rul, members=())
+    assert Prognostics.from_json(json.dumps(v4)).rul == single
     v3 = json.loads(prog.to_json())  # a model signed before ADR 0139 still runs
     v3["format"] = "idmz-prognostics/v3"
-    del v3["rul"]["life_width"]
+    del v3["rul"]["life_width"], v3["rul"]["members"]
     assert Prognostics.from_json(json.dumps(v3)).rul.life_width is None
     v2 = json.loads(prog.to_json())  # a model signed before ADR 0138 still runs
     v2["format"] = "idmz-prognostics/v2"
-    for key in ("point_quantile", "conditions", "life_width"):
+    for key in ("point_quantile", "conditions", "life_width", "members"):
         del v2["rul"][key]
     old = Prognostics.from_json(json.dumps(v2))
     assert old.rul.point_quantile is None and old.rul.conditions is None

@@ -16,6 +16,7 @@ from edge.rul import (
     DEFAULT_LIFE_WIDTHS,
     FACTOR_BOUNDS,
     LOAD_RANGE,
+    MAX_MEMBERS,
     POINT_QUANTILES,
     RPM_RANGE,
     OperatingCondition,
@@ -24,7 +25,7 @@ from edge.rul import (
     RulModel,
     RunHistory,
 )
-from edge.rul_fit import fit_rul
+from edge.rul_fit import TOP_CONFIGS, fit_rul
 
 ONSET = 0.6  # every run's health starts to rise at 60 % of its life
 
@@ -116,6 +117,16 @@ def test_what_is_chosen_at_fit_time_comes_from_the_grid_and_survives_json(
     assert model.sigma in (0.05, 0.1, 0.2, 0.4, 10.0) and model.prior_weight in (0.0, 0.5, 1.0)
     assert model.point_quantile in POINT_QUANTILES and model.band in BANDS
     assert model.life_width in DEFAULT_LIFE_WIDTHS
+    assert 1 < len(model.members) <= TOP_CONFIGS and len(set(model.members)) == len(model.members)
+    assert model.members[0] == (
+        model.sigma,
+        model.prior_weight,
+        model.life_width,
+        model.point_quantile,
+    )
+    for sigma, weight, width, q in model.members:
+        assert sigma in (0.05, 0.1, 0.2, 0.4, 10.0) and weight in (0.0, 0.5, 1.0)
+        assert width in DEFAULT_LIFE_WIDTHS and q in POINT_QUANTILES
     assert RulModel.from_json(model.to_json()) == model
     assert len(model.curves) == len(LIVES) and model.lives_s == LIVES
 
@@ -139,12 +150,38 @@ def test_a_model_of_adr_0069_without_point_band_choice_or_conditions_still_loads
 
 
 def test_a_model_of_adr_0138_keeps_its_one_log_normal_life_prior(model: RulModel) -> None:
-    old = {k: v for k, v in model.to_json().items() if k != "life_width"}
+    old = {k: v for k, v in model.to_json().items() if k not in ("life_width", "members")}
     loaded = RulModel.from_json(old)
-    assert loaded.life_width is None
-    pooled = dataclasses.replace(model, life_width=None)
+    assert loaded.life_width is None and loaded.members == ()
+    pooled = dataclasses.replace(model, life_width=None, members=())
     history = machine(4500.0, 2000.0)
     assert loaded.estimate(2000.0, history) == pooled.estimate(2000.0, history)
+
+
+def test_a_model_of_adr_0139_estimates_with_its_one_configuration(model: RulModel) -> None:
+    old = {k: v for k, v in model.to_json().items() if k != "members"}
+    loaded = RulModel.from_json(old)
+    assert loaded.members == ()
+    one = dataclasses.replace(model, members=model.members[:1])
+    history = machine(4500.0, 3600.0)
+    assert loaded.estimate(3600.0, history) == one.estimate(3600.0, history)
+
+
+def test_the_point_is_the_median_of_the_members_points_not_the_best_members(
+    model: RulModel,
+) -> None:
+    """Members that differ only in their point statistic share one posterior: the band is
+    that posterior's, the point the middle one of their three points."""
+    base = dataclasses.replace(model, prior_weight=1.0, life_width=0.2, members=())
+    member = (base.sigma, 1.0, 0.2)
+    combined = dataclasses.replace(
+        base, point_quantile=0.1, members=tuple((*member, q) for q in (0.1, 0.5, 0.3))
+    )
+    history = machine(4500.0, 3600.0)
+    est = combined.estimate(3600.0, history)
+    middle = dataclasses.replace(base, point_quantile=0.3).estimate(3600.0, history)
+    best = dataclasses.replace(base, point_quantile=0.1).estimate(3600.0, history)
+    assert est == middle and est.rul_s > best.rul_s
 
 
 def flat_run(life_s: float) -> RunHistory:
@@ -163,7 +200,8 @@ def test_a_machine_that_outlived_the_short_lives_is_given_the_long_lived_runs_li
     for t in np.arange(0.0, 2000.0 + 1e-9, 10.0):
         history.add(float(t), 0.0)
     est = m.estimate(2000.0, history)
-    pooled = dataclasses.replace(m, life_width=None).estimate(2000.0, history)
+    one_log_normal = tuple((s, w, None, q) for s, w, _, q in m.members)
+    pooled = dataclasses.replace(m, members=one_log_normal).estimate(2000.0, history)
     assert est.rul_low_s <= 2000.0 <= est.rul_high_s  # the long group's remaining life
     assert est.fraction == pytest.approx(2000.0 / 4000.0, abs=0.1)
     assert pooled.rul_s < est.rul_s
@@ -179,6 +217,15 @@ def test_a_machine_that_outlived_the_short_lives_is_given_the_long_lived_runs_li
         {"life_width": -0.2},
         {"life_width": float("nan")},
         {"life_width": 1e9},
+        {"members": [[0.0, 1.0, 0.1, 0.2]]},
+        {"members": [[float("inf"), 1.0, 0.1, 0.2]]},
+        {"members": [[0.2, -1.0, None, None]]},
+        {"members": [[0.2, 1.0, 0.0, None]]},
+        {"members": [[0.2, 1.0, None, 1.5]]},
+        {"members": [[0.2, float("nan"), None, None]]},
+        {"members": [[0.2, 1.0, None]]},
+        {"members": [["x", 1.0, None, None]]},
+        {"members": [[0.2, 1.0, None, None]] * (MAX_MEMBERS + 1)},
     ],
 )
 def test_a_model_with_an_impossible_point_or_conditions_is_refused(
