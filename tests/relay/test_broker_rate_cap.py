@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -36,16 +37,24 @@ def broker_caps_off(relay: Relay) -> Iterator[None]:
     plugin, is): the relay's own limiter is then the only one. Restored afterwards."""
     rules = relay.home / "brokers" / "ot.rules"
     original = rules.read_text()
-    uncapped = "".join(
-        " ".join(line.split(" ")[:3]) + "\n" if line.startswith("write ") else line + "\n"
-        for line in original.splitlines()
-    )
+    uncapped = _uncapped(original)
     assert uncapped != original, "the rendered rules carry no cap"
-    _replace_rules(relay, rules, uncapped)
-    try:
-        yield
-    finally:
-        _replace_rules(relay, rules, original)
+    # The appliance renders the rules again every 2 s and writes back any that differ, so a
+    # changed rules file is undone within seconds; for this window it must not be.
+    with mock.patch.object(relay.appliance, "_render", return_value=(False, False)):
+        _replace_rules(relay, rules, uncapped)
+        try:
+            yield
+        finally:
+            _replace_rules(relay, rules, original)
+
+
+def _uncapped(rules: str) -> str:
+    """The rules without the rate fields of their write lines."""
+    return "".join(
+        " ".join(line.split(" ")[:3]) + "\n" if line.startswith("write ") else line + "\n"
+        for line in rules.splitlines()
+    )
 
 
 def _replace_rules(relay: Relay, rules: Path, text: str) -> None:
@@ -137,3 +146,16 @@ def test_a_flooding_gateway_is_capped_at_the_broker_and_other_devices_data_flows
     wait_for(lambda: metric in relay.metrics(), timeout_s=30, what="the broker_refused metric")
     reason = broker_capped(records)[0]["reason"]
     assert reason.startswith("broker_rate_limited: the OT-facing broker refused publishes over")
+
+
+def test_a_rules_file_changed_on_disk_is_rendered_back_within_seconds(relay: Relay) -> None:
+    """Caps stripped from the OT broker's rules on disk (a mistaken edit, or a local attacker)
+    last until the appliance's next render, every 2 s; the plugin then reloads the policy's."""
+    rules = relay.home / "brokers" / "ot.rules"
+    original = rules.read_text()
+    stripped = _uncapped(original)
+    tmp = rules.with_name(".ot.rules.tampered")
+    tmp.write_text(stripped)
+    tmp.replace(rules)
+    wait_for(lambda: rules.read_text() == original, timeout_s=10,
+             what="the appliance rendering the rules back")  # fmt: skip
